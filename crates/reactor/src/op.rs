@@ -1,0 +1,463 @@
+//! Operations: what a caller submits, and what comes back.
+//!
+//! An [`Op`] owns everything the kernel may touch while it runs: the data
+//! buffer (`Vec<u8>`), the path (`CString`), the peer address. Ownership
+//! moves into the reactor on submit and the buffer moves back out in the
+//! operation's [`Completion`] (or in the [`SubmitError`](crate::SubmitError)
+//! when the submission itself is refused). The heap block of a `Vec` or a
+//! `CString` does not move when the value itself moves, so the pointer the
+//! kernel was given stays valid for as long as the reactor holds the value.
+
+use std::ffi::CString;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+
+/// A caller-chosen tag that names one operation in flight.
+///
+/// Tokens must be unique among the operations in flight on one reactor (a
+/// second submission with a token already in flight is refused). Once the
+/// operation's final completion has been collected the token may be reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Token(pub u64);
+
+/// Readiness a [`Op::poll`] waits for, and reports back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Interest(u8);
+
+impl Interest {
+    /// The descriptor can be read (or accepted on) without blocking.
+    pub const READABLE: Interest = Interest(1);
+    /// The descriptor can be written without blocking.
+    pub const WRITABLE: Interest = Interest(2);
+    /// Both readable and writable.
+    pub const BOTH: Interest = Interest(3);
+
+    /// Whether this includes readability.
+    pub fn is_readable(self) -> bool {
+        self.0 & 1 != 0
+    }
+
+    /// Whether this includes writability.
+    pub fn is_writable(self) -> bool {
+        self.0 & 2 != 0
+    }
+
+    /// The raw bits (1 readable, 2 writable), as a poll completion's result.
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// From raw bits; unknown bits are dropped.
+    pub fn from_bits(bits: u8) -> Interest {
+        Interest(bits & 3)
+    }
+}
+
+/// Which half of a connection [`Op::shutdown`] closes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Shutdown {
+    /// No more receives.
+    Read,
+    /// No more sends (the peer sees end of stream).
+    Write,
+    /// Both.
+    Both,
+}
+
+impl Shutdown {
+    pub(crate) fn how(self) -> i32 {
+        match self {
+            Shutdown::Read => libc::SHUT_RD,
+            Shutdown::Write => libc::SHUT_WR,
+            Shutdown::Both => libc::SHUT_RDWR,
+        }
+    }
+}
+
+/// File metadata as `statx(2)` returned it (the io_uring backend's statx).
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+pub struct FileStat(pub(crate) libc::statx);
+
+impl FileStat {
+    #[cfg_attr(not(all(feature = "uring", target_os = "linux")), allow(dead_code))]
+    pub(crate) fn zeroed() -> Box<FileStat> {
+        // SAFETY: `statx` is a plain C struct of integers; all-zero is a valid value.
+        Box::new(FileStat(unsafe { std::mem::zeroed() }))
+    }
+
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.0.stx_size
+    }
+
+    /// File type and permission bits (`st_mode`).
+    pub fn mode(&self) -> u32 {
+        u32::from(self.0.stx_mode)
+    }
+
+    /// Whether this is a regular file.
+    pub fn is_file(&self) -> bool {
+        self.mode() & libc::S_IFMT == libc::S_IFREG
+    }
+
+    /// Whether this is a directory.
+    pub fn is_dir(&self) -> bool {
+        self.mode() & libc::S_IFMT == libc::S_IFDIR
+    }
+
+    /// Number of hard links.
+    pub fn nlink(&self) -> u32 {
+        self.0.stx_nlink
+    }
+
+    /// Inode number.
+    pub fn ino(&self) -> u64 {
+        self.0.stx_ino
+    }
+
+    /// Owner user id.
+    pub fn uid(&self) -> u32 {
+        self.0.stx_uid
+    }
+
+    /// Owner group id.
+    pub fn gid(&self) -> u32 {
+        self.0.stx_gid
+    }
+
+    /// Last modification time, seconds and nanoseconds since the epoch.
+    pub fn mtime(&self) -> (i64, u32) {
+        (self.0.stx_mtime.tv_sec, self.0.stx_mtime.tv_nsec)
+    }
+
+    /// The raw `statx` record.
+    pub fn raw(&self) -> &libc::statx {
+        &self.0
+    }
+}
+
+impl fmt::Debug for FileStat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileStat")
+            .field("size", &self.size())
+            .field("mode", &format_args!("{:o}", self.mode()))
+            .field("ino", &self.ino())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One operation, owning what the kernel may touch while it runs.
+///
+/// Build one with the constructors (`Op::recv(fd, buf)` and so on). Socket
+/// descriptors given to the reactor must be nonblocking (the polling backend
+/// relies on it; io_uring does not mind), and they stay owned by the caller
+/// except for [`Op::close`], which consumes the descriptor.
+#[derive(Debug)]
+pub struct Op {
+    pub(crate) kind: OpKind,
+}
+
+#[derive(Debug)]
+#[cfg_attr(not(all(feature = "uring", target_os = "linux")), allow(dead_code))]
+pub(crate) enum OpKind {
+    Accept {
+        fd: RawFd,
+    },
+    AcceptMulti {
+        fd: RawFd,
+    },
+    Connect {
+        fd: RawFd,
+        addr: SocketAddr,
+    },
+    Recv {
+        fd: RawFd,
+        buf: Vec<u8>,
+    },
+    RecvMulti {
+        fd: RawFd,
+    },
+    Send {
+        fd: RawFd,
+        buf: Vec<u8>,
+        from: usize,
+    },
+    Shutdown {
+        fd: RawFd,
+        how: Shutdown,
+    },
+    Close {
+        fd: RawFd,
+    },
+    Poll {
+        fd: RawFd,
+        interest: Interest,
+    },
+    OpenAt {
+        dir: RawFd,
+        path: CString,
+        flags: i32,
+        mode: u32,
+    },
+    ReadAt {
+        fd: RawFd,
+        buf: Vec<u8>,
+        offset: u64,
+    },
+    WriteAt {
+        fd: RawFd,
+        buf: Vec<u8>,
+        offset: u64,
+    },
+    Statx {
+        dir: RawFd,
+        path: CString,
+        flags: i32,
+    },
+    Fsync {
+        fd: RawFd,
+        data_only: bool,
+    },
+    UnlinkAt {
+        dir: RawFd,
+        path: CString,
+        flags: i32,
+    },
+    RenameAt {
+        old_dir: RawFd,
+        old: CString,
+        new_dir: RawFd,
+        new: CString,
+        flags: u32,
+    },
+    MkdirAt {
+        dir: RawFd,
+        path: CString,
+        mode: u32,
+    },
+}
+
+impl Op {
+    fn new(kind: OpKind) -> Op {
+        Op { kind }
+    }
+
+    /// Accept one connection on a listening socket. The result is the new
+    /// descriptor (nonblocking, close-on-exec), owned by the caller.
+    pub fn accept(listener: RawFd) -> Op {
+        Op::new(OpKind::Accept { fd: listener })
+    }
+
+    /// Accept connections until cancelled: one completion per connection,
+    /// each with [`Completion::more`] set while the operation stays armed.
+    /// io_uring uses multishot accept where the kernel has it.
+    pub fn accept_multi(listener: RawFd) -> Op {
+        Op::new(OpKind::AcceptMulti { fd: listener })
+    }
+
+    /// Connect a nonblocking, unconnected socket to `addr`.
+    pub fn connect(socket: RawFd, addr: SocketAddr) -> Op {
+        Op::new(OpKind::Connect { fd: socket, addr })
+    }
+
+    /// Receive into the spare capacity of `buf` (`buf.len()..buf.capacity()`);
+    /// the completion's buffer has its length grown by the bytes received.
+    /// A result of 0 with spare capacity is the end of the stream.
+    pub fn recv(socket: RawFd, buf: Vec<u8>) -> Op {
+        Op::new(OpKind::Recv { fd: socket, buf })
+    }
+
+    /// Receive until cancelled, end of stream or error, into buffers the
+    /// reactor provides: one completion per chunk, each carrying a buffer
+    /// the caller owns from then on (give it back with
+    /// [`Reactor::recycle`](crate::Reactor::recycle) to avoid allocations).
+    /// io_uring uses multishot recv with a provided-buffer ring where the
+    /// kernel has them.
+    pub fn recv_multi(socket: RawFd) -> Op {
+        Op::new(OpKind::RecvMulti { fd: socket })
+    }
+
+    /// Send all of `buf`. The result is the number of bytes the kernel took,
+    /// which may be fewer (a partial write): resubmit with
+    /// [`Op::send_from`] for the rest.
+    pub fn send(socket: RawFd, buf: Vec<u8>) -> Op {
+        Op::send_from(socket, buf, 0)
+    }
+
+    /// Send `buf[from..]`. The result counts bytes from `from`.
+    pub fn send_from(socket: RawFd, buf: Vec<u8>, from: usize) -> Op {
+        Op::new(OpKind::Send {
+            fd: socket,
+            buf,
+            from,
+        })
+    }
+
+    /// Shut down one or both halves of a connection.
+    pub fn shutdown(socket: RawFd, how: Shutdown) -> Op {
+        Op::new(OpKind::Shutdown { fd: socket, how })
+    }
+
+    /// Close a descriptor, cancelling the operations in flight on it first
+    /// (they complete with `ECANCELED`). The descriptor belongs to the
+    /// reactor from the submission on, also if the close fails.
+    pub fn close(fd: RawFd) -> Op {
+        Op::new(OpKind::Close { fd })
+    }
+
+    /// Wait until `fd` is ready for `interest`; the result holds the
+    /// readiness bits ([`Interest::bits`]).
+    pub fn poll(fd: RawFd, interest: Interest) -> Op {
+        Op::new(OpKind::Poll { fd, interest })
+    }
+
+    /// `openat(2)`: open `path` relative to `dir` (`libc::AT_FDCWD` for the
+    /// working directory). The result is the new descriptor. File operation:
+    /// io_uring only.
+    pub fn openat(dir: RawFd, path: CString, flags: i32, mode: u32) -> Op {
+        Op::new(OpKind::OpenAt {
+            dir,
+            path,
+            flags: flags | libc::O_CLOEXEC,
+            mode,
+        })
+    }
+
+    /// Read at `offset` into the spare capacity of `buf`, as [`Op::recv`].
+    /// File operation: io_uring only.
+    pub fn read_at(fd: RawFd, buf: Vec<u8>, offset: u64) -> Op {
+        Op::new(OpKind::ReadAt { fd, buf, offset })
+    }
+
+    /// Write `buf` at `offset`; the result may be short. File operation:
+    /// io_uring only.
+    pub fn write_at(fd: RawFd, buf: Vec<u8>, offset: u64) -> Op {
+        Op::new(OpKind::WriteAt { fd, buf, offset })
+    }
+
+    /// `statx(2)` of `path` relative to `dir` (`flags` as `AT_*`, e.g.
+    /// `AT_SYMLINK_NOFOLLOW`); the completion carries a [`FileStat`].
+    /// File operation: io_uring only.
+    pub fn statx(dir: RawFd, path: CString, flags: i32) -> Op {
+        Op::new(OpKind::Statx { dir, path, flags })
+    }
+
+    /// `fsync(2)`, or `fdatasync(2)` when `data_only`. File operation:
+    /// io_uring only.
+    pub fn fsync(fd: RawFd, data_only: bool) -> Op {
+        Op::new(OpKind::Fsync { fd, data_only })
+    }
+
+    /// `unlinkat(2)` (`flags` `AT_REMOVEDIR` removes a directory). File
+    /// operation: io_uring only.
+    pub fn unlinkat(dir: RawFd, path: CString, flags: i32) -> Op {
+        Op::new(OpKind::UnlinkAt { dir, path, flags })
+    }
+
+    /// `renameat2(2)`. File operation: io_uring only.
+    pub fn renameat(old_dir: RawFd, old: CString, new_dir: RawFd, new: CString, flags: u32) -> Op {
+        Op::new(OpKind::RenameAt {
+            old_dir,
+            old,
+            new_dir,
+            new,
+            flags,
+        })
+    }
+
+    /// `mkdirat(2)`. File operation: io_uring only.
+    pub fn mkdirat(dir: RawFd, path: CString, mode: u32) -> Op {
+        Op::new(OpKind::MkdirAt { dir, path, mode })
+    }
+
+    /// Whether this is a file operation (which the polling backend refuses
+    /// with [`io::ErrorKind::Unsupported`]).
+    pub fn is_file_op(&self) -> bool {
+        matches!(
+            self.kind,
+            OpKind::OpenAt { .. }
+                | OpKind::ReadAt { .. }
+                | OpKind::WriteAt { .. }
+                | OpKind::Statx { .. }
+                | OpKind::Fsync { .. }
+                | OpKind::UnlinkAt { .. }
+                | OpKind::RenameAt { .. }
+                | OpKind::MkdirAt { .. }
+        )
+    }
+
+    /// The data buffer this operation owns, if any, taken out of it.
+    pub fn into_buf(self) -> Option<Vec<u8>> {
+        match self.kind {
+            OpKind::Recv { buf, .. }
+            | OpKind::Send { buf, .. }
+            | OpKind::ReadAt { buf, .. }
+            | OpKind::WriteAt { buf, .. } => Some(buf),
+            _ => None,
+        }
+    }
+}
+
+/// The outcome of one operation (or one shot of a multishot operation).
+#[derive(Debug)]
+pub struct Completion {
+    /// The token the operation was submitted with.
+    pub token: Token,
+    /// Bytes transferred; for accept and openat the new descriptor (owned by
+    /// the caller); for poll the readiness bits; otherwise 0.
+    pub result: io::Result<usize>,
+    /// The data buffer, handed back: the caller's own for recv, send,
+    /// read_at and write_at (also on error and on cancel), or a
+    /// reactor-provided one for [`Op::recv_multi`].
+    pub buf: Option<Vec<u8>>,
+    /// The metadata of a successful [`Op::statx`].
+    pub stat: Option<Box<FileStat>>,
+    /// True when more completions will follow for this token (a multishot
+    /// operation still armed); false on an operation's final completion.
+    pub more: bool,
+}
+
+impl Completion {
+    pub(crate) fn new(token: Token, result: io::Result<usize>) -> Completion {
+        Completion {
+            token,
+            result,
+            buf: None,
+            stat: None,
+            more: false,
+        }
+    }
+
+    pub(crate) fn with_buf(mut self, buf: Option<Vec<u8>>) -> Completion {
+        self.buf = buf;
+        self
+    }
+
+    /// The descriptor an accept or openat produced.
+    pub fn fd(&self) -> Option<RawFd> {
+        match self.result {
+            Ok(v) => RawFd::try_from(v).ok(),
+            Err(_) => None,
+        }
+    }
+
+    /// The readiness a poll operation reported.
+    pub fn readiness(&self) -> Option<Interest> {
+        match self.result {
+            Ok(v) => Some(Interest::from_bits(v as u8)),
+            Err(_) => None,
+        }
+    }
+
+    /// Whether the operation ended because it was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(&self.result, Err(e) if e.raw_os_error() == Some(libc::ECANCELED))
+    }
+}
+
+pub(crate) fn cancelled() -> io::Error {
+    io::Error::from_raw_os_error(libc::ECANCELED)
+}

@@ -1,0 +1,244 @@
+//! The backends, chosen in this one place.
+//!
+//! # The backend contract
+//!
+//! Every backend (io_uring in `uring.rs`, readiness polling in `poll.rs`)
+//! provides the same five calls and keeps the same promises:
+//!
+//! - `submit(token, op, out)`: takes ownership of the operation. It either
+//!   refuses it at once, handing the whole [`Op`] back (a token already in
+//!   flight: `AlreadyExists`; a file operation on polling: `Unsupported`), or
+//!   accepts it, and then exactly one *final* completion for that token
+//!   follows (plus, for multishot operations, any number of completions with
+//!   `more == true` before it). A backend may complete an operation during
+//!   `submit` itself by pushing to `out`; it never blocks there.
+//! - `cancel(token, out)`: asks for the operation to end. Its final
+//!   completion still arrives (possibly in `out` at once), with `ECANCELED`
+//!   unless the operation had already finished; a result that won the race
+//!   is delivered as it is, except a descriptor (accept, openat), which the
+//!   backend closes, reporting `ECANCELED`. Returns whether the token was
+//!   in flight; unknown or finished tokens are a harmless no-op.
+//! - `wait(timeout, out)`: starts what was submitted, blocks until at least
+//!   one completion is ready, the timeout passes or a [`Waker`] fires, and
+//!   appends the ready completions to `out`. With `out` non-empty or a zero
+//!   timeout it does not block. It does not enter the kernel when nothing
+//!   is queued and nothing can have completed (io_uring).
+//! - `waker()`: a handle whose `wake()` makes a blocked or the next `wait`
+//!   return; wakes coalesce until that `wait` returns.
+//! - drop: no buffer the kernel may still write is freed before the kernel
+//!   is done with it, and no descriptor produced after cancellation leaks.
+//!
+//! Buffers travel inside the operation and come back in its completion,
+//! also on error and on cancel. Sockets must be nonblocking; accepted
+//! sockets are nonblocking and close-on-exec on every backend.
+
+use crate::{BackendError, BackendKind, Completion, Op, Token};
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// The one funnel for raw system calls: `syscall!(name(args..))` calls
+/// `libc::name` and turns `-1` into `Err(io::Error::last_os_error())`. The
+/// caller wraps it in `unsafe` with a `// SAFETY:` line for the arguments.
+macro_rules! syscall {
+    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
+        let res = libc::$fn($($arg),*);
+        if res == -1 { Err(std::io::Error::last_os_error()) } else { Ok(res) }
+    }};
+}
+
+#[cfg(feature = "poll")]
+pub(crate) mod poll;
+#[cfg(all(feature = "uring", target_os = "linux"))]
+pub(crate) mod uring;
+
+pub(crate) mod slab;
+
+/// Capacity of the buffers `recv_multi` hands out (and takes back).
+pub(crate) const MULTI_BUF_SIZE: usize = 16 * 1024;
+
+#[cfg(not(any(feature = "poll", all(feature = "uring", target_os = "linux"))))]
+compile_error!("eventide-reactor needs a backend: enable `poll` (or `uring` on Linux)");
+
+/// The compiled backends, a closed set: one `match` per call, no vtable.
+/// One value lives per reactor and is never moved on the hot path, so the
+/// size difference between the variants costs nothing; boxing would add a
+/// pointer chase to every call.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Backend {
+    #[cfg(all(feature = "uring", target_os = "linux"))]
+    Uring(uring::Uring),
+    #[cfg(feature = "poll")]
+    Poll(poll::Poll),
+}
+
+macro_rules! dispatch {
+    ($self:expr, $b:ident => $e:expr) => {
+        match $self {
+            #[cfg(all(feature = "uring", target_os = "linux"))]
+            Backend::Uring($b) => $e,
+            #[cfg(feature = "poll")]
+            Backend::Poll($b) => $e,
+        }
+    };
+}
+
+impl Backend {
+    pub(crate) fn open(kind: BackendKind) -> Result<Backend, BackendError> {
+        match kind {
+            #[cfg(all(feature = "uring", target_os = "linux"))]
+            BackendKind::Uring => {
+                uring::Uring::new()
+                    .map(Backend::Uring)
+                    .map_err(|source| BackendError::Refused {
+                        backend: kind,
+                        source,
+                    })
+            }
+            #[cfg(feature = "poll")]
+            BackendKind::Poll => {
+                poll::Poll::new()
+                    .map(Backend::Poll)
+                    .map_err(|source| BackendError::Refused {
+                        backend: kind,
+                        source,
+                    })
+            }
+            #[allow(unreachable_patterns)]
+            other => Err(BackendError::NotCompiled(other)),
+        }
+    }
+
+    pub(crate) fn kind(&self) -> BackendKind {
+        match self {
+            #[cfg(all(feature = "uring", target_os = "linux"))]
+            Backend::Uring(_) => BackendKind::Uring,
+            #[cfg(feature = "poll")]
+            Backend::Poll(_) => BackendKind::Poll,
+        }
+    }
+
+    pub(crate) fn submit(
+        &mut self,
+        token: Token,
+        op: Op,
+        out: &mut VecDeque<Completion>,
+    ) -> Result<(), (io::Error, Op)> {
+        dispatch!(self, b => b.submit(token, op, out))
+    }
+
+    pub(crate) fn cancel(&mut self, token: Token, out: &mut VecDeque<Completion>) -> bool {
+        dispatch!(self, b => b.cancel(token, out))
+    }
+
+    pub(crate) fn wait(
+        &mut self,
+        timeout: Option<Duration>,
+        out: &mut VecDeque<Completion>,
+    ) -> io::Result<()> {
+        dispatch!(self, b => b.wait(timeout, out))
+    }
+
+    pub(crate) fn notifier(&self) -> Arc<WakeShared> {
+        dispatch!(self, b => b.notifier())
+    }
+
+    pub(crate) fn recycle(&mut self, buf: Vec<u8>) {
+        dispatch!(self, b => b.recycle(buf))
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        dispatch!(self, b => b.in_flight())
+    }
+
+    #[cfg(all(feature = "uring", target_os = "linux"))]
+    pub(crate) fn uring(&self) -> Option<&uring::Uring> {
+        #[allow(unreachable_patterns)]
+        match self {
+            Backend::Uring(u) => Some(u),
+            _ => None,
+        }
+    }
+}
+
+/// Which backends this build contains, best first.
+pub(crate) fn compiled() -> &'static [BackendKind] {
+    &[
+        #[cfg(all(feature = "uring", target_os = "linux"))]
+        BackendKind::Uring,
+        #[cfg(feature = "poll")]
+        BackendKind::Poll,
+    ]
+}
+
+/// The shared half of a [`Waker`]: a flag that coalesces wakes, and the
+/// backend's way to interrupt a blocked wait.
+#[derive(Debug)]
+pub(crate) struct WakeShared {
+    pending: AtomicBool,
+    notify: Notify,
+}
+
+#[derive(Debug)]
+pub(crate) enum Notify {
+    /// Write to an eventfd the io_uring backend keeps a read armed on.
+    #[cfg(all(feature = "uring", target_os = "linux"))]
+    EventFd(std::os::fd::OwnedFd),
+    /// polling's own notification.
+    #[cfg(feature = "poll")]
+    Poller(Arc<polling::Poller>),
+}
+
+impl WakeShared {
+    pub(crate) fn new(notify: Notify) -> WakeShared {
+        WakeShared {
+            pending: AtomicBool::new(false),
+            notify,
+        }
+    }
+
+    /// Wakes the reactor unless a wake is already on its way.
+    pub(crate) fn wake(&self) -> io::Result<()> {
+        // AcqRel: what the waking thread wrote before wake() is visible to
+        // the loop once it has seen the flag (and reset it).
+        if self.pending.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        match &self.notify {
+            #[cfg(all(feature = "uring", target_os = "linux"))]
+            Notify::EventFd(fd) => {
+                use std::os::fd::AsRawFd;
+                let one: u64 = 1;
+                // SAFETY: `fd` is an open eventfd owned by `self`; the pointer
+                // and length describe the 8 bytes of `one`, alive for the call.
+                let r = unsafe { syscall!(write(fd.as_raw_fd(), (&raw const one).cast(), 8)) };
+                match r {
+                    Ok(_) => Ok(()),
+                    // The counter is saturated: a wake is pending anyway.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+            #[cfg(feature = "poll")]
+            Notify::Poller(p) => p.notify(),
+        }
+    }
+
+    /// Called by the backend when its wait returned: later wakes notify again.
+    pub(crate) fn reset(&self) {
+        self.pending.store(false, Ordering::Release);
+        // A fence so the loop's reads of the waking threads' data come after
+        // the flag reset (pairs with the AcqRel swap in `wake`).
+        std::sync::atomic::fence(Ordering::SeqCst);
+    }
+}
+
+/// Closes a descriptor nobody owns any more (a late accept or open).
+#[cfg_attr(not(all(feature = "uring", target_os = "linux")), allow(dead_code))]
+pub(crate) fn close_fd(fd: i32) {
+    // SAFETY: the caller hands over a descriptor no one else owns.
+    let _ = unsafe { syscall!(close(fd)) };
+}

@@ -1,0 +1,929 @@
+//! The io_uring backend (Linux, the `io-uring` crate).
+//!
+//! # Ring setup
+//!
+//! Flags are tried best first and fall back on `EINVAL` (a kernel that does
+//! not know one): `SINGLE_ISSUER | DEFER_TASKRUN | TASKRUN_FLAG` (measured
+//! ~20% better than no flags; completions are posted only when the loop
+//! thread enters the kernel, and `TASKRUN_FLAG` tells us when it should),
+//! then `COOP_TASKRUN | TASKRUN_FLAG`, then none. Never `SQPOLL`. The
+//! completion queue is sized at 16 times the submission queue; with
+//! `IORING_FEAT_NODROP` an overflowing completion queue loses nothing: the
+//! kernel keeps the excess and we flush it (an enter with `GETEVENTS`) until
+//! the overflow flag clears. A full submission queue is submitted and the
+//! push retried; completions reaped to make room are kept for the next wait.
+//!
+//! # Turns that do nothing stay in user space
+//!
+//! `wait` with a zero timeout enters the kernel only if entries are queued,
+//! the kernel flagged pending task work, or the completion queue overflowed;
+//! otherwise it reads the shared completion ring and returns.
+//!
+//! # Ownership
+//!
+//! Every in-flight operation has an entry in a slab (key = user_data, with a
+//! generation so a late cancel never hits a newer operation). The entry owns
+//! the buffer, path, address or statx record whose heap address was given
+//! to the kernel; the entry is removed, and its buffer handed back, only
+//! when the operation's final completion (no `IORING_CQE_F_MORE`) has been
+//! reaped. On drop every operation is cancelled and the ring drained for up
+//! to two seconds; if the kernel still holds something then, it is leaked,
+//! never freed under the kernel.
+//!
+//! # Multishot and provided buffers
+//!
+//! Multishot accept is used when the kernel has it; the probe is the
+//! presence of `IORING_OP_SOCKET` (5.19, the release of multishot accept
+//! and provided-buffer rings), and an `EINVAL` from a multishot request
+//! turns the feature off and re-arms single-shot. `recv_multi` uses a
+//! provided-buffer ring (`IORING_REGISTER_PBUF_RING`, group 0) of 256
+//! buffers of 16 KiB when it can be registered and the kernel has
+//! multishot recv (probed by `IORING_OP_SEND_ZC`, 6.0). A buffer the kernel
+//! filled is handed to the caller and its ring slot refilled at once (from
+//! buffers given back with `recycle`, else a fresh allocation), published
+//! once per turn. When the ring runs dry a multishot recv ends with
+//! `ENOBUFS`; such receives are parked and re-armed only as many as
+//! buffers were published since, never all at once whenever any buffer
+//! returns (which was seen to cause storms of `ENOBUFS` completions).
+
+use super::slab::{Key, Slab};
+use super::{MULTI_BUF_SIZE, Notify, WakeShared, close_fd};
+use crate::op::{OpKind, cancelled};
+use crate::uring_ext::UringInfo;
+use crate::{Completion, FileStat, Interest, Op, Token};
+use io_uring::{IoUring, Probe, cqueue, opcode, squeue, types};
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SQ_ENTRIES: u32 = 256;
+const CQ_ENTRIES: u32 = SQ_ENTRIES * 16;
+/// user_data with this bit set belongs to the backend itself.
+const INTERNAL: u64 = 1 << 63;
+const UD_WAKE: u64 = INTERNAL | 1;
+const UD_IGNORE: u64 = INTERNAL | 2;
+const BGID: u16 = 0;
+const PBUF_ENTRIES: u16 = 256;
+
+#[derive(Debug)]
+struct Inflight {
+    token: Token,
+    kind: OpKind,
+    /// Connect's address, boxed so its place is fixed while in flight.
+    addr: Option<Box<socket2::SockAddr>>,
+    /// Statx's output record.
+    stat: Option<Box<FileStat>>,
+    /// The buffer of a single-shot `recv_multi` round.
+    round_buf: Option<Vec<u8>>,
+    cancelled: bool,
+}
+
+/// The provided-buffer ring: entries shared with the kernel, and the
+/// buffers they point to, by buffer id.
+#[derive(Debug)]
+struct BufRing {
+    base: *mut u8,
+    layout: std::alloc::Layout,
+    bufs: Vec<Option<Vec<u8>>>,
+    tail: u16,
+    /// Buffers added since the last publish.
+    unpublished: u16,
+}
+
+impl BufRing {
+    fn entry_count(&self) -> u16 {
+        PBUF_ENTRIES
+    }
+
+    /// Puts `buf` into the ring under `bid` (visible to the kernel after `publish`).
+    fn add(&mut self, bid: u16, mut buf: Vec<u8>) {
+        buf.clear();
+        let slot = usize::from(self.tail.wrapping_add(self.unpublished) & (self.entry_count() - 1));
+        let addr = buf.as_mut_ptr() as u64;
+        let len = buf.capacity() as u32;
+        self.bufs[usize::from(bid)] = Some(buf);
+        // SAFETY: `slot < PBUF_ENTRIES`, so the 16-byte entry lies inside the
+        // ring allocation; the kernel reads entries only up to the published
+        // tail, and this one is beyond it until `publish`.
+        unsafe {
+            let e = self.base.add(slot * 16);
+            e.cast::<u64>().write(addr);
+            e.add(8).cast::<u32>().write(len);
+            e.add(12).cast::<u16>().write(bid);
+        }
+        self.unpublished += 1;
+    }
+
+    /// Makes the added buffers visible to the kernel; returns how many.
+    fn publish(&mut self) -> u16 {
+        let n = self.unpublished;
+        if n > 0 {
+            self.tail = self.tail.wrapping_add(n);
+            self.unpublished = 0;
+            // SAFETY: the tail is the u16 at offset 14 of the ring (the
+            // `resv` field of entry 0, as the kernel's `io_uring_buf_ring`
+            // lays it out), suitably aligned; the kernel reads it
+            // concurrently, hence the atomic release store, which also
+            // orders the entry writes before it.
+            unsafe {
+                let tail = &*self.base.add(14).cast::<std::sync::atomic::AtomicU16>();
+                tail.store(self.tail, std::sync::atomic::Ordering::Release);
+            }
+        }
+        n
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: `base` was allocated with `layout`; the owner drops the
+        // ring only after the kernel let go of it (unregistered, or the
+        // ring torn down with nothing in flight).
+        unsafe { std::alloc::dealloc(self.base, self.layout) };
+    }
+}
+
+/// The io_uring backend.
+pub(crate) struct Uring {
+    ring: IoUring,
+    ops: Slab<Inflight>,
+    wake: Arc<WakeShared>,
+    wake_fd: RawFd,
+    wake_buf: Box<u64>,
+    wake_armed: bool,
+    info: UringInfo,
+    pbuf: Option<BufRing>,
+    /// Receives that ended with ENOBUFS, waiting for buffers.
+    starved: VecDeque<Key>,
+    spare: Vec<Vec<u8>>,
+    /// Completion entries reaped while making room in the submission queue.
+    reaped: Vec<(u64, i32, u32)>,
+}
+
+impl std::fmt::Debug for Uring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Uring")
+            .field("info", &self.info)
+            .field("in_flight", &self.ops.len())
+            .finish()
+    }
+}
+
+fn setup() -> io::Result<(IoUring, bool, bool)> {
+    let attempts: [(bool, bool); 3] = [(true, false), (false, true), (false, false)];
+    let mut last = None;
+    for (defer, coop) in attempts {
+        let mut b = IoUring::builder();
+        b.setup_cqsize(CQ_ENTRIES).setup_clamp();
+        if defer {
+            b.setup_single_issuer()
+                .setup_defer_taskrun()
+                .setup_taskrun_flag();
+        }
+        if coop {
+            b.setup_coop_taskrun().setup_taskrun_flag();
+        }
+        match b.build(SQ_ENTRIES) {
+            Ok(ring) => return Ok((ring, defer, coop)),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = Some(e),
+            Err(e) => return Err(explain(e)),
+        }
+    }
+    Err(explain(
+        last.unwrap_or_else(|| io::ErrorKind::Unsupported.into()),
+    ))
+}
+
+/// Adds what the system says about io_uring to a setup error.
+fn explain(e: io::Error) -> io::Error {
+    let why = match e.raw_os_error() {
+        Some(libc::ENOSYS) => "io_uring_setup is not implemented by this kernel".to_owned(),
+        Some(libc::EPERM) | Some(libc::EACCES) => {
+            match std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled") {
+                Ok(v) if v.trim() != "0" => {
+                    format!(
+                        "io_uring is disabled by sysctl kernel.io_uring_disabled={}",
+                        v.trim()
+                    )
+                }
+                _ => {
+                    "io_uring_setup was refused (a seccomp profile, as container runtimes install, \
+                      or a security module)"
+                        .to_owned()
+                }
+            }
+        }
+        Some(libc::ENOMEM) => {
+            "io_uring_setup could not lock memory for the rings (RLIMIT_MEMLOCK)".to_owned()
+        }
+        _ => "io_uring_setup failed".to_owned(),
+    };
+    io::Error::new(e.kind(), format!("{why}: {e}"))
+}
+
+impl Uring {
+    pub(crate) fn new() -> io::Result<Uring> {
+        let (ring, defer, coop) = setup()?;
+        let mut probe = Probe::new();
+        let probed = ring.submitter().register_probe(&mut probe).is_ok();
+        let multishot_accept = probed && probe.is_supported(opcode::Socket::CODE);
+        let multishot_recv_kernel = probed && probe.is_supported(opcode::SendZc::CODE);
+        // SAFETY: eventfd takes no pointers.
+        let efd = unsafe { syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK)) }?;
+        // SAFETY: `efd` is a new descriptor nobody else owns.
+        let owned = unsafe { OwnedFd::from_raw_fd(efd) };
+        let wake = Arc::new(WakeShared::new(Notify::EventFd(owned)));
+        let mut u = Uring {
+            info: UringInfo {
+                sq_entries: ring.params().sq_entries(),
+                cq_entries: ring.params().cq_entries(),
+                defer_taskrun: defer,
+                coop_taskrun: coop,
+                multishot_accept,
+                multishot_recv: false,
+                provided_buffer_size: MULTI_BUF_SIZE,
+                provided_buffers: 0,
+            },
+            ring,
+            ops: Slab::new(),
+            wake,
+            wake_fd: efd,
+            wake_buf: Box::new(0),
+            wake_armed: false,
+            pbuf: None,
+            starved: VecDeque::new(),
+            spare: Vec::new(),
+            reaped: Vec::new(),
+        };
+        if multishot_recv_kernel && std::env::var_os("EVENTIDE_URING_NO_PBUF").is_none() {
+            u.pbuf = u.register_pbuf();
+        }
+        u.info.multishot_recv = u.pbuf.is_some();
+        u.info.provided_buffers = if u.pbuf.is_some() { PBUF_ENTRIES } else { 0 };
+        Ok(u)
+    }
+
+    fn register_pbuf(&mut self) -> Option<BufRing> {
+        let layout =
+            std::alloc::Layout::from_size_align(usize::from(PBUF_ENTRIES) * 16, 4096).ok()?;
+        // SAFETY: the layout has a non-zero size.
+        let base = unsafe { std::alloc::alloc_zeroed(layout) };
+        if base.is_null() {
+            return None;
+        }
+        let mut br = BufRing {
+            base,
+            layout,
+            bufs: (0..PBUF_ENTRIES).map(|_| None).collect(),
+            tail: 0,
+            unpublished: 0,
+        };
+        // SAFETY: `base` points to PBUF_ENTRIES zeroed, page-aligned entries
+        // that stay allocated until the BufRing is dropped, which happens
+        // only after the group is unregistered or the ring is gone.
+        let r = unsafe {
+            self.ring
+                .submitter()
+                .register_buf_ring_with_flags(base as u64, PBUF_ENTRIES, BGID, 0)
+        };
+        if r.is_err() {
+            return None;
+        }
+        for bid in 0..PBUF_ENTRIES {
+            br.add(bid, Vec::with_capacity(MULTI_BUF_SIZE));
+        }
+        br.publish();
+        Some(br)
+    }
+
+    pub(crate) fn info(&self) -> UringInfo {
+        self.info
+    }
+
+    pub(crate) fn notifier(&self) -> Arc<WakeShared> {
+        self.wake.clone()
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.ops.len()
+    }
+
+    pub(crate) fn recycle(&mut self, mut buf: Vec<u8>) {
+        if buf.capacity() == MULTI_BUF_SIZE && self.spare.len() < 256 {
+            buf.clear();
+            self.spare.push(buf);
+        }
+    }
+
+    fn fresh_buf(&mut self) -> Vec<u8> {
+        self.spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(MULTI_BUF_SIZE))
+    }
+
+    /// Queues one entry, submitting first when the queue is full.
+    fn push(&mut self, sqe: &squeue::Entry) {
+        self.push_all(std::slice::from_ref(sqe));
+    }
+
+    /// Queues entries that must stay together (a link), making room first.
+    fn push_all(&mut self, sqes: &[squeue::Entry]) {
+        loop {
+            // SAFETY: every pointer in these entries refers to memory owned
+            // by an in-flight slab entry (or the backend itself) that stays
+            // alive and in place until the entry's completion is reaped.
+            if unsafe { self.ring.submission().push_multiple(sqes) }.is_ok() {
+                return;
+            }
+            self.make_room();
+        }
+    }
+
+    fn make_room(&mut self) {
+        match self.ring.submit() {
+            Ok(_) => {}
+            // Completion backlog: take completions out so the kernel can go on.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EAGAIN)) => {
+                self.drain_cq()
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+            Err(e) => panic!("io_uring submit failed: {e}"),
+        }
+    }
+
+    fn drain_cq(&mut self) {
+        for cqe in self.ring.completion() {
+            self.reaped
+                .push((cqe.user_data(), cqe.result(), cqe.flags()));
+        }
+    }
+
+    pub(crate) fn submit(
+        &mut self,
+        token: Token,
+        op: Op,
+        out: &mut VecDeque<Completion>,
+    ) -> Result<(), (io::Error, Op)> {
+        if self.ops.contains_token(token) {
+            return Err((io::ErrorKind::AlreadyExists.into(), op));
+        }
+        let _ = out;
+        let addr = match &op.kind {
+            OpKind::Connect { addr, .. } => Some(Box::new(socket2::SockAddr::from(*addr))),
+            _ => None,
+        };
+        let stat = matches!(op.kind, OpKind::Statx { .. }).then(FileStat::zeroed);
+        let entry = Inflight {
+            token,
+            kind: op.kind,
+            addr,
+            stat,
+            round_buf: None,
+            cancelled: false,
+        };
+        let key = self.ops.insert(token, entry);
+        self.arm(key);
+        Ok(())
+    }
+
+    /// Builds and queues the submission(s) for the entry under `key`.
+    fn arm(&mut self, key: Key) {
+        let ud = key.to_u64();
+        let multishot_accept = self.info.multishot_accept;
+        let pbuf = self.pbuf.is_some();
+        if let Some(e) = self.ops.get_mut(key)
+            && matches!(e.kind, OpKind::RecvMulti { .. })
+            && !pbuf
+            && e.round_buf.is_none()
+        {
+            let b = self
+                .spare
+                .pop()
+                .unwrap_or_else(|| Vec::with_capacity(MULTI_BUF_SIZE));
+            e.round_buf = Some(b);
+        }
+        let Some(e) = self.ops.get_mut(key) else {
+            return;
+        };
+        if let OpKind::Close { fd } = e.kind {
+            // Cancel what is in flight on the descriptor, then close it
+            // whatever the cancel found (a hard link survives failure).
+            let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
+                .build()
+                .flags(squeue::Flags::IO_HARDLINK)
+                .user_data(UD_IGNORE);
+            let close = opcode::Close::new(types::Fd(fd)).build().user_data(ud);
+            self.push_all(&[cancel, close]);
+            return;
+        }
+        let sock_flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+        let sqe = match &mut e.kind {
+            OpKind::Accept { fd } => {
+                opcode::Accept::new(types::Fd(*fd), std::ptr::null_mut(), std::ptr::null_mut())
+                    .flags(sock_flags)
+                    .build()
+            }
+            OpKind::AcceptMulti { fd } if multishot_accept => {
+                opcode::AcceptMulti::new(types::Fd(*fd))
+                    .flags(sock_flags)
+                    .build()
+            }
+            OpKind::AcceptMulti { fd } => {
+                opcode::Accept::new(types::Fd(*fd), std::ptr::null_mut(), std::ptr::null_mut())
+                    .flags(sock_flags)
+                    .build()
+            }
+            OpKind::Connect { fd, .. } => {
+                let a = e.addr.as_ref().expect("connect owns its address");
+                opcode::Connect::new(types::Fd(*fd), a.as_ptr().cast(), a.len()).build()
+            }
+            OpKind::Recv { fd, buf } => {
+                let spare = buf.spare_capacity_mut();
+                opcode::Recv::new(
+                    types::Fd(*fd),
+                    spare.as_mut_ptr().cast(),
+                    clamp(spare.len()),
+                )
+                .build()
+            }
+            OpKind::RecvMulti { fd } if pbuf => {
+                opcode::RecvMulti::new(types::Fd(*fd), BGID).build()
+            }
+            OpKind::RecvMulti { fd } => {
+                let b = e.round_buf.as_mut().expect("a round buffer was just set");
+                let spare = b.spare_capacity_mut();
+                opcode::Recv::new(
+                    types::Fd(*fd),
+                    spare.as_mut_ptr().cast(),
+                    clamp(spare.len()),
+                )
+                .build()
+            }
+            OpKind::Send { fd, buf, from } => {
+                let data = &buf[(*from).min(buf.len())..];
+                opcode::Send::new(types::Fd(*fd), data.as_ptr(), clamp(data.len()))
+                    .flags(libc::MSG_NOSIGNAL)
+                    .build()
+            }
+            OpKind::Shutdown { fd, how } => {
+                opcode::Shutdown::new(types::Fd(*fd), how.how()).build()
+            }
+            OpKind::Close { .. } => unreachable!("close is armed above"),
+            OpKind::Poll { fd, interest } => {
+                let mut mask = 0;
+                if interest.is_readable() {
+                    mask |= libc::POLLIN as u32;
+                }
+                if interest.is_writable() {
+                    mask |= libc::POLLOUT as u32;
+                }
+                opcode::PollAdd::new(types::Fd(*fd), mask).build()
+            }
+            OpKind::OpenAt {
+                dir,
+                path,
+                flags,
+                mode,
+            } => opcode::OpenAt::new(types::Fd(*dir), path.as_ptr())
+                .flags(*flags)
+                .mode(*mode)
+                .build(),
+            OpKind::ReadAt { fd, buf, offset } => {
+                let spare = buf.spare_capacity_mut();
+                opcode::Read::new(
+                    types::Fd(*fd),
+                    spare.as_mut_ptr().cast(),
+                    clamp(spare.len()),
+                )
+                .offset(*offset)
+                .build()
+            }
+            OpKind::WriteAt { fd, buf, offset } => {
+                opcode::Write::new(types::Fd(*fd), buf.as_ptr(), clamp(buf.len()))
+                    .offset(*offset)
+                    .build()
+            }
+            OpKind::Statx { dir, path, flags } => {
+                let st = e.stat.as_mut().expect("statx owns its record");
+                let p: *mut FileStat = &mut **st;
+                opcode::Statx::new(types::Fd(*dir), path.as_ptr(), p.cast())
+                    .flags(*flags)
+                    .mask(libc::STATX_BASIC_STATS)
+                    .build()
+            }
+            OpKind::Fsync { fd, data_only } => {
+                let f = if *data_only {
+                    types::FsyncFlags::DATASYNC
+                } else {
+                    types::FsyncFlags::empty()
+                };
+                opcode::Fsync::new(types::Fd(*fd)).flags(f).build()
+            }
+            OpKind::UnlinkAt { dir, path, flags } => {
+                opcode::UnlinkAt::new(types::Fd(*dir), path.as_ptr())
+                    .flags(*flags)
+                    .build()
+            }
+            OpKind::RenameAt {
+                old_dir,
+                old,
+                new_dir,
+                new,
+                flags,
+            } => opcode::RenameAt::new(
+                types::Fd(*old_dir),
+                old.as_ptr(),
+                types::Fd(*new_dir),
+                new.as_ptr(),
+            )
+            .flags(*flags)
+            .build(),
+            OpKind::MkdirAt { dir, path, mode } => {
+                opcode::MkDirAt::new(types::Fd(*dir), path.as_ptr())
+                    .mode(*mode)
+                    .build()
+            }
+        };
+        self.push(&sqe.user_data(ud));
+    }
+
+    pub(crate) fn cancel(&mut self, token: Token, out: &mut VecDeque<Completion>) -> bool {
+        let _ = out;
+        let Some(key) = self.ops.key_of(token) else {
+            return false;
+        };
+        let Some(e) = self.ops.get_mut(key) else {
+            return false;
+        };
+        if e.cancelled {
+            return true;
+        }
+        e.cancelled = true;
+        if let Some(pos) = self.starved.iter().position(|k| *k == key) {
+            // Parked (not in the kernel): it ends here.
+            self.starved.remove(pos);
+            let mut sink = VecDeque::new();
+            self.finish(key, Err(cancelled()), None, &mut sink);
+            out.append(&mut sink);
+            return true;
+        }
+        let sqe = opcode::AsyncCancel::new(key.to_u64())
+            .build()
+            .user_data(UD_IGNORE);
+        self.push(&sqe);
+        true
+    }
+
+    fn arm_wake(&mut self) {
+        if !self.wake_armed {
+            self.wake_armed = true;
+            let p: *mut u64 = &mut *self.wake_buf;
+            let sqe = opcode::Read::new(types::Fd(self.wake_fd), p.cast(), 8)
+                .build()
+                .user_data(UD_WAKE);
+            self.push(&sqe);
+        }
+    }
+
+    pub(crate) fn wait(
+        &mut self,
+        timeout: Option<Duration>,
+        out: &mut VecDeque<Completion>,
+    ) -> io::Result<()> {
+        self.arm_wake();
+        let busy = !out.is_empty() || !self.reaped.is_empty() || !self.ring.completion().is_empty();
+        let timeout = if busy { Some(Duration::ZERO) } else { timeout };
+        let r = match timeout {
+            Some(Duration::ZERO) => {
+                let sq = self.ring.submission();
+                if sq.is_empty() && !sq.taskrun() && !sq.cq_overflow() {
+                    Ok(0)
+                } else {
+                    drop(sq);
+                    self.ring.submit()
+                }
+            }
+            Some(t) => {
+                let ts = types::Timespec::from(t);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(1, &args)
+            }
+            None => self.ring.submit_and_wait(1),
+        };
+        match r {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)
+                ) => {}
+            Err(e) => return Err(e),
+        }
+        self.wake.reset();
+        self.reap(out);
+        Ok(())
+    }
+
+    /// Takes every completion out of the ring (flushing an overflow backlog)
+    /// and turns them into caller completions.
+    fn reap(&mut self, out: &mut VecDeque<Completion>) {
+        loop {
+            self.drain_cq();
+            let mut batch = std::mem::take(&mut self.reaped);
+            for &(ud, res, flags) in &batch {
+                self.on_cqe(ud, res, flags, out);
+            }
+            batch.clear();
+            self.reaped = batch;
+            if !self.ring.submission().cq_overflow() {
+                break;
+            }
+            // Completions wait in the kernel's overflow list: flush them.
+            let _ = self.ring.submit();
+        }
+        self.refill();
+    }
+
+    /// Publishes the buffers given back this turn and re-arms as many
+    /// starved receives as there are new buffers.
+    fn refill(&mut self) {
+        let Some(br) = self.pbuf.as_mut() else { return };
+        let mut n = br.publish();
+        while n > 0 {
+            let Some(key) = self.starved.pop_front() else {
+                break;
+            };
+            self.arm(key);
+            n -= 1;
+        }
+    }
+
+    fn on_cqe(&mut self, ud: u64, res: i32, flags: u32, out: &mut VecDeque<Completion>) {
+        if ud == UD_WAKE {
+            self.wake_armed = false;
+            return;
+        }
+        if ud & INTERNAL != 0 {
+            return;
+        }
+        let key = Key::from_u64(ud);
+        let more = cqueue::more(flags);
+        let multishot_accept = self.info.multishot_accept;
+        let Some(e) = self.ops.get_mut(key) else {
+            // Not ours any more: give a provided buffer back to the ring.
+            self.return_pbuf(flags);
+            return;
+        };
+        let result = if res < 0 {
+            Err(io::Error::from_raw_os_error(-res))
+        } else {
+            Ok(res as usize)
+        };
+        let token = e.token;
+        match &mut e.kind {
+            OpKind::Accept { .. } | OpKind::OpenAt { .. } => {
+                let result = own_fd(result, e.cancelled);
+                self.finish(key, result, None, out);
+            }
+            OpKind::AcceptMulti { .. } => {
+                let was_cancelled = e.cancelled;
+                if res == -libc::EINVAL && multishot_accept && !more {
+                    // The kernel does not know multishot accept after all.
+                    self.info.multishot_accept = false;
+                    self.arm(key);
+                    return;
+                }
+                let result = own_fd(result, was_cancelled);
+                match result {
+                    Ok(fd) => {
+                        let mut c = Completion::new(token, Ok(fd));
+                        c.more = true;
+                        out.push_back(c);
+                        if !more {
+                            self.arm(key);
+                        }
+                    }
+                    Err(_) if more => {}
+                    Err(err) => self.finish(key, Err(err), None, out),
+                }
+            }
+            OpKind::Recv { buf, .. } | OpKind::ReadAt { buf, .. } => {
+                if let Ok(n) = result {
+                    // SAFETY: the kernel initialised `n` bytes of the spare
+                    // capacity this operation was given.
+                    unsafe { buf.set_len(buf.len() + n) };
+                }
+                self.finish(key, result, None, out);
+            }
+            OpKind::RecvMulti { .. } => self.on_recv_multi(key, result, flags, more, out),
+            OpKind::Poll { interest, .. } => {
+                let result = result.map(|m| usize::from(readiness(m as i16, *interest).bits()));
+                self.finish(key, result, None, out);
+            }
+            _ => self.finish(key, result, None, out),
+        }
+    }
+
+    fn on_recv_multi(
+        &mut self,
+        key: Key,
+        result: io::Result<usize>,
+        flags: u32,
+        more: bool,
+        out: &mut VecDeque<Completion>,
+    ) {
+        let Some(e) = self.ops.get_mut(key) else {
+            return;
+        };
+        let token = e.token;
+        let cancelled_now = e.cancelled;
+        // Where the bytes are: a provided buffer, or this round's own buffer.
+        let buf = match cqueue::buffer_select(flags) {
+            Some(bid) => self.take_pbuf(bid),
+            None => e.round_buf.take(),
+        };
+        match result {
+            Ok(0) => {
+                if let Some(b) = buf {
+                    self.recycle(b);
+                }
+                if more {
+                    return;
+                }
+                self.finish(key, Ok(0), None, out);
+            }
+            Ok(n) => {
+                let mut b = buf.expect("a successful receive names its buffer");
+                // SAFETY: the kernel initialised the first `n` bytes of the
+                // buffer (which was empty when given).
+                unsafe { b.set_len(n) };
+                let mut c = Completion::new(token, Ok(n)).with_buf(Some(b));
+                c.more = true;
+                out.push_back(c);
+                if !more {
+                    if cancelled_now {
+                        self.finish(key, Err(cancelled()), None, out);
+                    } else {
+                        self.arm(key);
+                    }
+                }
+            }
+            Err(err) => {
+                if let Some(b) = buf {
+                    self.recycle(b);
+                }
+                if more {
+                    return;
+                }
+                if err.raw_os_error() == Some(libc::ENOBUFS) && !cancelled_now {
+                    self.starved.push_back(key);
+                } else if err.raw_os_error() == Some(libc::EINVAL) && self.pbuf.is_some() {
+                    // Multishot recv refused: use single-shot rounds from now on.
+                    self.disable_pbuf();
+                    self.arm(key);
+                } else {
+                    self.finish(key, Err(err), None, out);
+                }
+            }
+        }
+    }
+
+    fn disable_pbuf(&mut self) {
+        self.info.multishot_recv = false;
+        self.info.provided_buffers = 0;
+        if let Some(br) = self.pbuf.take() {
+            // Only a kernel without multishot recv gets here, which then has
+            // not used the ring. If unregistering fails the kernel may still
+            // read the ring: leak it rather than free it under the kernel.
+            if self.ring.submitter().unregister_buf_ring(BGID).is_err() {
+                std::mem::forget(br);
+            }
+        }
+    }
+
+    /// Takes the filled buffer `bid` out of the ring and puts a fresh one in its slot.
+    fn take_pbuf(&mut self, bid: u16) -> Option<Vec<u8>> {
+        let fresh = self.fresh_buf();
+        let br = self.pbuf.as_mut()?;
+        let b = br.bufs.get_mut(usize::from(bid))?.take();
+        br.add(bid, fresh);
+        b
+    }
+
+    fn return_pbuf(&mut self, flags: u32) {
+        if let Some(bid) = cqueue::buffer_select(flags)
+            && let Some(b) = self.take_pbuf(bid)
+        {
+            self.recycle(b);
+        }
+    }
+
+    /// Removes the entry and queues its final completion.
+    fn finish(
+        &mut self,
+        key: Key,
+        result: io::Result<usize>,
+        buf: Option<Vec<u8>>,
+        out: &mut VecDeque<Completion>,
+    ) {
+        let token = match self.ops.get_mut(key) {
+            Some(e) => e.token,
+            None => return,
+        };
+        let Some(e) = self.ops.remove(key, token) else {
+            return;
+        };
+        let stat = if result.is_ok() { e.stat } else { None };
+        if let Some(b) = e.round_buf {
+            self.recycle(b);
+        }
+        let buf = buf.or_else(|| Op { kind: e.kind }.into_buf());
+        let mut c = Completion::new(token, result).with_buf(buf);
+        c.stat = stat;
+        out.push_back(c);
+    }
+}
+
+/// An fd a completion produced: the caller's, unless it cancelled the
+/// operation, in which case the fd is closed and the result is ECANCELED.
+fn own_fd(result: io::Result<usize>, was_cancelled: bool) -> io::Result<usize> {
+    match result {
+        Ok(fd) if was_cancelled => {
+            close_fd(fd as i32);
+            Err(cancelled())
+        }
+        r => r,
+    }
+}
+
+fn readiness(revents: i16, interest: Interest) -> Interest {
+    let mut bits = 0;
+    let rd = libc::POLLIN | libc::POLLHUP | libc::POLLERR | libc::POLLRDHUP;
+    let wr = libc::POLLOUT | libc::POLLHUP | libc::POLLERR;
+    if revents & rd != 0 {
+        bits |= Interest::READABLE.bits();
+    }
+    if revents & wr != 0 {
+        bits |= Interest::WRITABLE.bits();
+    }
+    Interest::from_bits(bits & interest.bits())
+}
+
+fn clamp(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+impl Drop for Uring {
+    fn drop(&mut self) {
+        // 1. Ask the kernel to end everything in flight (the wake read too).
+        for key in self.ops.keys() {
+            if let Some(e) = self.ops.get_mut(key) {
+                e.cancelled = true;
+            }
+            let sqe = opcode::AsyncCancel::new(key.to_u64())
+                .build()
+                .user_data(UD_IGNORE);
+            self.push(&sqe);
+        }
+        self.starved.clear();
+        if self.wake_armed {
+            let sqe = opcode::AsyncCancel::new(UD_WAKE)
+                .build()
+                .user_data(UD_IGNORE);
+            self.push(&sqe);
+        }
+        // 2. Reap until nothing is in flight, for at most two seconds. Late
+        //    accepts and opens are closed by `own_fd` (entries are marked
+        //    cancelled); buffers are freed with their completions.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut sink = VecDeque::new();
+        while (self.ops.len() > 0 || self.wake_armed) && Instant::now() < deadline {
+            let ts = types::Timespec::from(Duration::from_millis(20));
+            let args = types::SubmitArgs::new().timespec(&ts);
+            let _ = self.ring.submitter().submit_with_args(1, &args);
+            self.reap(&mut sink);
+            sink.clear();
+        }
+        // 3. Whatever the kernel still holds is leaked, not freed under it.
+        if self.ops.len() > 0 || self.wake_armed {
+            log::error!(
+                "eventide-reactor: {} io_uring operations did not end within 2 s of drop; leaking their buffers",
+                self.ops.len()
+            );
+            for e in self.ops.drain() {
+                std::mem::forget(e);
+            }
+            std::mem::forget(std::mem::replace(&mut self.wake_buf, Box::new(0)));
+            if let Some(br) = self.pbuf.take() {
+                std::mem::forget(br);
+            }
+        } else if self.pbuf.is_some() && self.ring.submitter().unregister_buf_ring(BGID).is_err() {
+            // Still registered: the ring teardown may read it; keep it.
+            if let Some(br) = self.pbuf.take() {
+                std::mem::forget(br);
+            }
+        }
+    }
+}

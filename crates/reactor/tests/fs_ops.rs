@@ -1,0 +1,79 @@
+//! File operations: native on io_uring; "unsupported" on polling, with the
+//! operation handed back so the caller can run it on a thread pool.
+
+mod util;
+
+use eventide_reactor::{BackendKind, Op, Reactor, Token};
+use std::ffi::CString;
+use std::io::ErrorKind;
+use util::*;
+
+conformance!(file_operations_run_natively_or_come_back_unsupported);
+
+fn cpath(p: &std::path::Path) -> CString {
+    CString::new(p.as_os_str().as_encoded_bytes()).unwrap()
+}
+
+fn file_operations_run_natively_or_come_back_unsupported(r: &mut Reactor) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a.txt");
+    let open = Op::openat(
+        libc::AT_FDCWD,
+        cpath(&file),
+        libc::O_CREAT | libc::O_RDWR,
+        0o644,
+    );
+    if r.backend() == BackendKind::Poll {
+        let e = r.submit(Token(1), open).unwrap_err();
+        assert_eq!(e.error.kind(), ErrorKind::Unsupported);
+        assert!(e.op.is_file_op());
+        let e = r
+            .submit(Token(2), Op::read_at(0, vec![9; 4], 0))
+            .unwrap_err();
+        assert_eq!(e.op.into_buf(), Some(vec![9; 4]), "the buffer comes back");
+        assert_eq!(r.in_flight(), 0);
+        return;
+    }
+    let fd = run_op(r, Token(1), open).fd().expect("openat");
+    let w = run_op(r, Token(2), Op::write_at(fd, b"hello, reactor".to_vec(), 3));
+    assert_eq!(w.result.unwrap(), 14);
+    run_op(r, Token(3), Op::fsync(fd, true)).result.unwrap();
+    run_op(r, Token(4), Op::fsync(fd, false)).result.unwrap();
+    let rd = run_op(r, Token(5), Op::read_at(fd, Vec::with_capacity(64), 3));
+    assert_eq!(rd.result.unwrap(), 14);
+    assert_eq!(rd.buf.unwrap(), b"hello, reactor");
+    let st = run_op(r, Token(6), Op::statx(libc::AT_FDCWD, cpath(&file), 0));
+    let st = st.stat.expect("statx record");
+    assert_eq!(st.size(), 17);
+    assert!(st.is_file() && !st.is_dir());
+    let sub = dir.path().join("sub");
+    run_op(r, Token(7), Op::mkdirat(libc::AT_FDCWD, cpath(&sub), 0o755))
+        .result
+        .unwrap();
+    assert!(sub.is_dir());
+    let moved = sub.join("b.txt");
+    let mv = Op::renameat(
+        libc::AT_FDCWD,
+        cpath(&file),
+        libc::AT_FDCWD,
+        cpath(&moved),
+        0,
+    );
+    run_op(r, Token(8), mv).result.unwrap();
+    assert!(moved.is_file() && !file.exists());
+    run_op(r, Token(9), Op::unlinkat(libc::AT_FDCWD, cpath(&moved), 0))
+        .result
+        .unwrap();
+    run_op(
+        r,
+        Token(10),
+        Op::unlinkat(libc::AT_FDCWD, cpath(&sub), libc::AT_REMOVEDIR),
+    )
+    .result
+    .unwrap();
+    assert!(!sub.exists());
+    let missing = run_op(r, Token(11), Op::statx(libc::AT_FDCWD, cpath(&file), 0));
+    assert_eq!(missing.result.unwrap_err().kind(), ErrorKind::NotFound);
+    assert!(missing.stat.is_none());
+    run_op(r, Token(12), Op::close(fd)).result.unwrap();
+}

@@ -1,0 +1,164 @@
+//! Shared helpers for the reactor tests: backend instantiation, sockets on
+//! 127.0.0.1, and bounded waits (every wait has a deadline; nothing hangs).
+#![allow(dead_code, unreachable_pub)]
+
+use eventide_reactor::{BACKEND_ENV, BackendKind, Completion, Op, Reactor, Token};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+/// How long any single test waits for one thing before failing.
+pub const LIMIT: Duration = Duration::from_secs(20);
+
+/// Writes one conformance case per compiled backend: `uring::name` and
+/// `poll::name`, each calling `name(&mut Reactor)` on that backend.
+#[macro_export]
+macro_rules! conformance {
+    (serial($lock:path); $($name:ident),* $(,)?) => {
+        mod uring {
+            $( #[test] fn $name() {
+                let _g = $lock.lock().unwrap_or_else(|e| e.into_inner());
+                $crate::util::run(eventide_reactor::BackendKind::Uring, super::$name)
+            } )*
+        }
+        mod poll {
+            $( #[test] fn $name() {
+                let _g = $lock.lock().unwrap_or_else(|e| e.into_inner());
+                $crate::util::run(eventide_reactor::BackendKind::Poll, super::$name)
+            } )*
+        }
+    };
+    ($($name:ident),* $(,)?) => {
+        mod uring {
+            $( #[test] fn $name() { $crate::util::run(eventide_reactor::BackendKind::Uring, super::$name) } )*
+        }
+        mod poll {
+            $( #[test] fn $name() { $crate::util::run(eventide_reactor::BackendKind::Poll, super::$name) } )*
+        }
+    };
+}
+
+/// Whether `kind` should run here: compiled in, not excluded by
+/// EVENTIDE_BACKEND, and (for io_uring not forced) allowed by the system.
+pub fn reactor_for(kind: BackendKind) -> Option<Reactor> {
+    if !BackendKind::compiled().contains(&kind) {
+        eprintln!("skipped: the {kind} backend is not compiled in");
+        return None;
+    }
+    let forced = std::env::var(BACKEND_ENV)
+        .ok()
+        .filter(|v| v != "auto" && !v.is_empty());
+    if let Some(f) = &forced
+        && f != kind.name()
+    {
+        eprintln!("skipped: {BACKEND_ENV}={f} excludes the {kind} backend");
+        return None;
+    }
+    match Reactor::with_backend(kind) {
+        Ok(r) => Some(r),
+        Err(e) if forced.is_none() && kind == BackendKind::Uring => {
+            eprintln!("skipped: {e}");
+            None
+        }
+        Err(e) => panic!("{kind} backend: {e}"),
+    }
+}
+
+/// Runs one case on one backend, naming the backend in the output.
+pub fn run(kind: BackendKind, case: fn(&mut Reactor)) {
+    let Some(mut r) = reactor_for(kind) else {
+        return;
+    };
+    assert_eq!(r.backend(), kind);
+    eprintln!("backend: {kind}");
+    case(&mut r);
+}
+
+/// Waits (bounded) until the completion for `token` arrives; other
+/// completions are kept in `stash`.
+pub fn wait_for(r: &mut Reactor, token: Token, stash: &mut Vec<Completion>) -> Completion {
+    if let Some(i) = stash.iter().position(|c| c.token == token) {
+        return stash.remove(i);
+    }
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .expect("timed out waiting for a completion");
+        r.wait(Some(left.min(Duration::from_millis(500))))
+            .expect("wait");
+        let mut found = None;
+        for c in r.completions() {
+            if found.is_none() && c.token == token {
+                found = Some(c);
+            } else {
+                stash.push(c);
+            }
+        }
+        if let Some(c) = found {
+            return c;
+        }
+    }
+}
+
+/// Submits and waits for the one completion.
+pub fn run_op(r: &mut Reactor, token: Token, op: Op) -> Completion {
+    r.submit(token, op).expect("submit");
+    wait_for(r, token, &mut Vec::new())
+}
+
+/// A nonblocking listener on 127.0.0.1, its fd and address.
+pub fn listener() -> (TcpListener, SocketAddr) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.set_nonblocking(true).expect("nonblocking");
+    let a = l.local_addr().expect("addr");
+    (l, a)
+}
+
+/// A fresh nonblocking TCP socket (raw fd, caller closes).
+pub fn tcp_socket(addr: &SocketAddr) -> RawFd {
+    let s = Socket::new(
+        Domain::for_address(*addr),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )
+    .expect("socket");
+    s.set_tcp_nodelay(true).expect("nodelay");
+    s.into_raw_fd()
+}
+
+/// A connected pair (client fd, server fd), both nonblocking, via the reactor.
+pub fn tcp_pair(r: &mut Reactor) -> (RawFd, RawFd) {
+    let (l, addr) = listener();
+    let c = tcp_socket(&addr);
+    r.submit(Token(9_000_001), Op::accept(l.as_raw_fd()))
+        .expect("accept");
+    r.submit(Token(9_000_002), Op::connect(c, addr))
+        .expect("connect");
+    let mut stash = Vec::new();
+    let a = wait_for(r, Token(9_000_001), &mut stash);
+    let k = wait_for(r, Token(9_000_002), &mut stash);
+    k.result.expect("connect result");
+    let s = a.fd().expect("accepted fd");
+    (c, s)
+}
+
+pub fn close(fd: RawFd) {
+    // SAFETY: test-owned descriptor.
+    unsafe { libc::close(fd) };
+}
+
+/// Number of open descriptors of this process.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// A deterministic byte pattern: byte i of the stream is `pattern_at(i)`.
+pub fn pattern(from: usize, len: usize) -> Vec<u8> {
+    (from..from + len)
+        .map(|i| (i.wrapping_mul(31) ^ (i >> 11)) as u8)
+        .collect()
+}
