@@ -85,6 +85,17 @@ pub mod uring_ext;
 
 pub use op::{Completion, FileStat, Interest, Op, Shutdown, Token};
 
+/// How many [`Op::recv_multi`] buffers a reactor lends out at most before it
+/// waits for some to come back through [`Reactor::recycle`].
+///
+/// Past this many (16 MiB of 16 KiB buffers), `recv_multi` operations stop
+/// receiving (they stay armed; TCP flow control holds the peer back) until
+/// the caller recycles buffers. A caller that keeps or drops its buffers
+/// instead of recycling them therefore stalls its receives rather than
+/// making the reactor allocate without bound. (On io_uring the
+/// provided-buffer ring holds up to 256 more, which are not counted.)
+pub const RECV_MULTI_LEND_LIMIT: usize = 1024;
+
 /// The environment variable that picks the backend of [`Reactor::new`].
 pub const BACKEND_ENV: &str = "EVENTIDE_BACKEND";
 
@@ -316,7 +327,9 @@ impl Reactor {
     }
 
     /// Gives a buffer back for the reactor to reuse for [`Op::recv_multi`]
-    /// (buffers of another capacity are simply dropped).
+    /// (buffers of another capacity are simply dropped). Every buffer a
+    /// `recv_multi` completion carries counts against
+    /// [`RECV_MULTI_LEND_LIMIT`] until it is recycled.
     pub fn recycle(&mut self, buf: Vec<u8>) {
         self.backend.recycle(buf);
     }

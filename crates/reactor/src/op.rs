@@ -272,8 +272,11 @@ impl Op {
 
     /// Receive until cancelled, end of stream or error, into buffers the
     /// reactor provides: one completion per chunk, each carrying a buffer
-    /// the caller owns from then on (give it back with
-    /// [`Reactor::recycle`](crate::Reactor::recycle) to avoid allocations).
+    /// the caller owns from then on. Give each back with
+    /// [`Reactor::recycle`](crate::Reactor::recycle): at most
+    /// [`RECV_MULTI_LEND_LIMIT`](crate::RECV_MULTI_LEND_LIMIT) are lent at a
+    /// time, and receiving pauses (the operation stays armed) until some
+    /// come back.
     /// io_uring uses multishot recv with a provided-buffer ring where the
     /// kernel has them.
     pub fn recv_multi(socket: RawFd) -> Op {

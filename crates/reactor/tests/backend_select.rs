@@ -7,42 +7,7 @@
 mod util;
 
 use eventide_reactor::{BACKEND_ENV, BackendChoice, BackendError, BackendKind, Op, Reactor, Token};
-use std::process::Command;
 use util::*;
-
-const CHILD: &str = "EVENTIDE_TEST_CHILD";
-
-/// Runs the `#[ignore]`d test `name` of this binary in a child process.
-fn run_child(name: &str, env: &[(&str, &str)]) -> String {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        name,
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ]);
-    cmd.env_remove(BACKEND_ENV).env(CHILD, "1");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("spawn the child test");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "child {name} failed:\n{text}");
-    assert!(
-        text.contains("1 passed"),
-        "child {name} did not run:\n{text}"
-    );
-    text
-}
-
-fn in_child() -> bool {
-    std::env::var_os(CHILD).is_some()
-}
 
 #[test]
 fn auto_prefers_io_uring_where_the_kernel_allows_it() {

@@ -2,9 +2,12 @@
 
 mod util;
 
-use eventide_reactor::{Completion, Op, Reactor, Shutdown, Token};
-use std::io::ErrorKind;
+use eventide_reactor::{
+    BackendKind, Completion, Op, RECV_MULTI_LEND_LIMIT, Reactor, Shutdown, Token,
+};
+use std::io::{ErrorKind, Write};
 use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
 use util::*;
 
 conformance!(
@@ -18,7 +21,53 @@ conformance!(
     multishot_accept_and_recv_deliver_every_connection_and_byte,
     shutdown_write_is_seen_by_the_peer_as_end_of_stream,
     a_token_in_flight_cannot_be_submitted_twice,
+    recv_multi_pauses_at_the_lend_limit_and_resumes_on_recycle,
+    close_ends_a_recv_multi_paused_at_the_lend_limit,
+    a_reset_socket_nobody_waits_on_does_not_wake_every_wait,
 );
+
+/// The io_uring backend without a provided-buffer ring (the fallback for
+/// kernels without multishot recv): `recv_multi` runs as re-armed
+/// single-shot receives. Runs the affected cases in a child process with
+/// `EVENTIDE_URING_NO_PBUF` set, since the switch is read at setup.
+#[test]
+fn uring_without_provided_buffers_passes_the_recv_multi_cases() {
+    if !BackendKind::compiled().contains(&BackendKind::Uring) {
+        eprintln!("skipped: the uring backend is not compiled in");
+        return;
+    }
+    if std::env::var(eventide_reactor::BACKEND_ENV).is_ok_and(|v| v == "poll") {
+        eprintln!("skipped: EVENTIDE_BACKEND=poll excludes the uring backend");
+        return;
+    }
+    let out = run_child(
+        "child_uring_without_provided_buffers",
+        &[("EVENTIDE_URING_NO_PBUF", "1")],
+    );
+    assert!(
+        out.contains("no provided buffers") || out.contains("skipped"),
+        "{out}"
+    );
+}
+
+#[test]
+#[ignore = "child entry point: run by uring_without_provided_buffers_passes_the_recv_multi_cases"]
+fn child_uring_without_provided_buffers() {
+    assert!(in_child());
+    let Some(mut r) = reactor_for(BackendKind::Uring) else {
+        return;
+    };
+    let info = r.uring_info().expect("io_uring details");
+    assert!(
+        !info.multishot_recv && info.provided_buffers == 0,
+        "{info:?}"
+    );
+    eprintln!("no provided buffers: {info:?}");
+    accepted_connection_echoes_bytes_both_ways(&mut r);
+    multishot_accept_and_recv_deliver_every_connection_and_byte(&mut r);
+    recv_multi_pauses_at_the_lend_limit_and_resumes_on_recycle(&mut r);
+    close_ends_a_recv_multi_paused_at_the_lend_limit(&mut r);
+}
 
 fn accepted_connection_echoes_bytes_both_ways(r: &mut Reactor) {
     let (c, s) = tcp_pair(r);
@@ -317,4 +366,159 @@ fn a_token_in_flight_cannot_be_submitted_twice(r: &mut Reactor) {
     );
     r.cancel(Token(1));
     assert!(wait_for(r, Token(1), &mut Vec::new()).is_cancelled());
+}
+
+/// Bytes a writer thread pushes at a `recv_multi` consumer that recycles
+/// nothing: far more than the lend limit's worth (plus io_uring's ring and
+/// the socket buffers), so receiving must pause before the end.
+const FLOOD: usize = (RECV_MULTI_LEND_LIMIT + 256) * 16 * 1024 + (24 << 20);
+const _: () = assert!(FLOOD % PERIOD == 0);
+
+/// Starts a writer thread sending `FLOOD` bytes of `pattern` to a
+/// connection accepted through the reactor, and a `recv_multi` (token 50)
+/// on it. Returns the server fd and the writer.
+fn flood(r: &mut Reactor) -> (i32, std::thread::JoinHandle<()>) {
+    let (l, addr) = listener();
+    let writer = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        // FLOOD is a whole number of periods: write the period repeatedly.
+        for _ in 0..FLOOD / PERIOD {
+            if s.write_all(period()).is_err() {
+                return; // the test closed its end
+            }
+        }
+    });
+    let fd = run_op(r, Token(49), Op::accept(l.as_raw_fd()))
+        .fd()
+        .expect("accepted");
+    r.submit(Token(50), Op::recv_multi(fd)).unwrap();
+    (fd, writer)
+}
+
+/// Receives without recycling until nothing arrives for 300 ms. Returns the
+/// buffers held and checks the bytes on the way.
+fn receive_until_paused(r: &mut Reactor, got: &mut usize) -> Vec<Vec<u8>> {
+    let mut held = Vec::new();
+    let deadline = Instant::now() + LIMIT;
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < Duration::from_millis(300) {
+        assert!(Instant::now() < deadline, "no pause after {got} bytes");
+        r.wait(Some(Duration::from_millis(50))).unwrap();
+        for c in r.completions() {
+            assert_eq!(c.token, Token(50));
+            let n = c.result.expect("recv_multi");
+            assert!(c.more && n > 0, "the stream ended before the limit");
+            let b = c.buf.expect("a chunk");
+            assert!(check_wrapped(&b, *got), "bytes differ at {got}");
+            *got += n;
+            held.push(b);
+            quiet_since = Instant::now();
+        }
+    }
+    held
+}
+
+const PERIOD: usize = 1 << 20;
+
+/// The flood repeats `pattern(0, PERIOD)`.
+fn period() -> &'static [u8] {
+    static P: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    P.get_or_init(|| pattern(0, PERIOD))
+}
+
+/// Whether `b` is the flood's bytes from stream offset `at`.
+fn check_wrapped(b: &[u8], at: usize) -> bool {
+    let p = period();
+    let off = at % PERIOD;
+    let first = b.len().min(PERIOD - off);
+    b[..first] == p[off..off + first] && (first == b.len() || check_wrapped(&b[first..], 0))
+}
+
+fn recv_multi_pauses_at_the_lend_limit_and_resumes_on_recycle(r: &mut Reactor) {
+    let (fd, writer) = flood(r);
+    let mut got = 0;
+    let held = receive_until_paused(r, &mut got);
+    eprintln!("paused after {got} bytes in {} buffers", held.len());
+    assert!(got < FLOOD, "receiving never paused");
+    assert!(
+        held.len() >= RECV_MULTI_LEND_LIMIT && held.len() <= RECV_MULTI_LEND_LIMIT + 257,
+        "{} buffers lent (limit {RECV_MULTI_LEND_LIMIT})",
+        held.len()
+    );
+    assert_eq!(r.in_flight(), 1, "the recv_multi stays armed while paused");
+    for b in held {
+        r.recycle(b);
+    }
+    // Now recycle as we go: everything arrives, then the end of stream.
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "stuck at {got} of {FLOOD} after recycling"
+        );
+        r.wait(Some(Duration::from_millis(100))).unwrap();
+        let done: Vec<Completion> = r.completions().collect();
+        let mut ended = false;
+        for c in done {
+            match c.result.expect("recv_multi") {
+                0 => {
+                    assert!(!c.more);
+                    ended = true;
+                }
+                n => {
+                    let b = c.buf.unwrap();
+                    assert!(check_wrapped(&b, got), "bytes differ at {got}");
+                    got += n;
+                    r.recycle(b);
+                }
+            }
+        }
+        if ended {
+            break;
+        }
+    }
+    assert_eq!(got, FLOOD);
+    writer.join().unwrap();
+    assert_eq!(r.in_flight(), 0);
+    close(fd);
+}
+
+fn close_ends_a_recv_multi_paused_at_the_lend_limit(r: &mut Reactor) {
+    let (fd, writer) = flood(r);
+    let mut got = 0;
+    let held = receive_until_paused(r, &mut got);
+    assert!(got < FLOOD, "receiving never paused");
+    r.submit(Token(51), Op::close(fd)).unwrap();
+    let mut stash = Vec::new();
+    wait_for(r, Token(51), &mut stash).result.expect("close");
+    let end = wait_for(r, Token(50), &mut stash);
+    assert!(end.is_cancelled() && !end.more, "got {:?}", end.result);
+    assert_eq!(r.in_flight(), 0);
+    for b in held {
+        r.recycle(b);
+    }
+    writer.join().unwrap();
+}
+
+fn a_reset_socket_nobody_waits_on_does_not_wake_every_wait(r: &mut Reactor) {
+    let (c, s) = tcp_pair(r);
+    // SAFETY: `c` is a socket this test owns; the Socket takes it over.
+    let sock = unsafe { <socket2::Socket as std::os::fd::FromRawFd>::from_raw_fd(c) };
+    sock.set_linger(Some(Duration::ZERO)).unwrap();
+    let _ = run_op(r, Token(1), Op::send(s, vec![1; 16]));
+    drop(sock); // RST: `s` is in error and hung up from now on
+    let done = run_op(r, Token(2), Op::recv(s, Vec::with_capacity(64)));
+    assert!(done.result.is_err(), "got {:?}", done.result);
+    // `s` stays open with nobody waiting on it: waits must sleep their
+    // timeout (one early return for the readiness that was pending is fine).
+    let start = Instant::now();
+    for _ in 0..5 {
+        assert_eq!(r.wait(Some(Duration::from_millis(40))).unwrap(), 0);
+    }
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(150),
+        "waits returned early ({took:?}): a dead socket keeps waking the reactor"
+    );
+    close(s);
 }

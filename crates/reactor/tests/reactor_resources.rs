@@ -39,7 +39,54 @@ conformance!(
     serial(crate::ONE_AT_A_TIME);
     running_out_of_descriptors_is_an_error_and_the_reactor_keeps_working,
     dropping_a_reactor_with_operations_in_flight_leaks_no_fd_and_no_buffer,
+    an_accept_or_openat_that_wins_the_race_with_its_cancel_has_its_fd_closed,
 );
+
+fn an_accept_or_openat_that_wins_the_race_with_its_cancel_has_its_fd_closed(r: &mut Reactor) {
+    let (l, addr) = listener();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let path = std::ffi::CString::new(file.path().as_os_str().as_encoded_bytes()).unwrap();
+    let fds_before = open_fds();
+    // A connection is already waiting, so the accept completes as soon as
+    // the kernel sees it (io_uring: inline, before the cancel queued behind
+    // it finds it); the polling backend cancels before trying. Either way
+    // the final completion is ECANCELED and no descriptor stays open.
+    let clients: Vec<_> = (0..20).map(|_| tcp_socket(&addr)).collect();
+    for (i, &c) in clients.iter().enumerate() {
+        let sa = socket2::SockAddr::from(addr);
+        // SAFETY: valid socket address for a nonblocking connect.
+        unsafe { libc::connect(c, sa.as_ptr().cast(), sa.len()) };
+        std::thread::sleep(Duration::from_millis(2));
+        let t = Token(100 + i as u64);
+        r.submit(t, Op::accept(l.as_raw_fd())).unwrap();
+        assert!(r.cancel(t));
+        let done = wait_for(r, t, &mut Vec::new());
+        assert!(done.is_cancelled(), "got {:?}", done.result);
+    }
+    for c in clients {
+        close(c);
+    }
+    for i in 0..20u64 {
+        let t = Token(200 + i);
+        let op = Op::openat(libc::AT_FDCWD, path.clone(), libc::O_RDONLY, 0);
+        match r.submit(t, op) {
+            Ok(()) => {}
+            Err(e) => {
+                assert_eq!(e.error.kind(), ErrorKind::Unsupported);
+                break; // polling: file operations go to the pool
+            }
+        }
+        assert!(r.cancel(t));
+        let done = wait_for(r, t, &mut Vec::new());
+        assert!(done.is_cancelled(), "got {:?}", done.result);
+    }
+    assert_eq!(r.in_flight(), 0);
+    let fds_after = open_fds();
+    assert!(
+        fds_after <= fds_before,
+        "descriptors leaked: {fds_before} before, {fds_after} after"
+    );
+}
 
 fn running_out_of_descriptors_is_an_error_and_the_reactor_keeps_working(r: &mut Reactor) {
     let (l, addr) = listener();

@@ -59,6 +59,61 @@ pub(crate) mod slab;
 /// Capacity of the buffers `recv_multi` hands out (and takes back).
 pub(crate) const MULTI_BUF_SIZE: usize = 16 * 1024;
 
+/// How many recycled `recv_multi` buffers the reactor keeps for reuse.
+const MULTI_SPARE_MAX: usize = 256;
+
+/// The `recv_multi` buffer budget both backends share.
+///
+/// Buffers the reactor hands to the caller are *lent*: the count goes up
+/// when one leaves in a completion and down when one comes back through
+/// [`Reactor::recycle`](crate::Reactor::recycle). While
+/// [`RECV_MULTI_LEND_LIMIT`](crate::RECV_MULTI_LEND_LIMIT) buffers are out,
+/// no fresh buffer is allocated: receives wait (parked, not spinning) until
+/// buffers come back, and TCP flow control holds the sender. So the memory a
+/// slow or forgetful consumer can make the reactor allocate is bounded.
+#[derive(Debug, Default)]
+pub(crate) struct MultiBufs {
+    spare: Vec<Vec<u8>>,
+    lent: usize,
+}
+
+impl MultiBufs {
+    /// A buffer for the next receive: a recycled one, or a fresh one while
+    /// the lending budget allows; `None` when receiving must wait.
+    pub(crate) fn get(&mut self) -> Option<Vec<u8>> {
+        if let Some(b) = self.spare.pop() {
+            return Some(b);
+        }
+        (self.lent < crate::RECV_MULTI_LEND_LIMIT).then(|| Vec::with_capacity(MULTI_BUF_SIZE))
+    }
+
+    /// Whether [`MultiBufs::get`] would give a buffer.
+    pub(crate) fn available(&self) -> usize {
+        self.spare.len() + crate::RECV_MULTI_LEND_LIMIT.saturating_sub(self.lent)
+    }
+
+    /// A buffer leaves in a completion: it is the caller's now.
+    pub(crate) fn lend(&mut self) {
+        self.lent += 1;
+    }
+
+    /// The caller gives a buffer back ([`Reactor::recycle`](crate::Reactor::recycle)).
+    pub(crate) fn give_back(&mut self, buf: Vec<u8>) {
+        if buf.capacity() == MULTI_BUF_SIZE {
+            self.lent = self.lent.saturating_sub(1);
+            self.keep(buf);
+        }
+    }
+
+    /// A buffer the reactor did not hand out (an empty or failed receive).
+    pub(crate) fn keep(&mut self, mut buf: Vec<u8>) {
+        if buf.capacity() == MULTI_BUF_SIZE && self.spare.len() < MULTI_SPARE_MAX {
+            buf.clear();
+            self.spare.push(buf);
+        }
+    }
+}
+
 #[cfg(not(any(feature = "poll", all(feature = "uring", target_os = "linux"))))]
 compile_error!("eventide-reactor needs a backend: enable `poll` (or `uring` on Linux)");
 

@@ -17,7 +17,7 @@
 //! drop are immediate.
 
 use super::slab::{Key, Slab};
-use super::{Notify, WakeShared};
+use super::{MultiBufs, Notify, WakeShared};
 use crate::op::{OpKind, cancelled};
 use crate::{Completion, Interest, Op, Token};
 use polling::{Event, Events, PollMode, Poller};
@@ -63,6 +63,8 @@ enum Step {
     Done(io::Result<usize>, Option<Vec<u8>>),
     /// One completion of a multishot operation, which stays armed.
     Again(Completion),
+    /// No buffer to receive into (lending budget spent): wait for one.
+    Park,
 }
 
 /// The polling backend.
@@ -74,7 +76,9 @@ pub(crate) struct Poll {
     fds: Vec<FdState>,
     dirty: Vec<RawFd>,
     wake: Arc<WakeShared>,
-    spare: Vec<Vec<u8>>,
+    bufs: MultiBufs,
+    /// `recv_multi` operations taken off their queue until buffers return.
+    parked: VecDeque<Key>,
 }
 
 impl Poll {
@@ -88,7 +92,8 @@ impl Poll {
             fds: Vec::new(),
             dirty: Vec::new(),
             wake,
-            spare: Vec::new(),
+            bufs: MultiBufs::default(),
+            parked: VecDeque::new(),
         })
     }
 
@@ -100,11 +105,8 @@ impl Poll {
         self.ops.len()
     }
 
-    pub(crate) fn recycle(&mut self, mut buf: Vec<u8>) {
-        if buf.capacity() == super::MULTI_BUF_SIZE && self.spare.len() < 256 {
-            buf.clear();
-            self.spare.push(buf);
-        }
+    pub(crate) fn recycle(&mut self, buf: Vec<u8>) {
+        self.bufs.give_back(buf);
     }
 
     pub(crate) fn submit(
@@ -157,8 +159,8 @@ impl Poll {
                     .is_none_or(|s| s.writers.is_empty());
                 let mut entry = Entry { token, kind };
                 if idle {
-                    match attempt(&mut entry, W, &mut self.spare) {
-                        Step::Block => {}
+                    match attempt(&mut entry, W, &mut self.bufs) {
+                        Step::Block | Step::Park => {}
                         Step::Done(res, buf) => {
                             out.push_back(Completion::new(token, res).with_buf(buf));
                             return Ok(());
@@ -216,6 +218,7 @@ impl Poll {
             None => return false,
         };
         self.unqueue(fd, key);
+        self.parked.retain(|k| *k != key);
         self.finish(key, token, Err(cancelled()), None, out);
         true
     }
@@ -227,6 +230,16 @@ impl Poll {
         };
         let mut keys: Vec<Key> = st.readers.drain(..).collect();
         keys.extend(st.writers.drain(..));
+        // Parked receives on the descriptor are off its queues: end them too.
+        let ops = &mut self.ops;
+        self.parked.retain(|&k| match ops.get_mut(k) {
+            Some(e) if fd_of(&e.kind) == fd => {
+                keys.push(k);
+                false
+            }
+            Some(_) => true,
+            None => false,
+        });
         for key in keys {
             if let Some(token) = self.ops.get_mut(key).map(|e| e.token) {
                 self.finish(key, token, Err(cancelled()), None, out);
@@ -278,6 +291,7 @@ impl Poll {
         timeout: Option<Duration>,
         out: &mut VecDeque<Completion>,
     ) -> io::Result<()> {
+        self.unpark();
         self.flush_interest(out);
         let timeout = if out.is_empty() {
             timeout
@@ -303,6 +317,22 @@ impl Poll {
         Ok(())
     }
 
+    /// Puts parked receives back on their queues, as many as there are
+    /// buffers for.
+    fn unpark(&mut self) {
+        let n = self.bufs.available().min(self.parked.len());
+        for _ in 0..n {
+            let Some(key) = self.parked.pop_front() else {
+                break;
+            };
+            let Some(fd) = self.ops.get_mut(key).map(|e| fd_of(&e.kind)) else {
+                continue;
+            };
+            self.fd_state(fd).readers.push_back(key);
+            self.mark_dirty(fd);
+        }
+    }
+
     fn flush_interest(&mut self, out: &mut VecDeque<Completion>) {
         while let Some(fd) = self.dirty.pop() {
             self.update_interest(fd, out);
@@ -322,6 +352,17 @@ impl Poll {
         // SAFETY: the caller keeps `fd` open while operations wait on it, and
         // the reactor deletes it from the poller before an `Op::close`.
         let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        if want == 0 {
+            // Nobody waits and it fired. Modifying it to "no interest" is not
+            // enough: epoll reports hang-up and error regardless, so a reset
+            // socket would wake every wait until the caller closes it.
+            if st.in_poller {
+                let _ = poller.delete(bfd);
+            }
+            st.in_poller = false;
+            st.registered = 0;
+            return;
+        }
         let r = if st.in_poller {
             match poller.modify_with_mode(bfd, ev, PollMode::Level) {
                 // Closed and reopened behind our back: register it anew.
@@ -403,8 +444,12 @@ impl Poll {
                 self.unqueue(fd, key);
                 continue;
             };
-            match attempt(entry, ready, &mut self.spare) {
+            match attempt(entry, ready, &mut self.bufs) {
                 Step::Block => return,
+                Step::Park => {
+                    self.unqueue(fd, key);
+                    self.parked.push_back(key);
+                }
                 Step::Again(c) => {
                     out.push_back(c);
                     return;
@@ -484,7 +529,7 @@ fn recv_into(fd: RawFd, buf: &mut Vec<u8>) -> Option<io::Result<usize>> {
 }
 
 /// Tries `entry`'s system call once (or a burst, for multishot ones).
-fn attempt(entry: &mut Entry, ready: u8, spare: &mut Vec<Vec<u8>>) -> Step {
+fn attempt(entry: &mut Entry, ready: u8, bufs: &mut MultiBufs) -> Step {
     let token = entry.token;
     match &mut entry.kind {
         OpKind::Accept { fd } => match accept_one(*fd) {
@@ -505,22 +550,26 @@ fn attempt(entry: &mut Entry, ready: u8, spare: &mut Vec<Vec<u8>>) -> Step {
             Some(r) => Step::Done(r, Some(std::mem::take(buf))),
         },
         OpKind::RecvMulti { fd } => {
-            let mut buf = spare
-                .pop()
-                .unwrap_or_else(|| Vec::with_capacity(super::MULTI_BUF_SIZE));
+            let Some(mut buf) = bufs.get() else {
+                return Step::Park;
+            };
             match recv_into(*fd, &mut buf) {
                 None => {
-                    spare.push(buf);
+                    bufs.keep(buf);
                     Step::Block
                 }
-                Some(Ok(0)) => Step::Done(Ok(0), Some(buf)),
+                Some(Ok(0)) => {
+                    bufs.keep(buf);
+                    Step::Done(Ok(0), None)
+                }
                 Some(Ok(n)) => {
+                    bufs.lend();
                     let mut c = Completion::new(token, Ok(n)).with_buf(Some(buf));
                     c.more = true;
                     Step::Again(c)
                 }
                 Some(Err(e)) => {
-                    spare.push(buf);
+                    bufs.keep(buf);
                     Step::Done(Err(e), None)
                 }
             }

@@ -39,15 +39,17 @@
 //! provided-buffer ring (`IORING_REGISTER_PBUF_RING`, group 0) of 256
 //! buffers of 16 KiB when it can be registered and the kernel has
 //! multishot recv (probed by `IORING_OP_SEND_ZC`, 6.0). A buffer the kernel
-//! filled is handed to the caller and its ring slot refilled at once (from
-//! buffers given back with `recycle`, else a fresh allocation), published
-//! once per turn. When the ring runs dry a multishot recv ends with
-//! `ENOBUFS`; such receives are parked and re-armed only as many as
-//! buffers were published since, never all at once whenever any buffer
-//! returns (which was seen to cause storms of `ENOBUFS` completions).
+//! filled is handed to the caller and its buffer id refilled (from buffers
+//! given back with `recycle`, else a fresh allocation while the lending
+//! budget of `sys::MultiBufs` allows), published once per turn. When the
+//! ring runs dry a multishot recv ends with `ENOBUFS`; such receives are
+//! parked and re-armed only as many as the ring holds buffers for, never all
+//! at once whenever any buffer returns (which was seen to cause storms of
+//! `ENOBUFS` completions). Once registered, the ring stays registered until
+//! drop, also when an `EINVAL` turns multishot recv off.
 
 use super::slab::{Key, Slab};
-use super::{MULTI_BUF_SIZE, Notify, WakeShared, close_fd};
+use super::{MULTI_BUF_SIZE, MultiBufs, Notify, WakeShared, close_fd};
 use crate::op::{OpKind, cancelled};
 use crate::uring_ext::UringInfo;
 use crate::{Completion, FileStat, Interest, Op, Token};
@@ -82,14 +84,30 @@ struct Inflight {
 
 /// The provided-buffer ring: entries shared with the kernel, and the
 /// buffers they point to, by buffer id.
+///
+/// Ground rules (what keeps the kernel's view sound):
+/// 1. A buffer id is either *in the ring* (`bufs[bid]` holds the buffer the
+///    kernel may write; the kernel owns its bytes) or *empty* (listed in
+///    `empty`, no buffer). Only the kernel moves an id from the first state
+///    to the second (a completion naming it); only `add` moves it back.
+/// 2. So at most `PBUF_ENTRIES` ids are ever in the ring, and `add` never
+///    overwrites an entry the kernel has not consumed yet.
+/// 3. The ring memory and every buffer in it stay allocated until the group
+///    is unregistered with nothing in flight (or are leaked, never freed,
+///    when that cannot be established).
 #[derive(Debug)]
 struct BufRing {
     base: *mut u8,
     layout: std::alloc::Layout,
     bufs: Vec<Option<Vec<u8>>>,
+    /// Buffer ids with no buffer, to be refilled.
+    empty: Vec<u16>,
     tail: u16,
     /// Buffers added since the last publish.
     unpublished: u16,
+    /// Buffers published and not yet named by a completion (an upper
+    /// bound on what the kernel can still pick from).
+    avail: u16,
 }
 
 impl BufRing {
@@ -97,16 +115,24 @@ impl BufRing {
         PBUF_ENTRIES
     }
 
-    /// Puts `buf` into the ring under `bid` (visible to the kernel after `publish`).
+    /// Puts `buf` into the ring under the empty id `bid` (visible to the
+    /// kernel after `publish`).
     fn add(&mut self, bid: u16, mut buf: Vec<u8>) {
+        debug_assert!(
+            self.bufs[usize::from(bid)].is_none(),
+            "buffer id {bid} is in the ring"
+        );
         buf.clear();
         let slot = usize::from(self.tail.wrapping_add(self.unpublished) & (self.entry_count() - 1));
         let addr = buf.as_mut_ptr() as u64;
-        let len = buf.capacity() as u32;
+        let len = clamp(buf.capacity());
         self.bufs[usize::from(bid)] = Some(buf);
         // SAFETY: `slot < PBUF_ENTRIES`, so the 16-byte entry lies inside the
-        // ring allocation; the kernel reads entries only up to the published
-        // tail, and this one is beyond it until `publish`.
+        // ring allocation (which is 8-aligned). By ground rule 2 the kernel
+        // has consumed whatever this slot held, and it reads entries only up
+        // to the published tail, which this one is beyond until `publish`.
+        // The u16 at offset 12 is `bid`; offset 14 (entry 0's tail) is not
+        // touched.
         unsafe {
             let e = self.base.add(slot * 16);
             e.cast::<u64>().write(addr);
@@ -116,12 +142,22 @@ impl BufRing {
         self.unpublished += 1;
     }
 
+    /// Takes the buffer the kernel filled under `bid` out of the ring; the
+    /// id is empty from now on.
+    fn take(&mut self, bid: u16) -> Option<Vec<u8>> {
+        let b = self.bufs.get_mut(usize::from(bid))?.take()?;
+        self.empty.push(bid);
+        self.avail = self.avail.saturating_sub(1);
+        Some(b)
+    }
+
     /// Makes the added buffers visible to the kernel; returns how many.
     fn publish(&mut self) -> u16 {
         let n = self.unpublished;
         if n > 0 {
             self.tail = self.tail.wrapping_add(n);
             self.unpublished = 0;
+            self.avail += n;
             // SAFETY: the tail is the u16 at offset 14 of the ring (the
             // `resv` field of entry 0, as the kernel's `io_uring_buf_ring`
             // lays it out), suitably aligned; the kernel reads it
@@ -154,10 +190,14 @@ pub(crate) struct Uring {
     wake_buf: Box<u64>,
     wake_armed: bool,
     info: UringInfo,
+    /// The provided-buffer ring. Once registered it stays registered until
+    /// drop, even if multishot recv is turned off (`info.multishot_recv`),
+    /// because receives in flight may hold its buffers.
     pbuf: Option<BufRing>,
-    /// Receives that ended with ENOBUFS, waiting for buffers.
+    /// `recv_multi` operations not in the kernel, waiting for buffers: ended
+    /// with ENOBUFS (provided buffers) or found no round buffer (single-shot).
     starved: VecDeque<Key>,
-    spare: Vec<Vec<u8>>,
+    bufs: MultiBufs,
     /// Completion entries reaped while making room in the submission queue.
     reaped: Vec<(u64, i32, u32)>,
 }
@@ -254,7 +294,7 @@ impl Uring {
             wake_armed: false,
             pbuf: None,
             starved: VecDeque::new(),
-            spare: Vec::new(),
+            bufs: MultiBufs::default(),
             reaped: Vec::new(),
         };
         if multishot_recv_kernel && std::env::var_os("EVENTIDE_URING_NO_PBUF").is_none() {
@@ -277,12 +317,16 @@ impl Uring {
             base,
             layout,
             bufs: (0..PBUF_ENTRIES).map(|_| None).collect(),
+            empty: Vec::new(),
             tail: 0,
             unpublished: 0,
+            avail: 0,
         };
         // SAFETY: `base` points to PBUF_ENTRIES zeroed, page-aligned entries
-        // that stay allocated until the BufRing is dropped, which happens
-        // only after the group is unregistered or the ring is gone.
+        // that stay allocated until the BufRing is dropped, which `Drop for
+        // Uring` does only after unregistering the group with nothing in
+        // flight (otherwise it leaks the ring); on failure here the kernel
+        // did not take it.
         let r = unsafe {
             self.ring
                 .submitter()
@@ -310,17 +354,8 @@ impl Uring {
         self.ops.len()
     }
 
-    pub(crate) fn recycle(&mut self, mut buf: Vec<u8>) {
-        if buf.capacity() == MULTI_BUF_SIZE && self.spare.len() < 256 {
-            buf.clear();
-            self.spare.push(buf);
-        }
-    }
-
-    fn fresh_buf(&mut self) -> Vec<u8> {
-        self.spare
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(MULTI_BUF_SIZE))
+    pub(crate) fn recycle(&mut self, buf: Vec<u8>) {
+        self.bufs.give_back(buf);
     }
 
     /// Queues one entry, submitting first when the queue is full.
@@ -369,7 +404,11 @@ impl Uring {
         if self.ops.contains_token(token) {
             return Err((io::ErrorKind::AlreadyExists.into(), op));
         }
-        let _ = out;
+        if let OpKind::Close { fd } = op.kind {
+            // Parked receives are not in the kernel, so the cancel-by-fd
+            // linked to the close would miss them: they end here.
+            self.cancel_starved(Some(fd), out);
+        }
         let addr = match &op.kind {
             OpKind::Connect { addr, .. } => Some(Box::new(socket2::SockAddr::from(*addr))),
             _ => None,
@@ -392,17 +431,20 @@ impl Uring {
     fn arm(&mut self, key: Key) {
         let ud = key.to_u64();
         let multishot_accept = self.info.multishot_accept;
-        let pbuf = self.pbuf.is_some();
+        let pbuf = self.info.multishot_recv && self.pbuf.is_some();
         if let Some(e) = self.ops.get_mut(key)
             && matches!(e.kind, OpKind::RecvMulti { .. })
             && !pbuf
             && e.round_buf.is_none()
         {
-            let b = self
-                .spare
-                .pop()
-                .unwrap_or_else(|| Vec::with_capacity(MULTI_BUF_SIZE));
-            e.round_buf = Some(b);
+            match self.bufs.get() {
+                Some(b) => e.round_buf = Some(b),
+                None => {
+                    // Lending budget spent: wait for recycled buffers.
+                    self.starved.push_back(key);
+                    return;
+                }
+            }
         }
         let Some(e) = self.ops.get_mut(key) else {
             return;
@@ -549,8 +591,26 @@ impl Uring {
         self.push(&sqe.user_data(ud));
     }
 
+    /// Ends the parked receives on `fd` (all of them for `None`) with
+    /// `ECANCELED`; they hold no kernel state.
+    fn cancel_starved(&mut self, fd: Option<RawFd>, out: &mut VecDeque<Completion>) {
+        let mut i = 0;
+        while i < self.starved.len() {
+            let key = self.starved[i];
+            let on_fd = match self.ops.get_mut(key).map(|e| &e.kind) {
+                Some(OpKind::RecvMulti { fd: f }) => fd.is_none_or(|fd| fd == *f),
+                _ => true, // stale: drop it from the queue
+            };
+            if on_fd {
+                self.starved.remove(i);
+                self.finish(key, Err(cancelled()), None, out);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
     pub(crate) fn cancel(&mut self, token: Token, out: &mut VecDeque<Completion>) -> bool {
-        let _ = out;
         let Some(key) = self.ops.key_of(token) else {
             return false;
         };
@@ -564,9 +624,7 @@ impl Uring {
         if let Some(pos) = self.starved.iter().position(|k| *k == key) {
             // Parked (not in the kernel): it ends here.
             self.starved.remove(pos);
-            let mut sink = VecDeque::new();
-            self.finish(key, Err(cancelled()), None, &mut sink);
-            out.append(&mut sink);
+            self.finish(key, Err(cancelled()), None, out);
             return true;
         }
         let sqe = opcode::AsyncCancel::new(key.to_u64())
@@ -592,6 +650,8 @@ impl Uring {
         timeout: Option<Duration>,
         out: &mut VecDeque<Completion>,
     ) -> io::Result<()> {
+        // Buffers recycled since the last turn go back to the kernel first.
+        self.refill();
         self.arm_wake();
         let busy = !out.is_empty() || !self.reaped.is_empty() || !self.ring.completion().is_empty();
         let timeout = if busy { Some(Duration::ZERO) } else { timeout };
@@ -631,12 +691,19 @@ impl Uring {
     fn reap(&mut self, out: &mut VecDeque<Completion>) {
         loop {
             self.drain_cq();
-            let mut batch = std::mem::take(&mut self.reaped);
-            for &(ud, res, flags) in &batch {
-                self.on_cqe(ud, res, flags, out);
+            // Handling a completion may push entries, and a full submission
+            // queue then drains more completions into `reaped`: loop until
+            // none is left, so none is dropped.
+            while !self.reaped.is_empty() {
+                let mut batch = std::mem::take(&mut self.reaped);
+                for &(ud, res, flags) in &batch {
+                    self.on_cqe(ud, res, flags, out);
+                }
+                batch.clear();
+                if self.reaped.is_empty() {
+                    self.reaped = batch;
+                }
             }
-            batch.clear();
-            self.reaped = batch;
             if !self.ring.submission().cq_overflow() {
                 break;
             }
@@ -646,17 +713,29 @@ impl Uring {
         self.refill();
     }
 
-    /// Publishes the buffers given back this turn and re-arms as many
-    /// starved receives as there are new buffers.
+    /// Refills the emptied provided-buffer slots (within the lending
+    /// budget), publishes them, and re-arms as many starved receives as
+    /// there are buffers for: never all of them whenever any buffer returns.
     fn refill(&mut self) {
-        let Some(br) = self.pbuf.as_mut() else { return };
-        let mut n = br.publish();
-        while n > 0 {
-            let Some(key) = self.starved.pop_front() else {
-                break;
-            };
-            self.arm(key);
-            n -= 1;
+        let mut budget = 0;
+        if let Some(br) = self.pbuf.as_mut() {
+            while let Some(&bid) = br.empty.last() {
+                let Some(b) = self.bufs.get() else { break };
+                br.empty.pop();
+                br.add(bid, b);
+            }
+            br.publish();
+            if self.info.multishot_recv {
+                budget = usize::from(br.avail);
+            }
+        }
+        if !self.info.multishot_recv {
+            budget = self.bufs.available();
+        }
+        for _ in 0..budget.min(self.starved.len()) {
+            if let Some(key) = self.starved.pop_front() {
+                self.arm(key);
+            }
         }
     }
 
@@ -689,7 +768,7 @@ impl Uring {
             }
             OpKind::AcceptMulti { .. } => {
                 let was_cancelled = e.cancelled;
-                if res == -libc::EINVAL && multishot_accept && !more {
+                if res == -libc::EINVAL && multishot_accept && !more && !was_cancelled {
                     // The kernel does not know multishot accept after all.
                     self.info.multishot_accept = false;
                     self.arm(key);
@@ -741,13 +820,13 @@ impl Uring {
         let cancelled_now = e.cancelled;
         // Where the bytes are: a provided buffer, or this round's own buffer.
         let buf = match cqueue::buffer_select(flags) {
-            Some(bid) => self.take_pbuf(bid),
+            Some(bid) => self.pbuf.as_mut().and_then(|br| br.take(bid)),
             None => e.round_buf.take(),
         };
         match result {
             Ok(0) => {
                 if let Some(b) = buf {
-                    self.recycle(b);
+                    self.bufs.keep(b);
                 }
                 if more {
                     return;
@@ -755,10 +834,21 @@ impl Uring {
                 self.finish(key, Ok(0), None, out);
             }
             Ok(n) => {
-                let mut b = buf.expect("a successful receive names its buffer");
-                // SAFETY: the kernel initialised the first `n` bytes of the
-                // buffer (which was empty when given).
-                unsafe { b.set_len(n) };
+                let Some(mut b) = buf else {
+                    // Unreachable with a sane kernel (the CQE names a buffer
+                    // id the ring holds, or the round buffer is set): fail
+                    // the operation rather than panic in the reactor.
+                    if !more {
+                        let err = io::Error::other("recv completion without its buffer");
+                        self.finish(key, Err(err), None, out);
+                    }
+                    return;
+                };
+                // SAFETY: the buffer was given to the kernel empty with its
+                // whole capacity, and the kernel reports it initialised the
+                // first `n` bytes (n <= capacity).
+                unsafe { b.set_len(n.min(b.capacity())) };
+                self.bufs.lend();
                 let mut c = Completion::new(token, Ok(n)).with_buf(Some(b));
                 c.more = true;
                 out.push_back(c);
@@ -772,16 +862,23 @@ impl Uring {
             }
             Err(err) => {
                 if let Some(b) = buf {
-                    self.recycle(b);
+                    self.bufs.keep(b);
                 }
                 if more {
                     return;
                 }
-                if err.raw_os_error() == Some(libc::ENOBUFS) && !cancelled_now {
+                let code = err.raw_os_error();
+                if cancelled_now {
+                    self.finish(key, Err(cancelled()), None, out);
+                } else if code == Some(libc::ENOBUFS) {
+                    // Parked until buffers are published (see `refill`).
                     self.starved.push_back(key);
-                } else if err.raw_os_error() == Some(libc::EINVAL) && self.pbuf.is_some() {
-                    // Multishot recv refused: use single-shot rounds from now on.
-                    self.disable_pbuf();
+                } else if code == Some(libc::EINVAL) && self.info.multishot_recv {
+                    // Multishot recv refused: single-shot rounds from now on.
+                    // The buffer ring stays registered (other receives may
+                    // hold its buffers) and is freed at drop.
+                    self.info.multishot_recv = false;
+                    self.info.provided_buffers = 0;
                     self.arm(key);
                 } else {
                     self.finish(key, Err(err), None, out);
@@ -790,33 +887,13 @@ impl Uring {
         }
     }
 
-    fn disable_pbuf(&mut self) {
-        self.info.multishot_recv = false;
-        self.info.provided_buffers = 0;
-        if let Some(br) = self.pbuf.take() {
-            // Only a kernel without multishot recv gets here, which then has
-            // not used the ring. If unregistering fails the kernel may still
-            // read the ring: leak it rather than free it under the kernel.
-            if self.ring.submitter().unregister_buf_ring(BGID).is_err() {
-                std::mem::forget(br);
-            }
-        }
-    }
-
-    /// Takes the filled buffer `bid` out of the ring and puts a fresh one in its slot.
-    fn take_pbuf(&mut self, bid: u16) -> Option<Vec<u8>> {
-        let fresh = self.fresh_buf();
-        let br = self.pbuf.as_mut()?;
-        let b = br.bufs.get_mut(usize::from(bid))?.take();
-        br.add(bid, fresh);
-        b
-    }
-
+    /// A completion for an operation that is gone: its provided buffer, if
+    /// it names one, goes back to the ring.
     fn return_pbuf(&mut self, flags: u32) {
         if let Some(bid) = cqueue::buffer_select(flags)
-            && let Some(b) = self.take_pbuf(bid)
+            && let Some(b) = self.pbuf.as_mut().and_then(|br| br.take(bid))
         {
-            self.recycle(b);
+            self.bufs.keep(b);
         }
     }
 
@@ -837,7 +914,7 @@ impl Uring {
         };
         let stat = if result.is_ok() { e.stat } else { None };
         if let Some(b) = e.round_buf {
-            self.recycle(b);
+            self.bufs.keep(b);
         }
         let buf = buf.or_else(|| Op { kind: e.kind }.into_buf());
         let mut c = Completion::new(token, result).with_buf(buf);
@@ -877,7 +954,11 @@ fn clamp(len: usize) -> u32 {
 
 impl Drop for Uring {
     fn drop(&mut self) {
-        // 1. Ask the kernel to end everything in flight (the wake read too).
+        // 1. Parked receives hold nothing the kernel sees: they end at once.
+        //    Then ask the kernel to end everything in flight (the wake read
+        //    too).
+        let mut sink = VecDeque::new();
+        self.cancel_starved(None, &mut sink);
         for key in self.ops.keys() {
             if let Some(e) = self.ops.get_mut(key) {
                 e.cancelled = true;
@@ -887,7 +968,6 @@ impl Drop for Uring {
                 .user_data(UD_IGNORE);
             self.push(&sqe);
         }
-        self.starved.clear();
         if self.wake_armed {
             let sqe = opcode::AsyncCancel::new(UD_WAKE)
                 .build()
@@ -898,7 +978,6 @@ impl Drop for Uring {
         //    accepts and opens are closed by `own_fd` (entries are marked
         //    cancelled); buffers are freed with their completions.
         let deadline = Instant::now() + Duration::from_secs(2);
-        let mut sink = VecDeque::new();
         while (self.ops.len() > 0 || self.wake_armed) && Instant::now() < deadline {
             let ts = types::Timespec::from(Duration::from_millis(20));
             let args = types::SubmitArgs::new().timespec(&ts);

@@ -6,7 +6,46 @@ use eventide_reactor::{BACKEND_ENV, BackendKind, Completion, Op, Reactor, Token}
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+/// Set in a child process started by [`run_child`].
+pub const CHILD: &str = "EVENTIDE_TEST_CHILD";
+
+/// Runs the `#[ignore]`d test `name` of this test binary in a child process
+/// (with `EVENTIDE_BACKEND` removed, [`CHILD`] and `env` set), asserts that it
+/// ran and passed, and returns its output.
+pub fn run_child(name: &str, env: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        name,
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    cmd.env_remove(BACKEND_ENV).env(CHILD, "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("spawn the child test");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "child {name} failed:\n{text}");
+    assert!(
+        text.contains("1 passed"),
+        "child {name} did not run:\n{text}"
+    );
+    text
+}
+
+/// Whether this process is a child started by [`run_child`].
+pub fn in_child() -> bool {
+    std::env::var_os(CHILD).is_some()
+}
 
 /// How long any single test waits for one thing before failing.
 pub const LIMIT: Duration = Duration::from_secs(20);
