@@ -20,6 +20,9 @@ pub(crate) enum Place {
     Overdue,
     /// Expired, waiting to be popped.
     Ready,
+    /// Live but on no list: expired and handed out by
+    /// `Wheel::pop_expired_key`, until it is reset or cancelled.
+    Idle,
     /// Not a live timer: on the free list (through `next`) or retired.
     Vacant,
 }

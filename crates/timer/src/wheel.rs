@@ -149,7 +149,7 @@ impl<T> Wheel<T> {
         }
     }
 
-    /// How many timers the wheel holds (pending, overdue and ready).
+    /// How many timers the wheel holds (pending, overdue, ready and idle).
     pub fn len(&self) -> usize {
         self.slab.len()
     }
@@ -306,6 +306,29 @@ impl<T> Wheel<T> {
         })
     }
 
+    /// Takes the next ready timer off the ready list, like
+    /// [`Wheel::pop_expired`], but keeps it in the wheel: its key stays live
+    /// and its payload stays in place ([`Wheel::get_mut`]), on no list and
+    /// due at no time, until [`Wheel::reset`] arms it again or
+    /// [`Wheel::cancel`] removes it. An event loop uses this for repeating
+    /// timers, whose handle must outlive each expiry. Returns the key and
+    /// the deadline it expired at.
+    pub fn pop_expired_key(&mut self) -> Option<(Key, u64)> {
+        let index = self.ready.pop_front(&mut self.slab)?;
+        let node = self.slab.node_mut(index);
+        node.place = Place::Idle;
+        let deadline = node.deadline;
+        Some((self.slab.key_of(index), deadline))
+    }
+
+    /// Whether the timer `key` names is armed: pending, overdue or ready,
+    /// not idle after [`Wheel::pop_expired_key`]. `false` for a stale key.
+    pub fn is_armed(&self, key: Key) -> bool {
+        self.slab
+            .resolve(key)
+            .is_some_and(|index| self.slab.node(index).place != Place::Idle)
+    }
+
     /// Links the entry at `index` where its deadline says, seen from `elapsed`.
     fn link(&mut self, index: u32) {
         let deadline = self.slab.node(index).deadline;
@@ -352,6 +375,7 @@ impl<T> Wheel<T> {
                 }
             }
             Place::Ready => self.ready.unlink(&mut self.slab, index),
+            Place::Idle => {}
             Place::Vacant => unreachable!("unlinking a vacant entry"),
         }
     }

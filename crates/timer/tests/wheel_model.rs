@@ -34,6 +34,8 @@ enum Op {
         meddle: Vec<Op>,
     },
     Pop,
+    /// Pop keeping the entry (idle until reset or cancelled).
+    PopKeep,
 }
 
 fn when() -> impl Strategy<Value = When> {
@@ -52,6 +54,7 @@ fn simple_op() -> impl Strategy<Value = Op> {
         2 => any::<usize>().prop_map(Op::Cancel),
         2 => (any::<usize>(), when()).prop_map(|(k, w)| Op::Reset(k, w)),
         1 => Just(Op::Pop),
+        1 => Just(Op::PopKeep),
     ]
 }
 
@@ -91,9 +94,21 @@ impl Model {
 
     fn cancel(&mut self, id: u32) -> Option<u32> {
         let order = self.live.remove(&id)?;
-        self.pending
-            .remove(&order)
-            .or_else(|| self.ready.remove(&order))
+        // An idle entry is live but on neither map.
+        self.pending.remove(&order);
+        self.ready.remove(&order);
+        Some(id)
+    }
+
+    fn pop_keep(&mut self) -> Option<(u64, u32)> {
+        let ((deadline, _), id) = self.ready.pop_first()?;
+        Some((deadline, id))
+    }
+
+    fn is_armed(&self, id: u32) -> bool {
+        self.live
+            .get(&id)
+            .is_some_and(|order| self.pending.contains_key(order) || self.ready.contains_key(order))
     }
 
     fn reset(&mut self, id: u32, deadline: u64) -> Result<(), StaleKey> {
@@ -165,6 +180,14 @@ impl Harness {
                 }
             }
             Op::Pop => self.pop()?,
+            Op::PopKeep => {
+                let got = self.wheel.pop_expired_key();
+                let expected = self
+                    .model
+                    .pop_keep()
+                    .map(|(deadline, id)| (self.keys[id as usize], deadline));
+                prop_assert_eq!(got, expected);
+            }
             Op::Advance { to, pops, meddle } => {
                 let now = self.model.deadline(to);
                 self.wheel.advance_to(now);
@@ -221,6 +244,7 @@ impl Harness {
         for (id, key) in self.keys.iter().enumerate().rev().take(8) {
             let expected = self.model.live.get(&(id as u32)).map(|order| order.0);
             prop_assert_eq!(self.wheel.deadline(*key), expected);
+            prop_assert_eq!(self.wheel.is_armed(*key), self.model.is_armed(id as u32));
         }
         Ok(())
     }
@@ -235,6 +259,11 @@ impl Harness {
         self.model.advance(u64::MAX);
         let expected: Vec<_> = std::iter::from_fn(|| self.model.pop()).collect();
         prop_assert_eq!(got, expected);
+        // What is left is idle: live, on no list, removed by cancel.
+        let idle: Vec<u32> = self.model.live.keys().copied().collect();
+        for id in idle {
+            prop_assert_eq!(self.wheel.cancel(self.keys[id as usize]), Some(id));
+        }
         prop_assert!(self.wheel.is_empty());
         Ok(())
     }
