@@ -130,6 +130,12 @@
 //! Node behaves: a `setTimeout(f, 0)` made inside a timer callback waits for
 //! the next turn of the loop.
 //!
+//! A repeating timer needs a key that outlives each expiry:
+//! [`Wheel::pop_expired_key`] takes the next ready timer off the ready list
+//! but leaves it in the wheel, *idle* (on no list, due at no time), so the
+//! callback can run with the key still live; [`Wheel::reset`] re-arms it
+//! afterwards, or [`Wheel::cancel`] removes it.
+//!
 //! ## Time
 //!
 //! The wheel's time never goes backwards: an advance to an earlier `now`
