@@ -6,4 +6,5 @@
 //! something.
 
 pub mod heap;
+pub mod mutex_pool;
 pub mod timer_work;

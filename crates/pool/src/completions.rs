@@ -1,0 +1,198 @@
+//! The completion path: workers push `(handle, result)` pairs, one consumer
+//! drains them, and the notifier is called once per batch, not once per job.
+//!
+//! # Lanes
+//!
+//! Each worker delivers into its own lane, a vector behind its own lock,
+//! which no other worker touches: workers never contend with each other to
+//! deliver a result, and the consumer takes a whole lane at once by swapping
+//! the vector with an empty one (it keeps the capacity for the next swap), so
+//! draining costs no atomic operation per completion. Completions made off
+//! the workers (cancellations, shutdown, failed thread starts) go to a shared
+//! `foreign` injector. Order is kept per lane, not across lanes.
+//!
+//! # Coalescing
+//!
+//! A push that finds its lane empty announces the lane: it swaps the queue's
+//! `pending` flag to true and calls the notifier only if the flag was false.
+//! The consumer swaps `pending` to false before it takes the lanes. The swaps
+//! are read-modify-writes on one atomic, so they are totally ordered: an
+//! announcement whose swap comes after the consumer's sees false and
+//! notifies; one whose swap comes before is acquired by the consumer's swap,
+//! so the lane it announced is seen non-empty. A push that finds its lane
+//! non-empty needs no announcement: whoever made the lane non-empty
+//! announced it, and the consumer takes the whole lane at once. So a
+//! completion is drained now or announced by a later notification, and
+//! however many jobs finish between two drains, the consumer is notified
+//! once.
+
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use crossbeam_deque::{Injector, Steal, Worker};
+
+use crate::error::JobError;
+use crate::handle::Handle;
+use crate::sync::{AtomicBool, Mutex, Ordering, lock};
+
+/// Told when completions are waiting: the facade implements it with the
+/// reactor's waker, so that a finished job wakes the loop.
+///
+/// Called from worker threads (and from the thread that cancels or drops the
+/// pool), at most once per batch: after a call, the next comes only once
+/// [`Completions::drain`] has run. Keep it short and do not panic in it (a
+/// panic is caught and logged, and the completion stays queued).
+///
+/// Any `Fn() + Send + Sync + 'static` closure is a notifier.
+pub trait Notify: Send + Sync + 'static {
+    /// Completions are waiting to be drained.
+    fn notify(&self);
+}
+
+impl<F: Fn() + Send + Sync + 'static> Notify for F {
+    fn notify(&self) {
+        self()
+    }
+}
+
+/// One completion: the job's handle and its result.
+pub(crate) type Done<T> = (Handle, Result<T, JobError>);
+
+/// The producers' side, shared by the pool, its workers and [`Completions`].
+pub(crate) struct CompletionQueue<T> {
+    lanes: Box<[Mutex<Vec<Done<T>>>]>,
+    foreign: Injector<Done<T>>,
+    pending: AtomicBool,
+    notifier: Arc<dyn Notify>,
+}
+
+impl<T> CompletionQueue<T> {
+    /// A queue with one lane per worker.
+    pub(crate) fn new(lanes: usize, notifier: Arc<dyn Notify>) -> Self {
+        CompletionQueue {
+            lanes: (0..lanes).map(|_| Mutex::new(Vec::new())).collect(),
+            foreign: Injector::new(),
+            pending: AtomicBool::new(false),
+            notifier,
+        }
+    }
+
+    /// Delivers a completion from worker `index` through its lane.
+    pub(crate) fn push_from_worker(&self, index: usize, done: Done<T>) {
+        let was_empty = {
+            let mut lane = lock(&self.lanes[index]);
+            lane.push(done);
+            lane.len() == 1
+        };
+        if was_empty {
+            self.announce();
+        }
+    }
+
+    /// Delivers a completion from any thread.
+    pub(crate) fn push(&self, handle: Handle, result: Result<T, JobError>) {
+        self.foreign.push((handle, result));
+        self.announce();
+    }
+
+    /// Notifies unless the consumer is already due to drain.
+    fn announce(&self) {
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            self.notify();
+        }
+    }
+
+    fn notify(&self) {
+        let notifier = &self.notifier;
+        if catch_unwind(AssertUnwindSafe(|| notifier.notify())).is_err() {
+            log::error!("eventide-pool: the completion notifier panicked");
+        }
+    }
+
+    fn waiting(&self) -> usize {
+        let in_lanes: usize = self.lanes.iter().map(|lane| lock(lane).len()).sum();
+        in_lanes + self.foreign.len()
+    }
+}
+
+/// The consumer's side of the completion queue: every job submitted to the
+/// pool is delivered here exactly once, as `(handle, result)`.
+///
+/// It outlives the [`Pool`](crate::Pool): the completions that the pool's
+/// shutdown delivers are drained from here after the pool is gone.
+pub struct Completions<T> {
+    queue: Arc<CompletionQueue<T>>,
+    /// The vector a drain swaps into a lane, keeping its capacity.
+    spare: Vec<Done<T>>,
+    /// Where drains move foreign completions, a batch per steal.
+    batch: Worker<Done<T>>,
+}
+
+impl<T> Completions<T> {
+    pub(crate) fn new(queue: Arc<CompletionQueue<T>>) -> Self {
+        Completions {
+            queue,
+            spare: Vec::new(),
+            batch: Worker::new_fifo(),
+        }
+    }
+
+    /// Hands every completion waiting now to `f` and returns how many there
+    /// were. Completions from one worker come in the order they finished.
+    ///
+    /// Completions that arrive during the drain are left for the next one,
+    /// so a busy pool cannot keep a loop turn from ending; they are announced
+    /// by a fresh notification.
+    pub fn drain(&mut self, mut f: impl FnMut(Handle, Result<T, JobError>)) -> usize {
+        let queue = Arc::clone(&self.queue);
+        queue.pending.swap(false, Ordering::AcqRel);
+        let mut drained = 0;
+        for lane in queue.lanes.iter() {
+            std::mem::swap(&mut *lock(lane), &mut self.spare);
+            drained += self.spare.len();
+            self.spare
+                .drain(..)
+                .for_each(|(handle, result)| f(handle, result));
+        }
+        let waiting = queue.foreign.len();
+        let steal = |batch: &_, limit| queue.foreign.steal_batch_with_limit(batch, limit);
+        drained + self.drain_from(waiting, steal, &mut f)
+    }
+
+    /// Hands at most `limit` foreign completions to `f`, a batch at a time;
+    /// returns how many.
+    fn drain_from(
+        &mut self,
+        limit: usize,
+        steal: impl Fn(&Worker<Done<T>>, usize) -> Steal<()>,
+        f: &mut impl FnMut(Handle, Result<T, JobError>),
+    ) -> usize {
+        let mut drained = 0;
+        while drained < limit {
+            match steal(&self.batch, limit - drained) {
+                Steal::Empty => break,
+                Steal::Retry => continue,
+                Steal::Success(()) => {}
+            }
+            while let Some((handle, result)) = self.batch.pop() {
+                f(handle, result);
+                drained += 1;
+            }
+        }
+        drained
+    }
+
+    /// Whether no completion is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.queue.waiting() == 0
+    }
+}
+
+impl<T> fmt::Debug for Completions<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Completions")
+            .field("waiting", &self.queue.waiting())
+            .finish()
+    }
+}
