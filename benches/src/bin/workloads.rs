@@ -1,0 +1,114 @@
+//! The workloads runner: one workload of the benchmark contract
+//! (`shared/bench/WORKLOADS.md`) per call, through eventide's public API,
+//! printing exactly one `RESULT` line on stdout (everything else on stderr).
+//!
+//! ```text
+//! cargo run --release -p eventide-benches --bin workloads -- W1 --backend uring
+//! ```
+//!
+//! W1, W2, W2b, W3, W6 and W7 are implemented; the network and file
+//! workloads wait for `eventide::net` and `eventide::fs`.
+
+#[path = "workloads/common.rs"]
+mod common;
+#[path = "workloads/dispatch.rs"]
+mod dispatch;
+#[path = "workloads/pool.rs"]
+mod pool;
+#[path = "workloads/post.rs"]
+mod post;
+#[path = "workloads/timers.rs"]
+mod timers;
+
+use std::process::ExitCode;
+
+use eventide::{BackendChoice, BackendKind};
+
+use crate::common::Run;
+
+const USAGE: &str = "\
+usage: workloads <WORKLOAD> [--backend uring|poll|auto]
+
+workloads (shared/bench/WORKLOADS.md):
+  W1   timers-fire         1M one-shot timers, run until all fired (CPU s)
+  W2   timers-cancel       1M starts then 1M cancels (ns per pair, cpu_ns=)
+  W2b  timers-rearm        10,000 timers re-armed 100 times each (ns per re-arm)
+  W3   dispatch            a 10M setImmediate chain (ns per callback)
+  W6   pool-throughput     1M queue_work items on 4 pool threads (items/s)
+  W7   cross-thread-post   1M LoopHandle posts from a foreign thread (msgs/s)
+  W4 W5 W8 W9 W10, echo-server: not implemented yet
+
+--backend: the reactor backend (default auto: io_uring if allowed, else poll).
+Prints one RESULT line on stdout; exits 1 if the workload's self-check fails,
+2 on a usage error.";
+
+/// A usage error: the message, then the usage text, on stderr; exit 2.
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("workloads: {message}\n\n{USAGE}");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let mut workload: Option<String> = None;
+    let mut backend = BackendChoice::Auto;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let value = match arg.as_str() {
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            "--backend" => match args.next() {
+                Some(value) => value,
+                None => return usage_error("--backend needs a value: uring, poll or auto"),
+            },
+            other if other.starts_with("--backend=") => other["--backend=".len()..].to_owned(),
+            other if other.starts_with('-') => {
+                return usage_error(&format!("unknown flag '{other}'"));
+            }
+            other => {
+                if let Some(first) = &workload {
+                    return usage_error(&format!(
+                        "one workload per call: got '{first}' and '{other}'"
+                    ));
+                }
+                workload = Some(other.to_owned());
+                continue;
+            }
+        };
+        backend = match value.as_str() {
+            "uring" => BackendChoice::Only(BackendKind::Uring),
+            "poll" => BackendChoice::Only(BackendKind::Poll),
+            "auto" => BackendChoice::Auto,
+            other => {
+                return usage_error(&format!("unknown backend '{other}' (uring, poll or auto)"));
+            }
+        };
+    }
+    let Some(workload) = workload else {
+        return usage_error("no workload given");
+    };
+    let body: fn(&mut Run) = match workload.to_ascii_uppercase().as_str() {
+        "W1" => timers::w1_timers_fire,
+        "W2" => timers::w2_timers_cancel,
+        "W2B" => timers::w2b_timers_rearm,
+        "W3" => dispatch::w3_dispatch,
+        "W6" => pool::w6_pool_throughput,
+        "W7" => post::w7_cross_thread_post,
+        "W4" | "W5" | "W8" | "W9" | "W10" | "ECHO-SERVER" => {
+            eprintln!(
+                "workloads: {workload} is not implemented yet: it needs eventide::net / \
+                 eventide::fs, which the facade does not have yet"
+            );
+            return ExitCode::from(2);
+        }
+        _ => return usage_error(&format!("unknown workload '{workload}'")),
+    };
+    let name = match workload.to_ascii_uppercase().as_str() {
+        "W2B" => "W2b".to_owned(),
+        upper => upper.to_owned(),
+    };
+    let mut run = Run::new(name, backend);
+    body(&mut run);
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,150 @@
+//! A short tour of eventide: one event loop thread, callbacks that receive
+//! the loop, work on the pool, and Node's ordering rules.
+//!
+//!     cargo run --release --example tour
+//!     EVENTIDE_BACKEND=poll cargo run --release --example tour
+//!
+//! Every line it prints starts with the milliseconds since the start, so you
+//! can see the interval keep ticking while the pool does the slow work.
+
+use std::time::{Duration, Instant};
+
+use eventide::{Loop, TimerId};
+
+/// Counts the primes below `limit` the slow way (trial division), to keep a
+/// pool thread busy for a few hundred milliseconds.
+fn count_primes(limit: u64) -> u64 {
+    let is_prime = |n: u64| n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0);
+    (0..limit).filter(|&n| is_prime(n)).count() as u64
+}
+
+fn main() -> Result<(), eventide::Error> {
+    let start = Instant::now();
+    // Milliseconds since the tour started, for every line we print.
+    let ms = move || start.elapsed().as_millis();
+
+    // 1. The loop. `Loop::new()` takes io_uring if the system allows it and
+    //    polling otherwise; EVENTIDE_BACKEND=uring|poll|auto decides instead.
+    let mut lp = Loop::new()?;
+    println!(
+        "{:>5} ms  the loop runs on the {} backend",
+        ms(),
+        lp.backend()
+    );
+
+    // 2. An interval (Node's setInterval): ticks every 100 ms while the rest
+    //    of the tour happens, until step 5 clears it. Its callback gets its
+    //    own id, and may keep state of its own (`ticks`).
+    let mut ticks = 0;
+    let ticker = lp.set_interval(Duration::from_millis(100), move |_, _| {
+        ticks += 1;
+        println!("{:>5} ms  tick {ticks}", ms());
+    });
+
+    // 3. Read a file on the pool (as Node's fs does when the OS cannot do it
+    //    asynchronously); the callback gets the result on the loop thread.
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    lp.queue_work(
+        move || std::fs::read(path),
+        move |lp, result| {
+            match result {
+                Ok(Ok(bytes)) => println!("{:>5} ms  read {path}: {} bytes", ms(), bytes.len()),
+                Ok(Err(error)) => println!("{:>5} ms  could not read {path}: {error}", ms()),
+                Err(error) => println!("{:>5} ms  the read did not run: {error}", ms()),
+            }
+            // We are in an I/O callback (the poll phase), where Node's
+            // ordering is fully determined: show it.
+            ordering_demo(lp, ms);
+        },
+    );
+
+    // 4. CPU work on the pool. The loop thread stays free: the ticks go on
+    //    while a pool thread counts.
+    let limit = 3_000_000;
+    println!(
+        "{:>5} ms  counting the primes below {limit} on the pool...",
+        ms()
+    );
+    lp.queue_work(
+        move || count_primes(limit),
+        move |lp, result| {
+            match result {
+                Ok(count) => println!("{:>5} ms  there are {count} primes below {limit}", ms()),
+                Err(error) => println!("{:>5} ms  the prime count failed: {error}", ms()),
+            }
+            // 5. Another thread posts a closure to the loop through a
+            //    LoopHandle (libuv's uv_async_send). The closure runs on the
+            //    loop thread, with the loop: here it clears the interval.
+            //    The handle keeps the loop alive until the thread drops it.
+            post_from_another_thread(lp, ticker, ms);
+        },
+    );
+
+    // Runs until nothing is left: no timer, no work, no LoopHandle.
+    lp.run()?;
+    println!(
+        "{:>5} ms  the loop has nothing left to do: run() returned",
+        ms()
+    );
+    Ok(())
+}
+
+/// Starts a thread that posts one closure to the loop, which clears the
+/// interval `ticker`: with it gone, nothing keeps the loop alive.
+fn post_from_another_thread(
+    lp: &mut Loop,
+    ticker: TimerId,
+    ms: impl Fn() -> u128 + Send + 'static,
+) {
+    let handle = lp.handle();
+    std::thread::spawn(move || {
+        let sender = format!("{:?}", std::thread::current().id());
+        let start = Instant::now();
+        let posted = handle.post(move |lp| {
+            let waited = start.elapsed();
+            println!(
+                "{:>5} ms  a closure posted by thread {sender} runs on the loop thread, {waited:?} later",
+                ms()
+            );
+            println!("{:>5} ms  it clears the interval: nothing is left to keep the loop alive", ms());
+            lp.clear_interval(ticker);
+        });
+        if posted.is_err() {
+            eprintln!("the loop was gone before the closure was posted");
+        }
+        // `handle` is dropped here: the loop no longer waits for this thread.
+    });
+}
+
+/// Node's ordering, seen from an I/O callback: everything is queued here in
+/// the reverse of the order it runs, and each prints when it runs.
+fn ordering_demo(lp: &mut Loop, ms: impl Fn() -> u128 + Copy + 'static) {
+    println!(
+        "{:>5} ms  ordering: queued setTimeout(0), setImmediate, microtask, nextTick",
+        ms()
+    );
+    lp.set_timeout(Duration::ZERO, move |_| {
+        println!(
+            "{:>5} ms    4. setTimeout(0): the timers phase of a later turn, once 1 ms passed (0 means 1)",
+            ms()
+        );
+    });
+    lp.set_immediate(move |_| {
+        println!(
+            "{:>5} ms    3. setImmediate: the check phase, right after this turn's poll phase",
+            ms()
+        );
+    });
+    lp.queue_microtask(move |_| {
+        println!(
+            "{:>5} ms    2. microtask: after the next-ticks, still before any other callback",
+            ms()
+        );
+    });
+    lp.next_tick(move |_| {
+        println!(
+            "{:>5} ms    1. nextTick: as soon as the current callback returns",
+            ms()
+        );
+    });
+}

@@ -1,0 +1,460 @@
+//! The loop: its state, its builder, and the turn.
+
+use std::any::Any;
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use eventide_reactor::{BackendChoice, BackendKind, Reactor};
+use eventide_timer::Wheel;
+
+use crate::channel::Receive;
+use crate::handle::Shared;
+use crate::hooks::Hooks;
+use crate::slab::{Slab, SlotId};
+use crate::timers::Timer;
+use crate::work::Work;
+use crate::{Error, Result};
+
+/// A callback that runs once with the loop.
+pub(crate) type Task = Box<dyn FnOnce(&mut Loop)>;
+
+/// What a panic handler receives: the loop and the panic's payload.
+type PanicHandler = Box<dyn FnMut(&mut Loop, Box<dyn Any + Send>)>;
+
+/// How [`Loop::run_mode`] runs, as libuv's `uv_run_mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunMode {
+    /// Run turns until nothing keeps the loop alive, or [`Loop::stop`].
+    Default,
+    /// Run one turn, blocking for I/O if there is nothing else to do.
+    Once,
+    /// Run one turn without blocking.
+    NoWait,
+}
+
+/// Builds a [`Loop`]: which reactor backend, how many pool threads.
+#[derive(Debug, Clone, Default)]
+pub struct LoopBuilder {
+    backend: Option<BackendChoice>,
+    pool_threads: Option<usize>,
+}
+
+impl LoopBuilder {
+    /// Chooses the backend: [`BackendChoice::Auto`] (io_uring if the system
+    /// allows it, else polling), or exactly one. Without this call the
+    /// `EVENTIDE_BACKEND` environment variable decides (`uring`, `poll`,
+    /// `auto`; unset means auto).
+    pub fn backend(mut self, choice: BackendChoice) -> Self {
+        self.backend = Some(choice);
+        self
+    }
+
+    /// Sets the number of blocking-pool threads (1..=1024). Without this
+    /// call `EVENTIDE_THREADPOOL_SIZE` decides, and by default there are 4.
+    pub fn pool_threads(mut self, threads: usize) -> Self {
+        self.pool_threads = Some(threads);
+        self
+    }
+
+    /// Makes the loop.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] when the chosen backend is not compiled in or the
+    /// system refuses it (a forced `uring` under a seccomp profile, say),
+    /// or when `EVENTIDE_BACKEND` holds something else than the three names;
+    /// [`Error::PoolConfig`] for a pool size outside 1..=1024. (An invalid
+    /// `EVENTIDE_THREADPOOL_SIZE` is logged and the default used, as libuv
+    /// does with `UV_THREADPOOL_SIZE`.)
+    pub fn build(self) -> Result<Loop> {
+        let reactor = match self.backend {
+            Some(choice) => Reactor::with_choice(choice)?,
+            None => Reactor::new()?,
+        };
+        log::debug!("eventide loop on the {} backend", reactor.backend());
+        Loop::with_reactor(reactor, self.pool_threads)
+    }
+}
+
+/// Node's event loop: one thread, callbacks that receive the loop, and the
+/// phases in libuv's order every turn. See the [crate documentation](crate).
+pub struct Loop {
+    pub(crate) reactor: Reactor,
+    /// The cached time, in ms since `epoch`; read lazily (see `now`).
+    now: Cell<u64>,
+    /// Whether `now` must be read again before use: set at each turn's
+    /// timers phase when there are no timers, so a turn without timers
+    /// reads no clock unless somebody asks for the time.
+    now_stale: Cell<bool>,
+    epoch: Instant,
+    pub(crate) wheel: Wheel<Timer>,
+    /// Armed, referenced timers: they keep the loop alive.
+    pub(crate) ref_timers: usize,
+    pub(crate) immediates: Slab<Task>,
+    pub(crate) immediate_order: VecDeque<SlotId>,
+    ticks: VecDeque<Task>,
+    microtasks: VecDeque<Task>,
+    pending: VecDeque<Task>,
+    pub(crate) hooks: Hooks,
+    pub(crate) closing: VecDeque<Option<Task>>,
+    pub(crate) work: Work,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) channels: Vec<Option<Box<dyn Receive>>>,
+    panic_handler: Option<PanicHandler>,
+    stop_requested: bool,
+    running: bool,
+}
+
+impl fmt::Debug for Loop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Loop")
+            .field("backend", &format_args!("{}", self.reactor.backend()))
+            .field("now", &self.now())
+            .field("timers", &self.wheel.len())
+            .field("immediates", &self.immediates.len())
+            .field("alive", &self.alive())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Loop {
+    /// A loop on the backend `EVENTIDE_BACKEND` names, or the best one the
+    /// system allows. Same as `Loop::builder().build()`.
+    ///
+    /// # Errors
+    ///
+    /// As [`LoopBuilder::build`].
+    pub fn new() -> Result<Loop> {
+        Loop::builder().build()
+    }
+
+    /// A builder, to choose the backend or the pool size.
+    pub fn builder() -> LoopBuilder {
+        LoopBuilder::default()
+    }
+
+    fn with_reactor(reactor: Reactor, pool_threads: Option<usize>) -> Result<Loop> {
+        let shared = Arc::new(Shared::new(reactor.waker()));
+        let work = Work::new(reactor.waker(), pool_threads)?;
+        Ok(Loop {
+            reactor,
+            now: Cell::new(0),
+            now_stale: Cell::new(false),
+            epoch: Instant::now(),
+            wheel: Wheel::new(),
+            ref_timers: 0,
+            immediates: Slab::default(),
+            immediate_order: VecDeque::new(),
+            ticks: VecDeque::new(),
+            microtasks: VecDeque::new(),
+            pending: VecDeque::new(),
+            hooks: Hooks::default(),
+            closing: VecDeque::new(),
+            work,
+            shared,
+            channels: Vec::new(),
+            panic_handler: None,
+            stop_requested: false,
+            running: false,
+        })
+    }
+
+    /// The backend this loop's I/O runs on.
+    pub fn backend(&self) -> BackendKind {
+        self.reactor.backend()
+    }
+
+    /// The loop's cached time, in milliseconds since the loop was made
+    /// (libuv's `uv_now`): read once per turn, before the timers run, and
+    /// then the same until the next turn or [`Loop::update_time`]. (In a
+    /// turn with no timer at all, the clock is read at the first call.)
+    pub fn now(&self) -> u64 {
+        if self.now_stale.get() {
+            self.now.set(self.clock());
+            self.now_stale.set(false);
+        }
+        self.now.get()
+    }
+
+    /// Reads the clock into the cached time (libuv's `uv_update_time`).
+    pub fn update_time(&mut self) {
+        self.now.set(self.clock());
+        self.now_stale.set(false);
+    }
+
+    /// The turn's time update: at once if timers need it, else on demand.
+    fn update_time_lazily(&mut self) {
+        if self.wheel.is_empty() {
+            self.now_stale.set(true);
+        } else {
+            self.update_time();
+        }
+    }
+
+    /// The clock now, in ms since the loop was made, without caching it.
+    pub(crate) fn clock(&self) -> u64 {
+        let elapsed = self.epoch.elapsed();
+        elapsed.as_secs() * 1000 + u64::from(elapsed.subsec_millis())
+    }
+
+    /// Stops the loop at the end of this turn: [`Loop::run`] returns
+    /// (libuv's `uv_stop`). A later `run` starts it again.
+    pub fn stop(&mut self) {
+        self.stop_requested = true;
+    }
+
+    /// Installs a handler for panics in the loop's callbacks. Without one, a
+    /// panic propagates out of [`Loop::run`], as an uncaught exception ends
+    /// a Node process; with one, the handler gets the payload and the loop
+    /// goes on. (A panic in work on the pool is never this: it reaches that
+    /// work's callback as [`Error::Panicked`].)
+    pub fn set_panic_handler(
+        &mut self,
+        handler: impl FnMut(&mut Loop, Box<dyn Any + Send>) + 'static,
+    ) {
+        self.panic_handler = Some(Box::new(handler));
+    }
+
+    /// Runs `callback` on the next turn, in the pending phase, after the
+    /// timers and before idle hooks: libuv's pending callbacks (deferred I/O
+    /// results). Used for results that are known at once, so that no
+    /// callback runs inside the call that asked for it.
+    pub fn defer(&mut self, callback: impl FnOnce(&mut Loop) + 'static) {
+        self.pending.push_back(Box::new(callback));
+    }
+
+    /// Queues `callback` to run right after the current callback, before
+    /// any other callback, timer or I/O (Node's `process.nextTick`). The
+    /// queue drains completely, ticks added meanwhile included.
+    pub fn next_tick(&mut self, callback: impl FnOnce(&mut Loop) + 'static) {
+        self.ticks.push_back(Box::new(callback));
+    }
+
+    /// Queues `callback` as a microtask (Node's `queueMicrotask`, and what a
+    /// settled promise's reactions are): after each callback the loop runs
+    /// every next-tick, then every microtask, and repeats until both are
+    /// empty.
+    pub fn queue_microtask(&mut self, callback: impl FnOnce(&mut Loop) + 'static) {
+        self.microtasks.push_back(Box::new(callback));
+    }
+
+    /// Whether anything keeps the loop alive: referenced timers, pending
+    /// immediates, active referenced hooks, work in flight, open
+    /// [`crate::LoopHandle`]s, closing handles and deferred callbacks.
+    pub fn alive(&self) -> bool {
+        self.ref_timers > 0
+            || self.immediates.len() > 0
+            || self.hooks.keeps_alive()
+            || self.work.in_flight() > 0
+            || !self.pending.is_empty()
+            || !self.closing.is_empty()
+            || self.shared.keeps_alive()
+            || self.channels_keep_alive()
+    }
+
+    /// Runs until nothing keeps the loop alive or [`Loop::stop`] is called
+    /// (`uv_run(UV_RUN_DEFAULT)`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Reentrant`] from inside a callback of this loop;
+    /// [`Error::Io`] if waiting for I/O fails.
+    ///
+    /// # Panics
+    ///
+    /// A panic in a callback propagates, unless a handler was installed with
+    /// [`Loop::set_panic_handler`].
+    pub fn run(&mut self) -> Result<()> {
+        self.run_mode(RunMode::Default).map(|_| ())
+    }
+
+    /// Runs in the given mode; returns whether the loop is still alive
+    /// (`uv_run`'s return value).
+    ///
+    /// # Errors
+    ///
+    /// As [`Loop::run`].
+    pub fn run_mode(&mut self, mode: RunMode) -> Result<bool> {
+        if self.running {
+            return Err(Error::Reentrant);
+        }
+        self.running = true;
+        let result = self.turns(mode);
+        self.running = false;
+        result
+    }
+
+    /// The turns, in libuv's order: timers, pending, idle, prepare, poll,
+    /// check, close. (Like libuv's `uv_run`, the default mode runs the
+    /// timers once before the first turn, and each turn ends with them.)
+    fn turns(&mut self, mode: RunMode) -> Result<bool> {
+        // What the main program queued with next_tick runs before the loop.
+        self.drain_ticks();
+        let mut alive = self.alive();
+        if !alive {
+            self.update_time();
+        }
+        if mode == RunMode::Default && alive && !self.stop_requested {
+            self.update_time_lazily();
+            self.run_timers();
+        }
+        while alive && !self.stop_requested {
+            let can_sleep = self.pending.is_empty() && !self.hooks.has_idle();
+            self.run_pending();
+            self.run_hooks(crate::hooks::Phase::Idle);
+            self.run_hooks(crate::hooks::Phase::Prepare);
+            let block = mode == RunMode::Default || (mode == RunMode::Once && can_sleep);
+            let timeout = if block {
+                self.poll_timeout()
+            } else {
+                Some(Duration::ZERO)
+            };
+            self.poll(timeout)?;
+            self.run_pending();
+            self.run_check();
+            self.run_closing();
+            self.update_time_lazily();
+            self.run_timers();
+            alive = self.alive();
+            if mode != RunMode::Default {
+                break;
+            }
+        }
+        self.stop_requested = false;
+        Ok(alive)
+    }
+
+    /// How long the poll phase may block: not at all when something is
+    /// ready to run; until the next timer otherwise; forever when only
+    /// I/O or other threads can wake the loop.
+    fn poll_timeout(&mut self) -> Option<Duration> {
+        let busy = self.stop_requested
+            || !self.alive()
+            || !self.pending.is_empty()
+            || self.hooks.has_idle()
+            || self.immediates.len() > 0
+            || !self.closing.is_empty();
+        if busy {
+            return Some(Duration::ZERO);
+        }
+        let deadline = self.wheel.next_deadline()?;
+        // Against the clock, not the cached time: callbacks since the turn
+        // began may have taken a while, and the deadline is absolute.
+        Some(Duration::from_millis(deadline.saturating_sub(self.clock())))
+    }
+
+    /// The poll phase: wait for I/O (or a wake-up), then run what arrived:
+    /// finished pool work, closures posted from other threads.
+    fn poll(&mut self, timeout: Option<Duration>) -> Result<()> {
+        let nothing_to_wait_for = timeout == Some(Duration::ZERO)
+            && self.reactor.in_flight() == 0
+            && !self.shared.wake_pending()
+            && (self.work.in_flight() == 0 || !self.work.completions_waiting());
+        if !nothing_to_wait_for {
+            self.reactor
+                .wait(timeout)
+                .map_err(|e| Error::io("poll", e))?;
+            // Completions of the reactor's own: none are submitted by the
+            // facade yet (fs and net will dispatch them here by token).
+            while let Some(completion) = self.reactor.next_completion() {
+                log::warn!(
+                    "eventide: completion for unknown token {:?}",
+                    completion.token
+                );
+            }
+        }
+        self.run_work_completions();
+        self.run_posted();
+        self.run_channels();
+        Ok(())
+    }
+
+    fn run_pending(&mut self) {
+        // Only what was deferred before this phase began: a callback that
+        // defers again waits for the next turn.
+        for _ in 0..self.pending.len() {
+            let Some(task) = self.pending.pop_front() else {
+                break;
+            };
+            self.invoke(task);
+        }
+    }
+
+    /// The check phase: check hooks, then the immediates queued before the
+    /// phase began (one queued meanwhile waits for the next turn).
+    fn run_check(&mut self) {
+        self.run_hooks(crate::hooks::Phase::Check);
+        for _ in 0..self.immediate_order.len() {
+            let Some(id) = self.immediate_order.pop_front() else {
+                break;
+            };
+            if let Some(task) = self.immediates.remove(id) {
+                self.invoke(task);
+            }
+        }
+    }
+
+    fn run_closing(&mut self) {
+        for _ in 0..self.closing.len() {
+            match self.closing.pop_front() {
+                Some(Some(task)) => self.invoke(task),
+                Some(None) => {}
+                None => break,
+            }
+        }
+    }
+
+    /// Runs one callback, then everything it queued with next_tick and
+    /// queue_microtask.
+    pub(crate) fn invoke(&mut self, task: impl FnOnce(&mut Loop)) {
+        self.guarded(task);
+        self.drain_ticks();
+    }
+
+    /// Runs `f` with the loop, catching a panic if a handler is installed.
+    pub(crate) fn guarded<R>(&mut self, f: impl FnOnce(&mut Loop) -> R) -> Option<R> {
+        if self.panic_handler.is_none() {
+            return Some(f(self));
+        }
+        match panic::catch_unwind(AssertUnwindSafe(|| f(self))) {
+            Ok(value) => Some(value),
+            Err(payload) => {
+                self.on_panic(payload);
+                None
+            }
+        }
+    }
+
+    fn on_panic(&mut self, payload: Box<dyn Any + Send>) {
+        let Some(mut handler) = self.panic_handler.take() else {
+            panic::resume_unwind(payload)
+        };
+        handler(self, payload);
+        if self.panic_handler.is_none() {
+            self.panic_handler = Some(handler);
+        }
+    }
+
+    /// Node's `processTicksAndRejections`: all ticks (including new ones),
+    /// then all microtasks, until both queues are empty.
+    fn drain_ticks(&mut self) {
+        while !self.ticks.is_empty() || !self.microtasks.is_empty() {
+            while let Some(tick) = self.ticks.pop_front() {
+                self.guarded(tick);
+            }
+            while let Some(microtask) = self.microtasks.pop_front() {
+                self.guarded(microtask);
+            }
+        }
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        self.shared.close();
+    }
+}

@@ -1,0 +1,201 @@
+//! [`LoopHandle`]: other threads post closures to the loop and wake it
+//! (libuv's `uv_async_send`, with the message queue it always needs).
+//!
+//! The protocol: a sender pushes its closure onto a lock-free FIFO, then
+//! sets `wake_pending`; only the sender that turns it from `false` to
+//! `true` wakes the reactor, so a burst of posts costs one wake-up. The loop
+//! clears `wake_pending` *before* it drains the queue: a closure pushed
+//! after the clear sets it again and wakes again; one pushed before is
+//! seen by the drain. Nothing is missed, and one sender's closures run in
+//! the order it posted them.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use crossbeam_deque::{Injector, Steal};
+use eventide_reactor::Waker;
+
+use crate::event_loop::Loop;
+
+/// A closure posted from another thread.
+type Posted = Box<dyn FnOnce(&mut Loop) + Send>;
+
+/// What a loop and its handles share.
+pub(crate) struct Shared {
+    queue: Injector<Posted>,
+    wake_pending: AtomicBool,
+    /// Some channel has messages (or lost its last sender).
+    channels_pending: AtomicBool,
+    closed: AtomicBool,
+    /// Live `LoopHandle`s: while there are any, the loop stays alive.
+    handles: AtomicUsize,
+    waker: Waker,
+}
+
+impl Shared {
+    pub(crate) fn new(waker: Waker) -> Shared {
+        Shared {
+            queue: Injector::new(),
+            wake_pending: AtomicBool::new(false),
+            channels_pending: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            handles: AtomicUsize::new(0),
+            waker,
+        }
+    }
+
+    /// Whether open handles (or undrained posts) keep the loop alive.
+    pub(crate) fn keeps_alive(&self) -> bool {
+        self.handles.load(Ordering::Acquire) > 0 || !self.queue.is_empty()
+    }
+
+    pub(crate) fn wake_pending(&self) -> bool {
+        self.wake_pending.load(Ordering::Acquire) || self.channels_pending.load(Ordering::Acquire)
+    }
+
+    /// A channel needs the loop: wake it, once per burst.
+    pub(crate) fn wake_channels(&self) {
+        if !self.channels_pending.load(Ordering::Acquire)
+            && !self.channels_pending.swap(true, Ordering::AcqRel)
+        {
+            if let Err(error) = self.waker.wake() {
+                log::error!("eventide: could not wake the loop: {error}");
+            }
+        }
+    }
+
+    /// Clears the channels' wake-up; returns whether there was one. Cleared
+    /// before the channels are read, so a send after it wakes again.
+    pub(crate) fn take_channel_wake(&self) -> bool {
+        self.channels_pending.load(Ordering::Acquire)
+            && self.channels_pending.swap(false, Ordering::AcqRel)
+    }
+
+    /// The loop is gone: later posts are refused.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    fn wake(&self) {
+        if !self.wake_pending.load(Ordering::Acquire)
+            && !self.wake_pending.swap(true, Ordering::AcqRel)
+        {
+            if let Err(error) = self.waker.wake() {
+                log::error!("eventide: could not wake the loop: {error}");
+            }
+        }
+    }
+}
+
+/// Posting to a loop that has been dropped: the closure comes back.
+pub struct LoopGone<F>(pub F);
+
+impl<F> fmt::Debug for LoopGone<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LoopGone(..)")
+    }
+}
+
+impl<F> fmt::Display for LoopGone<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the event loop is gone: the closure was not posted")
+    }
+}
+
+impl<F> std::error::Error for LoopGone<F> {}
+
+/// Posts closures to a [`Loop`] from any thread, and wakes it. `Send`,
+/// `Sync` and cheap to clone. While any handle exists the loop stays alive
+/// (as an open `uv_async_t` does): drop every handle to let it finish.
+pub struct LoopHandle {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for LoopHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoopHandle")
+            .field("closed", &self.shared.closed.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl LoopHandle {
+    /// Queues `f` to run on the loop thread, in the poll phase, and wakes the
+    /// loop. Closures from one handle (one thread) run in the order posted.
+    ///
+    /// # Errors
+    ///
+    /// [`LoopGone`], with `f` in it, when the loop has been dropped.
+    pub fn post<F: FnOnce(&mut Loop) + Send + 'static>(&self, f: F) -> Result<(), LoopGone<F>> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(LoopGone(f));
+        }
+        self.shared.queue.push(Box::new(f));
+        self.shared.wake();
+        Ok(())
+    }
+
+    /// Wakes the loop without posting anything (`uv_async_send` alone).
+    pub fn wake(&self) {
+        self.shared.wake();
+    }
+
+    /// Whether the loop has been dropped.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+}
+
+impl Clone for LoopHandle {
+    fn clone(&self) -> Self {
+        self.shared.handles.fetch_add(1, Ordering::AcqRel);
+        LoopHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl Drop for LoopHandle {
+    fn drop(&mut self) {
+        // The last handle going may end the loop: wake it to look again.
+        if self.shared.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let _ = self.shared.waker.wake();
+        }
+    }
+}
+
+impl Loop {
+    /// A handle for other threads to post closures with. The loop stays
+    /// alive while any handle exists.
+    pub fn handle(&self) -> LoopHandle {
+        self.shared.handles.fetch_add(1, Ordering::AcqRel);
+        LoopHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Runs what other threads posted, each followed by its next-ticks.
+    pub(crate) fn run_posted(&mut self) {
+        // A plain load first: the common turn has nothing posted, and
+        // needs no locked instruction to find that out.
+        if !self.shared.wake_pending.load(Ordering::Acquire)
+            || !self.shared.wake_pending.swap(false, Ordering::AcqRel)
+        {
+            return;
+        }
+        // Only what is queued now: a sender that keeps posting cannot hold
+        // the loop in this phase (what it posts next wakes the next turn).
+        let mut left = self.shared.queue.len();
+        while left > 0 {
+            match self.shared.queue.steal() {
+                Steal::Success(posted) => {
+                    left -= 1;
+                    self.invoke(posted);
+                }
+                Steal::Retry => continue,
+                Steal::Empty => break,
+            }
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Immediates, libuv's idle / prepare / check hooks, and closing handles.
+
+use crate::event_loop::{Loop, Task};
+use crate::slab::{Slab, SlotId};
+use crate::timers::TimerId;
+
+/// An immediate's handle, for [`Loop::clear_immediate`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ImmediateId(SlotId);
+
+/// The phase a hook runs in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// Every turn, before prepare; an active idle hook keeps the poll phase
+    /// from blocking (libuv's `uv_idle_t`).
+    Idle,
+    /// Every turn, right before the poll phase (libuv's `uv_prepare_t`).
+    Prepare,
+    /// Every turn, right after the poll phase, before the immediates
+    /// (libuv's `uv_check_t`).
+    Check,
+}
+
+/// A hook's handle: an idle, prepare or check callback that runs every turn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HookId(SlotId);
+
+/// A handle [`Loop::close`] can close.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Handle {
+    /// A timer.
+    Timer(TimerId),
+    /// An idle, prepare or check hook.
+    Hook(HookId),
+}
+
+impl From<TimerId> for Handle {
+    fn from(id: TimerId) -> Handle {
+        Handle::Timer(id)
+    }
+}
+
+impl From<HookId> for Handle {
+    fn from(id: HookId) -> Handle {
+        Handle::Hook(id)
+    }
+}
+
+type HookCallback = Box<dyn FnMut(&mut Loop, HookId)>;
+
+struct Hook {
+    phase: Phase,
+    /// `None` while it runs.
+    callback: Option<HookCallback>,
+    referenced: bool,
+}
+
+/// Every hook, and the running order of each phase's hooks.
+#[derive(Default)]
+pub(crate) struct Hooks {
+    hooks: Slab<Hook>,
+    /// Per phase, newest first (libuv starts hooks at the head of the queue).
+    order: [Vec<HookId>; 3],
+    referenced: usize,
+}
+
+impl Hooks {
+    pub(crate) fn keeps_alive(&self) -> bool {
+        self.referenced > 0
+    }
+
+    pub(crate) fn has_idle(&self) -> bool {
+        !self.order[Phase::Idle as usize].is_empty()
+    }
+}
+
+impl Loop {
+    /// Runs `callback` in the check phase of this turn, or of the next
+    /// turn if the check phase is running (Node's `setImmediate`). Pending
+    /// immediates keep the loop alive and keep the poll phase from
+    /// blocking.
+    pub fn set_immediate(&mut self, callback: impl FnOnce(&mut Loop) + 'static) -> ImmediateId {
+        let id = self.immediates.insert(Box::new(callback) as Task);
+        self.immediate_order.push_back(id);
+        ImmediateId(id)
+    }
+
+    /// Cancels an immediate that has not run (Node's `clearImmediate`);
+    /// returns whether it did. An immediate that ran, or an unknown id, is
+    /// a no-op.
+    pub fn clear_immediate(&mut self, id: ImmediateId) -> bool {
+        // Its place in the queue stays, stale: the check phase skips it.
+        self.immediates.remove(id.0).is_some()
+    }
+
+    /// Starts a hook: `callback` runs every turn in `phase` until the hook is
+    /// stopped or closed. Hooks are referenced: an active one keeps the loop
+    /// alive (see [`Loop::unref_hook`]).
+    pub fn start_hook(
+        &mut self,
+        phase: Phase,
+        callback: impl FnMut(&mut Loop, HookId) + 'static,
+    ) -> HookId {
+        let hook = Hook {
+            phase,
+            callback: Some(Box::new(callback)),
+            referenced: true,
+        };
+        let id = HookId(self.hooks.hooks.insert(hook));
+        self.hooks.order[phase as usize].insert(0, id);
+        self.hooks.referenced += 1;
+        id
+    }
+
+    /// Stops a hook for good (what `uv_idle_stop` and then `uv_close` do);
+    /// returns whether it was running. From anywhere, its own callback
+    /// included.
+    pub fn stop_hook(&mut self, id: HookId) -> bool {
+        let Some(hook) = self.hooks.hooks.remove(id.0) else {
+            return false;
+        };
+        let order = &mut self.hooks.order[hook.phase as usize];
+        order.retain(|other| *other != id);
+        if hook.referenced {
+            self.hooks.referenced -= 1;
+        }
+        true
+    }
+
+    /// Lets the loop exit while this hook is active.
+    pub fn unref_hook(&mut self, id: HookId) {
+        self.set_hook_ref(id, false);
+    }
+
+    /// Makes the hook keep the loop alive again.
+    pub fn ref_hook(&mut self, id: HookId) {
+        self.set_hook_ref(id, true);
+    }
+
+    fn set_hook_ref(&mut self, id: HookId, referenced: bool) {
+        let Some(hook) = self.hooks.hooks.get_mut(id.0) else {
+            return;
+        };
+        if hook.referenced != referenced {
+            hook.referenced = referenced;
+            if referenced {
+                self.hooks.referenced += 1;
+            } else {
+                self.hooks.referenced -= 1;
+            }
+        }
+    }
+
+    /// Closes a handle: it stops at once, and `on_close` runs in the close
+    /// phase of this turn, the last phase (libuv's `uv_close`). A closing
+    /// handle keeps the loop alive until its close callback has run.
+    /// Returns `false`, queuing nothing, for a handle already gone.
+    pub fn close_then(
+        &mut self,
+        handle: impl Into<Handle>,
+        on_close: impl FnOnce(&mut Loop) + 'static,
+    ) -> bool {
+        self.close_handle(handle.into(), Some(Box::new(on_close)))
+    }
+
+    /// Closes a handle with no close callback; see [`Loop::close_then`].
+    pub fn close(&mut self, handle: impl Into<Handle>) -> bool {
+        self.close_handle(handle.into(), None)
+    }
+
+    fn close_handle(&mut self, handle: Handle, on_close: Option<Task>) -> bool {
+        let stopped = match handle {
+            Handle::Timer(id) => self.clear_timer(id),
+            Handle::Hook(id) => self.stop_hook(id),
+        };
+        if stopped {
+            self.closing.push_back(on_close);
+        }
+        stopped
+    }
+
+    /// Runs the hooks of `phase` that were active when the phase began.
+    pub(crate) fn run_hooks(&mut self, phase: Phase) {
+        let order = &self.hooks.order[phase as usize];
+        if order.is_empty() {
+            return;
+        }
+        let snapshot = order.clone();
+        for id in snapshot {
+            let Some(hook) = self.hooks.hooks.get_mut(id.0) else {
+                continue;
+            };
+            let Some(mut callback) = hook.callback.take() else {
+                continue;
+            };
+            self.invoke(move |lp: &mut Loop| {
+                callback(lp, id);
+                if let Some(hook) = lp.hooks.hooks.get_mut(id.0) {
+                    hook.callback = Some(callback);
+                }
+            });
+        }
+    }
+}

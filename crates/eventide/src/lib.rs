@@ -1,0 +1,94 @@
+//! eventide: the Node.js asynchronous model in Rust.
+//!
+//! One thread runs a [`Loop`] that calls your callbacks. Each callback
+//! receives the loop, so it can start more work without globals or
+//! `Rc<RefCell<…>>`; timers live in a hierarchical timer wheel; I/O goes to
+//! the operating system (io_uring on Linux, readiness polling elsewhere), so
+//! the loop never blocks; work the OS cannot do asynchronously goes to a
+//! small pool of threads (4 by default) and comes back as a callback.
+//!
+//! ```
+//! use std::time::Duration;
+//! use std::rc::Rc;
+//! use std::cell::RefCell;
+//!
+//! let trace = Rc::new(RefCell::new(Vec::new()));
+//! let mut lp = eventide::Loop::new()?;
+//! let t = Rc::clone(&trace);
+//! lp.set_timeout(Duration::from_millis(1), move |_| t.borrow_mut().push("timeout"));
+//! let t = Rc::clone(&trace);
+//! lp.set_immediate(move |lp| {
+//!     t.borrow_mut().push("immediate");
+//!     let t = Rc::clone(&t);
+//!     lp.next_tick(move |_| t.borrow_mut().push("tick after immediate"));
+//! });
+//! let t = Rc::clone(&trace);
+//! lp.queue_work(|| (1..=10u64).product::<u64>(), move |_, result| {
+//!     assert_eq!(result.unwrap(), 3_628_800);
+//!     t.borrow_mut().push("work");
+//! });
+//! lp.run()?;
+//! let trace = trace.borrow();
+//! assert!(trace.contains(&"timeout") && trace.contains(&"work"));
+//! let immediate = trace.iter().position(|s| *s == "immediate").unwrap();
+//! assert_eq!(trace[immediate + 1], "tick after immediate");
+//! # Ok::<(), eventide::Error>(())
+//! ```
+//!
+//! # A turn of the loop
+//!
+//! Every turn runs these phases, in libuv's order:
+//!
+//! 1. **timers**: every timer due by the turn's cached time, in (deadline,
+//!    start order);
+//! 2. **pending**: callbacks deferred from the previous turn ([`Loop::defer`]:
+//!    results known at once, so that no callback runs inside the call that
+//!    asked for it);
+//! 3. **idle** and 4. **prepare** hooks ([`Loop::start_hook`]);
+//! 5. **poll**: wait for I/O up to the next timer's deadline (not at all
+//!    when immediates, pending callbacks or idle hooks are waiting), then
+//!    run what arrived: finished pool work, closures posted by
+//!    [`LoopHandle`]s, and (with fs and net) I/O completions;
+//! 6. **check**: check hooks, then the immediates queued before the phase
+//!    began ([`Loop::set_immediate`]);
+//! 7. **close**: close callbacks ([`Loop::close_then`]).
+//!
+//! After every callback the next-tick queue ([`Loop::next_tick`]) and the
+//! microtask queue ([`Loop::queue_microtask`]) drain completely, as Node's
+//! do. Like `uv_run`, [`Loop::run`] runs the timers once before the first
+//! turn, so a timer already due when the loop starts runs before the first
+//! poll.
+//!
+//! # Liveness
+//!
+//! [`Loop::run`] returns when nothing keeps the loop alive: no referenced
+//! timer, immediate, hook or work in flight, no closing handle, no open
+//! [`LoopHandle`]. Unreferenced timers ([`Loop::unref_timer`]) still fire
+//! while the loop runs, but do not keep it running.
+//!
+//! # Backends
+//!
+//! The cargo features `uring` and `poll` (both on by default) compile the
+//! reactor backends. At run time the loop takes io_uring if the system
+//! allows it and falls back to polling otherwise (logged once); the
+//! `EVENTIDE_BACKEND` variable (`uring`, `poll`, `auto`) or
+//! [`LoopBuilder::backend`] decide instead. [`Loop::backend`] says which
+//! one runs.
+
+mod channel;
+mod error;
+mod event_loop;
+mod handle;
+mod hooks;
+mod slab;
+mod timers;
+mod work;
+
+pub use channel::{SendError, Sender};
+pub use error::{Error, Result};
+pub use event_loop::{Loop, LoopBuilder, RunMode};
+pub use eventide_reactor::{BackendChoice, BackendKind};
+pub use handle::{LoopGone, LoopHandle};
+pub use hooks::{Handle, HookId, ImmediateId, Phase};
+pub use timers::TimerId;
+pub use work::{WorkClass, WorkId};

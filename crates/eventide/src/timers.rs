@@ -1,0 +1,272 @@
+//! Timers: `setTimeout`, `setInterval` and their friends, on the wheel.
+//!
+//! Node's rules, kept here: a delay below 1 ms becomes 1 ms; a timer's
+//! countdown starts when it is started (the clock is read then, as Node's
+//! `getLibuvNow()` does, not the turn's cached time); timers with equal
+//! deadlines fire in start order; an interval is rescheduled from the moment
+//! its callback started; a timer started inside the timers phase never
+//! fires in that same phase; clearing a fired or unknown timer does nothing.
+//!
+//! One difference from Node, visible only when the loop runs late: Node
+//! runs all due timers of one duration before the next duration's list;
+//! eventide runs every due timer strictly by (deadline, start order).
+
+use std::time::Duration;
+
+use eventide_timer::Key;
+
+use crate::event_loop::Loop;
+
+/// A timer's handle: small, `Copy`, and safe to keep after the timer is
+/// gone (using it then does nothing). It is the timer's key in the wheel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TimerId(pub(crate) Key);
+
+/// What runs when a timer fires. One trait object for both kinds keeps a
+/// timer at a single thin-enough pointer: a one-shot callback consumes
+/// itself; a repeating one hands itself back to be stored again.
+trait Fire {
+    fn fire(self: Box<Self>, lp: &mut Loop, id: TimerId) -> Option<Box<dyn Fire>>;
+}
+
+/// A `setTimeout` callback.
+struct Once<F>(F);
+
+impl<F: FnOnce(&mut Loop) + 'static> Fire for Once<F> {
+    fn fire(self: Box<Self>, lp: &mut Loop, _: TimerId) -> Option<Box<dyn Fire>> {
+        (self.0)(lp);
+        None
+    }
+}
+
+/// A `setInterval` callback.
+struct Repeat<F>(F);
+
+impl<F: FnMut(&mut Loop, TimerId) + 'static> Fire for Repeat<F> {
+    fn fire(mut self: Box<Self>, lp: &mut Loop, id: TimerId) -> Option<Box<dyn Fire>> {
+        (self.0)(lp, id);
+        Some(self)
+    }
+}
+
+/// A timer, stored as its wheel entry's payload: one table, one lookup,
+/// 24 bytes (the callback, and the duration with two flags in its top bits).
+pub(crate) struct Timer {
+    /// `None` while an interval's callback runs.
+    callback: Option<Box<dyn Fire>>,
+    /// The duration in ms (bits 0..62), `REPEATS` and `REFERENCED`.
+    bits: u64,
+}
+
+const REFERENCED: u64 = 1 << 63;
+const REPEATS: u64 = 1 << 62;
+/// Durations are capped at 2^62 - 1 ms (about 146 million years).
+const DURATION: u64 = REPEATS - 1;
+
+impl Timer {
+    fn new(callback: Box<dyn Fire>, duration: u64, repeats: bool) -> Timer {
+        let repeats = if repeats { REPEATS } else { 0 };
+        Timer {
+            callback: Some(callback),
+            bits: duration.min(DURATION) | repeats | REFERENCED,
+        }
+    }
+
+    fn duration(&self) -> u64 {
+        self.bits & DURATION
+    }
+
+    fn repeats(&self) -> bool {
+        self.bits & REPEATS != 0
+    }
+
+    fn referenced(&self) -> bool {
+        self.bits & REFERENCED != 0
+    }
+
+    fn set_referenced(&mut self, referenced: bool) {
+        if referenced {
+            self.bits |= REFERENCED;
+        } else {
+            self.bits &= !REFERENCED;
+        }
+    }
+
+    /// Armed in the wheel, as opposed to an interval whose callback is
+    /// running (its callback is out, and its wheel entry idle).
+    fn is_armed(&self) -> bool {
+        self.callback.is_some()
+    }
+}
+
+/// Node's delay coercion: below 1 ms (0 included) is 1 ms; fractions of a
+/// millisecond are truncated.
+fn delay_ms(delay: Duration) -> u64 {
+    u64::try_from(delay.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+impl Loop {
+    /// Runs `callback` once, `delay` from now (Node's `setTimeout`).
+    pub fn set_timeout(
+        &mut self,
+        delay: Duration,
+        callback: impl FnOnce(&mut Loop) + 'static,
+    ) -> TimerId {
+        self.start_timer(delay, Box::new(Once(callback)), false)
+    }
+
+    /// Runs `callback` every `period` (Node's `setInterval`); the callback
+    /// gets its own id, to clear itself with.
+    pub fn set_interval(
+        &mut self,
+        period: Duration,
+        callback: impl FnMut(&mut Loop, TimerId) + 'static,
+    ) -> TimerId {
+        self.start_timer(period, Box::new(Repeat(callback)), true)
+    }
+
+    fn start_timer(&mut self, delay: Duration, callback: Box<dyn Fire>, repeats: bool) -> TimerId {
+        let duration = delay_ms(delay);
+        let timer = Timer::new(callback, duration, repeats);
+        self.ref_timers += 1;
+        TimerId(
+            self.wheel
+                .insert(self.clock().saturating_add(duration), timer),
+        )
+    }
+
+    /// Stops a timeout or an interval (Node's `clearTimeout` and
+    /// `clearInterval` are the same). From anywhere, its own callback
+    /// included; a fired, cleared or unknown timer is a no-op. Returns
+    /// whether a timer was stopped.
+    pub fn clear_timer(&mut self, id: TimerId) -> bool {
+        let Some(timer) = self.wheel.cancel(id.0) else {
+            return false;
+        };
+        if timer.is_armed() && timer.referenced() {
+            self.ref_timers -= 1;
+        }
+        true
+    }
+
+    /// Same as [`Loop::clear_timer`] (Node's `clearTimeout`).
+    pub fn clear_timeout(&mut self, id: TimerId) -> bool {
+        self.clear_timer(id)
+    }
+
+    /// Same as [`Loop::clear_timer`] (Node's `clearInterval`).
+    pub fn clear_interval(&mut self, id: TimerId) -> bool {
+        self.clear_timer(id)
+    }
+
+    /// Restarts the countdown from now with the timer's duration, and puts
+    /// it after the timers already started with the same deadline (Node's
+    /// `timeout.refresh()`). Returns `false`, doing nothing, for a timer
+    /// that has fired (a timeout) or was cleared: unlike Node, a fired
+    /// timeout is not brought back, since its callback has run and is gone.
+    /// An interval refreshed from its own callback is re-armed from the
+    /// callback's start as usual (`false`).
+    pub fn refresh_timer(&mut self, id: TimerId) -> bool {
+        let Some(timer) = self.wheel.get(id.0).filter(|timer| timer.is_armed()) else {
+            return false;
+        };
+        let deadline = self.clock().saturating_add(timer.duration());
+        self.wheel.reset(id.0, deadline).is_ok()
+    }
+
+    /// Lets the loop exit while this timer is pending (Node's
+    /// `timeout.unref()`); the timer still fires if the loop is running.
+    pub fn unref_timer(&mut self, id: TimerId) {
+        self.set_timer_ref(id, false);
+    }
+
+    /// Makes the timer keep the loop alive again (Node's `timeout.ref()`).
+    pub fn ref_timer(&mut self, id: TimerId) {
+        self.set_timer_ref(id, true);
+    }
+
+    /// Whether the timer keeps the loop alive (Node's `timeout.hasRef()`);
+    /// `false` for a fired or cleared timer.
+    pub fn timer_has_ref(&self, id: TimerId) -> bool {
+        self.wheel.get(id.0).is_some_and(Timer::referenced)
+    }
+
+    /// Whether the timer is still pending (armed, or an interval whose
+    /// callback is running).
+    pub fn timer_is_active(&self, id: TimerId) -> bool {
+        self.wheel.contains(id.0)
+    }
+
+    fn set_timer_ref(&mut self, id: TimerId, referenced: bool) {
+        let Some(timer) = self.wheel.get_mut(id.0) else {
+            return;
+        };
+        if timer.referenced() == referenced {
+            return;
+        }
+        timer.set_referenced(referenced);
+        if timer.is_armed() {
+            if referenced {
+                self.ref_timers += 1;
+            } else {
+                self.ref_timers -= 1;
+            }
+        }
+    }
+
+    /// The timers phase: every timer due by the cached `now`, in (deadline,
+    /// start order), each followed by its next-ticks. Timers started or
+    /// refreshed meanwhile wait for the next phase.
+    pub(crate) fn run_timers(&mut self) {
+        if self.wheel.is_empty() {
+            return;
+        }
+        self.wheel.advance_to(self.now());
+        while let Some((key, _)) = self.wheel.pop_expired_key() {
+            self.fire(TimerId(key));
+        }
+    }
+
+    fn fire(&mut self, id: TimerId) {
+        let timer = self
+            .wheel
+            .get_mut(id.0)
+            .expect("an expired timer is live until handled");
+        if timer.referenced() {
+            self.ref_timers -= 1;
+        }
+        let callback = timer
+            .callback
+            .take()
+            .expect("an armed timer has its callback");
+        if !timer.repeats() {
+            self.wheel.cancel(id.0);
+            self.invoke(move |lp: &mut Loop| {
+                callback.fire(lp, id);
+            });
+            return;
+        }
+        let started = self.clock();
+        self.invoke(move |lp: &mut Loop| {
+            if let Some(callback) = callback.fire(lp, id) {
+                lp.rearm_interval(id, started, callback);
+            }
+        });
+    }
+
+    /// Puts an interval's callback back and arms it from when the callback
+    /// started, unless the callback cleared it.
+    fn rearm_interval(&mut self, id: TimerId, started: u64, callback: Box<dyn Fire>) {
+        let Some(timer) = self.wheel.get_mut(id.0) else {
+            return;
+        };
+        timer.callback = Some(callback);
+        if timer.referenced() {
+            self.ref_timers += 1;
+        }
+        let deadline = started.saturating_add(timer.duration());
+        self.wheel
+            .reset(id.0, deadline)
+            .expect("the interval is live");
+    }
+}

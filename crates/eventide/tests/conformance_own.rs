@@ -1,0 +1,96 @@
+//! eventide's own conformance cases: the scenarios of the Node scripts in
+//! `tests/conformance/` (see its README), with the traces Node recorded,
+//! on every compiled backend.
+
+mod util;
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use eventide::Loop;
+use util::{Trace, ms, run_within, spin};
+
+const LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The trace Node recorded for `case`, from `tests/conformance/`.
+fn recorded(case: &str) -> Vec<String> {
+    let path = format!(
+        "{}/tests/conformance/{case}.expected",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    text.lines().map(str::to_owned).collect()
+}
+
+fn case_30_clear_immediate_same_phase(lp: &mut Loop) {
+    let trace = Trace::default();
+    let b = Rc::new(Cell::new(None));
+    let (t, bb) = (trace.clone(), b.clone());
+    lp.set_immediate(move |lp| {
+        t.log("first");
+        lp.clear_immediate(bb.get().unwrap());
+    });
+    b.set(Some(lp.set_immediate(trace.at("second-should-not-run"))));
+    lp.set_immediate(trace.at("third"));
+    run_within(lp, LIMIT);
+    assert_eq!(trace.tokens(), recorded("30-clear-immediate-same-phase"));
+}
+
+fn case_31_ticks_drain_between_immediates(lp: &mut Loop) {
+    let trace = Trace::default();
+    let t = trace.clone();
+    lp.set_immediate(move |lp| {
+        t.log("imm1");
+        lp.queue_microtask(t.at("imm1.promise"));
+        lp.next_tick(t.at("imm1.tick"));
+    });
+    lp.set_immediate(trace.at("imm2"));
+    run_within(lp, LIMIT);
+    assert_eq!(
+        trace.tokens(),
+        recorded("31-ticks-drain-between-immediates")
+    );
+}
+
+fn case_32_interval_and_timeout_same_deadline(lp: &mut Loop) {
+    let trace = Trace::default();
+    let t = trace.clone();
+    let mut n = 0;
+    lp.set_interval(ms(5), move |lp, id| {
+        n += 1;
+        t.log(format!("interval{n}"));
+        if n == 2 {
+            lp.clear_interval(id);
+        }
+    });
+    lp.set_timeout(ms(5), trace.at("timeout"));
+    spin(2);
+    lp.set_timeout(ms(5), trace.at("timeout-later-start"));
+    run_within(lp, LIMIT);
+    assert_eq!(
+        trace.tokens(),
+        recorded("32-interval-and-timeout-same-deadline")
+    );
+}
+
+fn case_33_clear_timer_from_immediate(lp: &mut Loop) {
+    let trace = Trace::default();
+    let a = lp.set_timeout(ms(20), trace.at("a-should-not-run"));
+    let b = lp.set_timeout(ms(20), trace.at("b-refreshed"));
+    let t = trace.clone();
+    lp.set_immediate(move |lp| {
+        t.log("immediate");
+        assert!(lp.clear_timeout(a));
+        lp.set_timeout(ms(20), t.at("c-started-in-immediate"));
+        assert!(lp.refresh_timer(b));
+    });
+    run_within(lp, LIMIT);
+    assert_eq!(trace.tokens(), recorded("33-clear-timer-from-immediate"));
+}
+
+on_every_backend!(
+    case_30_clear_immediate_same_phase,
+    case_31_ticks_drain_between_immediates,
+    case_32_interval_and_timeout_same_deadline,
+    case_33_clear_timer_from_immediate,
+);

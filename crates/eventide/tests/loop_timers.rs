@@ -1,0 +1,94 @@
+//! Timer edge cases beyond the Node conformance cases, on every backend.
+
+mod util;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
+
+use eventide::Loop;
+use util::{ms, run_within};
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+fn an_interval_that_unrefs_itself_lets_the_loop_end(lp: &mut Loop) {
+    let runs = Rc::new(Cell::new(0));
+    let r = runs.clone();
+    lp.set_interval(ms(1), move |lp, id| {
+        r.set(r.get() + 1);
+        lp.unref_timer(id);
+        assert!(!lp.timer_has_ref(id));
+    });
+    run_within(lp, LIMIT);
+    assert_eq!(
+        runs.get(),
+        1,
+        "unref'd, the interval no longer keeps the loop alive"
+    );
+    assert!(!lp.alive());
+}
+
+fn refresh_and_clear_of_fired_or_cleared_timers_do_nothing(lp: &mut Loop) {
+    let fired = lp.set_timeout(ms(1), |_| {});
+    let cleared = lp.set_timeout(ms(50), |_| panic!("cleared"));
+    assert!(lp.timer_is_active(cleared));
+    assert!(lp.clear_timer(cleared));
+    assert!(!lp.timer_is_active(cleared));
+    run_within(lp, LIMIT);
+    assert!(!lp.timer_is_active(fired));
+    assert!(!lp.refresh_timer(fired));
+    assert!(!lp.refresh_timer(cleared));
+    assert!(!lp.clear_timer(fired));
+    assert!(!lp.timer_has_ref(fired));
+    lp.unref_timer(fired); // no-op, no panic
+    lp.ref_timer(fired);
+    assert!(!lp.alive());
+}
+
+fn a_timer_far_in_the_future_keeps_the_loop_alive_until_cleared(lp: &mut Loop) {
+    let far = lp.set_timeout(Duration::MAX, |_| panic!("not in this lifetime"));
+    assert!(lp.alive());
+    lp.set_timeout(ms(2), move |lp| assert!(lp.clear_timer(far)));
+    run_within(lp, LIMIT);
+    assert!(!lp.alive());
+}
+
+fn many_timers_fire_in_deadline_order_each_once(lp: &mut Loop) {
+    let fired = Rc::new(RefCell::new(Vec::new()));
+    for i in 0..5_000u64 {
+        let f = fired.clone();
+        lp.set_timeout(ms(i % 25 + 1), move |lp| {
+            f.borrow_mut().push((i % 25, i, lp.now()))
+        });
+    }
+    run_within(lp, LIMIT);
+    let fired = fired.borrow();
+    assert_eq!(fired.len(), 5_000);
+    // The loop's time never goes back from one timer to the next, and
+    // timers of one delay (started in order) fire in start order.
+    assert!(fired.windows(2).all(|pair| pair[0].2 <= pair[1].2));
+    for delay in 0..25 {
+        let order: Vec<u64> = fired.iter().filter(|f| f.0 == delay).map(|f| f.1).collect();
+        assert!(
+            order.windows(2).all(|pair| pair[0] < pair[1]),
+            "delay {delay}: {order:?}"
+        );
+    }
+}
+
+fn a_timer_never_fires_before_its_delay_has_passed(lp: &mut Loop) {
+    let started = std::time::Instant::now();
+    let elapsed = Rc::new(Cell::new(Duration::ZERO));
+    let e = elapsed.clone();
+    lp.set_timeout(ms(30), move |_| e.set(started.elapsed()));
+    run_within(lp, LIMIT);
+    assert!(elapsed.get() >= ms(30), "fired after {:?}", elapsed.get());
+}
+
+on_every_backend!(
+    an_interval_that_unrefs_itself_lets_the_loop_end,
+    refresh_and_clear_of_fired_or_cleared_timers_do_nothing,
+    a_timer_far_in_the_future_keeps_the_loop_alive_until_cleared,
+    many_timers_fire_in_deadline_order_each_once,
+    a_timer_never_fires_before_its_delay_has_passed,
+);

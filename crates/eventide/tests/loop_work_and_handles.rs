@@ -1,0 +1,337 @@
+//! Work on the pool, panics, and posting from other threads, on every
+//! compiled backend.
+
+mod util;
+
+use std::cell::{Cell, RefCell};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use eventide::{BackendChoice, Error, Loop, WorkClass};
+use util::{ms, run_within};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn work_runs_on_another_thread_and_its_callback_on_the_loop(lp: &mut Loop) {
+    let loop_thread = std::thread::current().id();
+    let result = Rc::new(Cell::new(None));
+    let r = result.clone();
+    lp.queue_work(
+        move || (std::thread::current().id() != loop_thread, 6 * 7),
+        move |lp, outcome| {
+            assert_eq!(std::thread::current().id(), loop_thread);
+            assert!(
+                !lp.alive() || lp.alive(),
+                "the loop is usable in the callback"
+            );
+            r.set(Some(outcome.expect("the work succeeded")));
+        },
+    );
+    assert!(lp.alive(), "work in flight keeps the loop alive");
+    run_within(lp, LIMIT);
+    assert_eq!(result.get(), Some((true, 42)));
+}
+
+fn many_work_items_each_complete_exactly_once(lp: &mut Loop) {
+    const N: u64 = 10_000;
+    let sum = Rc::new(Cell::new(0u64));
+    let count = Rc::new(Cell::new(0u64));
+    for i in 0..N {
+        let (s, c) = (sum.clone(), count.clone());
+        lp.queue_work(
+            move || i * 2,
+            move |_, r| {
+                s.set(s.get() + r.unwrap());
+                c.set(c.get() + 1);
+            },
+        );
+    }
+    run_within(lp, LIMIT);
+    assert_eq!(count.get(), N);
+    assert_eq!(sum.get(), N * (N - 1));
+}
+
+fn a_panicking_job_is_an_error_for_its_callback_and_the_pool_lives_on(lp: &mut Loop) {
+    let outcome = Rc::new(RefCell::new(Vec::new()));
+    let o = outcome.clone();
+    lp.queue_work(
+        || -> u32 { panic!("the job fell over") },
+        move |lp, result| {
+            match result {
+                Err(Error::Panicked { message }) => o.borrow_mut().push(message),
+                other => panic!("expected Panicked, got {other:?}"),
+            }
+            let o = o.clone();
+            lp.queue_work(
+                || 7,
+                move |_, r| o.borrow_mut().push(format!("then {}", r.unwrap())),
+            );
+        },
+    );
+    run_within(lp, LIMIT);
+    assert_eq!(*outcome.borrow(), ["the job fell over", "then 7"]);
+}
+
+fn slow_io_work_runs_too(lp: &mut Loop) {
+    let done = Rc::new(Cell::new(false));
+    let d = done.clone();
+    lp.queue_work_in(
+        WorkClass::SlowIo,
+        || "resolved",
+        move |_, r| {
+            assert_eq!(r.unwrap(), "resolved");
+            d.set(true);
+        },
+    );
+    run_within(lp, LIMIT);
+    assert!(done.get());
+}
+
+fn a_posted_closure_wakes_a_blocked_loop_and_runs_on_it(lp: &mut Loop) {
+    let handle = lp.handle();
+    let loop_thread = std::thread::current().id();
+    let got = Rc::new(Cell::new(0u64));
+    let sender = std::thread::spawn(move || {
+        std::thread::sleep(ms(20));
+        handle
+            .post(move |lp| {
+                assert_eq!(std::thread::current().id(), loop_thread);
+                lp.next_tick(|_| {});
+            })
+            .expect("the loop is alive");
+        // Dropping the last handle lets the loop end.
+    });
+    let g = got.clone();
+    lp.set_timeout(ms(1), move |_| g.set(g.get() + 1));
+    run_within(lp, LIMIT);
+    sender.join().unwrap();
+    assert_eq!(got.get(), 1);
+    assert!(!lp.alive());
+}
+
+fn posts_from_each_sender_run_in_the_order_they_were_posted(lp: &mut Loop) {
+    const SENDERS: usize = 4;
+    const EACH: u64 = 20_000;
+    // The closures run on the loop thread: they keep their tally there.
+    NEXT.with(|next| *next.borrow_mut() = vec![0; SENDERS]);
+    let threads: Vec<_> = (0..SENDERS)
+        .map(|sender| {
+            let handle = lp.handle();
+            std::thread::spawn(move || {
+                for i in 0..EACH {
+                    let in_order = move |_: &mut Loop| {
+                        NEXT.with(|next| {
+                            let mut next = next.borrow_mut();
+                            assert_eq!(next[sender], i, "sender {sender} out of order");
+                            next[sender] = i + 1;
+                        })
+                    };
+                    handle.post(in_order).expect("the loop is alive");
+                }
+            })
+        })
+        .collect();
+    run_within(lp, LIMIT);
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    NEXT.with(|next| assert_eq!(*next.borrow(), vec![EACH; SENDERS]));
+}
+
+thread_local! {
+    static NEXT: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+}
+
+fn posting_to_a_dropped_loop_hands_the_closure_back(lp: &mut Loop) {
+    let handle = lp.handle();
+    assert!(!handle.is_closed());
+    let other = Loop::builder()
+        .backend(BackendChoice::Only(lp.backend()))
+        .build()
+        .unwrap();
+    let orphan = other.handle();
+    drop(other);
+    assert!(orphan.is_closed());
+    let marker = std::sync::Arc::new(());
+    let m = marker.clone();
+    let error = orphan.post(move |_| drop(m)).expect_err("the loop is gone");
+    assert_eq!(
+        error.to_string(),
+        "the event loop is gone: the closure was not posted"
+    );
+    assert_eq!(
+        std::sync::Arc::strong_count(&marker),
+        2,
+        "the closure came back, unrun"
+    );
+    drop(error);
+    assert_eq!(std::sync::Arc::strong_count(&marker), 1);
+    drop(handle);
+    run_within(lp, LIMIT);
+}
+
+fn a_panic_in_a_callback_propagates_out_of_run_without_a_handler(lp: &mut Loop) {
+    lp.set_immediate(|_| panic!("callback failed"));
+    let outcome = catch_unwind(AssertUnwindSafe(|| lp.run()));
+    let payload = outcome.expect_err("the panic propagates");
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"callback failed"));
+}
+
+fn with_a_panic_handler_the_loop_goes_on_after_a_panicking_callback(lp: &mut Loop) {
+    let caught = Rc::new(RefCell::new(Vec::new()));
+    let c = caught.clone();
+    lp.set_panic_handler(move |_, payload| {
+        c.borrow_mut().push(
+            payload
+                .downcast_ref::<&str>()
+                .copied()
+                .unwrap_or("?")
+                .to_owned(),
+        );
+    });
+    lp.set_immediate(|_| panic!("first"));
+    let c = caught.clone();
+    lp.set_immediate(move |lp| {
+        lp.next_tick(|_| panic!("in a tick"));
+        let c = c.clone();
+        lp.set_timeout(ms(1), move |_| {
+            c.borrow_mut().push("timer after".to_owned())
+        });
+    });
+    run_within(lp, LIMIT);
+    assert_eq!(*caught.borrow(), ["first", "in a tick", "timer after"]);
+}
+
+fn queued_work_can_be_cancelled_and_running_work_cannot(lp: &mut Loop) {
+    // One pool thread: the first job holds it while the second waits.
+    let mut lp1 = Loop::builder()
+        .backend(BackendChoice::Only(lp.backend()))
+        .pool_threads(1)
+        .build()
+        .unwrap();
+    let lp = &mut lp1;
+    let (started_tx, started_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let outcomes = Rc::new(RefCell::new(Vec::new()));
+    let o = outcomes.clone();
+    let blocker = lp.queue_work(
+        move || {
+            started_tx.send(()).unwrap();
+            release_rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("released");
+            "blocker done"
+        },
+        move |_, r| {
+            o.borrow_mut()
+                .push(format!("{:?}", r.map_err(|e| e.to_string())))
+        },
+    );
+    let o = outcomes.clone();
+    let queued = lp.queue_work(
+        || "queued ran",
+        move |_, r| {
+            o.borrow_mut()
+                .push(format!("{:?}", r.map_err(|e| e.to_string())));
+        },
+    );
+    started_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the blocker started");
+    assert!(matches!(
+        lp.cancel_work(blocker),
+        Err(Error::AlreadyRunning)
+    ));
+    lp.cancel_work(queued).expect("queued work cancels");
+    release_tx.send(()).unwrap();
+    run_within(lp, LIMIT);
+    let outcomes = outcomes.borrow();
+    assert_eq!(outcomes.len(), 2);
+    assert!(outcomes.contains(&"Err(\"the work was cancelled before it started\")".to_owned()));
+    assert!(outcomes.contains(&"Ok(\"blocker done\")".to_owned()));
+    assert!(matches!(lp.cancel_work(queued), Err(Error::Stale { .. })));
+}
+
+fn channel_values_arrive_in_order_per_sender_and_the_loop_ends_with_the_last_sender(lp: &mut Loop) {
+    const EACH: u64 = 50_000;
+    let next = Rc::new(RefCell::new([0u64; 3]));
+    let n = next.clone();
+    let sender = lp.channel(move |_, (from, value): (usize, u64)| {
+        let mut next = n.borrow_mut();
+        assert_eq!(next[from], value, "sender {from} out of order");
+        next[from] = value + 1;
+    });
+    let threads: Vec<_> = (0..3)
+        .map(|from| {
+            let sender = sender.clone();
+            std::thread::spawn(move || {
+                for value in 0..EACH {
+                    sender.send((from, value)).expect("the loop is alive");
+                }
+            })
+        })
+        .collect();
+    drop(sender);
+    run_within(lp, LIMIT);
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert_eq!(*next.borrow(), [EACH; 3]);
+    assert!(!lp.alive(), "no sender is left");
+}
+
+fn sending_to_a_dropped_loop_hands_the_value_back(lp: &mut Loop) {
+    let mut other = Loop::builder()
+        .backend(BackendChoice::Only(lp.backend()))
+        .build()
+        .unwrap();
+    let sender = other.channel(|_, _: String| panic!("never received"));
+    drop(other);
+    let error = sender
+        .send("lost?".to_owned())
+        .expect_err("the loop is gone");
+    assert_eq!(error.0, "lost?");
+    assert_eq!(
+        error.to_string(),
+        "the event loop is gone: the value was not sent"
+    );
+}
+
+fn a_channel_handler_can_send_to_its_own_channel_and_schedule_work(lp: &mut Loop) {
+    let received = Rc::new(RefCell::new(Vec::new()));
+    let r = received.clone();
+    let own: Rc<RefCell<Option<eventide::Sender<u32>>>> = Rc::new(RefCell::new(None));
+    let o = own.clone();
+    let sender = lp.channel(move |lp, value: u32| {
+        r.borrow_mut().push(value);
+        if value < 3 {
+            o.borrow().as_ref().unwrap().send(value + 1).unwrap();
+        } else {
+            // Dropping the last sender lets the loop end.
+            o.borrow_mut().take();
+            lp.next_tick(|_| {});
+        }
+    });
+    sender.send(0).unwrap();
+    *own.borrow_mut() = Some(sender);
+    run_within(lp, LIMIT);
+    assert_eq!(*received.borrow(), [0, 1, 2, 3]);
+}
+
+on_every_backend!(
+    work_runs_on_another_thread_and_its_callback_on_the_loop,
+    many_work_items_each_complete_exactly_once,
+    a_panicking_job_is_an_error_for_its_callback_and_the_pool_lives_on,
+    slow_io_work_runs_too,
+    a_posted_closure_wakes_a_blocked_loop_and_runs_on_it,
+    posts_from_each_sender_run_in_the_order_they_were_posted,
+    posting_to_a_dropped_loop_hands_the_closure_back,
+    a_panic_in_a_callback_propagates_out_of_run_without_a_handler,
+    with_a_panic_handler_the_loop_goes_on_after_a_panicking_callback,
+    queued_work_can_be_cancelled_and_running_work_cannot,
+    channel_values_arrive_in_order_per_sender_and_the_loop_ends_with_the_last_sender,
+    sending_to_a_dropped_loop_hands_the_value_back,
+    a_channel_handler_can_send_to_its_own_channel_and_schedule_work,
+);

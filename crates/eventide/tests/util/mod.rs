@@ -1,0 +1,104 @@
+//! Shared helpers for the facade's tests: a loop per backend, a trace to
+//! record callback order, and a busy-wait that blocks the loop thread as
+//! Node's `spin(ms)` does in the conformance scripts.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use eventide::{BackendChoice, BackendKind, Loop};
+
+/// A loop on exactly `backend`, or `None` (with a note on stderr) when
+/// that backend is not compiled in or the system refuses it here.
+pub fn new_loop(backend: BackendKind) -> Option<Loop> {
+    match Loop::builder()
+        .backend(BackendChoice::Only(backend))
+        .build()
+    {
+        Ok(lp) => {
+            assert_eq!(lp.backend(), backend);
+            eprintln!("backend: {backend}");
+            Some(lp)
+        }
+        Err(error) => {
+            eprintln!("skipped on {backend}: {error}");
+            None
+        }
+    }
+}
+
+/// The order things happened in, one token each.
+#[derive(Clone, Default)]
+pub struct Trace(Rc<RefCell<Vec<String>>>);
+
+impl Trace {
+    pub fn log(&self, token: impl Into<String>) {
+        self.0.borrow_mut().push(token.into());
+    }
+
+    /// A callback-friendly logger: `trace.at("a")` is a closure that logs "a".
+    pub fn at(&self, token: &'static str) -> impl FnOnce(&mut Loop) + 'static {
+        let trace = self.clone();
+        move |_| trace.log(token)
+    }
+
+    pub fn tokens(&self) -> Vec<String> {
+        self.0.borrow().clone()
+    }
+
+    pub fn assert(&self, expected: &[&str]) {
+        assert_eq!(self.tokens(), expected);
+    }
+}
+
+/// Blocks the thread for `ms` milliseconds, as the scripts' `spin(ms)`.
+pub fn spin(ms: u64) {
+    let end = Instant::now() + Duration::from_millis(ms);
+    while Instant::now() < end {
+        std::hint::spin_loop();
+    }
+}
+
+pub fn ms(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+/// Runs the loop to its end, failing the test if it takes over `limit`
+/// (a bug that keeps the loop alive must fail, not hang).
+pub fn run_within(lp: &mut Loop, limit: Duration) {
+    let watchdog = lp.set_timeout(limit, |_| {
+        panic!("the loop was still running after its time limit")
+    });
+    lp.unref_timer(watchdog);
+    lp.run().expect("the loop runs");
+}
+
+/// Instantiates each named scenario `fn name(lp: &mut Loop)` once per
+/// backend, as `uring::name` and `poll::name`.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod uring {
+            $(
+                #[test]
+                fn $name() {
+                    if let Some(mut lp) = $crate::util::new_loop(eventide::BackendKind::Uring) {
+                        super::$name(&mut lp);
+                    }
+                }
+            )*
+        }
+        mod poll {
+            $(
+                #[test]
+                fn $name() {
+                    if let Some(mut lp) = $crate::util::new_loop(eventide::BackendKind::Poll) {
+                        super::$name(&mut lp);
+                    }
+                }
+            )*
+        }
+    };
+}
