@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use eventide_pool::{
-    CancelError, CancelToken, Completions, DynJob, Handle, JobError, Pool, PoolBuilder,
+    CancelError, CancelToken, Completions, Handle, Job, JobError, Pool, PoolBuilder, Submitter,
 };
 use eventide_reactor::Waker;
 
@@ -14,10 +14,51 @@ use crate::event_loop::Loop;
 use crate::slab::{Slab, SlotId};
 use crate::{Error, Result};
 
-/// What a pool job hands back: the user's value, boxed.
-type Value = Box<dyn Any + Send>;
+/// One work item, in one allocation that makes the round trip: made on the
+/// loop thread holding the closure, run in place on a pool thread (which
+/// leaves the result where the closure was), and sent back whole, to be
+/// opened and freed on the loop thread. No result box, and no memory
+/// allocated on one thread and freed on another.
+enum Cell<F, R> {
+    Job(F),
+    Done(R),
+    Empty,
+}
+
+/// A [`Cell`] of any closure type, as the pool carries it.
+trait RunInPlace: Send {
+    /// Runs the closure and keeps its result.
+    fn run_in_place(&mut self);
+    /// For the loop thread, to get the concrete cell back.
+    fn into_any(self: Box<Self>) -> Box<dyn Any>;
+}
+
+impl<F: FnOnce() -> R + Send + 'static, R: Send + 'static> RunInPlace for Cell<F, R> {
+    fn run_in_place(&mut self) {
+        if let Cell::Job(work) = std::mem::replace(self, Cell::Empty) {
+            *self = Cell::Done(work());
+        }
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
+    }
+}
+
+/// The pool's job type: a boxed cell; its output is the same box.
+struct WorkItem(Box<dyn RunInPlace>);
+
+impl Job for WorkItem {
+    type Output = WorkItem;
+
+    fn run(mut self) -> WorkItem {
+        self.0.run_in_place();
+        self
+    }
+}
+
 /// What runs on the loop when the job is done.
-type After = Box<dyn FnOnce(&mut Loop, std::result::Result<Value, JobError>)>;
+type After = Box<dyn FnOnce(&mut Loop, std::result::Result<WorkItem, JobError>)>;
 
 /// A work request's handle, for [`Loop::cancel_work`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -65,11 +106,14 @@ struct Request {
 
 /// The pool, its completions, and the callbacks of work in flight.
 pub(crate) struct Work {
-    pool: Pool<DynJob<Value>>,
-    completions: Completions<Value>,
+    /// The loop thread's own deque into the pool (dropped before the pool,
+    /// handing back whatever it still holds).
+    submitter: Submitter<WorkItem>,
+    pool: Pool<WorkItem>,
+    completions: Completions<WorkItem>,
     requests: Slab<Request>,
     by_job: HashMap<u64, SlotId, BuildHasherDefault<JobIdHasher>>,
-    finished: Vec<(Handle, std::result::Result<Value, JobError>)>,
+    finished: Vec<(Handle, std::result::Result<WorkItem, JobError>)>,
 }
 
 impl Work {
@@ -94,7 +138,9 @@ impl Work {
             .thread_name("eventide-pool")
             .notifier(notify)
             .build()?;
+        let submitter = pool.submitter().expect("a new pool's submitter is free");
         Ok(Work {
+            submitter,
             pool,
             completions,
             requests: Slab::default(),
@@ -109,6 +155,16 @@ impl Work {
 
     pub(crate) fn completions_waiting(&self) -> bool {
         !self.completions.is_empty()
+    }
+}
+
+/// The result inside a finished item, on the loop thread.
+fn open<F: 'static, R: 'static>(result: std::result::Result<WorkItem, JobError>) -> Result<R> {
+    let item = result?;
+    let cell = item.0.into_any().downcast::<Cell<F, R>>();
+    match cell.map(|cell| *cell) {
+        Ok(Cell::Done(value)) => Ok(value),
+        _ => unreachable!("a finished work item holds its own result type"),
     }
 }
 
@@ -127,24 +183,17 @@ impl Loop {
     }
 
     /// [`Loop::queue_work`] in a chosen class of work.
-    pub fn queue_work_in<R: Send + 'static>(
+    pub fn queue_work_in<R: Send + 'static, W: FnOnce() -> R + Send + 'static>(
         &mut self,
         class: WorkClass,
-        work: impl FnOnce() -> R + Send + 'static,
+        work: W,
         after: impl FnOnce(&mut Loop, Result<R>) + 'static,
     ) -> WorkId {
-        let job: DynJob<Value> = Box::new(move || Box::new(work()) as Value);
-        let after: After = Box::new(move |lp, result| {
-            let result = result.map_err(Error::from).map(|value| {
-                *value
-                    .downcast::<R>()
-                    .expect("a work result has the type its job produced")
-            });
-            after(lp, result);
-        });
+        let job = WorkItem(Box::new(Cell::Job(work)));
+        let after: After = Box::new(move |lp, result| after(lp, open::<W, R>(result)));
         let work = &mut self.work;
         let token = match class {
-            WorkClass::Normal => work.pool.submit_cancellable(job),
+            WorkClass::Normal => work.submitter.submit_cancellable(job),
             WorkClass::SlowIo => work.pool.submit_slow_io_cancellable(job),
         };
         let job_id = token.handle().id();
