@@ -81,6 +81,7 @@ mod event_loop;
 mod handle;
 mod hooks;
 mod slab;
+mod timer_callback;
 mod timers;
 mod work;
 

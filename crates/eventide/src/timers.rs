@@ -16,68 +16,37 @@ use std::time::Duration;
 use eventide_timer::Key;
 
 use crate::event_loop::Loop;
+use crate::timer_callback::TimerCallback;
 
 /// A timer's handle: small, `Copy`, and safe to keep after the timer is
 /// gone (using it then does nothing). It is the timer's key in the wheel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TimerId(pub(crate) Key);
 
-/// What runs when a timer fires. One trait object for both kinds keeps a
-/// timer at a single thin-enough pointer: a one-shot callback consumes
-/// itself; a repeating one hands itself back to be stored again.
-trait Fire {
-    fn fire(self: Box<Self>, lp: &mut Loop, id: TimerId) -> Option<Box<dyn Fire>>;
-}
-
-/// A `setTimeout` callback.
-struct Once<F>(F);
-
-impl<F: FnOnce(&mut Loop) + 'static> Fire for Once<F> {
-    fn fire(self: Box<Self>, lp: &mut Loop, _: TimerId) -> Option<Box<dyn Fire>> {
-        (self.0)(lp);
-        None
-    }
-}
-
-/// A `setInterval` callback.
-struct Repeat<F>(F);
-
-impl<F: FnMut(&mut Loop, TimerId) + 'static> Fire for Repeat<F> {
-    fn fire(mut self: Box<Self>, lp: &mut Loop, id: TimerId) -> Option<Box<dyn Fire>> {
-        (self.0)(lp, id);
-        Some(self)
-    }
-}
-
 /// A timer, stored as its wheel entry's payload: one table, one lookup,
-/// 24 bytes (the callback, and the duration with two flags in its top bits).
+/// 32 bytes (the callback, inline when small, and the duration with the
+/// `referenced` flag in its top bit).
 pub(crate) struct Timer {
-    /// `None` while an interval's callback runs.
-    callback: Option<Box<dyn Fire>>,
-    /// The duration in ms (bits 0..62), `REPEATS` and `REFERENCED`.
+    /// Empty while an interval's callback runs.
+    callback: TimerCallback,
+    /// The duration in ms (bits 0..63) and `REFERENCED`.
     bits: u64,
 }
 
 const REFERENCED: u64 = 1 << 63;
-const REPEATS: u64 = 1 << 62;
-/// Durations are capped at 2^62 - 1 ms (about 146 million years).
-const DURATION: u64 = REPEATS - 1;
+/// Durations are capped at 2^63 - 1 ms (about 292 million years).
+const DURATION: u64 = REFERENCED - 1;
 
 impl Timer {
-    fn new(callback: Box<dyn Fire>, duration: u64, repeats: bool) -> Timer {
-        let repeats = if repeats { REPEATS } else { 0 };
+    fn new(callback: TimerCallback, duration: u64) -> Timer {
         Timer {
-            callback: Some(callback),
-            bits: duration.min(DURATION) | repeats | REFERENCED,
+            callback,
+            bits: duration.min(DURATION) | REFERENCED,
         }
     }
 
     fn duration(&self) -> u64 {
         self.bits & DURATION
-    }
-
-    fn repeats(&self) -> bool {
-        self.bits & REPEATS != 0
     }
 
     fn referenced(&self) -> bool {
@@ -112,7 +81,7 @@ impl Loop {
         delay: Duration,
         callback: impl FnOnce(&mut Loop) + 'static,
     ) -> TimerId {
-        self.start_timer(delay, Box::new(Once(callback)), false)
+        self.start_timer(delay, TimerCallback::once(callback))
     }
 
     /// Runs `callback` every `period` (Node's `setInterval`); the callback
@@ -122,12 +91,12 @@ impl Loop {
         period: Duration,
         callback: impl FnMut(&mut Loop, TimerId) + 'static,
     ) -> TimerId {
-        self.start_timer(period, Box::new(Repeat(callback)), true)
+        self.start_timer(period, TimerCallback::repeat(callback))
     }
 
-    fn start_timer(&mut self, delay: Duration, callback: Box<dyn Fire>, repeats: bool) -> TimerId {
+    fn start_timer(&mut self, delay: Duration, callback: TimerCallback) -> TimerId {
         let duration = delay_ms(delay);
-        let timer = Timer::new(callback, duration, repeats);
+        let timer = Timer::new(callback, duration);
         self.ref_timers += 1;
         TimerId(
             self.wheel
@@ -235,20 +204,17 @@ impl Loop {
         if timer.referenced() {
             self.ref_timers -= 1;
         }
-        let callback = timer
-            .callback
-            .take()
-            .expect("an armed timer has its callback");
-        if !timer.repeats() {
+        let callback = timer.callback.take();
+        if !callback.repeats() {
             self.wheel.cancel(id.0);
             self.invoke(move |lp: &mut Loop| {
-                callback.fire(lp, id);
+                callback.call(lp, id);
             });
             return;
         }
         let started = self.clock();
         self.invoke(move |lp: &mut Loop| {
-            if let Some(callback) = callback.fire(lp, id) {
+            if let Some(callback) = callback.call(lp, id) {
                 lp.rearm_interval(id, started, callback);
             }
         });
@@ -256,11 +222,11 @@ impl Loop {
 
     /// Puts an interval's callback back and arms it from when the callback
     /// started, unless the callback cleared it.
-    fn rearm_interval(&mut self, id: TimerId, started: u64, callback: Box<dyn Fire>) {
+    fn rearm_interval(&mut self, id: TimerId, started: u64, callback: TimerCallback) {
         let Some(timer) = self.wheel.get_mut(id.0) else {
             return;
         };
-        timer.callback = Some(callback);
+        timer.callback = callback;
         if timer.referenced() {
             self.ref_timers += 1;
         }

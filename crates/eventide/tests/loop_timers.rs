@@ -85,10 +85,73 @@ fn a_timer_never_fires_before_its_delay_has_passed(lp: &mut Loop) {
     assert!(elapsed.get() >= ms(30), "fired after {:?}", elapsed.get());
 }
 
+fn timers_of_every_callback_size_fire_once_and_unfired_ones_are_dropped(lp: &mut Loop) {
+    let fired = Rc::new(RefCell::new(Vec::new()));
+    let dropped = Rc::new(Cell::new(0));
+    struct CountDrop(Rc<Cell<u32>>);
+    impl Drop for CountDrop {
+        fn drop(&mut self) {
+            self.0.set(self.0.get() + 1);
+        }
+    }
+    // Zero-sized, one word, two words (inline) and larger (boxed).
+    let f = fired.clone();
+    lp.set_timeout(ms(1), move |_| f.borrow_mut().push("zst-ish"));
+    let (f, word) = (fired.clone(), 1u64);
+    lp.set_timeout(ms(1), move |_| {
+        f.borrow_mut()
+            .push(if word == 1 { "two words" } else { "?" })
+    });
+    let (f, big) = (fired.clone(), [7u64; 8]);
+    lp.set_timeout(ms(2), move |_| {
+        f.borrow_mut().push(if big[7] == 7 { "boxed" } else { "?" })
+    });
+    let (f, guard, big) = (fired.clone(), CountDrop(dropped.clone()), [1u64; 8]);
+    let mut n = 0;
+    lp.set_interval(ms(1), move |lp, id| {
+        n += big[0];
+        let _ = &guard;
+        if n == 3 {
+            f.borrow_mut().push("interval x3");
+            lp.clear_interval(id);
+        }
+    });
+    let never = CountDrop(dropped.clone());
+    let cleared = lp.set_timeout(ms(50), move |_| drop(never));
+    assert!(lp.clear_timer(cleared));
+    assert_eq!(
+        dropped.get(),
+        1,
+        "a cleared timer's closure is dropped at once"
+    );
+    run_within(lp, LIMIT);
+    assert_eq!(dropped.get(), 2, "a cleared interval's closure is dropped");
+    let mut fired = fired.borrow().clone();
+    fired.sort();
+    assert_eq!(fired, ["boxed", "interval x3", "two words", "zst-ish"]);
+}
+
+fn a_panicking_interval_under_a_panic_handler_stops_without_harm(lp: &mut Loop) {
+    let panics = Rc::new(Cell::new(0));
+    let p = panics.clone();
+    lp.set_panic_handler(move |_, _| p.set(p.get() + 1));
+    let big = [0u8; 64];
+    let interval = lp.set_interval(ms(1), move |_, _| panic!("interval {}", big[0]));
+    lp.set_timeout(ms(20), move |lp| {
+        // The interval panicked once and was not re-armed; clearing it
+        // drops what is left of it.
+        assert!(lp.clear_interval(interval));
+    });
+    run_within(lp, LIMIT);
+    assert_eq!(panics.get(), 1);
+}
+
 on_every_backend!(
     an_interval_that_unrefs_itself_lets_the_loop_end,
     refresh_and_clear_of_fired_or_cleared_timers_do_nothing,
     a_timer_far_in_the_future_keeps_the_loop_alive_until_cleared,
     many_timers_fire_in_deadline_order_each_once,
     a_timer_never_fires_before_its_delay_has_passed,
+    timers_of_every_callback_size_fire_once_and_unfired_ones_are_dropped,
+    a_panicking_interval_under_a_panic_handler_stops_without_harm,
 );
