@@ -48,7 +48,8 @@
 //! 5. **poll**: wait for I/O up to the next timer's deadline (not at all
 //!    when immediates, pending callbacks or idle hooks are waiting), then
 //!    run what arrived: finished pool work, closures posted by
-//!    [`LoopHandle`]s, and (with fs and net) I/O completions;
+//!    [`LoopHandle`]s, values sent on [`Sender`]s ([`Loop::channel`]), and
+//!    I/O completions;
 //! 6. **check**: check hooks, then the immediates queued before the phase
 //!    began ([`Loop::set_immediate`]);
 //! 7. **close**: close callbacks ([`Loop::close_then`]).
@@ -63,7 +64,7 @@
 //!
 //! [`Loop::run`] returns when nothing keeps the loop alive: no referenced
 //! timer, immediate, hook or work in flight, no closing handle, no open
-//! [`LoopHandle`]. Unreferenced timers ([`Loop::unref_timer`]) still fire
+//! [`LoopHandle`] or channel [`Sender`]. Unreferenced timers ([`Loop::unref_timer`]) still fire
 //! while the loop runs, but do not keep it running.
 //!
 //! # Backends
