@@ -353,7 +353,7 @@ impl Loop {
         let nothing_to_wait_for = timeout == Some(Duration::ZERO)
             && self.reactor.in_flight() == 0
             && !self.shared.wake_pending()
-            && (self.work.in_flight() == 0 || !self.work.completions_waiting());
+            && !self.work.completions_due();
         if !nothing_to_wait_for {
             self.reactor
                 .wait(timeout)

@@ -153,8 +153,12 @@ impl Work {
         self.requests.len()
     }
 
-    pub(crate) fn completions_waiting(&self) -> bool {
-        !self.completions.is_empty()
+    /// Whether the pool has announced completions that no drain has taken:
+    /// the pool notifies only when this goes from false to true, so the
+    /// loop must drain whenever it is set, even if the completions were
+    /// already taken by an earlier drain (or it would never hear again).
+    pub(crate) fn completions_due(&self) -> bool {
+        self.completions.is_due()
     }
 }
 
@@ -223,7 +227,7 @@ impl Loop {
 
     /// Runs the callbacks of the work the pool has finished.
     pub(crate) fn run_work_completions(&mut self) {
-        if self.work.in_flight() == 0 || !self.work.completions_waiting() {
+        if !self.work.completions_due() {
             return;
         }
         let mut finished = std::mem::take(&mut self.work.finished);

@@ -320,6 +320,41 @@ fn a_channel_handler_can_send_to_its_own_channel_and_schedule_work(lp: &mut Loop
     assert_eq!(*received.borrow(), [0, 1, 2, 3]);
 }
 
+/// Regression: a drain could take a completion before its worker announced
+/// it; the loop then skipped the next drain ("nothing waiting"), the pool's
+/// announcement stayed set, and no later completion woke the loop again.
+fn a_steady_stream_of_work_never_loses_a_completion(lp: &mut Loop) {
+    const TOTAL: usize = 50_000;
+    const IN_FLIGHT: usize = 64;
+    fn next(lp: &mut Loop, issued: Rc<Cell<usize>>, done: Rc<Cell<usize>>) {
+        let i = issued.get();
+        if i == TOTAL {
+            return;
+        }
+        issued.set(i + 1);
+        lp.queue_work(
+            // A system call's worth of work, as fs jobs are: it widens the
+            // window between a worker's push and its announcement.
+            move || {
+                std::fs::metadata(env!("CARGO_MANIFEST_PATH"))
+                    .map(|_| i * 2)
+                    .ok()
+            },
+            move |lp, result| {
+                assert_eq!(result.unwrap(), Some(i * 2));
+                done.set(done.get() + 1);
+                next(lp, issued, done);
+            },
+        );
+    }
+    let (issued, done) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
+    for _ in 0..IN_FLIGHT {
+        next(lp, issued.clone(), done.clone());
+    }
+    run_within(lp, LIMIT);
+    assert_eq!(done.get(), TOTAL);
+}
+
 on_every_backend!(
     work_runs_on_another_thread_and_its_callback_on_the_loop,
     many_work_items_each_complete_exactly_once,
@@ -334,4 +369,5 @@ on_every_backend!(
     channel_values_arrive_in_order_per_sender_and_the_loop_ends_with_the_last_sender,
     sending_to_a_dropped_loop_hands_the_value_back,
     a_channel_handler_can_send_to_its_own_channel_and_schedule_work,
+    a_steady_stream_of_work_never_loses_a_completion,
 );

@@ -183,6 +183,15 @@ impl<T> Completions<T> {
         drained
     }
 
+    /// Whether a drain is due: the notifier was called (or is about to be)
+    /// and no [`Completions::drain`] has run since. Cheap (one atomic
+    /// load), for a consumer's hot path; unlike [`Completions::is_empty`],
+    /// a consumer that drains whenever this is true never misses a
+    /// notification, because only a drain re-arms it.
+    pub fn is_due(&self) -> bool {
+        self.queue.pending.load(Ordering::Acquire)
+    }
+
     /// Whether no completion is waiting.
     pub fn is_empty(&self) -> bool {
         self.queue.waiting() == 0
