@@ -6,13 +6,15 @@
 //! cargo run --release -p eventide-benches --bin workloads -- W1 --backend uring
 //! ```
 //!
-//! W1, W2, W2b, W3, W6 and W7 are implemented; the network and file
-//! workloads wait for `eventide::net` and `eventide::fs`.
+//! W1, W2, W2b, W3, W6, W7, W8 and W9 are implemented; the network
+//! workloads wait for `eventide::net`.
 
 #[path = "workloads/common.rs"]
 mod common;
 #[path = "workloads/dispatch.rs"]
 mod dispatch;
+#[path = "workloads/fs.rs"]
+mod fs;
 #[path = "workloads/pool.rs"]
 mod pool;
 #[path = "workloads/post.rs"]
@@ -36,7 +38,9 @@ workloads (shared/bench/WORKLOADS.md):
   W3   dispatch            a 10M setImmediate chain (ns per callback)
   W6   pool-throughput     1M queue_work items on 4 pool threads (items/s)
   W7   cross-thread-post   1M LoopHandle posts from a foreign thread (msgs/s)
-  W4 W5 W8 W9 W10, echo-server: not implemented yet
+  W8   fs-read-small       read_file of 10,000 files of 4 KiB, 64 in flight (files/s)
+  W9   fs-stat             100,000 stats over those files, 64 in flight (stats/s)
+  W4 W5 W10, echo-server: not implemented yet
 
 --backend: the reactor backend (default auto: io_uring if allowed, else poll).
 Prints one RESULT line on stdout; exits 1 if the workload's self-check fails,
@@ -95,10 +99,12 @@ fn main() -> ExitCode {
         "W3" => dispatch::w3_dispatch,
         "W6" => pool::w6_pool_throughput,
         "W7" => post::w7_cross_thread_post,
-        "W4" | "W5" | "W8" | "W9" | "W10" | "ECHO-SERVER" => {
+        "W8" => fs::w8_fs_read_small,
+        "W9" => fs::w9_fs_stat,
+        "W4" | "W5" | "W10" | "ECHO-SERVER" => {
             eprintln!(
-                "workloads: {workload} is not implemented yet: it needs eventide::net / \
-                 eventide::fs, which the facade does not have yet"
+                "workloads: {workload} is not implemented yet: it needs eventide::net, \
+                 which the facade does not have yet"
             );
             return ExitCode::from(2);
         }

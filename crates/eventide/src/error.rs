@@ -1,6 +1,8 @@
 //! The facade's one error type.
 
+use std::fmt;
 use std::io;
+use std::path::PathBuf;
 
 use eventide_pool::{ConfigError, JobError};
 use eventide_reactor::BackendError;
@@ -20,6 +22,34 @@ pub enum Error {
         /// What the system said.
         #[source]
         source: io::Error,
+    },
+    /// A file system operation failed (`eventide::fs`). Displays exactly as
+    /// Node's error message does, e.g.
+    /// `ENOENT: no such file or directory, open 'missing.txt'` or
+    /// `EEXIST: file already exists, rename 'a' -> 'b'`.
+    #[error("{}", FsMessage { code, syscall, path, dest, source })]
+    Fs {
+        /// Node's code for the errno, e.g. `"ENOENT"` (`"UNKNOWN"` when
+        /// libuv has no name for it).
+        code: &'static str,
+        /// The system call as Node names it, e.g. `"open"`, `"scandir"`.
+        syscall: &'static str,
+        /// The path it was called on, if any.
+        path: Option<PathBuf>,
+        /// The second path (rename, link, symlink, copyfile), if any.
+        dest: Option<PathBuf>,
+        /// What the system said (with its raw errno).
+        #[source]
+        source: io::Error,
+    },
+    /// An argument is invalid (Node's `ERR_INVALID_ARG_VALUE`), e.g. an
+    /// unknown open flag string or a path with a NUL byte.
+    #[error("The argument '{name}' is invalid. Received {received}")]
+    InvalidArgValue {
+        /// The argument's name, as Node's documentation calls it.
+        name: &'static str,
+        /// What was received, quoted as Node quotes it.
+        received: String,
     },
     /// The work was cancelled while still queued ([`crate::Loop::cancel_work`]).
     #[error("the work was cancelled before it started")]
@@ -63,10 +93,50 @@ impl Error {
         Error::Io { op, source }
     }
 
+    /// A file system error, as Node reports it.
+    pub(crate) fn fs(
+        syscall: &'static str,
+        path: Option<PathBuf>,
+        dest: Option<PathBuf>,
+        source: io::Error,
+    ) -> Error {
+        let code = match source.raw_os_error() {
+            Some(errno) => crate::fs::error::describe(errno).0,
+            None => "UNKNOWN",
+        };
+        Error::Fs {
+            code,
+            syscall,
+            path,
+            dest,
+            source,
+        }
+    }
+
+    /// Node's error code, for errors that have one: `"ENOENT"`, `"EEXIST"`
+    /// ... for system errors of fs operations, `"ERR_INVALID_ARG_VALUE"`
+    /// for invalid arguments. Match on it as on Node's `err.code`.
+    pub fn code(&self) -> Option<&'static str> {
+        match self {
+            Error::Fs { code, .. } => Some(code),
+            Error::InvalidArgValue { .. } => Some("ERR_INVALID_ARG_VALUE"),
+            _ => None,
+        }
+    }
+
+    /// The raw OS error number, for errors that come from a system call.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Error::Fs { source, .. } | Error::Io { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+
     /// The [`io::ErrorKind`] that best describes this error.
     pub fn kind(&self) -> io::ErrorKind {
         match self {
-            Error::Io { source, .. } => source.kind(),
+            Error::Io { source, .. } | Error::Fs { source, .. } => source.kind(),
+            Error::InvalidArgValue { .. } => io::ErrorKind::InvalidInput,
             Error::Cancelled => io::ErrorKind::Interrupted,
             Error::Panicked { .. } | Error::NotRun(_) => io::ErrorKind::Other,
             Error::AlreadyRunning => io::ErrorKind::ResourceBusy,
@@ -95,7 +165,39 @@ impl From<io::Error> for Error {
     }
 }
 
+/// Node's message for an fs error: `CODE: message, syscall 'path' -> 'dest'`.
+struct FsMessage<'a> {
+    code: &'a str,
+    syscall: &'a str,
+    path: &'a Option<PathBuf>,
+    dest: &'a Option<PathBuf>,
+    source: &'a io::Error,
+}
+
+impl fmt::Display for FsMessage<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.source.raw_os_error() {
+            Some(errno) => {
+                let (_, message) = crate::fs::error::describe(errno);
+                write!(f, "{}: {message}, {}", self.code, self.syscall)?;
+            }
+            None => write!(f, "{}: {}, {}", self.code, self.source, self.syscall)?,
+        }
+        if let Some(path) = self.path {
+            write!(f, " '{}'", path.display())?;
+        }
+        if let Some(dest) = self.dest {
+            write!(f, " -> '{}'", dest.display())?;
+        }
+        Ok(())
+    }
+}
+
 impl From<Error> for io::Error {
+    /// `Error::Io` gives its source back; every other error (an fs error
+    /// too, so that its message keeps the path) becomes an `io::Error` of
+    /// the same [`Error::kind`] wrapping it: `get_ref()` downcasts to
+    /// [`Error`], whose [`Error::errno`] has the raw number.
     fn from(error: Error) -> io::Error {
         match error {
             Error::Io { source, .. } => source,

@@ -14,6 +14,7 @@ use eventide_timer::Wheel;
 use crate::channel::Receive;
 use crate::handle::Shared;
 use crate::hooks::Hooks;
+use crate::io::Io;
 use crate::slab::{Slab, SlotId};
 use crate::timers::Timer;
 use crate::work::Work;
@@ -102,6 +103,7 @@ pub struct Loop {
     pub(crate) hooks: Hooks,
     pub(crate) closing: VecDeque<Option<Task>>,
     pub(crate) work: Work,
+    pub(crate) io: Io,
     pub(crate) shared: Arc<Shared>,
     pub(crate) channels: Vec<Option<Box<dyn Receive>>>,
     panic_handler: Option<PanicHandler>,
@@ -155,6 +157,7 @@ impl Loop {
             hooks: Hooks::default(),
             closing: VecDeque::new(),
             work,
+            io: Io::default(),
             shared,
             channels: Vec::new(),
             panic_handler: None,
@@ -250,6 +253,7 @@ impl Loop {
             || self.immediates.len() > 0
             || self.hooks.keeps_alive()
             || self.work.in_flight() > 0
+            || self.io.in_flight() > 0
             || !self.pending.is_empty()
             || !self.closing.is_empty()
             || self.shared.keeps_alive()
@@ -358,14 +362,11 @@ impl Loop {
             self.reactor
                 .wait(timeout)
                 .map_err(|e| Error::io("poll", e))?;
-            // Completions of the reactor's own: none are submitted by the
-            // facade yet (fs and net will dispatch them here by token).
-            while let Some(completion) = self.reactor.next_completion() {
-                log::warn!(
-                    "eventide: completion for unknown token {:?}",
-                    completion.token
-                );
-            }
+        }
+        // Also when the wait was skipped: an operation may have completed
+        // as it was submitted.
+        if self.reactor.ready() > 0 {
+            self.run_io_completions();
         }
         self.run_work_completions();
         self.run_posted();

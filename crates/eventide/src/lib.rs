@@ -67,6 +67,13 @@
 //! [`LoopHandle`] or channel [`Sender`]. Unreferenced timers ([`Loop::unref_timer`]) still fire
 //! while the loop runs, but do not keep it running.
 //!
+//! # The file system
+//!
+//! [`fs`] is Node's `fs` callback API: `lp.fs().read_file(path, |lp, res| ..)`.
+//! On io_uring the kernel performs the operations it has; the rest, and
+//! everything on polling, runs on the pool, with the same results and
+//! errors worded as Node's.
+//!
 //! # Backends
 //!
 //! The cargo features `uring` and `poll` (both on by default) compile the
@@ -79,8 +86,10 @@
 mod channel;
 mod error;
 mod event_loop;
+pub mod fs;
 mod handle;
 mod hooks;
+mod io;
 mod slab;
 mod timer_callback;
 mod timers;

@@ -102,3 +102,66 @@ macro_rules! on_every_backend {
         }
     };
 }
+
+/// Starts something with a callback, runs the loop (bounded), and returns
+/// what the callback was given: `outcome(lp, |lp, done| lp.fs().stat(p, done))`.
+/// Fails if the callback ran inside the call that started it, or never.
+pub fn outcome<T: 'static>(
+    lp: &mut Loop,
+    start: impl FnOnce(&mut Loop, Box<dyn FnOnce(&mut Loop, T)>),
+) -> T {
+    let got = Rc::new(RefCell::new(None));
+    let g = Rc::clone(&got);
+    start(lp, Box::new(move |_, value| *g.borrow_mut() = Some(value)));
+    assert!(
+        got.borrow().is_none(),
+        "the callback ran inside the call that asked for it"
+    );
+    run_within(lp, Duration::from_secs(20));
+    let value = got.borrow_mut().take();
+    value.expect("the callback ran")
+}
+
+/// Checks an fs error: its code and its message, exactly as Node's.
+pub fn assert_fs_error(error: &eventide::Error, code: &str, message: &str) {
+    assert_eq!(error.code(), Some(code), "{error}");
+    assert_eq!(error.to_string(), message);
+}
+
+/// Set in a child test process started by [`run_child`].
+const CHILD: &str = "EVENTIDE_TEST_CHILD";
+
+/// Re-runs this test binary with only the `#[ignore]`d test `name`, in a
+/// child process (`EVENTIDE_BACKEND` removed, `env` added); fails unless
+/// it passed. Returns the child's stdout and stderr.
+pub fn run_child(name: &str, env: &[(&str, &str)]) -> String {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        name,
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    cmd.env_remove("EVENTIDE_BACKEND").env(CHILD, "1");
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    let out = cmd.output().expect("spawn the child test");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "child {name} failed:\n{text}");
+    assert!(
+        text.contains("1 passed"),
+        "child {name} did not run:\n{text}"
+    );
+    text
+}
+
+/// Whether this process is a child started by [`run_child`].
+pub fn in_child() -> bool {
+    std::env::var_os(CHILD).is_some()
+}

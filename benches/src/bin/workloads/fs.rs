@@ -1,0 +1,226 @@
+//! W8 fs-read-small and W9 fs-stat: a directory of 10,000 files of 4,096
+//! bytes, made untimed in a temporary directory (content as the anchors'
+//! `mkfiles`: little-endian words of an LCG seeded with the file's index),
+//! read back once to warm the page cache, and removed at the end.
+
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Instant;
+
+use eventide::Loop;
+
+use crate::common::{Run, cpu_now, fixed, secs};
+
+const FILES: usize = 10_000;
+const FILE_SIZE: usize = 4096;
+const IN_FLIGHT: usize = 64;
+const STATS: usize = 100_000;
+
+/// The W8/W9 files, removed when dropped.
+struct Files {
+    dir: PathBuf,
+    checksum: u64,
+}
+
+impl Drop for Files {
+    fn drop(&mut self) {
+        if let Err(error) = std::fs::remove_dir_all(&self.dir) {
+            eprintln!(
+                "workloads: could not remove {}: {error}",
+                self.dir.display()
+            );
+        }
+    }
+}
+
+fn name(dir: &Path, i: usize) -> PathBuf {
+    dir.join(format!("f{i:05}"))
+}
+
+/// The sum of the file's little-endian u32 words, mod 2^32.
+fn word_sum(bytes: &[u8]) -> u32 {
+    bytes.chunks_exact(4).fold(0u32, |sum, w| {
+        sum.wrapping_add(u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+    })
+}
+
+/// Untimed: makes the files, reads them back (warming the page cache),
+/// and returns them with the expected checksum.
+fn make_files(run: &Run) -> Files {
+    let dir = std::env::temp_dir().join(format!("eventide-w8w9-{}", std::process::id()));
+    if let Err(error) = std::fs::create_dir_all(&dir) {
+        run.fail(format!("cannot make {}: {error}", dir.display()));
+    }
+    let mut files = Files { dir, checksum: 0 };
+    let mut buf = vec![0u8; FILE_SIZE];
+    for i in 0..FILES {
+        let mut x = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(12_345);
+        for word in buf.chunks_exact_mut(4) {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            word.copy_from_slice(&x.to_le_bytes());
+        }
+        let path = name(&files.dir, i);
+        if let Err(error) = std::fs::write(&path, &buf) {
+            run.fail(format!("cannot write {}: {error}", path.display()));
+        }
+        match std::fs::read(&path) {
+            Ok(back) if back == buf => files.checksum += u64::from(word_sum(&back)),
+            Ok(_) => run.fail(format!("{} reads back wrong", path.display())),
+            Err(error) => run.fail(format!("cannot read {}: {error}", path.display())),
+        }
+    }
+    files
+}
+
+/// Progress shared by the chains.
+#[derive(Default)]
+struct Tally {
+    next: Cell<usize>,
+    done: Cell<usize>,
+    checksum: Cell<u64>,
+    failures: Cell<usize>,
+}
+
+/// One chain: read the next file whole, then the one after, until none is
+/// left.
+fn read_next(lp: &mut Loop, dir: Rc<PathBuf>, tally: Rc<Tally>) {
+    let i = tally.next.get();
+    if i == FILES {
+        return;
+    }
+    tally.next.set(i + 1);
+    lp.fs().read_file(name(&dir, i), move |lp, result| {
+        match result {
+            Ok(bytes) if bytes.len() == FILE_SIZE => {
+                let sum = tally.checksum.get() + u64::from(word_sum(&bytes));
+                tally.checksum.set(sum);
+            }
+            Ok(bytes) => {
+                eprintln!("file {i}: {} bytes", bytes.len());
+                tally.failures.set(tally.failures.get() + 1);
+            }
+            Err(error) => {
+                eprintln!("file {i}: {error}");
+                tally.failures.set(tally.failures.get() + 1);
+            }
+        }
+        tally.done.set(tally.done.get() + 1);
+        read_next(lp, dir, tally);
+    });
+}
+
+/// W8 fs-read-small: read all 10,000 files with `read_file` (open, fstat,
+/// read, close), 64 chains in flight; files per second, wall clock;
+/// checks the checksum of all bytes.
+pub(crate) fn w8_fs_read_small(run: &mut Run) {
+    let files = make_files(run);
+    let dir = Rc::new(files.dir.clone());
+    let tally = Rc::new(Tally::default());
+    let before = eventide::fs::stats();
+    let c0 = cpu_now();
+    let w0 = Instant::now();
+    for _ in 0..IN_FLIGHT {
+        read_next(&mut run.lp, Rc::clone(&dir), Rc::clone(&tally));
+    }
+    if let Err(error) = run.lp.run() {
+        run.fail(format!("the loop failed: {error}"));
+    }
+    let w1 = Instant::now();
+    let c1 = cpu_now();
+    let after = eventide::fs::stats();
+    if tally.failures.get() > 0 || tally.done.get() != FILES {
+        run.fail(format!(
+            "{} files read, {} failed",
+            tally.done.get(),
+            tally.failures.get()
+        ));
+    }
+    if tally.checksum.get() != files.checksum {
+        run.fail(format!(
+            "checksum {} != {}",
+            tally.checksum.get(),
+            files.checksum
+        ));
+    }
+    let wall = secs(w0, w1);
+    run.result(
+        "files_per_s",
+        fixed(FILES as f64 / wall, 1),
+        &[
+            ("n", FILES.to_string()),
+            ("inflight", IN_FLIGHT.to_string()),
+            ("wall_s", fixed(wall, 4)),
+            ("cpu_s", fixed(c1 - c0, 3)),
+            ("checksum", files.checksum.to_string()),
+            ("native_ops", (after.native - before.native).to_string()),
+            ("pool_ops", (after.pool - before.pool).to_string()),
+        ],
+    );
+}
+
+/// One chain of stats, round robin over the files.
+fn stat_next(lp: &mut Loop, dir: Rc<PathBuf>, tally: Rc<Tally>) {
+    let i = tally.next.get();
+    if i == STATS {
+        return;
+    }
+    tally.next.set(i + 1);
+    lp.fs().stat(name(&dir, i % FILES), move |lp, result| {
+        match result {
+            Ok(stats) if stats.is_file() && stats.size == FILE_SIZE as u64 => {}
+            Ok(stats) => {
+                eprintln!("stat {i}: {stats:?}");
+                tally.failures.set(tally.failures.get() + 1);
+            }
+            Err(error) => {
+                eprintln!("stat {i}: {error}");
+                tally.failures.set(tally.failures.get() + 1);
+            }
+        }
+        tally.done.set(tally.done.get() + 1);
+        stat_next(lp, dir, tally);
+    });
+}
+
+/// W9 fs-stat: 100,000 `stat` calls round robin over the W8 files, 64 in
+/// flight; stats per second, wall clock; checks every result is a regular
+/// file of 4,096 bytes.
+pub(crate) fn w9_fs_stat(run: &mut Run) {
+    let files = make_files(run);
+    let dir = Rc::new(files.dir.clone());
+    let tally = Rc::new(Tally::default());
+    let before = eventide::fs::stats();
+    let c0 = cpu_now();
+    let w0 = Instant::now();
+    for _ in 0..IN_FLIGHT {
+        stat_next(&mut run.lp, Rc::clone(&dir), Rc::clone(&tally));
+    }
+    if let Err(error) = run.lp.run() {
+        run.fail(format!("the loop failed: {error}"));
+    }
+    let w1 = Instant::now();
+    let c1 = cpu_now();
+    let after = eventide::fs::stats();
+    if tally.failures.get() > 0 || tally.done.get() != STATS {
+        run.fail(format!(
+            "{} stats, {} failed",
+            tally.done.get(),
+            tally.failures.get()
+        ));
+    }
+    let wall = secs(w0, w1);
+    run.result(
+        "stats_per_s",
+        fixed(STATS as f64 / wall, 1),
+        &[
+            ("n", STATS.to_string()),
+            ("files", FILES.to_string()),
+            ("inflight", IN_FLIGHT.to_string()),
+            ("wall_s", fixed(wall, 4)),
+            ("cpu_s", fixed(c1 - c0, 3)),
+            ("native_ops", (after.native - before.native).to_string()),
+            ("pool_ops", (after.pool - before.pool).to_string()),
+        ],
+    );
+}

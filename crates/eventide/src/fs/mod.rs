@@ -1,0 +1,100 @@
+//! The file system: Node's `fs` callback API on the loop.
+//!
+//! Every operation is a method of [`Fs`], reached through [`Loop::fs`],
+//! named as Node names it, and calls back on the loop with
+//! `(&mut Loop, Result<T>)` (reads and writes also hand their buffer back):
+//!
+//! ```
+//! use eventide::fs::Flags;
+//! let dir = std::env::temp_dir();
+//! let path = dir.join(format!("eventide-doc-{}.txt", std::process::id()));
+//! let mut lp = eventide::Loop::new()?;
+//! let p = path.clone();
+//! lp.fs().write_file(&path, b"hello".to_vec(), move |lp, res| {
+//!     res.unwrap();
+//!     lp.fs().read_file(p.clone(), move |lp, res| {
+//!         assert_eq!(res.unwrap(), b"hello");
+//!         lp.fs().unlink(&p, |_, res| res.unwrap());
+//!     });
+//! });
+//! lp.run()?;
+//! # Ok::<(), eventide::Error>(())
+//! ```
+//!
+//! # Where the work happens
+//!
+//! On the io_uring backend the kernel performs the operations the reactor
+//! has (open, close, read, write, stat, lstat, fstat, fsync, fdatasync,
+//! unlink, rmdir, rename, mkdir); everything else, and everything on the
+//! polling backend, runs on the blocking pool, as in libuv. One module
+//! decides (`route.rs`); [`stats`] counts where operations went, and the
+//! first decision of each kind is logged with `log::debug!`. Results and
+//! errors are the same on both routes: the pool makes the same system
+//! calls (statx for stat, with the same mask), and an operation the
+//! running kernel's io_uring lacks is retried on the pool.
+//!
+//! # Errors
+//!
+//! Failures are [`Error::Fs`](crate::Error::Fs), displayed as Node's:
+//! `ENOENT: no such file or directory, open 'missing.txt'`. Match on
+//! [`Error::code`](crate::Error::code) (`Some("ENOENT")`, as Node's
+//! `err.code`) or [`Error::kind`](crate::Error::kind). Errors known at once
+//! (an invalid flag string, a path with a NUL byte, closing a closed file)
+//! are reported in the next pending phase: no callback ever runs inside
+//! the call that asked for it.
+//!
+//! # Files
+//!
+//! [`File`] is the descriptor, a cheap clonable handle; [`Fs::close`]
+//! closes it for all clones, and a `File` whose last clone is dropped
+//! without `close` is closed then (see [`File`]). As in Node, closing a
+//! file while operations on it are in flight is the caller's mistake: they
+//! may fail with `EBADF` (on io_uring, close cancels them first).
+
+mod convenience;
+pub(crate) mod error;
+mod ops;
+mod route;
+mod stream;
+mod sys;
+mod types;
+
+pub use route::{FsStats, stats};
+pub use stream::{ReadStream, ReadStreamOptions, WriteStream, WriteStreamOptions};
+pub use types::{DirEntry, File, FileType, Flags, Stats};
+
+use crate::event_loop::Loop;
+
+/// [`Fs::access`]: the file exists.
+pub const F_OK: i32 = libc::F_OK;
+/// [`Fs::access`]: the process may read it.
+pub const R_OK: i32 = libc::R_OK;
+/// [`Fs::access`]: the process may write it.
+pub const W_OK: i32 = libc::W_OK;
+/// [`Fs::access`]: the process may execute it (search, for a directory).
+pub const X_OK: i32 = libc::X_OK;
+/// [`Fs::copy_file`]: fail with `EEXIST` if the destination exists.
+pub const COPYFILE_EXCL: u32 = 1;
+
+/// The file system operations of one loop: `lp.fs().open(...)`. See the
+/// [module documentation](self).
+#[derive(Debug)]
+pub struct Fs<'a> {
+    pub(crate) lp: &'a mut Loop,
+}
+
+/// Options of [`Fs::rm`] (Node's `fs.rm` options).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RmOptions {
+    /// Remove directories and their contents.
+    pub recursive: bool,
+    /// A missing path is not an error.
+    pub force: bool,
+}
+
+impl Loop {
+    /// The file system operations ([`crate::fs`]), on this loop.
+    pub fn fs(&mut self) -> Fs<'_> {
+        Fs { lp: self }
+    }
+}

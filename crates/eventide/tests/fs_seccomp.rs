@@ -1,0 +1,108 @@
+//! fs under a seccomp profile that refuses io_uring (as Docker's default
+//! profile does): the loop's `auto` choice falls back to polling and every
+//! file operation goes to the pool, with the same results and errors. The
+//! filter is installed in a child process (this binary, re-executed).
+
+mod util;
+
+use std::time::Duration;
+
+use eventide::fs::{self, FileType};
+use eventide::{BackendChoice, BackendKind, Loop};
+use util::{assert_fs_error, in_child, outcome, run_child};
+
+#[cfg(all(feature = "uring", feature = "poll", target_os = "linux"))]
+#[test]
+fn fs_works_when_seccomp_refuses_io_uring() {
+    let out = run_child("child_runs_fs_under_seccomp", &[]);
+    assert!(out.contains("auto chose poll"), "{out}");
+    assert!(out.contains("fs ok on the pool"), "{out}");
+    eprintln!("{out}");
+}
+
+#[test]
+#[ignore = "child entry point: run by fs_works_when_seccomp_refuses_io_uring"]
+fn child_runs_fs_under_seccomp() {
+    assert!(in_child());
+    deny_io_uring_setup();
+    let forced = Loop::builder()
+        .backend(BackendChoice::Only(BackendKind::Uring))
+        .build();
+    assert_eq!(
+        forced.unwrap_err().kind(),
+        std::io::ErrorKind::PermissionDenied
+    );
+    let mut lp = Loop::new().unwrap();
+    println!("auto chose {}", lp.backend());
+    assert_eq!(lp.backend(), BackendKind::Poll);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.txt");
+    let before = fs::stats();
+    let p = path.clone();
+    outcome(&mut lp, move |lp, done| {
+        lp.fs().write_file(p, b"through the pool".to_vec(), done)
+    })
+    .unwrap();
+    let p = path.clone();
+    let bytes = outcome(&mut lp, move |lp, done| lp.fs().read_file(p, done)).unwrap();
+    assert_eq!(bytes, b"through the pool");
+    let p = path.clone();
+    let stats = outcome(&mut lp, move |lp, done| lp.fs().stat(p, done)).unwrap();
+    assert_eq!((stats.size, stats.is_file()), (16, true));
+    let d = dir.path().to_path_buf();
+    let entries = outcome(&mut lp, move |lp, done| lp.fs().readdir(d, done)).unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].file_type, FileType::File);
+    let missing = dir.path().join("missing.txt");
+    let m = missing.clone();
+    let error = outcome(&mut lp, move |lp, done| lp.fs().read_file(m, done)).unwrap_err();
+    let message = format!(
+        "ENOENT: no such file or directory, open '{}'",
+        missing.display()
+    );
+    assert_fs_error(&error, "ENOENT", &message);
+    let after = fs::stats();
+    assert_eq!(after.native, before.native, "nothing went to io_uring");
+    assert!(after.pool >= before.pool + 10, "{before:?} -> {after:?}");
+    util::run_within(&mut lp, Duration::from_secs(5));
+    println!("fs ok on the pool: {after:?}");
+}
+
+/// Installs a seccomp filter on this thread (and the threads it starts
+/// later, such as the loop's pool): `io_uring_setup` fails with EPERM.
+fn deny_io_uring_setup() {
+    #[cfg(target_arch = "x86_64")]
+    const ARCH: u32 = 0xc000_003e; // AUDIT_ARCH_X86_64
+    #[cfg(target_arch = "aarch64")]
+    const ARCH: u32 = 0xc000_00b7; // AUDIT_ARCH_AARCH64
+    const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    let f = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    let filter = [
+        f(LD_W_ABS, 0, 0, 4), // seccomp_data.arch
+        f(JEQ_K, 0, 3, ARCH),
+        f(LD_W_ABS, 0, 0, 0), // seccomp_data.nr
+        f(JEQ_K, 0, 1, libc::SYS_io_uring_setup as u32),
+        f(RET_K, 0, 0, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
+        f(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW),
+    ];
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr().cast_mut(),
+    };
+    // SAFETY: plain prctl with integer arguments.
+    let nnp = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    assert_eq!(nnp, 0);
+    // SAFETY: `prog` points to a valid filter program that outlives the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            &raw const prog,
+        )
+    };
+    assert_eq!(r, 0, "seccomp: {}", std::io::Error::last_os_error());
+}
