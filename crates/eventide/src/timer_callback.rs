@@ -3,8 +3,10 @@
 //! A million pending timers are a million callbacks. Boxing each one costs
 //! an allocation (32 bytes from the allocator even for a closure that
 //! captures one integer) and a pointer hop when it fires. [`TimerCallback`]
-//! keeps a closure of up to two words (`INLINE` bytes, pointer-aligned) in
-//! the timer itself, and boxes only larger ones. It is the same idea as a
+//! keeps a closure of up to one word (`INLINE` bytes, pointer-aligned: an
+//! index, a small id, one `Rc` or `Box`) in the timer itself, and boxes
+//! only larger ones. One word keeps a timer at 24 bytes and a wheel entry
+//! at 48: every timer pays for the storage, so it stays small. It is the same idea as a
 //! `Box<dyn FnOnce>` with a small-buffer optimisation: the closure's bytes,
 //! plus a static table of the three things the timer can do with them.
 //!
@@ -19,10 +21,10 @@ use crate::event_loop::Loop;
 use crate::timers::TimerId;
 
 /// Bytes a closure may take and still be stored inline.
-const INLINE: usize = 2 * mem::size_of::<usize>();
+const INLINE: usize = mem::size_of::<usize>();
 
-/// The storage: two pointer-sized words, aligned as pointers are.
-type Storage = MaybeUninit<[usize; 2]>;
+/// The storage: one pointer-sized word, aligned as pointers are.
+type Storage = MaybeUninit<[usize; 1]>;
 
 /// What a timer can do with the closure in its storage.
 struct VTable {
@@ -51,7 +53,7 @@ pub(crate) struct TimerCallback {
     storage: Storage,
     /// [`EMPTY`] when no closure is stored. (A reference rather than an
     /// `Option`, so that `Option<Timer>` can still use its niche: the
-    /// wheel's entries stay 56 bytes.)
+    /// wheel's entries stay 48 bytes.)
     vtable: &'static VTable,
 }
 
@@ -258,12 +260,13 @@ mod tests {
     #[test]
     fn small_closures_are_inline_and_large_ones_boxed() {
         let small = 7u64;
-        assert!(fits::<[u64; 2]>());
-        assert!(!fits::<[u64; 3]>());
+        assert!(fits::<u64>());
+        assert!(fits::<Rc<u8>>());
+        assert!(!fits::<[u64; 2]>());
         assert!(fits::<Box<[u64; 3]>>());
         let callback = TimerCallback::once(move |_| assert_eq!(small, 7));
         assert!(callback.is_some() && !callback.repeats());
-        assert_eq!(mem::size_of::<TimerCallback>(), 3 * mem::size_of::<usize>());
+        assert_eq!(mem::size_of::<TimerCallback>(), 2 * mem::size_of::<usize>());
         assert_eq!(
             mem::size_of::<Option<TimerCallback>>(),
             mem::size_of::<TimerCallback>()

@@ -24,7 +24,7 @@ use crate::timer_callback::TimerCallback;
 pub struct TimerId(pub(crate) Key);
 
 /// A timer, stored as its wheel entry's payload: one table, one lookup,
-/// 32 bytes (the callback, inline when small, and the duration with the
+/// 24 bytes (the callback, inline when small, and the duration with the
 /// `referenced` flag in its top bit).
 pub(crate) struct Timer {
     /// Empty while an interval's callback runs.
