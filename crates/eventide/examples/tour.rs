@@ -41,22 +41,25 @@ fn main() -> Result<(), eventide::Error> {
         println!("{:>5} ms  tick {ticks}", ms());
     });
 
-    // 3. Read a file on the pool (as Node's fs does when the OS cannot do it
-    //    asynchronously); the callback gets the result on the loop thread.
+    // 3. Read a file with eventide::fs, as Node's fs.readFile: on io_uring
+    //    the kernel does it, on the polling backend a pool thread does;
+    //    either way the callback gets the bytes on the loop thread. Then a
+    //    missing file, to show the error as Node words it.
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
-    lp.queue_work(
-        move || std::fs::read(path),
-        move |lp, result| {
-            match result {
-                Ok(Ok(bytes)) => println!("{:>5} ms  read {path}: {} bytes", ms(), bytes.len()),
-                Ok(Err(error)) => println!("{:>5} ms  could not read {path}: {error}", ms()),
-                Err(error) => println!("{:>5} ms  the read did not run: {error}", ms()),
+    lp.fs().read_file(path, move |lp, result| {
+        match result {
+            Ok(bytes) => println!("{:>5} ms  read {path}: {} bytes", ms(), bytes.len()),
+            Err(error) => println!("{:>5} ms  could not read {path}: {error}", ms()),
+        }
+        lp.fs().read_file("no-such-file.txt", move |_, result| {
+            if let Err(error) = result {
+                println!("{:>5} ms  and a missing file: {error}", ms());
             }
-            // We are in an I/O callback (the poll phase), where Node's
-            // ordering is fully determined: show it.
-            ordering_demo(lp, ms);
-        },
-    );
+        });
+        // We are in an I/O callback (the poll phase), where Node's
+        // ordering is fully determined: show it.
+        ordering_demo(lp, ms);
+    });
 
     // 4. CPU work on the pool. The loop thread stays free: the ticks go on
     //    while a pool thread counts.
