@@ -82,6 +82,43 @@ struct Tally {
     failures: Cell<usize>,
 }
 
+/// What one timed run of the chains measured.
+struct Timed {
+    wall: f64,
+    cpu: f64,
+    /// Operations that went to the ring, and to the pool, during the run.
+    native_ops: u64,
+    pool_ops: u64,
+}
+
+/// Starts `IN_FLIGHT` chains with `start` and runs the loop until they end,
+/// timed (wall clock and process CPU), with the routes the operations took.
+fn run_chains(
+    run: &mut Run,
+    dir: &Rc<PathBuf>,
+    tally: &Rc<Tally>,
+    start: fn(&mut Loop, Rc<PathBuf>, Rc<Tally>),
+) -> Timed {
+    let before = eventide::fs::stats();
+    let c0 = cpu_now();
+    let w0 = Instant::now();
+    for _ in 0..IN_FLIGHT {
+        start(&mut run.lp, Rc::clone(dir), Rc::clone(tally));
+    }
+    if let Err(error) = run.lp.run() {
+        run.fail(format!("the loop failed: {error}"));
+    }
+    let w1 = Instant::now();
+    let c1 = cpu_now();
+    let after = eventide::fs::stats();
+    Timed {
+        wall: secs(w0, w1),
+        cpu: c1 - c0,
+        native_ops: after.native - before.native,
+        pool_ops: after.pool - before.pool,
+    }
+}
+
 /// One chain: read the next file whole, then the one after, until none is
 /// left.
 fn read_next(lp: &mut Loop, dir: Rc<PathBuf>, tally: Rc<Tally>) {
@@ -117,18 +154,7 @@ pub(crate) fn w8_fs_read_small(run: &mut Run) {
     let files = make_files(run);
     let dir = Rc::new(files.dir.clone());
     let tally = Rc::new(Tally::default());
-    let before = eventide::fs::stats();
-    let c0 = cpu_now();
-    let w0 = Instant::now();
-    for _ in 0..IN_FLIGHT {
-        read_next(&mut run.lp, Rc::clone(&dir), Rc::clone(&tally));
-    }
-    if let Err(error) = run.lp.run() {
-        run.fail(format!("the loop failed: {error}"));
-    }
-    let w1 = Instant::now();
-    let c1 = cpu_now();
-    let after = eventide::fs::stats();
+    let timed = run_chains(run, &dir, &tally, read_next);
     if tally.failures.get() > 0 || tally.done.get() != FILES {
         run.fail(format!(
             "{} files read, {} failed",
@@ -143,18 +169,17 @@ pub(crate) fn w8_fs_read_small(run: &mut Run) {
             files.checksum
         ));
     }
-    let wall = secs(w0, w1);
     run.result(
         "files_per_s",
-        fixed(FILES as f64 / wall, 1),
+        fixed(FILES as f64 / timed.wall, 1),
         &[
             ("n", FILES.to_string()),
             ("inflight", IN_FLIGHT.to_string()),
-            ("wall_s", fixed(wall, 4)),
-            ("cpu_s", fixed(c1 - c0, 3)),
+            ("wall_s", fixed(timed.wall, 4)),
+            ("cpu_s", fixed(timed.cpu, 3)),
             ("checksum", files.checksum.to_string()),
-            ("native_ops", (after.native - before.native).to_string()),
-            ("pool_ops", (after.pool - before.pool).to_string()),
+            ("native_ops", timed.native_ops.to_string()),
+            ("pool_ops", timed.pool_ops.to_string()),
         ],
     );
 }
@@ -190,18 +215,7 @@ pub(crate) fn w9_fs_stat(run: &mut Run) {
     let files = make_files(run);
     let dir = Rc::new(files.dir.clone());
     let tally = Rc::new(Tally::default());
-    let before = eventide::fs::stats();
-    let c0 = cpu_now();
-    let w0 = Instant::now();
-    for _ in 0..IN_FLIGHT {
-        stat_next(&mut run.lp, Rc::clone(&dir), Rc::clone(&tally));
-    }
-    if let Err(error) = run.lp.run() {
-        run.fail(format!("the loop failed: {error}"));
-    }
-    let w1 = Instant::now();
-    let c1 = cpu_now();
-    let after = eventide::fs::stats();
+    let timed = run_chains(run, &dir, &tally, stat_next);
     if tally.failures.get() > 0 || tally.done.get() != STATS {
         run.fail(format!(
             "{} stats, {} failed",
@@ -209,18 +223,17 @@ pub(crate) fn w9_fs_stat(run: &mut Run) {
             tally.failures.get()
         ));
     }
-    let wall = secs(w0, w1);
     run.result(
         "stats_per_s",
-        fixed(STATS as f64 / wall, 1),
+        fixed(STATS as f64 / timed.wall, 1),
         &[
             ("n", STATS.to_string()),
             ("files", FILES.to_string()),
             ("inflight", IN_FLIGHT.to_string()),
-            ("wall_s", fixed(wall, 4)),
-            ("cpu_s", fixed(c1 - c0, 3)),
-            ("native_ops", (after.native - before.native).to_string()),
-            ("pool_ops", (after.pool - before.pool).to_string()),
+            ("wall_s", fixed(timed.wall, 4)),
+            ("cpu_s", fixed(timed.cpu, 3)),
+            ("native_ops", timed.native_ops.to_string()),
+            ("pool_ops", timed.pool_ops.to_string()),
         ],
     );
 }
