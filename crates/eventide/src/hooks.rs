@@ -62,6 +62,9 @@ pub(crate) struct Hooks {
     /// Per phase, newest first (libuv starts hooks at the head of the queue).
     order: [Vec<HookId>; 3],
     referenced: usize,
+    /// The hooks a running phase started with (reused: no allocation per
+    /// turn), so hooks started or stopped meanwhile do not disturb it.
+    running: Vec<HookId>,
 }
 
 impl Hooks {
@@ -181,12 +184,12 @@ impl Loop {
 
     /// Runs the hooks of `phase` that were active when the phase began.
     pub(crate) fn run_hooks(&mut self, phase: Phase) {
-        let order = &self.hooks.order[phase as usize];
-        if order.is_empty() {
+        if self.hooks.order[phase as usize].is_empty() {
             return;
         }
-        let snapshot = order.clone();
-        for id in snapshot {
+        let mut running = std::mem::take(&mut self.hooks.running);
+        running.extend_from_slice(&self.hooks.order[phase as usize]);
+        for &id in &running {
             let Some(hook) = self.hooks.hooks.get_mut(id.0) else {
                 continue;
             };
@@ -200,5 +203,7 @@ impl Loop {
                 }
             });
         }
+        running.clear();
+        self.hooks.running = running;
     }
 }
