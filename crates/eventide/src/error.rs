@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::io;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use eventide_pool::{ConfigError, JobError};
@@ -38,6 +39,24 @@ pub enum Error {
         path: Option<PathBuf>,
         /// The second path (rename, link, symlink, copyfile), if any.
         dest: Option<PathBuf>,
+        /// What the system said (with its raw errno).
+        #[source]
+        source: io::Error,
+    },
+    /// A network operation failed (`eventide::net`). Displays as Node's
+    /// error message does: `connect ECONNREFUSED 127.0.0.1:9`,
+    /// `read ECONNRESET`, or for listen (which also names the error)
+    /// `listen EADDRINUSE: address already in use 127.0.0.1:8080`.
+    #[error("{}", NetMessage { code, syscall, address, source })]
+    Net {
+        /// Node's code for the errno, e.g. `"ECONNREFUSED"` (`"UNKNOWN"`
+        /// when libuv has no name for it).
+        code: &'static str,
+        /// The system call as Node names it: `"connect"`, `"listen"`,
+        /// `"read"`, `"write"`, `"shutdown"`, `"accept"`.
+        syscall: &'static str,
+        /// The address it was called with, if any (connect, listen).
+        address: Option<SocketAddr>,
         /// What the system said (with its raw errno).
         #[source]
         source: io::Error,
@@ -100,15 +119,25 @@ impl Error {
         dest: Option<PathBuf>,
         source: io::Error,
     ) -> Error {
-        let code = match source.raw_os_error() {
-            Some(errno) => crate::fs::error::describe(errno).0,
-            None => "UNKNOWN",
-        };
         Error::Fs {
-            code,
+            code: code_of(&source),
             syscall,
             path,
             dest,
+            source,
+        }
+    }
+
+    /// A network error, as Node reports it.
+    pub(crate) fn net(
+        syscall: &'static str,
+        address: Option<SocketAddr>,
+        source: io::Error,
+    ) -> Error {
+        Error::Net {
+            code: code_of(&source),
+            syscall,
+            address,
             source,
         }
     }
@@ -118,7 +147,7 @@ impl Error {
     /// for invalid arguments. Match on it as on Node's `err.code`.
     pub fn code(&self) -> Option<&'static str> {
         match self {
-            Error::Fs { code, .. } => Some(code),
+            Error::Fs { code, .. } | Error::Net { code, .. } => Some(code),
             Error::InvalidArgValue { .. } => Some("ERR_INVALID_ARG_VALUE"),
             _ => None,
         }
@@ -127,7 +156,9 @@ impl Error {
     /// The raw OS error number, for errors that come from a system call.
     pub fn errno(&self) -> Option<i32> {
         match self {
-            Error::Fs { source, .. } | Error::Io { source, .. } => source.raw_os_error(),
+            Error::Fs { source, .. } | Error::Io { source, .. } | Error::Net { source, .. } => {
+                source.raw_os_error()
+            }
             _ => None,
         }
     }
@@ -135,7 +166,9 @@ impl Error {
     /// The [`io::ErrorKind`] that best describes this error.
     pub fn kind(&self) -> io::ErrorKind {
         match self {
-            Error::Io { source, .. } | Error::Fs { source, .. } => source.kind(),
+            Error::Io { source, .. } | Error::Fs { source, .. } | Error::Net { source, .. } => {
+                source.kind()
+            }
             Error::InvalidArgValue { .. } => io::ErrorKind::InvalidInput,
             Error::Cancelled => io::ErrorKind::Interrupted,
             Error::Panicked { .. } | Error::NotRun(_) => io::ErrorKind::Other,
@@ -162,6 +195,41 @@ impl From<JobError> for Error {
 impl From<io::Error> for Error {
     fn from(source: io::Error) -> Error {
         Error::Io { op: "io", source }
+    }
+}
+
+/// Node's code for a system error, `"UNKNOWN"` for one without a number.
+fn code_of(source: &io::Error) -> &'static str {
+    match source.raw_os_error() {
+        Some(errno) => crate::fs::error::describe(errno).0,
+        None => "UNKNOWN",
+    }
+}
+
+/// Node's message for a net error: `syscall CODE address:port`; listen
+/// also names the error (`listen CODE: message address:port`), as Node's
+/// `UVExceptionWithHostPort` does and its `ExceptionWithHostPort` does not.
+struct NetMessage<'a> {
+    code: &'a str,
+    syscall: &'a str,
+    address: &'a Option<SocketAddr>,
+    source: &'a io::Error,
+}
+
+impl fmt::Display for NetMessage<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.syscall, self.code)?;
+        if self.syscall == "listen" {
+            match self.source.raw_os_error() {
+                Some(errno) => write!(f, ": {}", crate::fs::error::describe(errno).1)?,
+                None => write!(f, ": {}", self.source)?,
+            }
+        }
+        if let Some(address) = self.address {
+            // Node writes `::1:9`, without brackets.
+            write!(f, " {}:{}", address.ip(), address.port())?;
+        }
+        Ok(())
     }
 }
 

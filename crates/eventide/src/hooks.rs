@@ -182,6 +182,12 @@ impl Loop {
         stopped
     }
 
+    /// Queues `task` (or nothing but the keep-alive) for this turn's close
+    /// phase, as a handle closed elsewhere (`net`) needs.
+    pub(crate) fn push_closing(&mut self, task: Option<Task>) {
+        self.closing.push_back(task);
+    }
+
     /// Runs the hooks of `phase` that were active when the phase began.
     pub(crate) fn run_hooks(&mut self, phase: Phase) {
         if self.hooks.order[phase as usize].is_empty() {

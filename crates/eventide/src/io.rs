@@ -19,6 +19,9 @@ pub(crate) type OnComplete = Box<dyn FnMut(&mut Loop, Completion)>;
 #[derive(Default)]
 pub(crate) struct Io {
     handlers: Slab<Option<OnComplete>>,
+    /// The sockets of [`crate::net`], which own the descriptors these
+    /// operations run on.
+    pub(crate) net: crate::net::Sockets,
 }
 
 impl Io {

@@ -74,6 +74,14 @@
 //! everything on polling, runs on the pool, with the same results and
 //! errors worded as Node's.
 //!
+//! # Networking
+//!
+//! [`net`] is TCP on the loop, libuv's stream model with Node's errors:
+//! [`Loop::tcp_listen`] calls back with each accepted [`net::TcpStream`],
+//! [`Loop::tcp_connect`] with the connected one; streams read
+//! (`read_start`/`read_stop`), write through a queue, shut down their
+//! writing side and close, all through small `Copy` handles.
+//!
 //! # Backends
 //!
 //! The cargo features `uring` and `poll` (both on by default) compile the
@@ -90,6 +98,7 @@ pub mod fs;
 mod handle;
 mod hooks;
 mod io;
+pub mod net;
 mod slab;
 mod timer_callback;
 mod timers;
