@@ -1,5 +1,6 @@
 //! A short tour of eventide: one event loop thread, callbacks that receive
-//! the loop, work on the pool, and Node's ordering rules.
+//! the loop, files, a TCP echo over loopback, work on the pool, and Node's
+//! ordering rules.
 //!
 //!     cargo run --release --example tour
 //!     EVENTIDE_BACKEND=poll cargo run --release --example tour
@@ -9,6 +10,7 @@
 
 use std::time::{Duration, Instant};
 
+use eventide::net::ListenOptions;
 use eventide::{Loop, TimerId};
 
 /// Counts the primes below `limit` the slow way (trial division), to keep a
@@ -61,7 +63,11 @@ fn main() -> Result<(), eventide::Error> {
         ordering_demo(lp, ms);
     });
 
-    // 4. CPU work on the pool. The loop thread stays free: the ticks go on
+    // 4. A TCP echo round trip over loopback, server and client on this one
+    //    loop: the OS does the waiting (io_uring completions or readiness).
+    echo_round_trip(&mut lp, ms)?;
+
+    // 5. CPU work on the pool. The loop thread stays free: the ticks go on
     //    while a pool thread counts.
     let limit = 3_000_000;
     println!(
@@ -75,7 +81,7 @@ fn main() -> Result<(), eventide::Error> {
                 Ok(count) => println!("{:>5} ms  there are {count} primes below {limit}", ms()),
                 Err(error) => println!("{:>5} ms  the prime count failed: {error}", ms()),
             }
-            // 5. Another thread posts a closure to the loop through a
+            // 6. Another thread posts a closure to the loop through a
             //    LoopHandle (libuv's uv_async_send). The closure runs on the
             //    loop thread, with the loop: here it clears the interval.
             //    The handle keeps the loop alive until the thread drops it.
@@ -89,6 +95,47 @@ fn main() -> Result<(), eventide::Error> {
         "{:>5} ms  the loop has nothing left to do: run() returned",
         ms()
     );
+    Ok(())
+}
+
+/// Listens on a free loopback port, connects to it, sends a line and prints
+/// it when the server has echoed it back; then both ends close.
+fn echo_round_trip(lp: &mut Loop, ms: impl Fn() -> u128 + Copy + 'static) -> eventide::Result<()> {
+    let any_port = "127.0.0.1:0".parse().expect("a literal address");
+    let server = lp.tcp_listen(any_port, ListenOptions::default(), |lp, accepted| {
+        let Ok(peer) = accepted else { return };
+        // Echo whatever arrives; close when the client ends its side.
+        peer.read_start(
+            lp,
+            |lp, peer, data| peer.write(lp, data.to_vec(), |_, _| {}),
+            |lp, peer, _| {
+                peer.close(lp);
+            },
+        );
+    })?;
+    let addr = server.local_addr(lp)?;
+    let sent = Instant::now();
+    lp.tcp_connect(addr, move |lp, connected| {
+        let client = match connected {
+            Ok(client) => client,
+            Err(error) => return println!("{:>5} ms  connect failed: {error}", ms()),
+        };
+        client.write(lp, b"hello over loopback".to_vec(), |_, _| {});
+        client.read_start(
+            lp,
+            move |lp, client, data| {
+                let text = String::from_utf8_lossy(data);
+                println!(
+                    "{:>5} ms  the echo server sent back {text:?} ({:?} round trip)",
+                    ms(),
+                    sent.elapsed()
+                );
+                client.close(lp);
+                server.close(lp);
+            },
+            |_, _, _| {},
+        );
+    })?;
     Ok(())
 }
 
