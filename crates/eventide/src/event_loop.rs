@@ -287,9 +287,12 @@ impl Loop {
             return Err(Error::Reentrant);
         }
         self.running = true;
-        let result = self.turns(mode);
+        // A callback's panic may unwind out of here (no panic handler): the
+        // loop must still be runnable afterwards, so `running` is reset
+        // before the panic goes on.
+        let result = panic::catch_unwind(AssertUnwindSafe(|| self.turns(mode)));
         self.running = false;
-        result
+        result.unwrap_or_else(|payload| panic::resume_unwind(payload))
     }
 
     /// The turns, in libuv's order: timers, pending, idle, prepare, poll,

@@ -177,6 +177,12 @@ fn a_panic_in_a_callback_propagates_out_of_run_without_a_handler(lp: &mut Loop) 
     let outcome = catch_unwind(AssertUnwindSafe(|| lp.run()));
     let payload = outcome.expect_err("the panic propagates");
     assert_eq!(payload.downcast_ref::<&str>(), Some(&"callback failed"));
+    // The loop is still usable: what was left runs on the next run().
+    let ran = Rc::new(Cell::new(false));
+    let r = ran.clone();
+    lp.set_immediate(move |_| r.set(true));
+    run_within(lp, LIMIT);
+    assert!(ran.get(), "the loop runs again after a propagated panic");
 }
 
 fn with_a_panic_handler_the_loop_goes_on_after_a_panicking_callback(lp: &mut Loop) {
