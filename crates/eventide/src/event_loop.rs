@@ -445,7 +445,7 @@ impl Loop {
 
     /// Node's `processTicksAndRejections`: all ticks (including new ones),
     /// then all microtasks, until both queues are empty.
-    fn drain_ticks(&mut self) {
+    pub(crate) fn drain_ticks(&mut self) {
         while !self.ticks.is_empty() || !self.microtasks.is_empty() {
             while let Some(tick) = self.ticks.pop_front() {
                 self.guarded(tick);

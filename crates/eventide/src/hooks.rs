@@ -202,12 +202,23 @@ impl Loop {
             let Some(mut callback) = hook.callback.take() else {
                 continue;
             };
-            self.invoke(move |lp: &mut Loop| {
+            let returned = self.guarded(move |lp: &mut Loop| {
                 callback(lp, id);
-                if let Some(hook) = lp.hooks.hooks.get_mut(id.0) {
-                    hook.callback = Some(callback);
-                }
+                callback
             });
+            self.drain_ticks();
+            match returned {
+                Some(callback) => {
+                    if let Some(hook) = self.hooks.hooks.get_mut(id.0) {
+                        hook.callback = Some(callback);
+                    }
+                }
+                // It panicked (and a panic handler took it): a hook without
+                // its callback would keep the loop alive doing nothing.
+                None => {
+                    self.stop_hook(id);
+                }
+            }
         }
         running.clear();
         self.hooks.running = running;

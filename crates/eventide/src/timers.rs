@@ -213,11 +213,17 @@ impl Loop {
             return;
         }
         let started = self.clock();
-        self.invoke(move |lp: &mut Loop| {
-            if let Some(callback) = callback.call(lp, id) {
-                lp.rearm_interval(id, started, callback);
+        let returned = self.guarded(move |lp: &mut Loop| callback.call(lp, id));
+        self.drain_ticks();
+        match returned {
+            Some(Some(callback)) => self.rearm_interval(id, started, callback),
+            Some(None) => {}
+            // It panicked (and a panic handler took it); its closure was
+            // dropped in the unwind. The interval stops, as a hook does.
+            None => {
+                self.wheel.cancel(id.0);
             }
-        });
+        }
     }
 
     /// Puts an interval's callback back and arms it from when the callback

@@ -214,6 +214,17 @@ fn the_loop_reports_the_backend_it_runs_on(lp: &mut Loop) {
     assert!(format!("{lp:?}").contains(name));
 }
 
+fn a_hook_that_panics_under_a_panic_handler_is_stopped(lp: &mut Loop) {
+    let panics = Rc::new(Cell::new(0));
+    let p = panics.clone();
+    lp.set_panic_handler(move |_, _| p.set(p.get() + 1));
+    let hook = lp.start_hook(Phase::Idle, |_, _| panic!("hook failed"));
+    run_within(lp, LIMIT);
+    assert_eq!(panics.get(), 1, "it ran once, then was stopped");
+    assert!(!lp.stop_hook(hook), "already stopped");
+    assert!(!lp.alive());
+}
+
 on_every_backend!(
     one_turn_runs_the_phases_in_libuv_order,
     run_returns_at_once_when_nothing_keeps_the_loop_alive,
@@ -226,4 +237,5 @@ on_every_backend!(
     clear_immediate_cancels_one_not_yet_run_even_in_the_same_phase,
     deferred_callbacks_run_in_the_next_pending_phase_not_inside_the_call,
     the_loop_reports_the_backend_it_runs_on,
+    a_hook_that_panics_under_a_panic_handler_is_stopped,
 );
