@@ -6,8 +6,9 @@
 //! cargo run --release -p eventide-benches --bin workloads -- W1 --backend uring
 //! ```
 //!
-//! W1, W2, W2b, W3, W6, W7, W8 and W9 are implemented; the network
-//! workloads wait for `eventide::net`.
+//! W1, W2, W2b, W3, W4, W6, W7, W8 and W9 run whole here; for W5 and W10,
+//! which need the anchors' load generator, `echo-server` is the server
+//! their harness drives.
 
 #[path = "workloads/common.rs"]
 mod common;
@@ -15,6 +16,8 @@ mod common;
 mod dispatch;
 #[path = "workloads/fs.rs"]
 mod fs;
+#[path = "workloads/net.rs"]
+mod net;
 #[path = "workloads/pool.rs"]
 mod pool;
 #[path = "workloads/post.rs"]
@@ -23,6 +26,7 @@ mod post;
 mod timers;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use eventide::{BackendChoice, BackendKind};
 
@@ -30,17 +34,23 @@ use crate::common::Run;
 
 const USAGE: &str = "\
 usage: workloads <WORKLOAD> [--backend uring|poll|auto]
+       workloads echo-server [--backend uring|poll|auto] PORT LIFETIME_S
 
 workloads (shared/bench/WORKLOADS.md):
   W1   timers-fire         1M one-shot timers, run until all fired (CPU s)
   W2   timers-cancel       1M starts then 1M cancels (ns per pair, cpu_ns=)
   W2b  timers-rearm        10,000 timers re-armed 100 times each (ns per re-arm)
   W3   dispatch            a 10M setImmediate chain (ns per callback)
+  W4   tcp-pingpong        64 bytes there and back over one 127.0.0.1
+                           connection, both ends on one loop, 5 s (round trips/s)
   W6   pool-throughput     1M queue_work items on 4 pool threads (items/s)
   W7   cross-thread-post   1M LoopHandle posts from a foreign thread (msgs/s)
   W8   fs-read-small       read_file of 10,000 files of 4 KiB, 64 in flight (files/s)
   W9   fs-stat             100,000 stats over those files, 64 in flight (stats/s)
-  W4 W5 W10, echo-server: not implemented yet
+  echo-server PORT LIFETIME_S
+                           the W5/W10 echo server on 127.0.0.1:PORT, for the
+                           anchors' harness (anchors/io/run, system 'custom');
+                           exits by itself after LIFETIME_S seconds
 
 --backend: the reactor backend (default auto: io_uring if allowed, else poll).
 Prints one RESULT line on stdout; exits 1 if the workload's self-check fails,
@@ -53,7 +63,7 @@ fn usage_error(message: &str) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let mut workload: Option<String> = None;
+    let mut positional: Vec<String> = Vec::new();
     let mut backend = BackendChoice::Auto;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -71,12 +81,7 @@ fn main() -> ExitCode {
                 return usage_error(&format!("unknown flag '{other}'"));
             }
             other => {
-                if let Some(first) = &workload {
-                    return usage_error(&format!(
-                        "one workload per call: got '{first}' and '{other}'"
-                    ));
-                }
-                workload = Some(other.to_owned());
+                positional.push(other.to_owned());
                 continue;
             }
         };
@@ -89,24 +94,44 @@ fn main() -> ExitCode {
             }
         };
     }
-    let Some(workload) = workload else {
+    let Some(workload) = positional.first().cloned() else {
         return usage_error("no workload given");
     };
+    if workload.eq_ignore_ascii_case("echo-server") {
+        let [_, port, lifetime] = positional.as_slice() else {
+            return usage_error("echo-server needs PORT and LIFETIME_S");
+        };
+        let Ok(port) = port.parse::<u16>() else {
+            return usage_error(&format!("bad PORT '{port}'"));
+        };
+        let lifetime = match lifetime.parse::<f64>() {
+            Ok(secs) if secs.is_finite() && secs > 0.0 => Duration::from_secs_f64(secs),
+            _ => return usage_error(&format!("bad LIFETIME_S '{lifetime}'")),
+        };
+        let mut run = Run::new("echo-server".to_owned(), backend);
+        net::echo_server(&mut run, port, lifetime);
+        return ExitCode::SUCCESS;
+    }
+    if let Some(extra) = positional.get(1) {
+        return usage_error(&format!(
+            "one workload per call: got '{workload}' and '{extra}'"
+        ));
+    }
     let body: fn(&mut Run) = match workload.to_ascii_uppercase().as_str() {
         "W1" => timers::w1_timers_fire,
         "W2" => timers::w2_timers_cancel,
         "W2B" => timers::w2b_timers_rearm,
         "W3" => dispatch::w3_dispatch,
+        "W4" => net::w4_tcp_pingpong,
         "W6" => pool::w6_pool_throughput,
         "W7" => post::w7_cross_thread_post,
         "W8" => fs::w8_fs_read_small,
         "W9" => fs::w9_fs_stat,
-        "W4" | "W5" | "W10" | "ECHO-SERVER" => {
-            eprintln!(
-                "workloads: {workload} is not implemented yet: it needs eventide::net, \
-                 which the facade does not have yet"
-            );
-            return ExitCode::from(2);
+        "W5" | "W10" => {
+            return usage_error(&format!(
+                "{workload} needs the anchors' load generator: run `workloads echo-server` \
+                 under anchors/io/run (see shared/bench/WORKLOADS.md)"
+            ));
         }
         _ => return usage_error(&format!("unknown workload '{workload}'")),
     };

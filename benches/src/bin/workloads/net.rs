@@ -1,0 +1,332 @@
+//! W4 tcp-pingpong, and the echo server the anchors' harness drives for W5
+//! and W10, through `eventide::net` (the facade's public TCP API).
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use eventide::net::{ListenOptions, TcpListener, TcpStream};
+use eventide::{Loop, TimerId};
+
+use crate::common::{Run, cpu_now, fixed, secs};
+
+/// W4: bytes per message, run time, and the bound on the whole run.
+const MSG: usize = 64;
+const RUN: Duration = Duration::from_secs(5);
+const WATCHDOG: Duration = Duration::from_secs(25);
+
+/// The W4 state shared by the callbacks of the one loop.
+struct Pingpong {
+    /// The message in flight: bytes 0..8 the round counter (little-endian),
+    /// the rest a fixed pattern (as the libuv anchor's).
+    sent: RefCell<[u8; MSG]>,
+    /// What came back of it so far.
+    received: RefCell<Vec<u8>>,
+    rounds: Cell<u64>,
+    server_bytes: Cell<u64>,
+    server_conns: Cell<u32>,
+    stop: Cell<bool>,
+    started: Cell<Option<Instant>>,
+    ended: Cell<Option<Instant>>,
+    listener: Cell<Option<TcpListener>>,
+    watchdog: Cell<Option<TimerId>>,
+    /// The first check that failed; the loop is wound down and `run` fails.
+    failure: RefCell<Option<String>>,
+}
+
+impl Pingpong {
+    /// Records the first failure and winds everything down; `stream`, if
+    /// any, is closed.
+    fn fail(&self, lp: &mut Loop, stream: Option<TcpStream>, why: String) {
+        if self.failure.borrow().is_none() {
+            *self.failure.borrow_mut() = Some(why);
+        }
+        self.finish(lp, stream);
+        lp.stop();
+    }
+
+    /// Closes the client (the server side then sees its end and closes),
+    /// the listener and the watchdog.
+    fn finish(&self, lp: &mut Loop, client: Option<TcpStream>) {
+        if let Some(client) = client {
+            client.close(lp);
+        }
+        if let Some(listener) = self.listener.take() {
+            listener.close(lp);
+        }
+        if let Some(watchdog) = self.watchdog.take() {
+            lp.clear_timeout(watchdog);
+        }
+    }
+
+    /// Sends the next message: the round counter, then the pattern.
+    fn send_next(&self, lp: &mut Loop, client: TcpStream) {
+        let message = {
+            let mut sent = self.sent.borrow_mut();
+            sent[..8].copy_from_slice(&self.rounds.get().to_le_bytes());
+            sent.to_vec()
+        };
+        client.write(lp, message, |_, _| {});
+    }
+}
+
+/// The server's side of W4: count and echo every byte; close at the end.
+fn on_server_connection(
+    lp: &mut Loop,
+    state: &Rc<Pingpong>,
+    accepted: eventide::Result<TcpStream>,
+) {
+    let stream = match accepted {
+        Ok(stream) => stream,
+        Err(error) => return state.fail(lp, None, format!("accept: {error}")),
+    };
+    state.server_conns.set(state.server_conns.get() + 1);
+    if state.server_conns.get() > 1 {
+        stream.close(lp);
+        return state.fail(lp, None, "a second connection was accepted".to_owned());
+    }
+    if let Err(error) = stream.set_nodelay(lp, true) {
+        return state.fail(lp, Some(stream), format!("server nodelay: {error}"));
+    }
+    let data_state = Rc::clone(state);
+    let end_state = Rc::clone(state);
+    stream.read_start(
+        lp,
+        move |lp, stream, data| {
+            let state = &data_state;
+            state
+                .server_bytes
+                .set(state.server_bytes.get() + data.len() as u64);
+            let write_state = Rc::clone(state);
+            stream.write(lp, data.to_vec(), move |lp, written| {
+                if let Err(error) = written {
+                    write_state.fail(lp, None, format!("server write: {error}"));
+                }
+            });
+        },
+        move |lp, stream, end| {
+            stream.close(lp);
+            if let Err(error) = end {
+                end_state.fail(lp, None, format!("server read: {error}"));
+            }
+        },
+    );
+}
+
+/// The client's side of W4: collect the echo, check it, count the round,
+/// and send the next message (or stop).
+fn on_client_data(lp: &mut Loop, state: &Pingpong, client: TcpStream, data: &[u8]) {
+    let complete = {
+        let mut received = state.received.borrow_mut();
+        if received.len() + data.len() > MSG {
+            drop(received);
+            return state.fail(
+                lp,
+                Some(client),
+                "the server echoed more than was sent".to_owned(),
+            );
+        }
+        received.extend_from_slice(data);
+        if received.len() < MSG {
+            return;
+        }
+        let same = received[..] == state.sent.borrow()[..];
+        received.clear();
+        same
+    };
+    if !complete {
+        return state.fail(
+            lp,
+            Some(client),
+            format!(
+                "round {}: the echoed bytes differ from the sent bytes",
+                state.rounds.get()
+            ),
+        );
+    }
+    state.rounds.set(state.rounds.get() + 1);
+    if state.stop.get() {
+        state.ended.set(Some(Instant::now()));
+        state.finish(lp, Some(client));
+        return;
+    }
+    state.send_next(lp, client);
+}
+
+fn on_connected(lp: &mut Loop, state: &Rc<Pingpong>, connected: eventide::Result<TcpStream>) {
+    let client = match connected {
+        Ok(client) => client,
+        Err(error) => return state.fail(lp, None, format!("{error}")),
+    };
+    if let Err(error) = client.set_nodelay(lp, true) {
+        return state.fail(lp, Some(client), format!("client nodelay: {error}"));
+    }
+    let data_state = Rc::clone(state);
+    let end_state = Rc::clone(state);
+    client.read_start(
+        lp,
+        move |lp, client, data| on_client_data(lp, &data_state, client, data),
+        move |lp, client, end| {
+            let why = match end {
+                Ok(()) => "client: unexpected end of stream".to_owned(),
+                Err(error) => format!("client read: {error}"),
+            };
+            end_state.fail(lp, Some(client), why);
+        },
+    );
+    state.started.set(Some(Instant::now()));
+    let stop_state = Rc::clone(state);
+    lp.set_timeout(RUN, move |_| stop_state.stop.set(true));
+    state.send_next(lp, client);
+}
+
+/// W4 tcp-pingpong: one connection over 127.0.0.1, both ends on this loop;
+/// 64 bytes there and back, the next message once all 64 came back, for
+/// 5 s. Round trips per second, from the first send to the end of the last
+/// round trip; checks every echo byte for byte, and the server's byte count.
+pub(crate) fn w4_tcp_pingpong(run: &mut Run) {
+    let mut pattern = [0u8; MSG];
+    for (i, byte) in pattern.iter_mut().enumerate() {
+        *byte = (i * 7 + 3) as u8;
+    }
+    let state = Rc::new(Pingpong {
+        sent: RefCell::new(pattern),
+        received: RefCell::new(Vec::with_capacity(MSG)),
+        rounds: Cell::new(0),
+        server_bytes: Cell::new(0),
+        server_conns: Cell::new(0),
+        stop: Cell::new(false),
+        started: Cell::new(None),
+        ended: Cell::new(None),
+        listener: Cell::new(None),
+        watchdog: Cell::new(None),
+        failure: RefCell::new(None),
+    });
+    let c0 = cpu_now();
+    let any: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
+    let server_state = Rc::clone(&state);
+    let listener = match run
+        .lp
+        .tcp_listen(any, ListenOptions::default(), move |lp, accepted| {
+            on_server_connection(lp, &server_state, accepted)
+        }) {
+        Ok(listener) => listener,
+        Err(error) => run.fail(error),
+    };
+    state.listener.set(Some(listener));
+    let addr = match listener.local_addr(&run.lp) {
+        Ok(addr) => addr,
+        Err(error) => run.fail(error),
+    };
+    let client_state = Rc::clone(&state);
+    if let Err(error) = run.lp.tcp_connect(addr, move |lp, connected| {
+        on_connected(lp, &client_state, connected)
+    }) {
+        run.fail(error);
+    }
+    let watchdog_state = Rc::clone(&state);
+    let watchdog = run.lp.set_timeout(WATCHDOG, move |lp| {
+        watchdog_state.watchdog.set(None);
+        watchdog_state.fail(lp, None, format!("not done within {WATCHDOG:?}"));
+    });
+    state.watchdog.set(Some(watchdog));
+    if let Err(error) = run.lp.run() {
+        run.fail(format!("the loop failed: {error}"));
+    }
+    let cpu = cpu_now() - c0;
+    if let Some(why) = state.failure.borrow_mut().take() {
+        run.fail(why);
+    }
+    let rounds = state.rounds.get();
+    let (Some(started), Some(ended)) = (state.started.get(), state.ended.get()) else {
+        run.fail(format!("the run did not finish ({rounds} round trips)"));
+    };
+    let wall = secs(started, ended);
+    if rounds == 0 || wall <= 0.0 {
+        run.fail("no round trip completed");
+    }
+    if state.server_bytes.get() != rounds * MSG as u64 {
+        run.fail(format!(
+            "the server got {} bytes for {rounds} round trips of {MSG}",
+            state.server_bytes.get()
+        ));
+    }
+    run.result(
+        "roundtrips_per_s",
+        fixed(rounds as f64 / wall, 1),
+        &[
+            ("n", rounds.to_string()),
+            ("wall_s", fixed(wall, 3)),
+            ("cpu_s", fixed(cpu, 3)),
+            ("msg", MSG.to_string()),
+        ],
+    );
+}
+
+/// Raises the soft limit of open files to the hard one (W10 holds 10,000
+/// connections), as the libuv anchor's server does.
+fn raise_nofile() {
+    // SAFETY: an all-zero rlimit is a valid value of this plain C struct.
+    let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: getrlimit/setrlimit only read or write the struct given,
+    // which lives for the whole call.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+/// `echo-server PORT LIFETIME_S`: the W5/W10 server. One loop on this
+/// thread, listening on 127.0.0.1:PORT (backlog 511); every accepted
+/// connection gets TCP_NODELAY and echoes every byte back; a connection is
+/// closed at its end or on an error. After LIFETIME_S seconds a timer
+/// closes the listener and stops the loop, and the process exits 0 (the
+/// remaining connections close with it). Prints nothing on stdout.
+pub(crate) fn echo_server(run: &mut Run, port: u16, lifetime: Duration) {
+    raise_nofile();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let listener = match run
+        .lp
+        .tcp_listen(addr, ListenOptions::default(), |lp, accepted| {
+            let stream = match accepted {
+                Ok(stream) => stream,
+                Err(error) => {
+                    eprintln!("workloads echo-server: {error}");
+                    return;
+                }
+            };
+            // A failure here leaves Nagle on: slower, still correct.
+            let _ = stream.set_nodelay(lp, true);
+            stream.read_start(
+                lp,
+                |lp, stream, data| {
+                    // A failed write destroys the stream (and ends its
+                    // reading); nothing else to do.
+                    stream.write(lp, data.to_vec(), |_, _| {});
+                },
+                |lp, stream, _end| {
+                    stream.close(lp);
+                },
+            );
+        }) {
+        Ok(listener) => listener,
+        Err(error) => run.fail(error),
+    };
+    run.lp.set_timeout(lifetime, move |lp| {
+        eprintln!("workloads echo-server: lifetime over, exiting");
+        listener.close(lp);
+        lp.stop();
+    });
+    eprintln!(
+        "workloads echo-server: listening on {addr} (backend {}, eventide {})",
+        run.lp.backend(),
+        env!("CARGO_PKG_VERSION")
+    );
+    if let Err(error) = run.lp.run() {
+        run.fail(format!("the loop failed: {error}"));
+    }
+}
