@@ -521,6 +521,78 @@ fn two_listeners_share_a_port_with_reuse_port(lp: &mut Loop) {
     run_within(lp, LIMIT);
 }
 
+/// What a reader that stops and starts again has seen.
+#[derive(Default)]
+struct StopStart {
+    got: RefCell<Vec<u8>>,
+    chunks: Cell<usize>,
+    stopped: Cell<bool>,
+    ended: Cell<bool>,
+}
+
+/// Reads into `state`; every second chunk stops and restarts reading at
+/// once (the cancel still in flight), every third stops it for a while.
+fn read_stopping_now_and_then(lp: &mut Loop, stream: TcpStream, state: Rc<StopStart>) {
+    let (on_data, on_end) = (Rc::clone(&state), state);
+    stream.read_start(
+        lp,
+        move |lp, stream, data| {
+            let state = &on_data;
+            assert!(!state.stopped.get(), "on_data while stopped");
+            assert!(!data.is_empty());
+            state.got.borrow_mut().extend_from_slice(data);
+            let k = state.chunks.get() + 1;
+            state.chunks.set(k);
+            if k % 3 == 0 {
+                assert!(stream.read_stop(lp));
+                assert!(stream.read_stop(lp), "a second read_stop is harmless");
+                state.stopped.set(true);
+                let state = Rc::clone(state);
+                lp.set_timeout(Duration::from_millis(2), move |lp| {
+                    state.stopped.set(false);
+                    read_stopping_now_and_then(lp, stream, state);
+                });
+            } else if k % 2 == 0 {
+                assert!(stream.read_stop(lp));
+                read_stopping_now_and_then(lp, stream, Rc::clone(state));
+            }
+        },
+        move |lp, stream, end| {
+            end.expect("the end of the stream");
+            assert!(!on_end.ended.replace(true), "on_end twice");
+            stream.close(lp);
+        },
+    );
+}
+
+fn bytes_arriving_while_reading_is_stopped_wait_for_read_start(lp: &mut Loop) {
+    const LEN: usize = 4 << 20;
+    let listener = Rc::new(Cell::new(None::<TcpListener>));
+    let l = Rc::clone(&listener);
+    let server = lp
+        .tcp_listen(loopback(), ListenOptions::default(), move |lp, accepted| {
+            l.get().map(|server| server.close(lp));
+            let stream = accepted.unwrap();
+            stream.write(lp, pattern(LEN), |_, res| res.expect("written"));
+            stream.shutdown(lp, move |lp, res| {
+                res.expect("shut down");
+                stream.close(lp);
+            });
+        })
+        .unwrap();
+    listener.set(Some(server));
+    let state = Rc::new(StopStart::default());
+    let s = Rc::clone(&state);
+    lp.tcp_connect(server.local_addr(lp).unwrap(), move |lp, connected| {
+        read_stopping_now_and_then(lp, connected.unwrap(), s);
+    })
+    .unwrap();
+    run_within(lp, LIMIT);
+    assert!(state.ended.get(), "on_end ran");
+    assert!(state.chunks.get() >= 3, "stopped at least once");
+    assert!(*state.got.borrow() == pattern(LEN), "every byte, in order");
+}
+
 on_every_backend!(
     an_echo_round_trip_returns_the_same_bytes,
     a_stream_echoes_message_after_message,
@@ -536,4 +608,5 @@ on_every_backend!(
     closing_a_connecting_stream_cancels_its_connect,
     a_closed_stream_is_a_stale_handle,
     two_listeners_share_a_port_with_reuse_port,
+    bytes_arriving_while_reading_is_stopped_wait_for_read_start,
 );

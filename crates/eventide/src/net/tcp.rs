@@ -2,8 +2,10 @@
 //!
 //! A stream's state lives in the loop's socket table; its handle is the
 //! key. At most one receive and one send are in flight per stream: the
-//! receive reuses one buffer, the send works through the write queue,
-//! resubmitting the rest of a partial send until the buffer is out.
+//! receive is one multishot `recv_multi` whose chunks arrive in buffers the
+//! reactor lends (each recycled once `on_data` returns, so an idle stream
+//! holds no buffer), the send works through the write queue, resubmitting
+//! the rest of a partial send until the buffer is out.
 
 use std::collections::VecDeque;
 use std::io;
@@ -23,9 +25,6 @@ type OnData = Box<dyn FnMut(&mut Loop, TcpStream, &[u8])>;
 type OnEnd = Box<dyn FnOnce(&mut Loop, TcpStream, Result<()>)>;
 type OnDone = Box<dyn FnOnce(&mut Loop, Result<()>)>;
 
-/// Bytes one receive asks for (libuv's and Node's read size).
-const READ_SIZE: usize = 64 * 1024;
-
 /// A TCP connection's handle: `Copy`, and stale once closed (see the
 /// [module documentation](super)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -38,12 +37,13 @@ pub(crate) struct Stream {
     /// Set while a connect is in flight.
     on_connect: Option<OnConnect>,
     reading: bool,
-    /// The receive in flight, and whether it was asked to stop.
+    /// The multishot receive armed, until its final completion.
     recv: Option<Token>,
-    /// The receive buffer, when no receive holds it.
-    buf: Vec<u8>,
-    /// Bytes that arrived after `read_stop`, for the next `read_start`.
-    stash: Option<Vec<u8>>,
+    /// `recv` was cancelled by `read_stop` (its final completion is due).
+    recv_cancelled: bool,
+    /// Chunks (reactor buffers, recycled once delivered) that arrived while
+    /// no reader wanted them, for the next `read_start`, in order.
+    stash: VecDeque<Vec<u8>>,
     /// The peer ended its side.
     eof: bool,
     /// `None` while it runs.
@@ -77,8 +77,8 @@ impl Stream {
             on_connect,
             reading: false,
             recv: None,
-            buf: Vec::new(),
-            stash: None,
+            recv_cancelled: false,
+            stash: VecDeque::new(),
             eof: false,
             on_data: None,
             on_end: None,
@@ -132,7 +132,8 @@ impl TcpStream {
     }
 
     /// Starts reading: `on_data` runs with each chunk received (the slice
-    /// is valid during the call only: the buffer is reused), `on_end` once
+    /// is valid during the call only: the buffer goes back to the reactor
+    /// for reuse), `on_end` once
     /// when the peer ends its side (`Ok(())`; the stream stays open for
     /// writing until closed) or with the error that destroyed the stream.
     /// Replaces the callbacks of an earlier `read_start`.
@@ -149,7 +150,7 @@ impl TcpStream {
         s.reading = true;
         s.on_data = Some(Box::new(on_data));
         s.on_end = Some(Box::new(on_end));
-        if s.stash.is_some() || s.eof {
+        if !s.stash.is_empty() || s.eof {
             // Known at once: delivered from the pending phase.
             lp.defer(move |lp| self.pump(lp));
         } else {
@@ -158,14 +159,19 @@ impl TcpStream {
     }
 
     /// Stops reading; no `on_data` runs until the next
-    /// [`TcpStream::read_start`] (bytes that arrive meanwhile wait for it).
-    /// Returns `false` for a closed stream.
+    /// [`TcpStream::read_start`]. The receive is cancelled; bytes that
+    /// arrive meanwhile (a chunk already received as the cancel lands
+    /// included) are kept, in order, for the next `read_start`, never
+    /// dropped. Returns `false` for a closed stream.
     pub fn read_stop(self, lp: &mut Loop) -> bool {
         let Some(s) = lp.io.net.streams.get_mut(self.0) else {
             return false;
         };
         s.reading = false;
-        if let Some(token) = s.recv {
+        if let Some(token) = s.recv
+            && !s.recv_cancelled
+        {
+            s.recv_cancelled = true;
             lp.reactor.cancel(token);
         }
         true
@@ -312,17 +318,30 @@ impl TcpStream {
         self.flush(lp);
     }
 
-    /// Delivers what is ready to a reader, then receives more if it wants.
+    /// Delivers what is ready to a reader (stashed chunks, then the end of
+    /// the stream), then arms the receive if it wants more.
     fn pump(self, lp: &mut Loop) {
+        loop {
+            let Some(s) = lp.io.net.streams.get_mut(self.0) else {
+                return;
+            };
+            // No reader, or its `on_data` is running (and this pump comes
+            // from inside it): the stash waits.
+            if !s.reading || !s.connected() || s.on_data.is_none() {
+                return;
+            }
+            let Some(chunk) = s.stash.pop_front() else {
+                break;
+            };
+            if s.stash.is_empty() {
+                // Hold no memory while idle.
+                s.stash = VecDeque::new();
+            }
+            self.deliver(lp, chunk);
+        }
         let Some(s) = lp.io.net.streams.get_mut(self.0) else {
             return;
         };
-        if !s.reading || !s.connected() {
-            return;
-        }
-        if let Some(chunk) = s.stash.take() {
-            return self.deliver(lp, chunk);
-        }
         if s.eof {
             s.reading = false;
             s.on_data = None;
@@ -334,40 +353,75 @@ impl TcpStream {
         if s.recv.is_some() {
             return;
         }
-        let mut buf = std::mem::take(&mut s.buf);
-        buf.clear();
-        buf.reserve_exact(READ_SIZE);
-        let op = Op::recv(s.socket.as_raw_fd(), buf);
+        let op = Op::recv_multi(s.socket.as_raw_fd());
         match lp.submit_io(op, move |lp, c| self.on_received(lp, c)) {
             Ok(token) => {
                 if let Some(s) = lp.io.net.streams.get_mut(self.0) {
                     s.recv = Some(token);
+                    s.recv_cancelled = false;
                 }
             }
             Err(refused) => self.destroy(lp, Error::net("read", None, refused.error)),
         }
     }
 
+    /// One completion of the multishot receive: a chunk (`more`), or its
+    /// end (end of stream, cancel, error).
     fn on_received(self, lp: &mut Loop, c: Completion) {
         let Some(s) = lp.io.net.streams.get_mut(self.0) else {
-            return; // Closed: the buffer goes with the completion.
+            // Closed: the reactor's buffer goes back to it.
+            if let Some(buf) = c.buf {
+                lp.reactor.recycle(buf);
+            }
+            return;
         };
-        s.recv = None;
-        let buf = c.buf.unwrap_or_default();
+        if !c.more && s.recv == Some(c.token) {
+            s.recv = None;
+            s.recv_cancelled = false;
+        }
         match c.result {
             Ok(0) => {
-                s.eof = true;
-                s.buf = buf;
+                // The end of the stream (a final 0); never a chunk.
+                s.eof |= !c.more;
+                if let Some(buf) = c.buf {
+                    lp.reactor.recycle(buf);
+                }
             }
-            Ok(_) if s.reading => return self.deliver(lp, buf),
-            Ok(_) => s.stash = Some(buf),
-            Err(error) if error.raw_os_error() == Some(libc::ECANCELED) => s.buf = buf,
-            Err(error) => return self.destroy(lp, Error::net("read", None, error)),
+            Ok(_) => match c.buf {
+                // The fast path: straight to the reader.
+                Some(buf) if s.reading && s.stash.is_empty() && s.on_data.is_some() => {
+                    self.deliver(lp, buf);
+                    if c.more {
+                        return;
+                    }
+                }
+                Some(buf) => s.stash.push_back(buf),
+                None => {}
+            },
+            Err(error) if error.raw_os_error() == Some(libc::ECANCELED) => {
+                if let Some(buf) = c.buf {
+                    lp.reactor.recycle(buf);
+                }
+            }
+            // The reactor parks receives starved of buffers itself; a final
+            // ENOBUFS is the system's (out of socket memory): receive again.
+            Err(error) if error.raw_os_error() == Some(libc::ENOBUFS) => {
+                if let Some(buf) = c.buf {
+                    lp.reactor.recycle(buf);
+                }
+            }
+            Err(error) => {
+                if let Some(buf) = c.buf {
+                    lp.reactor.recycle(buf);
+                }
+                return self.destroy(lp, Error::net("read", None, error));
+            }
         }
         self.pump(lp);
     }
 
-    /// Runs `on_data` with `chunk`, keeps the buffer, and reads on.
+    /// Runs `on_data` with `chunk`, then gives the buffer back to the
+    /// reactor.
     fn deliver(self, lp: &mut Loop, chunk: Vec<u8>) {
         let Some(mut on_data) = lp
             .io
@@ -376,9 +430,11 @@ impl TcpStream {
             .get_mut(self.0)
             .and_then(|s| s.on_data.take())
         else {
+            lp.reactor.recycle(chunk);
             return;
         };
         on_data(lp, self, &chunk);
+        lp.reactor.recycle(chunk);
         let Some(s) = lp.io.net.streams.get_mut(self.0) else {
             return; // Closed by the callback.
         };
@@ -386,8 +442,6 @@ impl TcpStream {
         if s.on_data.is_none() {
             s.on_data = Some(on_data);
         }
-        s.buf = chunk;
-        self.pump(lp);
     }
 
     /// Sends the head of the write queue, or the shutdown once it is empty.
@@ -476,6 +530,7 @@ impl TcpStream {
         let Some(mut s) = lp.io.net.streams.remove(self.0) else {
             return false;
         };
+        recycle_stash(lp, &mut s);
         let waiting = Waiting::take(&mut s, false);
         super::close_socket(lp, s.socket);
         lp.push_closing(Some(Box::new(move |lp: &mut Loop| {
@@ -494,6 +549,7 @@ impl TcpStream {
         let Some(mut s) = lp.io.net.streams.remove(self.0) else {
             return;
         };
+        recycle_stash(lp, &mut s);
         let waiting = Waiting::take(&mut s, true);
         super::close_socket(lp, s.socket);
         let errno = error.errno().unwrap_or(libc::EIO);
@@ -557,6 +613,13 @@ impl Waiting {
             });
             on_end(lp, stream, Err(error));
         }
+    }
+}
+
+/// Gives the chunks a going stream never delivered back to the reactor.
+fn recycle_stash(lp: &mut Loop, s: &mut Stream) {
+    for buf in s.stash.drain(..) {
+        lp.reactor.recycle(buf);
     }
 }
 
