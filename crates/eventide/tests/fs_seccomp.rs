@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use eventide::fs::{self, FileType};
 use eventide::{BackendChoice, BackendKind, Loop};
-use util::{assert_fs_error, in_child, outcome, run_child};
+use util::{assert_fs_error, in_child, outcome};
 
 #[cfg(all(feature = "uring", feature = "poll", target_os = "linux"))]
 #[test]
 fn fs_works_when_seccomp_refuses_io_uring() {
-    let out = run_child("child_runs_fs_under_seccomp", &[]);
+    let out = util::run_child("child_runs_fs_under_seccomp", &[]);
     assert!(out.contains("auto chose poll"), "{out}");
     assert!(out.contains("fs ok on the pool"), "{out}");
     eprintln!("{out}");
