@@ -344,7 +344,8 @@ impl Loop {
             || !self.pending.is_empty()
             || self.hooks.has_idle()
             || self.immediates.len() > 0
-            || !self.closing.is_empty();
+            || !self.closing.is_empty()
+            || self.work.has_ready();
         if busy {
             return Some(Duration::ZERO);
         }

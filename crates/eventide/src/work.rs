@@ -1,64 +1,226 @@
 //! Work on the blocking pool, with its callback on the loop
 //! (libuv's `uv_queue_work`).
+//!
+//! # One allocation per request
+//!
+//! A request is one heap block, an [`Item`], made on the loop thread: a
+//! header (a vtable and the cancel state), the work closure (replaced by
+//! its result when it has run) and the `after` callback. The loop's table
+//! of requests owns the block; the pool carries a bare pointer to it (a
+//! [`JobPtr`]) and touches only the header's state and the work cell.
+//! The pool's completion comes back with the request's table id as its
+//! handle id, so there is no map from job to request, no box for the
+//! result, no shared cancel token: the block is opened, and freed, on the
+//! loop thread that made it.
+//!
+//! `after` may hold `!Send` things (an `Rc`, say). It is never moved,
+//! touched or dropped off the loop thread: the pool's pointer cannot reach
+//! it, and the block is freed only by the loop, after the pool has handed
+//! the pointer back or has been shut down and joined (see [`Work`]'s field
+//! order).
 
-use std::any::Any;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::cell::UnsafeCell;
+use std::collections::VecDeque;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU8, Ordering};
 
-use eventide_pool::{
-    CancelError, CancelToken, Completions, Handle, Job, JobError, Pool, PoolBuilder, Submitter,
-};
+use eventide_pool::{Completions, Handle, Job, JobError, Pool, PoolBuilder, Submitter};
 use eventide_reactor::Waker;
 
 use crate::event_loop::Loop;
 use crate::slab::{Slab, SlotId};
 use crate::{Error, Result};
 
-/// One work item, in one allocation that makes the round trip: made on the
-/// loop thread holding the closure, run in place on a pool thread (which
-/// leaves the result where the closure was), and sent back whole, to be
-/// opened and freed on the loop thread. No result box, and no memory
-/// allocated on one thread and freed on another.
-enum Cell<F, R> {
+/// The request is queued: a worker or a cancel may claim it.
+const QUEUED: u8 = 0;
+/// A worker claimed it: it runs, or has run.
+const RUNNING: u8 = 1;
+/// A cancel claimed it: the worker that reaches it skips it, and its
+/// `after` has been taken out to run with [`Error::Cancelled`].
+const CANCELLED: u8 = 2;
+/// As [`CANCELLED`], and that `after` has run (set by the loop; workers
+/// only ever compare against [`QUEUED`]).
+const CANCEL_DONE: u8 = 3;
+
+/// The work closure, then its result.
+enum WorkCell<F, R> {
     Job(F),
     Done(R),
+    /// Taken (the closure is running, or panicked).
     Empty,
 }
 
-/// A [`Cell`] of any closure type, as the pool carries it.
-trait RunInPlace: Send {
-    /// Runs the closure and keeps its result.
-    fn run_in_place(&mut self);
-    /// For the loop thread, to get the concrete cell back.
-    fn into_any(self: Box<Self>) -> Box<dyn Any>;
+/// What every item starts with, whatever its closure types.
+#[repr(C)]
+struct Header {
+    vtable: &'static ItemVtable,
+    state: AtomicU8,
 }
 
-impl<F: FnOnce() -> R + Send + 'static, R: Send + 'static> RunInPlace for Cell<F, R> {
-    fn run_in_place(&mut self) {
-        if let Cell::Job(work) = std::mem::replace(self, Cell::Empty) {
-            *self = Cell::Done(work());
+/// The operations on an item of unknown type, monomorphized per
+/// [`Item`] type.
+struct ItemVtable {
+    /// Pool thread: runs the work in place unless a cancel claimed it.
+    run: unsafe fn(NonNull<Header>),
+    /// Loop thread: frees the item, then calls its `after` (unless a cancel
+    /// took it) with the result, or with `failure` when the pool says the
+    /// work could not run or panicked.
+    complete: unsafe fn(NonNull<Header>, &mut Loop, Option<JobError>),
+    /// Loop thread, after a successful cancel: takes `after` out, as a
+    /// closure that calls it with [`Error::Cancelled`].
+    take_cancelled: unsafe fn(NonNull<Header>) -> Option<Box<dyn FnOnce(&mut Loop)>>,
+    /// Loop thread: frees the item without calling `after`.
+    free: unsafe fn(NonNull<Header>),
+}
+
+/// One request's heap block. `repr(C)` puts the header first, so a pointer
+/// to the item is a pointer to its header.
+#[repr(C)]
+struct Item<F, R, A> {
+    header: Header,
+    /// Written only by the worker that claimed the item (or by the loop
+    /// once the pool has handed the item back).
+    cell: UnsafeCell<WorkCell<F, R>>,
+    /// Loop thread only.
+    after: Option<A>,
+}
+
+impl<F, R, A> Item<F, R, A>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+    A: FnOnce(&mut Loop, Result<R>) + 'static,
+{
+    const VTABLE: ItemVtable = ItemVtable {
+        run: Self::run,
+        complete: Self::complete,
+        take_cancelled: Self::take_cancelled,
+        free: Self::free,
+    };
+
+    /// # Safety
+    ///
+    /// `header` is the header of a live `Item<F, R, A>` whose pointer the
+    /// pool got from [`Loop::queue_work_in`], called on a pool thread at
+    /// most once (the pool runs a job once).
+    unsafe fn run(header: NonNull<Header>) {
+        let item = header.cast::<Self>().as_ptr();
+        // SAFETY: the item is alive (the loop frees it only after the pool
+        // hands the pointer back); `state` is an atomic, shared with the
+        // loop's cancel, reached through a raw field projection so that no
+        // reference covers `after`.
+        let state = unsafe { &(*item).header.state };
+        if state
+            .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return;
+        }
+        // SAFETY: winning the claim makes this worker the only one to touch
+        // the cell until it hands the item back (the loop reads it only
+        // after the completion, which the pool's completion queue orders
+        // after this write).
+        let cell = unsafe { &mut *(*item).cell.get() };
+        if let WorkCell::Job(work) = std::mem::replace(cell, WorkCell::Empty) {
+            // A panic here unwinds into the pool, which reports it with this
+            // item's handle; the cell stays Empty.
+            *cell = WorkCell::Done(work());
         }
     }
 
-    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+    /// # Safety
+    ///
+    /// Loop thread; `header` is a live `Item<F, R, A>` that the loop owns
+    /// alone: the pool handed it back or will never touch it again. The
+    /// item is freed.
+    unsafe fn complete(header: NonNull<Header>, lp: &mut Loop, failure: Option<JobError>) {
+        // SAFETY: the caller gives us sole ownership of a block made by
+        // `Box::into_raw` for this very type.
+        let item = unsafe { Box::from_raw(header.cast::<Self>().as_ptr()) };
+        let Item { cell, after, .. } = *item;
+        let Some(after) = after else {
+            return;
+        };
+        let result = match (failure, cell.into_inner()) {
+            (Some(failure), _) => Err(Error::from(failure)),
+            (None, WorkCell::Done(value)) => Ok(value),
+            (None, _) => Err(Error::NotRun("the work did not run".into())),
+        };
+        lp.invoke(move |lp| after(lp, result));
+    }
+
+    /// # Safety
+    ///
+    /// Loop thread; `header` is a live `Item<F, R, A>` that the loop has
+    /// just claimed with a cancel, so no worker will touch it but for its
+    /// state.
+    unsafe fn take_cancelled(header: NonNull<Header>) -> Option<Box<dyn FnOnce(&mut Loop)>> {
+        let item = header.cast::<Self>().as_ptr();
+        // SAFETY: `after` is only ever reached from the loop thread, and
+        // through this field projection no reference covers the parts a
+        // worker may read.
+        let after = unsafe { (*std::ptr::addr_of_mut!((*item).after)).take()? };
+        Some(Box::new(move |lp: &mut Loop| {
+            after(lp, Err(Error::Cancelled))
+        }))
+    }
+
+    /// # Safety
+    ///
+    /// As [`Item::complete`]: the loop owns the item alone.
+    unsafe fn free(header: NonNull<Header>) {
+        // SAFETY: sole ownership of a block `Box::into_raw` made for this type.
+        drop(unsafe { Box::from_raw(header.cast::<Self>().as_ptr()) });
+    }
+}
+
+/// The pool's job: a pointer to an item's header.
+struct JobPtr(NonNull<Header>);
+
+// SAFETY: through a `JobPtr`, a pool thread reaches only the item's header
+// (an atomic and a `'static` vtable) and, via `run`, its work cell, whose
+// closure and result are `Send`. The `after` callback, which may be
+// `!Send`, is never reached, moved or dropped off the loop thread: a
+// `JobPtr` has no `Drop`, and the item is freed by the loop, which owns it.
+unsafe impl Send for JobPtr {}
+
+impl Job for JobPtr {
+    type Output = JobPtr;
+
+    fn run(self) -> JobPtr {
+        // SAFETY: the header belongs to a live item the loop gave the pool,
+        // and the pool runs each job once, on one of its threads.
+        unsafe { (self.0.as_ref().vtable.run)(self.0) };
         self
     }
 }
 
-/// The pool's job type: a boxed cell; its output is the same box.
-struct WorkItem(Box<dyn RunInPlace>);
+/// The loop's ownership of one item: frees it when dropped.
+struct OwnedItem(NonNull<Header>);
 
-impl Job for WorkItem {
-    type Output = WorkItem;
+impl OwnedItem {
+    fn header(&self) -> &Header {
+        // SAFETY: the item lives as long as its owner; the header is only
+        // shared (its state is atomic).
+        unsafe { self.0.as_ref() }
+    }
 
-    fn run(mut self) -> WorkItem {
-        self.0.run_in_place();
-        self
+    /// Gives up ownership (to a `complete`, which frees the item).
+    fn into_raw(self) -> NonNull<Header> {
+        let raw = self.0;
+        std::mem::forget(self);
+        raw
     }
 }
 
-/// What runs on the loop when the job is done.
-type After = Box<dyn FnOnce(&mut Loop, std::result::Result<WorkItem, JobError>)>;
+impl Drop for OwnedItem {
+    fn drop(&mut self) {
+        // SAFETY: an `OwnedItem` is dropped only when the pool no longer
+        // holds the pointer: after its completion, or after the pool has
+        // been shut down and joined (`Work`'s field order).
+        unsafe { (self.header().vtable.free)(self.0) }
+    }
+}
 
 /// A work request's handle, for [`Loop::cancel_work`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -75,45 +237,39 @@ pub enum WorkClass {
     SlowIo,
 }
 
-/// Hashes the pool's job numbers (unique `u64`s, mostly consecutive) with
-/// one multiplication: the default SipHash cost more than the rest of a
-/// work item's bookkeeping together.
-#[derive(Default)]
-struct JobIdHasher(u64);
+fn slot_to_id(slot: SlotId) -> u64 {
+    u64::from(slot.generation) << 32 | u64::from(slot.index)
+}
 
-impl Hasher for JobIdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(*byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u64(&mut self, id: u64) {
-        // Fibonacci hashing: spreads consecutive ids over the high bits,
-        // which the table's probing uses.
-        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+fn id_to_slot(id: u64) -> SlotId {
+    SlotId {
+        index: id as u32,
+        generation: (id >> 32) as u32,
     }
 }
 
-struct Request {
-    token: CancelToken,
-    after: After,
-}
-
-/// The pool, its completions, and the callbacks of work in flight.
+/// The pool, its completions, and the requests in flight.
+///
+/// Field order matters: fields drop in declaration order, so the submitter
+/// hands back what it holds, the pool shuts down and joins its threads, and
+/// only then are the items still owned by `requests` freed.
 pub(crate) struct Work {
-    /// The loop thread's own deque into the pool (dropped before the pool,
-    /// handing back whatever it still holds).
-    submitter: Submitter<WorkItem>,
-    pool: Pool<WorkItem>,
-    completions: Completions<WorkItem>,
-    requests: Slab<Request>,
-    by_job: HashMap<u64, SlotId, BuildHasherDefault<JobIdHasher>>,
-    finished: Vec<(Handle, std::result::Result<WorkItem, JobError>)>,
+    /// The loop thread's own deque into the pool.
+    submitter: Submitter<JobPtr>,
+    pool: Pool<JobPtr>,
+    completions: Completions<JobPtr>,
+    /// Every item the pool may still hold, by request.
+    requests: Slab<OwnedItem>,
+    /// Requests whose `after` has not run yet (a cancelled item stays in
+    /// `requests` until the pool hands it back, without keeping the loop
+    /// alive).
+    live: usize,
+    /// `after`s of cancelled requests, to run in the next poll phase.
+    cancelled: VecDeque<(SlotId, Box<dyn FnOnce(&mut Loop)>)>,
+    /// Completions drained from the pool whose callbacks have yet to run
+    /// (taken one at a time, so that a callback's panic leaves the rest
+    /// here for the next poll phase).
+    finished: VecDeque<(Handle, std::result::Result<JobPtr, JobError>)>,
 }
 
 impl Work {
@@ -144,31 +300,31 @@ impl Work {
             pool,
             completions,
             requests: Slab::default(),
-            by_job: HashMap::default(),
-            finished: Vec::new(),
+            live: 0,
+            cancelled: VecDeque::new(),
+            finished: VecDeque::new(),
         })
     }
 
+    /// Requests whose `after` has yet to run: they keep the loop alive.
     pub(crate) fn in_flight(&self) -> usize {
-        self.requests.len()
+        self.live
     }
 
-    /// Whether the pool has announced completions that no drain has taken:
-    /// the pool notifies only when this goes from false to true, so the
-    /// loop must drain whenever it is set, even if the completions were
-    /// already taken by an earlier drain (or it would never hear again).
+    /// Whether the next poll phase has callbacks to run: the pool has
+    /// announced completions that no drain has taken (it notifies only when
+    /// this goes from false to true, so the loop must drain whenever it is
+    /// set, even if an earlier drain took them, or it would never hear
+    /// again), or a cancel left an `after` to run.
     pub(crate) fn completions_due(&self) -> bool {
-        self.completions.is_due()
+        self.completions.is_due() || self.has_ready()
     }
-}
 
-/// The result inside a finished item, on the loop thread.
-fn open<F: 'static, R: 'static>(result: std::result::Result<WorkItem, JobError>) -> Result<R> {
-    let item = result?;
-    let cell = item.0.into_any().downcast::<Cell<F, R>>();
-    match cell.map(|cell| *cell) {
-        Ok(Cell::Done(value)) => Ok(value),
-        _ => unreachable!("a finished work item holds its own result type"),
+    /// Whether callbacks are ready to run without waiting for the pool: a
+    /// cancel left an `after`, or a panic cut the last drain short. The
+    /// poll phase must not block.
+    pub(crate) fn has_ready(&self) -> bool {
+        !self.cancelled.is_empty() || !self.finished.is_empty()
     }
 }
 
@@ -187,27 +343,35 @@ impl Loop {
     }
 
     /// [`Loop::queue_work`] in a chosen class of work.
-    pub fn queue_work_in<R: Send + 'static, W: FnOnce() -> R + Send + 'static>(
-        &mut self,
-        class: WorkClass,
-        work: W,
-        after: impl FnOnce(&mut Loop, Result<R>) + 'static,
-    ) -> WorkId {
-        let job = WorkItem(Box::new(Cell::Job(work)));
-        let after: After = Box::new(move |lp, result| after(lp, open::<W, R>(result)));
+    pub fn queue_work_in<R, W, A>(&mut self, class: WorkClass, work: W, after: A) -> WorkId
+    where
+        R: Send + 'static,
+        W: FnOnce() -> R + Send + 'static,
+        A: FnOnce(&mut Loop, Result<R>) + 'static,
+    {
+        let item = Box::new(Item {
+            header: Header {
+                vtable: &Item::<W, R, A>::VTABLE,
+                state: AtomicU8::new(QUEUED),
+            },
+            cell: UnsafeCell::new(WorkCell::<W, R>::Job(work)),
+            after: Some(after),
+        });
+        let header = NonNull::from(Box::leak(item)).cast::<Header>();
         let work = &mut self.work;
-        let token = match class {
-            WorkClass::Normal => work.submitter.submit_cancellable(job),
-            WorkClass::SlowIo => work.pool.submit_slow_io_cancellable(job),
+        let slot = work.requests.insert(OwnedItem(header));
+        work.live += 1;
+        let id = slot_to_id(slot);
+        match class {
+            WorkClass::Normal => work.submitter.submit_with_id(id, JobPtr(header)),
+            WorkClass::SlowIo => work.pool.submit_slow_io_with_id(id, JobPtr(header)),
         };
-        let job_id = token.handle().id();
-        let id = work.requests.insert(Request { token, after });
-        work.by_job.insert(job_id, id);
-        WorkId(id)
+        WorkId(slot)
     }
 
     /// Cancels work that has not started (libuv's `uv_cancel`): its `after`
-    /// then runs with [`Error::Cancelled`], in the poll phase.
+    /// then runs with [`Error::Cancelled`], in the next poll phase.
+    /// Cancelling it again before then is a no-op (`Ok`).
     ///
     /// # Errors
     ///
@@ -215,37 +379,71 @@ impl Loop {
     /// finished) it: its `after` gets the real result.
     /// [`Error::Stale`] when its `after` has already run.
     pub fn cancel_work(&mut self, id: WorkId) -> Result<()> {
-        let request = self.work.requests.get(id.0).ok_or(Error::Stale {
+        let stale = Error::Stale {
             what: "work request",
-        })?;
-        match self.work.pool.cancel(&request.token) {
-            Ok(()) => Ok(()),
-            Err(CancelError::Running | CancelError::Finished) => Err(Error::AlreadyRunning),
-            Err(other) => Err(Error::NotRun(other.to_string())),
+        };
+        let item = self.work.requests.get(id.0).ok_or(stale)?;
+        let header = item.header();
+        match header
+            .state
+            .compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => {
+                // SAFETY: the cancel claimed the item: no worker will touch
+                // anything but its state; this is the loop thread.
+                let after = unsafe { (header.vtable.take_cancelled)(item.0) };
+                if let Some(after) = after {
+                    self.work.cancelled.push_back((id.0, after));
+                }
+                Ok(())
+            }
+            // Its `after` waits for the poll phase with the cancel.
+            Err(CANCELLED) => Ok(()),
+            // It ran; the item waits only for the pool to hand it back.
+            Err(CANCEL_DONE) => Err(Error::Stale {
+                what: "work request",
+            }),
+            Err(_) => Err(Error::AlreadyRunning),
         }
     }
 
-    /// Runs the callbacks of the work the pool has finished.
+    /// Runs the callbacks of the work the pool has finished, then those of
+    /// cancelled work.
     pub(crate) fn run_work_completions(&mut self) {
         if !self.work.completions_due() {
             return;
         }
-        let mut finished = std::mem::take(&mut self.work.finished);
-        self.work
-            .completions
-            .drain(|handle, result| finished.push((handle, result)));
-        for (handle, result) in finished.drain(..) {
-            let Some(id) = self.work.by_job.remove(&handle.id()) else {
-                continue;
-            };
-            let Some(request) = self.work.requests.remove(id) else {
-                continue;
-            };
-            let after = request.after;
-            self.invoke(move |lp: &mut Loop| after(lp, result));
+        if self.work.completions.is_due() {
+            let finished = &mut self.work.finished;
+            self.work
+                .completions
+                .drain(|handle, result| finished.push_back((handle, result)));
         }
-        if self.work.finished.capacity() < finished.capacity() {
-            self.work.finished = finished;
+        while let Some((handle, result)) = self.work.finished.pop_front() {
+            let failure = result.err();
+            let Some(item) = self.work.requests.remove(id_to_slot(handle.id())) else {
+                // Not ours: the pool never hands back a request twice.
+                debug_assert!(false, "a work completion for no request");
+                continue;
+            };
+            if item.header().state.load(Ordering::Acquire) >= CANCELLED {
+                // Its `after` ran (or waits in `cancelled`) with the cancel.
+                drop(item);
+                continue;
+            }
+            self.work.live -= 1;
+            let header = item.into_raw();
+            // SAFETY: the pool has handed the item back (or reported that it
+            // failed without it), so the loop owns it alone; `complete`
+            // frees it.
+            unsafe { (header.as_ref().vtable.complete)(header, self, failure) };
+        }
+        while let Some((slot, after)) = self.work.cancelled.pop_front() {
+            if let Some(item) = self.work.requests.get(slot) {
+                item.header().state.store(CANCEL_DONE, Ordering::Release);
+            }
+            self.work.live -= 1;
+            self.invoke(after);
         }
     }
 }

@@ -22,10 +22,8 @@ fn work_runs_on_another_thread_and_its_callback_on_the_loop(lp: &mut Loop) {
         move || (std::thread::current().id() != loop_thread, 6 * 7),
         move |lp, outcome| {
             assert_eq!(std::thread::current().id(), loop_thread);
-            assert!(
-                !lp.alive() || lp.alive(),
-                "the loop is usable in the callback"
-            );
+            // The loop is usable in the callback: it can queue more.
+            lp.set_immediate(|_| {});
             r.set(Some(outcome.expect("the work succeeded")));
         },
     );
@@ -361,7 +359,139 @@ fn a_steady_stream_of_work_never_loses_a_completion(lp: &mut Loop) {
     assert_eq!(done.get(), TOTAL);
 }
 
+/// Records the thread it is dropped on.
+struct DropWitness {
+    dropped_on: Rc<RefCell<Vec<std::thread::ThreadId>>>,
+}
+
+impl Drop for DropWitness {
+    fn drop(&mut self) {
+        self.dropped_on
+            .borrow_mut()
+            .push(std::thread::current().id());
+    }
+}
+
+fn cancelling_twice_is_harmless_and_the_callback_runs_once(lp: &mut Loop) {
+    let mut lp1 = Loop::builder()
+        .backend(BackendChoice::Only(lp.backend()))
+        .pool_threads(1)
+        .build()
+        .unwrap();
+    let lp = &mut lp1;
+    let (started_tx, started_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    lp.queue_work(
+        move || {
+            started_tx.send(()).unwrap();
+            release_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        },
+        |_, r| r.unwrap(),
+    );
+    started_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let calls = Rc::new(RefCell::new(Vec::new()));
+    let c = calls.clone();
+    let queued = lp.queue_work(
+        || 1,
+        move |_, r: eventide::Result<i32>| {
+            c.borrow_mut().push(r.map_err(|e| {
+                assert!(matches!(e, Error::Cancelled), "{e}");
+                e.kind()
+            }));
+        },
+    );
+    lp.cancel_work(queued).expect("queued work cancels");
+    lp.cancel_work(queued)
+        .expect("a second cancel before the callback is a no-op");
+    // The cancelled callback runs without waiting for the pool's thread.
+    let c = calls.clone();
+    lp.set_timeout(ms(1), move |_| {
+        assert_eq!(c.borrow().len(), 1, "the cancel's callback ran first");
+        release_tx.send(()).unwrap();
+    });
+    run_within(lp, LIMIT);
+    assert_eq!(*calls.borrow(), [Err(Error::Cancelled.kind())]);
+    assert!(matches!(lp.cancel_work(queued), Err(Error::Stale { .. })));
+}
+
+fn a_callback_that_is_not_send_is_dropped_on_the_loop_thread_when_the_loop_goes(lp: &mut Loop) {
+    let loop_thread = std::thread::current().id();
+    let dropped_on = Rc::new(RefCell::new(Vec::new()));
+    let mut lp1 = Loop::builder()
+        .backend(BackendChoice::Only(lp.backend()))
+        .pool_threads(1)
+        .build()
+        .unwrap();
+    let (started_tx, started_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    // One job runs, one is queued behind it, one is cancelled: none of their
+    // callbacks ever runs, each is dropped with the loop, on its thread.
+    lp1.queue_work(
+        move || {
+            started_tx.send(()).unwrap();
+            release_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        },
+        {
+            let witness = DropWitness {
+                dropped_on: dropped_on.clone(),
+            };
+            move |_, _| drop(witness)
+        },
+    );
+    started_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    for cancel in [false, true] {
+        let witness = DropWitness {
+            dropped_on: dropped_on.clone(),
+        };
+        let id = lp1.queue_work(|| (), move |_, _| drop(witness));
+        if cancel {
+            lp1.cancel_work(id).unwrap();
+        }
+    }
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        release_tx.send(()).unwrap();
+    });
+    // Joins the pool (the running job ends when released), then frees.
+    drop(lp1);
+    releaser.join().unwrap();
+    assert_eq!(*dropped_on.borrow(), vec![loop_thread; 3]);
+}
+
+fn a_panic_in_one_work_callback_leaves_the_others_for_the_next_run(lp: &mut Loop) {
+    const N: usize = 8;
+    let ran = Rc::new(Cell::new(0));
+    for i in 0..N {
+        let r = ran.clone();
+        lp.queue_work(
+            move || i,
+            move |_, v| {
+                r.set(r.get() + 1);
+                if v.unwrap() == 3 {
+                    panic!("after {i}");
+                }
+            },
+        );
+    }
+    let mut panics = 0;
+    for _ in 0..N {
+        match catch_unwind(AssertUnwindSafe(|| lp.run())) {
+            Ok(result) => {
+                result.unwrap();
+                break;
+            }
+            Err(_) => panics += 1,
+        }
+    }
+    assert_eq!(panics, 1);
+    assert_eq!(ran.get(), N, "every callback ran once, the panic's too");
+    assert!(!lp.alive());
+}
+
 on_every_backend!(
+    cancelling_twice_is_harmless_and_the_callback_runs_once,
+    a_callback_that_is_not_send_is_dropped_on_the_loop_thread_when_the_loop_goes,
+    a_panic_in_one_work_callback_leaves_the_others_for_the_next_run,
     work_runs_on_another_thread_and_its_callback_on_the_loop,
     many_work_items_each_complete_exactly_once,
     a_panicking_job_is_an_error_for_its_callback_and_the_pool_lives_on,

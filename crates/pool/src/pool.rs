@@ -91,6 +91,14 @@ impl<J: Job> Pool<J> {
         handle
     }
 
+    /// As [`Pool::submit_slow_io`], under an id the caller chose, as
+    /// [`Submitter::submit_with_id`] explains.
+    pub fn submit_slow_io_with_id(&self, id: u64, job: J) -> Handle {
+        let handle = Handle::new(self.core.id, id);
+        self.core.enqueue(Task::new(handle, None, job, Lane::Slow));
+        handle
+    }
+
     /// As [`Pool::submit`], and returns a token with which [`Pool::cancel`]
     /// can cancel the job while it is queued; the token's
     /// [`handle`](CancelToken::handle) names the job. (The token is the one

@@ -36,6 +36,27 @@
 //! lands between steps 2 and 3 is kept in the flag. When nobody sleeps, a
 //! submission costs one uncontended read-modify-write and no system call.
 //!
+//! # Searching workers
+//!
+//! A worker that is out of work of its own and looks for some to steal is
+//! *searching*; `searching` counts them. A submitter does not wake anybody
+//! while someone searches: the searcher will find the job. So a stream of
+//! submissions to a pool whose workers keep up costs no wakeups (without
+//! this, every submission found an idle worker to unpark: a system call per
+//! job). A worker woken by [`Sleep::wake_one`] is counted as searching by
+//! its waker, so that the submissions made before it runs do not wake more.
+//!
+//! The count cannot lose a job. A searcher stops searching (a `SeqCst`
+//! decrement and fence) before it either takes a job or falls asleep:
+//!
+//! - falling asleep, it checks for work after the fence of step 1 above:
+//!   a submitter that read the count before the decrement issued its own
+//!   fence before this worker's, so the job it pushed is seen;
+//! - having found a job, if it was the last searcher and work remains, it
+//!   wakes a sleeper (the same fence argument shows the remaining work is
+//!   seen), so that a job queued behind a long one is not left waiting
+//!   while others sleep.
+//!
 //! [`Sleep::shutdown`] sets the shutdown flag under `idle` and unparks every
 //! sleeper; a worker that reaches step 1 afterwards sees the flag under the
 //! lock and does not sleep.
@@ -80,6 +101,9 @@ struct Idle {
 pub(crate) struct Sleep {
     idle: Mutex<Idle>,
     num_idle: AtomicUsize,
+    /// Workers looking for work to steal, including woken ones that have
+    /// yet to look (see the module docs).
+    searching: AtomicUsize,
     shutdown: AtomicBool,
     parkers: Box<[Parker]>,
 }
@@ -90,6 +114,7 @@ impl Sleep {
         Sleep {
             idle: Mutex::new(Idle::default()),
             num_idle: AtomicUsize::new(0),
+            searching: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
             parkers: (0..workers).map(|_| Parker::default()).collect(),
         }
@@ -102,11 +127,29 @@ impl Sleep {
 
     /// Puts `worker` to sleep unless `has_work` says there is work or the
     /// pool is shutting down; returns once woken. The caller looks for work
-    /// again afterwards (a wakeup is a hint, not a hand-over).
-    pub(crate) fn sleep(&self, worker: usize, has_work: impl FnOnce() -> bool) {
+    /// again afterwards (a wakeup is a hint, not a hand-over). The caller
+    /// must not be searching; it is, as counted by its waker, when this
+    /// returns `true` (it slept and was woken).
+    pub(crate) fn sleep(&self, worker: usize, has_work: impl FnOnce() -> bool) -> bool {
         if self.register_idle(worker, has_work) {
             self.parkers[worker].park();
+            return true;
         }
+        false
+    }
+
+    /// The calling worker starts looking for work to steal.
+    pub(crate) fn start_searching(&self) {
+        self.searching.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The calling worker stops searching; returns whether it was the last
+    /// searcher. Issues the fence the module docs rely on, so the caller
+    /// may check for work afterwards.
+    pub(crate) fn stop_searching(&self) -> bool {
+        let was = self.searching.fetch_sub(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        was == 1
     }
 
     /// Steps 1 and 2: returns whether the worker should park.
@@ -126,11 +169,12 @@ impl Sleep {
         true
     }
 
-    /// Wakes one sleeping worker, if any; call after making work visible.
-    /// Returns whether a worker was woken.
+    /// Wakes one sleeping worker, if any and if nobody is searching; call
+    /// after making work visible. Returns whether a worker was woken.
     pub(crate) fn wake_one(&self) -> bool {
         fence(Ordering::SeqCst);
-        if self.num_idle.load(Ordering::Relaxed) == 0 {
+        if self.num_idle.load(Ordering::Relaxed) == 0 || self.searching.load(Ordering::Relaxed) > 0
+        {
             return false;
         }
         match self.pop_idle() {
@@ -146,6 +190,8 @@ impl Sleep {
         let mut idle = lock(&self.idle);
         let worker = idle.stack.pop()?;
         self.num_idle.fetch_sub(1, Ordering::Relaxed);
+        // The woken worker searches from now on (see the module docs).
+        self.searching.fetch_add(1, Ordering::SeqCst);
         Some(worker)
     }
 

@@ -71,6 +71,19 @@ impl<J: Job> Submitter<J> {
         token
     }
 
+    /// Queues a normal job under an id the caller chose instead of the
+    /// pool's next one: its completion arrives with a [`Handle`] whose
+    /// [`id`](Handle::id) is `id`. For a caller that keeps its own table of
+    /// jobs and wants the completion to name the entry (even when the job
+    /// fails or panics and only the handle comes back). The pool does not
+    /// check that ids are unique: that is the caller's business. Allocates
+    /// nothing but the queue's own storage.
+    pub fn submit_with_id(&mut self, id: u64, job: J) -> Handle {
+        let handle = Handle::new(self.core.id, id);
+        self.push(Task::new(handle, None, job, Lane::Normal));
+        handle
+    }
+
     fn next_handle(&mut self) -> Handle {
         if self.next_id == self.end_id {
             self.next_id = self.core.reserve_ids(ID_BLOCK);

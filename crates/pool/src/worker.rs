@@ -17,8 +17,8 @@
 //! after the worker's own index so that thieves spread out. As in
 //! crossbeam-deque's `find_task`, the injector, the submitter's deque and
 //! the peers are retried while any of them answers `Steal::Retry`. A worker
-//! that stole a batch and still holds some of it wakes one sleeper to come
-//! and steal from it.
+//! that found a job while it was the last one searching, and sees more
+//! work, wakes one sleeper to come and look (see the sleep module).
 
 //! # The slow-lane limit
 //!
@@ -205,18 +205,14 @@ impl<J: Job> Shared<J> {
     }
 
     fn steal_normal(&self, local: &Worker<Task<J>>, index: usize) -> Option<Task<J>> {
-        let task = iter::repeat_with(|| {
+        iter::repeat_with(|| {
             self.normal
                 .steal_batch_and_pop(local)
                 .or_else(|| self.submitted.steal_batch_and_pop(local))
                 .or_else(|| self.steal_from_peers(index))
         })
         .find(|steal| !steal.is_retry())
-        .and_then(Steal::success);
-        if task.is_some() && !local.is_empty() {
-            self.sleep.wake_one();
-        }
-        task
+        .and_then(Steal::success)
     }
 
     fn steal_from_peers(&self, index: usize) -> Steal<Task<J>> {
@@ -267,18 +263,44 @@ impl<J: Job> Shared<J> {
 
     /// The next task for worker `index`, or `None` once the pool shuts down.
     fn next_task(&self, local: &Local<J>) -> Option<Task<J>> {
+        // Whether this worker counts as searching (see the sleep module):
+        // a woken worker was counted by its waker.
+        let mut searching = false;
         loop {
             if self.sleep.is_shut_down() {
+                if searching {
+                    self.sleep.stop_searching();
+                }
                 return None;
             }
-            if let Some(task) = self.find_task_spinning(&local.tasks, local.index) {
+            if let Some(task) = self.take_slow().or_else(|| local.tasks.pop()) {
+                if searching {
+                    self.found_while_searching();
+                }
                 return Some(task);
             }
-            self.sleep.sleep(local.index, || self.has_work());
+            if !searching {
+                self.sleep.start_searching();
+            }
+            if let Some(task) = self.steal_spinning(&local.tasks, local.index) {
+                self.found_while_searching();
+                return Some(task);
+            }
+            self.sleep.stop_searching();
+            searching = self.sleep.sleep(local.index, || self.has_work());
         }
     }
 
-    fn find_task_spinning(&self, local: &Worker<Task<J>>, index: usize) -> Option<Task<J>> {
+    /// A searcher found a job: it stops searching, and if it was the last
+    /// searcher and there is more to do, wakes a sleeper to look for it.
+    fn found_while_searching(&self) {
+        if self.sleep.stop_searching() && self.has_work() {
+            self.sleep.wake_one();
+        }
+    }
+
+    /// Steals, yielding a few times between attempts before giving up.
+    fn steal_spinning(&self, local: &Worker<Task<J>>, index: usize) -> Option<Task<J>> {
         iter::once(())
             .chain(iter::repeat_n((), SPIN_ROUNDS).map(|()| yield_now()))
             .find_map(|()| self.find_task(local, index))

@@ -55,11 +55,26 @@ impl Jobs {
 
 /// A worker: takes jobs until `target` were taken (by anyone) or shutdown,
 /// sleeping whenever it finds none.
+/// As the pool's workers, it searches before it sleeps, and is counted as
+/// searching when woken.
 fn work(sleep: &Sleep, jobs: &Jobs, index: usize, target: usize) {
+    let mut searching = false;
     while jobs.taken.load(Ordering::Acquire) < target && !sleep.is_shut_down() {
-        if !jobs.try_take() {
-            sleep.sleep(index, || jobs.has_work());
+        if !searching {
+            sleep.start_searching();
         }
+        if jobs.try_take() {
+            if sleep.stop_searching() && jobs.has_work() {
+                sleep.wake_one();
+            }
+            searching = false;
+            continue;
+        }
+        sleep.stop_searching();
+        searching = sleep.sleep(index, || jobs.has_work());
+    }
+    if searching {
+        sleep.stop_searching();
     }
 }
 
