@@ -299,6 +299,8 @@ impl Loop {
     /// check, close. (Like libuv's `uv_run`, the default mode runs the
     /// timers once before the first turn, and each turn ends with them.)
     fn turns(&mut self, mode: RunMode) -> Result<bool> {
+        // Work the main program queued outside any callback starts now.
+        self.work.end_burst();
         // What the main program queued with next_tick runs before the loop.
         self.drain_ticks();
         let mut alive = self.alive();
@@ -358,6 +360,8 @@ impl Loop {
     /// The poll phase: wait for I/O (or a wake-up), then run what arrived:
     /// finished pool work, closures posted from other threads.
     fn poll(&mut self, timeout: Option<Duration>) -> Result<()> {
+        // Callbacks end their bursts; this is for work queued elsewhere.
+        self.work.end_burst();
         let nothing_to_wait_for = timeout == Some(Duration::ZERO)
             && self.reactor.in_flight() == 0
             && !self.shared.wake_pending()
@@ -421,17 +425,24 @@ impl Loop {
     }
 
     /// Runs `f` with the loop, catching a panic if a handler is installed.
+    ///
+    /// Afterwards, the work the callback queued is announced to the pool
+    /// (one wakeup for all of it, see `Work::end_burst`).
     pub(crate) fn guarded<R>(&mut self, f: impl FnOnce(&mut Loop) -> R) -> Option<R> {
         if self.panic_handler.is_none() {
-            return Some(f(self));
+            let value = f(self);
+            self.work.end_burst();
+            return Some(value);
         }
-        match panic::catch_unwind(AssertUnwindSafe(|| f(self))) {
+        let outcome = match panic::catch_unwind(AssertUnwindSafe(|| f(self))) {
             Ok(value) => Some(value),
             Err(payload) => {
                 self.on_panic(payload);
                 None
             }
-        }
+        };
+        self.work.end_burst();
+        outcome
     }
 
     fn on_panic(&mut self, payload: Box<dyn Any + Send>) {

@@ -320,6 +320,15 @@ impl Work {
         self.completions.is_due() || self.has_ready()
     }
 
+    /// Wakes a pool worker for the jobs queued since the first of this
+    /// burst, if need be (see `Submitter::submit_in_burst`).
+    #[inline]
+    pub(crate) fn end_burst(&mut self) {
+        if self.submitter.in_burst() {
+            self.submitter.end_burst();
+        }
+    }
+
     /// Whether callbacks are ready to run without waiting for the pool: a
     /// cancel left an `after`, or a panic cut the last drain short. The
     /// poll phase must not block.
@@ -363,7 +372,9 @@ impl Loop {
         work.live += 1;
         let id = slot_to_id(slot);
         match class {
-            WorkClass::Normal => work.submitter.submit_with_id(id, JobPtr(header)),
+            // The loop ends the burst after the running callback (or at
+            // the next turn), see `Loop::guarded`.
+            WorkClass::Normal => work.submitter.submit_in_burst(id, JobPtr(header)),
             WorkClass::SlowIo => work.pool.submit_slow_io_with_id(id, JobPtr(header)),
         };
         WorkId(slot)

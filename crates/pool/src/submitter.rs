@@ -42,6 +42,8 @@ pub struct Submitter<J: Job> {
     tasks: Option<Worker<Task<J>>>,
     next_id: u64,
     end_id: u64,
+    /// Set by the first [`Submitter::submit_in_burst`] of a burst.
+    in_burst: bool,
 }
 
 impl<J: Job> Submitter<J> {
@@ -52,6 +54,7 @@ impl<J: Job> Submitter<J> {
             tasks: Some(tasks),
             next_id: 0,
             end_id: 0,
+            in_burst: false,
         })
     }
 
@@ -82,6 +85,42 @@ impl<J: Job> Submitter<J> {
         let handle = Handle::new(self.core.id, id);
         self.push(Task::new(handle, None, job, Lane::Normal));
         handle
+    }
+
+    /// As [`Submitter::submit_with_id`], but part of a burst: only the
+    /// first submission of a burst wakes a worker at once; the others just
+    /// queue, and [`Submitter::end_burst`] wakes one if any did. Workers
+    /// that find a job while others wait wake each other, so a burst is
+    /// spread over the pool without a wakeup (a `SeqCst` fence, often a
+    /// system call) per job. The caller must end every burst, soon: a job
+    /// queued after the first may otherwise wait behind a long one while
+    /// other workers sleep.
+    pub fn submit_in_burst(&mut self, id: u64, job: J) -> Handle {
+        let handle = Handle::new(self.core.id, id);
+        let task = Task::new(handle, None, job, Lane::Normal);
+        if self.in_burst {
+            self.deque().push(task);
+            if self.core.shared.sleep.is_shut_down() {
+                self.abandon_own();
+            }
+        } else {
+            self.in_burst = true;
+            self.push(task);
+        }
+        handle
+    }
+
+    /// Whether a burst is open ([`Submitter::submit_in_burst`]).
+    pub fn in_burst(&self) -> bool {
+        self.in_burst
+    }
+
+    /// Ends the current burst: wakes a worker if one sleeps and nobody is
+    /// looking for work, so that every job of the burst is seen.
+    pub fn end_burst(&mut self) {
+        if std::mem::take(&mut self.in_burst) {
+            self.core.after_push();
+        }
     }
 
     fn next_handle(&mut self) -> Handle {

@@ -135,3 +135,60 @@ fn dropping_the_pool_while_the_submitter_holds_jobs_fails_each_once() {
         assert!(matches!(results[0].1, Ok(_) | Err(JobError::ShutDown)));
     }
 }
+
+#[test]
+fn a_burst_completes_with_the_callers_ids() {
+    const JOBS: u64 = 10_000;
+    let (pool, mut completions, signal) = util::pool::<u64>(4);
+    let mut submitter = pool.submitter().unwrap();
+    for i in 0..JOBS {
+        let handle = submitter.submit_in_burst(1_000_000 + i, job(move || i));
+        assert_eq!(handle.id(), 1_000_000 + i);
+        assert!(submitter.in_burst());
+    }
+    submitter.end_burst();
+    assert!(!submitter.in_burst());
+    let done = collect(&mut completions, &signal, JOBS as usize);
+    let mut seen = HashSet::new();
+    for (handle, result) in done {
+        assert_eq!(result.ok(), Some(handle.id() - 1_000_000));
+        assert!(seen.insert(handle.id()), "{handle:?} completed twice");
+    }
+    assert_eq!(seen.len(), JOBS as usize);
+}
+
+/// The reason bursts must end: the first job of a burst wakes a worker,
+/// which may take it and block; ending the burst wakes another for the
+/// rest, which therefore finish while the first is still blocked.
+#[test]
+fn an_ended_burst_does_not_wait_behind_its_first_job() {
+    let (pool, mut completions, signal) = util::pool::<u64>(2);
+    let mut submitter = pool.submitter().unwrap();
+    let (gate, started) = (Gate::new(), Counter::new());
+    {
+        let (gate, started) = (Arc::clone(&gate), Arc::clone(&started));
+        submitter.submit_in_burst(
+            0,
+            job(move || {
+                started.add(1);
+                gate.wait();
+                0
+            }),
+        );
+    }
+    started.wait_for(1);
+    // Let the other worker run out of things to look at and fall asleep
+    // (if it has not, the test passes without showing anything, never
+    // fails wrongly).
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    for i in 1..=20 {
+        submitter.submit_in_burst(i, job(move || i));
+    }
+    submitter.end_burst();
+    let done = collect(&mut completions, &signal, 20);
+    let mut ids: Vec<u64> = done.iter().map(|(handle, _)| handle.id()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=20).collect::<Vec<_>>());
+    gate.open();
+    assert_eq!(collect(&mut completions, &signal, 1)[0].0.id(), 0);
+}
