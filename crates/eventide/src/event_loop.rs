@@ -141,7 +141,7 @@ impl Loop {
 
     fn with_reactor(reactor: Reactor, pool_threads: Option<usize>) -> Result<Loop> {
         let shared = Arc::new(Shared::new(reactor.waker()));
-        let work = Work::new(reactor.waker(), pool_threads)?;
+        let work = Work::new(Arc::clone(&shared), pool_threads)?;
         Ok(Loop {
             reactor,
             now: Cell::new(0),
@@ -367,9 +367,21 @@ impl Loop {
             && !self.shared.wake_pending()
             && !self.work.completions_due();
         if !nothing_to_wait_for {
-            self.reactor
-                .wait(timeout)
-                .map_err(|e| Error::io("poll", e))?;
+            let blocking = timeout != Some(Duration::ZERO);
+            let mut timeout = timeout;
+            if blocking {
+                // From here on other threads wake the loop; what they did
+                // before is seen now (see the handle module).
+                self.shared.fall_asleep();
+                if self.shared.wake_pending() || self.work.completions_due() {
+                    timeout = Some(Duration::ZERO);
+                }
+            }
+            let waited = self.reactor.wait(timeout);
+            if blocking {
+                self.shared.wake_up();
+            }
+            waited.map_err(|e| Error::io("poll", e))?;
         }
         // Also when the wait was skipped: an operation may have completed
         // as it was submitted.

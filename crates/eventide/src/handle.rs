@@ -8,10 +8,24 @@
 //! after the clear sets it again and wakes again; one pushed before is
 //! seen by the drain. Nothing is missed, and one sender's closures run in
 //! the order it posted them.
+//!
+//! # Waking only a sleeping loop
+//!
+//! Writing to the reactor's waker is a system call for the sender and a
+//! completion for the loop to take. While the loop is awake it will look
+//! at the pending flags before it next blocks anyway, so the waker is used
+//! only when the loop sleeps. The loop sets `sleeping`, issues a `SeqCst`
+//! fence, then looks at every pending flag (posts, channels, finished pool
+//! work) once more before it blocks; a sender sets its flag, issues a
+//! `SeqCst` fence, then looks at `sleeping`. Of two fences one comes first,
+//! so either the loop sees the flag (and does not block) or the sender sees
+//! `sleeping` (and wakes it): never neither. Both may happen: then the
+//! wake-up is spare, and the loop's next wait returns at once, harmlessly.
+//! A stream of messages into a busy loop thus costs no system call at all.
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
 
 use crossbeam_deque::{Injector, Steal};
 use eventide_reactor::Waker;
@@ -27,6 +41,9 @@ pub(crate) struct Shared {
     wake_pending: AtomicBool,
     /// Some channel has messages (or lost its last sender).
     channels_pending: AtomicBool,
+    /// The loop is blocked in its poll phase's wait, or about to be (see
+    /// the module docs).
+    sleeping: AtomicBool,
     closed: AtomicBool,
     /// Live `LoopHandle`s: while there are any, the loop stays alive.
     handles: AtomicUsize,
@@ -39,6 +56,7 @@ impl Shared {
             queue: Injector::new(),
             wake_pending: AtomicBool::new(false),
             channels_pending: AtomicBool::new(false),
+            sleeping: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             handles: AtomicUsize::new(0),
             waker,
@@ -59,10 +77,32 @@ impl Shared {
         if !self.channels_pending.load(Ordering::Acquire)
             && !self.channels_pending.swap(true, Ordering::AcqRel)
         {
+            self.wake_if_sleeping();
+        }
+    }
+
+    /// Wakes the loop if it sleeps or is about to; call after setting a
+    /// flag that the loop looks at before it sleeps (see the module docs).
+    pub(crate) fn wake_if_sleeping(&self) {
+        fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::AcqRel) {
             if let Err(error) = self.waker.wake() {
                 log::error!("eventide: could not wake the loop: {error}");
             }
         }
+    }
+
+    /// The loop is about to block: from now on, senders wake it. The caller
+    /// must look at every pending flag after this, and not block if one is
+    /// set.
+    pub(crate) fn fall_asleep(&self) {
+        self.sleeping.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+    }
+
+    /// The loop is back from its wait.
+    pub(crate) fn wake_up(&self) {
+        self.sleeping.store(false, Ordering::Relaxed);
     }
 
     /// Clears the channels' wake-up; returns whether there was one. Cleared
@@ -81,9 +121,7 @@ impl Shared {
         if !self.wake_pending.load(Ordering::Acquire)
             && !self.wake_pending.swap(true, Ordering::AcqRel)
         {
-            if let Err(error) = self.waker.wake() {
-                log::error!("eventide: could not wake the loop: {error}");
-            }
+            self.wake_if_sleeping();
         }
     }
 }

@@ -25,9 +25,10 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use eventide_pool::{Completions, Handle, Job, JobError, Pool, PoolBuilder, Submitter};
-use eventide_reactor::Waker;
+use std::sync::Arc;
 
 use crate::event_loop::Loop;
+use crate::handle::Shared;
 use crate::slab::{Slab, SlotId};
 use crate::{Error, Result};
 
@@ -57,6 +58,9 @@ struct Header {
     state: AtomicU8,
 }
 
+/// A callback ready to run on the loop.
+type Deferred = Box<dyn FnOnce(&mut Loop)>;
+
 /// The operations on an item of unknown type, monomorphized per
 /// [`Item`] type.
 struct ItemVtable {
@@ -68,7 +72,7 @@ struct ItemVtable {
     complete: unsafe fn(NonNull<Header>, &mut Loop, Option<JobError>),
     /// Loop thread, after a successful cancel: takes `after` out, as a
     /// closure that calls it with [`Error::Cancelled`].
-    take_cancelled: unsafe fn(NonNull<Header>) -> Option<Box<dyn FnOnce(&mut Loop)>>,
+    take_cancelled: unsafe fn(NonNull<Header>) -> Option<Deferred>,
     /// Loop thread: frees the item without calling `after`.
     free: unsafe fn(NonNull<Header>),
 }
@@ -154,7 +158,7 @@ where
     /// Loop thread; `header` is a live `Item<F, R, A>` that the loop has
     /// just claimed with a cancel, so no worker will touch it but for its
     /// state.
-    unsafe fn take_cancelled(header: NonNull<Header>) -> Option<Box<dyn FnOnce(&mut Loop)>> {
+    unsafe fn take_cancelled(header: NonNull<Header>) -> Option<Deferred> {
         let item = header.cast::<Self>().as_ptr();
         // SAFETY: `after` is only ever reached from the loop thread, and
         // through this field projection no reference covers the parts a
@@ -265,7 +269,7 @@ pub(crate) struct Work {
     /// alive).
     live: usize,
     /// `after`s of cancelled requests, to run in the next poll phase.
-    cancelled: VecDeque<(SlotId, Box<dyn FnOnce(&mut Loop)>)>,
+    cancelled: VecDeque<(SlotId, Deferred)>,
     /// Completions drained from the pool whose callbacks have yet to run
     /// (taken one at a time, so that a callback's panic leaves the rest
     /// here for the next poll phase).
@@ -273,7 +277,9 @@ pub(crate) struct Work {
 }
 
 impl Work {
-    pub(crate) fn new(waker: Waker, threads: Option<usize>) -> Result<Work> {
+    /// A pool whose completions wake the loop through `shared` (only when
+    /// it sleeps: see the handle module).
+    pub(crate) fn new(shared: Arc<Shared>, threads: Option<usize>) -> Result<Work> {
         let builder = PoolBuilder::from_env();
         if let Some(problem) = builder.config_warning() {
             log::warn!(
@@ -285,11 +291,7 @@ impl Work {
             Some(threads) => builder.threads(threads),
             None => builder,
         };
-        let notify = move || {
-            if let Err(error) = waker.wake() {
-                log::error!("eventide: could not wake the loop for finished work: {error}");
-            }
-        };
+        let notify = move || shared.wake_if_sleeping();
         let (pool, completions) = builder
             .thread_name("eventide-pool")
             .notifier(notify)

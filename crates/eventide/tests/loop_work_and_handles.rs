@@ -488,7 +488,60 @@ fn a_panic_in_one_work_callback_leaves_the_others_for_the_next_run(lp: &mut Loop
     assert!(!lp.alive());
 }
 
+/// Another thread waits for the loop to take each message before it sends
+/// the next, so most messages arrive while the loop is falling asleep or
+/// asleep: a lost wake-up would leave the loop blocked (and `run_within`
+/// would fail). Posts, channel sends and pool completions alternate.
+fn ping_pong_with_another_thread_never_loses_a_wake_up(lp: &mut Loop) {
+    const ROUNDS: u64 = 3_000;
+    let handle = lp.handle();
+    let (ack_tx, ack_rx) = mpsc::channel::<u64>();
+    let got = Rc::new(Cell::new(0u64));
+    let g = got.clone();
+    let ack = ack_tx.clone();
+    let sender = lp.channel(move |_, value: u64| {
+        g.set(g.get() + 1);
+        ack.send(value).unwrap();
+    });
+    let pinger = std::thread::spawn(move || {
+        for round in 0..ROUNDS {
+            match round % 2 {
+                0 => sender.send(round).map_err(|_| "channel").unwrap(),
+                _ => {
+                    let ack = ack_tx.clone();
+                    handle
+                        .post(move |_| ack.send(round).unwrap())
+                        .map_err(|_| "post")
+                        .unwrap();
+                }
+            }
+            let echoed = ack_rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the loop took the message");
+            assert_eq!(echoed, round);
+        }
+    });
+    // Meanwhile pool work completes into the same loop, one item at a time.
+    fn chain(lp: &mut Loop, left: u32, done: Rc<Cell<u32>>) {
+        if left == 0 {
+            return;
+        }
+        lp.queue_work(std::thread::yield_now, move |lp, r| {
+            r.unwrap();
+            done.set(done.get() + 1);
+            chain(lp, left - 1, done);
+        });
+    }
+    let done = Rc::new(Cell::new(0));
+    chain(lp, 500, done.clone());
+    run_within(lp, LIMIT);
+    pinger.join().unwrap();
+    assert_eq!(got.get(), ROUNDS / 2);
+    assert_eq!(done.get(), 500);
+}
+
 on_every_backend!(
+    ping_pong_with_another_thread_never_loses_a_wake_up,
     cancelling_twice_is_harmless_and_the_callback_runs_once,
     a_callback_that_is_not_send_is_dropped_on_the_loop_thread_when_the_loop_goes,
     a_panic_in_one_work_callback_leaves_the_others_for_the_next_run,
