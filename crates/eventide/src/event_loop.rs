@@ -6,12 +6,13 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use eventide_reactor::{BackendChoice, BackendKind, Reactor};
 use eventide_timer::Wheel;
 
 use crate::channel::Receive;
+use crate::clock::Clock;
 use crate::handle::Shared;
 use crate::hooks::Hooks;
 use crate::io::Io;
@@ -85,13 +86,14 @@ impl LoopBuilder {
 /// phases in libuv's order every turn. See the [crate documentation](crate).
 pub struct Loop {
     pub(crate) reactor: Reactor,
-    /// The cached time, in ms since `epoch`; read lazily (see `now`).
+    /// The cached time, in ms since the clock's epoch; read lazily (see `now`).
     now: Cell<u64>,
     /// Whether `now` must be read again before use: set at each turn's
     /// timers phase when there are no timers, so a turn without timers
     /// reads no clock unless somebody asks for the time.
     now_stale: Cell<bool>,
-    epoch: Instant,
+    /// The millisecond clock (a calibrated TSC where it can be exact).
+    clock: Clock,
     pub(crate) wheel: Wheel<Timer>,
     /// Armed, referenced timers: they keep the loop alive.
     pub(crate) ref_timers: usize,
@@ -146,7 +148,7 @@ impl Loop {
             reactor,
             now: Cell::new(0),
             now_stale: Cell::new(false),
-            epoch: Instant::now(),
+            clock: Clock::new(),
             wheel: Wheel::new(),
             ref_timers: 0,
             immediates: Slab::default(),
@@ -200,8 +202,7 @@ impl Loop {
 
     /// The clock now, in ms since the loop was made, without caching it.
     pub(crate) fn clock(&self) -> u64 {
-        let elapsed = self.epoch.elapsed();
-        elapsed.as_secs() * 1000 + u64::from(elapsed.subsec_millis())
+        self.clock.ms()
     }
 
     /// Stops the loop at the end of this turn: [`Loop::run`] returns

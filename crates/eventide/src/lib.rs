@@ -92,6 +92,7 @@
 //! one runs.
 
 mod channel;
+mod clock;
 mod error;
 mod event_loop;
 pub mod fs;
