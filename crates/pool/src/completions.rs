@@ -59,9 +59,17 @@ impl<F: Fn() + Send + Sync + 'static> Notify for F {
 /// One completion: the job's handle and its result.
 pub(crate) type Done<T> = (Handle, Result<T, JobError>);
 
+/// A completion as a worker's lane stores it: the job's id only (the
+/// pool's is the queue's) and the rare error boxed, so that the common
+/// success takes 8 bytes plus the output (a pool of a million quick jobs
+/// keeps a million of these at once).
+type Packed<T> = (u64, Result<T, Box<JobError>>);
+
 /// The producers' side, shared by the pool, its workers and [`Completions`].
 pub(crate) struct CompletionQueue<T> {
-    lanes: Box<[Mutex<Vec<Done<T>>>]>,
+    lanes: Box<[Mutex<Vec<Packed<T>>>]>,
+    /// The pool's id, for the handles of lane completions.
+    pool: u64,
     foreign: Injector<Done<T>>,
     pending: AtomicBool,
     notifier: Arc<dyn Notify>,
@@ -69,20 +77,27 @@ pub(crate) struct CompletionQueue<T> {
 
 impl<T> CompletionQueue<T> {
     /// A queue with one lane per worker.
-    pub(crate) fn new(lanes: usize, notifier: Arc<dyn Notify>) -> Self {
+    pub(crate) fn new(pool: u64, lanes: usize, notifier: Arc<dyn Notify>) -> Self {
         CompletionQueue {
             lanes: (0..lanes).map(|_| Mutex::new(Vec::new())).collect(),
+            pool,
             foreign: Injector::new(),
             pending: AtomicBool::new(false),
             notifier,
         }
     }
 
+    /// The handle of this pool's job `id`.
+    pub(crate) fn handle(&self, id: u64) -> Handle {
+        Handle::new(self.pool, id)
+    }
+
     /// Delivers a completion from worker `index` through its lane.
-    pub(crate) fn push_from_worker(&self, index: usize, done: Done<T>) {
+    pub(crate) fn push_from_worker(&self, index: usize, id: u64, result: Result<T, JobError>) {
+        let packed = (id, result.map_err(Box::new));
         let was_empty = {
             let mut lane = lock(&self.lanes[index]);
-            lane.push(done);
+            lane.push(packed);
             lane.len() == 1
         };
         if was_empty {
@@ -124,7 +139,7 @@ impl<T> CompletionQueue<T> {
 pub struct Completions<T> {
     queue: Arc<CompletionQueue<T>>,
     /// The vector a drain swaps into a lane, keeping its capacity.
-    spare: Vec<Done<T>>,
+    spare: Vec<Packed<T>>,
     /// Where drains move foreign completions, a batch per steal.
     batch: Worker<Done<T>>,
 }
@@ -151,9 +166,9 @@ impl<T> Completions<T> {
         for lane in queue.lanes.iter() {
             std::mem::swap(&mut *lock(lane), &mut self.spare);
             drained += self.spare.len();
-            self.spare
-                .drain(..)
-                .for_each(|(handle, result)| f(handle, result));
+            self.spare.drain(..).for_each(|(id, result)| {
+                f(Handle::new(queue.pool, id), result.map_err(|error| *error))
+            });
         }
         let waiting = queue.foreign.len();
         let steal = |batch: &_, limit| queue.foreign.steal_batch_with_limit(batch, limit);

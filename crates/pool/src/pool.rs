@@ -53,7 +53,8 @@ impl<J: Job> Pool<J> {
         notifier: Arc<dyn Notify>,
         spawn: Arc<SpawnHandler>,
     ) -> (Self, Completions<J::Output>) {
-        let queue = Arc::new(CompletionQueue::new(threads, notifier));
+        let id = NEXT_POOL_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let queue = Arc::new(CompletionQueue::new(id, threads, notifier));
         let core = Core {
             shared: Arc::new(Shared::new(threads, Arc::clone(&queue))),
             threads: Mutex::new(Threads {
@@ -62,7 +63,7 @@ impl<J: Job> Pool<J> {
             }),
             all_started: AtomicBool::new(false),
             next_job: AtomicU64::new(0),
-            id: NEXT_POOL_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            id,
             thread_name,
             spawn,
         };

@@ -60,9 +60,11 @@ pub(crate) enum Lane {
     Slow,
 }
 
-/// A queued job with its handle, and its claim if it can be cancelled.
+/// A queued job with its id, and its claim if it can be cancelled. (The
+/// id, not the whole handle: the pool's id is the same for every task, and
+/// a queue of a million tasks is 8 MB smaller without it.)
 pub(crate) struct Task<J> {
-    pub(crate) handle: Handle,
+    pub(crate) id: u64,
     pub(crate) claim: Option<CancelToken>,
     pub(crate) job: J,
     pub(crate) lane: Lane,
@@ -71,7 +73,7 @@ pub(crate) struct Task<J> {
 impl<J> Task<J> {
     pub(crate) fn new(handle: Handle, claim: Option<CancelToken>, job: J, lane: Lane) -> Self {
         Task {
-            handle,
+            id: handle.id(),
             claim,
             job,
             lane,
@@ -154,7 +156,8 @@ impl<J: Job> Shared<J> {
     /// Completes `task` with `error`, unrun, unless a cancel claimed it.
     pub(crate) fn abandon(&self, task: Task<J>, error: JobError) {
         if task.try_abandon() {
-            self.completions.push(task.handle, Err(error));
+            let handle = self.completions.handle(task.id);
+            self.completions.push(handle, Err(error));
         }
     }
 
@@ -248,13 +251,11 @@ impl<J: Job> Shared<J> {
     fn run(&self, local: &Local<J>, task: Task<J>) {
         let lane = task.lane;
         if task.try_start() {
-            let Task {
-                handle, claim, job, ..
-            } = task;
+            let Task { id, claim, job, .. } = task;
             let result = catch_unwind(AssertUnwindSafe(|| job.run()));
             claim.as_ref().map(CancelToken::finish);
-            let done = (handle, result.map_err(panicked));
-            self.completions.push_from_worker(local.index, done);
+            let result = result.map_err(panicked);
+            self.completions.push_from_worker(local.index, id, result);
         }
         if lane == Lane::Slow {
             self.release_slow_slot();
