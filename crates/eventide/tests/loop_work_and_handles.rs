@@ -208,19 +208,25 @@ fn with_a_panic_handler_the_loop_goes_on_after_a_panicking_callback(lp: &mut Loo
     assert_eq!(*caught.borrow(), ["first", "in a tick", "timer after"]);
 }
 
-fn queued_work_can_be_cancelled_and_running_work_cannot(lp: &mut Loop) {
-    // One pool thread: the first job holds it while the second waits.
-    let mut lp1 = Loop::builder()
+/// A loop on `lp`'s backend with one pool thread.
+fn one_pool_thread(lp: &Loop) -> Loop {
+    Loop::builder()
         .backend(BackendChoice::Only(lp.backend()))
         .pool_threads(1)
         .build()
-        .unwrap();
-    let lp = &mut lp1;
+        .unwrap()
+}
+
+/// Queues a job that holds the pool's only thread until the returned
+/// sender sends (or 10 s pass), and waits until it has started; `after`
+/// gets its result, `"blocker done"`.
+fn hold_the_pool(
+    lp: &mut Loop,
+    after: impl FnOnce(&mut Loop, eventide::Result<&'static str>) + 'static,
+) -> (eventide::WorkId, mpsc::Sender<()>) {
     let (started_tx, started_rx) = mpsc::channel();
     let (release_tx, release_rx) = mpsc::channel::<()>();
-    let outcomes = Rc::new(RefCell::new(Vec::new()));
-    let o = outcomes.clone();
-    let blocker = lp.queue_work(
+    let id = lp.queue_work(
         move || {
             started_tx.send(()).unwrap();
             release_rx
@@ -228,11 +234,24 @@ fn queued_work_can_be_cancelled_and_running_work_cannot(lp: &mut Loop) {
                 .expect("released");
             "blocker done"
         },
-        move |_, r| {
-            o.borrow_mut()
-                .push(format!("{:?}", r.map_err(|e| e.to_string())))
-        },
+        after,
     );
+    started_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the blocker started");
+    (id, release_tx)
+}
+
+fn queued_work_can_be_cancelled_and_running_work_cannot(lp: &mut Loop) {
+    // One pool thread: the first job holds it while the second waits.
+    let mut lp1 = one_pool_thread(lp);
+    let lp = &mut lp1;
+    let outcomes = Rc::new(RefCell::new(Vec::new()));
+    let o = outcomes.clone();
+    let (blocker, release_tx) = hold_the_pool(lp, move |_, r| {
+        o.borrow_mut()
+            .push(format!("{:?}", r.map_err(|e| e.to_string())))
+    });
     let o = outcomes.clone();
     let queued = lp.queue_work(
         || "queued ran",
@@ -241,9 +260,6 @@ fn queued_work_can_be_cancelled_and_running_work_cannot(lp: &mut Loop) {
                 .push(format!("{:?}", r.map_err(|e| e.to_string())));
         },
     );
-    started_rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("the blocker started");
     assert!(matches!(
         lp.cancel_work(blocker),
         Err(Error::AlreadyRunning)
@@ -373,22 +389,11 @@ impl Drop for DropWitness {
 }
 
 fn cancelling_twice_is_harmless_and_the_callback_runs_once(lp: &mut Loop) {
-    let mut lp1 = Loop::builder()
-        .backend(BackendChoice::Only(lp.backend()))
-        .pool_threads(1)
-        .build()
-        .unwrap();
+    let mut lp1 = one_pool_thread(lp);
     let lp = &mut lp1;
-    let (started_tx, started_rx) = mpsc::channel();
-    let (release_tx, release_rx) = mpsc::channel::<()>();
-    lp.queue_work(
-        move || {
-            started_tx.send(()).unwrap();
-            release_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-        },
-        |_, r| r.unwrap(),
-    );
-    started_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let (_, release_tx) = hold_the_pool(lp, |_, r| {
+        r.unwrap();
+    });
     let calls = Rc::new(RefCell::new(Vec::new()));
     let c = calls.clone();
     let queued = lp.queue_work(
@@ -417,28 +422,13 @@ fn cancelling_twice_is_harmless_and_the_callback_runs_once(lp: &mut Loop) {
 fn a_callback_that_is_not_send_is_dropped_on_the_loop_thread_when_the_loop_goes(lp: &mut Loop) {
     let loop_thread = std::thread::current().id();
     let dropped_on = Rc::new(RefCell::new(Vec::new()));
-    let mut lp1 = Loop::builder()
-        .backend(BackendChoice::Only(lp.backend()))
-        .pool_threads(1)
-        .build()
-        .unwrap();
-    let (started_tx, started_rx) = mpsc::channel();
-    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let mut lp1 = one_pool_thread(lp);
     // One job runs, one is queued behind it, one is cancelled: none of their
     // callbacks ever runs, each is dropped with the loop, on its thread.
-    lp1.queue_work(
-        move || {
-            started_tx.send(()).unwrap();
-            release_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-        },
-        {
-            let witness = DropWitness {
-                dropped_on: dropped_on.clone(),
-            };
-            move |_, _| drop(witness)
-        },
-    );
-    started_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let witness = DropWitness {
+        dropped_on: dropped_on.clone(),
+    };
+    let (_, release_tx) = hold_the_pool(&mut lp1, move |_, _| drop(witness));
     for cancel in [false, true] {
         let witness = DropWitness {
             dropped_on: dropped_on.clone(),
