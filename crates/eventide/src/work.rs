@@ -24,7 +24,7 @@ use std::collections::VecDeque;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use eventide_pool::{Completions, Handle, Job, JobError, Pool, PoolBuilder, Submitter};
+use eventide_pool::{Completions, Job, JobError, Pool, PoolBuilder, Submitter};
 use std::sync::Arc;
 
 use crate::event_loop::Loop;
@@ -270,10 +270,6 @@ pub(crate) struct Work {
     live: usize,
     /// `after`s of cancelled requests, to run in the next poll phase.
     cancelled: VecDeque<(SlotId, Deferred)>,
-    /// Completions drained from the pool whose callbacks have yet to run
-    /// (taken one at a time, so that a callback's panic leaves the rest
-    /// here for the next poll phase).
-    finished: VecDeque<(Handle, std::result::Result<JobPtr, JobError>)>,
 }
 
 impl Work {
@@ -304,7 +300,6 @@ impl Work {
             requests: Slab::default(),
             live: 0,
             cancelled: VecDeque::new(),
-            finished: VecDeque::new(),
         })
     }
 
@@ -332,10 +327,10 @@ impl Work {
     }
 
     /// Whether callbacks are ready to run without waiting for the pool: a
-    /// cancel left an `after`, or a panic cut the last drain short. The
-    /// poll phase must not block.
+    /// cancel left an `after`, or a panic cut the last round of
+    /// completions short. The poll phase must not block.
     pub(crate) fn has_ready(&self) -> bool {
-        !self.cancelled.is_empty() || !self.finished.is_empty()
+        !self.cancelled.is_empty() || self.completions.in_round()
     }
 }
 
@@ -427,12 +422,12 @@ impl Loop {
             return;
         }
         if self.work.completions.is_due() {
-            let finished = &mut self.work.finished;
-            self.work
-                .completions
-                .drain(|handle, result| finished.push_back((handle, result)));
+            // Continues a round a panic cut short, or starts one.
+            self.work.completions.start_round();
         }
-        while let Some((handle, result)) = self.work.finished.pop_front() {
+        // One at a time, straight from the pool's lanes: a callback's panic
+        // leaves the rest of the round for the next poll phase.
+        while let Some((handle, result)) = self.work.completions.next_in_round() {
             let failure = result.err();
             let Some(item) = self.work.requests.remove(id_to_slot(handle.id())) else {
                 // Not ours: the pool never hands back a request twice.

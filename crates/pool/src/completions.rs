@@ -142,6 +142,15 @@ pub struct Completions<T> {
     spare: Vec<Packed<T>>,
     /// Where drains move foreign completions, a batch per steal.
     batch: Worker<Done<T>>,
+    /// The lane being taken by a round ([`Completions::start_round`]),
+    /// reversed, so that popping gives the oldest first.
+    current: Vec<Packed<T>>,
+    /// The next lane a round takes.
+    next_lane: usize,
+    /// Foreign completions the round still takes.
+    foreign_left: usize,
+    /// Whether a round is in progress.
+    in_round: bool,
 }
 
 impl<T> Completions<T> {
@@ -150,7 +159,71 @@ impl<T> Completions<T> {
             queue,
             spare: Vec::new(),
             batch: Worker::new_fifo(),
+            current: Vec::new(),
+            next_lane: 0,
+            foreign_left: 0,
+            in_round: false,
         }
+    }
+
+    /// Starts a round of taking completions one at a time, with
+    /// [`Completions::next_in_round`]: what [`Completions::drain`] does in
+    /// one call, for a consumer that needs to do things between two
+    /// completions that a closure cannot (call back into the owner of
+    /// these completions, say). Re-arms the notification, as a drain does.
+    /// Each lane is taken once per round, when the round gets to it, so a
+    /// busy pool cannot keep a round going; what arrives later is announced
+    /// afresh. Nothing is copied out: a lane's vector is taken whole, and
+    /// memory stays what the pool's lanes hold.
+    ///
+    /// A round in progress (see [`Completions::in_round`]) is not
+    /// restarted: what it has not handed out yet is kept.
+    pub fn start_round(&mut self) {
+        if self.in_round {
+            return;
+        }
+        self.queue.pending.swap(false, Ordering::AcqRel);
+        self.next_lane = 0;
+        self.foreign_left = self.queue.foreign.len();
+        self.in_round = true;
+    }
+
+    /// The next completion of the round, oldest first per worker; `None`
+    /// once the round is over.
+    pub fn next_in_round(&mut self) -> Option<(Handle, Result<T, JobError>)> {
+        if !self.in_round {
+            return None;
+        }
+        loop {
+            if let Some((id, result)) = self.current.pop() {
+                let handle = Handle::new(self.queue.pool, id);
+                return Some((handle, result.map_err(|error| *error)));
+            }
+            if let Some(lane) = self.queue.lanes.get(self.next_lane) {
+                self.next_lane += 1;
+                // `current` is empty: the lane gets its capacity back.
+                std::mem::swap(&mut *lock(lane), &mut self.current);
+                self.current.reverse();
+                continue;
+            }
+            if self.foreign_left > 0 {
+                match self.queue.foreign.steal() {
+                    Steal::Success(done) => {
+                        self.foreign_left -= 1;
+                        return Some(done);
+                    }
+                    Steal::Retry => continue,
+                    Steal::Empty => self.foreign_left = 0,
+                }
+            }
+            self.in_round = false;
+            return None;
+        }
+    }
+
+    /// Whether a round has completions left to hand out.
+    pub fn in_round(&self) -> bool {
+        self.in_round
     }
 
     /// Hands every completion waiting now to `f` and returns how many there

@@ -147,3 +147,77 @@ fn a_pool_of_plain_closures_runs_without_boxing() {
         .sum();
     assert_eq!(sum, (0..100).sum::<u64>());
 }
+
+/// Rounds: the same completions as drains give, one at a time, with the
+/// notification re-armed by the round's start, and a round that is left
+/// half-taken is continued, not restarted, by the next start.
+#[test]
+fn rounds_hand_out_each_completion_once_in_order_per_worker() {
+    const JOBS: u64 = 2_000;
+    let (pool, mut completions, signal) = util::pool::<u64>(1);
+    let mut submitter = pool.submitter().unwrap();
+    for i in 0..JOBS {
+        submitter.submit(job(move || i));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut values = Vec::new();
+    let mut rounds = 0;
+    while (values.len() as u64) < JOBS {
+        let seen = signal.count();
+        if !completions.in_round() {
+            assert!(
+                completions.is_due() || signal.wait_beyond(seen, deadline),
+                "timed out with {} of {JOBS}",
+                values.len()
+            );
+        }
+        completions.start_round();
+        rounds += 1;
+        // Take at most 7 per call, as a consumer cut short would.
+        for _ in 0..7 {
+            match completions.next_in_round() {
+                Some((_, result)) => values.push(result.unwrap()),
+                None => break,
+            }
+        }
+    }
+    // One worker: its completions come in the order it ran them.
+    assert_eq!(values, (0..JOBS).collect::<Vec<_>>());
+    assert!(rounds > 1);
+}
+
+#[test]
+fn a_cancelled_job_reaches_a_round_too() {
+    let (pool, mut completions, signal) = util::pool::<u32>(1);
+    let gate = Gate::new();
+    let started = Counter::new();
+    {
+        let (gate, started) = (Arc::clone(&gate), Arc::clone(&started));
+        pool.submit(job(move || {
+            started.add(1);
+            gate.wait();
+            1
+        }));
+    }
+    started.wait_for(1);
+    let token = pool.submit_cancellable(job(|| 2));
+    pool.cancel(&token).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut got = Vec::new();
+    gate.open();
+    while got.len() < 2 {
+        let seen = signal.count();
+        completions.start_round();
+        while let Some((handle, result)) = completions.next_in_round() {
+            got.push((handle, result));
+        }
+        if got.len() < 2 {
+            assert!(signal.wait_beyond(seen, deadline), "timed out");
+        }
+    }
+    assert!(
+        got.iter()
+            .any(|(h, r)| *h == token.handle() && *r == Err(eventide_pool::JobError::Cancelled))
+    );
+    assert!(got.iter().any(|(_, r)| *r == Ok(1)));
+}
