@@ -82,6 +82,12 @@
 //! (`read_start`/`read_stop`), write through a queue, shut down their
 //! writing side and close, all through small `Copy` handles.
 //!
+//! [`dgram`] is UDP on the loop, Node's `dgram` on libuv's `uv_udp_t`:
+//! [`Loop::udp_bind`] makes a [`dgram::UdpSocket`] that receives
+//! (`recv_start`/`recv_stop`), sends datagrams through a queue, connects to
+//! one peer, joins multicast groups and sets TTLs, with Node's errors
+//! (`bind EADDRINUSE 127.0.0.1:41234`).
+//!
 //! # Backends
 //!
 //! The cargo features `uring` and `poll` (both on by default) compile the
@@ -93,6 +99,7 @@
 
 mod channel;
 mod clock;
+pub mod dgram;
 mod error;
 mod event_loop;
 pub mod fs;
