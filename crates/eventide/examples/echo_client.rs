@@ -1,20 +1,22 @@
-//! A TCP echo client: sends a few messages to an echo server, checks that
-//! each comes back, then half-closes and waits for the server to end.
+//! An echo client: sends a few messages to an echo server, checks that
+//! each comes back, then half-closes and waits for the server to end. The
+//! server is `host:port` (a name is looked up first, as Node's
+//! `net.connect(port, host)` does) or the path of a Unix domain socket.
 //!
 //!     cargo run --release --example echo_server &
 //!     cargo run --release --example echo_client -- 127.0.0.1:7000
+//!     cargo run --release --example echo_client -- localhost:7000
 
 use std::cell::RefCell;
-use std::net::SocketAddr;
 use std::rc::Rc;
 
 use eventide::Loop;
+use eventide::net::Stream;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let addr: SocketAddr = std::env::args()
+    let server = std::env::args()
         .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:7000".into())
-        .parse()?;
+        .unwrap_or_else(|| "127.0.0.1:7000".into());
     let messages = ["hello", "from", "eventide"];
     let expected: Vec<u8> = messages.concat().into_bytes();
     let echoed = Rc::new(RefCell::new(Vec::new()));
@@ -22,7 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut lp = Loop::new()?;
     let got = Rc::clone(&echoed);
     let failed = Rc::clone(&failure);
-    lp.tcp_connect(addr, move |lp, connected| {
+    let on_connect = move |lp: &mut Loop, connected: eventide::Result<Stream>| {
         let stream = match connected {
             Ok(stream) => stream,
             // Nothing to echo: main() reports it once the loop is done.
@@ -57,7 +59,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 stream.close(lp);
             },
         );
-    })?;
+    };
+    if server.contains('/') {
+        lp.unix_connect(&server, on_connect)?;
+    } else {
+        let (host, port) = server
+            .rsplit_once(':')
+            .ok_or("expected host:port or a path")?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        lp.tcp_connect_host(host, port.parse()?, on_connect);
+    }
     lp.run()?;
     if let Some(error) = failure.take() {
         eprintln!("{error}");

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use eventide_pool::{ConfigError, JobError};
 use eventide_reactor::BackendError;
@@ -60,6 +60,37 @@ pub enum Error {
         /// What the system said (with its raw errno).
         #[source]
         source: io::Error,
+    },
+    /// A network operation on a Unix domain socket failed
+    /// (`eventide::net`). Displays as Node's message does, with the path:
+    /// `connect ENOENT /tmp/app.sock`, or for listen
+    /// `listen EADDRINUSE: address already in use /tmp/app.sock`.
+    #[error("{}", NetPathMessage { code, syscall, path, source })]
+    NetPath {
+        /// Node's code for the errno, e.g. `"ENOENT"`.
+        code: &'static str,
+        /// The system call as Node names it: `"connect"`, `"listen"`.
+        syscall: &'static str,
+        /// The socket's path.
+        path: PathBuf,
+        /// What the system said (with its raw errno).
+        #[source]
+        source: io::Error,
+    },
+    /// A host name could not be resolved (`eventide::net::Loop::lookup`,
+    /// and connects to a host name). Displays as Node's message does:
+    /// `getaddrinfo ENOTFOUND nosuchhost.invalid`.
+    #[error("{syscall} {code} {hostname}")]
+    Dns {
+        /// Node's code: `"ENOTFOUND"` for a name that does not exist (or
+        /// has no address of the family asked), else the resolver's own
+        /// (`"EAI_AGAIN"`, `"EAI_FAIL"`, ...) or, for a system error, the
+        /// errno's (`"EMFILE"`).
+        code: &'static str,
+        /// `"getaddrinfo"`, as Node names it.
+        syscall: &'static str,
+        /// The name that was looked up.
+        hostname: String,
     },
     /// An argument is invalid (Node's `ERR_INVALID_ARG_VALUE`), e.g. an
     /// unknown open flag string or a path with a NUL byte.
@@ -142,12 +173,25 @@ impl Error {
         }
     }
 
+    /// A network error on a Unix domain socket, as Node reports it.
+    pub(crate) fn net_path(syscall: &'static str, path: &Path, source: io::Error) -> Error {
+        Error::NetPath {
+            code: code_of(&source),
+            syscall,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
     /// Node's error code, for errors that have one: `"ENOENT"`, `"EEXIST"`
     /// ... for system errors of fs operations, `"ERR_INVALID_ARG_VALUE"`
     /// for invalid arguments. Match on it as on Node's `err.code`.
     pub fn code(&self) -> Option<&'static str> {
         match self {
-            Error::Fs { code, .. } | Error::Net { code, .. } => Some(code),
+            Error::Fs { code, .. }
+            | Error::Net { code, .. }
+            | Error::NetPath { code, .. }
+            | Error::Dns { code, .. } => Some(code),
             Error::InvalidArgValue { .. } => Some("ERR_INVALID_ARG_VALUE"),
             _ => None,
         }
@@ -156,9 +200,10 @@ impl Error {
     /// The raw OS error number, for errors that come from a system call.
     pub fn errno(&self) -> Option<i32> {
         match self {
-            Error::Fs { source, .. } | Error::Io { source, .. } | Error::Net { source, .. } => {
-                source.raw_os_error()
-            }
+            Error::Fs { source, .. }
+            | Error::Io { source, .. }
+            | Error::Net { source, .. }
+            | Error::NetPath { source, .. } => source.raw_os_error(),
             _ => None,
         }
     }
@@ -166,9 +211,12 @@ impl Error {
     /// The [`io::ErrorKind`] that best describes this error.
     pub fn kind(&self) -> io::ErrorKind {
         match self {
-            Error::Io { source, .. } | Error::Fs { source, .. } | Error::Net { source, .. } => {
-                source.kind()
-            }
+            Error::Io { source, .. }
+            | Error::Fs { source, .. }
+            | Error::Net { source, .. }
+            | Error::NetPath { source, .. } => source.kind(),
+            Error::Dns { code, .. } if *code == "ENOTFOUND" => io::ErrorKind::NotFound,
+            Error::Dns { .. } => io::ErrorKind::Other,
             Error::InvalidArgValue { .. } => io::ErrorKind::InvalidInput,
             Error::Cancelled => io::ErrorKind::Interrupted,
             Error::Panicked { .. } | Error::NotRun(_) => io::ErrorKind::Other,
@@ -216,20 +264,52 @@ struct NetMessage<'a> {
     source: &'a io::Error,
 }
 
+/// `syscall CODE`, and for listen `: message` after it (Node's
+/// `UVExceptionWithHostPort`), the start of every net error's message.
+fn write_syscall_code(
+    f: &mut fmt::Formatter<'_>,
+    syscall: &str,
+    code: &str,
+    source: &io::Error,
+) -> fmt::Result {
+    write!(f, "{syscall} {code}")?;
+    if syscall == "listen" {
+        match source.raw_os_error() {
+            Some(errno) => write!(f, ": {}", crate::fs::error::describe(errno).1)?,
+            None => write!(f, ": {source}")?,
+        }
+    }
+    Ok(())
+}
+
 impl fmt::Display for NetMessage<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.syscall, self.code)?;
-        if self.syscall == "listen" {
-            match self.source.raw_os_error() {
-                Some(errno) => write!(f, ": {}", crate::fs::error::describe(errno).1)?,
-                None => write!(f, ": {}", self.source)?,
-            }
-        }
-        if let Some(address) = self.address {
+        write_syscall_code(f, self.syscall, self.code, self.source)?;
+        match self.address {
+            // Node leaves port 0 out (`listen EADDRNOTAVAIL: address not
+            // available 10.254.254.254`).
+            Some(address) if address.port() == 0 => write!(f, " {}", address.ip())?,
             // Node writes `::1:9`, without brackets.
-            write!(f, " {}:{}", address.ip(), address.port())?;
+            Some(address) => write!(f, " {}:{}", address.ip(), address.port())?,
+            None => {}
         }
         Ok(())
+    }
+}
+
+/// Node's message for a net error on a path: `syscall CODE path`, listen
+/// as for addresses (`listen CODE: message path`).
+struct NetPathMessage<'a> {
+    code: &'a str,
+    syscall: &'a str,
+    path: &'a Path,
+    source: &'a io::Error,
+}
+
+impl fmt::Display for NetPathMessage<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_syscall_code(f, self.syscall, self.code, self.source)?;
+        write!(f, " {}", self.path.display())
     }
 }
 

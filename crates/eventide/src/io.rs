@@ -1,43 +1,100 @@
-//! Operations on the reactor, and the dispatch of their completions: each
-//! operation's token names a slot holding what to do when it completes.
+//! Operations on the reactor, and the dispatch of their completions.
 //!
 //! This is the one place the loop meets the reactor's completions; the
-//! file system and networking modules build on it. An operation keeps the
-//! loop alive while it is in flight (a multishot one until its final
-//! completion, `more == false`).
+//! file system and networking modules build on it. An operation's token
+//! says what runs when it completes:
+//!
+//! | bits 32..64 | bits 30..32 | bits 0..30 | runs |
+//! |---|---|---|---|
+//! | generation | 0 | slot | the boxed closure in that slot of `Io::handlers` |
+//! | generation | 1 | stream | that stream's receive (`Stream::on_received`) |
+//! | generation | 2 | stream | that stream's send (`Stream::on_sent`) |
+//! | generation | 3 | listener | that listener's accept (`Listener::on_accept`) |
+//!
+//! so the operations every connection has in flight (its receive, its
+//! send, a listener's accept) cost no slot and no allocation here: the
+//! token names the socket (W10 counts every byte an idle connection
+//! holds). A socket has at most one operation of each kind in flight, so
+//! its tokens are unique among the operations in flight.
+//!
+//! An operation keeps the loop alive while it is in flight (a multishot
+//! one until its final completion, `more == false`). The boxed ones
+//! always do; the socket operations are counted in `Io::sockets` by the
+//! networking code, which leaves out the receive of an unreferenced
+//! stream and the accept of an unreferenced listener (libuv's `uv_unref`)
+//! while the socket is open.
 
 use eventide_reactor::{Completion, Op, SubmitError, Token};
 
 use crate::event_loop::Loop;
+use crate::net::{Listener, Stream};
 use crate::slab::{Slab, SlotId};
 
 /// What runs on each completion of one operation. A multishot operation
 /// (`Completion::more`) calls it again; it is dropped after the final one.
 pub(crate) type OnComplete = Box<dyn FnMut(&mut Loop, Completion)>;
 
-/// The operations in flight on the reactor, by token.
+/// A socket operation, dispatched by its token alone.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Direct {
+    /// A stream's multishot receive.
+    Received(Stream),
+    /// A stream's send.
+    Sent(Stream),
+    /// A listener's multishot accept.
+    Accepted(Listener),
+}
+
+const TAG_SHIFT: u32 = 30;
+const INDEX_MASK: u64 = (1 << TAG_SHIFT) - 1;
+const BOXED: u64 = 0;
+const RECEIVED: u64 = 1;
+const SENT: u64 = 2;
+const ACCEPTED: u64 = 3;
+
+/// The operations in flight on the reactor.
 #[derive(Default)]
 pub(crate) struct Io {
+    /// Boxed handlers, by token (tag 0); `None` while one runs.
     handlers: Slab<Option<OnComplete>>,
+    /// Socket operations in flight that keep the loop alive (see the
+    /// module documentation).
+    pub(crate) sockets: usize,
     /// The sockets of [`crate::net`], which own the descriptors these
     /// operations run on.
     pub(crate) net: crate::net::Sockets,
 }
 
 impl Io {
+    /// The operations in flight that keep the loop alive.
     pub(crate) fn in_flight(&self) -> usize {
-        self.handlers.len()
+        self.handlers.len() + self.sockets
     }
 }
 
-fn token_of(id: SlotId) -> Token {
-    Token((u64::from(id.generation) << 32) | u64::from(id.index))
+fn token(tag: u64, id: SlotId) -> Token {
+    assert!(
+        u64::from(id.index) <= INDEX_MASK,
+        "eventide: more than 2^30 handlers or sockets"
+    );
+    Token((u64::from(id.generation) << 32) | (tag << TAG_SHIFT) | u64::from(id.index))
 }
 
-fn id_of(token: Token) -> SlotId {
-    SlotId {
-        index: token.0 as u32,
+fn decode(token: Token) -> (u64, SlotId) {
+    let id = SlotId {
+        index: (token.0 & INDEX_MASK) as u32,
         generation: (token.0 >> 32) as u32,
+    };
+    ((token.0 >> TAG_SHIFT) & 3, id)
+}
+
+impl Direct {
+    fn token(self) -> Token {
+        match self {
+            Direct::Received(stream) => token(RECEIVED, stream.id()),
+            Direct::Sent(stream) => token(SENT, stream.id()),
+            Direct::Accepted(listener) => token(ACCEPTED, listener.id()),
+        }
     }
 }
 
@@ -51,13 +108,14 @@ impl Loop {
     /// The reactor's refusal, with the operation handed back whole (for
     /// example `Unsupported` for a file operation on the polling backend,
     /// which the caller then sends to the pool).
+    #[allow(clippy::result_large_err)] // The reactor's error, handed on.
     pub(crate) fn submit_io(
         &mut self,
         op: Op,
         on_complete: impl FnMut(&mut Loop, Completion) + 'static,
     ) -> Result<Token, SubmitError> {
         let id = self.io.handlers.insert(Some(Box::new(on_complete)));
-        let token = token_of(id);
+        let token = token(BOXED, id);
         match self.reactor.submit(token, op) {
             Ok(()) => Ok(token),
             Err(refused) => {
@@ -67,33 +125,92 @@ impl Loop {
         }
     }
 
+    /// Submits a socket operation, dispatched by its token; `counted`
+    /// says whether it keeps the loop alive (the caller then uncounts it
+    /// on its final completion).
+    #[allow(clippy::result_large_err)] // The reactor's error, handed on.
+    pub(crate) fn submit_direct(
+        &mut self,
+        op: Op,
+        direct: Direct,
+        counted: bool,
+    ) -> Result<Token, SubmitError> {
+        let token = direct.token();
+        self.reactor.submit(token, op)?;
+        if counted {
+            self.io.sockets += 1;
+        }
+        Ok(token)
+    }
+
     /// Hands every ready completion to its handler.
     pub(crate) fn run_io_completions(&mut self) {
         while let Some(completion) = self.reactor.next_completion() {
-            let id = id_of(completion.token);
-            let Some(slot) = self.io.handlers.get_mut(id) else {
-                log::warn!(
-                    "eventide: completion for unknown token {:?}",
-                    completion.token
-                );
-                continue;
-            };
-            let Some(mut handler) = slot.take() else {
-                log::warn!(
-                    "eventide: completion for a running handler {:?}",
-                    completion.token
-                );
-                continue;
-            };
-            let more = completion.more;
-            self.invoke(|lp: &mut Loop| handler(lp, completion));
-            if more {
-                if let Some(slot) = self.io.handlers.get_mut(id) {
-                    *slot = Some(handler);
+            let (tag, id) = decode(completion.token);
+            match tag {
+                RECEIVED => {
+                    let stream = Stream::from_id(id);
+                    self.invoke(|lp: &mut Loop| stream.on_received(lp, completion));
                 }
-            } else {
-                self.io.handlers.remove(id);
+                SENT => {
+                    let stream = Stream::from_id(id);
+                    self.invoke(|lp: &mut Loop| stream.on_sent(lp, completion));
+                }
+                ACCEPTED => {
+                    let listener = Listener::from_id(id);
+                    self.invoke(|lp: &mut Loop| listener.on_accept(lp, completion));
+                }
+                _ => self.run_boxed(id, completion),
             }
         }
+    }
+
+    fn run_boxed(&mut self, id: SlotId, completion: Completion) {
+        let Some(slot) = self.io.handlers.get_mut(id) else {
+            log::warn!(
+                "eventide: completion for unknown token {:?}",
+                completion.token
+            );
+            return;
+        };
+        let Some(mut handler) = slot.take() else {
+            log::warn!(
+                "eventide: completion for a running handler {:?}",
+                completion.token
+            );
+            return;
+        };
+        let more = completion.more;
+        self.invoke(|lp: &mut Loop| handler(lp, completion));
+        if more {
+            if let Some(slot) = self.io.handlers.get_mut(id) {
+                *slot = Some(handler);
+            }
+        } else {
+            self.io.handlers.remove(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_gives_back_its_kind_and_slot() {
+        let id = SlotId {
+            index: INDEX_MASK as u32,
+            generation: u32::MAX,
+        };
+        for tag in [BOXED, RECEIVED, SENT, ACCEPTED] {
+            let (back, back_id) = decode(token(tag, id));
+            assert_eq!((back, back_id), (tag, id));
+        }
+        let small = SlotId {
+            index: 7,
+            generation: 1,
+        };
+        assert_eq!(decode(token(SENT, small)), (SENT, small));
+        assert_ne!(token(SENT, small), token(RECEIVED, small));
     }
 }

@@ -76,11 +76,16 @@
 //!
 //! # Networking
 //!
-//! [`net`] is TCP on the loop, libuv's stream model with Node's errors:
-//! [`Loop::tcp_listen`] calls back with each accepted [`net::TcpStream`],
-//! [`Loop::tcp_connect`] with the connected one; streams read
-//! (`read_start`/`read_stop`), write through a queue, shut down their
-//! writing side and close, all through small `Copy` handles.
+//! [`net`] is TCP and Unix domain stream sockets on the loop, libuv's
+//! stream model with Node's errors: [`Loop::tcp_listen`] and
+//! [`Loop::unix_listen`] call back with each accepted [`net::Stream`],
+//! [`Loop::tcp_connect`] and [`Loop::unix_connect`] with the connected
+//! one; streams read (`read_start`/`read_stop`), write through a queue
+//! with Node's backpressure (a high-water mark and `drain`), time out when
+//! idle, shut down their writing side and close, all through small `Copy`
+//! handles. [`Loop::lookup`] is Node's `dns.lookup`: getaddrinfo on the
+//! pool's slow lane, so a hung resolver never delays file work;
+//! [`Loop::tcp_connect_host`] connects to a host name through it.
 //!
 //! [`dgram`] is UDP on the loop, Node's `dgram` on libuv's `uv_udp_t`:
 //! [`Loop::udp_bind`] makes a [`dgram::UdpSocket`] that receives

@@ -216,6 +216,20 @@ fn connecting_to_a_closed_port_is_refused_with_nodes_message(lp: &mut Loop) {
     }
 }
 
+fn listening_on_an_address_not_here_leaves_port_zero_out_as_node_does(lp: &mut Loop) {
+    // 10.254.254.254 is no address of this machine (nothing here reaches
+    // it either: bind fails locally, at once).
+    let addr: SocketAddr = "10.254.254.254:0".parse().unwrap();
+    let error = lp
+        .tcp_listen(addr, ListenOptions::default(), |_, _| {})
+        .expect_err("not an address of this machine");
+    assert_eq!(error.code(), Some("EADDRNOTAVAIL"), "{error}");
+    assert_eq!(
+        error.to_string(),
+        "listen EADDRNOTAVAIL: address not available 10.254.254.254"
+    );
+}
+
 fn listening_on_a_taken_address_fails_with_nodes_message(lp: &mut Loop) {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
@@ -594,6 +608,7 @@ fn bytes_arriving_while_reading_is_stopped_wait_for_read_start(lp: &mut Loop) {
 }
 
 on_every_backend!(
+    listening_on_an_address_not_here_leaves_port_zero_out_as_node_does,
     an_echo_round_trip_returns_the_same_bytes,
     a_stream_echoes_message_after_message,
     two_hundred_connections_to_one_server_each_get_their_own_echo,

@@ -1,0 +1,882 @@
+//! Streams (TCP and Unix domain alike): read, write with a queue and
+//! backpressure, shutdown, close, idle timeout, ref/unref.
+//!
+//! A stream's state lives in the loop's socket table; its handle is the
+//! key. At most one receive and one send are in flight per stream: the
+//! receive is one multishot `recv_multi` whose chunks arrive in buffers the
+//! reactor lends (each recycled once `on_data` returns, so an idle stream
+//! holds no buffer), the send works through the write queue, resubmitting
+//! the rest of a partial send until the buffer is out.
+//!
+//! The state is kept small for idle connections (W10): what only some
+//! streams use (a connect in progress, a stash of chunks, a shutdown, a
+//! high-water mark of their own, a drain callback, an idle timeout) sits
+//! behind one pointer, allocated the first time it is needed.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use eventide_reactor::{Completion, Op, Shutdown, Token};
+use socket2::Socket;
+
+use crate::event_loop::{Loop, Task};
+use crate::io::Direct;
+use crate::slab::SlotId;
+use crate::timers::TimerId;
+use crate::{Error, Result};
+
+pub(super) type OnConnect = Box<dyn FnOnce(&mut Loop, Result<Stream>)>;
+type OnData = Box<dyn FnMut(&mut Loop, Stream, &[u8])>;
+type OnEnd = Box<dyn FnOnce(&mut Loop, Stream, Result<()>)>;
+type OnDone = Box<dyn FnOnce(&mut Loop, Result<()>)>;
+type OnDrain = Box<dyn FnMut(&mut Loop, Stream)>;
+type OnTimeout = Box<dyn FnOnce(&mut Loop, Stream)>;
+
+/// Node's default high-water mark for a socket's writable side (16 KiB).
+pub const DEFAULT_HIGH_WATER_MARK: usize = 16 * 1024;
+
+/// A connected stream's handle, TCP or Unix domain (Node's `net.Socket`,
+/// libuv's `uv_stream_t`): `Copy`, and stale once closed (see the
+/// [module documentation](super)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Stream(pub(super) SlotId);
+
+/// A TCP connection: a [`Stream`] (the same handle type, so one set of
+/// callbacks serves both kinds).
+pub type TcpStream = Stream;
+
+/// A Unix domain stream connection: a [`Stream`].
+pub type UnixStream = Stream;
+
+/// Who a stream connects to, for its error messages.
+#[derive(Default)]
+pub(super) enum Peer {
+    #[default]
+    Unknown,
+    Ip(SocketAddr),
+    Path(PathBuf),
+}
+
+impl Peer {
+    pub(super) fn error(&self, syscall: &'static str, e: io::Error) -> Error {
+        match self {
+            Peer::Unknown => Error::net(syscall, None, e),
+            Peer::Ip(addr) => Error::net(syscall, Some(*addr), e),
+            Peer::Path(path) => Error::net_path(syscall, path, e),
+        }
+    }
+}
+
+// The stream's flags.
+/// `read_start` is in force.
+const READING: u16 = 1;
+/// `recv` was cancelled by `read_stop` (its final completion is due).
+const RECV_CANCELLED: u16 = 1 << 1;
+/// The peer ended its side.
+const EOF: u16 = 1 << 2;
+/// A send is in flight.
+const SENDING: u16 = 1 << 3;
+/// A connect is in flight.
+const CONNECTING: u16 = 1 << 4;
+/// `unref`: its receive does not keep the loop alive.
+const UNREF: u16 = 1 << 5;
+/// The queue reached the high-water mark: `drain` is due once it empties.
+const NEED_DRAIN: u16 = 1 << 6;
+/// `shutdown` was called: no more writes.
+const ENDED: u16 = 1 << 7;
+/// The multishot receive is armed (`recv` is its token), until its final
+/// completion.
+const RECV_ARMED: u16 = 1 << 8;
+
+/// A stream's slot in the socket table: 56 bytes, what an idle connection
+/// costs here (W10); everything else is in `more`.
+pub(crate) struct StreamState {
+    socket: Socket,
+    flags: u16,
+    /// The receive's token, while `RECV_ARMED`.
+    recv: Token,
+    /// `None` while it runs.
+    on_data: Option<OnData>,
+    on_end: Option<OnEnd>,
+    /// What streams that write, connect, stash... need.
+    more: Option<Box<Extras>>,
+}
+
+/// The parts of a stream an idle reader does not need.
+#[derive(Default)]
+struct Extras {
+    writes: VecDeque<Write>,
+    /// Bytes queued and not yet taken by the kernel.
+    queued: usize,
+    /// Where `connect` went, for its error messages.
+    peer: Peer,
+    /// Set while a connect is in flight.
+    on_connect: Option<OnConnect>,
+    /// Chunks (reactor buffers, recycled once delivered) that arrived while
+    /// no reader wanted them, for the next `read_start`, in order.
+    stash: VecDeque<Vec<u8>>,
+    /// Requested, and waiting for the queue to empty.
+    shutdown: Option<OnDone>,
+    /// `None`: [`DEFAULT_HIGH_WATER_MARK`].
+    high_water: Option<usize>,
+    on_drain: Option<OnDrain>,
+    idle: Option<Idle>,
+}
+
+/// An armed idle timeout: an unreferenced timer on the wheel, refreshed
+/// by activity.
+struct Idle {
+    timer: TimerId,
+    on_timeout: OnTimeout,
+}
+
+struct Write {
+    buf: Vec<u8>,
+    sent: usize,
+    on_written: OnDone,
+}
+
+impl StreamState {
+    pub(super) fn new(socket: Socket) -> StreamState {
+        StreamState {
+            socket,
+            flags: 0,
+            recv: Token(0),
+            on_data: None,
+            on_end: None,
+            more: None,
+        }
+    }
+
+    /// A stream about to connect to `peer`.
+    pub(super) fn connecting(socket: Socket, peer: Peer, on_connect: OnConnect) -> StreamState {
+        let mut s = StreamState::new(socket);
+        s.flags = CONNECTING;
+        s.more = Some(Box::new(Extras {
+            peer,
+            on_connect: Some(on_connect),
+            ..Extras::default()
+        }));
+        s
+    }
+
+    fn has(&self, flag: u16) -> bool {
+        self.flags & flag != 0
+    }
+
+    fn set(&mut self, flag: u16, on: bool) {
+        if on {
+            self.flags |= flag;
+        } else {
+            self.flags &= !flag;
+        }
+    }
+
+    fn more(&mut self) -> &mut Extras {
+        self.more.get_or_insert_with(Box::default)
+    }
+
+    fn stash_is_empty(&self) -> bool {
+        self.more.as_ref().is_none_or(|m| m.stash.is_empty())
+    }
+
+    fn queued(&self) -> usize {
+        self.more.as_ref().map_or(0, |m| m.queued)
+    }
+
+    /// The receive's token, if armed.
+    fn recv(&self) -> Option<Token> {
+        self.has(RECV_ARMED).then_some(self.recv)
+    }
+
+    fn high_water(&self) -> usize {
+        self.more
+            .as_ref()
+            .and_then(|m| m.high_water)
+            .unwrap_or(DEFAULT_HIGH_WATER_MARK)
+    }
+
+    fn peer_error(&self, syscall: &'static str, e: io::Error) -> Error {
+        match &self.more {
+            Some(m) => m.peer.error(syscall, e),
+            None => Error::net(syscall, None, e),
+        }
+    }
+}
+
+impl Stream {
+    pub(crate) fn id(self) -> SlotId {
+        self.0
+    }
+
+    pub(crate) fn from_id(id: SlotId) -> Stream {
+        Stream(id)
+    }
+
+    pub(super) fn insert(lp: &mut Loop, state: StreamState) -> Stream {
+        Stream(lp.io.net.streams.insert(state))
+    }
+
+    /// Undoes [`Stream::insert`] for a stream whose start failed; its
+    /// socket is closed here.
+    pub(super) fn forget(self, lp: &mut Loop) {
+        drop(lp.io.net.streams.remove(self.0));
+    }
+
+    /// Starts reading: `on_data` runs with each chunk received (the slice
+    /// is valid during the call only: the buffer goes back to the reactor
+    /// for reuse), `on_end` once
+    /// when the peer ends its side (`Ok(())`; the stream stays open for
+    /// writing until closed) or with the error that destroyed the stream.
+    /// Replaces the callbacks of an earlier `read_start`.
+    pub fn read_start(
+        self,
+        lp: &mut Loop,
+        on_data: impl FnMut(&mut Loop, Stream, &[u8]) + 'static,
+        on_end: impl FnOnce(&mut Loop, Stream, Result<()>) + 'static,
+    ) {
+        let Some(s) = lp.io.net.streams.get_mut(self.0) else {
+            lp.defer(move |lp| on_end(lp, self, Err(STALE)));
+            return;
+        };
+        s.set(READING, true);
+        s.on_data = Some(Box::new(on_data));
+        s.on_end = Some(Box::new(on_end));
+        if !s.stash_is_empty() || s.has(EOF) {
+            // Known at once: delivered from the pending phase.
+            lp.defer(move |lp| self.pump(lp));
+        } else {
+            self.pump(lp);
+        }
+    }
+
+    /// Stops reading; no `on_data` runs until the next
+    /// [`Stream::read_start`]. The receive is cancelled; bytes that
+    /// arrive meanwhile (a chunk already received as the cancel lands
+    /// included) are kept, in order, for the next `read_start`, never
+    /// dropped. Returns `false` for a closed stream.
+    pub fn read_stop(self, lp: &mut Loop) -> bool {
+        let Some(s) = lp.io.net.streams.get_mut(self.0) else {
+            return false;
+        };
+        s.set(READING, false);
+        if let Some(token) = s.recv()
+            && !s.has(RECV_CANCELLED)
+        {
+            s.set(RECV_CANCELLED, true);
+            lp.reactor.cancel(token);
+        }
+        true
+    }
+
+    /// Queues `buf` for sending; `on_written` runs once all of it is out
+    /// (taken by the kernel), or with the error. Writes go out in order;
+    /// partial sends are continued.
+    ///
+    /// Backpressure, as Node's `socket.write`: when the queue
+    /// ([`Stream::write_queue_size`]) reaches the high-water mark
+    /// ([`Stream::set_high_water_mark`], 16 KiB by default), the stream
+    /// needs a drain ([`Stream::need_drain`]), and the callback of
+    /// [`Stream::on_drain`] runs once the queue has emptied, after the last
+    /// write's callback. What Node's `write` returns is
+    /// `write_queue_size < high_water_mark` just after the call. The write
+    /// is queued either way: the mark is advice to the writer.
+    pub fn write(
+        self,
+        lp: &mut Loop,
+        buf: Vec<u8>,
+        on_written: impl FnOnce(&mut Loop, Result<()>) + 'static,
+    ) {
+        let Some(s) = lp.io.net.streams.get_mut(self.0) else {
+            lp.defer(move |lp| on_written(lp, Err(STALE)));
+            return;
+        };
+        if s.has(ENDED) {
+            let epipe = io::Error::from_raw_os_error(libc::EPIPE);
+            lp.defer(move |lp| on_written(lp, Err(Error::net("write", None, epipe))));
+            return;
+        }
+        let high_water = s.high_water();
+        let m = s.more();
+        m.queued += buf.len();
+        let reached = m.queued >= high_water;
+        m.writes.push_back(Write {
+            buf,
+            sent: 0,
+            on_written: Box::new(on_written),
+        });
+        if reached {
+            s.set(NEED_DRAIN, true);
+        }
+        self.touch(lp);
+        self.flush(lp);
+    }
+
+    /// Bytes queued by [`Stream::write`] and not yet sent (libuv's
+    /// `write_queue_size`, Node's `writableLength`); 0 for a closed stream.
+    pub fn write_queue_size(self, lp: &Loop) -> usize {
+        lp.io.net.streams.get(self.0).map_or(0, StreamState::queued)
+    }
+
+    /// Whether the write queue has reached the high-water mark and not
+    /// drained since (Node's `writableNeedDrain`): a writer that respects
+    /// backpressure waits for [`Stream::on_drain`]. `false` for a closed
+    /// stream.
+    pub fn need_drain(self, lp: &Loop) -> bool {
+        lp.io
+            .net
+            .streams
+            .get(self.0)
+            .is_some_and(|s| s.has(NEED_DRAIN))
+    }
+
+    /// The high-water mark of the write queue, in bytes (Node's
+    /// `writableHighWaterMark`); 0 for a closed stream.
+    pub fn high_water_mark(self, lp: &Loop) -> usize {
+        lp.io
+            .net
+            .streams
+            .get(self.0)
+            .map_or(0, StreamState::high_water)
+    }
+
+    /// Sets the high-water mark of the write queue (Node's
+    /// `highWaterMark` option; 16 KiB by default). Returns `false` for a
+    /// closed stream.
+    pub fn set_high_water_mark(self, lp: &mut Loop, bytes: usize) -> bool {
+        let Some(s) = lp.io.net.streams.get_mut(self.0) else {
+            return false;
+        };
+        s.more().high_water = (bytes != DEFAULT_HIGH_WATER_MARK).then_some(bytes);
+        true
+    }
+
+    /// Sets the callback of Node's `'drain'` event: it runs each time the
+    /// write queue empties after having reached the high-water mark, after
+    /// the callback of the write that emptied it. Replaces an earlier one.
+    /// Returns `false` for a closed stream.
+    pub fn on_drain(
+        self,
+        lp: &mut Loop,
+        on_drain: impl FnMut(&mut Loop, Stream) + 'static,
+    ) -> bool {
+        let Some(s) = lp.io.net.streams.get_mut(self.0) else {
+            return false;
+        };
+        s.more().on_drain = Some(Box::new(on_drain));
+        true
+    }
+
+    /// Node's `socket.setTimeout(ms, callback)`: `on_timeout` runs once
+    /// the stream has seen no activity (a chunk read, a write queued or
+    /// completed) for `idle`; each activity restarts the countdown. It
+    /// runs once: the stream is not closed (the callback decides), and a
+    /// later activity does not arm it again (as in Node); call this again
+    /// for another. A zero `idle` disables it. The timer is unreferenced:
+    /// it does not keep the loop alive. Returns `false` for a closed
+    /// stream.
+    pub fn set_timeout(
+        self,
+        lp: &mut Loop,
+        idle: Duration,
+        on_timeout: impl FnOnce(&mut Loop, Stream) + 'static,
+    ) -> bool {
+        let Some(s) = lp.io.net.streams.get_mut(self.0) else {
+            return false;
+        };
+        let old = s.more.as_mut().and_then(|m| m.idle.take());
+        if let Some(old) = old {
+            lp.clear_timer(old.timer);
+        }
+        if idle.is_zero() {
+            return true;
+        }
+        let timer = lp.set_timeout(idle, move |lp| self.timed_out(lp));
+        lp.unref_timer(timer);
+        if let Some(s) = lp.io.net.streams.get_mut(self.0) {
+            s.more().idle = Some(Idle {
+                timer,
+                on_timeout: Box::new(on_timeout),
+            });
+        }
+        true
+    }
+
+    /// Lets the loop end while this stream reads (libuv's `uv_unref`,
+    /// Node's `socket.unref()`). Writes, a connect and a shutdown in
+    /// flight still keep it alive, as libuv's requests do. Returns
+    /// `false` for a closed stream.
+    pub fn unref(self, lp: &mut Loop) -> bool {
+        self.set_ref(lp, false)
+    }
+
+    /// Makes the stream keep the loop alive again while it reads (libuv's
+    /// `uv_ref`, Node's `socket.ref()`), or not (`false`: as
+    /// [`Stream::unref`]). Returns `false` for a closed stream.
+    pub fn set_ref(self, lp: &mut Loop, referenced: bool) -> bool {
+        let Some(s) = lp.io.net.streams.get_mut(self.0) else {
+            return false;
+        };
+        let was = !s.has(UNREF);
+        s.set(UNREF, !referenced);
+        if s.has(RECV_ARMED) && was != referenced {
+            // The receive in flight starts or stops keeping the loop alive.
+            if referenced {
+                lp.io.sockets += 1;
+            } else {
+                lp.io.sockets -= 1;
+            }
+        }
+        true
+    }
+
+    /// Whether the stream keeps the loop alive while it reads (libuv's
+    /// `uv_has_ref`); `false` for a closed stream.
+    pub fn has_ref(self, lp: &Loop) -> bool {
+        lp.io.net.streams.get(self.0).is_some_and(|s| !s.has(UNREF))
+    }
+
+    /// Ends the writing side once the queued writes are out (half-close:
+    /// the peer reads its end; reading goes on). `on_done` runs when the
+    /// shutdown is done. Writes after this fail with `EPIPE`; a second
+    /// shutdown with `EALREADY`.
+    pub fn shutdown(self, lp: &mut Loop, on_done: impl FnOnce(&mut Loop, Result<()>) + 'static) {
+        let Some(s) = lp.io.net.streams.get_mut(self.0) else {
+            lp.defer(move |lp| on_done(lp, Err(STALE)));
+            return;
+        };
+        if s.has(ENDED) {
+            let again = io::Error::from_raw_os_error(libc::EALREADY);
+            lp.defer(move |lp| on_done(lp, Err(Error::net("shutdown", None, again))));
+            return;
+        }
+        s.set(ENDED, true);
+        s.more().shutdown = Some(Box::new(on_done));
+        self.flush(lp);
+    }
+
+    /// Closes the stream at once: reading stops, the descriptor is
+    /// released, and the callbacks still waiting (writes, shutdown,
+    /// connect) run in this turn's close phase with `ECANCELED`. Returns
+    /// `false`, doing nothing, if already closed. Allowed anywhere, the
+    /// stream's own callbacks included.
+    pub fn close(self, lp: &mut Loop) -> bool {
+        self.close_with(lp, None)
+    }
+
+    /// As [`Stream::close`], and `on_close` runs in this turn's close
+    /// phase, after the cancelled callbacks.
+    pub fn close_then(self, lp: &mut Loop, on_close: impl FnOnce(&mut Loop) + 'static) -> bool {
+        self.close_with(lp, Some(Box::new(on_close)))
+    }
+
+    pub(super) fn socket(self, lp: &Loop) -> Result<&Socket> {
+        lp.io
+            .net
+            .streams
+            .get(self.0)
+            .map(|s| &s.socket)
+            .ok_or(STALE)
+    }
+
+    /// The connect finished (`Ok`) or failed.
+    pub(super) fn connected(self, lp: &mut Loop, result: io::Result<()>) {
+        let Some(s) = lp.io.net.streams.get_mut(self.0) else {
+            return;
+        };
+        if let Err(error) = result {
+            let error = s.peer_error("connect", error);
+            return self.destroy(lp, error);
+        }
+        s.set(CONNECTING, false);
+        let Some(on_connect) = s.more.as_mut().and_then(|m| m.on_connect.take()) else {
+            return;
+        };
+        on_connect(lp, Ok(self));
+        self.pump(lp);
+        self.flush(lp);
+    }
+
+    /// Activity: restarts the idle timeout's countdown.
+    fn touch(self, lp: &mut Loop) {
+        let timer = lp
+            .io
+            .net
+            .streams
+            .get(self.0)
+            .and_then(|s| s.more.as_ref())
+            .and_then(|m| m.idle.as_ref())
+            .map(|idle| idle.timer);
+        if let Some(timer) = timer {
+            lp.refresh_timer(timer);
+        }
+    }
+
+    fn timed_out(self, lp: &mut Loop) {
+        let idle = lp
+            .io
+            .net
+            .streams
+            .get_mut(self.0)
+            .and_then(|s| s.more.as_mut())
+            .and_then(|m| m.idle.take());
+        if let Some(idle) = idle {
+            (idle.on_timeout)(lp, self);
+        }
+    }
+
+    /// Delivers what is ready to a reader (stashed chunks, then the end of
+    /// the stream), then arms the receive if it wants more.
+    fn pump(self, lp: &mut Loop) {
+        loop {
+            let Some(s) = lp.io.net.streams.get_mut(self.0) else {
+                return;
+            };
+            // No reader, or its `on_data` is running (and this pump comes
+            // from inside it): the stash waits.
+            if !s.has(READING) || s.has(CONNECTING) || s.on_data.is_none() {
+                return;
+            }
+            let Some(m) = s.more.as_mut() else { break };
+            let Some(chunk) = m.stash.pop_front() else {
+                break;
+            };
+            if m.stash.is_empty() {
+                // Hold no memory while idle.
+                m.stash = VecDeque::new();
+            }
+            self.deliver(lp, chunk);
+        }
+        let Some(s) = lp.io.net.streams.get_mut(self.0) else {
+            return;
+        };
+        if s.has(EOF) {
+            s.set(READING, false);
+            s.on_data = None;
+            if let Some(on_end) = s.on_end.take() {
+                on_end(lp, self, Ok(()));
+            }
+            return;
+        }
+        if s.has(RECV_ARMED) {
+            return;
+        }
+        let counted = !s.has(UNREF);
+        let op = Op::recv_multi(s.socket.as_raw_fd());
+        match lp.submit_direct(op, Direct::Received(self), counted) {
+            Ok(token) => {
+                if let Some(s) = lp.io.net.streams.get_mut(self.0) {
+                    s.recv = token;
+                    s.set(RECV_ARMED, true);
+                    s.set(RECV_CANCELLED, false);
+                }
+            }
+            Err(refused) => self.destroy(lp, Error::net("read", None, refused.error)),
+        }
+    }
+
+    /// One completion of the multishot receive: a chunk (`more`), or its
+    /// end (end of stream, cancel, error).
+    pub(crate) fn on_received(self, lp: &mut Loop, c: Completion) {
+        let Some(s) = lp.io.net.streams.get_mut(self.0) else {
+            // Closed: the reactor's buffer goes back to it; the receive
+            // kept the loop alive since the close (see `Waiting::take`).
+            if !c.more {
+                lp.io.sockets -= 1;
+            }
+            if let Some(buf) = c.buf {
+                lp.reactor.recycle(buf);
+            }
+            return;
+        };
+        if !c.more && s.recv() == Some(c.token) {
+            if !s.has(UNREF) {
+                lp.io.sockets -= 1;
+            }
+            s.set(RECV_ARMED | RECV_CANCELLED, false);
+        }
+        match c.result {
+            Ok(0) => {
+                // The end of the stream (a final 0); never a chunk.
+                if !c.more {
+                    s.set(EOF, true);
+                }
+                if let Some(buf) = c.buf {
+                    lp.reactor.recycle(buf);
+                }
+            }
+            Ok(_) => match c.buf {
+                // The fast path: straight to the reader.
+                Some(buf) if s.has(READING) && s.stash_is_empty() && s.on_data.is_some() => {
+                    self.deliver(lp, buf);
+                    if c.more {
+                        return;
+                    }
+                }
+                Some(buf) => s.more().stash.push_back(buf),
+                None => {}
+            },
+            // A cancel (read_stop), or ENOBUFS: the reactor parks receives
+            // starved of buffers itself; a final ENOBUFS is the system's
+            // (out of socket memory): receive again.
+            Err(error) if matches!(error.raw_os_error(), Some(libc::ECANCELED | libc::ENOBUFS)) => {
+                if let Some(buf) = c.buf {
+                    lp.reactor.recycle(buf);
+                }
+            }
+            Err(error) => {
+                if let Some(buf) = c.buf {
+                    lp.reactor.recycle(buf);
+                }
+                return self.destroy(lp, Error::net("read", None, error));
+            }
+        }
+        self.pump(lp);
+    }
+
+    /// Runs `on_data` with `chunk`, then gives the buffer back to the
+    /// reactor.
+    fn deliver(self, lp: &mut Loop, chunk: Vec<u8>) {
+        let Some(mut on_data) = lp
+            .io
+            .net
+            .streams
+            .get_mut(self.0)
+            .and_then(|s| s.on_data.take())
+        else {
+            lp.reactor.recycle(chunk);
+            return;
+        };
+        self.touch(lp);
+        on_data(lp, self, &chunk);
+        lp.reactor.recycle(chunk);
+        let Some(s) = lp.io.net.streams.get_mut(self.0) else {
+            return; // Closed by the callback.
+        };
+        // A read_start inside the callback brought new callbacks: keep them.
+        if s.on_data.is_none() {
+            s.on_data = Some(on_data);
+        }
+    }
+
+    /// Sends the head of the write queue, or the shutdown once it is empty.
+    fn flush(self, lp: &mut Loop) {
+        let Some(s) = lp.io.net.streams.get_mut(self.0) else {
+            return;
+        };
+        if s.has(SENDING) || s.has(CONNECTING) {
+            return;
+        }
+        let fd = s.socket.as_raw_fd();
+        let Some(head) = s.more.as_mut().and_then(|m| m.writes.front_mut()) else {
+            return self.start_shutdown(lp);
+        };
+        // An empty write is sent too (0 bytes), so that its callback runs
+        // from the poll phase like any other.
+        let op = Op::send_from(fd, std::mem::take(&mut head.buf), head.sent);
+        s.set(SENDING, true);
+        if let Err(refused) = lp.submit_direct(op, Direct::Sent(self), true) {
+            self.destroy(lp, Error::net("write", None, refused.error));
+        }
+    }
+
+    pub(crate) fn on_sent(self, lp: &mut Loop, c: Completion) {
+        if !c.more {
+            lp.io.sockets -= 1;
+        }
+        let Some(s) = lp.io.net.streams.get_mut(self.0) else {
+            return;
+        };
+        s.set(SENDING, false);
+        let n = match c.result {
+            Ok(n) => n,
+            Err(error) => return self.destroy(lp, Error::net("write", None, error)),
+        };
+        let Some(m) = s.more.as_mut() else {
+            return;
+        };
+        let Some(head) = m.writes.front_mut() else {
+            return;
+        };
+        head.buf = c.buf.unwrap_or_default();
+        head.sent += n;
+        let done = head.sent == head.buf.len();
+        m.queued -= n;
+        self.touch(lp);
+        if done {
+            self.written(lp);
+        } else {
+            self.flush(lp);
+        }
+    }
+
+    /// The head write is out: its callback runs, then `drain` if the queue
+    /// emptied after reaching the mark, and the queue goes on.
+    fn written(self, lp: &mut Loop) {
+        let Some(head) = lp
+            .io
+            .net
+            .streams
+            .get_mut(self.0)
+            .and_then(|s| s.more.as_mut())
+            .and_then(|m| m.writes.pop_front())
+        else {
+            return;
+        };
+        (head.on_written)(lp, Ok(()));
+        self.drain_if_due(lp);
+        self.flush(lp);
+    }
+
+    fn drain_if_due(self, lp: &mut Loop) {
+        let Some(s) = lp.io.net.streams.get_mut(self.0) else {
+            return;
+        };
+        let queue_empty = s
+            .more
+            .as_ref()
+            .is_none_or(|m| m.queued == 0 && m.writes.is_empty());
+        if !s.has(NEED_DRAIN) || !queue_empty {
+            return;
+        }
+        s.set(NEED_DRAIN, false);
+        let Some(mut on_drain) = s.more.as_mut().and_then(|m| m.on_drain.take()) else {
+            return;
+        };
+        on_drain(lp, self);
+        if let Some(s) = lp.io.net.streams.get_mut(self.0) {
+            let slot = &mut s.more().on_drain;
+            if slot.is_none() {
+                *slot = Some(on_drain);
+            }
+        }
+    }
+
+    fn start_shutdown(self, lp: &mut Loop) {
+        let Some(s) = lp.io.net.streams.get_mut(self.0) else {
+            return;
+        };
+        let Some(on_done) = s.more.as_mut().and_then(|m| m.shutdown.take()) else {
+            return;
+        };
+        let op = Op::shutdown(s.socket.as_raw_fd(), Shutdown::Write);
+        let mut on_done = Some(on_done);
+        let submitted = lp.submit_io(op, move |lp, c| {
+            if let Some(on_done) = on_done.take() {
+                on_done(lp, c.result.map(drop).map_err(shutdown_error));
+            }
+        });
+        if let Err(refused) = submitted {
+            // The callback went with the refused operation's handler.
+            self.destroy(lp, Error::net("shutdown", None, refused.error));
+        }
+    }
+
+    fn close_with(self, lp: &mut Loop, on_close: Option<Task>) -> bool {
+        let Some(mut s) = lp.io.net.streams.remove(self.0) else {
+            return false;
+        };
+        let waiting = Waiting::take(lp, &mut s, false);
+        super::close_socket(lp, s.socket);
+        lp.push_closing(Some(Box::new(move |lp: &mut Loop| {
+            waiting.fail(lp, libc::ECANCELED);
+            if let Some(on_close) = on_close {
+                on_close(lp);
+            }
+        })));
+        true
+    }
+
+    /// Ends the stream on a fatal error, as Node destroys a socket: the
+    /// descriptor is closed, and every waiting callback gets the error
+    /// (`on_end` and the one the error belongs to with `error` itself).
+    fn destroy(self, lp: &mut Loop, error: Error) {
+        let Some(mut s) = lp.io.net.streams.remove(self.0) else {
+            return;
+        };
+        let waiting = Waiting::take(lp, &mut s, true);
+        super::close_socket(lp, s.socket);
+        let errno = error.errno().unwrap_or(libc::EIO);
+        waiting.fail_first(lp, self, error, errno);
+    }
+}
+
+/// The callbacks of a stream that is going away.
+struct Waiting {
+    peer: Peer,
+    on_connect: Option<OnConnect>,
+    writes: VecDeque<Write>,
+    shutdown: Option<OnDone>,
+    on_end: Option<OnEnd>,
+}
+
+impl Waiting {
+    /// Takes the callbacks out of a stream being removed, gives its
+    /// undelivered chunks back to the reactor, and stops its idle timer.
+    fn take(lp: &mut Loop, s: &mut StreamState, with_reader: bool) -> Waiting {
+        if s.has(RECV_ARMED) && s.has(UNREF) {
+            // Its receive's final completion is still to come and finds no
+            // stream: from now on it keeps the loop alive, as every
+            // operation of a closing handle does.
+            lp.io.sockets += 1;
+        }
+        let mut more = s.more.take().map(|m| *m).unwrap_or_default();
+        for buf in more.stash.drain(..) {
+            lp.reactor.recycle(buf);
+        }
+        if let Some(idle) = more.idle.take() {
+            lp.clear_timer(idle.timer);
+        }
+        Waiting {
+            peer: more.peer,
+            on_connect: more.on_connect,
+            writes: more.writes,
+            shutdown: more.shutdown,
+            on_end: if with_reader { s.on_end.take() } else { None },
+        }
+    }
+
+    /// Fails every callback with `errno`.
+    fn fail(self, lp: &mut Loop, errno: i32) {
+        let os = || io::Error::from_raw_os_error(errno);
+        if let Some(on_connect) = self.on_connect {
+            on_connect(lp, Err(self.peer.error("connect", os())));
+        }
+        for write in self.writes {
+            (write.on_written)(lp, Err(Error::net("write", None, os())));
+        }
+        if let Some(on_done) = self.shutdown {
+            on_done(lp, Err(Error::net("shutdown", None, os())));
+        }
+    }
+
+    /// Fails every callback, the first of them (the connect's, else the
+    /// head write's, else the reader's) with `error` itself.
+    fn fail_first(mut self, lp: &mut Loop, stream: Stream, error: Error, errno: i32) {
+        let on_end = self.on_end.take();
+        let mut error = Some(error);
+        if let Some(on_connect) = self.on_connect.take() {
+            on_connect(lp, Err(error.take().expect("not taken yet")));
+        } else if let Some(head) = self.writes.pop_front() {
+            (head.on_written)(lp, Err(error.take().expect("not taken yet")));
+        }
+        self.fail(lp, errno);
+        if let Some(on_end) = on_end {
+            let error = error.unwrap_or_else(|| {
+                let syscall = "read";
+                Error::net(syscall, None, io::Error::from_raw_os_error(errno))
+            });
+            on_end(lp, stream, Err(error));
+        }
+    }
+}
+
+fn shutdown_error(error: io::Error) -> Error {
+    Error::net("shutdown", None, error)
+}
+
+pub(super) const STALE: Error = Error::Stale { what: "stream" };

@@ -1,0 +1,211 @@
+//! Unix domain stream sockets on every backend: the stream API of TCP
+//! (echo, half-close, a large transfer with backpressure), Node's errors
+//! with the path, and the socket file's life.
+
+mod util;
+
+use std::cell::{Cell, RefCell};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
+
+use eventide::Loop;
+use eventide::net::{ListenOptions, Listener};
+use util::{outcome, run_within};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// An echo server on `dir/name`: echoes, and ends its side when the peer
+/// ends its own.
+fn echo_server(lp: &mut Loop, path: &Path) -> Listener {
+    lp.unix_listen(path, ListenOptions::default(), |lp, accepted| {
+        let stream = accepted.expect("accepted");
+        stream.read_start(
+            lp,
+            |lp, stream, data| stream.write(lp, data.to_vec(), |_, res| res.unwrap()),
+            |lp, stream, end| {
+                end.unwrap();
+                stream.shutdown(lp, move |lp, _| {
+                    stream.close(lp);
+                });
+            },
+        );
+    })
+    .expect("listen")
+}
+
+fn socket_path(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("echo.sock")
+}
+
+fn a_unix_stream_echoes_and_half_closes_like_tcp(lp: &mut Loop) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = socket_path(&dir);
+    let server = echo_server(lp, &path);
+    assert!(path.exists(), "the bind made the socket file");
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let g = Rc::clone(&got);
+    let client = lp
+        .unix_connect(&path, move |lp, connected| {
+            let stream = connected.expect("connected");
+            stream.write(lp, b"over a unix socket".to_vec(), |_, res| res.unwrap());
+            stream.shutdown(lp, |_, res| res.unwrap());
+            stream.read_start(
+                lp,
+                move |_, _, data| g.borrow_mut().extend_from_slice(data),
+                move |lp, stream, end| {
+                    end.expect("the server ended its side");
+                    stream.close(lp);
+                    server.close(lp);
+                },
+            );
+        })
+        .unwrap();
+    // TCP's options do nothing on a Unix socket (as Node's); addresses
+    // are not IP addresses.
+    client.set_nodelay(lp, true).unwrap();
+    run_within(lp, LIMIT);
+    assert_eq!(&got.borrow()[..], b"over a unix socket");
+    assert!(
+        !path.exists(),
+        "closing the listener removed the socket file"
+    );
+}
+
+fn eight_mebibytes_cross_a_unix_socket_under_backpressure(lp: &mut Loop) {
+    const TOTAL: usize = 8 << 20;
+    const CHUNK: usize = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    let path = socket_path(&dir);
+    let server = echo_server(lp, &path);
+    let received = Rc::new(Cell::new(0usize));
+    let intact = Rc::new(Cell::new(true));
+    let drains = Rc::new(Cell::new(0));
+    let (r, i, d) = (Rc::clone(&received), Rc::clone(&intact), Rc::clone(&drains));
+    let written = Rc::new(Cell::new(0usize));
+    let stream = lp
+        .unix_connect(&path, move |lp, connected| {
+            let stream = connected.unwrap();
+            stream.read_start(
+                lp,
+                move |_, _, data| {
+                    let at = r.get();
+                    i.set(i.get() && data.iter().enumerate().all(|(k, b)| *b == byte(at + k)));
+                    r.set(at + data.len());
+                },
+                move |lp, stream, end| {
+                    end.unwrap();
+                    stream.close(lp);
+                    server.close(lp);
+                },
+            );
+        })
+        .unwrap();
+    let w = Rc::clone(&written);
+    let write_some = Rc::new(move |lp: &mut Loop, stream: eventide::net::Stream| {
+        while w.get() < TOTAL && !stream.need_drain(lp) {
+            let at = w.get();
+            let len = CHUNK.min(TOTAL - at);
+            stream.write(lp, (at..at + len).map(byte).collect(), |_, r| r.unwrap());
+            w.set(at + len);
+            if w.get() == TOTAL {
+                stream.shutdown(lp, |_, res| res.unwrap());
+            }
+        }
+    });
+    let again = Rc::clone(&write_some);
+    stream.on_drain(lp, move |lp, stream| {
+        d.set(d.get() + 1);
+        again(lp, stream);
+    });
+    write_some(lp, stream);
+    run_within(lp, LIMIT);
+    assert_eq!(received.get(), TOTAL);
+    assert!(intact.get(), "bytes changed on the way");
+    assert!(drains.get() > 0, "backpressure never applied");
+}
+
+fn byte(at: usize) -> u8 {
+    (at % 253) as u8
+}
+
+fn connecting_to_a_missing_path_fails_with_nodes_message(lp: &mut Loop) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nobody.sock");
+    let result = outcome(lp, |lp, done| {
+        lp.unix_connect(&path, |lp, res| done(lp, res.map(drop)))
+            .unwrap();
+    });
+    let error = result.unwrap_err();
+    assert_eq!(error.code(), Some("ENOENT"));
+    assert_eq!(
+        error.to_string(),
+        format!("connect ENOENT {}", path.display())
+    );
+}
+
+fn listening_on_a_taken_path_fails_with_nodes_message(lp: &mut Loop) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = socket_path(&dir);
+    let first = echo_server(lp, &path);
+    let error = lp
+        .unix_listen(&path, ListenOptions::default(), |_, _| {})
+        .unwrap_err();
+    assert_eq!(error.code(), Some("EADDRINUSE"));
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "listen EADDRINUSE: address already in use {}",
+            path.display()
+        )
+    );
+    // The failed listen left the first one's file alone.
+    assert!(path.exists());
+    first.close(lp);
+    run_within(lp, LIMIT);
+    // A plain file in the way is refused too, and not removed.
+    std::fs::write(&path, b"not a socket").unwrap();
+    let error = lp
+        .unix_listen(&path, ListenOptions::default(), |_, _| {})
+        .unwrap_err();
+    assert_eq!(error.code(), Some("EADDRINUSE"));
+    assert_eq!(std::fs::read(&path).unwrap(), b"not a socket");
+}
+
+fn a_unix_stream_closed_inside_its_read_callback_reads_no_more(lp: &mut Loop) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = socket_path(&dir);
+    let server = lp
+        .unix_listen(&path, ListenOptions::default(), |lp, accepted| {
+            let stream = accepted.unwrap();
+            for _ in 0..10 {
+                stream.write(lp, vec![7; 10_000], |_, _| {});
+            }
+        })
+        .unwrap();
+    let chunks = Rc::new(Cell::new(0));
+    let c = Rc::clone(&chunks);
+    lp.unix_connect(&path, move |lp, connected| {
+        let stream = connected.unwrap();
+        stream.read_start(
+            lp,
+            move |lp, stream, _| {
+                c.set(c.get() + 1);
+                assert!(stream.close(lp));
+                server.close(lp);
+            },
+            |_, _, _| panic!("a closed stream's reader hears nothing more"),
+        );
+    })
+    .unwrap();
+    run_within(lp, LIMIT);
+    assert_eq!(chunks.get(), 1);
+}
+
+on_every_backend!(
+    a_unix_stream_echoes_and_half_closes_like_tcp,
+    eight_mebibytes_cross_a_unix_socket_under_backpressure,
+    connecting_to_a_missing_path_fails_with_nodes_message,
+    listening_on_a_taken_path_fails_with_nodes_message,
+    a_unix_stream_closed_inside_its_read_callback_reads_no_more,
+);
