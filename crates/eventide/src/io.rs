@@ -18,8 +18,9 @@
 //! its tokens are unique among the operations in flight.
 //!
 //! An operation keeps the loop alive while it is in flight (a multishot
-//! one until its final completion, `more == false`). The boxed ones
-//! always do; the socket operations are counted in `Io::sockets` by the
+//! one until its final completion, `more == false`). The boxed ones do
+//! unless their owner says otherwise (`Loop::set_counted`: the receive
+//! wait of an unreferenced UDP socket); the socket operations are counted in `Io::sockets` by the
 //! networking code, which leaves out the receive of an unreferenced
 //! stream and the accept of an unreferenced listener (libuv's `uv_unref`)
 //! while the socket is open.
@@ -52,23 +53,55 @@ const RECEIVED: u64 = 1;
 const SENT: u64 = 2;
 const ACCEPTED: u64 = 3;
 
+/// A boxed operation's handler, and whether it keeps the loop alive.
+struct Boxed {
+    /// `None` while it runs.
+    handler: Option<OnComplete>,
+    counted: bool,
+}
+
 /// The operations in flight on the reactor.
 #[derive(Default)]
 pub(crate) struct Io {
-    /// Boxed handlers, by token (tag 0); `None` while one runs.
-    handlers: Slab<Option<OnComplete>>,
+    /// Boxed handlers, by token (tag 0).
+    handlers: Slab<Boxed>,
+    /// Boxed operations in flight that do not keep the loop alive.
+    uncounted: usize,
     /// Socket operations in flight that keep the loop alive (see the
     /// module documentation).
     pub(crate) sockets: usize,
     /// The sockets of [`crate::net`], which own the descriptors these
     /// operations run on.
     pub(crate) net: crate::net::Sockets,
+    /// The UDP sockets of [`crate::dgram`].
+    pub(crate) dgram: crate::dgram::Table,
 }
 
 impl Io {
     /// The operations in flight that keep the loop alive.
     pub(crate) fn in_flight(&self) -> usize {
-        self.handlers.len() + self.sockets
+        self.handlers.len() - self.uncounted + self.sockets
+    }
+
+    /// Whether the boxed operation under `token` keeps the loop alive
+    /// (libuv's `uv_ref`/`uv_unref` for the handle that owns it). A token
+    /// no longer in flight is ignored.
+    pub(crate) fn set_counted(&mut self, token: Token, counted: bool) {
+        let (tag, id) = decode(token);
+        if tag != BOXED {
+            return;
+        }
+        let Some(boxed) = self.handlers.get_mut(id) else {
+            return;
+        };
+        if boxed.counted != counted {
+            boxed.counted = counted;
+            if counted {
+                self.uncounted -= 1;
+            } else {
+                self.uncounted += 1;
+            }
+        }
     }
 }
 
@@ -114,7 +147,10 @@ impl Loop {
         op: Op,
         on_complete: impl FnMut(&mut Loop, Completion) + 'static,
     ) -> Result<Token, SubmitError> {
-        let id = self.io.handlers.insert(Some(Box::new(on_complete)));
+        let id = self.io.handlers.insert(Boxed {
+            handler: Some(Box::new(on_complete)),
+            counted: true,
+        });
         let token = token(BOXED, id);
         match self.reactor.submit(token, op) {
             Ok(()) => Ok(token),
@@ -173,7 +209,7 @@ impl Loop {
             );
             return;
         };
-        let Some(mut handler) = slot.take() else {
+        let Some(mut handler) = slot.handler.take() else {
             log::warn!(
                 "eventide: completion for a running handler {:?}",
                 completion.token
@@ -184,10 +220,12 @@ impl Loop {
         self.invoke(|lp: &mut Loop| handler(lp, completion));
         if more {
             if let Some(slot) = self.io.handlers.get_mut(id) {
-                *slot = Some(handler);
+                slot.handler = Some(handler);
             }
-        } else {
-            self.io.handlers.remove(id);
+        } else if let Some(done) = self.io.handlers.remove(id)
+            && !done.counted
+        {
+            self.io.uncounted -= 1;
         }
     }
 }

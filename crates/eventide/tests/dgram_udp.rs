@@ -610,7 +610,66 @@ fn a_dropped_loops_sockets_are_closed(lp: &mut Loop) {
     run_within(lp, LIMIT);
 }
 
+/// An unreferenced receiving socket lets the loop end; it still receives
+/// while something else keeps the loop running; referenced again, it keeps
+/// the loop alive by itself.
+fn an_unreferenced_socket_does_not_keep_the_loop_alive(lp: &mut Loop) {
+    let server = bind(lp, v4());
+    let to = server.local_addr(lp).unwrap();
+    let client = bind(lp, v4());
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let g = Rc::clone(&got);
+    server.recv_start(
+        lp,
+        move |_, _, data, _| g.borrow_mut().push(data.to_vec()),
+        no_error,
+    );
+    assert!(server.has_ref(lp));
+    assert!(server.unref(lp));
+    assert!(!server.has_ref(lp));
+    // Nothing else: run() returns, the receive still armed (bounded: a
+    // socket that kept the loop alive would fail here, not hang).
+    run_within(lp, LIMIT);
+    assert!(!lp.alive());
+    assert!(got.borrow().is_empty());
+    // A referenced timer keeps the loop running: the datagram sent before
+    // it fires is received meanwhile.
+    client.send_to(lp, b"while a timer runs".to_vec(), to, |_, n| {
+        n.unwrap();
+    });
+    let g = Rc::clone(&got);
+    lp.set_timeout(Duration::from_millis(50), move |_| {
+        assert_eq!(g.borrow().len(), 1, "received before the timer fired");
+    });
+    run_within(lp, LIMIT);
+    assert_eq!(*got.borrow(), [b"while a timer runs".to_vec()]);
+    // Referenced again: the socket alone keeps the loop alive until it
+    // receives and closes itself.
+    assert!(server.set_ref(lp, true));
+    let g = Rc::clone(&got);
+    server.recv_start(
+        lp,
+        move |lp, server, data, _| {
+            g.borrow_mut().push(data.to_vec());
+            server.close(lp);
+        },
+        no_error,
+    );
+    assert!(lp.alive());
+    lp.set_timeout(Duration::from_millis(20), move |lp| {
+        client.send_to(lp, b"late".to_vec(), to, move |lp, n| {
+            n.unwrap();
+            client.close(lp);
+        });
+    });
+    run_within(lp, LIMIT);
+    assert_eq!(got.borrow().len(), 2);
+    assert!(!server.has_ref(lp), "closed");
+    assert!(!server.set_ref(lp, false), "closed");
+}
+
 on_every_backend!(
+    an_unreferenced_socket_does_not_keep_the_loop_alive,
     an_echo_round_trip_over_ipv4_returns_the_same_bytes,
     an_echo_round_trip_over_ipv6_returns_the_same_bytes,
     many_datagrams_arrive_in_order_with_their_bytes,

@@ -64,8 +64,9 @@
 //! its close has finished. A bound socket that neither receives nor sends
 //! does not. (Node starts receiving as soon as a socket is bound, so a
 //! bound Node socket always keeps the process alive, as a bound socket
-//! with `recv_start` does here.) There is no `unref` for UDP sockets yet:
-//! `recv_stop` is the way to let the loop end while one is open.
+//! with `recv_start` does here.) [`UdpSocket::unref`] (Node's
+//! `socket.unref()`) lets the loop end while the socket receives;
+//! [`UdpSocket::set_ref`] and [`UdpSocket::has_ref`] as for streams.
 //!
 //! # Closing
 //!
@@ -89,6 +90,7 @@ mod socket;
 mod table;
 
 pub use socket::UdpSocket;
+pub(crate) use table::Table;
 
 use std::net::{Ipv4Addr, SocketAddr};
 
@@ -155,8 +157,6 @@ impl Loop {
     /// [`Error::Net`] with syscall `"bind"` when the socket cannot be made,
     /// configured or bound: `bind EADDRINUSE 127.0.0.1:41234`.
     pub fn udp_bind(&mut self, addr: SocketAddr, options: UdpOptions) -> Result<UdpSocket> {
-        // Sockets of loops dropped before may hold this very address.
-        table::collect_dropped();
         let table = table::of(self);
         let socket = udp_socket(addr, &options).map_err(|e| Error::net("bind", Some(addr), e))?;
         let mut sockets = table.borrow_mut();

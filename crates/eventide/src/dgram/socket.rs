@@ -44,6 +44,8 @@ pub(crate) struct Udp {
     /// The peer of `connect`, if connected.
     peer: Option<SocketAddr>,
     reading: bool,
+    /// Whether receiving keeps the loop alive (libuv's `uv_ref`).
+    referenced: bool,
     /// `None` while it runs.
     on_message: Option<OnMessage>,
     /// `None` while it runs.
@@ -87,6 +89,7 @@ impl UdpSocket {
             ipv6,
             peer: None,
             reading: false,
+            referenced: true,
             on_message: None,
             on_error: None,
             max_datagram: max_datagram.max(1),
@@ -125,6 +128,39 @@ impl UdpSocket {
         udp.on_error = Some(Box::new(on_error));
         drop(sockets);
         self.wait_readable(lp);
+    }
+
+    /// Whether a receiving socket keeps the loop alive (Node's
+    /// `socket.ref()` / `socket.unref()`, libuv's `uv_ref` / `uv_unref`):
+    /// an unreferenced one still receives while something else keeps the
+    /// loop running, but does not keep it running by itself. Sends in
+    /// flight keep the loop alive either way, as libuv's requests do.
+    /// Returns `false` for a closed socket.
+    pub fn set_ref(self, lp: &mut Loop, referenced: bool) -> bool {
+        let table = table::of(lp);
+        let mut sockets = table.borrow_mut();
+        let Some(udp) = sockets.get_mut(self.0) else {
+            return false;
+        };
+        udp.referenced = referenced;
+        if let Some(token) = udp.recv_wait {
+            lp.io.set_counted(token, referenced);
+        }
+        true
+    }
+
+    /// [`UdpSocket::set_ref`] with `false` (Node's `socket.unref()`).
+    pub fn unref(self, lp: &mut Loop) -> bool {
+        self.set_ref(lp, false)
+    }
+
+    /// Whether the socket is referenced (libuv's `uv_has_ref`); `false`
+    /// once closed.
+    pub fn has_ref(self, lp: &Loop) -> bool {
+        table::of(lp)
+            .borrow()
+            .get(self.0)
+            .is_some_and(|udp| udp.referenced)
     }
 
     /// Stops receiving: no `on_message` runs until the next
@@ -514,7 +550,12 @@ impl UdpSocket {
         }
         let op = Op::poll(udp.socket.as_raw_fd(), Interest::READABLE);
         match lp.submit_io(op, move |lp, c| self.on_readable(lp, c)) {
-            Ok(token) => udp.recv_wait = Some(token),
+            Ok(token) => {
+                udp.recv_wait = Some(token);
+                if !udp.referenced {
+                    lp.io.set_counted(token, false);
+                }
+            }
             Err(refused) => {
                 drop(sockets);
                 let error = Error::net("recvmsg", None, refused.error);
