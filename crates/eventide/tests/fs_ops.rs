@@ -3,6 +3,7 @@
 //! each one's success and its main error, worded as Node's, on every
 //! backend (the poll backend runs them all on the blocking pool).
 
+mod fs_support;
 mod util;
 
 use std::path::{Path, PathBuf};
@@ -337,7 +338,16 @@ fn the_route_is_visible_in_the_counters(lp: &mut Loop) {
     let d = dir.path().to_path_buf();
     outcome(lp, move |lp, done| lp.fs().readdir(d, done)).unwrap();
     let after = fs::stats();
+    let ring = lp.fs().native_ops().contains(fs::FileOps::STATX);
+    if lp.backend() == BackendKind::Poll {
+        assert!(lp.fs().native_ops().is_empty(), "nothing native on polling");
+    }
     match lp.backend() {
+        BackendKind::Uring if !ring => {
+            // EVENTIDE_URING_FILE_OPS took statx away: both on the pool.
+            assert_eq!(after.native, before.native, "stat on the pool");
+            assert_eq!(after.pool, before.pool + 2, "both on the pool");
+        }
         BackendKind::Uring => {
             assert_eq!(after.native, before.native + 1, "stat on the ring");
             assert_eq!(after.pool, before.pool + 1, "readdir on the pool");
@@ -385,3 +395,10 @@ on_every_backend!(
     the_route_is_visible_in_the_counters,
     a_dropped_file_is_closed_once,
 );
+
+/// The same cases on the io_uring backend with every file operation on
+/// the pool (as on a kernel whose io_uring lacks them): same results.
+#[test]
+fn the_same_cases_pass_with_every_op_on_the_pool() {
+    fs_support::rerun_uring_cases_on_the_pool();
+}

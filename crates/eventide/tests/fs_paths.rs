@@ -3,6 +3,7 @@
 //! copy_file, exists, truncate): success and the main error of each, on
 //! every backend (all of these run on the pool, on io_uring too).
 
+mod fs_support;
 mod util;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -286,7 +287,31 @@ fn truncate_sets_the_length_of_a_path(lp: &mut Loop) {
     assert_fs_error(&error, "ENOENT", &message);
 }
 
+/// The main error of the descriptor and no-follow variants, as Node words
+/// them (checked against node 20): a closed descriptor is `EBADF`.
+fn lchown_fchown_and_futimes_report_their_main_error(lp: &mut Loop) {
+    let dir = tmp();
+    let missing = dir.path().join("nope");
+    let m = missing.clone();
+    let error = outcome(lp, move |lp, done| lp.fs().lchown(m, 0, 0, done)).unwrap_err();
+    let message = format!(
+        "ENOENT: no such file or directory, lchown '{}'",
+        q(&missing)
+    );
+    assert_fs_error(&error, "ENOENT", &message);
+    let path = file_with(dir.path(), "c", b"");
+    let file = open(lp, &path, "r");
+    close(lp, file.clone());
+    let f = file.clone();
+    let error = outcome(lp, move |lp, done| lp.fs().fchown(&f, 0, 0, done)).unwrap_err();
+    assert_fs_error(&error, "EBADF", "EBADF: bad file descriptor, fchown");
+    let when = SystemTime::UNIX_EPOCH;
+    let error = outcome(lp, move |lp, done| lp.fs().futimes(&file, when, when, done)).unwrap_err();
+    assert_fs_error(&error, "EBADF", "EBADF: bad file descriptor, futime");
+}
+
 on_every_backend!(
+    lchown_fchown_and_futimes_report_their_main_error,
     mkdir_recursive_makes_parents_and_returns_the_first_it_made,
     mkdtemp_makes_a_fresh_directory_and_fails_under_a_missing_one,
     rm_removes_files_and_trees_as_its_options_say,
@@ -299,3 +324,10 @@ on_every_backend!(
     copy_file_copies_bytes_and_mode_and_honours_excl,
     truncate_sets_the_length_of_a_path,
 );
+
+/// The same cases on the io_uring backend with every file operation on
+/// the pool (as on a kernel whose io_uring lacks them): same results.
+#[test]
+fn the_same_cases_pass_with_every_op_on_the_pool() {
+    fs_support::rerun_uring_cases_on_the_pool();
+}

@@ -1,6 +1,7 @@
 //! Read and write streams on every backend: chunks in order, ranges,
 //! pause and resume, end callbacks, backpressure with drain, errors.
 
+mod fs_support;
 mod util;
 
 use std::cell::{Cell, RefCell};
@@ -9,7 +10,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use eventide::Loop;
-use eventide::fs::{ReadStreamOptions, WriteStream, WriteStreamOptions};
+use eventide::fs::{Flags, ReadStream, ReadStreamOptions, WriteStream, WriteStreamOptions};
 use util::{assert_fs_error, outcome, run_within};
 
 fn tmp() -> tempfile::TempDir {
@@ -59,8 +60,9 @@ fn a_read_stream_reads_only_its_range(lp: &mut Loop) {
     std::fs::write(&path, &data).unwrap();
     let options = ReadStreamOptions {
         high_water_mark: 1000,
-        start: 100,
+        start: Some(100),
         end: Some(2_599),
+        ..ReadStreamOptions::default()
     };
     let (chunks, end) = stream_chunks(lp, &path, options);
     end.unwrap();
@@ -189,7 +191,269 @@ fn a_write_stream_that_cannot_open_reports_it_at_end(lp: &mut Loop) {
     assert!(!stream.write(lp, b"after".to_vec()), "no writes after end");
 }
 
+/// Files under `dir` this process holds open (tests run in parallel
+/// threads: only our own directory's files are counted).
+fn open_under(dir: &Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|entries| {
+            entries
+                .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|target| target.starts_with(dir))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// What a read stream reported: chunks, the end, and close callbacks.
+#[derive(Default)]
+struct Seen {
+    chunks: RefCell<Vec<Vec<u8>>>,
+    end: RefCell<Option<eventide::Result<()>>>,
+    closes: Cell<usize>,
+}
+
+fn watch(
+    lp: &mut Loop,
+    path: &Path,
+    options: ReadStreamOptions,
+    on_chunk: impl Fn(&mut Loop, &ReadStream) + 'static,
+) -> (ReadStream, Rc<Seen>) {
+    let seen = Rc::new(Seen::default());
+    let (a, b, c) = (Rc::clone(&seen), Rc::clone(&seen), Rc::clone(&seen));
+    let stream = lp.fs().create_read_stream(
+        path,
+        options,
+        move |lp, stream, chunk| {
+            a.chunks.borrow_mut().push(chunk.to_vec());
+            on_chunk(lp, stream);
+        },
+        move |_, end| {
+            assert!(b.end.borrow().is_none(), "one end");
+            *b.end.borrow_mut() = Some(end);
+        },
+    );
+    stream.on_close(move |_| c.closes.set(c.closes.get() + 1));
+    (stream, seen)
+}
+
+fn read_stream_ranges_follow_node(lp: &mut Loop) {
+    let dir = tmp();
+    let path = dir.path().join("r");
+    std::fs::write(&path, b"abcdefghij").unwrap();
+    type Case = (Option<u64>, Option<u64>, usize, &'static [u8]);
+    let cases: [Case; 5] = [
+        (Some(20), None, 64, b""),      // start past the end: no chunk
+        (Some(2), Some(4), 64, b"cde"), // end inclusive
+        (None, Some(0), 64, b"a"),      // end 0: one byte
+        (None, None, 3, b"abcdefghij"), // chunks of 3
+        (Some(9), Some(100), 64, b"j"), // end past the file
+    ];
+    for (start, end, hwm, want) in cases {
+        let options = ReadStreamOptions {
+            start,
+            end,
+            high_water_mark: hwm,
+            ..ReadStreamOptions::default()
+        };
+        let (_, seen) = watch(lp, &path, options, |_, _| {});
+        run_within(lp, Duration::from_secs(20));
+        let chunks = seen.chunks.take();
+        assert!(chunks.iter().all(|c| !c.is_empty() && c.len() <= hwm));
+        assert_eq!(chunks.concat(), want, "start {start:?} end {end:?}");
+        seen.end.take().expect("ended").unwrap();
+        assert_eq!(seen.closes.get(), 1, "closed once, after the end");
+    }
+    // start after end: an error at once, nothing opened, no close.
+    let options = ReadStreamOptions {
+        start: Some(5),
+        end: Some(2),
+        ..ReadStreamOptions::default()
+    };
+    let (_, seen) = watch(lp, &path, options, |_, _| {});
+    run_within(lp, Duration::from_secs(20));
+    let error = seen.end.take().expect("ended").unwrap_err();
+    assert_eq!(error.code(), Some("ERR_INVALID_ARG_VALUE"), "{error}");
+    assert_eq!(seen.closes.get(), 0);
+    assert!(seen.chunks.borrow().is_empty());
+}
+
+fn read_stream_on_a_given_file_reads_from_its_position(lp: &mut Loop) {
+    let dir = tmp();
+    let path = dir.path().join("r");
+    std::fs::write(&path, b"abcdefghij").unwrap();
+    let file = outcome(lp, |lp, done| {
+        lp.fs().open(&path, Flags::parse("r").unwrap(), 0, done)
+    })
+    .unwrap();
+    let moved = outcome(lp, |lp, done| {
+        lp.fs()
+            .read(&file, Vec::with_capacity(3), None, move |lp, n, _| {
+                done(lp, n)
+            })
+    });
+    assert_eq!(moved.unwrap(), 3);
+    // autoClose off: the file stays open, no close callback.
+    let options = ReadStreamOptions {
+        fd: Some(file.clone()),
+        auto_close: false,
+        ..ReadStreamOptions::default()
+    };
+    let (stream, seen) = watch(lp, Path::new("ignored"), options, |_, _| {});
+    run_within(lp, Duration::from_secs(20));
+    assert_eq!(seen.chunks.take().concat(), b"defghij");
+    seen.end.take().expect("ended").unwrap();
+    assert_eq!(seen.closes.get(), 0, "no close without autoClose");
+    assert!(file.fd().is_some() && stream.file().is_some(), "still open");
+    // The default closes it; emitClose off: no close callback.
+    let options = ReadStreamOptions {
+        fd: Some(file.clone()),
+        start: Some(8),
+        emit_close: false,
+        ..ReadStreamOptions::default()
+    };
+    let (_, seen) = watch(lp, Path::new("ignored"), options, |_, _| {});
+    run_within(lp, Duration::from_secs(20));
+    assert_eq!(seen.chunks.take().concat(), b"ij");
+    seen.end.take().expect("ended").unwrap();
+    assert_eq!(seen.closes.get(), 0);
+    assert_eq!(file.fd(), None, "autoClose closed it");
+    assert_eq!(open_under(dir.path()), 0);
+}
+
+fn read_stream_destroyed_in_a_chunk_ends_with_close_only(lp: &mut Loop) {
+    let dir = tmp();
+    let path = dir.path().join("r");
+    std::fs::write(&path, pattern(10_000)).unwrap();
+    let options = ReadStreamOptions {
+        high_water_mark: 1000,
+        ..ReadStreamOptions::default()
+    };
+    let (stream, seen) = watch(lp, &path, options, |lp, stream| stream.destroy(lp));
+    run_within(lp, Duration::from_secs(20));
+    assert_eq!(seen.chunks.borrow().len(), 1, "nothing after destroy");
+    assert!(seen.end.borrow().is_none(), "no end after destroy (Node)");
+    assert_eq!(seen.closes.get(), 1);
+    assert!(stream.is_destroyed());
+    assert_eq!(open_under(dir.path()), 0, "the file was closed");
+    // Destroyed at once: only the close.
+    let (stream, seen) = watch(lp, &path, ReadStreamOptions::default(), |_, _| {});
+    stream.destroy(lp);
+    stream.destroy(lp);
+    run_within(lp, Duration::from_secs(20));
+    assert!(seen.chunks.borrow().is_empty() && seen.end.borrow().is_none());
+    assert_eq!(seen.closes.get(), 1);
+    assert_eq!(open_under(dir.path()), 0, "opened after destroy: closed");
+}
+
+fn read_stream_destroyed_with_a_read_in_flight_waits_for_it(lp: &mut Loop) {
+    let dir = tmp();
+    let fifo = dir.path().join("fifo");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: `c` is a live NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    // A writer holding the pipe open without writing: the stream's read
+    // waits in the kernel (io_uring) or on a pool thread.
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let path = fifo.clone();
+    let writer = std::thread::spawn(move || {
+        let w = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        let _ = rx.recv();
+        drop(w); // the pool's read then returns 0
+    });
+    let (stream, seen) = watch(lp, &fifo, ReadStreamOptions::default(), |_, _| {});
+    let s = stream.clone();
+    let release = Rc::new(Cell::new(Some(tx)));
+    let r = Rc::clone(&release);
+    // Once the read is surely in flight, destroy; release the writer a bit
+    // later (a pool read can only end that way).
+    lp.set_timeout(Duration::from_millis(50), move |lp| {
+        s.destroy(lp);
+        let r = Rc::clone(&r);
+        lp.set_timeout(Duration::from_millis(50), move |_| {
+            if let Some(tx) = r.take() {
+                let _ = tx.send(());
+            }
+        });
+    });
+    run_within(lp, Duration::from_secs(20));
+    writer.join().unwrap();
+    assert!(seen.chunks.borrow().is_empty() && seen.end.borrow().is_none());
+    assert_eq!(seen.closes.get(), 1, "closed once the read came back");
+    assert_eq!(open_under(dir.path()), 0);
+    drop(release);
+}
+
+fn write_stream_options_and_destroy_follow_node(lp: &mut Loop) {
+    let dir = tmp();
+    let path = dir.path().join("w");
+    std::fs::write(&path, b"0123456789").unwrap();
+    // flags r+ and start: written in place (Node: 012XY56789).
+    let options = WriteStreamOptions {
+        flags: Flags::parse("r+").unwrap(),
+        start: Some(3),
+        ..WriteStreamOptions::default()
+    };
+    let stream = lp.fs().create_write_stream(&path, options, |_, _| {});
+    let closes = Rc::new(Cell::new(0));
+    let c = Rc::clone(&closes);
+    stream.on_close(move |_| c.set(c.get() + 1));
+    let s = stream.clone();
+    let end = outcome(lp, move |lp, done| {
+        s.write(lp, b"XY".to_vec());
+        s.end(lp, done);
+    });
+    end.unwrap();
+    assert_eq!(closes.get(), 1);
+    assert_eq!(std::fs::read(&path).unwrap(), b"012XY56789");
+    // Destroy with chunks queued: end's callback errs, close runs once.
+    let stream = lp
+        .fs()
+        .create_write_stream(&path, WriteStreamOptions::default(), |_, _| {});
+    let closes = Rc::new(Cell::new(0));
+    let c = Rc::clone(&closes);
+    stream.on_close(move |_| c.set(c.get() + 1));
+    let s = stream.clone();
+    let end = outcome(lp, move |lp, done| {
+        s.write(lp, b"abc".to_vec());
+        s.end(lp, done);
+        s.destroy(lp);
+        assert!(!s.write(lp, b"late".to_vec()));
+    });
+    assert!(
+        end.is_err(),
+        "end after destroy fails (ERR_STREAM_DESTROYED)"
+    );
+    assert_eq!(closes.get(), 1);
+    assert_eq!(open_under(dir.path()), 0);
+    // A given file, autoClose off: written at its position, left open.
+    let file = outcome(lp, |lp, done| {
+        lp.fs().open(&path, Flags::parse("w").unwrap(), 0o600, done)
+    })
+    .unwrap();
+    let options = WriteStreamOptions {
+        fd: Some(file.clone()),
+        auto_close: false,
+        ..WriteStreamOptions::default()
+    };
+    let stream = lp.fs().create_write_stream("ignored", options, |_, _| {});
+    let s = stream.clone();
+    outcome(lp, move |lp, done| {
+        s.write(lp, b"kept ".to_vec());
+        s.write(lp, b"open".to_vec());
+        s.end(lp, done);
+    })
+    .unwrap();
+    assert!(file.fd().is_some(), "autoClose off leaves it open");
+    outcome(lp, |lp, done| lp.fs().close(file, done)).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"kept open");
+}
+
 on_every_backend!(
+    read_stream_ranges_follow_node,
+    read_stream_on_a_given_file_reads_from_its_position,
+    read_stream_destroyed_in_a_chunk_ends_with_close_only,
+    read_stream_destroyed_with_a_read_in_flight_waits_for_it,
+    write_stream_options_and_destroy_follow_node,
     a_read_stream_delivers_every_chunk_in_order_then_ends,
     a_read_stream_reads_only_its_range,
     a_paused_read_stream_delivers_nothing_until_resumed,
@@ -197,3 +461,10 @@ on_every_backend!(
     a_write_stream_applies_backpressure_and_writes_everything,
     a_write_stream_that_cannot_open_reports_it_at_end,
 );
+
+/// The same cases on the io_uring backend with every file operation on
+/// the pool (as on a kernel whose io_uring lacks them): same results.
+#[test]
+fn the_same_cases_pass_with_every_op_on_the_pool() {
+    fs_support::rerun_uring_cases_on_the_pool();
+}

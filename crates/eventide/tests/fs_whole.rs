@@ -2,6 +2,7 @@
 //! backend: files larger than one read, files whose size stat does not
 //! know, and each one's main errors as Node words them.
 
+mod fs_support;
 mod util;
 
 use std::path::Path;
@@ -144,3 +145,10 @@ on_every_backend!(
     write_file_errors_are_nodes,
     many_reads_in_flight_all_complete_while_the_loop_runs_timers,
 );
+
+/// The same cases on the io_uring backend with every file operation on
+/// the pool (as on a kernel whose io_uring lacks them): same results.
+#[test]
+fn the_same_cases_pass_with_every_op_on_the_pool() {
+    fs_support::rerun_uring_cases_on_the_pool();
+}

@@ -62,7 +62,10 @@
 //! where it is refused is an error. [`Reactor::backend`] tells which one
 //! runs. The polling backend refuses file operations with
 //! [`io::ErrorKind::Unsupported`] so the caller can run them on a thread
-//! pool, as libuv does.
+//! pool, as libuv does; so does io_uring for a file operation outside
+//! [`Reactor::file_ops`] (what the kernel's probe reports, narrowed by
+//! `EVENTIDE_URING_FILE_OPS` for testing and diagnosis; see [`FileOps`]).
+//! [`Op::read_file`] reads a whole small file in one operation.
 //!
 //! # Multishot and provided buffers
 //!
@@ -83,7 +86,7 @@ mod op;
 mod sys;
 pub mod uring_ext;
 
-pub use op::{Completion, FileStat, Interest, Op, Shutdown, Token};
+pub use op::{Completion, FileOps, FileStat, Interest, Op, ReadFileStep, Shutdown, Token};
 
 /// How many [`Op::recv_multi`] buffers a reactor lends out at most before it
 /// waits for some to come back through [`Reactor::recycle`].
@@ -332,6 +335,23 @@ impl Reactor {
     /// [`RECV_MULTI_LEND_LIMIT`] until it is recycled.
     pub fn recycle(&mut self, buf: Vec<u8>) {
         self.backend.recycle(buf);
+    }
+
+    /// The file operations this reactor runs natively: on io_uring what the
+    /// kernel's probe reports, narrowed by `EVENTIDE_URING_FILE_OPS` (read
+    /// at [`Reactor::new`]: a list as [`FileOps::parse`] takes, for testing
+    /// and diagnosis) and by [`Reactor::restrict_file_ops`]; empty on
+    /// polling. A file operation needing one outside it is refused with
+    /// [`io::ErrorKind::Unsupported`], its buffer handed back.
+    pub fn file_ops(&self) -> FileOps {
+        self.backend.file_ops()
+    }
+
+    /// Narrows [`Reactor::file_ops`] to what is also in `keep` (for testing
+    /// and diagnosis: the reactor then behaves as on a kernel without the
+    /// others). Operations in flight are not affected.
+    pub fn restrict_file_ops(&mut self, keep: FileOps) {
+        self.backend.restrict_file_ops(keep);
     }
 
     /// io_uring details (setup flags, probed features); `None` on polling.

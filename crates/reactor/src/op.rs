@@ -149,6 +149,138 @@ impl fmt::Debug for FileStat {
     }
 }
 
+/// The steps of an [`Op::read_file`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReadFileStep {
+    /// Opening the file.
+    Open,
+    /// Reading it.
+    Read,
+    /// Closing it.
+    Close,
+}
+
+/// A set of io_uring file operations: what a reactor runs natively
+/// ([`Reactor::file_ops`](crate::Reactor::file_ops)) and what an operation
+/// needs ([`Op::file_ops_needed`]).
+///
+/// On io_uring the set is what the kernel's opcode probe reports, narrowed
+/// by the `EVENTIDE_URING_FILE_OPS` environment variable and by
+/// [`Reactor::restrict_file_ops`](crate::Reactor::restrict_file_ops); on
+/// polling it is empty. Both narrowings exist for testing and diagnosis:
+/// they make the reactor behave as on a kernel without those operations
+/// (it refuses them with `Unsupported`, and a caller such as eventide's
+/// `fs` runs them on its thread pool).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FileOps(u32);
+
+impl FileOps {
+    /// No operation.
+    pub const NONE: FileOps = FileOps(0);
+    /// `openat` ([`Op::openat`]).
+    pub const OPENAT: FileOps = FileOps(1);
+    /// `read` ([`Op::read_at`]).
+    pub const READ: FileOps = FileOps(1 << 1);
+    /// `write` ([`Op::write_at`]).
+    pub const WRITE: FileOps = FileOps(1 << 2);
+    /// `statx` ([`Op::statx`]).
+    pub const STATX: FileOps = FileOps(1 << 3);
+    /// `fsync` ([`Op::fsync`]).
+    pub const FSYNC: FileOps = FileOps(1 << 4);
+    /// `unlinkat` ([`Op::unlinkat`]).
+    pub const UNLINKAT: FileOps = FileOps(1 << 5);
+    /// `renameat` ([`Op::renameat`]).
+    pub const RENAMEAT: FileOps = FileOps(1 << 6);
+    /// `mkdirat` ([`Op::mkdirat`]).
+    pub const MKDIRAT: FileOps = FileOps(1 << 7);
+    /// `close` of a file (needed by [`Op::read_file`]; [`Op::close`] itself
+    /// is not a file operation).
+    pub const CLOSE: FileOps = FileOps(1 << 8);
+    /// Every file operation.
+    pub const ALL: FileOps = FileOps((1 << 9) - 1);
+
+    const NAMES: [(&'static str, FileOps); 9] = [
+        ("openat", FileOps::OPENAT),
+        ("read", FileOps::READ),
+        ("write", FileOps::WRITE),
+        ("statx", FileOps::STATX),
+        ("fsync", FileOps::FSYNC),
+        ("unlinkat", FileOps::UNLINKAT),
+        ("renameat", FileOps::RENAMEAT),
+        ("mkdirat", FileOps::MKDIRAT),
+        ("close", FileOps::CLOSE),
+    ];
+
+    /// Whether every operation of `other` is in `self`.
+    pub const fn contains(self, other: FileOps) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Whether the set is empty.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Both sets.
+    pub const fn union(self, other: FileOps) -> FileOps {
+        FileOps(self.0 | other.0)
+    }
+
+    /// What both sets have.
+    pub const fn intersection(self, other: FileOps) -> FileOps {
+        FileOps(self.0 & other.0)
+    }
+
+    /// `self` without `other`.
+    pub const fn difference(self, other: FileOps) -> FileOps {
+        FileOps(self.0 & !other.0)
+    }
+
+    /// Parses a comma-separated list of names (`openat`, `read`, `write`,
+    /// `statx`, `fsync`, `unlinkat`, `renameat`, `mkdirat`, `close`), or
+    /// `all` / `none`; a name prefixed with `-` is taken away from what
+    /// came before it (`all,-statx`). Whitespace around names is ignored.
+    ///
+    /// # Errors
+    ///
+    /// The first word that is none of these.
+    pub fn parse(list: &str) -> Result<FileOps, String> {
+        let mut set = FileOps::NONE;
+        for word in list.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            let (remove, name) = match word.strip_prefix('-') {
+                Some(rest) => (true, rest.trim()),
+                None => (false, word),
+            };
+            let ops = match name {
+                "all" => FileOps::ALL,
+                "none" => FileOps::NONE,
+                _ => FileOps::NAMES
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, ops)| *ops)
+                    .ok_or_else(|| word.to_owned())?,
+            };
+            set = if remove {
+                set.difference(ops)
+            } else {
+                set.union(ops)
+            };
+        }
+        Ok(set)
+    }
+}
+
+impl fmt::Debug for FileOps {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = FileOps::NAMES
+            .iter()
+            .filter(|(_, ops)| self.contains(*ops))
+            .map(|(n, _)| *n)
+            .collect();
+        write!(f, "FileOps({})", names.join(","))
+    }
+}
+
 /// One operation, owning what the kernel may touch while it runs.
 ///
 /// Build one with the constructors (`Op::recv(fd, buf)` and so on). Socket
@@ -237,6 +369,24 @@ pub(crate) enum OpKind {
         dir: RawFd,
         path: CString,
         mode: u32,
+    },
+    ReadFile {
+        dir: RawFd,
+        path: CString,
+        buf: Vec<u8>,
+        /// The descriptor once opened (-1 before).
+        fd: RawFd,
+        /// Bytes the first read asks for, and the probe read after it.
+        ask: usize,
+        probe: usize,
+        /// The first read's and the probe's results as the kernel gave
+        /// them (`-errno` on error), as they arrive.
+        first: Option<i32>,
+        second: Option<i32>,
+        /// Which step is in flight (see `ReadFileStep`), and the final
+        /// result (raw, as above) waiting for the close.
+        step: ReadFileStep,
+        outcome: Option<i32>,
     },
 }
 
@@ -376,20 +526,66 @@ impl Op {
         Op::new(OpKind::MkdirAt { dir, path, mode })
     }
 
+    /// A whole small file in one operation: open `path` (relative to
+    /// `dir`) read-only, read from its start into the spare capacity of
+    /// `buf` until a read returns 0 (the end) or the buffer is full, and
+    /// close it. File operation: io_uring only.
+    ///
+    /// On io_uring the two reads are one linked pair after the open: the
+    /// first asks for most of the spare capacity and takes only what is
+    /// there at once (`RWF_NOWAIT`; the page cache, for a warm file), the
+    /// second (a *probe*) reads on from there into the rest, waiting if it
+    /// must. So a file that ends within the buffer is seen to end (the
+    /// probe returns 0) without knowing its size first, for any kind of
+    /// file (pipes and `/proc` files too), and a file that was not cached
+    /// is still read right (what the probe got follows; the caller reads
+    /// on). Then the file is closed and
+    /// the result is the byte count, with [`Completion::file`] `None`.
+    /// If the probe found more, the file stays open: the result counts
+    /// what was read, the descriptor comes back in [`Completion::file`]
+    /// (the caller's to read on, at its current position, and to close).
+    ///
+    /// Errors say which step failed in [`Completion::step`]. The spare
+    /// capacity must be at least 2 bytes (else the submission is refused
+    /// with `InvalidInput`).
+    pub fn read_file(dir: RawFd, path: CString, buf: Vec<u8>) -> Op {
+        Op::new(OpKind::ReadFile {
+            dir,
+            path,
+            buf,
+            fd: -1,
+            ask: 0,
+            probe: 0,
+            first: None,
+            second: None,
+            step: ReadFileStep::Open,
+            outcome: None,
+        })
+    }
+
     /// Whether this is a file operation (which the polling backend refuses
     /// with [`io::ErrorKind::Unsupported`]).
     pub fn is_file_op(&self) -> bool {
-        matches!(
-            self.kind,
-            OpKind::OpenAt { .. }
-                | OpKind::ReadAt { .. }
-                | OpKind::WriteAt { .. }
-                | OpKind::Statx { .. }
-                | OpKind::Fsync { .. }
-                | OpKind::UnlinkAt { .. }
-                | OpKind::RenameAt { .. }
-                | OpKind::MkdirAt { .. }
-        )
+        !self.file_ops_needed().is_empty()
+    }
+
+    /// The io_uring file operations this operation needs (empty for the
+    /// others). A reactor whose [`Reactor::file_ops`](crate::Reactor::file_ops)
+    /// lacks one of them refuses the operation with
+    /// [`io::ErrorKind::Unsupported`].
+    pub fn file_ops_needed(&self) -> FileOps {
+        match self.kind {
+            OpKind::OpenAt { .. } => FileOps::OPENAT,
+            OpKind::ReadAt { .. } => FileOps::READ,
+            OpKind::WriteAt { .. } => FileOps::WRITE,
+            OpKind::Statx { .. } => FileOps::STATX,
+            OpKind::Fsync { .. } => FileOps::FSYNC,
+            OpKind::UnlinkAt { .. } => FileOps::UNLINKAT,
+            OpKind::RenameAt { .. } => FileOps::RENAMEAT,
+            OpKind::MkdirAt { .. } => FileOps::MKDIRAT,
+            OpKind::ReadFile { .. } => FileOps::OPENAT.union(FileOps::READ).union(FileOps::CLOSE),
+            _ => FileOps::NONE,
+        }
     }
 
     /// The data buffer this operation owns, if any, taken out of it.
@@ -398,7 +594,8 @@ impl Op {
             OpKind::Recv { buf, .. }
             | OpKind::Send { buf, .. }
             | OpKind::ReadAt { buf, .. }
-            | OpKind::WriteAt { buf, .. } => Some(buf),
+            | OpKind::WriteAt { buf, .. }
+            | OpKind::ReadFile { buf, .. } => Some(buf),
             _ => None,
         }
     }
@@ -421,6 +618,12 @@ pub struct Completion {
     /// True when more completions will follow for this token (a multishot
     /// operation still armed); false on an operation's final completion.
     pub more: bool,
+    /// [`Op::read_file`]: the descriptor, still open, when the file went
+    /// on past the buffer (the caller's to read on and close).
+    pub file: Option<RawFd>,
+    /// [`Op::read_file`]: the step the result comes from (on success,
+    /// [`ReadFileStep::Close`]).
+    pub step: Option<ReadFileStep>,
 }
 
 impl Completion {
@@ -431,6 +634,8 @@ impl Completion {
             buf: None,
             stat: None,
             more: false,
+            file: None,
+            step: None,
         }
     }
 

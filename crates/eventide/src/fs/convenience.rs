@@ -4,39 +4,74 @@
 use std::path::Path;
 
 use super::Fs;
+use super::ops::{c_path, fail_soon};
+use super::route::{Done, Out, Req, dispatch};
 use super::types::{File, Flags};
 use crate::event_loop::Loop;
 use crate::{Error, Result};
 
 /// How much `read_file` asks for at a time when the size is not known
-/// (a file of size 0 in `/proc`, say), as Node's `kReadFileUnknownBufferLength`.
+/// (always, at first: it does not fstat), as Node's
+/// `kReadFileUnknownBufferLength`.
 const UNKNOWN_SIZE_CHUNK: usize = 64 * 1024;
+
+/// The buffer of `read_file`'s first chunk (small files, the common case,
+/// fit whole; a larger one goes on in chunks of [`UNKNOWN_SIZE_CHUNK`]).
+const FIRST_CHUNK: usize = 16 * 1024;
+
+/// `read_file` hands back a buffer with at most this much unused capacity
+/// (it shrinks the first chunk's buffer to the file, in place).
+const SHRINK_SLACK: usize = 4096;
 
 type Then<T> = Box<dyn FnOnce(&mut Loop, Result<T>)>;
 type ReadDone = Then<Vec<u8>>;
 type WriteDone = Then<()>;
 
 impl Fs<'_> {
-    /// The whole contents of `path` (Node's `fs.readFile`): open, fstat,
-    /// reads until the size fstat gave is reached or a read returns 0 (so
-    /// short reads and files larger than one read are handled), close.
-    /// Errors are Node's: `open 'path'` for the open, `read` for a read
-    /// (e.g. `EISDIR: illegal operation on a directory, read`).
+    /// The whole contents of `path` (Node's `fs.readFile`): open, reads
+    /// until one returns 0 (so short reads, files larger than one read and
+    /// files of unknown size such as pipes and `/proc` files are handled),
+    /// close. Errors are Node's: `open 'path'` for the open, `read` for a
+    /// read (e.g. `EISDIR: illegal operation on a directory, read`).
+    ///
+    /// On io_uring the first 64 KiB come in one reactor operation (open, a
+    /// read and a probe read linked in the kernel, close: one callback on
+    /// the loop per file, no fstat); a larger file goes on with ordinary
+    /// reads. On the pool the whole file is one job.
     pub fn read_file(
         self,
         path: impl AsRef<Path>,
         callback: impl FnOnce(&mut Loop, Result<Vec<u8>>) + 'static,
     ) {
-        let callback: ReadDone = Box::new(callback);
-        self.open(
-            path,
-            Flags::new().read(true),
-            0,
-            move |lp, opened| match opened {
-                Ok(file) => size_then_read(lp, file, callback),
-                Err(error) => callback(lp, Err(error)),
-            },
-        );
+        let path = path.as_ref();
+        let c = match c_path("path", path) {
+            Ok(c) => c,
+            Err(error) => return fail_soon(self.lp, error, callback),
+        };
+        let path = path.to_path_buf();
+        let req = Req::ReadFile {
+            path: c,
+            buf: Vec::with_capacity(FIRST_CHUNK),
+        };
+        dispatch(self.lp, req, move |lp, done: Done| {
+            let mut buf = done.buf;
+            match done.result {
+                Ok(Out::Whole(None)) => {
+                    if buf.capacity() - buf.len() > SHRINK_SLACK {
+                        buf.shrink_to_fit();
+                    }
+                    callback(lp, Ok(buf));
+                }
+                Ok(Out::Whole(Some(fd))) => {
+                    read_rest(lp, File::from_fd(fd), buf, 0, Box::new(callback));
+                }
+                Ok(other) => unreachable!("read_file gives its bytes, not {other:?}"),
+                Err(error) => {
+                    let path = (done.step == "open").then_some(path);
+                    callback(lp, Err(Error::fs(done.step, path, None, error)));
+                }
+            }
+        });
     }
 
     /// Replaces the contents of `path` with `data`, creating it (mode
@@ -85,28 +120,16 @@ impl Fs<'_> {
     }
 }
 
-fn size_then_read(lp: &mut Loop, file: File, callback: ReadDone) {
-    let f = file.clone();
-    lp.fs().fstat(&file, move |lp, stat| match stat {
-        Ok(stat) => {
-            let size = usize::try_from(stat.size).unwrap_or(usize::MAX);
-            let first = if size == 0 { UNKNOWN_SIZE_CHUNK } else { size };
-            read_rest(lp, f, Vec::with_capacity(first), size, callback);
-        }
-        Err(error) => close_then(lp, f, Err(error), callback),
-    });
-}
-
-/// Reads at the end of what `buf` holds until `size` is reached (when
-/// known) or a read returns 0.
+/// Reads at the file's position into the end of what `buf` holds until
+/// `size` is reached (when known) or a read returns 0.
 fn read_rest(lp: &mut Loop, file: File, mut buf: Vec<u8>, size: usize, callback: ReadDone) {
     if buf.len() == buf.capacity() {
         buf.reserve(UNKNOWN_SIZE_CHUNK.max(buf.len()));
     }
-    let position = Some(buf.len() as u64);
+    // The current position (Node reads at -1 too): pipes work as files do.
     let f = file.clone();
     lp.fs()
-        .read(&file, buf, position, move |lp, read, buf| match read {
+        .read(&file, buf, None, move |lp, read, buf| match read {
             Ok(0) => close_then(lp, f, Ok(buf), callback),
             Ok(_) if size > 0 && buf.len() >= size => close_then(lp, f, Ok(buf), callback),
             Ok(_) => read_rest(lp, f, buf, size, callback),

@@ -25,13 +25,17 @@
 //!
 //! On the io_uring backend the kernel performs the operations the reactor
 //! has (open, close, read, write, stat, lstat, fstat, fsync, fdatasync,
-//! unlink, rmdir, rename, mkdir); everything else, and everything on the
-//! polling backend, runs on the blocking pool, as in libuv. One module
-//! decides (`route.rs`); [`stats`] counts where operations went, and the
-//! first decision of each kind is logged with `log::debug!`. Results and
-//! errors are the same on both routes: the pool makes the same system
-//! calls (statx for stat, with the same mask), and an operation the
-//! running kernel's io_uring lacks is retried on the pool.
+//! unlink, rmdir, rename, mkdir, and `read_file`'s open, reads and close
+//! as one operation); everything else, and everything on the polling
+//! backend, runs on the blocking pool, as in libuv. One module decides
+//! (`route.rs`), from the set the reactor runs natively
+//! ([`Fs::native_ops`]: the kernel's probe, narrowed by the
+//! `EVENTIDE_URING_FILE_OPS` variable for testing and diagnosis);
+//! [`stats`] counts where operations went, and the first decision of each
+//! kind is logged with `log::debug!`. Results and errors are the same on
+//! both routes: the pool makes the same system calls (statx for stat, with
+//! the same mask), and an operation the running kernel's io_uring answers
+//! with `EINVAL` is retried on the pool, then kept there.
 //!
 //! # Errors
 //!
@@ -59,6 +63,7 @@ mod stream;
 mod sys;
 mod types;
 
+pub use eventide_reactor::FileOps;
 pub use route::{FsStats, stats};
 pub use stream::{ReadStream, ReadStreamOptions, WriteStream, WriteStreamOptions};
 pub use types::{DirEntry, File, FileType, Flags, Stats};
@@ -90,6 +95,17 @@ pub struct RmOptions {
     pub recursive: bool,
     /// A missing path is not an error.
     pub force: bool,
+}
+
+impl Fs<'_> {
+    /// The io_uring file operations this loop runs natively (what the
+    /// kernel's probe reported, less what `EVENTIDE_URING_FILE_OPS`
+    /// takes away, a variable for testing and diagnosis); empty on the
+    /// polling backend. An operation needing one outside it runs on the
+    /// pool (see [`stats`]).
+    pub fn native_ops(&self) -> FileOps {
+        self.lp.reactor.file_ops()
+    }
 }
 
 impl Loop {

@@ -13,6 +13,7 @@ use super::types::{DirEntry, File, Flags, Stats};
 use super::{Fs, RmOptions};
 use crate::event_loop::Loop;
 use crate::{Error, Result};
+use eventide_reactor::Token;
 
 /// A path as the system takes it; a NUL byte inside is Node's
 /// `ERR_INVALID_ARG_VALUE`.
@@ -218,6 +219,39 @@ impl Fs<'_> {
         self.buffered("read", file, req, callback);
     }
 
+    /// [`Fs::read`], returning the reactor token when it runs on the ring
+    /// (for a stream's `destroy`, which cancels it).
+    pub(crate) fn read_cancellable(
+        self,
+        file: &File,
+        buf: Vec<u8>,
+        position: Option<u64>,
+        callback: impl FnOnce(&mut Loop, Result<usize>, Vec<u8>) + 'static,
+    ) -> Option<Token> {
+        let req = Req::Read {
+            fd: file.raw(),
+            buf,
+            pos: position,
+        };
+        self.buffered("read", file, req, callback)
+    }
+
+    /// [`Fs::write`], returning the reactor token when it runs on the ring.
+    pub(crate) fn write_cancellable(
+        self,
+        file: &File,
+        buf: Vec<u8>,
+        position: Option<u64>,
+        callback: impl FnOnce(&mut Loop, Result<usize>, Vec<u8>) + 'static,
+    ) -> Option<Token> {
+        let req = Req::Write {
+            fd: file.raw(),
+            buf,
+            pos: position,
+        };
+        self.buffered("write", file, req, callback)
+    }
+
     /// Writes `buf` at `position` (`None`: the current position, which
     /// advances; a file opened for appending always writes at its end), in
     /// one system call (Node's `fs.write`): the count may be short, the
@@ -243,7 +277,7 @@ impl Fs<'_> {
         file: &File,
         req: Req,
         callback: impl FnOnce(&mut Loop, Result<usize>, Vec<u8>) + 'static,
-    ) {
+    ) -> Option<Token> {
         let keep = file.clone();
         dispatch(self.lp, req, move |lp, done: Done| {
             drop(keep);
@@ -252,7 +286,7 @@ impl Fs<'_> {
                 Err(e) => Err(Error::fs(syscall, None, None, e)),
             };
             callback(lp, result, done.buf);
-        });
+        })
     }
 
     /// Metadata of `path`, following symbolic links (Node's `fs.stat`).

@@ -1,25 +1,29 @@
 //! The one place that decides where a file operation runs: io_uring
 //! (the reactor's file ops) or the blocking pool, as libuv does.
 //!
-//! The rule, per operation ([`Kind::native`]):
+//! The rule, per operation ([`dispatch`]):
 //!
-//! - **io_uring backend, and the reactor has the operation** (open, close,
-//!   read, write, stat/lstat/fstat via statx, fsync/fdatasync, unlink,
-//!   rmdir, rename, mkdir): submitted to the ring.
+//! - **io_uring backend, and the reactor runs the operations it needs**
+//!   ([`Kind::needs`] within `Reactor::file_ops`: open, close, read,
+//!   write, stat/lstat/fstat via statx, fsync/fdatasync, unlink, rmdir,
+//!   rename, mkdir, and read_file as one open+read+close operation), and
+//!   the kind was not switched to the pool (below): submitted to the ring.
 //! - **otherwise** (polling backend; an operation the reactor lacks; one
-//!   the running kernel turned out to lack): the pool runs the same system
-//!   call through [`sys::run`](super::sys::run).
+//!   the running kernel's probe says it lacks, or `EVENTIDE_URING_FILE_OPS`
+//!   took away; one the kernel answered `EINVAL`): the pool runs the same
+//!   system call through [`sys::run`](super::sys::run).
 //!
-//! A kernel that lacks an opcode (or, for reads and writes at the current
-//! position, `IORING_FEAT_RW_CUR_POS`) answers `EINVAL`. Until an
-//! operation kind has once succeeded on the ring, its request is kept so
-//! that an `EINVAL` can be retried on the pool: if the pool succeeds, the
-//! kind is switched to the pool for good (logged once, counted as a
-//! fallback); if the pool also says `EINVAL`, that is the answer. So the
-//! user never sees a difference in results between the routes.
+//! A kernel that lacks an opcode its probe did not report (or, for reads
+//! and writes at the current position, `IORING_FEAT_RW_CUR_POS`) answers
+//! `EINVAL`. Until an operation kind has once succeeded on the ring, its
+//! request is kept so that an `EINVAL` can be retried on the pool: if the
+//! pool succeeds, the kind is switched to the pool for good on this thread
+//! (logged once at `warn`, counted as a fallback); if the pool fails too,
+//! its error is the answer and nothing is switched. So the user never sees
+//! a difference in results between the routes.
 //!
 //! Every decision is counted per thread ([`stats`]) and the first one of
-//! each kind is logged with `log::debug!`.
+//! each kind and route is logged with `log::debug!`, with the reason.
 
 use std::cell::Cell;
 use std::ffi::CString;
@@ -27,10 +31,9 @@ use std::io;
 use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
-use eventide_reactor::{BackendKind, Completion, Op};
+use eventide_reactor::{BackendKind, Completion, FileOps, Op, ReadFileStep, Token};
 
 use super::sys;
 use super::types::{DirEntry, Stats};
@@ -158,6 +161,12 @@ pub(crate) enum Req {
         to: CString,
         exclusive: bool,
     },
+    /// A whole file: open, read until the end (or until `buf` is full,
+    /// on io_uring, which then hands the descriptor back), close.
+    ReadFile {
+        path: CString,
+        buf: Vec<u8>,
+    },
 }
 
 /// What a request produced.
@@ -170,6 +179,9 @@ pub(crate) enum Out {
     Path(PathBuf),
     MaybePath(Option<PathBuf>),
     Entries(Vec<DirEntry>),
+    /// A read_file's bytes are in the buffer; `Some(fd)`: the file goes on
+    /// and is still open at its position (read on, then close it).
+    Whole(Option<RawFd>),
 }
 
 /// A finished request: its result, and the buffer it was given (empty for
@@ -178,6 +190,19 @@ pub(crate) enum Out {
 pub(crate) struct Done {
     pub(crate) result: io::Result<Out>,
     pub(crate) buf: Vec<u8>,
+    /// For a read_file error: the step that failed (`open`, `read`,
+    /// `close`), as Node's error names it.
+    pub(crate) step: &'static str,
+}
+
+impl Done {
+    pub(crate) fn new(result: io::Result<Out>, buf: Vec<u8>) -> Done {
+        Done {
+            result,
+            buf,
+            step: "open",
+        }
+    }
 }
 
 /// Operation kinds, for routing and counting.
@@ -194,13 +219,27 @@ pub(crate) enum Kind {
     Rmdir,
     Rename,
     Mkdir,
+    ReadFile,
     Other,
 }
 
 impl Kind {
-    /// Whether the reactor has this operation on io_uring.
-    fn native(self) -> bool {
-        self != Kind::Other
+    /// The reactor's file operations this kind needs on io_uring (none
+    /// for the kinds it does not have).
+    fn needs(self) -> FileOps {
+        match self {
+            Kind::Open => FileOps::OPENAT,
+            Kind::Close => FileOps::CLOSE,
+            Kind::Read => FileOps::READ,
+            Kind::Write => FileOps::WRITE,
+            Kind::Stat | Kind::Fstat => FileOps::STATX,
+            Kind::Fsync => FileOps::FSYNC,
+            Kind::Unlink | Kind::Rmdir => FileOps::UNLINKAT,
+            Kind::Rename => FileOps::RENAMEAT,
+            Kind::Mkdir => FileOps::MKDIRAT,
+            Kind::ReadFile => FileOps::OPENAT.union(FileOps::READ).union(FileOps::CLOSE),
+            Kind::Other => FileOps::NONE,
+        }
     }
 
     fn bit(self) -> u64 {
@@ -222,6 +261,7 @@ impl Req {
             Req::Rmdir { .. } => Kind::Rmdir,
             Req::Rename { .. } => Kind::Rename,
             Req::Mkdir { .. } => Kind::Mkdir,
+            Req::ReadFile { .. } => Kind::ReadFile,
             _ => Kind::Other,
         }
     }
@@ -265,12 +305,16 @@ impl Req {
                 path: path.clone(),
                 mode: *mode,
             },
+            Req::ReadFile { path, .. } => Req::ReadFile {
+                path: path.clone(),
+                buf: Vec::new(),
+            },
             _ => return None,
         })
     }
 
     fn put_buf(&mut self, back: Vec<u8>) {
-        if let Req::Read { buf, .. } | Req::Write { buf, .. } = self {
+        if let Req::Read { buf, .. } | Req::Write { buf, .. } | Req::ReadFile { buf, .. } = self {
             *buf = back;
         }
     }
@@ -295,6 +339,7 @@ impl Req {
             Req::Rmdir { path } => Op::unlinkat(CWD, path, libc::AT_REMOVEDIR),
             Req::Rename { from, to } => Op::renameat(CWD, from, CWD, to, 0),
             Req::Mkdir { path, mode } => Op::mkdirat(CWD, path, mode),
+            Req::ReadFile { path, buf } => Op::read_file(CWD, path, buf),
             other => unreachable!("not a native request: {other:?}"),
         }
     }
@@ -317,12 +362,24 @@ pub struct FsStats {
 thread_local! {
     static STATS: Cell<FsStats> = Cell::new(FsStats::default());
     static LOGGED: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+    /// Native kinds that have succeeded on the ring (no retry copy needed).
+    static CONFIRMED: Cell<u64> = const { Cell::new(0) };
+    /// Native kinds the kernel turned out to lack (an `EINVAL` the pool
+    /// did not give): pool from then on, on this thread's loops.
+    static DISABLED: Cell<u64> = const { Cell::new(0) };
 }
 
-/// Native kinds that have succeeded on the ring (no retry copy needed).
-static CONFIRMED: AtomicU64 = AtomicU64::new(0);
-/// Native kinds the kernel turned out to lack: pool from then on.
-static DISABLED: AtomicU64 = AtomicU64::new(0);
+fn has(set: &'static std::thread::LocalKey<Cell<u64>>, kind: Kind) -> bool {
+    set.with(Cell::get) & kind.bit() != 0
+}
+
+fn add(set: &'static std::thread::LocalKey<Cell<u64>>, kind: Kind) -> bool {
+    set.with(|c| {
+        let old = c.get();
+        c.set(old | kind.bit());
+        old & kind.bit() == 0
+    })
+}
 
 /// The routing counters of the calling thread (every loop on it): how many
 /// file operations went to io_uring and how many to the pool.
@@ -330,7 +387,7 @@ pub fn stats() -> FsStats {
     STATS.with(Cell::get)
 }
 
-fn count(kind: Kind, native: bool) {
+fn count(kind: Kind, native: bool, why: &str) {
     STATS.with(|s| {
         let mut v = s.get();
         if native {
@@ -350,7 +407,7 @@ fn count(kind: Kind, native: bool) {
             } else {
                 "the blocking pool"
             };
-            log::debug!("eventide::fs: {kind:?} runs on {route}");
+            log::debug!("eventide::fs: {kind:?} runs on {route} ({why})");
         }
         l.set((n, p));
     });
@@ -367,36 +424,51 @@ fn count_fallback() {
 type DoneFn = Box<dyn FnOnce(&mut Loop, Done)>;
 
 /// Runs `req` where it belongs; `done` runs on the loop with its result,
-/// never inside this call.
-pub(crate) fn dispatch(lp: &mut Loop, req: Req, done: impl FnOnce(&mut Loop, Done) + 'static) {
+/// never inside this call. Returns the reactor token when it went to the
+/// ring (a stream cancels its read or write with it; a pool job cannot be
+/// cancelled once queued, and its buffer is the job's until it ends).
+pub(crate) fn dispatch(
+    lp: &mut Loop,
+    req: Req,
+    done: impl FnOnce(&mut Loop, Done) + 'static,
+) -> Option<Token> {
     let kind = req.kind();
-    let on_ring = lp.backend() == BackendKind::Uring
-        && kind.native()
-        && DISABLED.load(Ordering::Relaxed) & kind.bit() == 0;
-    if on_ring {
-        on_uring(lp, kind, req, Box::new(done));
+    let why = if lp.backend() != BackendKind::Uring {
+        "the polling backend"
+    } else if kind == Kind::Other {
+        "not an io_uring operation"
+    } else if !lp.reactor.file_ops().contains(kind.needs()) {
+        "the kernel's io_uring lacks it (or EVENTIDE_URING_FILE_OPS narrowed it)"
+    } else if has(&DISABLED, kind) {
+        "io_uring answered EINVAL where the pool succeeded"
     } else {
-        count(kind, false);
-        on_pool(lp, req, Box::new(done));
-    }
+        return on_uring(lp, kind, req, done);
+    };
+    count(kind, false, why);
+    on_pool(lp, req, Box::new(done));
+    None
 }
 
 fn on_pool(lp: &mut Loop, req: Req, done: DoneFn) {
     lp.queue_work(
         move || sys::run(req),
         move |lp, result| {
-            let finished = result.unwrap_or_else(|error| Done {
-                result: Err(error.into()),
-                buf: Vec::new(),
-            });
+            let finished = result.unwrap_or_else(|error| Done::new(Err(error.into()), Vec::new()));
             done(lp, finished);
         },
     );
 }
 
-fn on_uring(lp: &mut Loop, kind: Kind, req: Req, done: DoneFn) {
-    count(kind, true);
-    let mut retry = if CONFIRMED.load(Ordering::Relaxed) & kind.bit() == 0 {
+/// Generic over the callback, so the ring path boxes it only once (inside
+/// the reactor handler), not twice.
+fn on_uring<F: FnOnce(&mut Loop, Done) + 'static>(
+    lp: &mut Loop,
+    kind: Kind,
+    req: Req,
+    done: F,
+) -> Option<Token> {
+    count(kind, true, "io_uring has it");
+    let mut retry = if !has(&CONFIRMED, kind) {
         req.retry_copy()
     } else {
         None
@@ -411,33 +483,35 @@ fn on_uring(lp: &mut Loop, kind: Kind, req: Req, done: DoneFn) {
         let einval = matches!(&c.result, Err(e) if e.raw_os_error() == Some(libc::EINVAL));
         if let (true, Some(mut again)) = (einval, retry.take()) {
             again.put_buf(buf);
-            retry_on_pool(lp, kind, again, done);
+            retry_on_pool(lp, kind, again, Box::new(done));
             return;
         }
-        if c.result.is_ok() {
-            CONFIRMED.fetch_or(kind.bit(), Ordering::Relaxed);
+        if c.result.is_ok() && retry.is_some() {
+            add(&CONFIRMED, kind);
         }
-        let result = c.result.map(|n| decode(kind, n, c.stat.as_deref()));
-        done(lp, Done { result, buf });
+        let step = match c.step {
+            Some(ReadFileStep::Read) => "read",
+            Some(ReadFileStep::Close) => "close",
+            _ => "open",
+        };
+        let result = c.result.map(|n| decode(kind, n, c.stat.as_deref(), c.file));
+        done(lp, Done { result, buf, step });
     };
-    if let Err(refused) = lp.submit_io(req.into_op(), handler) {
+    let refused = match lp.submit_io(req.into_op(), handler) {
+        Ok(token) => return Some(token),
+        Err(refused) => refused,
+    };
+    {
         // Not expected on io_uring (a full queue is flushed, not refused);
         // the request is gone into the op, so report the error.
         count_fallback();
         let buf = refused.op.into_buf().unwrap_or_default();
         if let Some(done) = slot.take() {
             let error = refused.error;
-            lp.defer(move |lp| {
-                done(
-                    lp,
-                    Done {
-                        result: Err(error),
-                        buf,
-                    },
-                );
-            });
+            lp.defer(move |lp| done(lp, Done::new(Err(error), buf)));
         }
     }
+    None
 }
 
 /// An `EINVAL` from the ring before the kind ever succeeded there: ask the
@@ -449,7 +523,7 @@ fn retry_on_pool(lp: &mut Loop, kind: Kind, req: Req, done: DoneFn) {
         Box::new(move |lp: &mut Loop, finished: Done| {
             if finished.result.is_ok() {
                 count_fallback();
-                if DISABLED.fetch_or(kind.bit(), Ordering::Relaxed) & kind.bit() == 0 {
+                if add(&DISABLED, kind) {
                     log::warn!(
                         "eventide::fs: io_uring refused {kind:?} (EINVAL) where the pool \
                          succeeded; {kind:?} runs on the blocking pool from now on"
@@ -461,8 +535,14 @@ fn retry_on_pool(lp: &mut Loop, kind: Kind, req: Req, done: DoneFn) {
     );
 }
 
-fn decode(kind: Kind, n: usize, stat: Option<&eventide_reactor::FileStat>) -> Out {
+fn decode(
+    kind: Kind,
+    n: usize,
+    stat: Option<&eventide_reactor::FileStat>,
+    file: Option<RawFd>,
+) -> Out {
     match kind {
+        Kind::ReadFile => Out::Whole(file),
         Kind::Open => Out::Fd(n as RawFd),
         Kind::Read | Kind::Write => Out::Size(n),
         Kind::Stat | Kind::Fstat => match stat {

@@ -1,8 +1,21 @@
 //! Chunked streams over files, Node's `fs.createReadStream` and
-//! `fs.createWriteStream` reduced to their core: chunks with pause and
-//! resume and an end callback; a write queue with a high-water mark and
-//! a drain callback (backpressure). Each chunk is one routed `read` or
+//! `fs.createWriteStream`: chunks with pause and resume and an end
+//! callback; a write queue with a high-water mark and a drain callback
+//! (backpressure); Node's options (`start`, `end`, `highWaterMark`, `fd`,
+//! `autoClose`, `emitClose`, `flags`, `mode`); `destroy`, and a close
+//! callback (Node's `'close'` event). Each chunk is one routed `read` or
 //! `write`.
+//!
+//! # Destroy and the buffers in flight
+//!
+//! A read or write in flight owns its buffer (it travels inside the
+//! request, to the ring or to a pool thread, and comes back with the
+//! completion), so nothing a stream does can free memory the kernel may
+//! still write. `destroy` cancels the operation in flight when it runs on
+//! io_uring (a pool job, once queued, runs to its end) and **waits for its
+//! completion** before closing the descriptor: the file is never closed
+//! under an operation that could otherwise reach a descriptor number the
+//! system has since given to another file.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -10,7 +23,10 @@ use std::fmt;
 use std::path::Path;
 use std::rc::Rc;
 
+use eventide_reactor::Token;
+
 use super::Fs;
+use super::ops::fail_soon;
 use super::types::{File, Flags};
 use crate::event_loop::Loop;
 use crate::{Error, Result};
@@ -18,25 +34,45 @@ use crate::{Error, Result};
 type OnData = Box<dyn FnMut(&mut Loop, &ReadStream, &[u8])>;
 type OnEnd = Box<dyn FnOnce(&mut Loop, Result<()>)>;
 type OnDrain = Box<dyn FnMut(&mut Loop, &WriteStream)>;
+type OnClose = Box<dyn FnOnce(&mut Loop)>;
 
-/// Options of [`Fs::create_read_stream`] (Node's names).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Options of [`Fs::create_read_stream`] (Node's names and defaults).
+#[derive(Clone, Debug)]
 pub struct ReadStreamOptions {
     /// Bytes per chunk at most (Node's default for files: 64 KiB).
     pub high_water_mark: usize,
-    /// The offset of the first byte read.
-    pub start: u64,
+    /// The offset of the first byte read; `None` (Node's `undefined`):
+    /// the file's current position (its start, for a file the stream
+    /// opens).
+    pub start: Option<u64>,
     /// The offset of the last byte read, inclusive (Node's `end`); `None`
-    /// reads to the end of the file.
+    /// reads to the end of the file. `start` after `end` is an error.
     pub end: Option<u64>,
+    /// How to open (Node's default `"r"`).
+    pub flags: Flags,
+    /// Permission bits if the flags create the file.
+    pub mode: u32,
+    /// Read this open file instead of opening the path (Node's `fd`).
+    pub fd: Option<File>,
+    /// Close the file after the end, an error or `destroy` (Node's
+    /// `autoClose`, default `true`); `false` leaves it open for the caller.
+    pub auto_close: bool,
+    /// Run the close callback ([`ReadStream::on_close`]) once the stream
+    /// is closed (Node's `emitClose`, default `true`).
+    pub emit_close: bool,
 }
 
 impl Default for ReadStreamOptions {
     fn default() -> ReadStreamOptions {
         ReadStreamOptions {
             high_water_mark: 64 * 1024,
-            start: 0,
+            start: None,
             end: None,
+            flags: Flags::new().read(true),
+            mode: 0o666,
+            fd: None,
+            auto_close: true,
+            emit_close: true,
         }
     }
 }
@@ -48,16 +84,24 @@ pub struct ReadStream(Rc<RefCell<ReadState>>);
 
 struct ReadState {
     file: Option<File>,
-    pos: u64,
-    /// One past the last offset to read, if bounded.
-    stop: Option<u64>,
+    opening: bool,
+    /// Where the next read starts; `None`: the file's position.
+    pos: Option<u64>,
+    /// Bytes still allowed before `end` (inclusive), if bounded.
+    left: Option<u64>,
     high_water_mark: usize,
+    auto_close: bool,
+    emit_close: bool,
     paused: bool,
     reading: bool,
+    /// The ring token of the read in flight (to cancel it).
+    token: Option<Token>,
     ended: bool,
+    destroyed: bool,
     buf: Vec<u8>,
     on_data: Option<OnData>,
     on_end: Option<OnEnd>,
+    on_close: Option<OnClose>,
 }
 
 impl fmt::Debug for ReadStream {
@@ -67,18 +111,26 @@ impl fmt::Debug for ReadStream {
             .field("pos", &s.pos)
             .field("paused", &s.paused)
             .field("ended", &s.ended)
+            .field("destroyed", &s.destroyed)
             .finish_non_exhaustive()
     }
 }
 
 impl Fs<'_> {
-    /// Opens `path` and reads it in chunks of up to `high_water_mark`
-    /// bytes, from `start` to `end`: `on_data` runs with each chunk (the
-    /// slice is only valid during the call: one buffer is reused), then
-    /// `on_end` once, with `Ok(())` after the last chunk and the file
-    /// closed, or with the first error (opening, reading or closing).
+    /// Opens `path` (or takes `options.fd`) and reads it in chunks of up
+    /// to `high_water_mark` bytes, from `start` to `end`: `on_data` runs
+    /// with each chunk (the slice is only valid during the call: one
+    /// buffer is reused), then `on_end` once, with `Ok(())` after the last
+    /// chunk and the file closed (with `auto_close`), or with the first
+    /// error (opening, reading or closing). After that, and after
+    /// [`ReadStream::destroy`] (which runs no `on_end`), the close
+    /// callback runs ([`ReadStream::on_close`], Node's `'close'`).
     /// [`ReadStream::pause`] stops the flow after the read in flight;
     /// [`ReadStream::resume`] starts it again.
+    ///
+    /// A `start` after `end` ends the stream at once with
+    /// `ERR_INVALID_ARG_VALUE` (Node throws `ERR_OUT_OF_RANGE`), opening
+    /// nothing; a `start` past the end of the file ends it with no chunk.
     pub fn create_read_stream(
         self,
         path: impl AsRef<Path>,
@@ -86,26 +138,71 @@ impl Fs<'_> {
         on_data: impl FnMut(&mut Loop, &ReadStream, &[u8]) + 'static,
         on_end: impl FnOnce(&mut Loop, Result<()>) + 'static,
     ) -> ReadStream {
+        let bad_range = match (options.start, options.end) {
+            (Some(start), Some(end)) if start > end => Some(start),
+            _ => None,
+        };
+        let left = options
+            .end
+            .map(|end| (end + 1).saturating_sub(options.start.unwrap_or(0)));
         let stream = ReadStream(Rc::new(RefCell::new(ReadState {
             file: None,
+            opening: options.fd.is_none() && bad_range.is_none(),
             pos: options.start,
-            stop: options.end.map(|end| end.saturating_add(1)),
+            left,
             high_water_mark: options.high_water_mark.max(1),
+            auto_close: options.auto_close,
+            emit_close: options.emit_close,
             paused: false,
-            reading: true,
+            reading: false,
+            token: None,
             ended: false,
+            destroyed: false,
             buf: Vec::new(),
             on_data: Some(Box::new(on_data)),
             on_end: Some(Box::new(on_end)),
+            on_close: None,
         })));
+        if let Some(start) = bad_range {
+            let error = Error::InvalidArgValue {
+                name: "start",
+                received: format!("{start} (after end {})", options.end.unwrap_or(0)),
+            };
+            let s = stream.clone();
+            stream.0.borrow_mut().ended = true;
+            let on_end = stream.0.borrow_mut().on_end.take();
+            if let Some(on_end) = on_end {
+                fail_soon(self.lp, error, move |lp, result| {
+                    drop(s);
+                    on_end(lp, result);
+                });
+            }
+            return stream;
+        }
+        if let Some(file) = options.fd {
+            stream.0.borrow_mut().file = Some(file);
+            let s = stream.clone();
+            // Never call back inside the call that made the stream.
+            self.lp.defer(move |lp| s.pump(lp));
+            return stream;
+        }
         let s = stream.clone();
-        self.open(path, Flags::new().read(true), 0, move |lp, opened| {
-            s.0.borrow_mut().reading = false;
+        self.open(path, options.flags, options.mode, move |lp, opened| {
+            let destroyed = {
+                let mut st = s.0.borrow_mut();
+                st.opening = false;
+                st.destroyed
+            };
             match opened {
                 Ok(file) => {
                     s.0.borrow_mut().file = Some(file);
-                    s.pump(lp);
+                    if destroyed {
+                        s.close_destroyed(lp);
+                    } else {
+                        s.pump(lp);
+                    }
                 }
+                Err(_) if destroyed => s.close_destroyed(lp),
                 Err(error) => s.finish(lp, Err(error)),
             }
         });
@@ -131,17 +228,62 @@ impl ReadStream {
         self.0.borrow().paused
     }
 
+    /// The open file, once opened (Node's `stream.fd`); still there after
+    /// the end when `auto_close` is off, for the caller to close.
+    pub fn file(&self) -> Option<File> {
+        self.0.borrow().file.clone()
+    }
+
+    /// Whether [`ReadStream::destroy`] was called.
+    pub fn is_destroyed(&self) -> bool {
+        self.0.borrow().destroyed
+    }
+
+    /// Sets the close callback, Node's `'close'` event: it runs once,
+    /// after the stream ended (and, with `auto_close`, its file was
+    /// closed) or was destroyed, unless `emit_close` is off. Without
+    /// `auto_close`, only a destroyed stream calls it.
+    pub fn on_close(&self, callback: impl FnOnce(&mut Loop) + 'static) {
+        self.0.borrow_mut().on_close = Some(Box::new(callback));
+    }
+
+    /// Ends the stream now (Node's `destroy()`): no more chunks and no
+    /// `on_end`; a read in flight is cancelled (on io_uring) and waited
+    /// for, then the file is closed (with `auto_close`) and the close
+    /// callback runs. Harmless on an ended or destroyed stream.
+    pub fn destroy(&self, lp: &mut Loop) {
+        let (reading, opening, token) = {
+            let mut s = self.0.borrow_mut();
+            if s.ended || s.destroyed {
+                return;
+            }
+            s.destroyed = true;
+            s.on_data = None;
+            s.on_end = None;
+            (s.reading, s.opening, s.token.take())
+        };
+        if reading {
+            // The read's completion comes back (cancelled or done) and
+            // closes the file then.
+            if let Some(token) = token {
+                lp.reactor.cancel(token);
+            }
+        } else if !opening {
+            self.close_destroyed(lp);
+        }
+    }
+
     /// Issues the next read, unless paused, reading, ended or not open yet.
     fn pump(&self, lp: &mut Loop) {
         let mut s = self.0.borrow_mut();
-        if s.paused || s.reading || s.ended {
+        if s.paused || s.reading || s.ended || s.destroyed {
             return;
         }
         let Some(file) = s.file.clone() else {
             return;
         };
-        let want = match s.stop {
-            Some(stop) => stop.saturating_sub(s.pos).min(s.high_water_mark as u64) as usize,
+        let want = match s.left {
+            Some(left) => left.min(s.high_water_mark as u64) as usize,
             None => s.high_water_mark,
         };
         if want == 0 {
@@ -155,13 +297,26 @@ impl ReadStream {
         let pos = s.pos;
         drop(s);
         let stream = self.clone();
-        lp.fs().read(&file, buf, Some(pos), move |lp, read, buf| {
-            stream.on_read(lp, read, buf, want);
-        });
+        let token = lp
+            .fs()
+            .read_cancellable(&file, buf, pos, move |lp, read, buf| {
+                stream.on_read(lp, read, buf, want);
+            });
+        self.0.borrow_mut().token = token;
     }
 
     fn on_read(&self, lp: &mut Loop, read: Result<usize>, mut buf: Vec<u8>, want: usize) {
-        self.0.borrow_mut().reading = false;
+        let destroyed = {
+            let mut s = self.0.borrow_mut();
+            s.reading = false;
+            s.token = None;
+            s.destroyed
+        };
+        if destroyed {
+            // The buffer is back: the kernel is done with it.
+            self.0.borrow_mut().buf = buf;
+            return self.close_destroyed(lp);
+        }
         let n = match read {
             Ok(0) => return self.finish(lp, Ok(())),
             Ok(n) => n.min(want),
@@ -170,41 +325,83 @@ impl ReadStream {
         buf.truncate(n);
         let on_data = {
             let mut s = self.0.borrow_mut();
-            s.pos += n as u64;
+            s.pos = s.pos.map(|p| p + n as u64);
+            s.left = s.left.map(|l| l - n as u64);
             s.on_data.take()
         };
         if let Some(mut on_data) = on_data {
             on_data(lp, self, &buf);
             let mut s = self.0.borrow_mut();
-            s.on_data = Some(on_data);
+            if !s.destroyed && !s.ended {
+                s.on_data = Some(on_data);
+            }
         }
         self.0.borrow_mut().buf = buf;
         self.pump(lp);
     }
 
-    /// Ends the stream once: closes the file (if open), then `on_end`.
+    /// Ends the stream once: closes the file (with `auto_close`), then
+    /// `on_end`, then the close callback.
     fn finish(&self, lp: &mut Loop, result: Result<()>) {
-        let (file, on_end) = {
+        let (file, on_end, on_close) = {
+            let mut s = self.0.borrow_mut();
+            if s.ended || s.destroyed {
+                return;
+            }
+            s.ended = true;
+            s.on_data = None;
+            // Without auto_close the file stays (see `file()`): dropping
+            // the last clone here would close it.
+            let file = if s.auto_close { s.file.take() } else { None };
+            let on_close = s.on_close.take().filter(|_| s.emit_close && s.auto_close);
+            (file, s.on_end.take(), on_close)
+        };
+        let done = move |lp: &mut Loop, result: Result<()>| {
+            if let Some(on_end) = on_end {
+                on_end(lp, result);
+            }
+            if let Some(on_close) = on_close {
+                on_close(lp);
+            }
+        };
+        match file {
+            Some(file) => lp.fs().close(file, move |lp, closed| {
+                done(lp, result.and(closed));
+            }),
+            None => done(lp, result),
+        }
+    }
+
+    /// After `destroy`, once nothing is in flight: close (with
+    /// `auto_close`), then the close callback.
+    fn close_destroyed(&self, lp: &mut Loop) {
+        let (file, on_close) = {
             let mut s = self.0.borrow_mut();
             if s.ended {
                 return;
             }
             s.ended = true;
-            s.on_data = None;
-            (s.file.take(), s.on_end.take())
+            // Without auto_close the file stays (see `file()`): dropping
+            // the last clone here would close it.
+            let file = if s.auto_close { s.file.take() } else { None };
+            (file, s.on_close.take().filter(|_| s.emit_close))
         };
-        let Some(on_end) = on_end else { return };
+        let Some(on_close) = on_close else {
+            if let Some(file) = file {
+                lp.fs().close(file, |_, _| {});
+            }
+            return;
+        };
         match file {
-            Some(file) => lp.fs().close(file, move |lp, closed| {
-                on_end(lp, result.and(closed));
-            }),
-            None => on_end(lp, result),
+            Some(file) => lp.fs().close(file, move |lp, _| on_close(lp)),
+            // Maybe inside `destroy` itself: never call back from within it.
+            None => lp.defer(on_close),
         }
     }
 }
 
-/// Options of [`Fs::create_write_stream`] (Node's names).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Options of [`Fs::create_write_stream`] (Node's names and defaults).
+#[derive(Clone, Debug)]
 pub struct WriteStreamOptions {
     /// How to open (Node's default `"w"`).
     pub flags: Flags,
@@ -216,6 +413,14 @@ pub struct WriteStreamOptions {
     /// Where the first write goes; `None`: the file's position (appending
     /// files always write at the end).
     pub start: Option<u64>,
+    /// Write to this open file instead of opening the path (Node's `fd`).
+    pub fd: Option<File>,
+    /// Close the file after `end` finished, an error or `destroy` (Node's
+    /// `autoClose`, default `true`).
+    pub auto_close: bool,
+    /// Run the close callback ([`WriteStream::on_close`]) once the stream
+    /// is closed (Node's `emitClose`, default `true`).
+    pub emit_close: bool,
 }
 
 impl Default for WriteStreamOptions {
@@ -225,6 +430,9 @@ impl Default for WriteStreamOptions {
             mode: 0o666,
             high_water_mark: 16 * 1024,
             start: None,
+            fd: None,
+            auto_close: true,
+            emit_close: true,
         }
     }
 }
@@ -240,14 +448,20 @@ struct WriteState {
     queue: VecDeque<Vec<u8>>,
     queued: usize,
     high_water_mark: usize,
+    auto_close: bool,
+    emit_close: bool,
     writing: bool,
+    /// The ring token of the write in flight (to cancel it).
+    token: Option<Token>,
     need_drain: bool,
     pos: Option<u64>,
     error: Option<Error>,
     on_drain: Option<OnDrain>,
     on_finish: Option<OnEnd>,
+    on_close: Option<OnClose>,
     ending: bool,
     finished: bool,
+    destroyed: bool,
 }
 
 impl fmt::Debug for WriteStream {
@@ -257,51 +471,69 @@ impl fmt::Debug for WriteStream {
             .field("queued", &s.queued)
             .field("writing", &s.writing)
             .field("ending", &s.ending)
+            .field("destroyed", &s.destroyed)
             .finish_non_exhaustive()
     }
 }
 
 impl Fs<'_> {
-    /// Opens `path` for a stream of writes: [`WriteStream::write`] queues
-    /// a chunk and says whether the caller may go on (`false` once
-    /// `high_water_mark` bytes wait: wait for `on_drain`, Node's
-    /// backpressure); chunks are written in order, one routed `write` at a
-    /// time, short writes continued. [`WriteStream::end`] finishes: its
-    /// callback runs when everything is written and the file closed, with
-    /// the first error of opening, writing or closing (after an error,
-    /// queued and later chunks are dropped).
+    /// Opens `path` (or takes `options.fd`) for a stream of writes:
+    /// [`WriteStream::write`] queues a chunk and says whether the caller
+    /// may go on (`false` once `high_water_mark` bytes wait: wait for
+    /// `on_drain`, Node's backpressure); chunks are written in order, one
+    /// routed `write` at a time, short writes continued.
+    /// [`WriteStream::end`] finishes: its callback runs when everything is
+    /// written and the file closed (with `auto_close`), with the first
+    /// error of opening, writing or closing (after an error, queued and
+    /// later chunks are dropped). Then the close callback runs
+    /// ([`WriteStream::on_close`], Node's `'close'`).
     pub fn create_write_stream(
         self,
         path: impl AsRef<Path>,
         options: WriteStreamOptions,
         on_drain: impl FnMut(&mut Loop, &WriteStream) + 'static,
     ) -> WriteStream {
+        let given = options.fd.is_some();
         let stream = WriteStream(Rc::new(RefCell::new(WriteState {
-            file: None,
-            opening: true,
+            file: options.fd,
+            opening: !given,
             queue: VecDeque::new(),
             queued: 0,
             high_water_mark: options.high_water_mark.max(1),
+            auto_close: options.auto_close,
+            emit_close: options.emit_close,
             writing: false,
+            token: None,
             need_drain: false,
             pos: options.start,
             error: None,
             on_drain: Some(Box::new(on_drain)),
             on_finish: None,
+            on_close: None,
             ending: false,
             finished: false,
+            destroyed: false,
         })));
+        if given {
+            return stream;
+        }
         let s = stream.clone();
         self.open(path, options.flags, options.mode, move |lp, opened| {
-            {
+            let destroyed = {
                 let mut st = s.0.borrow_mut();
                 st.opening = false;
                 match opened {
                     Ok(file) => st.file = Some(file),
-                    Err(error) => st.fail(error),
+                    Err(error) if !st.destroyed => st.fail(error),
+                    Err(_) => {}
                 }
+                st.destroyed
+            };
+            if destroyed {
+                s.close_destroyed(lp);
+            } else {
+                s.pump(lp);
             }
-            s.pump(lp);
         });
         stream
     }
@@ -320,12 +552,12 @@ impl WriteState {
 impl WriteStream {
     /// Queues `data`; `true` while fewer than the high-water mark bytes
     /// wait, `false` from there on: `on_drain` runs when the queue has
-    /// emptied. Writing after [`WriteStream::end`] or after an error drops
-    /// the data and returns `false`.
+    /// emptied. Writing after [`WriteStream::end`], after an error or
+    /// after [`WriteStream::destroy`] drops the data and returns `false`.
     pub fn write(&self, lp: &mut Loop, data: Vec<u8>) -> bool {
         let ok = {
             let mut s = self.0.borrow_mut();
-            if s.ending || s.error.is_some() {
+            if s.ending || s.error.is_some() || s.destroyed {
                 return false;
             }
             s.queued += data.len();
@@ -347,16 +579,39 @@ impl WriteStream {
         self.0.borrow().queued
     }
 
-    /// Writes what is queued, closes the file, then runs `on_finish` with
-    /// the first error, if any (Node's `end()` and `'finish'`/`'error'`).
+    /// The open file, once opened (Node's `stream.fd`); still there after
+    /// the end when `auto_close` is off, for the caller to close.
+    pub fn file(&self) -> Option<File> {
+        self.0.borrow().file.clone()
+    }
+
+    /// Whether [`WriteStream::destroy`] was called.
+    pub fn is_destroyed(&self) -> bool {
+        self.0.borrow().destroyed
+    }
+
+    /// Sets the close callback, Node's `'close'` event: it runs once, after
+    /// `end` finished (and, with `auto_close`, the file was closed) or
+    /// after [`WriteStream::destroy`], unless `emit_close` is off. Without
+    /// `auto_close`, only a destroyed stream calls it.
+    pub fn on_close(&self, callback: impl FnOnce(&mut Loop) + 'static) {
+        self.0.borrow_mut().on_close = Some(Box::new(callback));
+    }
+
+    /// Writes what is queued, closes the file (with `auto_close`), then
+    /// runs `on_finish` with the first error, if any (Node's `end()` and
+    /// `'finish'`/`'error'`).
     pub fn end(&self, lp: &mut Loop, on_finish: impl FnOnce(&mut Loop, Result<()>) + 'static) {
         {
             let mut s = self.0.borrow_mut();
-            if s.ending {
-                drop(s);
-                let error = Error::Stale {
-                    what: "write stream (end called twice)",
+            if s.ending || s.destroyed {
+                let what = if s.destroyed {
+                    "write stream (destroyed)"
+                } else {
+                    "write stream (end called twice)"
                 };
+                drop(s);
+                let error = Error::Stale { what };
                 return lp.defer(move |lp| on_finish(lp, Err(error)));
             }
             s.ending = true;
@@ -365,10 +620,42 @@ impl WriteStream {
         self.pump(lp);
     }
 
+    /// Ends the stream now (Node's `destroy()`): queued chunks are
+    /// dropped; a write in flight is cancelled (on io_uring) and waited
+    /// for; then the file is closed (with `auto_close`) and the close
+    /// callback runs. A pending [`WriteStream::end`] callback gets an
+    /// error (Node's `ERR_STREAM_DESTROYED`). Harmless once finished.
+    pub fn destroy(&self, lp: &mut Loop) {
+        let (writing, opening, token, on_finish) = {
+            let mut s = self.0.borrow_mut();
+            if s.finished || s.destroyed {
+                return;
+            }
+            s.destroyed = true;
+            s.queue.clear();
+            s.queued = 0;
+            s.on_drain = None;
+            (s.writing, s.opening, s.token.take(), s.on_finish.take())
+        };
+        if let Some(on_finish) = on_finish {
+            let error = Error::Stale {
+                what: "write stream (destroyed)",
+            };
+            lp.defer(move |lp| on_finish(lp, Err(error)));
+        }
+        if writing {
+            if let Some(token) = token {
+                lp.reactor.cancel(token);
+            }
+        } else if !opening {
+            self.close_destroyed(lp);
+        }
+    }
+
     /// Writes the next chunk, or finishes.
     fn pump(&self, lp: &mut Loop) {
         let mut s = self.0.borrow_mut();
-        if s.writing || s.opening || s.finished {
+        if s.writing || s.opening || s.finished || s.destroyed {
             return;
         }
         let Some(chunk) = s.queue.pop_front() else {
@@ -385,15 +672,23 @@ impl WriteStream {
         let pos = s.pos;
         drop(s);
         let stream = self.clone();
-        lp.fs().write(&file, chunk, pos, move |lp, wrote, chunk| {
-            stream.on_written(lp, wrote, chunk);
-        });
+        let token = lp
+            .fs()
+            .write_cancellable(&file, chunk, pos, move |lp, wrote, chunk| {
+                stream.on_written(lp, wrote, chunk);
+            });
+        self.0.borrow_mut().token = token;
     }
 
     fn on_written(&self, lp: &mut Loop, wrote: Result<usize>, mut chunk: Vec<u8>) {
         let drain = {
             let mut s = self.0.borrow_mut();
             s.writing = false;
+            s.token = None;
+            if s.destroyed {
+                drop(s);
+                return self.close_destroyed(lp);
+            }
             match wrote {
                 Ok(0) if !chunk.is_empty() => {
                     let zero = std::io::ErrorKind::WriteZero.into();
@@ -418,7 +713,7 @@ impl WriteStream {
         if let Some(mut on_drain) = drain {
             on_drain(lp, self);
             let mut s = self.0.borrow_mut();
-            if s.on_drain.is_none() {
+            if s.on_drain.is_none() && !s.destroyed {
                 s.on_drain = Some(on_drain);
             }
         }
@@ -426,20 +721,54 @@ impl WriteStream {
     }
 
     fn finish(&self, lp: &mut Loop) {
-        let (file, error, on_finish) = {
+        let (file, error, on_finish, on_close) = {
             let mut s = self.0.borrow_mut();
             s.finished = true;
             s.on_drain = None;
-            (s.file.take(), s.error.take(), s.on_finish.take())
+            // Without auto_close the file stays (see `file()`): dropping
+            // the last clone here would close it.
+            let file = if s.auto_close { s.file.take() } else { None };
+            let on_close = s.on_close.take().filter(|_| s.emit_close && s.auto_close);
+            (file, s.error.take(), s.on_finish.take(), on_close)
         };
-        let Some(on_finish) = on_finish else { return };
         let result = error.map_or(Ok(()), Err);
+        let done = move |lp: &mut Loop, result: Result<()>| {
+            if let Some(on_finish) = on_finish {
+                on_finish(lp, result);
+            }
+            if let Some(on_close) = on_close {
+                on_close(lp);
+            }
+        };
         match file {
             Some(file) => lp.fs().close(file, move |lp, closed| {
-                on_finish(lp, result.and(closed));
+                done(lp, result.and(closed));
             }),
             // Maybe inside `end` itself: never call back from within it.
-            None => lp.defer(move |lp| on_finish(lp, result)),
+            None => lp.defer(move |lp| done(lp, result)),
+        }
+    }
+
+    /// After `destroy`, once nothing is in flight: close (with
+    /// `auto_close`), then the close callback.
+    fn close_destroyed(&self, lp: &mut Loop) {
+        let (file, on_close) = {
+            let mut s = self.0.borrow_mut();
+            if s.finished {
+                return;
+            }
+            s.finished = true;
+            // Without auto_close the file stays (see `file()`): dropping
+            // the last clone here would close it.
+            let file = if s.auto_close { s.file.take() } else { None };
+            (file, s.on_close.take().filter(|_| s.emit_close))
+        };
+        match (file, on_close) {
+            (Some(file), Some(on_close)) => lp.fs().close(file, move |lp, _| on_close(lp)),
+            (Some(file), None) => lp.fs().close(file, |_, _| {}),
+            // Maybe inside `destroy` itself: never call back from within it.
+            (None, Some(on_close)) => lp.defer(on_close),
+            (None, None) => {}
         }
     }
 }

@@ -39,10 +39,60 @@ pub(crate) fn run(req: Req) -> Done {
     match req {
         Req::Read { fd, buf, pos } => read(fd, buf, pos),
         Req::Write { fd, buf, pos } => write(fd, buf, pos),
-        other => Done {
-            result: run_unbuffered(other),
-            buf: Vec::new(),
-        },
+        Req::ReadFile { path, buf } => read_file(&path, buf),
+        other => Done::new(run_unbuffered(other), Vec::new()),
+    }
+}
+
+/// A whole file in one job: open, fstat (the size, to size the buffer),
+/// reads until one returns 0, close. Errors name the step that failed.
+fn read_file(path: &CStr, mut buf: Vec<u8>) -> Done {
+    let fail = |error, buf, step| Done {
+        result: Err(error),
+        buf,
+        step,
+    };
+    // `path` is a live NUL-terminated string.
+    let fd = match syscall!(open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC)) {
+        Ok(fd) => fd,
+        Err(error) => return fail(error, buf, "open"),
+    };
+    // SAFETY: `stat` is a plain C struct; all-zero is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // `fd` is open; `st` is a writable stat record.
+    if syscall!(fstat(fd, &mut st)).is_ok() && st.st_size > 0 {
+        // Room for the whole file and one byte more: the read that sees
+        // the end then needs no bigger buffer.
+        let want = (st.st_size as usize).saturating_add(1);
+        let spare = buf.capacity() - buf.len();
+        if want > spare {
+            buf.reserve_exact(want - spare);
+        }
+    }
+    loop {
+        if buf.len() == buf.capacity() {
+            buf.reserve(buf.len().max(64 * 1024));
+        }
+        let spare = buf.spare_capacity_mut();
+        let (ptr, len) = (spare.as_mut_ptr().cast::<libc::c_void>(), spare.len());
+        // `ptr` points at `len` bytes of the buffer's spare capacity.
+        match syscall!(read(fd, ptr, len)) {
+            Ok(0) => break,
+            // SAFETY: the kernel initialised `n` bytes of the spare capacity.
+            Ok(n) => unsafe { buf.set_len(buf.len() + n as usize) },
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => {
+                // The read's error is the one to report; the descriptor is
+                // ours alone.
+                let _ = syscall!(close(fd));
+                return fail(error, buf, "read");
+            }
+        }
+    }
+    // The descriptor is ours alone.
+    match syscall!(close(fd)) {
+        Ok(_) => Done::new(Ok(Out::Whole(None)), buf),
+        Err(error) => fail(error, buf, "close"),
     }
 }
 
@@ -59,7 +109,7 @@ fn read(fd: RawFd, mut buf: Vec<u8>, pos: Option<u64>) -> Done {
         unsafe { buf.set_len(buf.len() + n as usize) };
         Out::Size(n as usize)
     });
-    Done { result, buf }
+    Done::new(result, buf)
 }
 
 fn write(fd: RawFd, buf: Vec<u8>, pos: Option<u64>) -> Done {
@@ -69,10 +119,7 @@ fn write(fd: RawFd, buf: Vec<u8>, pos: Option<u64>) -> Done {
         Some(pos) => syscall!(pwrite(fd, ptr, len, pos as libc::off_t)),
         None => syscall!(write(fd, ptr, len)),
     };
-    Done {
-        result: result.map(|n| Out::Size(n as usize)),
-        buf,
-    }
+    Done::new(result.map(|n| Out::Size(n as usize)), buf)
 }
 
 fn unit<T>(result: io::Result<T>) -> io::Result<Out> {
@@ -144,7 +191,9 @@ fn run_unbuffered(req: Req) -> io::Result<Out> {
             to,
             exclusive,
         } => unit(copy_file(&from, &to, exclusive)),
-        Req::Read { .. } | Req::Write { .. } => unreachable!("buffered requests go to run"),
+        Req::Read { .. } | Req::Write { .. } | Req::ReadFile { .. } => {
+            unreachable!("buffered requests go to run")
+        }
     }
 }
 

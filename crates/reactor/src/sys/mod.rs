@@ -32,7 +32,7 @@
 //! also on error and on cancel. Sockets must be nonblocking; accepted
 //! sockets are nonblocking and close-on-exec on every backend.
 
-use crate::{BackendError, BackendKind, Completion, Op, Token};
+use crate::{BackendError, BackendKind, Completion, FileOps, Op, Token};
 use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
@@ -207,6 +207,27 @@ impl Backend {
 
     pub(crate) fn in_flight(&self) -> usize {
         dispatch!(self, b => b.in_flight())
+    }
+
+    pub(crate) fn file_ops(&self) -> FileOps {
+        match self {
+            #[cfg(all(feature = "uring", target_os = "linux"))]
+            Backend::Uring(u) => u.file_ops(),
+            #[cfg(feature = "poll")]
+            Backend::Poll(_) => FileOps::NONE,
+        }
+    }
+
+    pub(crate) fn restrict_file_ops(&mut self, keep: FileOps) {
+        match self {
+            #[cfg(all(feature = "uring", target_os = "linux"))]
+            Backend::Uring(u) => u.restrict_file_ops(keep),
+            #[cfg(feature = "poll")]
+            Backend::Poll(_) => {
+                // Nothing to narrow: polling runs no file operation.
+                let _ = keep;
+            }
+        }
     }
 
     #[cfg(all(feature = "uring", target_os = "linux"))]

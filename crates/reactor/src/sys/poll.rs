@@ -481,7 +481,8 @@ fn fd_of(kind: &OpKind) -> RawFd {
         OpKind::OpenAt { dir, .. }
         | OpKind::Statx { dir, .. }
         | OpKind::UnlinkAt { dir, .. }
-        | OpKind::MkdirAt { dir, .. } => dir,
+        | OpKind::MkdirAt { dir, .. }
+        | OpKind::ReadFile { dir, .. } => dir,
         OpKind::RenameAt { old_dir, .. } => old_dir,
     }
 }

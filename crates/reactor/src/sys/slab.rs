@@ -62,8 +62,9 @@ impl<T> Slab<T> {
     }
 
     /// Stores `value` under `token`; the caller checked the token is free.
-    /// Generations are 31 bits, so a key never has bit 63 set (the io_uring
-    /// backend tags its internal operations with it).
+    /// Generations are 29 bits, so a key never has bits 61 to 63 set (the
+    /// io_uring backend tags its internal operations with bit 63 and the
+    /// steps of a multi-step operation with bits 61 and 62).
     pub(crate) fn insert(&mut self, token: Token, value: T) -> Key {
         let index = match self.free.pop() {
             Some(i) => i as usize,
@@ -76,7 +77,7 @@ impl<T> Slab<T> {
             }
         };
         let slot = &mut self.slots[index];
-        slot.generation = slot.generation.wrapping_add(1) & 0x7fff_ffff;
+        slot.generation = slot.generation.wrapping_add(1) & 0x1fff_ffff;
         slot.value = Some(value);
         let key = Key((u64::from(slot.generation) << 32) | index as u64);
         self.tokens.insert(token, key);

@@ -52,7 +52,7 @@ use super::slab::{Key, Slab};
 use super::{MULTI_BUF_SIZE, MultiBufs, Notify, WakeShared, close_fd};
 use crate::op::{OpKind, cancelled};
 use crate::uring_ext::UringInfo;
-use crate::{Completion, FileStat, Interest, Op, Token};
+use crate::{Completion, FileOps, FileStat, Interest, Op, ReadFileStep, Token};
 use io_uring::{IoUring, Probe, cqueue, opcode, squeue, types};
 use std::collections::VecDeque;
 use std::io;
@@ -67,6 +67,20 @@ const INTERNAL: u64 = 1 << 63;
 const UD_WAKE: u64 = INTERNAL | 1;
 const UD_IGNORE: u64 = INTERNAL | 2;
 const BGID: u16 = 0;
+/// user_data bits 61-62: which step of an `Op::read_file` a completion is
+/// for (0 for every other operation; slab keys never use these bits).
+const STEP_SHIFT: u32 = 61;
+const STEP_MASK: u64 = 3 << STEP_SHIFT;
+const STEP_READ: u64 = 1;
+const STEP_PROBE: u64 = 2;
+const STEP_CLOSE: u64 = 3;
+/// The environment variable that narrows the natively run file operations
+/// (testing and diagnosis; see `FileOps`).
+const FILE_OPS_ENV: &str = "EVENTIDE_URING_FILE_OPS";
+/// The environment variable naming file operations to answer `EINVAL`, as
+/// a kernel without them does when its probe did not say so (testing and
+/// diagnosis of a caller's fallback).
+const EINVAL_ENV: &str = "EVENTIDE_URING_FILE_OPS_EINVAL";
 const PBUF_ENTRIES: u16 = 256;
 
 #[derive(Debug)]
@@ -200,6 +214,10 @@ pub(crate) struct Uring {
     bufs: MultiBufs,
     /// Completion entries reaped while making room in the submission queue.
     reaped: Vec<(u64, i32, u32)>,
+    /// File operations submitted to the kernel; the others are refused.
+    file_ops: FileOps,
+    /// File operations answered `EINVAL` at once (`EINVAL_ENV`).
+    einval_ops: FileOps,
 }
 
 impl std::fmt::Debug for Uring {
@@ -270,6 +288,28 @@ impl Uring {
         let probed = ring.submitter().register_probe(&mut probe).is_ok();
         let multishot_accept = probed && probe.is_supported(opcode::Socket::CODE);
         let multishot_recv_kernel = probed && probe.is_supported(opcode::SendZc::CODE);
+        let file_ops = if probed {
+            let codes = [
+                (opcode::OpenAt::CODE, FileOps::OPENAT),
+                (opcode::Read::CODE, FileOps::READ),
+                (opcode::Write::CODE, FileOps::WRITE),
+                (opcode::Statx::CODE, FileOps::STATX),
+                (opcode::Fsync::CODE, FileOps::FSYNC),
+                (opcode::UnlinkAt::CODE, FileOps::UNLINKAT),
+                (opcode::RenameAt::CODE, FileOps::RENAMEAT),
+                (opcode::MkDirAt::CODE, FileOps::MKDIRAT),
+                (opcode::Close::CODE, FileOps::CLOSE),
+            ];
+            codes
+                .iter()
+                .filter(|(code, _)| probe.is_supported(*code))
+                .fold(FileOps::NONE, |set, (_, ops)| set.union(*ops))
+        } else {
+            // No probe (before 5.6): submit, and let an EINVAL tell.
+            FileOps::ALL
+        };
+        let file_ops = file_ops.intersection(env_ops(FILE_OPS_ENV).unwrap_or(FileOps::ALL));
+        let einval_ops = env_ops(EINVAL_ENV).unwrap_or(FileOps::NONE);
         // SAFETY: eventfd takes no pointers.
         let efd = unsafe { syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK)) }?;
         // SAFETY: `efd` is a new descriptor nobody else owns.
@@ -296,6 +336,8 @@ impl Uring {
             starved: VecDeque::new(),
             bufs: MultiBufs::default(),
             reaped: Vec::new(),
+            file_ops,
+            einval_ops,
         };
         if multishot_recv_kernel && std::env::var_os("EVENTIDE_URING_NO_PBUF").is_none() {
             u.pbuf = u.register_pbuf();
@@ -358,6 +400,14 @@ impl Uring {
         self.bufs.give_back(buf);
     }
 
+    pub(crate) fn file_ops(&self) -> FileOps {
+        self.file_ops
+    }
+
+    pub(crate) fn restrict_file_ops(&mut self, keep: FileOps) {
+        self.file_ops = self.file_ops.intersection(keep);
+    }
+
     /// Queues one entry, submitting first when the queue is full.
     fn push(&mut self, sqe: &squeue::Entry) {
         self.push_all(std::slice::from_ref(sqe));
@@ -403,6 +453,27 @@ impl Uring {
     ) -> Result<(), (io::Error, Op)> {
         if self.ops.contains_token(token) {
             return Err((io::ErrorKind::AlreadyExists.into(), op));
+        }
+        let needed = op.file_ops_needed();
+        if !self.file_ops.contains(needed) {
+            return Err((io::ErrorKind::Unsupported.into(), op));
+        }
+        if !needed.intersection(self.einval_ops).is_empty() {
+            let einval = Err(io::Error::from_raw_os_error(libc::EINVAL));
+            let step = matches!(op.kind, OpKind::ReadFile { .. }).then_some(ReadFileStep::Open);
+            let mut c = Completion::new(token, einval).with_buf(op.into_buf());
+            c.step = step;
+            out.push_back(c);
+            return Ok(());
+        }
+        if let OpKind::ReadFile { buf, .. } = &op.kind
+            && buf.capacity() - buf.len() < 2
+        {
+            let error = io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "read_file needs at least 2 bytes of spare capacity",
+            );
+            return Err((error, op));
         }
         if let OpKind::Close { fd } = op.kind {
             // Parked receives are not in the kernel, so the cancel-by-fd
@@ -587,6 +658,11 @@ impl Uring {
                     .mode(*mode)
                     .build()
             }
+            OpKind::ReadFile { dir, path, .. } => {
+                opcode::OpenAt::new(types::Fd(*dir), path.as_ptr())
+                    .flags(libc::O_RDONLY | libc::O_CLOEXEC)
+                    .build()
+            }
         };
         self.push(&sqe.user_data(ud));
     }
@@ -627,11 +703,196 @@ impl Uring {
             self.finish(key, Err(cancelled()), None, out);
             return true;
         }
-        let sqe = opcode::AsyncCancel::new(key.to_u64())
-            .build()
-            .user_data(UD_IGNORE);
-        self.push(&sqe);
+        self.push_cancels(key);
         true
+    }
+
+    /// Asks the kernel to end what runs for the entry under `key`: its one
+    /// submission, or the steps of a read_file in flight (a close is let
+    /// finish).
+    fn push_cancels(&mut self, key: Key) {
+        let steps: &[u64] = match self.ops.get_mut(key).map(|e| &e.kind) {
+            Some(OpKind::ReadFile { step, .. }) => match step {
+                ReadFileStep::Open => &[0],
+                ReadFileStep::Read => &[STEP_READ, STEP_PROBE],
+                ReadFileStep::Close => &[],
+            },
+            _ => &[0],
+        };
+        for &step in steps {
+            let sqe = opcode::AsyncCancel::new(ud_of(key, step))
+                .build()
+                .user_data(UD_IGNORE);
+            self.push(&sqe);
+        }
+    }
+
+    /// One completion of an `Op::read_file`: the open, either read, or the
+    /// close. Moves the entry on to its next step, or finishes it.
+    fn on_read_file(&mut self, key: Key, step: u64, res: i32, out: &mut VecDeque<Completion>) {
+        let Some(e) = self.ops.get_mut(key) else {
+            return;
+        };
+        let was_cancelled = e.cancelled;
+        let OpKind::ReadFile {
+            buf,
+            fd,
+            ask,
+            probe,
+            first,
+            second,
+            step: at,
+            outcome,
+            ..
+        } = &mut e.kind
+        else {
+            return;
+        };
+        match step {
+            0 => {
+                let opened = match own_fd(raw_result(res), was_cancelled) {
+                    Ok(n) => n as RawFd,
+                    Err(error) => {
+                        return self.finish_read_file(
+                            key,
+                            Err(error),
+                            None,
+                            ReadFileStep::Open,
+                            out,
+                        );
+                    }
+                };
+                *fd = opened;
+                *at = ReadFileStep::Read;
+                let spare = buf.capacity() - buf.len();
+                *probe = (spare / 8).clamp(1, 4096);
+                *ask = spare - *probe;
+                let base = buf.spare_capacity_mut().as_mut_ptr().cast::<u8>();
+                let ud = key.to_u64();
+                // Offset -1: the file position (both reads then also work
+                // on pipes); a short first read breaks a plain link, so the
+                // probe hangs on a hard one and always runs. The first read
+                // takes only what is there at once (RWF_NOWAIT: no retry in
+                // the kernel, which for a regular file would look for the
+                // end itself; the probe does that, once).
+                let read = opcode::Read::new(types::Fd(opened), base, clamp(*ask))
+                    .offset(u64::MAX)
+                    .rw_flags(libc::RWF_NOWAIT)
+                    .build()
+                    .flags(squeue::Flags::IO_HARDLINK)
+                    .user_data(ud | (STEP_READ << STEP_SHIFT));
+                // SAFETY: `ask < spare`, so `base + ask` and the probe's
+                // range `ask..spare` lie inside the spare capacity.
+                let probe_at = unsafe { base.add(*ask) };
+                let probe_read = opcode::Read::new(types::Fd(opened), probe_at, clamp(*probe))
+                    .offset(u64::MAX)
+                    .build()
+                    .user_data(ud | (STEP_PROBE << STEP_SHIFT));
+                self.push_all(&[read, probe_read]);
+            }
+            STEP_READ | STEP_PROBE => {
+                if step == STEP_READ {
+                    *first = Some(res);
+                } else {
+                    *second = Some(res);
+                }
+                let (Some(r1), Some(r2)) = (*first, *second) else {
+                    // The other read is still to come. A cancel cannot
+                    // reach a linked request before it starts, and the
+                    // probe starts once the first read ends (the hard
+                    // link): cancel it now that it runs.
+                    if was_cancelled && step == STEP_READ {
+                        let sqe = opcode::AsyncCancel::new(ud_of(key, STEP_PROBE))
+                            .build()
+                            .user_data(UD_IGNORE);
+                        self.push(&sqe);
+                    }
+                    return;
+                };
+                // The first read does not wait (RWF_NOWAIT): what is not
+                // cached yet (EAGAIN), or a file that cannot say so
+                // (EOPNOTSUPP: directories, /proc), it leaves to the probe,
+                // which reads at the same position and waits.
+                let r1 = if r1 == -libc::EAGAIN || r1 == -libc::EOPNOTSUPP {
+                    0
+                } else {
+                    r1
+                };
+                let done = if was_cancelled {
+                    -libc::ECANCELED
+                } else if r1 < 0 {
+                    r1
+                } else if r2 < 0 {
+                    r2
+                } else {
+                    let n = (r1 as usize).min(*ask);
+                    let m = (r2 as usize).min(*probe);
+                    let len = buf.len();
+                    if m > 0 && n < *ask {
+                        // The probe's bytes follow the first read's.
+                        let spare = buf.spare_capacity_mut();
+                        spare.copy_within(*ask..*ask + m, n);
+                    }
+                    // SAFETY: the kernel initialised `n` bytes at the start
+                    // of the spare capacity and `m` at `ask`, which now
+                    // follow them.
+                    unsafe { buf.set_len(len + n + m) };
+                    if m > 0 {
+                        // Not at the end: the caller reads on.
+                        let open = std::mem::replace(fd, -1);
+                        let total = n + m;
+                        return self.finish_read_file(
+                            key,
+                            Ok(total),
+                            Some(open),
+                            ReadFileStep::Read,
+                            out,
+                        );
+                    }
+                    n as i32
+                };
+                *outcome = Some(done);
+                *at = ReadFileStep::Close;
+                let close = opcode::Close::new(types::Fd(std::mem::replace(fd, -1)))
+                    .build()
+                    .user_data(ud_of(key, STEP_CLOSE));
+                self.push(&close);
+            }
+            _ => {
+                let (done, step) = match outcome.take() {
+                    Some(n) if n >= 0 && res < 0 => (raw_result(res), ReadFileStep::Close),
+                    Some(n) if n >= 0 => (raw_result(n), ReadFileStep::Close),
+                    Some(err) => (raw_result(err), ReadFileStep::Read),
+                    None => (
+                        Err(io::Error::other("read_file closed twice")),
+                        ReadFileStep::Close,
+                    ),
+                };
+                self.finish_read_file(key, done, None, step, out);
+            }
+        }
+    }
+
+    /// Removes a read_file entry and queues its final completion.
+    fn finish_read_file(
+        &mut self,
+        key: Key,
+        result: io::Result<usize>,
+        file: Option<RawFd>,
+        step: ReadFileStep,
+        out: &mut VecDeque<Completion>,
+    ) {
+        let token = match self.ops.get_mut(key) {
+            Some(e) => e.token,
+            None => return,
+        };
+        let Some(e) = self.ops.remove(key, token) else {
+            return;
+        };
+        let mut c = Completion::new(token, result).with_buf(Op { kind: e.kind }.into_buf());
+        c.file = file;
+        c.step = Some(step);
+        out.push_back(c);
     }
 
     fn arm_wake(&mut self) {
@@ -747,7 +1008,8 @@ impl Uring {
         if ud & INTERNAL != 0 {
             return;
         }
-        let key = Key::from_u64(ud);
+        let step = (ud & STEP_MASK) >> STEP_SHIFT;
+        let key = Key::from_u64(ud & !STEP_MASK);
         let more = cqueue::more(flags);
         let multishot_accept = self.info.multishot_accept;
         let Some(e) = self.ops.get_mut(key) else {
@@ -797,6 +1059,7 @@ impl Uring {
                 self.finish(key, result, None, out);
             }
             OpKind::RecvMulti { .. } => self.on_recv_multi(key, result, flags, more, out),
+            OpKind::ReadFile { .. } => self.on_read_file(key, step, res, out),
             OpKind::Poll { interest, .. } => {
                 let result = result.map(|m| usize::from(readiness(m as i16, *interest).bits()));
                 self.finish(key, result, None, out);
@@ -923,6 +1186,38 @@ impl Uring {
     }
 }
 
+/// A CQE result as an `io::Result`: `-errno` is the error.
+fn raw_result(res: i32) -> io::Result<usize> {
+    if res < 0 {
+        Err(io::Error::from_raw_os_error(-res))
+    } else {
+        Ok(res as usize)
+    }
+}
+
+/// The user_data of `step` of the read_file under `key`.
+fn ud_of(key: Key, step: u64) -> u64 {
+    key.to_u64() | (step << STEP_SHIFT)
+}
+
+/// A file operation set from the environment variable `name`; `None` when
+/// unset (a list that does not parse is logged and ignored).
+fn env_ops(name: &str) -> Option<FileOps> {
+    let value = std::env::var(name).ok()?;
+    match FileOps::parse(&value) {
+        Ok(ops) => {
+            log::info!("eventide-reactor: {name}={value}: {ops:?}");
+            Some(ops)
+        }
+        Err(word) => {
+            log::warn!(
+                "eventide-reactor: {name}={value}: unknown file operation {word:?}; ignored"
+            );
+            None
+        }
+    }
+}
+
 /// An fd a completion produced: the caller's, unless it cancelled the
 /// operation, in which case the fd is closed and the result is ECANCELED.
 fn own_fd(result: io::Result<usize>, was_cancelled: bool) -> io::Result<usize> {
@@ -963,10 +1258,7 @@ impl Drop for Uring {
             if let Some(e) = self.ops.get_mut(key) {
                 e.cancelled = true;
             }
-            let sqe = opcode::AsyncCancel::new(key.to_u64())
-                .build()
-                .user_data(UD_IGNORE);
-            self.push(&sqe);
+            self.push_cancels(key);
         }
         if self.wake_armed {
             let sqe = opcode::AsyncCancel::new(UD_WAKE)
