@@ -109,12 +109,13 @@ struct Tsc {
 }
 
 impl Tsc {
-    /// Whether this machine has a TSC to rely on.
+    /// Whether this machine has a TSC to rely on (found out once per
+    /// process: it reads CPUID and a sysfs file).
     fn usable() -> bool {
-        if std::env::var_os("EVENTIDE_CLOCK").is_some_and(|v| v == "std") {
-            return false;
-        }
-        invariant_tsc()
+        static USABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *USABLE.get_or_init(|| {
+            std::env::var_os("EVENTIDE_CLOCK").is_none_or(|v| v != "std") && invariant_tsc()
+        })
     }
 
     /// The ms at TSC reading `now`, if it can be told exactly.
