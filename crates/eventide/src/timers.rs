@@ -186,17 +186,36 @@ impl Loop {
     /// The timers phase: every timer due by the cached `now`, in (deadline,
     /// start order), each followed by its next-ticks. Timers started or
     /// refreshed meanwhile wait for the next phase.
+    ///
+    /// After a callback that panicked (a panic handler took it), Node's
+    /// order is kept (shared case 31): its next-ticks wait until after the
+    /// next due timer of the same duration (Node's timer list restarts
+    /// after an uncaught exception without draining the ticks first), or
+    /// run before a timer of another duration, or at the end of the phase.
     pub(crate) fn run_timers(&mut self) {
         if self.wheel.is_empty() {
             return;
         }
         self.wheel.advance_to(self.now());
+        let mut ticks_held_for: Option<u64> = None;
         while let Some((key, _)) = self.wheel.pop_expired_key() {
-            self.fire(TimerId(key));
+            let id = TimerId(key);
+            if let Some(duration) = ticks_held_for.take()
+                && self.wheel.get(id.0).map(Timer::duration) != Some(duration)
+            {
+                self.drain_ticks();
+            }
+            ticks_held_for = self.fire(id);
+        }
+        if ticks_held_for.is_some() {
+            self.drain_ticks();
         }
     }
 
-    fn fire(&mut self, id: TimerId) {
+    /// Runs an expired timer's callback, then its next-ticks, unless the
+    /// callback panicked: then it returns the timer's duration and leaves
+    /// the ticks to `run_timers`.
+    fn fire(&mut self, id: TimerId) -> Option<u64> {
         let timer = self
             .wheel
             .get_mut(id.0)
@@ -204,24 +223,36 @@ impl Loop {
         if timer.referenced() {
             self.ref_timers -= 1;
         }
+        let duration = timer.duration();
         let callback = timer.callback.take();
         if !callback.repeats() {
             self.wheel.cancel(id.0);
-            self.invoke(move |lp: &mut Loop| {
+            let ran = self.guarded(move |lp: &mut Loop| {
                 callback.call(lp, id);
             });
-            return;
+            if ran.is_none() {
+                return Some(duration);
+            }
+            self.drain_ticks();
+            return None;
         }
         let started = self.clock();
         let returned = self.guarded(move |lp: &mut Loop| callback.call(lp, id));
-        self.drain_ticks();
         match returned {
-            Some(Some(callback)) => self.rearm_interval(id, started, callback),
-            Some(None) => {}
+            Some(Some(callback)) => {
+                self.drain_ticks();
+                self.rearm_interval(id, started, callback);
+                None
+            }
+            Some(None) => {
+                self.drain_ticks();
+                None
+            }
             // It panicked (and a panic handler took it); its closure was
             // dropped in the unwind. The interval stops, as a hook does.
             None => {
                 self.wheel.cancel(id.0);
+                Some(duration)
             }
         }
     }

@@ -11,9 +11,13 @@
 //!
 //! Not ported, with the reason: 03 (ES-module top level runs inside a
 //! microtask job: Rust has no module job, so eventide follows the CommonJS
-//! order of case 01); 24 (sockets' close events: comes with eventide::net);
-//! 28 (`timers/promises` and `AbortSignal`: promise APIs without a Rust
-//! counterpart here).
+//! order of case 01); 24 (sockets' and UDP sockets' close events: in
+//! `conformance_dgram.rs`); 28 and 30 (`timers/promises`, `AbortSignal`
+//! and fs with an AbortSignal: promise and signal APIs without a Rust
+//! counterpart here; case 30's pre-aborted call that calls back inside the
+//! call is also against eventide's rule that no callback runs inside the
+//! call that scheduled it). Case 29's AbortSignal is mapped to the
+//! unreferenced timer it is made of.
 
 mod util;
 
@@ -421,6 +425,108 @@ fn case_25_a_drained_loop_can_be_given_more_work_and_run_again(lp: &mut Loop) {
     ]);
 }
 
+/// 29-abortsignal-timeout-is-unrefd. `AbortSignal.timeout(50)` is an
+/// unreferenced 50 ms timer whose firing would abort the signal; eventide
+/// has no AbortSignal, so the signal is a flag and its timer an
+/// unreferenced `set_timeout`.
+fn case_29_an_unreferenced_timeout_alone_does_not_keep_the_loop_alive(lp: &mut Loop) {
+    let trace = Trace::default();
+    let aborted = std::rc::Rc::new(std::cell::Cell::new(false));
+    let a = aborted.clone();
+    let t = trace.clone();
+    let timeout = lp.set_timeout(ms(50), move |_| {
+        a.set(true);
+        t.log("abort-should-not-run");
+    });
+    lp.unref_timer(timeout);
+    trace.log("main");
+    run_within(lp, LIMIT);
+    trace.log(format!("exit-aborted-{}", aborted.get()));
+    trace.assert(&["main", "exit-aborted-false"]);
+}
+
+/// A panic handler that logs `uncaught-<message>`, as the script's
+/// `process.on('uncaughtException')`.
+fn log_panics(lp: &mut Loop, trace: &Trace) {
+    let t = trace.clone();
+    lp.set_panic_handler(move |_, payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .unwrap_or("<not a str>");
+        t.log(format!("uncaught-{message}"));
+    });
+}
+
+/// 31-exception-in-timer-continues: a panic in a timer callback goes to
+/// the panic handler at once and the other due timers still run; Node's
+/// quirk: the panicking callback's next-tick runs after the next timer of
+/// the same duration.
+fn case_31_a_panicking_timer_leaves_the_other_due_timers_running(lp: &mut Loop) {
+    let trace = Trace::default();
+    log_panics(lp, &trace);
+    let t = trace.clone();
+    lp.set_timeout(ms(1), move |lp| {
+        t.log("A");
+        lp.next_tick(t.at("A.tick"));
+        panic!("boom");
+    });
+    lp.set_timeout(ms(1), trace.at("B"));
+    lp.set_timeout(ms(2), trace.at("C"));
+    spin(10);
+    run_within(lp, LIMIT);
+    trace.assert(&["A", "uncaught-boom", "B", "A.tick", "C"]);
+}
+
+/// Two variants of case 31, recorded with node 20 (`q31.js`, `q31c.js`
+/// in the test's comment below): when the next due timer has another
+/// duration, the ticks run first; with two more of the same duration, the
+/// first runs before the ticks and the second after them.
+///
+/// ```js
+/// process.on('uncaughtException', (e) => log('uncaught-' + e.message));
+/// setTimeout(() => { log('A'); process.nextTick(() => log('A.tick'));
+///   throw new Error('boom'); }, 1);
+/// setTimeout(() => log('C'), 2); setTimeout(() => log('D'), 2);
+/// spin(10);   // A uncaught-boom A.tick C D
+/// // and with B (1 ms, queues B.tick) and B2 (1 ms) before C:
+/// //            A uncaught-boom B A.tick B.tick B2 C
+/// ```
+fn case_31_variants_ticks_wait_only_for_a_timer_of_the_same_duration(lp: &mut Loop) {
+    let trace = Trace::default();
+    log_panics(lp, &trace);
+    let t = trace.clone();
+    lp.set_timeout(ms(1), move |lp| {
+        t.log("A");
+        lp.next_tick(t.at("A.tick"));
+        panic!("boom");
+    });
+    lp.set_timeout(ms(2), trace.at("C"));
+    lp.set_timeout(ms(2), trace.at("D"));
+    spin(10);
+    run_within(lp, LIMIT);
+    trace.assert(&["A", "uncaught-boom", "A.tick", "C", "D"]);
+
+    let trace = Trace::default();
+    log_panics(lp, &trace);
+    let t = trace.clone();
+    lp.set_timeout(ms(1), move |lp| {
+        t.log("A");
+        lp.next_tick(t.at("A.tick"));
+        panic!("boom");
+    });
+    let t = trace.clone();
+    lp.set_timeout(ms(1), move |lp| {
+        t.log("B");
+        lp.next_tick(t.at("B.tick"));
+    });
+    lp.set_timeout(ms(1), trace.at("B2"));
+    lp.set_timeout(ms(2), trace.at("C"));
+    spin(10);
+    run_within(lp, LIMIT);
+    trace.assert(&["A", "uncaught-boom", "B", "A.tick", "B.tick", "B2", "C"]);
+}
+
 on_every_backend!(
     case_01_ticks_then_microtasks_after_the_main_program,
     case_02_whole_tick_queue_then_whole_microtask_queue_repeatedly,
@@ -439,4 +545,7 @@ on_every_backend!(
     case_21_an_unrefd_timer_does_not_keep_the_loop_alive,
     case_23_refresh_restarts_the_countdown_from_now,
     case_25_a_drained_loop_can_be_given_more_work_and_run_again,
+    case_29_an_unreferenced_timeout_alone_does_not_keep_the_loop_alive,
+    case_31_a_panicking_timer_leaves_the_other_due_timers_running,
+    case_31_variants_ticks_wait_only_for_a_timer_of_the_same_duration,
 );
