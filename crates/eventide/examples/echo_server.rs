@@ -58,13 +58,15 @@ fn read_and_echo(lp: &mut Loop, stream: Stream) {
     stream.read_start(
         lp,
         |lp, stream, data| {
-            stream.write(lp, data.to_vec(), |_, res| {
+            let below_mark = stream.write(lp, data.to_vec(), |_, res| {
                 if let Err(error) = res {
                     eprintln!("write failed: {error}");
                 }
             });
-            if stream.need_drain(lp) {
-                // Backpressure: the client is not keeping up with its echoes.
+            if !below_mark {
+                // Backpressure (Node's `if (!socket.write(data))
+                // socket.pause()`): the client is not keeping up with its
+                // echoes.
                 stream.read_stop(lp);
             }
         },

@@ -107,7 +107,9 @@ fn echo_round_trip(lp: &mut Loop, ms: impl Fn() -> u128 + Copy + 'static) -> eve
         // Echo whatever arrives; close when the client ends its side.
         peer.read_start(
             lp,
-            |lp, peer, data| peer.write(lp, data.to_vec(), |_, _| {}),
+            |lp, peer, data| {
+                peer.write(lp, data.to_vec(), |_, _| {});
+            },
             |lp, peer, _| {
                 peer.close(lp);
             },

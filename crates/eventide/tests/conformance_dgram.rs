@@ -1,29 +1,22 @@
 //! Node's ordering around UDP sockets: case 24 of
-//! `shared/conformance/node/` (24-close-callbacks-phase), as far as
-//! eventide can match it today, a dgram close variant, and when send and
-//! message callbacks run, each asserting the trace Node 20 printed for the
+//! `shared/conformance/node/` (24-close-callbacks-phase) in full, its
+//! variant 24a, a dgram close variant, and when send and message
+//! callbacks run, each asserting the trace Node 20 printed for the
 //! JavaScript quoted above it, on every compiled backend.
 //!
 //! Mapping: the script's top-level code is the code before `run()`;
 //! `sock.on('close')` after `sock.destroy()` is `Stream::close_then` (its
 //! callback runs in the close phase, as the uv_close callback Node emits
-//! it from); `u.close(cb)` of a dgram socket is `UdpSocket::close_then`,
-//! whose callback runs as a next-tick right after the current callback,
-//! as Node's `socketCloseNT`. Node's `dgram.createSocket('udp4')` without
-//! `bind` has no counterpart (eventide's UDP sockets are made bound):
-//! `udp_bind(127.0.0.1:0)` stands for it; a bound Node socket closes in
-//! the same order (the dgram variant below).
-//!
-//! Not matched: `server.close(cb)` of case 24. Node emits a server's
-//! `'close'` through `process.nextTick` once its handle is closed and its
-//! last connection destroyed (`Server.prototype._emitCloseIfDrained`,
-//! called from `close` and from each accepted socket's `_destroy`), never
-//! from the uv_close callback; eventide's `Listener::close_then` runs its
-//! callback in the close phase, as libuv's `uv_close` does, so it comes
-//! after `socket-close-event` instead of right after `tick-after-destroy`.
-//! Case 24a below is case 24 with `server.close(cb)` replaced by
-//! `server.close()` (Node's trace is case 24's without that one token);
-//! docs/dgram.md says what `net` would need to match the whole case.
+//! it from); `server.close(cb)` is `Listener::close_then`, whose callback
+//! is a next-tick queued once the listener is closed and its last
+//! connection closed (Node's `_emitCloseIfDrained`; tests/net_close.rs
+//! has the other orders); `u.close(cb)` of a dgram socket is
+//! `UdpSocket::close_then`, whose callback runs as a next-tick right
+//! after the current callback, as Node's `socketCloseNT`. Node's
+//! `dgram.createSocket('udp4')` without `bind` has no counterpart
+//! (eventide's UDP sockets are made bound): `udp_bind(127.0.0.1:0)` stands
+//! for it; a bound Node socket closes in the same order (the dgram
+//! variant below).
 
 mod util;
 
@@ -40,7 +33,7 @@ fn loopback() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
-/// 24-close-callbacks-phase, with `server.close()` for `server.close(cb)`:
+/// 24-close-callbacks-phase as it is (`shared/conformance/node/`):
 ///
 /// ```js
 /// const server = net.createServer((sock) => {
@@ -53,7 +46,7 @@ fn loopback() -> SocketAddr {
 ///   sock.destroy();
 ///   process.nextTick(() => log('tick-after-destroy'));
 ///   setImmediate(() => log('immediate-after-destroy'));
-///   server.close();
+///   server.close(() => log('server-close-callback'));
 ///   const u = dgram.createSocket('udp4');
 ///   u.on('close', () => log('dgram-close-event'));
 ///   u.close();
@@ -64,7 +57,39 @@ fn loopback() -> SocketAddr {
 ///   c.on('error', () => {});
 /// });
 /// ```
+///
+/// The trace is the case's `24-close-callbacks-phase.expected`.
+fn case_24_close_callbacks_phase(lp: &mut Loop) {
+    run_case_24(lp, true).assert(&[
+        "server-connection",
+        "after-close-calls",
+        "tick-after-destroy",
+        "server-close-callback",
+        "dgram-close-event",
+        "immediate-after-destroy",
+        "socket-close-event",
+        "tick-from-close",
+        "immediate-from-close",
+    ]);
+}
+
+/// Case 24a: case 24 with `server.close()` for `server.close(cb)` (Node's
+/// trace is case 24's without `server-close-callback`).
 fn case_24a_socket_close_in_the_close_phase_dgram_close_as_a_next_tick(lp: &mut Loop) {
+    run_case_24(lp, false).assert(&[
+        "server-connection",
+        "after-close-calls",
+        "tick-after-destroy",
+        "dgram-close-event",
+        "immediate-after-destroy",
+        "socket-close-event",
+        "tick-from-close",
+        "immediate-from-close",
+    ]);
+}
+
+/// Case 24's script, its server closed with a callback or without.
+fn run_case_24(lp: &mut Loop, server_close_callback: bool) -> Trace {
     let trace = Trace::default();
     let t = trace.clone();
     let server = std::rc::Rc::new(std::cell::Cell::new(None));
@@ -74,16 +99,18 @@ fn case_24a_socket_close_in_the_close_phase_dgram_close_as_a_next_tick(lp: &mut 
             let sock = accepted.expect("accepted");
             t.log("server-connection");
             let tc = t.clone();
-            sock.close_then(lp, move |lp| {
+            assert!(sock.close_then(lp, move |lp| {
                 tc.log("socket-close-event");
                 lp.set_immediate(tc.at("immediate-from-close"));
                 lp.next_tick(tc.at("tick-from-close"));
-            });
+            }));
             lp.next_tick(t.at("tick-after-destroy"));
             lp.set_immediate(t.at("immediate-after-destroy"));
-            if let Some(server) = s.take() {
-                let server: eventide::net::Listener = server;
-                server.close(lp);
+            let server: eventide::net::Listener = s.get().expect("listening");
+            if server_close_callback {
+                assert!(server.close_then(lp, t.at("server-close-callback")));
+            } else {
+                assert!(server.close(lp));
             }
             let u = lp
                 .udp_bind(loopback(), UdpOptions::default())
@@ -97,16 +124,7 @@ fn case_24a_socket_close_in_the_close_phase_dgram_close_as_a_next_tick(lp: &mut 
     // The client's result (connected, or reset) is not part of the trace.
     lp.tcp_connect(addr, |_, _| {}).expect("connect");
     run_within(lp, LIMIT);
-    trace.assert(&[
-        "server-connection",
-        "after-close-calls",
-        "tick-after-destroy",
-        "dgram-close-event",
-        "immediate-after-destroy",
-        "socket-close-event",
-        "tick-from-close",
-        "immediate-from-close",
-    ]);
+    trace
 }
 
 /// A bound dgram socket closed from its own message callback (Node prints
@@ -303,6 +321,7 @@ fn each_send_callback_and_each_message_is_its_own_callback(lp: &mut Loop) {
 }
 
 on_every_backend!(
+    case_24_close_callbacks_phase,
     case_24a_socket_close_in_the_close_phase_dgram_close_as_a_next_tick,
     dgram_close_from_a_message_callback_calls_back_before_that_callbacks_ticks,
     send_callbacks_are_next_ticks_after_a_lookup_tick_unless_connected,

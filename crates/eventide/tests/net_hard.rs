@@ -4,6 +4,7 @@
 //! running out of descriptors during accept. (Closing a stream from
 //! inside its own read callback is in `net_tcp.rs`.)
 
+mod net_support;
 mod util;
 
 use std::cell::{Cell, RefCell};
@@ -87,7 +88,9 @@ fn counting_echo_server(lp: &mut Loop, open: Rc<Cell<usize>>, peak: Rc<Cell<usiz
             let open = Rc::clone(&open);
             stream.read_start(
                 lp,
-                |lp, stream, data| stream.write(lp, data.to_vec(), |_, _| {}),
+                |lp, stream, data| {
+                    stream.write(lp, data.to_vec(), |_, _| {});
+                },
                 move |lp, stream, _| {
                     open.set(open.get() - 1);
                     stream.close(lp);
@@ -271,13 +274,7 @@ fn a_client_that_vanishes_mid_write_fails_the_write_and_the_server_lives_on(lp: 
                     });
                 }
             } else {
-                stream.read_start(
-                    lp,
-                    |lp, stream, data| stream.write(lp, data.to_vec(), |_, _| {}),
-                    |lp, stream, _| {
-                        stream.close(lp);
-                    },
-                );
+                net_support::echo(lp, stream);
             }
         })
         .unwrap();
@@ -362,13 +359,7 @@ fn a_server_out_of_descriptors() {
         .tcp_listen(loopback(), ListenOptions::default(), move |lp, accepted| {
             let stream = accepted.expect("no error reaches the callback");
             s.set(s.get() + 1);
-            stream.read_start(
-                lp,
-                |lp, stream, data| stream.write(lp, data.to_vec(), |_, _| {}),
-                |lp, stream, _| {
-                    stream.close(lp);
-                },
-            );
+            net_support::echo(lp, stream);
         })
         .unwrap();
     let addr = server.local_addr(&lp).unwrap();

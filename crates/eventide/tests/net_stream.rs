@@ -1,6 +1,7 @@
 //! Streams on every backend: backpressure (the high-water mark and
 //! `drain`), the idle timeout, and ref/unref of streams and listeners.
 
+mod net_support;
 mod util;
 
 use std::cell::{Cell, RefCell};
@@ -42,15 +43,7 @@ fn chunk_at(offset: usize, len: usize) -> Vec<u8> {
 }
 
 fn drain_runs_once_after_the_write_that_empties_the_queue(lp: &mut Loop) {
-    let (server, addr) = server(lp, |lp, stream| {
-        stream.read_start(
-            lp,
-            |_, _, _| {},
-            |lp, stream, _| {
-                stream.close(lp);
-            },
-        );
-    });
+    let (server, addr) = server(lp, net_support::discard);
     let trace = Trace::default();
     let t = trace.clone();
     let client = lp
@@ -66,40 +59,79 @@ fn drain_runs_once_after_the_write_that_empties_the_queue(lp: &mut Loop) {
         d.log(format!("drain, queue {}", stream.write_queue_size(lp)));
         // A small write after the drain: below the mark, no second drain.
         let d2 = d.clone();
-        stream.write(lp, b"!".to_vec(), move |lp, res| {
+        let below = stream.write(lp, b"!".to_vec(), move |lp, res| {
             d2.log(format!("written !: {res:?}"));
             stream.close(lp);
             server.close(lp);
+            // Node's write on a destroyed socket returns false too.
+            let d3 = d2.clone();
+            let below = stream.write(lp, b"?".to_vec(), move |_, res| {
+                d3.log(format!("written ?: {}", res.unwrap_err()));
+            });
+            d2.log(format!("write ? returned {below}"));
         });
-        d.log(format!("below the mark: {}", !stream.need_drain(lp)));
+        d.log(format!("write ! returned {below}"));
+        assert_eq!(below, !stream.need_drain(lp));
     });
-    client.write(lp, b"1234".to_vec(), {
+    // What write returns is Node's: queued < mark, after queueing.
+    let below = client.write(lp, b"1234".to_vec(), {
         let t = t.clone();
         move |_, res| t.log(format!("written 4: {res:?}"))
     });
-    t.log(format!("below the mark: {}", !client.need_drain(lp)));
-    client.write(lp, b"5678".to_vec(), {
+    t.log(format!("write 4 returned {below}"));
+    assert_eq!(below, !client.need_drain(lp));
+    let below = client.write(lp, b"5678".to_vec(), {
         let t = t.clone();
         move |_, res| t.log(format!("written 8: {res:?}"))
     });
-    t.log(format!("queued {}", client.write_queue_size(lp)));
-    t.log(format!("below the mark: {}", !client.need_drain(lp)));
+    t.log(format!(
+        "write 8 returned {below}, queued {}",
+        client.write_queue_size(lp)
+    ));
+    assert_eq!(below, !client.need_drain(lp));
     let t2 = t.clone();
-    client.write(lp, b"9".to_vec(), move |_, res| {
+    let below = client.write(lp, b"9".to_vec(), move |_, res| {
         t2.log(format!("written 9: {res:?}"));
     });
+    t.log(format!("write 9 returned {below}"));
     run_within(lp, LIMIT);
     trace.assert(&[
-        "below the mark: true",
-        "queued 8",
-        "below the mark: false",
+        "write 4 returned true",
+        "write 8 returned false, queued 8",
+        "write 9 returned false",
         "written 4: Ok(())",
         "written 8: Ok(())",
         "written 9: Ok(())",
         "drain, queue 0",
-        "below the mark: true",
+        "write ! returned true",
         "written !: Ok(())",
+        "write ? returned false",
+        "written ?: stale handle: stream has already finished or been closed",
     ]);
+}
+
+/// A write after `shutdown` fails (`EPIPE`) and returns `false`, as
+/// Node's write after `end()` does.
+fn a_write_after_shutdown_returns_false(lp: &mut Loop) {
+    let (server, addr) = server(lp, net_support::discard);
+    let trace = Trace::default();
+    let t = trace.clone();
+    lp.tcp_connect(addr, move |lp, connected| {
+        let stream = connected.expect("connected");
+        stream.shutdown(lp, move |lp, res| {
+            res.expect("shut down");
+            stream.close(lp);
+            server.close(lp);
+        });
+        let t2 = t.clone();
+        let below = stream.write(lp, b"late".to_vec(), move |_, res| {
+            t2.log(format!("written: {}", res.unwrap_err()));
+        });
+        t.log(format!("write returned {below}"));
+    })
+    .unwrap();
+    run_within(lp, LIMIT);
+    trace.assert(&["write returned false", "written: write EPIPE"]);
 }
 
 /// What the "peer that stops reading" scenario saw.
@@ -214,13 +246,7 @@ fn a_peer_that_stops_reading_makes_the_queue_reach_the_mark_and_loses_nothing(lp
 
 fn an_idle_stream_times_out_once_and_stays_open(lp: &mut Loop) {
     let (server, addr) = server(lp, |lp, stream| {
-        stream.read_start(
-            lp,
-            |lp, stream, data| stream.write(lp, data.to_vec(), |_, _| {}),
-            |lp, stream, _| {
-                stream.close(lp);
-            },
-        );
+        net_support::echo(lp, stream);
     });
     let trace = Trace::default();
     let t = trace.clone();
@@ -254,15 +280,7 @@ fn an_idle_stream_times_out_once_and_stays_open(lp: &mut Loop) {
 fn activity_restarts_the_idle_countdown(lp: &mut Loop) {
     // The timeout is long against the writes' spacing (10 ms against
     // 400 ms): it fires after the last write, never between them.
-    let (server, addr) = server(lp, |lp, stream| {
-        stream.read_start(
-            lp,
-            |_, _, _| {},
-            |lp, stream, _| {
-                stream.close(lp);
-            },
-        );
-    });
+    let (server, addr) = server(lp, net_support::discard);
     let trace = Trace::default();
     let t = trace.clone();
     let writes = Rc::new(Cell::new(0));
@@ -291,15 +309,7 @@ fn activity_restarts_the_idle_countdown(lp: &mut Loop) {
 }
 
 fn a_zero_idle_timeout_disables_it(lp: &mut Loop) {
-    let (server, addr) = server(lp, |lp, stream| {
-        stream.read_start(
-            lp,
-            |_, _, _| {},
-            |lp, stream, _| {
-                stream.close(lp);
-            },
-        );
-    });
+    let (server, addr) = server(lp, net_support::discard);
     let fired = Rc::new(Cell::new(false));
     let f = Rc::clone(&fired);
     lp.tcp_connect(addr, move |lp, connected| {
@@ -415,12 +425,15 @@ fn unreferenced_sockets_closed_while_armed_let_the_loop_end(lp: &mut Loop) {
     })
     .unwrap();
     run_within(lp, LIMIT);
-    trace.assert(&["server side closed", "client closed", "listener closed"]);
+    // The listener's callback is a next-tick (its connection is closed
+    // already), the client's runs in the close phase.
+    trace.assert(&["server side closed", "listener closed", "client closed"]);
     assert!(!lp.alive(), "nothing left in flight");
 }
 
 on_every_backend!(
     unreferenced_sockets_closed_while_armed_let_the_loop_end,
+    a_write_after_shutdown_returns_false,
     drain_runs_once_after_the_write_that_empties_the_queue,
     a_peer_that_stops_reading_makes_the_queue_reach_the_mark_and_loses_nothing,
     an_idle_stream_times_out_once_and_stays_open,

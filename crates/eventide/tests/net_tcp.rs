@@ -2,6 +2,7 @@
 //! partial writes, refused connects, resets, half-close, close from a
 //! read callback, the close phase, and stale handles.
 
+mod net_support;
 mod util;
 
 use std::cell::{Cell, RefCell};
@@ -30,13 +31,7 @@ fn echo_server(lp: &mut Loop) -> (TcpListener, SocketAddr) {
     let server = lp
         .tcp_listen(loopback(), ListenOptions::default(), |lp, accepted| {
             let stream = accepted.expect("accepted");
-            stream.read_start(
-                lp,
-                |lp, stream, data| stream.write(lp, data.to_vec(), |_, _| {}),
-                |lp, stream, _| {
-                    stream.close(lp);
-                },
-            );
+            net_support::echo(lp, stream);
         })
         .expect("listen");
     let addr = server.local_addr(lp).expect("its address");
@@ -206,6 +201,79 @@ fn assert_refused(lp: &mut Loop, addr: SocketAddr) {
         std::io::Error::from(error).kind(),
         ErrorKind::ConnectionRefused
     );
+}
+
+/// A connect nobody answers ends in the kernel's `ETIMEDOUT`, with
+/// Node's message. Offline, on loopback: a listener whose accept queue is
+/// full drops SYNs, and `TCP_SYNCNT` 1 (set through `raw_fd` before the
+/// first retransmission) makes the kernel give up after about 3 s instead
+/// of about 2 minutes.
+fn a_connect_nobody_answers_times_out_with_the_address(lp: &mut Loop) {
+    let (_listener, _queued, addr) = a_listener_that_drops_syns();
+    let result = Rc::new(RefCell::new(None));
+    let r = Rc::clone(&result);
+    let stream = lp
+        .tcp_connect(addr, move |_, res| *r.borrow_mut() = Some(res))
+        .expect("the connect is submitted");
+    let fd = stream.raw_fd(lp).expect("open while connecting");
+    let one: libc::c_int = 1;
+    // SAFETY: `fd` is the stream's open socket; the option value is a
+    // c_int that lives across the call, and its size is passed.
+    let set = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_SYNCNT,
+            (&raw const one).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(set, 0, "{}", std::io::Error::last_os_error());
+    run_within(lp, LIMIT);
+    let error = result.take().expect("called back").expect_err("timed out");
+    assert_eq!(error.kind(), ErrorKind::TimedOut);
+    assert_eq!(error.code(), Some("ETIMEDOUT"));
+    assert_eq!(error.to_string(), format!("connect ETIMEDOUT {addr}"));
+    assert_eq!(std::io::Error::from(error).kind(), ErrorKind::TimedOut);
+    assert!(stream.raw_fd(lp).is_err(), "destroyed by the error");
+}
+
+/// A listener (not accepting) whose accept queue is full, so that the
+/// kernel drops the SYNs of further connects; the connection that fills
+/// it; its address.
+fn a_listener_that_drops_syns() -> (socket2::Socket, std::net::TcpStream, SocketAddr) {
+    let listener =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
+    listener.bind(&loopback().into()).expect("bind");
+    listener.listen(0).expect("listen");
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    // One connection fills a backlog of 0.
+    let queued = std::net::TcpStream::connect(addr).expect("the first connect");
+    (listener, queued, addr)
+}
+
+/// Node's connect timeout: `socket.setTimeout` runs while the socket
+/// connects, and the callback destroys it; here the connect's callback
+/// then gets `ECANCELED` with the address.
+fn an_idle_timeout_cuts_a_connect_short(lp: &mut Loop) {
+    let (_listener, _queued, addr) = a_listener_that_drops_syns();
+    let trace = Trace::default();
+    let t = trace.clone();
+    let stream = lp
+        .tcp_connect(addr, move |_, res| {
+            t.log(format!("connect: {}", res.expect_err("cut short")));
+        })
+        .expect("the connect is submitted");
+    let t = trace.clone();
+    assert!(
+        stream.set_timeout(lp, Duration::from_millis(50), move |lp, stream| {
+            t.log("timeout");
+            assert!(stream.close(lp));
+        })
+    );
+    run_within(lp, LIMIT);
+    let cancelled = format!("connect: connect ECANCELED {addr}");
+    trace.assert(&["timeout", &cancelled]);
 }
 
 fn connecting_to_a_closed_port_is_refused_with_nodes_message(lp: &mut Loop) {
@@ -480,6 +548,21 @@ fn a_closed_stream_is_a_stale_handle(lp: &mut Loop) {
         stream
             .set_keepalive(lp, true, Duration::from_secs(30))
             .expect("keepalive on a live stream");
+        let fd = stream.raw_fd(lp).expect("open");
+        // SAFETY: the stream owns `fd` and stays open while it is borrowed
+        // (until the close below).
+        let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let socket = socket2::SockRef::from(&socket);
+        assert!(socket.tcp_nodelay().unwrap(), "TCP_NODELAY is set");
+        assert!(socket.keepalive().unwrap(), "SO_KEEPALIVE is set");
+        assert_eq!(
+            socket.tcp_keepalive_time().unwrap(),
+            Duration::from_secs(30)
+        );
+        stream.set_nodelay(lp, false).unwrap();
+        stream.set_keepalive(lp, false, Duration::ZERO).unwrap();
+        assert!(!socket.tcp_nodelay().unwrap(), "TCP_NODELAY is cleared");
+        assert!(!socket.keepalive().unwrap(), "SO_KEEPALIVE is cleared");
         assert_eq!(stream.peer_addr(lp).unwrap(), addr);
         assert!(stream.local_addr(lp).unwrap().ip().is_loopback());
         assert!(stream.close(lp));
@@ -608,6 +691,8 @@ fn bytes_arriving_while_reading_is_stopped_wait_for_read_start(lp: &mut Loop) {
 }
 
 on_every_backend!(
+    a_connect_nobody_answers_times_out_with_the_address,
+    an_idle_timeout_cuts_a_connect_short,
     listening_on_an_address_not_here_leaves_port_zero_out_as_node_does,
     an_echo_round_trip_returns_the_same_bytes,
     a_stream_echoes_message_after_message,

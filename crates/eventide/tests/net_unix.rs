@@ -22,7 +22,9 @@ fn echo_server(lp: &mut Loop, path: &Path) -> Listener {
         let stream = accepted.expect("accepted");
         stream.read_start(
             lp,
-            |lp, stream, data| stream.write(lp, data.to_vec(), |_, res| res.unwrap()),
+            |lp, stream, data| {
+                stream.write(lp, data.to_vec(), |_, res| res.unwrap());
+            },
             |lp, stream, end| {
                 end.unwrap();
                 stream.shutdown(lp, move |lp, _| {

@@ -77,6 +77,8 @@ impl Place {
 pub(crate) struct ListenerState {
     socket: Socket,
     place: Place,
+    /// Its entry in [`Servers`]: the connections it accepted.
+    server: u32,
     /// `None` while it runs.
     on_connection: Option<OnConnection>,
     /// The multishot accept is armed.
@@ -152,9 +154,11 @@ impl Loop {
     ) -> Result<Listener> {
         self.io.net.ensure_reserve();
         let fd = socket.as_raw_fd();
+        let server = self.io.net.servers.open();
         let listener = ListenerState {
             socket,
             place,
+            server,
             on_connection: Some(on_connection),
             accepting: false,
             referenced: true,
@@ -162,6 +166,7 @@ impl Loop {
         let id = Listener(self.io.net.listeners.insert(listener));
         if let Err(refused) = id.arm(self, fd) {
             let listener = self.io.net.listeners.remove(id.0).expect("just inserted");
+            drop(self.io.net.servers.close(listener.server, None));
             let error = listener.place.error("listen", refused);
             listener.unlink();
             return Err(error);
@@ -193,14 +198,28 @@ impl Listener {
     }
 
     /// Stops listening and closes the socket (and removes a Unix socket's
-    /// file); no connection callback runs after this. Returns `false`,
+    /// file) at once: the handle is stale from now on and no connection
+    /// callback runs after this. Connections accepted by the kernel and
+    /// not yet delivered are reset, as the ones waiting in the backlog
+    /// are; the connections already delivered stay open. Returns `false`,
     /// doing nothing, if already closed.
     pub fn close(self, lp: &mut Loop) -> bool {
         self.close_with(lp, None)
     }
 
-    /// As [`Listener::close`], and `on_close` runs in this turn's close
-    /// phase.
+    /// As [`Listener::close`], and `on_close` runs once the listener is
+    /// closed *and* every connection it delivered has been closed or
+    /// destroyed (Node's `server.close(callback)`, its `'close'` event):
+    /// as a next-tick queued by this call if no connection is open, else
+    /// queued by the [`Stream::close`] (or the error that destroys a
+    /// stream) that closes the last one, before the ticks its caller
+    /// queues after it and before that stream's own close callback.
+    /// Returns `false`, dropping `on_close`, if already closed (Node calls
+    /// a second `close`'s callback with `ERR_SERVER_NOT_RUNNING`).
+    ///
+    /// An open connection that does nothing does not keep the loop alive
+    /// (libuv's rule, see the [module documentation](super)): if the loop
+    /// ends before it is closed, `on_close` does not run.
     pub fn close_then(self, lp: &mut Loop, on_close: impl FnOnce(&mut Loop) + 'static) -> bool {
         self.close_with(lp, Some(Box::new(on_close)))
     }
@@ -231,6 +250,16 @@ impl Listener {
         true
     }
 
+    /// The connections this listener delivered that are still open
+    /// (Node's `server.getConnections()`); 0 for a closed listener.
+    pub fn connections(self, lp: &Loop) -> usize {
+        lp.io
+            .net
+            .listeners
+            .get(self.0)
+            .map_or(0, |l| lp.io.net.servers.connections(l.server))
+    }
+
     /// Whether the listener keeps the loop alive (libuv's `uv_has_ref`);
     /// `false` for a closed listener.
     pub fn has_ref(self, lp: &Loop) -> bool {
@@ -252,7 +281,13 @@ impl Listener {
         }
         listener.unlink();
         super::close_socket(lp, listener.socket);
-        lp.push_closing(on_close);
+        // The handle closes as libuv's do (the loop lives on to the close
+        // phase); the callback waits for the connections (Node's
+        // `_emitCloseIfDrained`).
+        lp.push_closing(None);
+        if let Some(on_close) = lp.io.net.servers.close(listener.server, on_close) {
+            lp.next_tick(on_close);
+        }
         true
     }
 
@@ -282,12 +317,21 @@ impl Listener {
             Err(error) => Err(error),
         };
         let Some(listener) = lp.io.net.listeners.get_mut(self.0) else {
-            return; // Closed meanwhile: an accepted socket is dropped, closed.
+            // Closed meanwhile: the connection is reset, as the ones left
+            // in the backlog are when the listening socket closes.
+            if let Ok(socket) = accepted {
+                let _ = socket.set_linger(Some(std::time::Duration::ZERO));
+            }
+            return;
         };
         let fd = listener.socket.as_raw_fd();
+        let server = listener.server;
         let error = match accepted {
             Ok(socket) => {
-                let stream = Stream::insert(lp, StreamState::new(socket));
+                let mut state = StreamState::new(socket);
+                state.set_server(server);
+                lp.io.net.servers.accepted(server);
+                let stream = Stream::insert(lp, state);
                 self.report(lp, Ok(stream));
                 // A multishot accept may also end on a connection (the
                 // kernel drops it, on a full completion queue say): arm
@@ -361,6 +405,86 @@ impl Listener {
         if let Some(listener) = lp.io.net.listeners.get_mut(self.0) {
             listener.on_connection = Some(on_connection);
         }
+    }
+}
+
+/// Node's `server._connections` for every listener: how many of the
+/// connections it delivered are still open, and the callback of
+/// [`Listener::close_then`] waiting for them. An entry outlives its
+/// listener until the last of them is closed; streams name it by index
+/// (a slot is not reused while a stream names it, so no generation is
+/// needed, which keeps the stream's slot small: W10).
+#[derive(Default)]
+pub(crate) struct Servers {
+    slots: Vec<Option<Server>>,
+    free: Vec<u32>,
+}
+
+struct Server {
+    connections: usize,
+    /// The listener is closed: the entry goes when `connections` is 0.
+    closed: bool,
+    on_close: Option<Task>,
+}
+
+impl Servers {
+    /// A new entry, for a listener.
+    fn open(&mut self) -> u32 {
+        let server = Server {
+            connections: 0,
+            closed: false,
+            on_close: None,
+        };
+        if let Some(index) = self.free.pop() {
+            self.slots[index as usize] = Some(server);
+            return index;
+        }
+        let index = u32::try_from(self.slots.len()).expect("eventide: more than 2^32 listeners");
+        self.slots.push(Some(server));
+        index
+    }
+
+    fn get(&mut self, index: u32) -> &mut Server {
+        self.slots[index as usize]
+            .as_mut()
+            .expect("a listener's or open stream's server entry")
+    }
+
+    fn connections(&self, index: u32) -> usize {
+        self.slots[index as usize]
+            .as_ref()
+            .map_or(0, |s| s.connections)
+    }
+
+    /// A connection was delivered.
+    fn accepted(&mut self, index: u32) {
+        self.get(index).connections += 1;
+    }
+
+    /// The listener closed: returns `on_close` if it may run now (no
+    /// connection open), else keeps it for the last connection's close.
+    fn close(&mut self, index: u32, on_close: Option<Task>) -> Option<Task> {
+        let server = self.get(index);
+        server.closed = true;
+        server.on_close = on_close;
+        self.release_if_drained(index)
+    }
+
+    /// A delivered connection was closed or destroyed: returns the
+    /// listener's close callback if it may run now.
+    pub(super) fn left(&mut self, index: u32) -> Option<Task> {
+        self.get(index).connections -= 1;
+        self.release_if_drained(index)
+    }
+
+    fn release_if_drained(&mut self, index: u32) -> Option<Task> {
+        let server = self.get(index);
+        if !server.closed || server.connections > 0 {
+            return None;
+        }
+        let on_close = self.slots[index as usize].take().and_then(|s| s.on_close);
+        self.free.push(index);
+        on_close
     }
 }
 

@@ -12,7 +12,9 @@
 //!     let stream = accepted.unwrap();
 //!     stream.read_start(
 //!         lp,
-//!         |lp, stream, data| stream.write(lp, data.to_vec(), |_, res| res.unwrap()),
+//!         |lp, stream, data| {
+//!             stream.write(lp, data.to_vec(), |_, res| res.unwrap());
+//!         },
 //!         |lp, stream, _end| { stream.close(lp); },
 //!     );
 //! })?;
@@ -59,6 +61,15 @@
 //! - [`Stream::set_timeout`] is Node's `socket.setTimeout`: a callback
 //!   after a time without reads or writes, on the loop's timer wheel.
 //!
+//! # Closing
+//!
+//! [`Stream::close`] and [`Listener::close`] make the handle stale at
+//! once. A stream's close callback ([`Stream::close_then`]) runs in the
+//! close phase, where Node emits a socket's `'close'`; a listener's
+//! ([`Listener::close_then`]) is Node's `server.close(callback)`: a
+//! next-tick once the listener is closed and every connection it
+//! delivered ([`Listener::connections`]) has been closed.
+//!
 //! # Names
 //!
 //! [`Loop::lookup`] resolves a host name on the pool's slow lane (Node's
@@ -69,8 +80,8 @@
 //!
 //! As libuv's handles, a socket keeps the loop alive while it does
 //! something: a listener while it accepts, a stream while it connects,
-//! reads, writes or shuts down, and any of them until its close callback
-//! has run. An idle open stream does not. `unref` ([`Stream::unref`],
+//! reads, writes or shuts down, and any of them until the close phase
+//! of the turn it was closed in. An idle open stream does not. `unref` ([`Stream::unref`],
 //! [`Listener::unref`]) lets the loop end while a stream reads or a
 //! listener accepts (libuv's `uv_unref`); writes, connects and shutdowns
 //! keep it alive regardless, as libuv's requests do. The idle timeout's
@@ -109,6 +120,9 @@ use crate::slab::Slab;
 pub(crate) struct Sockets {
     streams: Slab<stream::StreamState>,
     listeners: Slab<listener::ListenerState>,
+    /// Each listener's count of open connections (Node's
+    /// `server._connections`), kept until it is closed and drained.
+    servers: listener::Servers,
     /// libuv's reserve descriptor (`/dev/null`), opened with the first
     /// listener and spent when accept runs out of descriptors.
     reserve: Option<OwnedFd>,

@@ -97,6 +97,10 @@ const RECV_ARMED: u16 = 1 << 8;
 pub(crate) struct StreamState {
     socket: Socket,
     flags: u16,
+    /// The listener that delivered it, as its entry in `Servers` plus 1
+    /// (0: none, or in `more` if the index does not fit): in the slot's
+    /// padding, so it costs no byte.
+    server: u16,
     /// The receive's token, while `RECV_ARMED`.
     recv: Token,
     /// `None` while it runs.
@@ -125,6 +129,9 @@ struct Extras {
     high_water: Option<usize>,
     on_drain: Option<OnDrain>,
     idle: Option<Idle>,
+    /// The listener's entry in `Servers`, for the (rare) index too large
+    /// for `StreamState::server`.
+    server: Option<u32>,
 }
 
 /// An armed idle timeout: an unreferenced timer on the wheel, refreshed
@@ -145,6 +152,7 @@ impl StreamState {
         StreamState {
             socket,
             flags: 0,
+            server: 0,
             recv: Token(0),
             on_data: None,
             on_end: None,
@@ -162,6 +170,23 @@ impl StreamState {
             ..Extras::default()
         }));
         s
+    }
+
+    /// Records the listener that delivered the stream (its `Servers`
+    /// entry).
+    pub(super) fn set_server(&mut self, index: u32) {
+        match index.checked_add(1).map(u16::try_from) {
+            Some(Ok(tag)) => self.server = tag,
+            _ => self.more().server = Some(index),
+        }
+    }
+
+    /// The `Servers` entry of the listener that delivered it.
+    fn server(&self) -> Option<u32> {
+        match self.server {
+            0 => self.more.as_ref().and_then(|m| m.server),
+            tag => Some(u32::from(tag) - 1),
+        }
     }
 
     fn has(&self, flag: u16) -> bool {
@@ -277,28 +302,31 @@ impl Stream {
     /// (taken by the kernel), or with the error. Writes go out in order;
     /// partial sends are continued.
     ///
-    /// Backpressure, as Node's `socket.write`: when the queue
-    /// ([`Stream::write_queue_size`]) reaches the high-water mark
-    /// ([`Stream::set_high_water_mark`], 16 KiB by default), the stream
-    /// needs a drain ([`Stream::need_drain`]), and the callback of
-    /// [`Stream::on_drain`] runs once the queue has emptied, after the last
-    /// write's callback. What Node's `write` returns is
-    /// `write_queue_size < high_water_mark` just after the call. The write
-    /// is queued either way: the mark is advice to the writer.
+    /// Returns what Node's `socket.write` returns: `true` while the queue
+    /// ([`Stream::write_queue_size`]) is below the high-water mark
+    /// ([`Stream::set_high_water_mark`], 16 KiB by default), `false` once
+    /// this write made it reach the mark (then the stream needs a drain,
+    /// [`Stream::need_drain`], and the callback of [`Stream::on_drain`]
+    /// runs once the queue has emptied, after the last write's callback),
+    /// and `false` for a write that fails at once (a closed stream: `Stale`;
+    /// after [`Stream::shutdown`]: `EPIPE`; either in `on_written`, from
+    /// the next pending phase). The write is queued either way: the mark
+    /// is advice to the writer. In a callback that must return `()`, write
+    /// it as a statement: `|lp, s, data| { s.write(lp, data.to_vec(), cb); }`.
     pub fn write(
         self,
         lp: &mut Loop,
         buf: Vec<u8>,
         on_written: impl FnOnce(&mut Loop, Result<()>) + 'static,
-    ) {
+    ) -> bool {
         let Some(s) = lp.io.net.streams.get_mut(self.0) else {
             lp.defer(move |lp| on_written(lp, Err(STALE)));
-            return;
+            return false;
         };
         if s.has(ENDED) {
             let epipe = io::Error::from_raw_os_error(libc::EPIPE);
             lp.defer(move |lp| on_written(lp, Err(Error::net("write", None, epipe))));
-            return;
+            return false;
         }
         let high_water = s.high_water();
         let m = s.more();
@@ -314,6 +342,7 @@ impl Stream {
         }
         self.touch(lp);
         self.flush(lp);
+        !reached
     }
 
     /// Bytes queued by [`Stream::write`] and not yet sent (libuv's
@@ -472,6 +501,19 @@ impl Stream {
     /// phase, after the cancelled callbacks.
     pub fn close_then(self, lp: &mut Loop, on_close: impl FnOnce(&mut Loop) + 'static) -> bool {
         self.close_with(lp, Some(Box::new(on_close)))
+    }
+
+    /// The stream's descriptor (libuv's `uv_fileno`), for a socket option
+    /// eventide does not wrap (`TCP_SYNCNT`, `TCP_USER_TIMEOUT`, ...).
+    /// The stream still owns it: it must not be closed, read, written or
+    /// made blocking through it, and it is valid only until the stream
+    /// closes (the number may then be reused).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Stale`] once closed.
+    pub fn raw_fd(self, lp: &Loop) -> Result<std::os::fd::RawFd> {
+        Ok(self.socket(lp)?.as_raw_fd())
     }
 
     pub(super) fn socket(self, lp: &Loop) -> Result<&Socket> {
@@ -780,6 +822,7 @@ impl Stream {
         let Some(mut s) = lp.io.net.streams.remove(self.0) else {
             return false;
         };
+        left_server(lp, &s);
         let waiting = Waiting::take(lp, &mut s, false);
         super::close_socket(lp, s.socket);
         lp.push_closing(Some(Box::new(move |lp: &mut Loop| {
@@ -798,10 +841,23 @@ impl Stream {
         let Some(mut s) = lp.io.net.streams.remove(self.0) else {
             return;
         };
+        left_server(lp, &s);
         let waiting = Waiting::take(lp, &mut s, true);
         super::close_socket(lp, s.socket);
         let errno = error.errno().unwrap_or(libc::EIO);
         waiting.fail_first(lp, self, error, errno);
+    }
+}
+
+/// A stream a listener delivered is going away: the listener counts one
+/// connection less, and if it is closed and that was its last, its close
+/// callback is queued as a next-tick now, as Node's `Socket._destroy`
+/// calls `server._emitCloseIfDrained` (before the stream's own callbacks).
+fn left_server(lp: &mut Loop, s: &StreamState) {
+    if let Some(server) = s.server()
+        && let Some(on_close) = lp.io.net.servers.left(server)
+    {
+        lp.next_tick(on_close);
     }
 }
 
