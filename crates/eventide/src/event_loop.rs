@@ -420,14 +420,19 @@ impl Loop {
         }
     }
 
+    /// The close phase. libuv pushes each closed handle onto the head of
+    /// its closing list, so one phase runs the close callbacks in reverse
+    /// order of the closes (shared case 35); handles closed during the
+    /// phase wait for the next one. A callback whose panic propagates out
+    /// of `run` leaves the ones not yet run in place for the next phase.
     fn run_closing(&mut self) {
-        for _ in 0..self.closing.len() {
-            match self.closing.pop_front() {
-                Some(Some(task)) => self.invoke(task),
-                Some(None) => {}
-                None => break,
+        let closed_before = self.closing.len();
+        for i in (0..closed_before).rev() {
+            if let Some(task) = self.closing.get_mut(i).and_then(Option::take) {
+                self.invoke(task);
             }
         }
+        self.closing.drain(..closed_before);
     }
 
     /// Runs one callback, then everything it queued with next_tick and

@@ -527,6 +527,58 @@ fn case_31_variants_ticks_wait_only_for_a_timer_of_the_same_duration(lp: &mut Lo
     trace.assert(&["A", "uncaught-boom", "B", "A.tick", "B.tick", "B2", "C"]);
 }
 
+/// 35-close-callbacks-lifo: close callbacks of one close phase run in
+/// reverse order of the closes (libuv's closing list is a stack).
+fn case_35_close_callbacks_of_one_phase_run_in_reverse_order(lp: &mut Loop) {
+    use eventide::net::ListenOptions;
+    let trace = Trace::default();
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let server = lp
+        .tcp_listen(any, ListenOptions::default(), |_, _| {})
+        .expect("listen");
+    let addr = server.local_addr(lp).unwrap();
+    server.unref(lp);
+    let clients = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    for name in ["c1", "c2", "c3"] {
+        let clients = clients.clone();
+        let trace = trace.clone();
+        lp.tcp_connect(addr, move |lp, connected| {
+            let stream = connected.expect("connected");
+            clients.borrow_mut().push((name, stream));
+            if clients.borrow().len() < 3 {
+                return;
+            }
+            // Destroyed in the scripts' order c1, c2, c3 (the order they
+            // connected in may differ: sort by name).
+            let mut all = clients.borrow().clone();
+            all.sort_by_key(|(name, _)| *name);
+            for (name, stream) in all {
+                stream.close_then(
+                    lp,
+                    trace.at(match name {
+                        "c1" => "close-c1",
+                        "c2" => "close-c2",
+                        _ => "close-c3",
+                    }),
+                );
+            }
+            lp.set_immediate(trace.at("immediate"));
+            trace.log("destroyed-all");
+        })
+        .expect("connect");
+    }
+    run_within(lp, LIMIT);
+    server.close(lp);
+    run_within(lp, LIMIT);
+    trace.assert(&[
+        "destroyed-all",
+        "immediate",
+        "close-c3",
+        "close-c2",
+        "close-c1",
+    ]);
+}
+
 on_every_backend!(
     case_01_ticks_then_microtasks_after_the_main_program,
     case_02_whole_tick_queue_then_whole_microtask_queue_repeatedly,
@@ -548,4 +600,5 @@ on_every_backend!(
     case_29_an_unreferenced_timeout_alone_does_not_keep_the_loop_alive,
     case_31_a_panicking_timer_leaves_the_other_due_timers_running,
     case_31_variants_ticks_wait_only_for_a_timer_of_the_same_duration,
+    case_35_close_callbacks_of_one_phase_run_in_reverse_order,
 );
