@@ -101,6 +101,27 @@ pub enum Error {
         /// What was received, quoted as Node quotes it.
         received: String,
     },
+    /// A number is outside the range its argument allows (Node's
+    /// `ERR_OUT_OF_RANGE`), e.g. a read stream's `start` after its `end`:
+    /// `The value of "start" is out of range. It must be <= "end" (here:
+    /// 2). Received 5`.
+    #[error("The value of \"{name}\" is out of range. It must be {range}. Received {received}")]
+    OutOfRange {
+        /// The argument's name, as Node's documentation calls it.
+        name: &'static str,
+        /// What it must be, as Node words it (`<= "end" (here: 2)`).
+        range: String,
+        /// What was received.
+        received: String,
+    },
+    /// A stream was used after it was destroyed (Node's
+    /// `ERR_STREAM_DESTROYED`): `Cannot call end after a stream was
+    /// destroyed`.
+    #[error("Cannot call {method} after a stream was destroyed")]
+    StreamDestroyed {
+        /// The method called, e.g. `"end"`.
+        method: &'static str,
+    },
     /// The work was cancelled while still queued ([`crate::Loop::cancel_work`]).
     #[error("the work was cancelled before it started")]
     Cancelled,
@@ -185,7 +206,7 @@ impl Error {
 
     /// Node's error code, for errors that have one: `"ENOENT"`, `"EEXIST"`
     /// ... for system errors of fs operations, `"ERR_INVALID_ARG_VALUE"`
-    /// for invalid arguments. Match on it as on Node's `err.code`.
+    /// for invalid arguments, `"ERR_OUT_OF_RANGE"`, `"ERR_STREAM_DESTROYED"`. Match on it as on Node's `err.code`.
     pub fn code(&self) -> Option<&'static str> {
         match self {
             Error::Fs { code, .. }
@@ -193,6 +214,8 @@ impl Error {
             | Error::NetPath { code, .. }
             | Error::Dns { code, .. } => Some(code),
             Error::InvalidArgValue { .. } => Some("ERR_INVALID_ARG_VALUE"),
+            Error::OutOfRange { .. } => Some("ERR_OUT_OF_RANGE"),
+            Error::StreamDestroyed { .. } => Some("ERR_STREAM_DESTROYED"),
             _ => None,
         }
     }
@@ -217,7 +240,8 @@ impl Error {
             | Error::NetPath { source, .. } => source.kind(),
             Error::Dns { code, .. } if *code == "ENOTFOUND" => io::ErrorKind::NotFound,
             Error::Dns { .. } => io::ErrorKind::Other,
-            Error::InvalidArgValue { .. } => io::ErrorKind::InvalidInput,
+            Error::InvalidArgValue { .. } | Error::OutOfRange { .. } => io::ErrorKind::InvalidInput,
+            Error::StreamDestroyed { .. } => io::ErrorKind::BrokenPipe,
             Error::Cancelled => io::ErrorKind::Interrupted,
             Error::Panicked { .. } | Error::NotRun(_) => io::ErrorKind::Other,
             Error::AlreadyRunning => io::ErrorKind::ResourceBusy,

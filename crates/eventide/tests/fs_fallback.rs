@@ -10,7 +10,7 @@ mod util;
 
 use std::path::Path;
 
-use eventide::fs::{self, Flags, FsStats};
+use eventide::fs::{self, Flags};
 use eventide::{BackendKind, Loop};
 use util::{in_child, new_loop, outcome, run_child};
 
@@ -18,12 +18,45 @@ fn uring_compiled() -> bool {
     BackendKind::compiled().contains(&BackendKind::Uring)
 }
 
-fn diff(after: FsStats, before: FsStats) -> (u64, u64, u64) {
-    (
+/// What `f` returns, and where the file operations it ran went:
+/// (native, pool, fallback), from `fs::stats()` before and after.
+fn routed<T>(f: impl FnOnce() -> T) -> (T, (u64, u64, u64)) {
+    let before = fs::stats();
+    let value = f();
+    let after = fs::stats();
+    let counts = (
         after.native - before.native,
         after.pool - before.pool,
         after.fallback - before.fallback,
-    )
+    );
+    (value, counts)
+}
+
+/// A case run in a child process with the variables `env` set (io_uring
+/// builds only): the `parent` test spawns it; in the `child` (ignored when
+/// run directly) the body gets an io_uring loop `lp` and a temporary
+/// directory `dir`.
+macro_rules! in_child_with {
+    ($(#[$meta:meta])* $parent:ident, $child:ident, $env:expr, |$lp:ident, $dir:ident| $body:block) => {
+        $(#[$meta])*
+        #[test]
+        fn $parent() {
+            if uring_compiled() {
+                run_child(stringify!($child), $env);
+            }
+        }
+
+        #[test]
+        #[ignore = "run by its parent test in a child process"]
+        fn $child() {
+            assert!(in_child());
+            let Some(mut $lp) = new_loop(BackendKind::Uring) else {
+                return;
+            };
+            let $dir = tempfile::tempdir().unwrap();
+            $body
+        }
+    };
 }
 
 /// open, write, read at a position, fstat, close, read_file, stat, unlink:
@@ -71,160 +104,95 @@ fn uring_runs_them_natively() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let before = fs::stats();
-    round_trip(&mut lp, dir.path());
-    let (native, pool, fallback) = diff(fs::stats(), before);
-    assert_eq!((pool, fallback), (0, 0));
-    assert_eq!(native, 9);
+    let ((), counts) = routed(|| round_trip(&mut lp, dir.path()));
+    assert_eq!(counts, (9, 0, 0));
 }
 
-#[test]
-fn narrowed_to_nothing_every_op_goes_to_the_pool() {
-    if uring_compiled() {
-        run_child(
-            "narrowed_to_nothing_child",
-            &[("EVENTIDE_URING_FILE_OPS", "none")],
-        );
+in_child_with! {
+    narrowed_to_nothing_every_op_goes_to_the_pool,
+    narrowed_to_nothing_child,
+    &[("EVENTIDE_URING_FILE_OPS", "none")],
+    |lp, dir| {
+        let ((), counts) = routed(|| round_trip(&mut lp, dir.path()));
+        assert_eq!(counts, (0, 9, 0));
     }
 }
 
-#[test]
-#[ignore = "run by narrowed_to_nothing_every_op_goes_to_the_pool in a child process"]
-fn narrowed_to_nothing_child() {
-    assert!(in_child());
-    let Some(mut lp) = new_loop(BackendKind::Uring) else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let before = fs::stats();
-    round_trip(&mut lp, dir.path());
-    let (native, pool, fallback) = diff(fs::stats(), before);
-    assert_eq!((native, pool, fallback), (0, 9, 0));
-}
-
-#[test]
-fn narrowed_by_one_op_only_that_one_goes_to_the_pool() {
-    if uring_compiled() {
-        run_child(
-            "narrowed_by_statx_child",
-            &[("EVENTIDE_URING_FILE_OPS", "all,-statx")],
-        );
+in_child_with! {
+    narrowed_by_one_op_only_that_one_goes_to_the_pool,
+    narrowed_by_statx_child,
+    &[("EVENTIDE_URING_FILE_OPS", "all,-statx")],
+    |lp, dir| {
+        let ((), counts) = routed(|| round_trip(&mut lp, dir.path()));
+        // fstat and stat went to the pool; the rest to the ring.
+        assert_eq!(counts, (7, 2, 0));
     }
 }
 
-#[test]
-#[ignore = "run by narrowed_by_one_op_only_that_one_goes_to_the_pool in a child process"]
-fn narrowed_by_statx_child() {
-    assert!(in_child());
-    let Some(mut lp) = new_loop(BackendKind::Uring) else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let before = fs::stats();
-    round_trip(&mut lp, dir.path());
-    // fstat and stat went to the pool; the rest to the ring.
-    assert_eq!(diff(fs::stats(), before), (7, 2, 0));
-}
-
-#[test]
-fn einval_is_retried_on_the_pool_once_then_remembered() {
-    if uring_compiled() {
-        run_child(
-            "einval_child",
-            &[("EVENTIDE_URING_FILE_OPS_EINVAL", "statx,openat")],
-        );
+in_child_with! {
+    einval_is_retried_on_the_pool_once_then_remembered,
+    einval_child,
+    &[("EVENTIDE_URING_FILE_OPS_EINVAL", "statx,openat")],
+    |lp, dir| {
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"x").unwrap();
+        let lp = &mut lp;
+        // First stat: the ring says EINVAL, the pool answers; counted as
+        // native and as a fallback. The second goes straight to the pool.
+        let (st, counts) = routed(|| outcome(lp, |lp, done| lp.fs().stat(&path, done)));
+        assert_eq!(st.unwrap().size, 1);
+        assert_eq!(counts, (1, 0, 1));
+        let (st, counts) = routed(|| outcome(lp, |lp, done| lp.fs().lstat(&path, done)));
+        assert!(st.unwrap().is_file());
+        assert_eq!(counts, (0, 1, 0), "remembered");
+        // The kind stays on the pool, for errors too.
+        let missing = dir.path().join("no");
+        let (st, counts) = routed(|| outcome(lp, |lp, done| lp.fs().stat(&missing, done)));
+        assert_eq!(st.unwrap_err().code(), Some("ENOENT"));
+        assert_eq!(counts, (0, 1, 0));
+        // read_file needs openat: EINVAL, pool, remembered; open likewise.
+        let (got, counts) = routed(|| {
+            let first = outcome(lp, |lp, done| lp.fs().read_file(&path, done));
+            let second = outcome(lp, |lp, done| lp.fs().read_file(&path, done));
+            (first.unwrap(), second.unwrap())
+        });
+        assert_eq!(got, (b"x".to_vec(), b"x".to_vec()));
+        assert_eq!(counts, (1, 1, 1));
+        // Other kinds stay native.
+        let (gone, counts) = routed(|| outcome(lp, |lp, done| lp.fs().unlink(&path, done)));
+        gone.unwrap();
+        assert_eq!(counts, (1, 0, 0));
     }
 }
 
-#[test]
-#[ignore = "run by einval_is_retried_on_the_pool_once_then_remembered in a child process"]
-fn einval_child() {
-    assert!(in_child());
-    let Some(mut lp) = new_loop(BackendKind::Uring) else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("f");
-    std::fs::write(&path, b"x").unwrap();
-    // First stat: the ring says EINVAL, the pool answers; counted as
-    // native and as a fallback. The second goes straight to the pool.
-    let before = fs::stats();
-    let st = outcome(&mut lp, |lp, done| lp.fs().stat(&path, done)).unwrap();
-    assert_eq!(st.size, 1);
-    assert_eq!(diff(fs::stats(), before), (1, 0, 1));
-    let before = fs::stats();
-    let st = outcome(&mut lp, |lp, done| lp.fs().lstat(&path, done)).unwrap();
-    assert!(st.is_file());
-    assert_eq!(diff(fs::stats(), before), (0, 1, 0), "remembered");
-    // The kind stays on the pool, for errors too.
-    let before = fs::stats();
-    let missing = outcome(&mut lp, |lp, done| {
-        lp.fs().stat(dir.path().join("no"), done)
-    });
-    assert_eq!(missing.unwrap_err().code(), Some("ENOENT"));
-    assert_eq!(diff(fs::stats(), before), (0, 1, 0));
-    // read_file needs openat: EINVAL, pool, remembered; open likewise.
-    let before = fs::stats();
-    let got = outcome(&mut lp, |lp, done| lp.fs().read_file(&path, done)).unwrap();
-    assert_eq!(got, b"x");
-    let got = outcome(&mut lp, |lp, done| lp.fs().read_file(&path, done)).unwrap();
-    assert_eq!(got, b"x");
-    assert_eq!(diff(fs::stats(), before), (1, 1, 1));
-    // Other kinds stay native.
-    let before = fs::stats();
-    outcome(&mut lp, |lp, done| lp.fs().unlink(&path, done)).unwrap();
-    assert_eq!(diff(fs::stats(), before), (1, 0, 0));
-}
-
-/// An EINVAL on the ring for a request the pool fails as well: the pool's
-/// error is the answer, and the kind is not switched to the pool.
-#[test]
-fn einval_from_both_routes_is_the_answer() {
-    if uring_compiled() {
-        run_child(
-            "einval_both_child",
-            &[("EVENTIDE_URING_FILE_OPS_EINVAL", "read")],
-        );
+in_child_with! {
+    /// An EINVAL on the ring for a request the pool fails as well: the pool's
+    /// error is the answer, and the kind is not switched to the pool.
+    einval_from_both_routes_is_the_answer,
+    einval_both_child,
+    &[("EVENTIDE_URING_FILE_OPS_EINVAL", "read")],
+    |lp, dir| {
+        // The ring's EINVAL is retried on the pool, whose read(2) of a
+        // directory fails (EISDIR): that is the answer, and since the pool
+        // failed too, the kind is not switched: the next read is tried on
+        // the ring again.
+        let file = outcome(&mut lp, |lp, done| {
+            lp.fs()
+                .open(dir.path(), Flags::parse("r").unwrap(), 0, done)
+        })
+        .unwrap();
+        for attempt in ["first", "second"] {
+            let (r, counts) = routed(|| {
+                outcome(&mut lp, |lp, done| {
+                    lp.fs()
+                        .read(&file, Vec::with_capacity(8), None, move |lp, n, _| {
+                            done(lp, n)
+                        })
+                })
+            });
+            assert_eq!(r.unwrap_err().code(), Some("EISDIR"));
+            assert_eq!(counts, (1, 0, 0), "{attempt} read: tried on the ring, not switched");
+        }
+        outcome(&mut lp, |lp, done| lp.fs().close(file, done)).unwrap();
     }
-}
-
-#[test]
-#[ignore = "run by einval_from_both_routes_is_the_answer in a child process"]
-fn einval_both_child() {
-    assert!(in_child());
-    let Some(mut lp) = new_loop(BackendKind::Uring) else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    // The ring's EINVAL is retried on the pool, whose read(2) of a
-    // directory fails (EISDIR): that is the answer, and since the pool
-    // failed too, the kind is not switched.
-    let file = outcome(&mut lp, |lp, done| {
-        lp.fs()
-            .open(dir.path(), Flags::parse("r").unwrap(), 0, done)
-    })
-    .unwrap();
-    let before = fs::stats();
-    let r = outcome(&mut lp, |lp, done| {
-        lp.fs()
-            .read(&file, Vec::with_capacity(8), None, move |lp, n, _| {
-                done(lp, n)
-            })
-    });
-    assert_eq!(r.unwrap_err().code(), Some("EISDIR"));
-    assert_eq!(diff(fs::stats(), before), (1, 0, 0), "tried, not switched");
-    let before = fs::stats();
-    let r = outcome(&mut lp, |lp, done| {
-        lp.fs()
-            .read(&file, Vec::with_capacity(8), None, move |lp, n, _| {
-                done(lp, n)
-            })
-    });
-    assert_eq!(r.unwrap_err().code(), Some("EISDIR"));
-    assert_eq!(
-        diff(fs::stats(), before),
-        (1, 0, 0),
-        "still tried on the ring"
-    );
-    outcome(&mut lp, |lp, done| lp.fs().close(file, done)).unwrap();
 }

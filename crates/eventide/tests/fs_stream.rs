@@ -272,7 +272,12 @@ fn read_stream_ranges_follow_node(lp: &mut Loop) {
     let (_, seen) = watch(lp, &path, options, |_, _| {});
     run_within(lp, Duration::from_secs(20));
     let error = seen.end.take().expect("ended").unwrap_err();
-    assert_eq!(error.code(), Some("ERR_INVALID_ARG_VALUE"), "{error}");
+    assert_eq!(error.code(), Some("ERR_OUT_OF_RANGE"), "{error}");
+    assert_eq!(
+        error.to_string(),
+        "The value of \"start\" is out of range. It must be <= \"end\" (here: 2). Received 5"
+    );
+    assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
     assert_eq!(seen.closes.get(), 0);
     assert!(seen.chunks.borrow().is_empty());
 }
@@ -419,11 +424,19 @@ fn write_stream_options_and_destroy_follow_node(lp: &mut Loop) {
         s.destroy(lp);
         assert!(!s.write(lp, b"late".to_vec()));
     });
-    assert!(
-        end.is_err(),
-        "end after destroy fails (ERR_STREAM_DESTROYED)"
+    let error = end.expect_err("a pending end fails when destroyed");
+    assert_eq!(error.code(), Some("ERR_STREAM_DESTROYED"), "{error}");
+    assert_eq!(
+        error.to_string(),
+        "Cannot call end after a stream was destroyed"
     );
     assert_eq!(closes.get(), 1);
+    // And end called after destroy fails the same way.
+    let s = stream.clone();
+    let late = outcome(lp, move |lp, done| s.end(lp, done));
+    let error = late.expect_err("end after destroy fails");
+    assert_eq!(error.code(), Some("ERR_STREAM_DESTROYED"), "{error}");
+    assert_eq!(closes.get(), 1, "no second close");
     assert_eq!(open_under(dir.path()), 0);
     // A given file, autoClose off: written at its position, left open.
     let file = outcome(lp, |lp, done| {

@@ -303,7 +303,9 @@ pub(crate) enum OpKind {
     },
     Connect {
         fd: RawFd,
-        addr: SocketAddr,
+        /// Boxed: its place stays fixed while the kernel reads it, and the
+        /// variant stays small.
+        addr: Box<socket2::SockAddr>,
     },
     Recv {
         fd: RawFd,
@@ -311,6 +313,9 @@ pub(crate) enum OpKind {
     },
     RecvMulti {
         fd: RawFd,
+        /// The buffer of a single-shot round (io_uring without provided
+        /// buffers), while one is in flight.
+        round_buf: Option<Vec<u8>>,
     },
     Send {
         fd: RawFd,
@@ -348,6 +353,8 @@ pub(crate) enum OpKind {
         dir: RawFd,
         path: CString,
         flags: i32,
+        /// The record the kernel fills (io_uring; set at submission).
+        stat: Option<Box<FileStat>>,
     },
     Fsync {
         fd: RawFd,
@@ -358,36 +365,49 @@ pub(crate) enum OpKind {
         path: CString,
         flags: i32,
     },
-    RenameAt {
-        old_dir: RawFd,
-        old: CString,
-        new_dir: RawFd,
-        new: CString,
-        flags: u32,
-    },
+    /// Boxed, as `ReadFile`: rare and large, it would grow every entry.
+    RenameAt(Box<RenameAt>),
     MkdirAt {
         dir: RawFd,
         path: CString,
         mode: u32,
     },
-    ReadFile {
-        dir: RawFd,
-        path: CString,
-        buf: Vec<u8>,
-        /// The descriptor once opened (-1 before).
-        fd: RawFd,
-        /// Bytes the first read asks for, and the probe read after it.
-        ask: usize,
-        probe: usize,
-        /// The first read's and the probe's results as the kernel gave
-        /// them (`-errno` on error), as they arrive.
-        first: Option<i32>,
-        second: Option<i32>,
-        /// Which step is in flight (see `ReadFileStep`), and the final
-        /// result (raw, as above) waiting for the close.
-        step: ReadFileStep,
-        outcome: Option<i32>,
-    },
+    /// Boxed: the in-flight table holds an `OpKind` per operation, and
+    /// an idle connection's receive should not pay for the largest one.
+    ReadFile(Box<ReadFile>),
+}
+
+/// The arguments of `Op::renameat`.
+#[derive(Debug)]
+#[cfg_attr(not(all(feature = "uring", target_os = "linux")), allow(dead_code))]
+pub(crate) struct RenameAt {
+    pub(crate) old_dir: RawFd,
+    pub(crate) old: CString,
+    pub(crate) new_dir: RawFd,
+    pub(crate) new: CString,
+    pub(crate) flags: u32,
+}
+
+/// The state of an `Op::read_file` through its steps.
+#[derive(Debug)]
+#[cfg_attr(not(all(feature = "uring", target_os = "linux")), allow(dead_code))]
+pub(crate) struct ReadFile {
+    pub(crate) dir: RawFd,
+    pub(crate) path: CString,
+    pub(crate) buf: Vec<u8>,
+    /// The descriptor once opened (-1 before).
+    pub(crate) fd: RawFd,
+    /// Bytes the first read asks for, and the probe read after it.
+    pub(crate) ask: usize,
+    pub(crate) probe: usize,
+    /// The first read's and the probe's results as the kernel gave
+    /// them (`-errno` on error), as they arrive.
+    pub(crate) first: Option<i32>,
+    pub(crate) second: Option<i32>,
+    /// Which step is in flight (see `ReadFileStep`), and the final
+    /// result (raw, as above) waiting for the close.
+    pub(crate) step: ReadFileStep,
+    pub(crate) outcome: Option<i32>,
 }
 
 impl Op {
@@ -410,7 +430,10 @@ impl Op {
 
     /// Connect a nonblocking, unconnected socket to `addr`.
     pub fn connect(socket: RawFd, addr: SocketAddr) -> Op {
-        Op::new(OpKind::Connect { fd: socket, addr })
+        Op::new(OpKind::Connect {
+            fd: socket,
+            addr: Box::new(socket2::SockAddr::from(addr)),
+        })
     }
 
     /// Receive into the spare capacity of `buf` (`buf.len()..buf.capacity()`);
@@ -430,7 +453,10 @@ impl Op {
     /// io_uring uses multishot recv with a provided-buffer ring where the
     /// kernel has them.
     pub fn recv_multi(socket: RawFd) -> Op {
-        Op::new(OpKind::RecvMulti { fd: socket })
+        Op::new(OpKind::RecvMulti {
+            fd: socket,
+            round_buf: None,
+        })
     }
 
     /// Send all of `buf`. The result is the number of bytes the kernel took,
@@ -495,7 +521,12 @@ impl Op {
     /// `AT_SYMLINK_NOFOLLOW`); the completion carries a [`FileStat`].
     /// File operation: io_uring only.
     pub fn statx(dir: RawFd, path: CString, flags: i32) -> Op {
-        Op::new(OpKind::Statx { dir, path, flags })
+        Op::new(OpKind::Statx {
+            dir,
+            path,
+            flags,
+            stat: None,
+        })
     }
 
     /// `fsync(2)`, or `fdatasync(2)` when `data_only`. File operation:
@@ -512,13 +543,13 @@ impl Op {
 
     /// `renameat2(2)`. File operation: io_uring only.
     pub fn renameat(old_dir: RawFd, old: CString, new_dir: RawFd, new: CString, flags: u32) -> Op {
-        Op::new(OpKind::RenameAt {
+        Op::new(OpKind::RenameAt(Box::new(RenameAt {
             old_dir,
             old,
             new_dir,
             new,
             flags,
-        })
+        })))
     }
 
     /// `mkdirat(2)`. File operation: io_uring only.
@@ -549,7 +580,7 @@ impl Op {
     /// capacity must be at least 2 bytes (else the submission is refused
     /// with `InvalidInput`).
     pub fn read_file(dir: RawFd, path: CString, buf: Vec<u8>) -> Op {
-        Op::new(OpKind::ReadFile {
+        Op::new(OpKind::ReadFile(Box::new(ReadFile {
             dir,
             path,
             buf,
@@ -560,7 +591,7 @@ impl Op {
             second: None,
             step: ReadFileStep::Open,
             outcome: None,
-        })
+        })))
     }
 
     /// Whether this is a file operation (which the polling backend refuses
@@ -581,9 +612,9 @@ impl Op {
             OpKind::Statx { .. } => FileOps::STATX,
             OpKind::Fsync { .. } => FileOps::FSYNC,
             OpKind::UnlinkAt { .. } => FileOps::UNLINKAT,
-            OpKind::RenameAt { .. } => FileOps::RENAMEAT,
+            OpKind::RenameAt(_) => FileOps::RENAMEAT,
             OpKind::MkdirAt { .. } => FileOps::MKDIRAT,
-            OpKind::ReadFile { .. } => FileOps::OPENAT.union(FileOps::READ).union(FileOps::CLOSE),
+            OpKind::ReadFile(_) => FileOps::OPENAT.union(FileOps::READ).union(FileOps::CLOSE),
             _ => FileOps::NONE,
         }
     }
@@ -594,8 +625,8 @@ impl Op {
             OpKind::Recv { buf, .. }
             | OpKind::Send { buf, .. }
             | OpKind::ReadAt { buf, .. }
-            | OpKind::WriteAt { buf, .. }
-            | OpKind::ReadFile { buf, .. } => Some(buf),
+            | OpKind::WriteAt { buf, .. } => Some(buf),
+            OpKind::ReadFile(rf) => Some(rf.buf),
             _ => None,
         }
     }

@@ -171,15 +171,21 @@ fn read_file_reports_the_failing_step(r: &mut Reactor) {
     assert_eq!(r.in_flight(), 0);
 }
 
-fn read_file_reads_a_pipe_to_its_end(r: &mut Reactor) {
-    let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("fifo");
+/// A FIFO in `dir`; `None` (nothing to test) where the backend refuses
+/// read_file (polling).
+fn fifo_in(r: &mut Reactor, dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    let fifo = dir.join("fifo");
     let c = cpath(&fifo);
     // SAFETY: `c` is a live NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-    if refused_on_poll(r, read_file_op(&fifo, 4096)) {
+    (!refused_on_poll(r, read_file_op(&fifo, 4096))).then_some(fifo)
+}
+
+fn read_file_reads_a_pipe_to_its_end(r: &mut Reactor) {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(fifo) = fifo_in(r, dir.path()) else {
         return;
-    }
+    };
     r.submit(Token(1), read_file_op(&fifo, 4096)).unwrap();
     // The writer: two writes with a pause between, so the first read is
     // short and the probe waits for the rest (or the end).
@@ -203,13 +209,9 @@ fn read_file_reads_a_pipe_to_its_end(r: &mut Reactor) {
 
 fn read_file_cancelled_keeps_its_buffer_and_leaks_nothing(r: &mut Reactor) {
     let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("fifo");
-    let c = cpath(&fifo);
-    // SAFETY: `c` is a live NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-    if refused_on_poll(r, read_file_op(&fifo, 4096)) {
+    let Some(fifo) = fifo_in(r, dir.path()) else {
         return;
-    }
+    };
     // A writer that holds the pipe open without writing: the open returns,
     // the reads wait. Cancel them.
     let (tx, rx) = std::sync::mpsc::channel::<()>();

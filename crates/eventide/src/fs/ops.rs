@@ -37,7 +37,7 @@ fn unit(_: Out) {}
 
 fn stats(out: Out) -> Stats {
     match out {
-        Out::Stat(stats) => *stats,
+        Out::Stat(stats) => stats,
         other => unreachable!("a stat gives stats, not {other:?}"),
     }
 }
@@ -211,45 +211,27 @@ impl Fs<'_> {
         position: Option<u64>,
         callback: impl FnOnce(&mut Loop, Result<usize>, Vec<u8>) + 'static,
     ) {
-        let req = Req::Read {
-            fd: file.raw(),
-            buf,
-            pos: position,
-        };
-        self.buffered("read", file, req, callback);
+        self.transfer(false, file, buf, position, callback);
     }
 
-    /// [`Fs::read`], returning the reactor token when it runs on the ring
-    /// (for a stream's `destroy`, which cancels it).
-    pub(crate) fn read_cancellable(
+    /// [`Fs::read`], or [`Fs::write`] when `write`, returning the reactor
+    /// token when it runs on the ring (for a stream's `destroy`, which
+    /// cancels it).
+    pub(crate) fn transfer(
         self,
+        write: bool,
         file: &File,
         buf: Vec<u8>,
-        position: Option<u64>,
+        pos: Option<u64>,
         callback: impl FnOnce(&mut Loop, Result<usize>, Vec<u8>) + 'static,
     ) -> Option<Token> {
-        let req = Req::Read {
-            fd: file.raw(),
-            buf,
-            pos: position,
+        let fd = file.raw();
+        let (syscall, req) = if write {
+            ("write", Req::Write { fd, buf, pos })
+        } else {
+            ("read", Req::Read { fd, buf, pos })
         };
-        self.buffered("read", file, req, callback)
-    }
-
-    /// [`Fs::write`], returning the reactor token when it runs on the ring.
-    pub(crate) fn write_cancellable(
-        self,
-        file: &File,
-        buf: Vec<u8>,
-        position: Option<u64>,
-        callback: impl FnOnce(&mut Loop, Result<usize>, Vec<u8>) + 'static,
-    ) -> Option<Token> {
-        let req = Req::Write {
-            fd: file.raw(),
-            buf,
-            pos: position,
-        };
-        self.buffered("write", file, req, callback)
+        self.buffered(syscall, file, req, callback)
     }
 
     /// Writes `buf` at `position` (`None`: the current position, which
@@ -263,12 +245,7 @@ impl Fs<'_> {
         position: Option<u64>,
         callback: impl FnOnce(&mut Loop, Result<usize>, Vec<u8>) + 'static,
     ) {
-        let req = Req::Write {
-            fd: file.raw(),
-            buf,
-            pos: position,
-        };
-        self.buffered("write", file, req, callback);
+        self.transfer(true, file, buf, position, callback);
     }
 
     fn buffered(

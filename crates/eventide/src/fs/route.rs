@@ -175,7 +175,7 @@ pub(crate) enum Out {
     Unit,
     Fd(RawFd),
     Size(usize),
-    Stat(Box<Stats>),
+    Stat(Stats),
     Path(PathBuf),
     MaybePath(Option<PathBuf>),
     Entries(Vec<DirEntry>),
@@ -546,7 +546,7 @@ fn decode(
         Kind::Open => Out::Fd(n as RawFd),
         Kind::Read | Kind::Write => Out::Size(n),
         Kind::Stat | Kind::Fstat => match stat {
-            Some(stat) => Out::Stat(Box::new(Stats::from_statx(stat.raw()))),
+            Some(stat) => Out::Stat(Stats::from_statx(stat.raw())),
             None => unreachable!("a successful statx carries its record"),
         },
         _ => Out::Unit,

@@ -129,8 +129,8 @@ impl Fs<'_> {
     /// [`ReadStream::resume`] starts it again.
     ///
     /// A `start` after `end` ends the stream at once with
-    /// `ERR_INVALID_ARG_VALUE` (Node throws `ERR_OUT_OF_RANGE`), opening
-    /// nothing; a `start` past the end of the file ends it with no chunk.
+    /// [`Error::OutOfRange`] (`ERR_OUT_OF_RANGE`, worded as Node's throw),
+    /// opening nothing; a `start` past the end of the file ends it with no chunk.
     pub fn create_read_stream(
         self,
         path: impl AsRef<Path>,
@@ -164,9 +164,10 @@ impl Fs<'_> {
             on_close: None,
         })));
         if let Some(start) = bad_range {
-            let error = Error::InvalidArgValue {
+            let error = Error::OutOfRange {
                 name: "start",
-                received: format!("{start} (after end {})", options.end.unwrap_or(0)),
+                range: format!("<= \"end\" (here: {})", options.end.unwrap_or(0)),
+                received: start.to_string(),
             };
             let s = stream.clone();
             stream.0.borrow_mut().ended = true;
@@ -299,7 +300,7 @@ impl ReadStream {
         let stream = self.clone();
         let token = lp
             .fs()
-            .read_cancellable(&file, buf, pos, move |lp, read, buf| {
+            .transfer(false, &file, buf, pos, move |lp, read, buf| {
                 stream.on_read(lp, read, buf, want);
             });
         self.0.borrow_mut().token = token;
@@ -386,17 +387,7 @@ impl ReadStream {
             let file = if s.auto_close { s.file.take() } else { None };
             (file, s.on_close.take().filter(|_| s.emit_close))
         };
-        let Some(on_close) = on_close else {
-            if let Some(file) = file {
-                lp.fs().close(file, |_, _| {});
-            }
-            return;
-        };
-        match file {
-            Some(file) => lp.fs().close(file, move |lp, _| on_close(lp)),
-            // Maybe inside `destroy` itself: never call back from within it.
-            None => lp.defer(on_close),
-        }
+        close_then(lp, file, on_close);
     }
 }
 
@@ -605,13 +596,14 @@ impl WriteStream {
         {
             let mut s = self.0.borrow_mut();
             if s.ending || s.destroyed {
-                let what = if s.destroyed {
-                    "write stream (destroyed)"
+                let error = if s.destroyed {
+                    Error::StreamDestroyed { method: "end" }
                 } else {
-                    "write stream (end called twice)"
+                    Error::Stale {
+                        what: "write stream (end called twice)",
+                    }
                 };
                 drop(s);
-                let error = Error::Stale { what };
                 return lp.defer(move |lp| on_finish(lp, Err(error)));
             }
             s.ending = true;
@@ -638,9 +630,7 @@ impl WriteStream {
             (s.writing, s.opening, s.token.take(), s.on_finish.take())
         };
         if let Some(on_finish) = on_finish {
-            let error = Error::Stale {
-                what: "write stream (destroyed)",
-            };
+            let error = Error::StreamDestroyed { method: "end" };
             lp.defer(move |lp| on_finish(lp, Err(error)));
         }
         if writing {
@@ -674,7 +664,7 @@ impl WriteStream {
         let stream = self.clone();
         let token = lp
             .fs()
-            .write_cancellable(&file, chunk, pos, move |lp, wrote, chunk| {
+            .transfer(true, &file, chunk, pos, move |lp, wrote, chunk| {
                 stream.on_written(lp, wrote, chunk);
             });
         self.0.borrow_mut().token = token;
@@ -763,12 +753,18 @@ impl WriteStream {
             let file = if s.auto_close { s.file.take() } else { None };
             (file, s.on_close.take().filter(|_| s.emit_close))
         };
-        match (file, on_close) {
-            (Some(file), Some(on_close)) => lp.fs().close(file, move |lp, _| on_close(lp)),
-            (Some(file), None) => lp.fs().close(file, |_, _| {}),
-            // Maybe inside `destroy` itself: never call back from within it.
-            (None, Some(on_close)) => lp.defer(on_close),
-            (None, None) => {}
-        }
+        close_then(lp, file, on_close);
+    }
+}
+
+/// A destroyed stream's last steps: close its file (if it still owns it),
+/// then run its close callback (if any), never from inside the caller.
+fn close_then(lp: &mut Loop, file: Option<File>, on_close: Option<OnClose>) {
+    match (file, on_close) {
+        (Some(file), Some(on_close)) => lp.fs().close(file, move |lp, _| on_close(lp)),
+        (Some(file), None) => lp.fs().close(file, |_, _| {}),
+        // Maybe inside `destroy` itself: never call back from within it.
+        (None, Some(on_close)) => lp.defer(on_close),
+        (None, None) => {}
     }
 }

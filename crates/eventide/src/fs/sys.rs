@@ -209,7 +209,7 @@ fn statx(dir: RawFd, path: &CStr, flags: i32) -> io::Result<Out> {
         libc::STATX_BASIC_STATS,
         &mut st
     ))?;
-    Ok(Out::Stat(Box::new(Stats::from_statx(&st))))
+    Ok(Out::Stat(Stats::from_statx(&st)))
 }
 
 fn timespec(t: SystemTime) -> libc::timespec {

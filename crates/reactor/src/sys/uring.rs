@@ -48,7 +48,7 @@
 //! `ENOBUFS` completions). Once registered, the ring stays registered until
 //! drop, also when an `EINVAL` turns multishot recv off.
 
-use super::slab::{Key, Slab};
+use super::slab::{Key, Slab, Tokened};
 use super::{MULTI_BUF_SIZE, MultiBufs, Notify, WakeShared, close_fd};
 use crate::op::{OpKind, cancelled};
 use crate::uring_ext::UringInfo;
@@ -83,17 +83,28 @@ const FILE_OPS_ENV: &str = "EVENTIDE_URING_FILE_OPS";
 const EINVAL_ENV: &str = "EVENTIDE_URING_FILE_OPS_EINVAL";
 const PBUF_ENTRIES: u16 = 256;
 
+/// An operation in flight: the caller's token and the operation.
+///
+/// 48 bytes (56 with its slab slot): what each operation's own data needs
+/// is in its `OpKind` variant (connect's address, statx's record, a
+/// receive round's buffer; the rare large ones boxed), and the cancelled
+/// mark is the slab's. An idle connection's receive costs that, plus its
+/// bucket in the slab's token index.
 #[derive(Debug)]
 struct Inflight {
     token: Token,
     kind: OpKind,
-    /// Connect's address, boxed so its place is fixed while in flight.
-    addr: Option<Box<socket2::SockAddr>>,
-    /// Statx's output record.
-    stat: Option<Box<FileStat>>,
-    /// The buffer of a single-shot `recv_multi` round.
-    round_buf: Option<Vec<u8>>,
-    cancelled: bool,
+}
+
+// What W10 counts per idle connection (see above); a new variant that
+// grows `OpKind` past 40 bytes belongs in a box.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(size_of::<Inflight>() <= 48);
+
+impl Tokened for Inflight {
+    fn token(&self) -> Token {
+        self.token
+    }
 }
 
 /// The provided-buffer ring: entries shared with the kernel, and the
@@ -460,14 +471,14 @@ impl Uring {
         }
         if !needed.intersection(self.einval_ops).is_empty() {
             let einval = Err(io::Error::from_raw_os_error(libc::EINVAL));
-            let step = matches!(op.kind, OpKind::ReadFile { .. }).then_some(ReadFileStep::Open);
+            let step = matches!(op.kind, OpKind::ReadFile(_)).then_some(ReadFileStep::Open);
             let mut c = Completion::new(token, einval).with_buf(op.into_buf());
             c.step = step;
             out.push_back(c);
             return Ok(());
         }
-        if let OpKind::ReadFile { buf, .. } = &op.kind
-            && buf.capacity() - buf.len() < 2
+        if let OpKind::ReadFile(rf) = &op.kind
+            && rf.buf.capacity() - rf.buf.len() < 2
         {
             let error = io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -480,19 +491,11 @@ impl Uring {
             // linked to the close would miss them: they end here.
             self.cancel_starved(Some(fd), out);
         }
-        let addr = match &op.kind {
-            OpKind::Connect { addr, .. } => Some(Box::new(socket2::SockAddr::from(*addr))),
-            _ => None,
-        };
-        let stat = matches!(op.kind, OpKind::Statx { .. }).then(FileStat::zeroed);
-        let entry = Inflight {
-            token,
-            kind: op.kind,
-            addr,
-            stat,
-            round_buf: None,
-            cancelled: false,
-        };
+        let mut kind = op.kind;
+        if let OpKind::Statx { stat, .. } = &mut kind {
+            *stat = Some(FileStat::zeroed());
+        }
+        let entry = Inflight { token, kind };
         let key = self.ops.insert(token, entry);
         self.arm(key);
         Ok(())
@@ -503,13 +506,15 @@ impl Uring {
         let ud = key.to_u64();
         let multishot_accept = self.info.multishot_accept;
         let pbuf = self.info.multishot_recv && self.pbuf.is_some();
-        if let Some(e) = self.ops.get_mut(key)
-            && matches!(e.kind, OpKind::RecvMulti { .. })
+        if let Some(Inflight {
+            kind: OpKind::RecvMulti { round_buf, .. },
+            ..
+        }) = self.ops.get_mut(key)
             && !pbuf
-            && e.round_buf.is_none()
+            && round_buf.is_none()
         {
             match self.bufs.get() {
-                Some(b) => e.round_buf = Some(b),
+                Some(b) => *round_buf = Some(b),
                 None => {
                     // Lending budget spent: wait for recycled buffers.
                     self.starved.push_back(key);
@@ -548,9 +553,8 @@ impl Uring {
                     .flags(sock_flags)
                     .build()
             }
-            OpKind::Connect { fd, .. } => {
-                let a = e.addr.as_ref().expect("connect owns its address");
-                opcode::Connect::new(types::Fd(*fd), a.as_ptr().cast(), a.len()).build()
+            OpKind::Connect { fd, addr } => {
+                opcode::Connect::new(types::Fd(*fd), addr.as_ptr().cast(), addr.len()).build()
             }
             OpKind::Recv { fd, buf } => {
                 let spare = buf.spare_capacity_mut();
@@ -561,11 +565,11 @@ impl Uring {
                 )
                 .build()
             }
-            OpKind::RecvMulti { fd } if pbuf => {
+            OpKind::RecvMulti { fd, .. } if pbuf => {
                 opcode::RecvMulti::new(types::Fd(*fd), BGID).build()
             }
-            OpKind::RecvMulti { fd } => {
-                let b = e.round_buf.as_mut().expect("a round buffer was just set");
+            OpKind::RecvMulti { fd, round_buf } => {
+                let b = round_buf.as_mut().expect("a round buffer was just set");
                 let spare = b.spare_capacity_mut();
                 opcode::Recv::new(
                     types::Fd(*fd),
@@ -618,8 +622,13 @@ impl Uring {
                     .offset(*offset)
                     .build()
             }
-            OpKind::Statx { dir, path, flags } => {
-                let st = e.stat.as_mut().expect("statx owns its record");
+            OpKind::Statx {
+                dir,
+                path,
+                flags,
+                stat,
+            } => {
+                let st = stat.as_mut().expect("statx owns its record");
                 let p: *mut FileStat = &mut **st;
                 opcode::Statx::new(types::Fd(*dir), path.as_ptr(), p.cast())
                     .flags(*flags)
@@ -639,30 +648,22 @@ impl Uring {
                     .flags(*flags)
                     .build()
             }
-            OpKind::RenameAt {
-                old_dir,
-                old,
-                new_dir,
-                new,
-                flags,
-            } => opcode::RenameAt::new(
-                types::Fd(*old_dir),
-                old.as_ptr(),
-                types::Fd(*new_dir),
-                new.as_ptr(),
+            OpKind::RenameAt(r) => opcode::RenameAt::new(
+                types::Fd(r.old_dir),
+                r.old.as_ptr(),
+                types::Fd(r.new_dir),
+                r.new.as_ptr(),
             )
-            .flags(*flags)
+            .flags(r.flags)
             .build(),
             OpKind::MkdirAt { dir, path, mode } => {
                 opcode::MkDirAt::new(types::Fd(*dir), path.as_ptr())
                     .mode(*mode)
                     .build()
             }
-            OpKind::ReadFile { dir, path, .. } => {
-                opcode::OpenAt::new(types::Fd(*dir), path.as_ptr())
-                    .flags(libc::O_RDONLY | libc::O_CLOEXEC)
-                    .build()
-            }
+            OpKind::ReadFile(rf) => opcode::OpenAt::new(types::Fd(rf.dir), rf.path.as_ptr())
+                .flags(libc::O_RDONLY | libc::O_CLOEXEC)
+                .build(),
         };
         self.push(&sqe.user_data(ud));
     }
@@ -674,7 +675,7 @@ impl Uring {
         while i < self.starved.len() {
             let key = self.starved[i];
             let on_fd = match self.ops.get_mut(key).map(|e| &e.kind) {
-                Some(OpKind::RecvMulti { fd: f }) => fd.is_none_or(|fd| fd == *f),
+                Some(OpKind::RecvMulti { fd: f, .. }) => fd.is_none_or(|fd| fd == *f),
                 _ => true, // stale: drop it from the queue
             };
             if on_fd {
@@ -690,13 +691,9 @@ impl Uring {
         let Some(key) = self.ops.key_of(token) else {
             return false;
         };
-        let Some(e) = self.ops.get_mut(key) else {
-            return false;
-        };
-        if e.cancelled {
+        if self.ops.mark_cancelled(key) {
             return true;
         }
-        e.cancelled = true;
         if let Some(pos) = self.starved.iter().position(|k| *k == key) {
             // Parked (not in the kernel): it ends here.
             self.starved.remove(pos);
@@ -712,7 +709,7 @@ impl Uring {
     /// finish).
     fn push_cancels(&mut self, key: Key) {
         let steps: &[u64] = match self.ops.get_mut(key).map(|e| &e.kind) {
-            Some(OpKind::ReadFile { step, .. }) => match step {
+            Some(OpKind::ReadFile(rf)) => match rf.step {
                 ReadFileStep::Open => &[0],
                 ReadFileStep::Read => &[STEP_READ, STEP_PROBE],
                 ReadFileStep::Close => &[],
@@ -730,11 +727,15 @@ impl Uring {
     /// One completion of an `Op::read_file`: the open, either read, or the
     /// close. Moves the entry on to its next step, or finishes it.
     fn on_read_file(&mut self, key: Key, step: u64, res: i32, out: &mut VecDeque<Completion>) {
-        let Some(e) = self.ops.get_mut(key) else {
+        let was_cancelled = self.ops.is_cancelled(key);
+        let Some(Inflight {
+            kind: OpKind::ReadFile(rf),
+            ..
+        }) = self.ops.get_mut(key)
+        else {
             return;
         };
-        let was_cancelled = e.cancelled;
-        let OpKind::ReadFile {
+        let crate::op::ReadFile {
             buf,
             fd,
             ask,
@@ -744,10 +745,7 @@ impl Uring {
             step: at,
             outcome,
             ..
-        } = &mut e.kind
-        else {
-            return;
-        };
+        } = &mut **rf;
         match step {
             0 => {
                 let opened = match own_fd(raw_result(res), was_cancelled) {
@@ -882,17 +880,11 @@ impl Uring {
         step: ReadFileStep,
         out: &mut VecDeque<Completion>,
     ) {
-        let token = match self.ops.get_mut(key) {
-            Some(e) => e.token,
-            None => return,
-        };
-        let Some(e) = self.ops.remove(key, token) else {
-            return;
-        };
-        let mut c = Completion::new(token, result).with_buf(Op { kind: e.kind }.into_buf());
-        c.file = file;
-        c.step = Some(step);
-        out.push_back(c);
+        if let Some(mut c) = self.take_completion(key, result, None) {
+            c.file = file;
+            c.step = Some(step);
+            out.push_back(c);
+        }
     }
 
     fn arm_wake(&mut self) {
@@ -1012,6 +1004,7 @@ impl Uring {
         let key = Key::from_u64(ud & !STEP_MASK);
         let more = cqueue::more(flags);
         let multishot_accept = self.info.multishot_accept;
+        let was_cancelled = self.ops.is_cancelled(key);
         let Some(e) = self.ops.get_mut(key) else {
             // Not ours any more: give a provided buffer back to the ring.
             self.return_pbuf(flags);
@@ -1025,11 +1018,10 @@ impl Uring {
         let token = e.token;
         match &mut e.kind {
             OpKind::Accept { .. } | OpKind::OpenAt { .. } => {
-                let result = own_fd(result, e.cancelled);
+                let result = own_fd(result, was_cancelled);
                 self.finish(key, result, None, out);
             }
             OpKind::AcceptMulti { .. } => {
-                let was_cancelled = e.cancelled;
                 if res == -libc::EINVAL && multishot_accept && !more && !was_cancelled {
                     // The kernel does not know multishot accept after all.
                     self.info.multishot_accept = false;
@@ -1059,7 +1051,7 @@ impl Uring {
                 self.finish(key, result, None, out);
             }
             OpKind::RecvMulti { .. } => self.on_recv_multi(key, result, flags, more, out),
-            OpKind::ReadFile { .. } => self.on_read_file(key, step, res, out),
+            OpKind::ReadFile(_) => self.on_read_file(key, step, res, out),
             OpKind::Poll { interest, .. } => {
                 let result = result.map(|m| usize::from(readiness(m as i16, *interest).bits()));
                 self.finish(key, result, None, out);
@@ -1076,15 +1068,16 @@ impl Uring {
         more: bool,
         out: &mut VecDeque<Completion>,
     ) {
+        let cancelled_now = self.ops.is_cancelled(key);
         let Some(e) = self.ops.get_mut(key) else {
             return;
         };
         let token = e.token;
-        let cancelled_now = e.cancelled;
         // Where the bytes are: a provided buffer, or this round's own buffer.
-        let buf = match cqueue::buffer_select(flags) {
-            Some(bid) => self.pbuf.as_mut().and_then(|br| br.take(bid)),
-            None => e.round_buf.take(),
+        let buf = match (cqueue::buffer_select(flags), &mut e.kind) {
+            (Some(bid), _) => self.pbuf.as_mut().and_then(|br| br.take(bid)),
+            (None, OpKind::RecvMulti { round_buf, .. }) => round_buf.take(),
+            (None, _) => None,
         };
         match result {
             Ok(0) => {
@@ -1168,21 +1161,36 @@ impl Uring {
         buf: Option<Vec<u8>>,
         out: &mut VecDeque<Completion>,
     ) {
-        let token = match self.ops.get_mut(key) {
-            Some(e) => e.token,
-            None => return,
-        };
-        let Some(e) = self.ops.remove(key, token) else {
-            return;
-        };
-        let stat = if result.is_ok() { e.stat } else { None };
-        if let Some(b) = e.round_buf {
-            self.bufs.keep(b);
+        if let Some(c) = self.take_completion(key, result, buf) {
+            out.push_back(c);
         }
-        let buf = buf.or_else(|| Op { kind: e.kind }.into_buf());
-        let mut c = Completion::new(token, result).with_buf(buf);
+    }
+
+    /// Removes the entry and makes its final completion: `buf`, else the
+    /// operation's own buffer; statx's record on success. A single-shot
+    /// receive round's buffer goes back to the pool of buffers.
+    fn take_completion(
+        &mut self,
+        key: Key,
+        result: io::Result<usize>,
+        buf: Option<Vec<u8>>,
+    ) -> Option<Completion> {
+        let e = self.ops.take(key)?;
+        let mut kind = e.kind;
+        let stat = match &mut kind {
+            OpKind::Statx { stat, .. } if result.is_ok() => stat.take(),
+            _ => None,
+        };
+        if let OpKind::RecvMulti {
+            round_buf: Some(b), ..
+        } = &mut kind
+        {
+            self.bufs.keep(std::mem::take(b));
+        }
+        let buf = buf.or_else(|| Op { kind }.into_buf());
+        let mut c = Completion::new(e.token, result).with_buf(buf);
         c.stat = stat;
-        out.push_back(c);
+        Some(c)
     }
 }
 
@@ -1255,9 +1263,7 @@ impl Drop for Uring {
         let mut sink = VecDeque::new();
         self.cancel_starved(None, &mut sink);
         for key in self.ops.keys() {
-            if let Some(e) = self.ops.get_mut(key) {
-                e.cancelled = true;
-            }
+            self.ops.mark_cancelled(key);
             self.push_cancels(key);
         }
         if self.wake_armed {
