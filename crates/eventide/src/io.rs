@@ -122,7 +122,8 @@ fn decode(token: Token) -> (u64, SlotId) {
 }
 
 impl Direct {
-    fn token(self) -> Token {
+    /// The token the operation runs under: its kind and its socket's slot.
+    pub(crate) fn token(self) -> Token {
         match self {
             Direct::Received(stream) => token(RECEIVED, stream.id()),
             Direct::Sent(stream) => token(SENT, stream.id()),

@@ -170,7 +170,7 @@ mod tests {
     #[test]
     fn an_idle_connections_slot_stays_small() {
         use std::mem::size_of;
-        assert!(size_of::<super::stream::StreamState>() <= 56);
-        assert!(size_of::<Option<super::stream::StreamState>>() <= 56);
+        assert!(size_of::<super::stream::StreamState>() <= 48);
+        assert!(size_of::<Option<super::stream::StreamState>>() <= 48);
     }
 }

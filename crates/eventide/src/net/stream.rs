@@ -92,7 +92,7 @@ const ENDED: u16 = 1 << 7;
 /// completion.
 const RECV_ARMED: u16 = 1 << 8;
 
-/// A stream's slot in the socket table: 56 bytes, what an idle connection
+/// A stream's slot in the socket table: 48 bytes, what an idle connection
 /// costs here (W10); everything else is in `more`.
 pub(crate) struct StreamState {
     socket: Socket,
@@ -101,8 +101,6 @@ pub(crate) struct StreamState {
     /// (0: none, or in `more` if the index does not fit): in the slot's
     /// padding, so it costs no byte.
     server: u16,
-    /// The receive's token, while `RECV_ARMED`.
-    recv: Token,
     /// `None` while it runs.
     on_data: Option<OnData>,
     on_end: Option<OnEnd>,
@@ -153,7 +151,6 @@ impl StreamState {
             socket,
             flags: 0,
             server: 0,
-            recv: Token(0),
             on_data: None,
             on_end: None,
             more: None,
@@ -213,9 +210,12 @@ impl StreamState {
         self.more.as_ref().map_or(0, |m| m.queued)
     }
 
-    /// The receive's token, if armed.
-    fn recv(&self) -> Option<Token> {
-        self.has(RECV_ARMED).then_some(self.recv)
+    /// The receive's token, if armed: the stream's own (a stream has at
+    /// most one receive in flight, dispatched by its slot, see io.rs), so
+    /// it is not stored.
+    fn recv(&self, stream: Stream) -> Option<Token> {
+        self.has(RECV_ARMED)
+            .then(|| Direct::Received(stream).token())
     }
 
     fn high_water(&self) -> usize {
@@ -289,7 +289,7 @@ impl Stream {
             return false;
         };
         s.set(READING, false);
-        if let Some(token) = s.recv()
+        if let Some(token) = s.recv(self)
             && !s.has(RECV_CANCELLED)
         {
             s.set(RECV_CANCELLED, true);
@@ -611,8 +611,8 @@ impl Stream {
         let op = Op::recv_multi(s.socket.as_raw_fd());
         match lp.submit_direct(op, Direct::Received(self), counted) {
             Ok(token) => {
+                debug_assert_eq!(token, Direct::Received(self).token());
                 if let Some(s) = lp.io.net.streams.get_mut(self.0) {
-                    s.recv = token;
                     s.set(RECV_ARMED, true);
                     s.set(RECV_CANCELLED, false);
                 }
@@ -635,7 +635,7 @@ impl Stream {
             }
             return;
         };
-        if !c.more && s.recv() == Some(c.token) {
+        if !c.more && s.recv(self) == Some(c.token) {
             if !s.has(UNREF) {
                 lp.io.sockets -= 1;
             }
