@@ -126,6 +126,23 @@ pub(crate) struct Sockets {
     /// libuv's reserve descriptor (`/dev/null`), opened with the first
     /// listener and spent when accept runs out of descriptors.
     reserve: Option<OwnedFd>,
+    /// Errors owed to the `on_end` of streams destroyed while their
+    /// `on_data` ran (the reader was out of the slot then): taken by the
+    /// delivery that comes back to find the stream gone.
+    owed: Vec<(stream::Stream, crate::Error)>,
+}
+
+impl Sockets {
+    /// Leaves `error` for `stream`'s reader, which is out running `on_data`.
+    fn owe_end(&mut self, stream: stream::Stream, error: crate::Error) {
+        self.owed.push((stream, error));
+    }
+
+    /// The error owed to `stream`'s reader, if any.
+    fn owed_end(&mut self, stream: stream::Stream) -> Option<crate::Error> {
+        let at = self.owed.iter().position(|(s, _)| *s == stream)?;
+        Some(self.owed.swap_remove(at).1)
+    }
 }
 
 /// A nonblocking, close-on-exec TCP socket for `addr`'s family.
@@ -170,7 +187,7 @@ mod tests {
     #[test]
     fn an_idle_connections_slot_stays_small() {
         use std::mem::size_of;
-        assert!(size_of::<super::stream::StreamState>() <= 48);
-        assert!(size_of::<Option<super::stream::StreamState>>() <= 48);
+        assert!(size_of::<super::stream::StreamState>() <= 32);
+        assert!(size_of::<Option<super::stream::StreamState>>() <= 32);
     }
 }

@@ -30,11 +30,37 @@ use crate::timers::TimerId;
 use crate::{Error, Result};
 
 pub(super) type OnConnect = Box<dyn FnOnce(&mut Loop, Result<Stream>)>;
-type OnData = Box<dyn FnMut(&mut Loop, Stream, &[u8])>;
-type OnEnd = Box<dyn FnOnce(&mut Loop, Stream, Result<()>)>;
+type OnRead = Box<dyn Reader>;
 type OnDone = Box<dyn FnOnce(&mut Loop, Result<()>)>;
 type OnDrain = Box<dyn FnMut(&mut Loop, Stream)>;
 type OnTimeout = Box<dyn FnOnce(&mut Loop, Stream)>;
+
+/// A reader's two callbacks (`read_start`'s `on_data` and `on_end`) in one
+/// box: 16 bytes in the stream's slot instead of 32 (W10 counts every byte
+/// of an idle connection), and one allocation instead of two.
+trait Reader {
+    fn data(&mut self, lp: &mut Loop, stream: Stream, chunk: &[u8]);
+    fn end(self: Box<Self>, lp: &mut Loop, stream: Stream, result: Result<()>);
+}
+
+struct Callbacks<D, E> {
+    on_data: D,
+    on_end: E,
+}
+
+impl<D, E> Reader for Callbacks<D, E>
+where
+    D: FnMut(&mut Loop, Stream, &[u8]),
+    E: FnOnce(&mut Loop, Stream, Result<()>),
+{
+    fn data(&mut self, lp: &mut Loop, stream: Stream, chunk: &[u8]) {
+        (self.on_data)(lp, stream, chunk);
+    }
+
+    fn end(self: Box<Self>, lp: &mut Loop, stream: Stream, result: Result<()>) {
+        (self.on_end)(lp, stream, result);
+    }
+}
 
 /// Node's default high-water mark for a socket's writable side (16 KiB).
 pub const DEFAULT_HIGH_WATER_MARK: usize = 16 * 1024;
@@ -91,8 +117,10 @@ const ENDED: u16 = 1 << 7;
 /// The multishot receive is armed (`recv` is its token), until its final
 /// completion.
 const RECV_ARMED: u16 = 1 << 8;
+/// `on_data` runs: the reader is out of the slot, in `deliver`.
+const DELIVERING: u16 = 1 << 9;
 
-/// A stream's slot in the socket table: 48 bytes, what an idle connection
+/// A stream's slot in the socket table: 32 bytes, what an idle connection
 /// costs here (W10); everything else is in `more`.
 pub(crate) struct StreamState {
     socket: Socket,
@@ -101,9 +129,9 @@ pub(crate) struct StreamState {
     /// (0: none, or in `more` if the index does not fit): in the slot's
     /// padding, so it costs no byte.
     server: u16,
-    /// `None` while it runs.
-    on_data: Option<OnData>,
-    on_end: Option<OnEnd>,
+    /// `read_start`'s callbacks; `None` while `on_data` runs (see
+    /// `DELIVERING`).
+    reader: Option<OnRead>,
     /// What streams that write, connect, stash... need.
     more: Option<Box<Extras>>,
 }
@@ -151,8 +179,7 @@ impl StreamState {
             socket,
             flags: 0,
             server: 0,
-            on_data: None,
-            on_end: None,
+            reader: None,
             more: None,
         }
     }
@@ -269,8 +296,7 @@ impl Stream {
             return;
         };
         s.set(READING, true);
-        s.on_data = Some(Box::new(on_data));
-        s.on_end = Some(Box::new(on_end));
+        s.reader = Some(Box::new(Callbacks { on_data, on_end }));
         if !s.stash_is_empty() || s.has(EOF) {
             // Known at once: delivered from the pending phase.
             lp.defer(move |lp| self.pump(lp));
@@ -580,7 +606,7 @@ impl Stream {
             };
             // No reader, or its `on_data` is running (and this pump comes
             // from inside it): the stash waits.
-            if !s.has(READING) || s.has(CONNECTING) || s.on_data.is_none() {
+            if !s.has(READING) || s.has(CONNECTING) || s.reader.is_none() {
                 return;
             }
             let Some(m) = s.more.as_mut() else { break };
@@ -598,9 +624,8 @@ impl Stream {
         };
         if s.has(EOF) {
             s.set(READING, false);
-            s.on_data = None;
-            if let Some(on_end) = s.on_end.take() {
-                on_end(lp, self, Ok(()));
+            if let Some(reader) = s.reader.take() {
+                reader.end(lp, self, Ok(()));
             }
             return;
         }
@@ -653,7 +678,7 @@ impl Stream {
             }
             Ok(_) => match c.buf {
                 // The fast path: straight to the reader.
-                Some(buf) if s.has(READING) && s.stash_is_empty() && s.on_data.is_some() => {
+                Some(buf) if s.has(READING) && s.stash_is_empty() && s.reader.is_some() => {
                     self.deliver(lp, buf);
                     if c.more {
                         return;
@@ -683,25 +708,30 @@ impl Stream {
     /// Runs `on_data` with `chunk`, then gives the buffer back to the
     /// reactor.
     fn deliver(self, lp: &mut Loop, chunk: Vec<u8>) {
-        let Some(mut on_data) = lp
-            .io
-            .net
-            .streams
-            .get_mut(self.0)
-            .and_then(|s| s.on_data.take())
-        else {
+        let Some(mut reader) = lp.io.net.streams.get_mut(self.0).and_then(|s| {
+            let reader = s.reader.take()?;
+            s.set(DELIVERING, true);
+            Some(reader)
+        }) else {
             lp.reactor.recycle(chunk);
             return;
         };
         self.touch(lp);
-        on_data(lp, self, &chunk);
+        reader.data(lp, self, &chunk);
         lp.reactor.recycle(chunk);
         let Some(s) = lp.io.net.streams.get_mut(self.0) else {
-            return; // Closed by the callback.
+            // Closed by the callback, or destroyed by an error meanwhile:
+            // then `on_end` is owed that error (`Waiting::take` left it
+            // here, the reader being out).
+            if let Some(error) = lp.io.net.owed_end(self) {
+                reader.end(lp, self, Err(error));
+            }
+            return;
         };
+        s.set(DELIVERING, false);
         // A read_start inside the callback brought new callbacks: keep them.
-        if s.on_data.is_none() {
-            s.on_data = Some(on_data);
+        if s.reader.is_none() {
+            s.reader = Some(reader);
         }
     }
 
@@ -867,7 +897,10 @@ struct Waiting {
     on_connect: Option<OnConnect>,
     writes: VecDeque<Write>,
     shutdown: Option<OnDone>,
-    on_end: Option<OnEnd>,
+    reader: Option<OnRead>,
+    /// The reader is out (its `on_data` runs): its error is left for
+    /// `deliver` to hand to `on_end` (see `Sockets::owed_end`).
+    reader_out: bool,
 }
 
 impl Waiting {
@@ -892,7 +925,8 @@ impl Waiting {
             on_connect: more.on_connect,
             writes: more.writes,
             shutdown: more.shutdown,
-            on_end: if with_reader { s.on_end.take() } else { None },
+            reader: if with_reader { s.reader.take() } else { None },
+            reader_out: with_reader && s.has(DELIVERING),
         }
     }
 
@@ -913,7 +947,8 @@ impl Waiting {
     /// Fails every callback, the first of them (the connect's, else the
     /// head write's, else the reader's) with `error` itself.
     fn fail_first(mut self, lp: &mut Loop, stream: Stream, error: Error, errno: i32) {
-        let on_end = self.on_end.take();
+        let reader = self.reader.take();
+        let reader_out = self.reader_out;
         let mut error = Some(error);
         if let Some(on_connect) = self.on_connect.take() {
             on_connect(lp, Err(error.take().expect("not taken yet")));
@@ -921,12 +956,16 @@ impl Waiting {
             (head.on_written)(lp, Err(error.take().expect("not taken yet")));
         }
         self.fail(lp, errno);
-        if let Some(on_end) = on_end {
-            let error = error.unwrap_or_else(|| {
-                let syscall = "read";
-                Error::net(syscall, None, io::Error::from_raw_os_error(errno))
-            });
-            on_end(lp, stream, Err(error));
+        if reader.is_none() && !reader_out {
+            return;
+        }
+        let error = error.unwrap_or_else(|| {
+            let syscall = "read";
+            Error::net(syscall, None, io::Error::from_raw_os_error(errno))
+        });
+        match reader {
+            Some(reader) => reader.end(lp, stream, Err(error)),
+            None => lp.io.net.owe_end(stream, error),
         }
     }
 }
