@@ -458,11 +458,9 @@ fn log_panics(lp: &mut Loop, trace: &Trace) {
     });
 }
 
-/// 31-exception-in-timer-continues: a panic in a timer callback goes to
-/// the panic handler at once and the other due timers still run; Node's
-/// quirk: the panicking callback's next-tick runs after the next timer of
-/// the same duration.
-fn case_31_a_panicking_timer_leaves_the_other_due_timers_running(lp: &mut Loop) {
+/// Case 31's start: a panic handler logging `uncaught-<message>`, and
+/// timer A (1 ms) that logs, queues `A.tick` and panics with "boom".
+fn panicking_timer_a(lp: &mut Loop) -> Trace {
     let trace = Trace::default();
     log_panics(lp, &trace);
     let t = trace.clone();
@@ -471,6 +469,15 @@ fn case_31_a_panicking_timer_leaves_the_other_due_timers_running(lp: &mut Loop) 
         lp.next_tick(t.at("A.tick"));
         panic!("boom");
     });
+    trace
+}
+
+/// 31-exception-in-timer-continues: a panic in a timer callback goes to
+/// the panic handler at once and the other due timers still run; Node's
+/// quirk: the panicking callback's next-tick runs after the next timer of
+/// the same duration.
+fn case_31_a_panicking_timer_leaves_the_other_due_timers_running(lp: &mut Loop) {
+    let trace = panicking_timer_a(lp);
     lp.set_timeout(ms(1), trace.at("B"));
     lp.set_timeout(ms(2), trace.at("C"));
     spin(10);
@@ -493,28 +500,14 @@ fn case_31_a_panicking_timer_leaves_the_other_due_timers_running(lp: &mut Loop) 
 /// //            A uncaught-boom B A.tick B.tick B2 C
 /// ```
 fn case_31_variants_ticks_wait_only_for_a_timer_of_the_same_duration(lp: &mut Loop) {
-    let trace = Trace::default();
-    log_panics(lp, &trace);
-    let t = trace.clone();
-    lp.set_timeout(ms(1), move |lp| {
-        t.log("A");
-        lp.next_tick(t.at("A.tick"));
-        panic!("boom");
-    });
+    let trace = panicking_timer_a(lp);
     lp.set_timeout(ms(2), trace.at("C"));
     lp.set_timeout(ms(2), trace.at("D"));
     spin(10);
     run_within(lp, LIMIT);
     trace.assert(&["A", "uncaught-boom", "A.tick", "C", "D"]);
 
-    let trace = Trace::default();
-    log_panics(lp, &trace);
-    let t = trace.clone();
-    lp.set_timeout(ms(1), move |lp| {
-        t.log("A");
-        lp.next_tick(t.at("A.tick"));
-        panic!("boom");
-    });
+    let trace = panicking_timer_a(lp);
     let t = trace.clone();
     lp.set_timeout(ms(1), move |lp| {
         t.log("B");
