@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use eventide_pool::{CancelError, JobError};
-use util::{Counter, Gate, collect, job};
+use util::{Counter, Gate, collect, gated, job};
 
 /// A one-thread pool whose worker is held by a gated job, which has started.
 fn blocked_pool() -> (
@@ -21,14 +21,7 @@ fn blocked_pool() -> (
 ) {
     let (pool, completions, signal) = util::pool(1);
     let (gate, started) = (Gate::new(), Counter::new());
-    let blocker = {
-        let (gate, started) = (Arc::clone(&gate), Arc::clone(&started));
-        pool.submit_cancellable(job(move || {
-            started.add(1);
-            gate.wait();
-            "blocker"
-        }))
-    };
+    let blocker = pool.submit_cancellable(gated(&gate, &started, "blocker"));
     started.wait_for(1);
     (pool, completions, signal, gate, blocker)
 }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use eventide_pool::PoolBuilder;
-use util::{Counter, Gate, collect, job};
+use util::{Counter, Gate, collect, gated, job};
 
 #[test]
 fn a_job_completes_with_its_value_and_its_handle() {
@@ -191,14 +191,7 @@ fn a_cancelled_job_reaches_a_round_too() {
     let (pool, mut completions, signal) = util::pool::<u32>(1);
     let gate = Gate::new();
     let started = Counter::new();
-    {
-        let (gate, started) = (Arc::clone(&gate), Arc::clone(&started));
-        pool.submit(job(move || {
-            started.add(1);
-            gate.wait();
-            1
-        }));
-    }
+    pool.submit(gated(&gate, &started, 1));
     started.wait_for(1);
     let token = pool.submit_cancellable(job(|| 2));
     pool.cancel(&token).unwrap();

@@ -11,20 +11,13 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use eventide_pool::{JobError, PoolBuilder, ThreadSpawn};
-use util::{Counter, Gate, TIMEOUT, collect, job};
+use util::{Counter, Gate, TIMEOUT, collect, gated, job};
 
 #[test]
 fn dropping_the_pool_finishes_running_jobs_and_fails_queued_ones_with_shut_down() {
     let (pool, mut completions, _signal) = util::pool::<usize>(1);
     let (gate, started) = (Gate::new(), Counter::new());
-    let running = {
-        let (gate, started) = (Arc::clone(&gate), Arc::clone(&started));
-        pool.submit(job(move || {
-            started.add(1);
-            gate.wait();
-            0
-        }))
-    };
+    let running = pool.submit(gated(&gate, &started, 0));
     started.wait_for(1);
     let queued: Vec<_> = (1..=10).map(|i| pool.submit(job(move || i))).collect();
     let (dropped_tx, dropped_rx) = mpsc::channel();

@@ -7,7 +7,7 @@ mod util;
 
 use std::sync::{Arc, Mutex};
 
-use util::{Counter, Gate, collect, job};
+use util::{Counter, Gate, collect, gated, job};
 
 /// Counts slow jobs running now and the most that ever ran at once.
 #[derive(Default)]
@@ -91,14 +91,7 @@ fn a_one_thread_pool_still_runs_slow_jobs() {
 fn a_queued_slow_job_can_be_cancelled() {
     let (pool, mut completions, signal) = util::pool::<u8>(2);
     let (gate, started) = (Gate::new(), Counter::new());
-    {
-        let (gate, started) = (Arc::clone(&gate), Arc::clone(&started));
-        pool.submit_slow_io(job(move || {
-            started.add(1);
-            gate.wait();
-            1
-        }));
-    }
+    pool.submit_slow_io(gated(&gate, &started, 1));
     started.wait_for(1);
     let queued = pool.submit_slow_io_cancellable(job(|| 2));
     assert_eq!(pool.cancel(&queued), Ok(()));

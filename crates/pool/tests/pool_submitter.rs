@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use eventide_pool::JobError;
-use util::{Counter, Gate, collect, job};
+use util::{Counter, Gate, collect, gated, job};
 
 #[test]
 fn a_submitters_jobs_complete_exactly_once_with_their_handles() {
@@ -55,14 +55,7 @@ fn there_is_one_submitter_at_a_time_and_dropping_it_gives_it_back() {
 fn jobs_left_in_a_dropped_submitter_still_run() {
     let (pool, mut completions, signal) = util::pool::<u32>(1);
     let (gate, started) = (Gate::new(), Counter::new());
-    {
-        let (gate, started) = (Arc::clone(&gate), Arc::clone(&started));
-        pool.submit(job(move || {
-            started.add(1);
-            gate.wait();
-            0
-        }));
-    }
+    pool.submit(gated(&gate, &started, 0));
     started.wait_for(1);
     let mut submitter = pool.submitter().unwrap();
     for i in 1..=50 {
@@ -82,14 +75,7 @@ fn jobs_left_in_a_dropped_submitter_still_run() {
 fn a_submitters_job_can_be_cancelled_while_queued() {
     let (pool, mut completions, signal) = util::pool::<u32>(1);
     let (gate, started) = (Gate::new(), Counter::new());
-    {
-        let (gate, started) = (Arc::clone(&gate), Arc::clone(&started));
-        pool.submit(job(move || {
-            started.add(1);
-            gate.wait();
-            0
-        }));
-    }
+    pool.submit(gated(&gate, &started, 0));
     started.wait_for(1);
     let mut submitter = pool.submitter().unwrap();
     let token = submitter.submit_cancellable(job(|| 1));
@@ -113,14 +99,7 @@ fn a_submission_after_the_pool_is_dropped_completes_with_shut_down() {
 fn dropping_the_pool_while_the_submitter_holds_jobs_fails_each_once() {
     let (pool, mut completions, signal) = util::pool::<u32>(1);
     let (gate, started) = (Gate::new(), Counter::new());
-    {
-        let (gate, started) = (Arc::clone(&gate), Arc::clone(&started));
-        pool.submit(job(move || {
-            started.add(1);
-            gate.wait();
-            0
-        }));
-    }
+    pool.submit(gated(&gate, &started, 0));
     started.wait_for(1);
     let mut submitter = pool.submitter().unwrap();
     let queued: Vec<_> = (1..=20).map(|i| submitter.submit(job(move || i))).collect();

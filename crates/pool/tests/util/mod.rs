@@ -72,6 +72,17 @@ pub fn job<R, F: FnOnce() -> R + Send + 'static>(f: F) -> DynJob<R> {
     Box::new(f)
 }
 
+/// A job that counts itself started on `started`, waits for `gate`, and
+/// returns `value`: the usual way to hold a worker.
+pub fn gated<R: Send + 'static>(gate: &Arc<Gate>, started: &Arc<Counter>, value: R) -> DynJob<R> {
+    let (gate, started) = (Arc::clone(gate), Arc::clone(started));
+    job(move || {
+        started.add(1);
+        gate.wait();
+        value
+    })
+}
+
 /// Drains until `n` completions arrived, waiting on `signal` between drains.
 /// Panics if they do not all arrive within [`TIMEOUT`].
 pub fn collect<R>(completions: &mut Completions<R>, signal: &Signal, n: usize) -> Vec<Done<R>> {
