@@ -162,6 +162,39 @@ impl Loop {
         }
     }
 
+    /// [`Loop::submit_io`] for a single-shot operation whose handler hears
+    /// of a refusal too: a refused operation's handler runs once, on the
+    /// next turn (never inside this call), with a completion carrying the
+    /// refusal's error and the operation's buffer. Returns the token, or
+    /// `None` when refused.
+    pub(crate) fn submit_io_reported(
+        &mut self,
+        op: Op,
+        on_complete: impl FnMut(&mut Loop, Completion) + 'static,
+    ) -> Option<Token> {
+        let id = self.io.handlers.insert(Boxed {
+            handler: Some(Box::new(on_complete)),
+            counted: true,
+        });
+        let token = token(BOXED, id);
+        let refused = match self.reactor.submit(token, op) {
+            Ok(()) => return Some(token),
+            Err(refused) => refused,
+        };
+        let mut handler = self.io.handlers.remove(id)?.handler?;
+        let completion = Completion {
+            token,
+            result: Err(refused.error),
+            buf: refused.op.into_buf(),
+            stat: None,
+            more: false,
+            file: None,
+            step: None,
+        };
+        self.defer(move |lp| handler(lp, completion));
+        None
+    }
+
     /// Submits a socket operation, dispatched by its token; `counted`
     /// says whether it keeps the loop alive (the caller then uncounts it
     /// on its final completion).

@@ -30,7 +30,6 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::RawFd;
 use std::path::PathBuf;
-use std::rc::Rc;
 use std::time::SystemTime;
 
 use eventide_reactor::{BackendKind, Completion, FileOps, Op, ReadFileStep, Token};
@@ -354,8 +353,8 @@ pub struct FsStats {
     /// does not have here).
     pub pool: u64,
     /// Tried on io_uring, finished on the pool: the kernel lacked the
-    /// operation (`EINVAL`, then success on the pool) or the submission
-    /// was refused. Also counted in `native`.
+    /// operation (`EINVAL`, then success on the pool). Also counted in
+    /// `native`.
     pub fallback: u64,
 }
 
@@ -473,15 +472,17 @@ fn on_uring<F: FnOnce(&mut Loop, Done) + 'static>(
     } else {
         None
     };
-    let slot = Rc::new(Cell::new(Some(done)));
-    let handler_slot = Rc::clone(&slot);
+    let mut done = Some(done);
+    // Runs once: with the operation's completion, or with the reactor's
+    // refusal (not expected on io_uring: a full queue is flushed, not
+    // refused), which is then the answer.
     let handler = move |lp: &mut Loop, c: Completion| {
-        let Some(done) = handler_slot.take() else {
+        let Some(done) = done.take() else {
             return;
         };
         let buf = c.buf.unwrap_or_default();
         let einval = matches!(&c.result, Err(e) if e.raw_os_error() == Some(libc::EINVAL));
-        if let (true, Some(mut again)) = (einval, retry.take()) {
+        if einval && let Some(mut again) = retry.take() {
             again.put_buf(buf);
             retry_on_pool(lp, kind, again, Box::new(done));
             return;
@@ -497,21 +498,7 @@ fn on_uring<F: FnOnce(&mut Loop, Done) + 'static>(
         let result = c.result.map(|n| decode(kind, n, c.stat.as_deref(), c.file));
         done(lp, Done { result, buf, step });
     };
-    let refused = match lp.submit_io(req.into_op(), handler) {
-        Ok(token) => return Some(token),
-        Err(refused) => refused,
-    };
-    {
-        // Not expected on io_uring (a full queue is flushed, not refused);
-        // the request is gone into the op, so report the error.
-        count_fallback();
-        let buf = refused.op.into_buf().unwrap_or_default();
-        if let Some(done) = slot.take() {
-            let error = refused.error;
-            lp.defer(move |lp| done(lp, Done::new(Err(error), buf)));
-        }
-    }
-    None
+    lp.submit_io_reported(req.into_op(), handler)
 }
 
 /// An `EINVAL` from the ring before the kind ever succeeded there: ask the
