@@ -395,8 +395,16 @@ pub(crate) struct ReadFile {
     pub(crate) dir: RawFd,
     pub(crate) path: CString,
     pub(crate) buf: Vec<u8>,
-    /// The descriptor once opened (-1 before).
+    /// The slot of the ring's fixed-file table the file is opened into (a
+    /// direct descriptor), when the ring has one free; else the file gets
+    /// an ordinary descriptor.
+    pub(crate) slot: Option<u32>,
+    /// The ordinary descriptor once opened, or (direct) once installed for
+    /// the caller to read on (-1 before).
     pub(crate) fd: RawFd,
+    /// Direct: the file goes on past the buffer, and this much was read;
+    /// its descriptor is being installed and the slot closed.
+    pub(crate) handoff: Option<usize>,
     /// Bytes the first read asks for, and the probe read after it.
     pub(crate) ask: usize,
     pub(crate) probe: usize,
@@ -576,6 +584,14 @@ impl Op {
     /// what was read, the descriptor comes back in [`Completion::file`]
     /// (the caller's to read on, at its current position, and to close).
     ///
+    /// Where the kernel allows, the file is opened as a *direct
+    /// descriptor* (a slot of a table registered with the ring, see
+    /// [`UringInfo::direct_files`](crate::UringInfo::direct_files)): it
+    /// takes no entry in the process's descriptor table, and the reads
+    /// skip the per-call descriptor lookup. A file that goes on past the
+    /// buffer then gets an ordinary descriptor for the caller
+    /// (`IORING_OP_FIXED_FD_INSTALL`) before its slot is closed.
+    ///
     /// Errors say which step failed in [`Completion::step`]. The spare
     /// capacity must be at least 2 bytes (else the submission is refused
     /// with `InvalidInput`).
@@ -584,7 +600,9 @@ impl Op {
             dir,
             path,
             buf,
+            slot: None,
             fd: -1,
+            handoff: None,
             ask: 0,
             probe: 0,
             first: None,

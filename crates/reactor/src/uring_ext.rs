@@ -24,4 +24,12 @@ pub struct UringInfo {
     pub provided_buffer_size: usize,
     /// Number of buffers in the provided-buffer ring (0 without one).
     pub provided_buffers: u16,
+    /// Slots of the fixed-file table [`Op::read_file`](crate::Op::read_file)
+    /// opens files into (direct descriptors): 0 until the first
+    /// `read_file` registers it, and 0 for good where the kernel cannot
+    /// (no `IORING_OP_FIXED_FD_INSTALL`, before 6.8), where registering
+    /// failed, or with `EVENTIDE_URING_NO_DIRECT` set; `read_file` then
+    /// uses ordinary descriptors, as it also does when every slot is
+    /// taken.
+    pub direct_files: u32,
 }

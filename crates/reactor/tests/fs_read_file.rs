@@ -1,7 +1,8 @@
 //! `Op::read_file` (open, linked read + probe read, close in one
-//! operation) on io_uring, and the file-operation set (`FileOps`) that
-//! decides what a reactor runs natively: on polling it is empty and every
-//! file operation comes back `Unsupported`, buffer and all.
+//! operation) on io_uring, with direct descriptors and (in a child process,
+//! `EVENTIDE_URING_NO_DIRECT`) without, and the file-operation set
+//! (`FileOps`) that decides what a reactor runs natively: on polling it is
+//! empty and every file operation comes back `Unsupported`, buffer and all.
 
 mod util;
 
@@ -16,6 +17,7 @@ conformance!(
     read_file_reports_the_failing_step,
     read_file_reads_a_pipe_to_its_end,
     read_file_cancelled_keeps_its_buffer_and_leaks_nothing,
+    read_file_reuses_direct_slots_and_overflows_to_ordinary_descriptors,
     restricted_file_ops_are_refused_with_the_buffer,
 );
 
@@ -264,6 +266,174 @@ fn restricted_file_ops_are_refused_with_the_buffer(r: &mut Reactor) {
     assert!(!Op::close(-1).is_file_op());
 }
 
+/// Whether this kernel is 6.8 or later (`IORING_OP_FIXED_FD_INSTALL`, which
+/// direct descriptors for `read_file` need).
+fn kernel_has_fixed_fd_install() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (6, 8)
+}
+
+/// More files at once than the direct-descriptor table has slots (256):
+/// the rest take ordinary descriptors; every file reads whole (small ones,
+/// and ones that go on past the buffer, whose descriptor is installed for
+/// the caller); every slot comes back (a second round fits again); no
+/// descriptor is left open.
+fn read_file_reuses_direct_slots_and_overflows_to_ordinary_descriptors(r: &mut Reactor) {
+    let dir = tempfile::tempdir().unwrap();
+    const FILES: u64 = 300;
+    let content = |i: u64| -> Vec<u8> {
+        // Every 10th file goes on past the 64-byte buffer.
+        let len = if i % 10 == 0 {
+            100 + i as usize
+        } else {
+            (i % 60) as usize
+        };
+        (0..len).map(|b| (b as u64 * 31 + i) as u8).collect()
+    };
+    for i in 0..FILES {
+        std::fs::write(dir.path().join(format!("f{i}")), content(i)).unwrap();
+    }
+    if refused_on_poll(r, read_file_op(&dir.path().join("f1"), 64)) {
+        return;
+    }
+    let expected_slots = if std::env::var_os("EVENTIDE_URING_NO_DIRECT").is_some()
+        || !kernel_has_fixed_fd_install()
+    {
+        0
+    } else {
+        256
+    };
+    for round in 0..2 {
+        for i in 0..FILES {
+            let path = dir.path().join(format!("f{i}"));
+            r.submit(Token(1000 * round + i), read_file_op(&path, 64))
+                .unwrap();
+        }
+        assert_eq!(r.uring_info().unwrap().direct_files, expected_slots);
+        let mut stash = Vec::new();
+        for i in 0..FILES {
+            let c = wait_for(r, Token(1000 * round + i), &mut stash);
+            let want = content(i);
+            let n = c.result.unwrap_or_else(|e| panic!("file {i}: {e}"));
+            let mut got = c.buf.unwrap();
+            assert_eq!(got.len(), n);
+            if let Some(fd) = c.file {
+                // Past the first read's 56 bytes, the probe cannot see the
+                // end: the file goes on.
+                assert!(want.len() > 56, "file {i} went on: {} bytes", want.len());
+                std::io::Read::read_to_end(&mut unsafe_file(fd), &mut got).unwrap();
+            }
+            assert_eq!(got, want, "file {i}, round {round}");
+        }
+        assert_eq!(r.in_flight(), 0);
+        assert_eq!(open_under(dir.path()), 0, "every file was closed");
+    }
+}
+
+/// Runs the ignored test `child` in a child process with `env` (io_uring
+/// compiled in only) and checks it ran to its end or skipped.
+fn uring_child(child: &str, env: &[(&str, &str)]) {
+    if !BackendKind::compiled().contains(&BackendKind::Uring) {
+        return;
+    }
+    let out = run_child(child, env);
+    assert!(out.contains("checked") || out.contains("skipped"), "{out}");
+}
+
+/// The read_file cases again without direct descriptors.
+#[test]
+fn read_file_without_direct_descriptors() {
+    uring_child(
+        "read_file_without_direct_descriptors_child",
+        &[("EVENTIDE_URING_NO_DIRECT", "1")],
+    );
+}
+
+#[test]
+#[ignore = "run by read_file_without_direct_descriptors in a child process"]
+fn read_file_without_direct_descriptors_child() {
+    assert!(in_child());
+    let cases: [fn(&mut Reactor); 6] = [
+        read_file_reads_small_files_whole,
+        read_file_hands_back_the_open_file_when_it_goes_on,
+        read_file_reports_the_failing_step,
+        read_file_reads_a_pipe_to_its_end,
+        read_file_cancelled_keeps_its_buffer_and_leaks_nothing,
+        read_file_reuses_direct_slots_and_overflows_to_ordinary_descriptors,
+    ];
+    for case in cases {
+        let Some(mut r) = reactor_for(BackendKind::Uring) else {
+            return;
+        };
+        case(&mut r);
+        assert_eq!(r.uring_info().unwrap().direct_files, 0);
+    }
+    eprintln!("checked");
+}
+
+/// Direct descriptors take no entry in the process's descriptor table, and
+/// a slot is free again once its file is closed: with the descriptor limit
+/// at the table's size, round after round of 250 files at once all read
+/// (ordinary descriptors would run out: a slot that did not come back
+/// shows as `EMFILE`).
+#[test]
+fn read_file_direct_slots_come_back() {
+    if kernel_has_fixed_fd_install() {
+        uring_child("read_file_direct_slots_come_back_child", &[]);
+    }
+}
+
+#[test]
+#[ignore = "run by read_file_direct_slots_come_back in a child process"]
+fn read_file_direct_slots_come_back_child() {
+    assert!(in_child());
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    assert_eq!(got, 0);
+    if limit.rlim_max < 256 {
+        eprintln!("skipped: the descriptor limit is below 256");
+        return;
+    }
+    limit.rlim_cur = 256;
+    // SAFETY: setrlimit reads the struct it is given.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+    let Some(mut r) = reactor_for(BackendKind::Uring) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    const FILES: u64 = 250;
+    for i in 0..FILES {
+        std::fs::write(dir.path().join(format!("f{i}")), i.to_string()).unwrap();
+    }
+    for round in 0..3 {
+        for i in 0..FILES {
+            let path = dir.path().join(format!("f{i}"));
+            r.submit(Token(1000 * round + i), read_file_op(&path, 64))
+                .unwrap();
+        }
+        let mut stash = Vec::new();
+        for i in 0..FILES {
+            let c = wait_for(&mut r, Token(1000 * round + i), &mut stash);
+            let n = c
+                .result
+                .unwrap_or_else(|e| panic!("round {round}, file {i}: {e}"));
+            assert_eq!(c.buf.unwrap(), i.to_string().as_bytes());
+            assert_eq!((n, c.file), (i.to_string().len(), None));
+        }
+        assert_eq!(r.uring_info().unwrap().direct_files, 256);
+    }
+    eprintln!("checked");
+}
+
 #[test]
 fn file_ops_parse_lists() {
     assert_eq!(FileOps::parse("all").unwrap(), FileOps::ALL);
@@ -284,17 +454,13 @@ fn file_ops_parse_lists() {
 /// say so).
 #[test]
 fn environment_narrows_file_ops() {
-    if !BackendKind::compiled().contains(&BackendKind::Uring) {
-        return;
-    }
-    let out = run_child(
+    uring_child(
         "environment_narrows_file_ops_child",
         &[
             ("EVENTIDE_URING_FILE_OPS", "all,-mkdirat"),
             ("EVENTIDE_URING_FILE_OPS_EINVAL", "statx"),
         ],
     );
-    assert!(out.contains("checked") || out.contains("skipped"), "{out}");
 }
 
 #[test]

@@ -16,7 +16,7 @@
 use crate::Token;
 
 /// A slab key: slot index in the low 32 bits, the slot's generation (1 to
-/// 2^29 - 1) above; never 0.
+/// 2^28 - 1) above; never 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Key(u64);
 
@@ -177,9 +177,9 @@ impl<T: Tokened> Slab<T> {
     }
 
     /// Stores `value` under `token` (its own); the caller checked the
-    /// token is free. Generations are 29 bits, so a key never has bits 61
+    /// token is free. Generations are 28 bits, so a key never has bits 60
     /// to 63 set (the io_uring backend tags its internal operations with
-    /// bit 63 and the steps of a multi-step operation with bits 61 and 62).
+    /// bit 63 and the steps of a multi-step operation with bits 60 to 62).
     pub(crate) fn insert(&mut self, token: Token, value: T) -> Key {
         debug_assert_eq!(token, value.token());
         if (self.len + 1) * 4 > self.index.len() * 3 {
@@ -200,7 +200,7 @@ impl<T: Tokened> Slab<T> {
         let slot = &mut self.slots[index];
         // Never 0, so neither is a key (the polling backend's queues use 0
         // for "none").
-        slot.generation = (slot.generation & 0x1fff_ffff) % 0x1fff_ffff + 1;
+        slot.generation = (slot.generation & 0x0fff_ffff) % 0x0fff_ffff + 1;
         slot.cancelled = false;
         slot.value = Some(value);
         let key = Key((u64::from(slot.generation) << 32) | index as u64);
