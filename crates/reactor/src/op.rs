@@ -586,7 +586,7 @@ impl Op {
     ///
     /// Where the kernel allows, the file is opened as a *direct
     /// descriptor* (a slot of a table registered with the ring, see
-    /// [`UringInfo::direct_files`](crate::UringInfo::direct_files)): it
+    /// [`UringInfo::direct_files`](crate::uring_ext::UringInfo::direct_files)): it
     /// takes no entry in the process's descriptor table, and the reads
     /// skip the per-call descriptor lookup. A file that goes on past the
     /// buffer then gets an ordinary descriptor for the caller
