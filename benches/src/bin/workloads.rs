@@ -16,6 +16,9 @@ mod common;
 mod dispatch;
 #[path = "workloads/fs.rs"]
 mod fs;
+#[cfg(target_os = "linux")]
+#[path = "workloads/fs_raw.rs"]
+mod fs_raw;
 #[path = "workloads/net.rs"]
 mod net;
 #[path = "workloads/pool.rs"]
@@ -47,6 +50,12 @@ workloads (shared/bench/WORKLOADS.md):
   W7   cross-thread-post   1M LoopHandle posts from a foreign thread (msgs/s)
   W8   fs-read-small       read_file of 10,000 files of 4 KiB, 64 in flight (files/s)
   W9   fs-stat             100,000 stats over those files, 64 in flight (stats/s)
+  W8-raw SHAPE             W8's files, the same setup, read on raw io_uring
+                           without eventide (Linux): SHAPE 3op (the anchors'
+                           floor: open, read, close; a short read is the end),
+                           probe (eventide's requests: a NOWAIT read hard-linked
+                           to a probe read that proves the end) or probe-direct
+                           (the same on direct descriptors)
   echo-server PORT LIFETIME_S
                            the W5/W10 echo server on 127.0.0.1:PORT, for the
                            anchors' harness (anchors/io/run, system 'custom');
@@ -55,6 +64,28 @@ workloads (shared/bench/WORKLOADS.md):
 --backend: the reactor backend (default auto: io_uring if allowed, else poll).
 Prints one RESULT line on stdout; exits 1 if the workload's self-check fails,
 2 on a usage error.";
+
+/// `W8-raw SHAPE` (see `fs_raw`).
+#[cfg(target_os = "linux")]
+fn w8_raw(positional: &[String], backend: BackendChoice) -> ExitCode {
+    let [_, shape] = positional else {
+        return usage_error("W8-raw needs one SHAPE: 3op, probe or probe-direct");
+    };
+    let Some(shape) = fs_raw::Shape::parse(shape) else {
+        return usage_error(&format!(
+            "unknown W8-raw shape '{shape}' (3op, probe or probe-direct)"
+        ));
+    };
+    let mut run = Run::new("W8".to_owned(), backend);
+    fs_raw::w8_raw(&mut run, shape);
+    ExitCode::SUCCESS
+}
+
+/// `W8-raw` talks to io_uring, which only Linux has.
+#[cfg(not(target_os = "linux"))]
+fn w8_raw(_: &[String], _: BackendChoice) -> ExitCode {
+    usage_error("W8-raw needs Linux (io_uring)")
+}
 
 /// A usage error: the message, then the usage text, on stderr; exit 2.
 fn usage_error(message: &str) -> ExitCode {
@@ -111,6 +142,9 @@ fn main() -> ExitCode {
         let mut run = Run::new("echo-server".to_owned(), backend);
         net::echo_server(&mut run, port, lifetime);
         return ExitCode::SUCCESS;
+    }
+    if workload.eq_ignore_ascii_case("W8-raw") {
+        return w8_raw(&positional, backend);
     }
     if let Some(extra) = positional.get(1) {
         return usage_error(&format!(

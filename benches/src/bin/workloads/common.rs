@@ -13,6 +13,9 @@ pub(crate) const POOL_THREADS: usize = 4;
 pub(crate) struct Run {
     workload: String,
     system: String,
+    /// False for a run that does not go through eventide (its RESULT line
+    /// then names no backend or eventide version).
+    through_eventide: bool,
     /// The loop under test, built with the chosen backend and 4 pool threads.
     pub(crate) lp: Loop,
 }
@@ -37,8 +40,16 @@ impl Run {
         Run {
             workload,
             system,
+            through_eventide: true,
             lp,
         }
+    }
+
+    /// Names the system measured when it is not eventide (a raw baseline
+    /// run beside it, with the same setup).
+    pub(crate) fn set_system(&mut self, system: &str) {
+        self.system = system.to_owned();
+        self.through_eventide = false;
     }
 
     /// Prints why the self-check failed, on stderr, and exits 1.
@@ -59,11 +70,13 @@ impl Run {
         for (key, value) in extra {
             line.push_str(&format!(" {key}={value}"));
         }
-        line.push_str(&format!(
-            " backend={} eventide={}",
-            self.lp.backend(),
-            env!("CARGO_PKG_VERSION")
-        ));
+        if self.through_eventide {
+            line.push_str(&format!(
+                " backend={} eventide={}",
+                self.lp.backend(),
+                env!("CARGO_PKG_VERSION")
+            ));
+        }
         println!("{line}");
     }
 }
