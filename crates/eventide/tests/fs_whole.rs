@@ -46,6 +46,14 @@ fn read_file_reads_a_file_of_unknown_size_to_its_end(lp: &mut Loop) {
             .unwrap()
             .is_empty()
     );
+    // A sysfs attribute reports a page (4096) and holds a line: the size
+    // is an upper bound, the end is where a read returns 0.
+    let attr = "/sys/kernel/mm/transparent_hugepage/enabled";
+    if let Ok(want) = std::fs::read(attr) {
+        assert!(std::fs::metadata(attr).unwrap().len() > want.len() as u64);
+        let got = outcome(lp, |lp, done| lp.fs().read_file(attr, done)).unwrap();
+        assert_eq!(got, want);
+    }
 }
 
 fn read_file_errors_are_nodes(lp: &mut Loop) {

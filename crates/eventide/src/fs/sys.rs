@@ -44,8 +44,11 @@ pub(crate) fn run(req: Req) -> Done {
     }
 }
 
-/// A whole file in one job: open, fstat (the size, to size the buffer),
-/// reads until one returns 0, close. Errors name the step that failed.
+/// A whole file in one job: open, fstat, reads, close, as Node's
+/// `fs.readFile`: a regular file with a size is read up to that size (or
+/// to a read that returns 0, if it shrank); anything else (pipes, `/proc`
+/// files, whose size is 0) until a read returns 0. Errors name the step
+/// that failed.
 fn read_file(path: &CStr, mut buf: Vec<u8>) -> Done {
     let fail = |error, buf, step| Done {
         result: Err(error),
@@ -60,16 +63,20 @@ fn read_file(path: &CStr, mut buf: Vec<u8>) -> Done {
     // SAFETY: `stat` is a plain C struct; all-zero is a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // `fd` is open; `st` is a writable stat record.
-    if syscall!(fstat(fd, &mut st)).is_ok() && st.st_size > 0 {
-        // Room for the whole file and one byte more: the read that sees
-        // the end then needs no bigger buffer.
-        let want = (st.st_size as usize).saturating_add(1);
+    let start = buf.len();
+    let mut size = None;
+    if syscall!(fstat(fd, &mut st)).is_ok()
+        && st.st_mode & libc::S_IFMT == libc::S_IFREG
+        && st.st_size > 0
+    {
+        let want = st.st_size as usize;
+        size = Some(want);
         let spare = buf.capacity() - buf.len();
         if want > spare {
             buf.reserve_exact(want - spare);
         }
     }
-    loop {
+    while size.is_none_or(|size| buf.len() - start < size) {
         if buf.len() == buf.capacity() {
             buf.reserve(buf.len().max(64 * 1024));
         }
