@@ -815,218 +815,222 @@ impl Uring {
     /// close, or (direct descriptors) the install of an ordinary descriptor.
     /// Moves the entry on to its next step, or finishes it.
     fn on_read_file(&mut self, key: Key, step: u64, res: i32, out: &mut VecDeque<Completion>) {
+        match step {
+            0 => self.read_file_opened(key, res, out),
+            STEP_READ | STEP_PROBE => self.read_file_read(key, step, res, out),
+            STEP_INSTALL => self.read_file_installed(key, res),
+            _ => self.read_file_closed(key, res, out),
+        }
+    }
+
+    /// The read_file entry under `key`, and whether it was cancelled.
+    fn read_file_state(&mut self, key: Key) -> Option<(&mut crate::op::ReadFile, bool)> {
         let was_cancelled = self.ops.is_cancelled(key);
-        let Some(Inflight {
-            kind: OpKind::ReadFile(rf),
-            ..
-        }) = self.ops.get_mut(key)
-        else {
+        match self.ops.get_mut(key) {
+            Some(Inflight {
+                kind: OpKind::ReadFile(rf),
+                ..
+            }) => Some((&mut **rf, was_cancelled)),
+            _ => None,
+        }
+    }
+
+    /// The open completed: queue the two reads (or end).
+    fn read_file_opened(&mut self, key: Key, res: i32, out: &mut VecDeque<Completion>) {
+        let Some((rf, was_cancelled)) = self.read_file_state(key) else {
             return;
         };
-        let crate::op::ReadFile {
-            buf,
-            slot,
-            fd,
-            handoff,
-            ask,
-            probe,
-            first,
-            second,
-            step: at,
-            outcome,
-            ..
-        } = &mut **rf;
-        let slot = *slot;
-        match step {
-            0 => {
-                // An ordinary open gives the descriptor; a direct one, 0.
-                let opened = match (raw_result(res), slot) {
-                    (Ok(n), None) if !was_cancelled => n as RawFd,
-                    (Ok(_), Some(_)) if !was_cancelled => -1,
-                    (Ok(n), None) => {
-                        close_fd(n as RawFd);
-                        return self.finish_read_file(
-                            key,
-                            Err(cancelled()),
-                            None,
-                            ReadFileStep::Open,
-                            out,
-                        );
-                    }
-                    (Ok(_), Some(k)) => {
-                        // Opened into the slot after all: close it first.
-                        *outcome = Some(-libc::ECANCELED);
-                        *at = ReadFileStep::Close;
-                        return self
-                            .push(&close_sqe_for(Some(k), -1).user_data(ud_of(key, STEP_CLOSE)));
-                    }
-                    (Err(error), _) => {
-                        return self.finish_read_file(
-                            key,
-                            Err(error),
-                            None,
-                            ReadFileStep::Open,
-                            out,
-                        );
-                    }
-                };
-                *fd = opened;
-                *at = ReadFileStep::Read;
-                let spare = buf.capacity() - buf.len();
-                *probe = (spare / 8).clamp(1, 4096);
-                *ask = spare - *probe;
-                let base = buf.spare_capacity_mut().as_mut_ptr().cast::<u8>();
-                // SAFETY: `ask < spare`, so `base + ask` and the probe's
-                // range `ask..spare` lie inside the spare capacity.
-                let probe_at = unsafe { base.add(*ask) };
-                // Offset -1: the file position (both reads then also work
-                // on pipes); a short first read breaks a plain link, so the
-                // probe hangs on a hard one and always runs. The first read
-                // takes only what is there at once (RWF_NOWAIT: no retry in
-                // the kernel, which for a regular file would look for the
-                // end itself; the probe does that, once).
-                let (read, probe_read) = match slot {
-                    Some(k) => (
-                        opcode::Read::new(types::Fixed(k), base, clamp(*ask)),
-                        opcode::Read::new(types::Fixed(k), probe_at, clamp(*probe)),
-                    ),
-                    None => (
-                        opcode::Read::new(types::Fd(opened), base, clamp(*ask)),
-                        opcode::Read::new(types::Fd(opened), probe_at, clamp(*probe)),
-                    ),
-                };
-                let read = read
-                    .offset(u64::MAX)
-                    .rw_flags(libc::RWF_NOWAIT)
-                    .build()
-                    .flags(squeue::Flags::IO_HARDLINK)
-                    .user_data(ud_of(key, STEP_READ));
-                let probe_read = probe_read
-                    .offset(u64::MAX)
-                    .build()
-                    .user_data(ud_of(key, STEP_PROBE));
-                self.push_all(&[read, probe_read]);
+        // An ordinary open gives the descriptor; a direct one, 0.
+        let opened = match (raw_result(res), rf.slot) {
+            (Err(error), _) => {
+                return self.finish_read_file(key, Err(error), None, ReadFileStep::Open, out);
             }
-            STEP_READ | STEP_PROBE => {
-                if step == STEP_READ {
-                    *first = Some(res);
-                } else {
-                    *second = Some(res);
-                }
-                let (Some(r1), Some(r2)) = (*first, *second) else {
-                    // The other read is still to come. A cancel cannot
-                    // reach a linked request before it starts, and the
-                    // probe starts once the first read ends (the hard
-                    // link): cancel it now that it runs.
-                    if was_cancelled && step == STEP_READ {
-                        let sqe = opcode::AsyncCancel::new(ud_of(key, STEP_PROBE))
-                            .build()
-                            .user_data(UD_IGNORE);
-                        self.push(&sqe);
-                    }
-                    return;
-                };
-                // The first read does not wait (RWF_NOWAIT): what is not
-                // cached yet (EAGAIN), or a file that cannot say so
-                // (EOPNOTSUPP: directories, /proc), it leaves to the probe,
-                // which reads at the same position and waits.
-                let r1 = if r1 == -libc::EAGAIN || r1 == -libc::EOPNOTSUPP {
-                    0
-                } else {
-                    r1
-                };
-                let done = if was_cancelled {
-                    -libc::ECANCELED
-                } else if r1 < 0 {
-                    r1
-                } else if r2 < 0 {
-                    r2
-                } else {
-                    let n = (r1 as usize).min(*ask);
-                    let m = (r2 as usize).min(*probe);
-                    let len = buf.len();
-                    if m > 0 && n < *ask {
-                        // The probe's bytes follow the first read's.
-                        let spare = buf.spare_capacity_mut();
-                        spare.copy_within(*ask..*ask + m, n);
-                    }
-                    // SAFETY: the kernel initialised `n` bytes at the start
-                    // of the spare capacity and `m` at `ask`, which now
-                    // follow them.
-                    unsafe { buf.set_len(len + n + m) };
-                    if m > 0 {
-                        // Not at the end: the caller reads on, with an
-                        // ordinary descriptor.
-                        let total = n + m;
-                        let Some(k) = slot else {
-                            let open = std::mem::replace(fd, -1);
-                            return self.finish_read_file(
-                                key,
-                                Ok(total),
-                                Some(open),
-                                ReadFileStep::Read,
-                                out,
-                            );
-                        };
-                        // Install one (it shares the file and its
-                        // position), then close the slot whatever the
-                        // install did (a hard link survives failure).
-                        *handoff = Some(total);
-                        *at = ReadFileStep::Close;
-                        let install = opcode::FixedFdInstall::new(types::Fixed(k), 0)
-                            .build()
-                            .flags(squeue::Flags::IO_HARDLINK)
-                            .user_data(ud_of(key, STEP_INSTALL));
-                        let close = close_sqe_for(Some(k), -1).user_data(ud_of(key, STEP_CLOSE));
-                        return self.push_all(&[install, close]);
-                    }
-                    n as i32
-                };
-                *outcome = Some(done);
-                *at = ReadFileStep::Close;
-                let close = close_sqe_for(slot, std::mem::replace(fd, -1));
-                self.push(&close.user_data(ud_of(key, STEP_CLOSE)));
+            (Ok(n), None) if was_cancelled => {
+                close_fd(n as RawFd);
+                return self.finish_read_file(key, Err(cancelled()), None, ReadFileStep::Open, out);
             }
-            STEP_INSTALL => {
-                // The close of the slot follows; keep what the install gave.
-                if res >= 0 && was_cancelled {
-                    close_fd(res);
-                    *outcome = Some(-libc::ECANCELED);
-                } else if res >= 0 {
-                    *fd = res;
-                } else {
-                    *outcome = Some(res);
-                }
+            (Ok(_), Some(k)) if was_cancelled => {
+                // Opened into the slot after all: close it first.
+                rf.outcome = Some(-libc::ECANCELED);
+                rf.step = ReadFileStep::Close;
+                let close = close_sqe_for(Some(k), -1).user_data(ud_of(key, STEP_CLOSE));
+                return self.push(&close);
             }
-            _ => {
-                if let Some(total) = handoff.take() {
-                    // Direct, going on: the installed descriptor is the
-                    // caller's; a failed install (EMFILE...) is an error of
-                    // the open, as it would have been without the slot.
-                    let installed = std::mem::replace(fd, -1);
-                    let (result, file, step) = match outcome.take() {
-                        Some(err) => (raw_result(err), None, ReadFileStep::Open),
-                        None if installed >= 0 => (Ok(total), Some(installed), ReadFileStep::Read),
-                        None => (
-                            Err(io::Error::other("read_file: install gave no descriptor")),
-                            None,
-                            ReadFileStep::Open,
-                        ),
-                    };
-                    return self.finish_read_file(key, result, file, step, out);
-                }
-                let (done, step) = match outcome.take() {
-                    Some(n) if n >= 0 && res < 0 => (raw_result(res), ReadFileStep::Close),
-                    Some(n) if n >= 0 => (raw_result(n), ReadFileStep::Close),
-                    Some(err) => (raw_result(err), ReadFileStep::Read),
-                    None => (
-                        Err(io::Error::other("read_file closed twice")),
-                        ReadFileStep::Close,
-                    ),
-                };
-                self.finish_read_file(key, done, None, step, out);
-            }
+            (Ok(n), None) => n as RawFd,
+            (Ok(_), Some(_)) => -1,
+        };
+        rf.fd = opened;
+        rf.step = ReadFileStep::Read;
+        let spare = rf.buf.capacity() - rf.buf.len();
+        rf.probe = (spare / 8).clamp(1, 4096);
+        rf.ask = spare - rf.probe;
+        let base = rf.buf.spare_capacity_mut().as_mut_ptr().cast::<u8>();
+        // SAFETY: `ask < spare`, so `base + ask` and the probe's range
+        // `ask..spare` lie inside the spare capacity.
+        let probe_at = unsafe { base.add(rf.ask) };
+        let (ask, probe) = (clamp(rf.ask), clamp(rf.probe));
+        // Offset -1: the file position (both reads then also work on
+        // pipes); a short first read breaks a plain link, so the probe
+        // hangs on a hard one and always runs. The first read takes only
+        // what is there at once (RWF_NOWAIT: no retry in the kernel, which
+        // for a regular file would look for the end itself; the probe does
+        // that, once).
+        let (read, probe_read) = match rf.slot {
+            Some(k) => (
+                opcode::Read::new(types::Fixed(k), base, ask),
+                opcode::Read::new(types::Fixed(k), probe_at, probe),
+            ),
+            None => (
+                opcode::Read::new(types::Fd(opened), base, ask),
+                opcode::Read::new(types::Fd(opened), probe_at, probe),
+            ),
+        };
+        let read = read
+            .offset(u64::MAX)
+            .rw_flags(libc::RWF_NOWAIT)
+            .build()
+            .flags(squeue::Flags::IO_HARDLINK)
+            .user_data(ud_of(key, STEP_READ));
+        let probe_read = probe_read
+            .offset(u64::MAX)
+            .build()
+            .user_data(ud_of(key, STEP_PROBE));
+        self.push_all(&[read, probe_read]);
+    }
+
+    /// One of the two reads completed; once both have: the file ended
+    /// (close it), failed (close it), or goes on (hand it over).
+    fn read_file_read(&mut self, key: Key, step: u64, res: i32, out: &mut VecDeque<Completion>) {
+        let Some((rf, was_cancelled)) = self.read_file_state(key) else {
+            return;
+        };
+        if step == STEP_READ {
+            rf.first = Some(res);
+        } else {
+            rf.second = Some(res);
         }
+        let (Some(r1), Some(r2)) = (rf.first, rf.second) else {
+            // The other read is still to come. A cancel cannot reach a
+            // linked request before it starts, and the probe starts once
+            // the first read ends (the hard link): cancel it now that it
+            // runs.
+            if was_cancelled && step == STEP_READ {
+                let sqe = opcode::AsyncCancel::new(ud_of(key, STEP_PROBE))
+                    .build()
+                    .user_data(UD_IGNORE);
+                self.push(&sqe);
+            }
+            return;
+        };
+        // The first read does not wait (RWF_NOWAIT): what is not cached yet
+        // (EAGAIN), or a file that cannot say so (EOPNOTSUPP: directories,
+        // /proc), it leaves to the probe, which reads at the same position
+        // and waits.
+        let r1 = if r1 == -libc::EAGAIN || r1 == -libc::EOPNOTSUPP {
+            0
+        } else {
+            r1
+        };
+        let done = if was_cancelled {
+            -libc::ECANCELED
+        } else if r1 < 0 {
+            r1
+        } else if r2 < 0 {
+            r2
+        } else {
+            let n = (r1 as usize).min(rf.ask);
+            let m = (r2 as usize).min(rf.probe);
+            let len = rf.buf.len();
+            if m > 0 && n < rf.ask {
+                // The probe's bytes follow the first read's.
+                let ask = rf.ask;
+                rf.buf.spare_capacity_mut().copy_within(ask..ask + m, n);
+            }
+            // SAFETY: the kernel initialised `n` bytes at the start of the
+            // spare capacity and `m` at `ask`, which now follow them.
+            unsafe { rf.buf.set_len(len + n + m) };
+            if m > 0 {
+                return self.read_file_goes_on(key, n + m, out);
+            }
+            n as i32
+        };
+        rf.outcome = Some(done);
+        rf.step = ReadFileStep::Close;
+        let close = close_sqe_for(rf.slot, std::mem::replace(&mut rf.fd, -1));
+        self.push(&close.user_data(ud_of(key, STEP_CLOSE)));
+    }
+
+    /// The probe found more than the buffer holds: the caller reads on,
+    /// with an ordinary descriptor. A direct one is installed as one (it
+    /// shares the file and its position), then its slot closed whatever
+    /// the install did (a hard link survives failure).
+    fn read_file_goes_on(&mut self, key: Key, total: usize, out: &mut VecDeque<Completion>) {
+        let Some((rf, _)) = self.read_file_state(key) else {
+            return;
+        };
+        let Some(k) = rf.slot else {
+            let open = std::mem::replace(&mut rf.fd, -1);
+            return self.finish_read_file(key, Ok(total), Some(open), ReadFileStep::Read, out);
+        };
+        rf.handoff = Some(total);
+        rf.step = ReadFileStep::Close;
+        let install = opcode::FixedFdInstall::new(types::Fixed(k), 0)
+            .build()
+            .flags(squeue::Flags::IO_HARDLINK)
+            .user_data(ud_of(key, STEP_INSTALL));
+        let close = close_sqe_for(Some(k), -1).user_data(ud_of(key, STEP_CLOSE));
+        self.push_all(&[install, close]);
+    }
+
+    /// The install of a direct descriptor as an ordinary one completed;
+    /// the slot's close follows. Keeps what the install gave.
+    fn read_file_installed(&mut self, key: Key, res: i32) {
+        let Some((rf, was_cancelled)) = self.read_file_state(key) else {
+            return;
+        };
+        if res >= 0 && was_cancelled {
+            close_fd(res);
+            rf.outcome = Some(-libc::ECANCELED);
+        } else if res >= 0 {
+            rf.fd = res;
+        } else {
+            rf.outcome = Some(res);
+        }
+    }
+
+    /// The close completed: the caller's one completion.
+    fn read_file_closed(&mut self, key: Key, res: i32, out: &mut VecDeque<Completion>) {
+        let Some((rf, _)) = self.read_file_state(key) else {
+            return;
+        };
+        if let Some(total) = rf.handoff.take() {
+            // Direct, going on: the installed descriptor is the caller's; a
+            // failed install (EMFILE...) is an error of the open, as it
+            // would have been without the slot.
+            let installed = std::mem::replace(&mut rf.fd, -1);
+            let (result, file, step) = match rf.outcome.take() {
+                Some(err) => (raw_result(err), None, ReadFileStep::Open),
+                None if installed >= 0 => (Ok(total), Some(installed), ReadFileStep::Read),
+                None => (
+                    Err(io::Error::other(
+                        "read_file: the install gave no descriptor",
+                    )),
+                    None,
+                    ReadFileStep::Open,
+                ),
+            };
+            return self.finish_read_file(key, result, file, step, out);
+        }
+        let (done, step) = match rf.outcome.take() {
+            Some(n) if n >= 0 && res < 0 => (raw_result(res), ReadFileStep::Close),
+            Some(n) if n >= 0 => (raw_result(n), ReadFileStep::Close),
+            Some(err) => (raw_result(err), ReadFileStep::Read),
+            None => (
+                Err(io::Error::other("read_file closed twice")),
+                ReadFileStep::Close,
+            ),
+        };
+        self.finish_read_file(key, done, None, step, out);
     }
 
     /// Removes a read_file entry and queues its final completion. Its
