@@ -278,6 +278,19 @@ fn kernel_has_fixed_fd_install() -> bool {
     (major, minor) >= (6, 8)
 }
 
+/// The limits on descriptors (a fixed-file table may not be larger than
+/// the soft one).
+fn descriptor_limits() -> libc::rlimit {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    assert_eq!(got, 0);
+    limit
+}
+
 /// More files at once than the direct-descriptor table has slots (256):
 /// the rest take ordinary descriptors; every file reads whole (small ones,
 /// and ones that go on past the buffer, whose descriptor is installed for
@@ -303,6 +316,7 @@ fn read_file_reuses_direct_slots_and_overflows_to_ordinary_descriptors(r: &mut R
     }
     let expected_slots = if std::env::var_os("EVENTIDE_URING_NO_DIRECT").is_some()
         || !kernel_has_fixed_fd_install()
+        || descriptor_limits().rlim_cur < 256
     {
         0
     } else {
@@ -392,13 +406,7 @@ fn read_file_direct_slots_come_back() {
 #[ignore = "run by read_file_direct_slots_come_back in a child process"]
 fn read_file_direct_slots_come_back_child() {
     assert!(in_child());
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes the struct it is given.
-    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    assert_eq!(got, 0);
+    let mut limit = descriptor_limits();
     if limit.rlim_max < 256 {
         eprintln!("skipped: the descriptor limit is below 256");
         return;
