@@ -148,18 +148,8 @@ impl Loop {
         op: Op,
         on_complete: impl FnMut(&mut Loop, Completion) + 'static,
     ) -> Result<Token, SubmitError> {
-        let id = self.io.handlers.insert(Boxed {
-            handler: Some(Box::new(on_complete)),
-            counted: true,
-        });
-        let token = token(BOXED, id);
-        match self.reactor.submit(token, op) {
-            Ok(()) => Ok(token),
-            Err(refused) => {
-                self.io.handlers.remove(id);
-                Err(refused)
-            }
-        }
+        self.submit_boxed(op, Box::new(on_complete))
+            .map_err(|(refused, _, _)| refused)
     }
 
     /// [`Loop::submit_io`] for a single-shot operation whose handler hears
@@ -172,16 +162,11 @@ impl Loop {
         op: Op,
         on_complete: impl FnMut(&mut Loop, Completion) + 'static,
     ) -> Option<Token> {
-        let id = self.io.handlers.insert(Boxed {
-            handler: Some(Box::new(on_complete)),
-            counted: true,
-        });
-        let token = token(BOXED, id);
-        let refused = match self.reactor.submit(token, op) {
-            Ok(()) => return Some(token),
+        let (refused, token, handler) = match self.submit_boxed(op, Box::new(on_complete)) {
+            Ok(token) => return Some(token),
             Err(refused) => refused,
         };
-        let mut handler = self.io.handlers.remove(id)?.handler?;
+        let mut handler = handler?;
         let completion = Completion {
             token,
             result: Err(refused.error),
@@ -193,6 +178,28 @@ impl Loop {
         };
         self.defer(move |lp| handler(lp, completion));
         None
+    }
+
+    /// Stores `handler` under a new token and submits `op` with it; on a
+    /// refusal the handler comes back, unstored, with the token it had.
+    #[allow(clippy::result_large_err)] // The reactor's error, handed on.
+    fn submit_boxed(
+        &mut self,
+        op: Op,
+        handler: OnComplete,
+    ) -> Result<Token, (SubmitError, Token, Option<OnComplete>)> {
+        let id = self.io.handlers.insert(Boxed {
+            handler: Some(handler),
+            counted: true,
+        });
+        let token = token(BOXED, id);
+        match self.reactor.submit(token, op) {
+            Ok(()) => Ok(token),
+            Err(refused) => {
+                let handler = self.io.handlers.remove(id).and_then(|b| b.handler);
+                Err((refused, token, handler))
+            }
+        }
     }
 
     /// Submits a socket operation, dispatched by its token; `counted`
