@@ -5,9 +5,9 @@
 //!
 //! Mapping: the script's top-level code is the code before `run()`;
 //! `Promise.resolve().then(f)` and `queueMicrotask(f)` are
-//! `queue_microtask(f)`; an I/O callback is a pool work callback (it runs in
-//! the poll phase, as `fs.readFile`'s does); `process.on('exit')` is the
-//! code after `run()` returns.
+//! `queue_microtask(f)`; `fs.readFile` is `fs().read_file` (case 05, also
+//! run with a pool work callback, which runs in the poll phase too);
+//! `process.on('exit')` is the code after `run()` returns.
 //!
 //! Not ported, with the reason: 03 (ES-module top level runs inside a
 //! microtask job: Rust has no module job, so eventide follows the CommonJS
@@ -122,8 +122,24 @@ fn case_04_recursive_ticks_and_promise_chains_finish_before_the_loop(lp: &mut Lo
     ]);
 }
 
-/// 05-timeout-vs-immediate-inside-io
+/// 05-timeout-vs-immediate-inside-io, as the script has it: the I/O
+/// callback is `read_file`'s (on io_uring a reactor completion, on polling
+/// a pool job's: both in the poll phase).
 fn case_05_inside_an_io_callback_immediates_run_before_zero_timeouts(lp: &mut Loop) {
+    let trace = Trace::default();
+    let t = trace.clone();
+    let path = env!("CARGO_MANIFEST_PATH");
+    lp.fs().read_file(path, move |lp, contents| {
+        assert!(!contents.expect("the manifest reads").is_empty());
+        case_05_io_callback(lp, &t);
+    });
+    run_within(lp, LIMIT);
+    case_05_assert(&trace);
+}
+
+/// 05 again with the I/O callback a pool work callback (`queue_work`'s
+/// after), which runs in the poll phase too.
+fn case_05_inside_a_work_callback_immediates_run_before_zero_timeouts(lp: &mut Loop) {
     let trace = Trace::default();
     let t = trace.clone();
     let path = env!("CARGO_MANIFEST_PATH");
@@ -131,14 +147,23 @@ fn case_05_inside_an_io_callback_immediates_run_before_zero_timeouts(lp: &mut Lo
         move || std::fs::read(path),
         move |lp, contents| {
             assert!(!contents.unwrap().expect("the manifest reads").is_empty());
-            t.log("io-callback");
-            lp.set_timeout(ms(0), t.at("timeout"));
-            lp.set_immediate(t.at("immediate"));
-            lp.set_timeout(ms(0), t.at("timeout2"));
-            lp.set_immediate(t.at("immediate2"));
+            case_05_io_callback(lp, &t);
         },
     );
     run_within(lp, LIMIT);
+    case_05_assert(&trace);
+}
+
+/// The script's I/O callback.
+fn case_05_io_callback(lp: &mut Loop, t: &Trace) {
+    t.log("io-callback");
+    lp.set_timeout(ms(0), t.at("timeout"));
+    lp.set_immediate(t.at("immediate"));
+    lp.set_timeout(ms(0), t.at("timeout2"));
+    lp.set_immediate(t.at("immediate2"));
+}
+
+fn case_05_assert(trace: &Trace) {
     trace.assert(&[
         "io-callback",
         "immediate",
@@ -577,6 +602,7 @@ on_every_backend!(
     case_02_whole_tick_queue_then_whole_microtask_queue_repeatedly,
     case_04_recursive_ticks_and_promise_chains_finish_before_the_loop,
     case_05_inside_an_io_callback_immediates_run_before_zero_timeouts,
+    case_05_inside_a_work_callback_immediates_run_before_zero_timeouts,
     case_06_a_timer_due_when_the_loop_starts_runs_before_immediates,
     case_08_equal_timeouts_fire_in_insertion_order,
     case_09_delays_below_one_ms_become_one_ms_and_fractions_truncate,
