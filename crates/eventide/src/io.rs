@@ -167,14 +167,16 @@ impl Loop {
             Err(refused) => refused,
         };
         let mut handler = handler?;
+        let (buf, path) = refused.op.into_parts();
         let completion = Completion {
             token,
             result: Err(refused.error),
-            buf: refused.op.into_buf(),
+            buf,
             stat: None,
             more: false,
             file: None,
             step: None,
+            path,
         };
         self.defer(move |lp| handler(lp, completion));
         None

@@ -639,13 +639,25 @@ impl Op {
 
     /// The data buffer this operation owns, if any, taken out of it.
     pub fn into_buf(self) -> Option<Vec<u8>> {
+        self.into_parts().0
+    }
+
+    /// The data buffer and the path this operation owns, if any, taken
+    /// out of it (the path of openat, statx, unlinkat, mkdirat and
+    /// read_file; renameat's first).
+    pub fn into_parts(self) -> (Option<Vec<u8>>, Option<CString>) {
         match self.kind {
             OpKind::Recv { buf, .. }
             | OpKind::Send { buf, .. }
             | OpKind::ReadAt { buf, .. }
-            | OpKind::WriteAt { buf, .. } => Some(buf),
-            OpKind::ReadFile(rf) => Some(rf.buf),
-            _ => None,
+            | OpKind::WriteAt { buf, .. } => (Some(buf), None),
+            OpKind::ReadFile(rf) => (Some(rf.buf), Some(rf.path)),
+            OpKind::OpenAt { path, .. }
+            | OpKind::Statx { path, .. }
+            | OpKind::UnlinkAt { path, .. }
+            | OpKind::MkdirAt { path, .. } => (None, Some(path)),
+            OpKind::RenameAt(r) => (None, Some(r.old)),
+            _ => (None, None),
         }
     }
 }
@@ -673,6 +685,9 @@ pub struct Completion {
     /// [`Op::read_file`]: the step the result comes from (on success,
     /// [`ReadFileStep::Close`]).
     pub step: Option<ReadFileStep>,
+    /// The path the operation owned (see [`Op::into_parts`]), handed back
+    /// with its final completion, for an error message that names it.
+    pub path: Option<CString>,
 }
 
 impl Completion {
@@ -685,6 +700,7 @@ impl Completion {
             more: false,
             file: None,
             step: None,
+            path: None,
         }
     }
 

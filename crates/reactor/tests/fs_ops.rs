@@ -75,5 +75,6 @@ fn file_operations_run_natively_or_come_back_unsupported(r: &mut Reactor) {
     let missing = run_op(r, Token(11), Op::statx(libc::AT_FDCWD, cpath(&file), 0));
     assert_eq!(missing.result.unwrap_err().kind(), ErrorKind::NotFound);
     assert!(missing.stat.is_none());
+    assert_eq!(missing.path, Some(cpath(&file)), "the path comes back");
     run_op(r, Token(12), Op::close(fd)).result.unwrap();
 }

@@ -145,6 +145,11 @@ fn read_file_reports_the_failing_step(r: &mut Reactor) {
     assert_eq!(c.result.unwrap_err().kind(), ErrorKind::NotFound);
     assert_eq!(c.step, Some(ReadFileStep::Open));
     assert_eq!(c.buf.unwrap().capacity(), 64, "the buffer comes back");
+    assert_eq!(
+        c.path,
+        Some(cpath(&missing)),
+        "and the path, for the message"
+    );
     let c = run_op(r, Token(2), read_file_op(dir.path(), 64));
     assert_eq!(c.result.unwrap_err().raw_os_error(), Some(libc::EISDIR));
     assert_eq!(c.step, Some(ReadFileStep::Read));

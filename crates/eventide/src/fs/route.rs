@@ -192,6 +192,9 @@ pub(crate) struct Done {
     /// For a read_file error: the step that failed (`open`, `read`,
     /// `close`), as Node's error names it.
     pub(crate) step: &'static str,
+    /// The request's path, handed back (read_file names it in its open
+    /// error, without keeping a copy of its own).
+    pub(crate) path: Option<CString>,
 }
 
 impl Done {
@@ -200,6 +203,7 @@ impl Done {
             result,
             buf,
             step: "open",
+            path: None,
         }
     }
 }
@@ -496,7 +500,16 @@ fn on_uring<F: FnOnce(&mut Loop, Done) + 'static>(
             _ => "open",
         };
         let result = c.result.map(|n| decode(kind, n, c.stat.as_deref(), c.file));
-        done(lp, Done { result, buf, step });
+        let path = c.path;
+        done(
+            lp,
+            Done {
+                result,
+                buf,
+                step,
+                path,
+            },
+        );
     };
     lp.submit_io_reported(req.into_op(), handler)
 }

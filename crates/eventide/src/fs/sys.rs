@@ -39,7 +39,11 @@ pub(crate) fn run(req: Req) -> Done {
     match req {
         Req::Read { fd, buf, pos } => read(fd, buf, pos),
         Req::Write { fd, buf, pos } => write(fd, buf, pos),
-        Req::ReadFile { path, buf } => read_file(&path, buf),
+        Req::ReadFile { path, buf } => {
+            let mut done = read_file(&path, buf);
+            done.path = Some(path);
+            done
+        }
         other => Done::new(run_unbuffered(other), Vec::new()),
     }
 }
@@ -54,6 +58,7 @@ fn read_file(path: &CStr, mut buf: Vec<u8>) -> Done {
         result: Err(error),
         buf,
         step,
+        path: None,
     };
     // `path` is a live NUL-terminated string.
     let fd = match syscall!(open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC)) {

@@ -547,8 +547,10 @@ impl Uring {
         if !needed.intersection(self.einval_ops).is_empty() {
             let einval = Err(io::Error::from_raw_os_error(libc::EINVAL));
             let step = matches!(op.kind, OpKind::ReadFile(_)).then_some(ReadFileStep::Open);
-            let mut c = Completion::new(token, einval).with_buf(op.into_buf());
+            let (buf, path) = op.into_parts();
+            let mut c = Completion::new(token, einval).with_buf(buf);
             c.step = step;
+            c.path = path;
             out.push_back(c);
             return Ok(());
         }
@@ -1359,9 +1361,10 @@ impl Uring {
         {
             self.bufs.keep(std::mem::take(b));
         }
-        let buf = buf.or_else(|| Op { kind }.into_buf());
-        let mut c = Completion::new(e.token, result).with_buf(buf);
+        let (own_buf, path) = Op { kind }.into_parts();
+        let mut c = Completion::new(e.token, result).with_buf(buf.or(own_buf));
         c.stat = stat;
+        c.path = path;
         Some(c)
     }
 }
