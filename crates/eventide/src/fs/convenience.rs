@@ -67,7 +67,7 @@ impl Fs<'_> {
                 Ok(other) => unreachable!("read_file gives its bytes, not {other:?}"),
                 Err(error) => {
                     // The request's own path comes back with it.
-                    let path = done.path.filter(|_| done.step == "open").map(path_of);
+                    let path = done.path.filter(|_| done.step == "open");
                     callback(lp, Err(Error::fs(done.step, path, None, error)));
                 }
             }
@@ -118,12 +118,6 @@ impl Fs<'_> {
             Err(error) => callback(lp, Err(error)),
         });
     }
-}
-
-/// A C path as a `PathBuf`, reusing its bytes.
-fn path_of(c: std::ffi::CString) -> std::path::PathBuf {
-    use std::os::unix::ffi::OsStringExt;
-    std::ffi::OsString::from_vec(c.into_bytes()).into()
 }
 
 /// Reads at the file's position into the end of what `buf` holds until

@@ -78,8 +78,10 @@ struct Names {
 }
 
 impl Names {
-    fn error(self, source: std::io::Error) -> Error {
-        Error::fs(self.syscall, self.path, self.dest, source)
+    /// The error, naming `self.path` or else the path the request handed
+    /// back (`Done::path`).
+    fn error(self, source: std::io::Error, handed_back: Option<PathBuf>) -> Error {
+        Error::fs(self.syscall, self.path.or(handed_back), self.dest, source)
     }
 }
 
@@ -94,7 +96,8 @@ impl Fs<'_> {
         callback: impl FnOnce(&mut Loop, Result<T>) + 'static,
     ) {
         dispatch(self.lp, req, move |lp, done: Done| {
-            callback(lp, done.result.map(map).map_err(|e| names.error(e)));
+            let path = done.path;
+            callback(lp, done.result.map(map).map_err(|e| names.error(e, path)));
         });
     }
 
@@ -117,9 +120,10 @@ impl Fs<'_> {
         });
         match c {
             Ok((p, d)) => {
+                // The path comes back with the request (`Done::path`).
                 let names = Names {
                     syscall,
-                    path: Some(path.to_path_buf()),
+                    path: None,
                     dest: dest.map(Path::to_path_buf),
                 };
                 self.request(make(p, d), names, map, callback);
@@ -192,7 +196,7 @@ impl Fs<'_> {
             dest: None,
         };
         if fd < 0 {
-            let error = names.error(std::io::Error::from_raw_os_error(libc::EBADF));
+            let error = names.error(std::io::Error::from_raw_os_error(libc::EBADF), None);
             return fail_soon(self.lp, error, callback);
         }
         self.request(Req::Close { fd }, names, unit, callback);
@@ -430,19 +434,19 @@ impl Fs<'_> {
         options: RmOptions,
         callback: impl FnOnce(&mut Loop, Result<()>) + 'static,
     ) {
-        let path = path.as_ref().to_path_buf();
         let req = Req::Rm {
-            path: path.clone(),
+            path: path.as_ref().to_path_buf(),
             recursive: options.recursive,
             force: options.force,
         };
         dispatch(self.lp, req, move |lp, done: Done| {
+            let path = done.path;
             let result = done.result.map(unit).map_err(|e| {
                 let syscall = match e.kind() {
                     std::io::ErrorKind::NotFound => "lstat",
                     _ => "rm",
                 };
-                Error::fs(syscall, Some(path), None, e)
+                Error::fs(syscall, path, None, e)
             });
             callback(lp, result);
         });

@@ -192,9 +192,9 @@ pub(crate) struct Done {
     /// For a read_file error: the step that failed (`open`, `read`,
     /// `close`), as Node's error names it.
     pub(crate) step: &'static str,
-    /// The request's path, handed back (read_file names it in its open
-    /// error, without keeping a copy of its own).
-    pub(crate) path: Option<CString>,
+    /// The path the request's error names first, handed back by either
+    /// route (see [`Req::into_path`]), so that no caller keeps a copy.
+    pub(crate) path: Option<PathBuf>,
 }
 
 impl Done {
@@ -314,6 +314,44 @@ impl Req {
             },
             _ => return None,
         })
+    }
+
+    /// The path an error names first, taken out of the request: the one
+    /// `on_path` was given (open's and stat's path, rename's, link's and
+    /// copy_file's source, symlink's target, ...); `None` for a request on
+    /// a descriptor, and for mkdtemp (whose error names its template).
+    pub(crate) fn into_path(self) -> Option<PathBuf> {
+        let c = match self {
+            Req::Open { path, .. }
+            | Req::Stat { path, .. }
+            | Req::Unlink { path }
+            | Req::Rmdir { path }
+            | Req::Mkdir { path, .. }
+            | Req::Truncate { path, .. }
+            | Req::Chmod { path, .. }
+            | Req::Chown { path, .. }
+            | Req::Utimes { path, .. }
+            | Req::Access { path, .. }
+            | Req::ReadFile { path, .. } => path,
+            Req::Rename { from, .. } | Req::Link { from, .. } | Req::CopyFile { from, .. } => from,
+            Req::Symlink { target, .. } => target,
+            Req::MkdirAll { path, .. }
+            | Req::Rm { path, .. }
+            | Req::Readdir { path }
+            | Req::Readlink { path }
+            | Req::Realpath { path } => return Some(path),
+            Req::Mkdtemp { .. }
+            | Req::Close { .. }
+            | Req::Read { .. }
+            | Req::Write { .. }
+            | Req::Fstat { .. }
+            | Req::Fsync { .. }
+            | Req::Ftruncate { .. }
+            | Req::Fchmod { .. }
+            | Req::Fchown { .. }
+            | Req::Futimes { .. } => return None,
+        };
+        Some(path_of(c))
     }
 
     fn put_buf(&mut self, back: Vec<u8>) {
@@ -500,7 +538,9 @@ fn on_uring<F: FnOnce(&mut Loop, Done) + 'static>(
             _ => "open",
         };
         let result = c.result.map(|n| decode(kind, n, c.stat.as_deref(), c.file));
-        let path = c.path;
+        // The op's path is the one the error names, but fstat's (`""`,
+        // with AT_EMPTY_PATH) names none (as `Req::into_path`).
+        let path = c.path.filter(|_| kind != Kind::Fstat).map(path_of);
         done(
             lp,
             Done {
@@ -533,6 +573,12 @@ fn retry_on_pool(lp: &mut Loop, kind: Kind, req: Req, done: DoneFn) {
             done(lp, finished);
         }),
     );
+}
+
+/// A C path as a `PathBuf`, reusing its bytes.
+pub(crate) fn path_of(c: CString) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    std::ffi::OsString::from_vec(c.into_bytes()).into()
 }
 
 fn decode(

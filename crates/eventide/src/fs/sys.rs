@@ -41,10 +41,15 @@ pub(crate) fn run(req: Req) -> Done {
         Req::Write { fd, buf, pos } => write(fd, buf, pos),
         Req::ReadFile { path, buf } => {
             let mut done = read_file(&path, buf);
-            done.path = Some(path);
+            done.path = Some(super::route::path_of(path));
             done
         }
-        other => Done::new(run_unbuffered(other), Vec::new()),
+        other => {
+            let result = run_unbuffered(&other);
+            let mut done = Done::new(result, Vec::new());
+            done.path = other.into_path();
+            done
+        }
     }
 }
 
@@ -138,53 +143,57 @@ fn unit<T>(result: io::Result<T>) -> io::Result<Out> {
     result.map(|_| Out::Unit)
 }
 
-fn run_unbuffered(req: Req) -> io::Result<Out> {
+fn run_unbuffered(req: &Req) -> io::Result<Out> {
     match req {
         Req::Open { path, flags, mode } => {
             // `path` is a live C string.
-            syscall!(open(path.as_ptr(), flags | libc::O_CLOEXEC, mode)).map(Out::Fd)
+            syscall!(open(path.as_ptr(), *flags | libc::O_CLOEXEC, *mode)).map(Out::Fd)
         }
-        Req::Close { fd } => unit(syscall!(close(fd))),
+        Req::Close { fd } => unit(syscall!(close(*fd))),
         Req::Stat { path, follow } => {
-            let flags = if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
-            statx(libc::AT_FDCWD, &path, flags)
+            let flags = if *follow {
+                0
+            } else {
+                libc::AT_SYMLINK_NOFOLLOW
+            };
+            statx(libc::AT_FDCWD, path, flags)
         }
-        Req::Fstat { fd } => statx(fd, c"", libc::AT_EMPTY_PATH),
-        Req::Fsync { fd, data_only } => match data_only {
-            true => unit(syscall!(fdatasync(fd))),
-            false => unit(syscall!(fsync(fd))),
+        Req::Fstat { fd } => statx(*fd, c"", libc::AT_EMPTY_PATH),
+        Req::Fsync { fd, data_only } => match *data_only {
+            true => unit(syscall!(fdatasync(*fd))),
+            false => unit(syscall!(fsync(*fd))),
         },
         // `path`, `from`, `to`, `target`: live C strings, in every arm below.
         Req::Unlink { path } => unit(syscall!(unlink(path.as_ptr()))),
         Req::Rmdir { path } => unit(syscall!(rmdir(path.as_ptr()))),
         Req::Rename { from, to } => unit(syscall!(rename(from.as_ptr(), to.as_ptr()))),
-        Req::Mkdir { path, mode } => unit(syscall!(mkdir(path.as_ptr(), mode))),
-        Req::MkdirAll { path, mode } => mkdir_all(&path, mode).map(Out::MaybePath),
+        Req::Mkdir { path, mode } => unit(syscall!(mkdir(path.as_ptr(), *mode))),
+        Req::MkdirAll { path, mode } => mkdir_all(path, *mode).map(Out::MaybePath),
         Req::Mkdtemp { prefix } => mkdtemp(prefix).map(Out::Path),
         Req::Rm {
             path,
             recursive,
             force,
-        } => unit(rm(&path, recursive, force)),
-        Req::Readdir { path } => readdir(&path).map(Out::Entries),
-        Req::Ftruncate { fd, len } => unit(syscall!(ftruncate(fd, len as libc::off_t))),
-        Req::Truncate { path, len } => unit(syscall!(truncate(path.as_ptr(), len as libc::off_t))),
+        } => unit(rm(path, *recursive, *force)),
+        Req::Readdir { path } => readdir(path).map(Out::Entries),
+        Req::Ftruncate { fd, len } => unit(syscall!(ftruncate(*fd, *len as libc::off_t))),
+        Req::Truncate { path, len } => unit(syscall!(truncate(path.as_ptr(), *len as libc::off_t))),
         Req::Symlink { target, path } => unit(syscall!(symlink(target.as_ptr(), path.as_ptr()))),
         Req::Readlink { path } => std::fs::read_link(path).map(Out::Path),
         Req::Realpath { path } => std::fs::canonicalize(path).map(Out::Path),
         Req::Link { from, to } => unit(syscall!(link(from.as_ptr(), to.as_ptr()))),
-        Req::Chmod { path, mode } => unit(syscall!(chmod(path.as_ptr(), mode))),
-        Req::Fchmod { fd, mode } => unit(syscall!(fchmod(fd, mode))),
+        Req::Chmod { path, mode } => unit(syscall!(chmod(path.as_ptr(), *mode))),
+        Req::Fchmod { fd, mode } => unit(syscall!(fchmod(*fd, *mode))),
         Req::Chown {
             path,
             uid,
             gid,
             follow: true,
-        } => unit(syscall!(chown(path.as_ptr(), uid, gid))),
-        Req::Chown { path, uid, gid, .. } => unit(syscall!(lchown(path.as_ptr(), uid, gid))),
-        Req::Fchown { fd, uid, gid } => unit(syscall!(fchown(fd, uid, gid))),
+        } => unit(syscall!(chown(path.as_ptr(), *uid, *gid))),
+        Req::Chown { path, uid, gid, .. } => unit(syscall!(lchown(path.as_ptr(), *uid, *gid))),
+        Req::Fchown { fd, uid, gid } => unit(syscall!(fchown(*fd, *uid, *gid))),
         Req::Utimes { path, atime, mtime } => {
-            let times = [timespec(atime), timespec(mtime)];
+            let times = [timespec(*atime), timespec(*mtime)];
             // `times` holds the two timespecs utimensat reads.
             unit(syscall!(utimensat(
                 libc::AT_FDCWD,
@@ -194,15 +203,15 @@ fn run_unbuffered(req: Req) -> io::Result<Out> {
             )))
         }
         Req::Futimes { fd, atime, mtime } => {
-            let times = [timespec(atime), timespec(mtime)];
-            unit(syscall!(futimens(fd, times.as_ptr())))
+            let times = [timespec(*atime), timespec(*mtime)];
+            unit(syscall!(futimens(*fd, times.as_ptr())))
         }
-        Req::Access { path, mode } => unit(syscall!(access(path.as_ptr(), mode))),
+        Req::Access { path, mode } => unit(syscall!(access(path.as_ptr(), *mode))),
         Req::CopyFile {
             from,
             to,
             exclusive,
-        } => unit(copy_file(&from, &to, exclusive)),
+        } => unit(copy_file(from, to, *exclusive)),
         Req::Read { .. } | Req::Write { .. } | Req::ReadFile { .. } => {
             unreachable!("buffered requests go to run")
         }
@@ -277,8 +286,8 @@ fn cstring(path: &Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_bytes()).map_err(|_| io::ErrorKind::InvalidInput.into())
 }
 
-fn mkdtemp(prefix: CString) -> io::Result<PathBuf> {
-    let mut template = prefix.into_bytes();
+fn mkdtemp(prefix: &CStr) -> io::Result<PathBuf> {
+    let mut template = prefix.to_bytes().to_vec();
     template.extend_from_slice(b"XXXXXX\0");
     // SAFETY: `template` is NUL-terminated and ends in the six X mkdtemp
     // replaces in place.
