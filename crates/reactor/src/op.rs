@@ -300,6 +300,10 @@ pub(crate) enum OpKind {
     },
     AcceptMulti {
         fd: RawFd,
+        /// The descriptor's close count when submitted (io_uring): a
+        /// re-arm after a close of `fd` would land on the number's next
+        /// owner, so a changed count ends the operation instead.
+        epoch: u32,
     },
     Connect {
         fd: RawFd,
@@ -313,6 +317,8 @@ pub(crate) enum OpKind {
     },
     RecvMulti {
         fd: RawFd,
+        /// As `AcceptMulti`'s.
+        epoch: u32,
         /// The buffer of a single-shot round (io_uring without provided
         /// buffers), while one is in flight.
         round_buf: Option<Vec<u8>>,
@@ -433,7 +439,10 @@ impl Op {
     /// each with [`Completion::more`] set while the operation stays armed.
     /// io_uring uses multishot accept where the kernel has it.
     pub fn accept_multi(listener: RawFd) -> Op {
-        Op::new(OpKind::AcceptMulti { fd: listener })
+        Op::new(OpKind::AcceptMulti {
+            fd: listener,
+            epoch: 0,
+        })
     }
 
     /// Connect a nonblocking, unconnected socket to `addr`.
@@ -463,6 +472,7 @@ impl Op {
     pub fn recv_multi(socket: RawFd) -> Op {
         Op::new(OpKind::RecvMulti {
             fd: socket,
+            epoch: 0,
             round_buf: None,
         })
     }

@@ -24,6 +24,7 @@ conformance!(
     recv_multi_pauses_at_the_lend_limit_and_resumes_on_recycle,
     close_ends_a_recv_multi_paused_at_the_lend_limit,
     a_reset_socket_nobody_waits_on_does_not_wake_every_wait,
+    an_operation_on_a_negative_descriptor_is_a_bad_descriptor_error,
 );
 
 /// The io_uring backend without a provided-buffer ring (the fallback for
@@ -521,4 +522,23 @@ fn a_reset_socket_nobody_waits_on_does_not_wake_every_wait(r: &mut Reactor) {
         "waits returned early ({took:?}): a dead socket keeps waking the reactor"
     );
     close(s);
+}
+
+fn an_operation_on_a_negative_descriptor_is_a_bad_descriptor_error(r: &mut Reactor) {
+    let ops = [
+        Op::recv(-1, Vec::with_capacity(16)),
+        Op::recv_multi(-1),
+        Op::send(-1, b"x".to_vec()),
+        Op::accept(-1),
+        Op::accept_multi(-1),
+        Op::poll(-1, eventide_reactor::Interest::READABLE),
+        Op::shutdown(-1, Shutdown::Write),
+        Op::close(-1),
+    ];
+    for (i, op) in ops.into_iter().enumerate() {
+        let c = run_op(r, Token(50 + i as u64), op);
+        let e = c.result.expect_err("a negative descriptor");
+        assert_eq!(e.raw_os_error(), Some(libc::EBADF), "op {i}: {e}");
+    }
+    assert_eq!(r.in_flight(), 0);
 }

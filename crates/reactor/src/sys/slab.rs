@@ -219,6 +219,11 @@ impl<T: Tokened> Slab<T> {
         (slot.generation == key.generation() && slot.value.is_some()).then_some(slot)
     }
 
+    #[cfg_attr(not(all(feature = "uring", target_os = "linux")), allow(dead_code))]
+    pub(crate) fn get(&self, key: Key) -> Option<&T> {
+        self.slot(key).and_then(|s| s.value.as_ref())
+    }
+
     pub(crate) fn get_mut(&mut self, key: Key) -> Option<&mut T> {
         let slot = self.slots.get_mut(key.index())?;
         if slot.generation != key.generation() {

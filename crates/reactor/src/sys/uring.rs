@@ -249,6 +249,12 @@ pub(crate) struct Uring {
     einval_ops: FileOps,
     /// The fixed-file table `read_file` opens into.
     direct: DirectFiles,
+    /// How many times each descriptor number has been closed through
+    /// `Op::close` (indexed by number, wrapping). An operation the backend
+    /// re-arms by itself (`accept_multi`, `recv_multi`) records the count
+    /// at submission; once it differs, the number may name another file,
+    /// and the operation ends instead of being re-armed (see `rearm`).
+    closes: Vec<u32>,
 }
 
 /// The fixed-file table of `read_file`'s direct descriptors.
@@ -393,6 +399,7 @@ impl Uring {
             file_ops,
             einval_ops,
             direct,
+            closes: Vec::new(),
         };
         if multishot_recv_kernel && std::env::var_os("EVENTIDE_URING_NO_PBUF").is_none() {
             u.pbuf = u.register_pbuf();
@@ -565,13 +572,25 @@ impl Uring {
         }
         if let OpKind::Close { fd } = op.kind {
             // Parked receives are not in the kernel, so the cancel-by-fd
-            // linked to the close would miss them: they end here.
+            // linked to the close would miss them: they end here. From now
+            // on no operation submitted before this close is re-armed on
+            // the number (a completion already posted but not yet reaped
+            // would otherwise re-arm it on the number's next owner).
             self.cancel_starved(Some(fd), out);
+            if let Ok(i) = usize::try_from(fd) {
+                if i >= self.closes.len() {
+                    self.closes.resize(i + 1, 0);
+                }
+                self.closes[i] = self.closes[i].wrapping_add(1);
+            }
         }
         let mut kind = op.kind;
         match &mut kind {
             OpKind::Statx { stat, .. } => *stat = Some(FileStat::zeroed()),
             OpKind::ReadFile(rf) => rf.slot = self.take_direct_slot(),
+            OpKind::AcceptMulti { fd, epoch } | OpKind::RecvMulti { fd, epoch, .. } => {
+                *epoch = self.closes_of(*fd);
+            }
             _ => {}
         }
         let entry = Inflight { token, kind };
@@ -622,12 +641,12 @@ impl Uring {
                     .flags(sock_flags)
                     .build()
             }
-            OpKind::AcceptMulti { fd } if multishot_accept => {
+            OpKind::AcceptMulti { fd, .. } if multishot_accept => {
                 opcode::AcceptMulti::new(types::Fd(*fd))
                     .flags(sock_flags)
                     .build()
             }
-            OpKind::AcceptMulti { fd } => {
+            OpKind::AcceptMulti { fd, .. } => {
                 opcode::Accept::new(types::Fd(*fd), std::ptr::null_mut(), std::ptr::null_mut())
                     .flags(sock_flags)
                     .build()
@@ -647,7 +666,7 @@ impl Uring {
             OpKind::RecvMulti { fd, .. } if pbuf => {
                 opcode::RecvMulti::new(types::Fd(*fd), BGID).build()
             }
-            OpKind::RecvMulti { fd, round_buf } => {
+            OpKind::RecvMulti { fd, round_buf, .. } => {
                 let b = round_buf.as_mut().expect("a round buffer was just set");
                 let spare = b.spare_capacity_mut();
                 opcode::Recv::new(
@@ -755,6 +774,43 @@ impl Uring {
             }
         };
         self.push(&sqe.user_data(ud));
+    }
+
+    /// How many times `fd` has been closed through `Op::close`.
+    fn closes_of(&self, fd: RawFd) -> u32 {
+        usize::try_from(fd)
+            .ok()
+            .and_then(|i| self.closes.get(i))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Whether the entry under `key` may be re-armed: it is not cancelled,
+    /// and its descriptor has not been closed since it was submitted.
+    fn may_rearm(&self, key: Key) -> bool {
+        if self.ops.is_cancelled(key) {
+            return false;
+        }
+        match self.ops.get(key).map(|e| &e.kind) {
+            Some(OpKind::AcceptMulti { fd, epoch } | OpKind::RecvMulti { fd, epoch, .. }) => {
+                self.closes_of(*fd) == *epoch
+            }
+            Some(_) => true,
+            None => false,
+        }
+    }
+
+    /// Submits the entry under `key` again (a multishot operation the
+    /// kernel ended, a single-shot round, a parked receive), or, when it
+    /// was cancelled or its descriptor closed meanwhile, ends it with
+    /// `ECANCELED`: a close ends everything on its descriptor, and nothing
+    /// is ever started on the number's next owner.
+    fn rearm(&mut self, key: Key, out: &mut VecDeque<Completion>) {
+        if self.may_rearm(key) {
+            self.arm(key);
+        } else {
+            self.finish(key, Err(cancelled()), None, out);
+        }
     }
 
     /// Ends the parked receives on `fd` (all of them for `None`) with
@@ -1078,7 +1134,7 @@ impl Uring {
         out: &mut VecDeque<Completion>,
     ) -> io::Result<()> {
         // Buffers recycled since the last turn go back to the kernel first.
-        self.refill();
+        self.refill(out);
         self.arm_wake();
         let busy = !out.is_empty() || !self.reaped.is_empty() || !self.ring.completion().is_empty();
         let timeout = if busy { Some(Duration::ZERO) } else { timeout };
@@ -1137,13 +1193,13 @@ impl Uring {
             // Completions wait in the kernel's overflow list: flush them.
             let _ = self.ring.submit();
         }
-        self.refill();
+        self.refill(out);
     }
 
     /// Refills the emptied provided-buffer slots (within the lending
     /// budget), publishes them, and re-arms as many starved receives as
     /// there are buffers for: never all of them whenever any buffer returns.
-    fn refill(&mut self) {
+    fn refill(&mut self, out: &mut VecDeque<Completion>) {
         let mut budget = 0;
         if let Some(br) = self.pbuf.as_mut() {
             while let Some(&bid) = br.empty.last() {
@@ -1161,7 +1217,7 @@ impl Uring {
         }
         for _ in 0..budget.min(self.starved.len()) {
             if let Some(key) = self.starved.pop_front() {
-                self.arm(key);
+                self.rearm(key, out);
             }
         }
     }
@@ -1199,7 +1255,7 @@ impl Uring {
                 if res == -libc::EINVAL && multishot_accept && !more && !was_cancelled {
                     // The kernel does not know multishot accept after all.
                     self.info.multishot_accept = false;
-                    self.arm(key);
+                    self.rearm(key, out);
                     return;
                 }
                 let result = own_fd(result, was_cancelled);
@@ -1209,7 +1265,7 @@ impl Uring {
                         c.more = true;
                         out.push_back(c);
                         if !more {
-                            self.arm(key);
+                            self.rearm(key, out);
                         }
                     }
                     Err(_) if more => {}
@@ -1242,7 +1298,6 @@ impl Uring {
         more: bool,
         out: &mut VecDeque<Completion>,
     ) {
-        let cancelled_now = self.ops.is_cancelled(key);
         let Some(e) = self.ops.get_mut(key) else {
             return;
         };
@@ -1283,11 +1338,7 @@ impl Uring {
                 c.more = true;
                 out.push_back(c);
                 if !more {
-                    if cancelled_now {
-                        self.finish(key, Err(cancelled()), None, out);
-                    } else {
-                        self.arm(key);
-                    }
+                    self.rearm(key, out);
                 }
             }
             Err(err) => {
@@ -1298,7 +1349,7 @@ impl Uring {
                     return;
                 }
                 let code = err.raw_os_error();
-                if cancelled_now {
+                if !self.may_rearm(key) {
                     self.finish(key, Err(cancelled()), None, out);
                 } else if code == Some(libc::ENOBUFS) {
                     // Parked until buffers are published (see `refill`).
@@ -1309,7 +1360,7 @@ impl Uring {
                     // hold its buffers) and is freed at drop.
                     self.info.multishot_recv = false;
                     self.info.provided_buffers = 0;
-                    self.arm(key);
+                    self.rearm(key, out);
                 } else {
                     self.finish(key, Err(err), None, out);
                 }
