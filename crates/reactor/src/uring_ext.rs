@@ -32,4 +32,18 @@ pub struct UringInfo {
     /// uses ordinary descriptors, as it also does when every slot is
     /// taken.
     pub direct_files: u32,
+    /// The wait takes a timeout argument (`IORING_FEAT_EXT_ARG`, 5.11);
+    /// without it a timed wait submits a `TIMEOUT` request.
+    pub ext_arg: bool,
+    /// Cancel by descriptor (`IORING_ASYNC_CANCEL_FD`/`ALL`, 5.19), found
+    /// by a test request at setup: a close cancels its descriptor's
+    /// operations in one request linked to it. Without it, each operation
+    /// is cancelled by itself before the close.
+    pub cancel_by_fd: bool,
+    /// `IORING_OP_SHUTDOWN` (5.11); without it `shutdown(2)` is called at
+    /// submission.
+    pub shutdown_op: bool,
+    /// The kernel release `EVENTIDE_URING_AS_KERNEL` made the backend act
+    /// as (only what that release had is used), as `(major, minor)`.
+    pub as_kernel: Option<(u32, u32)>,
 }

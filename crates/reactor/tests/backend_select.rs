@@ -129,37 +129,5 @@ fn child_under_seccomp_falls_back_to_polling() {
 
 /// Installs a seccomp filter on this thread: io_uring_setup fails with EPERM.
 fn deny_io_uring_setup() {
-    #[cfg(target_arch = "x86_64")]
-    const ARCH: u32 = 0xc000_003e; // AUDIT_ARCH_X86_64
-    #[cfg(target_arch = "aarch64")]
-    const ARCH: u32 = 0xc000_00b7; // AUDIT_ARCH_AARCH64
-    const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
-    const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
-    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
-    let f = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
-    let filter = [
-        f(LD_W_ABS, 0, 0, 4), // seccomp_data.arch
-        f(JEQ_K, 0, 3, ARCH),
-        f(LD_W_ABS, 0, 0, 0), // seccomp_data.nr
-        f(JEQ_K, 0, 1, libc::SYS_io_uring_setup as u32),
-        f(RET_K, 0, 0, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
-        f(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW),
-    ];
-    let prog = libc::sock_fprog {
-        len: filter.len() as u16,
-        filter: filter.as_ptr().cast_mut(),
-    };
-    // SAFETY: plain prctl with integer arguments.
-    let nnp = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
-    assert_eq!(nnp, 0);
-    // SAFETY: `prog` points to a valid filter program that outlives the call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            0,
-            &raw const prog,
-        )
-    };
-    assert_eq!(r, 0, "seccomp: {}", std::io::Error::last_os_error());
+    eventide_testkit::deny_io_uring_setup().expect("install the seccomp filter");
 }

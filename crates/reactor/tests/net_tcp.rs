@@ -25,6 +25,7 @@ conformance!(
     close_ends_a_recv_multi_paused_at_the_lend_limit,
     a_reset_socket_nobody_waits_on_does_not_wake_every_wait,
     an_operation_on_a_negative_descriptor_is_a_bad_descriptor_error,
+    close_with_a_receive_pending_releases_the_socket,
 );
 
 /// The io_uring backend without a provided-buffer ring (the fallback for

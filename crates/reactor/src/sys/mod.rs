@@ -53,6 +53,8 @@ macro_rules! syscall {
 pub(crate) mod poll;
 #[cfg(all(feature = "uring", target_os = "linux"))]
 pub(crate) mod uring;
+#[cfg(all(feature = "uring", target_os = "linux"))]
+pub(crate) mod uring_probe;
 
 pub(crate) mod slab;
 

@@ -61,6 +61,7 @@
 //! set, the file takes an ordinary descriptor, as before.
 
 use super::slab::{Key, Slab, Tokened};
+use super::uring_probe::{self as kprobe, Opcodes, Release};
 use super::{MULTI_BUF_SIZE, MultiBufs, Notify, WakeShared, close_fd};
 use crate::op::{OpKind, cancelled};
 use crate::uring_ext::UringInfo;
@@ -68,7 +69,7 @@ use crate::{Completion, FileOps, FileStat, Interest, Op, ReadFileStep, Token};
 use io_uring::{IoUring, Probe, cqueue, opcode, squeue, types};
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -78,6 +79,10 @@ const CQ_ENTRIES: u32 = SQ_ENTRIES * 16;
 const INTERNAL: u64 = 1 << 63;
 const UD_WAKE: u64 = INTERNAL | 1;
 const UD_IGNORE: u64 = INTERNAL | 2;
+/// The timeout request of a timed wait on a kernel without `EXT_ARG`.
+const UD_TIMEOUT: u64 = INTERNAL | 3;
+/// The cancel-by-descriptor test request at setup.
+const UD_PROBE: u64 = INTERNAL | 4;
 const BGID: u16 = 0;
 /// user_data bits 60-62: which step of an `Op::read_file` a completion is
 /// for (0 for every other operation; slab keys never use these bits).
@@ -280,10 +285,15 @@ impl std::fmt::Debug for Uring {
     }
 }
 
-fn setup() -> io::Result<(IoUring, bool, bool)> {
+fn setup(limit: Option<Release>) -> io::Result<(IoUring, bool, bool)> {
     let attempts: [(bool, bool); 3] = [(true, false), (false, true), (false, false)];
     let mut last = None;
     for (defer, coop) in attempts {
+        if (defer && !kprobe::allowed(limit, kprobe::DEFER_TASKRUN_SINCE))
+            || (coop && !kprobe::allowed(limit, kprobe::COOP_TASKRUN_SINCE))
+        {
+            continue;
+        }
         let mut b = IoUring::builder();
         b.setup_cqsize(CQ_ENTRIES).setup_clamp();
         if defer {
@@ -303,6 +313,31 @@ fn setup() -> io::Result<(IoUring, bool, bool)> {
     Err(explain(
         last.unwrap_or_else(|| io::ErrorKind::Unsupported.into()),
     ))
+}
+
+/// Whether the kernel cancels by descriptor (`IORING_ASYNC_CANCEL_FD` with
+/// `_ALL`, 5.19), which has no feature bit: one such cancel on a descriptor
+/// nothing waits on answers `ENOENT` where the kernel knows the flags and
+/// `EINVAL` where it does not.
+fn probe_cancel_by_fd(ring: &mut IoUring) -> io::Result<bool> {
+    // SAFETY: eventfd takes no pointers.
+    let efd = unsafe { syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK)) }?;
+    // SAFETY: `efd` is a new descriptor nobody else owns.
+    let efd = unsafe { OwnedFd::from_raw_fd(efd) };
+    let sqe = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(efd.as_raw_fd())).all())
+        .build()
+        .user_data(UD_PROBE);
+    // SAFETY: the entry holds no pointers.
+    unsafe { ring.submission().push(&sqe) }
+        .map_err(|_| io::Error::other("the new ring's submission queue is full"))?;
+    ring.submit_and_wait(1)?;
+    let mut answer = None;
+    for cqe in ring.completion() {
+        if cqe.user_data() == UD_PROBE {
+            answer = Some(cqe.result());
+        }
+    }
+    Ok(matches!(answer, Some(r) if r != -libc::EINVAL))
 }
 
 /// Adds what the system says about io_uring to a setup error.
@@ -334,12 +369,46 @@ fn explain(e: io::Error) -> io::Error {
 
 impl Uring {
     pub(crate) fn new() -> io::Result<Uring> {
-        let (ring, defer, coop) = setup()?;
+        let limit = kprobe::as_kernel()?;
+        let (mut ring, defer, coop) = setup(limit)?;
+        kprobe::log_limit(limit);
         let mut probe = Probe::new();
-        let probed = ring.submitter().register_probe(&mut probe).is_ok();
-        let multishot_accept = probed && probe.is_supported(opcode::Socket::CODE);
-        let multishot_recv_kernel = probed && probe.is_supported(opcode::SendZc::CODE);
-        let file_ops = if probed {
+        if let Err(e) = ring.submitter().register_probe(&mut probe) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "io_uring cannot tell which operations it has \
+                     (IORING_REGISTER_PROBE, kernel 5.6+): {e}"
+                ),
+            ));
+        }
+        if !kprobe::allowed(limit, Release(5, 6)) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "io_uring cannot tell which operations it has \
+                 (IORING_REGISTER_PROBE, kernel 5.6+; acting as an older kernel)",
+            ));
+        }
+        let opcodes = Opcodes::from_probe(&probe, limit);
+        let ext_arg =
+            ring.params().is_feature_ext_arg() && kprobe::allowed(limit, kprobe::EXT_ARG_SINCE);
+        if let Some(name) = opcodes.missing_required(ext_arg) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("io_uring lacks IORING_OP_{name}, which the backend needs"),
+            ));
+        }
+        if !ring.params().is_feature_nodrop() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "io_uring may drop completions on this kernel (no IORING_FEAT_NODROP, 5.5+)",
+            ));
+        }
+        let cancel_by_fd =
+            kprobe::allowed(limit, kprobe::CANCEL_FD_SINCE) && probe_cancel_by_fd(&mut ring)?;
+        let multishot_accept = opcodes.has(opcode::Socket::CODE);
+        let multishot_recv_kernel = opcodes.has(opcode::SendZc::CODE);
+        let file_ops = {
             let codes = [
                 (opcode::OpenAt::CODE, FileOps::OPENAT),
                 (opcode::Read::CODE, FileOps::READ),
@@ -353,15 +422,11 @@ impl Uring {
             ];
             codes
                 .iter()
-                .filter(|(code, _)| probe.is_supported(*code))
+                .filter(|(code, _)| opcodes.has(*code))
                 .fold(FileOps::NONE, |set, (_, ops)| set.union(*ops))
-        } else {
-            // No probe (before 5.6): submit, and let an EINVAL tell.
-            FileOps::ALL
         };
         let file_ops = file_ops.intersection(env_ops(FILE_OPS_ENV).unwrap_or(FileOps::ALL));
-        let direct = if probed
-            && probe.is_supported(opcode::FixedFdInstall::CODE)
+        let direct = if opcodes.has(opcode::FixedFdInstall::CODE)
             && std::env::var_os(NO_DIRECT_ENV).is_none()
         {
             DirectFiles::Untried
@@ -385,6 +450,10 @@ impl Uring {
                 provided_buffer_size: MULTI_BUF_SIZE,
                 provided_buffers: 0,
                 direct_files: 0,
+                ext_arg,
+                cancel_by_fd,
+                shutdown_op: opcodes.has(opcode::Shutdown::CODE),
+                as_kernel: limit.map(|r| (r.0, r.1)),
             },
             ring,
             ops: Slab::new(),
@@ -570,6 +639,15 @@ impl Uring {
             );
             return Err((error, op));
         }
+        if let OpKind::Shutdown { fd, how } = op.kind
+            && !self.info.shutdown_op
+        {
+            // Before 5.11: the system call, at once (it does not block).
+            // SAFETY: shutdown takes no pointers; a bad fd is an error result.
+            let r = unsafe { syscall!(shutdown(fd, how.how())) };
+            out.push_back(Completion::new(token, r.map(|_| 0)));
+            return Ok(());
+        }
         if let OpKind::Close { fd } = op.kind {
             // Parked receives are not in the kernel, so the cancel-by-fd
             // linked to the close would miss them: they end here. From now
@@ -624,14 +702,31 @@ impl Uring {
             return;
         };
         if let OpKind::Close { fd } = e.kind {
-            // Cancel what is in flight on the descriptor, then close it
-            // whatever the cancel found (a hard link survives failure).
-            let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
-                .build()
-                .flags(squeue::Flags::IO_HARDLINK)
-                .user_data(UD_IGNORE);
             let close = opcode::Close::new(types::Fd(fd)).build().user_data(ud);
-            self.push_all(&[cancel, close]);
+            if self.info.cancel_by_fd {
+                // Cancel what is in flight on the descriptor, then close it
+                // whatever the cancel found (a hard link survives failure).
+                let cancel =
+                    opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
+                        .build()
+                        .flags(squeue::Flags::IO_HARDLINK)
+                        .user_data(UD_IGNORE);
+                self.push_all(&[cancel, close]);
+            } else {
+                // Before 5.19: cancel each operation on the descriptor by
+                // its user_data, then close. The kernel takes entries in
+                // order, so the cancels run first.
+                for other in self.ops.keys() {
+                    let on_fd = match self.ops.get(other).map(|e| &e.kind) {
+                        Some(OpKind::Close { .. }) | None => false,
+                        Some(kind) => socket_fd(kind) == Some(fd),
+                    };
+                    if on_fd {
+                        self.push_cancels(other);
+                    }
+                }
+                self.push(&close);
+            }
             return;
         }
         let sock_flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
@@ -1117,6 +1212,26 @@ impl Uring {
         }
     }
 
+    /// Submits and waits for one completion, at most `t`: with the wait's
+    /// timeout argument (`EXT_ARG`, 5.11), else with a `TIMEOUT` request
+    /// that ends at the first completion or at `t`, whichever comes first
+    /// (so none is left behind to wake a later wait).
+    fn enter_for(&mut self, t: Duration) -> io::Result<usize> {
+        let ts = types::Timespec::from(t);
+        if self.info.ext_arg {
+            let args = types::SubmitArgs::new().timespec(&ts);
+            return self.ring.submitter().submit_with_args(1, &args);
+        }
+        // The kernel copies the timespec while preparing the request, which
+        // happens inside this submit: `ts` outlives that.
+        let sqe = opcode::Timeout::new(&ts)
+            .count(1)
+            .build()
+            .user_data(UD_TIMEOUT);
+        self.push(&sqe);
+        self.ring.submit_and_wait(1)
+    }
+
     fn arm_wake(&mut self) {
         if !self.wake_armed {
             self.wake_armed = true;
@@ -1148,11 +1263,7 @@ impl Uring {
                     self.ring.submit()
                 }
             }
-            Some(t) => {
-                let ts = types::Timespec::from(t);
-                let args = types::SubmitArgs::new().timespec(&ts);
-                self.ring.submitter().submit_with_args(1, &args)
-            }
+            Some(t) => self.enter_for(t),
             None => self.ring.submit_and_wait(1),
         };
         match r {
@@ -1420,6 +1531,26 @@ impl Uring {
     }
 }
 
+/// The descriptor an operation works on, for the operations a close of
+/// that descriptor must end (not `read_file`, whose descriptor is the
+/// backend's own, nor the path operations).
+fn socket_fd(kind: &OpKind) -> Option<RawFd> {
+    match kind {
+        OpKind::Accept { fd }
+        | OpKind::AcceptMulti { fd, .. }
+        | OpKind::Connect { fd, .. }
+        | OpKind::Recv { fd, .. }
+        | OpKind::RecvMulti { fd, .. }
+        | OpKind::Send { fd, .. }
+        | OpKind::Shutdown { fd, .. }
+        | OpKind::Poll { fd, .. }
+        | OpKind::ReadAt { fd, .. }
+        | OpKind::WriteAt { fd, .. }
+        | OpKind::Fsync { fd, .. } => Some(*fd),
+        _ => None,
+    }
+}
+
 /// A CQE result as an `io::Result`: `-errno` is the error.
 fn raw_result(res: i32) -> io::Result<usize> {
     if res < 0 {
@@ -1511,9 +1642,7 @@ impl Drop for Uring {
         //    cancelled); buffers are freed with their completions.
         let deadline = Instant::now() + Duration::from_secs(2);
         while (self.ops.len() > 0 || self.wake_armed) && Instant::now() < deadline {
-            let ts = types::Timespec::from(Duration::from_millis(20));
-            let args = types::SubmitArgs::new().timespec(&ts);
-            let _ = self.ring.submitter().submit_with_args(1, &args);
+            let _ = self.enter_for(Duration::from_millis(20));
             self.reap(&mut sink);
             sink.clear();
         }

@@ -2,7 +2,7 @@
 //! 127.0.0.1, and bounded waits (every wait has a deadline; nothing hangs).
 #![allow(dead_code, unreachable_pub)]
 
-use eventide_reactor::{BACKEND_ENV, BackendKind, Completion, Op, Reactor, Token};
+use eventide_reactor::{BACKEND_ENV, BackendKind, Completion, Op, Reactor, Shutdown, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
@@ -200,4 +200,68 @@ pub fn pattern(from: usize, len: usize) -> Vec<u8> {
     (from..from + len)
         .map(|i| (i.wrapping_mul(31) ^ (i >> 11)) as u8)
         .collect()
+}
+
+/// A close with a receive pending on the descriptor releases the socket:
+/// the receive ends cancelled, and the peer sees the end of the stream
+/// (the kernel would keep the socket open while a receive held it).
+pub fn close_with_a_receive_pending_releases_the_socket(r: &mut Reactor) {
+    let (c, s) = tcp_pair(r);
+    r.submit(Token(71), Op::recv(s, Vec::with_capacity(64)))
+        .unwrap();
+    r.wait(Some(Duration::from_millis(10))).unwrap();
+    let mut stash = Vec::new();
+    r.submit(Token(72), Op::close(s)).unwrap();
+    wait_for(r, Token(72), &mut stash).result.expect("close");
+    assert!(wait_for(r, Token(71), &mut stash).is_cancelled());
+    // The peer reads the end (0), not a hang.
+    // SAFETY: test-owned descriptor, closed by the TcpStream.
+    let mut peer = unsafe { <std::net::TcpStream as std::os::fd::FromRawFd>::from_raw_fd(c) };
+    peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut b = [0u8; 8];
+    let n = std::io::Read::read(&mut peer, &mut b).expect("the peer sees the end, not a timeout");
+    assert_eq!(n, 0);
+    assert_eq!(r.in_flight(), 0);
+}
+
+/// What the io_uring alternatives for older kernels must keep working: a
+/// close with a receive pending, a timed wait, a shutdown seen by the peer,
+/// accepting several connections with `accept_multi`.
+pub fn socket_cases_with_alternatives(r: &mut Reactor) {
+    close_with_a_receive_pending_releases_the_socket(r);
+    // A timed wait returns Ok after (not before) its timeout.
+    let t = Instant::now();
+    r.wait(Some(Duration::from_millis(30)))
+        .expect("a timed wait");
+    assert!(
+        t.elapsed() >= Duration::from_millis(25),
+        "{:?}",
+        t.elapsed()
+    );
+    // Shutdown: the peer reads the end.
+    let (c, s) = tcp_pair(r);
+    run_op(r, Token(73), Op::shutdown(c, Shutdown::Write))
+        .result
+        .expect("shutdown");
+    let got = run_op(r, Token(74), Op::recv(s, Vec::with_capacity(8)));
+    assert_eq!(got.result.unwrap(), 0);
+    close(c);
+    close(s);
+    // accept_multi takes every connection.
+    let (l, addr) = listener();
+    r.submit(Token(75), Op::accept_multi(l.as_raw_fd()))
+        .unwrap();
+    let clients: Vec<_> = (0..3)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    let mut stash = Vec::new();
+    for _ in 0..3 {
+        let a = wait_for(r, Token(75), &mut stash);
+        assert!(a.more);
+        close(a.fd().expect("accepted") as RawFd);
+    }
+    r.cancel(Token(75));
+    assert!(wait_for(r, Token(75), &mut stash).is_cancelled());
+    drop(clients);
+    assert_eq!(r.in_flight(), 0);
 }
