@@ -326,14 +326,14 @@ fn read_file_reuses_direct_slots_and_overflows_to_ordinary_descriptors(r: &mut R
     if refused_on_poll(r, read_file_op(&dir.path().join("f1"), 64)) {
         return;
     }
-    let expected_slots = if std::env::var_os("EVENTIDE_URING_NO_DIRECT").is_some()
-        || !kernel_has_fixed_fd_install()
-        || descriptor_limits().rlim_cur < 256
-    {
-        0
-    } else {
-        256
-    };
+    let no_direct = std::env::var("EVENTIDE_URING_NO_DIRECT")
+        .is_ok_and(|v| !v.trim().is_empty() && v.trim() != "0");
+    let expected_slots =
+        if no_direct || !kernel_has_fixed_fd_install() || descriptor_limits().rlim_cur < 256 {
+            0
+        } else {
+            256
+        };
     for round in 0..2 {
         for i in 0..FILES {
             let path = dir.path().join(format!("f{i}"));

@@ -95,7 +95,10 @@ const STEP_INSTALL: u64 = 4;
 /// Slots of the fixed-file table `read_file` opens into (registered on the
 /// first one). More files in flight at once take ordinary descriptors.
 const DIRECT_SLOTS: u32 = 256;
-/// Set: `read_file` never uses direct descriptors (testing, diagnosis).
+/// Set (to 1): `recv_multi` never uses a provided-buffer ring (testing,
+/// diagnosis).
+const NO_PBUF_ENV: &str = "EVENTIDE_URING_NO_PBUF";
+/// Set (to 1): `read_file` never uses direct descriptors (testing, diagnosis).
 const NO_DIRECT_ENV: &str = "EVENTIDE_URING_NO_DIRECT";
 /// The environment variable that narrows the natively run file operations
 /// (testing and diagnosis; see `FileOps`).
@@ -425,15 +428,15 @@ impl Uring {
                 .filter(|(code, _)| opcodes.has(*code))
                 .fold(FileOps::NONE, |set, (_, ops)| set.union(*ops))
         };
-        let file_ops = file_ops.intersection(env_ops(FILE_OPS_ENV).unwrap_or(FileOps::ALL));
-        let direct = if opcodes.has(opcode::FixedFdInstall::CODE)
-            && std::env::var_os(NO_DIRECT_ENV).is_none()
-        {
-            DirectFiles::Untried
-        } else {
-            DirectFiles::Unavailable
-        };
-        let einval_ops = env_ops(EINVAL_ENV).unwrap_or(FileOps::NONE);
+        let file_ops = file_ops.intersection(env_ops(FILE_OPS_ENV)?.unwrap_or(FileOps::ALL));
+        let direct =
+            if opcodes.has(opcode::FixedFdInstall::CODE) && !kprobe::env_flag(NO_DIRECT_ENV)? {
+                DirectFiles::Untried
+            } else {
+                DirectFiles::Unavailable
+            };
+        let einval_ops = env_ops(EINVAL_ENV)?.unwrap_or(FileOps::NONE);
+        let no_pbuf = kprobe::env_flag(NO_PBUF_ENV)?;
         // SAFETY: eventfd takes no pointers.
         let efd = unsafe { syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK)) }?;
         // SAFETY: `efd` is a new descriptor nobody else owns.
@@ -470,7 +473,7 @@ impl Uring {
             direct,
             closes: Vec::new(),
         };
-        if multishot_recv_kernel && std::env::var_os("EVENTIDE_URING_NO_PBUF").is_none() {
+        if multishot_recv_kernel && !no_pbuf {
             u.pbuf = u.register_pbuf();
         }
         u.info.multishot_recv = u.pbuf.is_some();
@@ -1574,20 +1577,22 @@ fn ud_of(key: Key, step: u64) -> u64 {
 }
 
 /// A file operation set from the environment variable `name`; `None` when
-/// unset (a list that does not parse is logged and ignored).
-fn env_ops(name: &str) -> Option<FileOps> {
-    let value = std::env::var(name).ok()?;
+/// unset or empty; an error naming the variable for a list that does not
+/// parse.
+fn env_ops(name: &str) -> io::Result<Option<FileOps>> {
+    let Some(value) = kprobe::env_value(name)? else {
+        return Ok(None);
+    };
     match FileOps::parse(&value) {
         Ok(ops) => {
             log::info!("eventide-reactor: {name}={value}: {ops:?}");
-            Some(ops)
+            Ok(Some(ops))
         }
-        Err(word) => {
-            log::warn!(
-                "eventide-reactor: {name}={value}: unknown file operation {word:?}; ignored"
-            );
-            None
-        }
+        Err(word) => Err(kprobe::bad_value(
+            name,
+            &value,
+            &format!("a list of file operations (none, all, openat, ...); {word:?} is not one"),
+        )),
     }
 }
 

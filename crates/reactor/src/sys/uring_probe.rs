@@ -111,21 +111,55 @@ pub(crate) const COOP_TASKRUN_SINCE: Release = Release(5, 19);
 /// `IORING_SETUP_DEFER_TASKRUN` (with `SINGLE_ISSUER`, 6.0).
 pub(crate) const DEFER_TASKRUN_SINCE: Release = Release(6, 1);
 
+/// The value of the environment variable `name`, trimmed, or `None` when
+/// it is unset or empty. The one rule for every variable the backend reads:
+/// empty means the default, as unset does; a value that does not parse is
+/// an error naming the variable (the backend is then refused, and `auto`
+/// says why as it falls back).
+pub(crate) fn env_value(name: &str) -> io::Result<Option<String>> {
+    match std::env::var(name) {
+        Ok(v) if v.trim().is_empty() => Ok(None),
+        Ok(v) => Ok(Some(v.trim().to_owned())),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(v)) => {
+            Err(bad_value(name, &v.to_string_lossy(), "UTF-8"))
+        }
+    }
+}
+
+/// A switch: `1`/`true`/`yes`/`on` turn it on, `0`/`false`/`no`/`off` (or
+/// empty, or unset) leave it off.
+pub(crate) fn env_flag(name: &str) -> io::Result<bool> {
+    match env_value(name)?.as_deref() {
+        None => Ok(false),
+        Some(v) => match v.to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" => Ok(false),
+            _ => Err(bad_value(name, v, "1 or 0")),
+        },
+    }
+}
+
+/// The error for `name=value` where `expected` was.
+pub(crate) fn bad_value(name: &str, value: &str, expected: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("{name}={value:?}: expected {expected}"),
+    )
+}
+
 /// The release the backend should act as if it ran on: `None` for the
 /// running kernel as it is; an error for a value that does not parse.
 pub(crate) fn as_kernel() -> io::Result<Option<Release>> {
-    let Some(value) = std::env::var_os(AS_KERNEL_ENV) else {
+    let Some(value) = env_value(AS_KERNEL_ENV)? else {
         return Ok(None);
     };
-    let value = value.to_string_lossy();
-    if value.trim().is_empty() {
-        return Ok(None);
-    }
     match Release::parse(&value) {
         Some(r) => Ok(Some(r)),
-        None => Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{AS_KERNEL_ENV}={value:?}: expected a kernel release such as 5.15"),
+        None => Err(bad_value(
+            AS_KERNEL_ENV,
+            &value,
+            "a kernel release such as 5.15",
         )),
     }
 }
