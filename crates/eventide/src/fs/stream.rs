@@ -294,7 +294,12 @@ impl ReadStream {
         s.reading = true;
         let mut buf = std::mem::take(&mut s.buf);
         buf.clear();
-        buf.reserve_exact(want);
+        // A read fills the buffer's spare capacity: it must be `want`
+        // exactly, or a read bounded by `end` would take bytes past it
+        // from a pipe (one allocation, for the last bounded chunk).
+        if buf.capacity() != want {
+            buf = Vec::with_capacity(want);
+        }
         let pos = s.pos;
         drop(s);
         let stream = self.clone();
@@ -306,7 +311,7 @@ impl ReadStream {
         self.0.borrow_mut().token = token;
     }
 
-    fn on_read(&self, lp: &mut Loop, read: Result<usize>, mut buf: Vec<u8>, want: usize) {
+    fn on_read(&self, lp: &mut Loop, read: Result<usize>, buf: Vec<u8>, want: usize) {
         let destroyed = {
             let mut s = self.0.borrow_mut();
             s.reading = false;
@@ -320,10 +325,10 @@ impl ReadStream {
         }
         let n = match read {
             Ok(0) => return self.finish(lp, Ok(())),
-            Ok(n) => n.min(want),
+            Ok(n) => n,
             Err(error) => return self.finish(lp, Err(error)),
         };
-        buf.truncate(n);
+        debug_assert!(n <= want && buf.len() == n, "a read stays within `want`");
         let on_data = {
             let mut s = self.0.borrow_mut();
             s.pos = s.pos.map(|p| p + n as u64);
