@@ -157,7 +157,10 @@ impl fmt::Debug for Flags {
 /// closes it for all clones: an operation on a closed `File` fails with
 /// `EBADF` and never reaches a descriptor number the system has since
 /// given to another file, so a descriptor is never closed twice. An
-/// operation in flight holds a clone, so the descriptor outlives it.
+/// operation in flight holds a clone, so the descriptor outlives it, and
+/// `close` waits for the operations queued on or running on the pool
+/// before it closes the descriptor (its number is not reused under them;
+/// the close's callback runs after theirs).
 ///
 /// **Dropped without `close`:** when the last clone goes, the descriptor
 /// is closed synchronously on the loop thread (as `std::fs::File` does,
