@@ -329,6 +329,8 @@ fn eventide_lines(lp: &mut Loop) -> Vec<String> {
     let v = run(lp, move |lp, d| lp.fs().read_file(p, d));
     out.show("readFile a", v.map(text));
 
+    extra_steps(lp, &root, &mut out);
+
     let copy = |lp: &mut Loop, out: &mut Printer, label: &str, from: &str, to: &str, mode| {
         let (p, q) = (at(from), at(to));
         let v = run(lp, move |lp, d| lp.fs().copy_file(p, q, mode, d));
@@ -401,7 +403,139 @@ fn eventide_lines(lp: &mut Loop) -> Vec<String> {
     mkdir_p(lp, &mut out, "mkdir -p through a link", at("todir/z"));
     out.state("emptydir", &list(&root, "emptydir"));
     mkdir_p(lp, &mut out, "mkdir -p nul", at("a\0b"));
+    copy(lp, &mut out, "copyFile a emptydir", "a", "emptydir", 0);
+    copy(lp, &mut out, "copyFile a dang", "a", "dang", 0);
+    let nowhere = std::fs::read_to_string(at("nowhere")).unwrap();
+    out.state("nowhere", &nowhere);
     out.lines
+}
+
+/// The second batch of the script's steps: the main error of more
+/// operations, whole-file writes, modes, streams.
+fn extra_steps(lp: &mut Loop, root: &Path, out: &mut Printer) {
+    let at = |p: &str| root.join(p);
+    let r = |o: &str| Flags::parse(o).unwrap();
+    let none = |v: Result<()>| v.map(|()| None);
+    let p = slashed(at("a"));
+    let v = run(lp, move |lp, d| lp.fs().stat(p, d));
+    out.show("stat a/", v.map(|_| None));
+    let p = at("dir");
+    let v = run(lp, move |lp, d| lp.fs().open(p, r("w"), 0o666, d));
+    out.show("open dir for writing", v.map(|_| None));
+    let p = at("a");
+    let v = run(lp, move |lp, d| lp.fs().open(p, r("wx"), 0o666, d));
+    out.show("open wx existing", v.map(|_| None));
+    let p = at("missing");
+    let v = run(lp, move |lp, d| lp.fs().readdir(p, d));
+    out.show("readdir missing", v.map(|_| None));
+    let p = at("missing");
+    out.show(
+        "rmdir missing",
+        none(run(lp, move |lp, d| lp.fs().rmdir(p, d))),
+    );
+    let p = at("a");
+    out.show(
+        "rmdir a file",
+        none(run(lp, move |lp, d| lp.fs().rmdir(p, d))),
+    );
+    let (p, q) = (at("dir"), at("dir/sub/in"));
+    let v = run(lp, move |lp, d| lp.fs().rename(p, q, d));
+    out.show("rename into itself", none(v));
+    let p = at("missing");
+    let one = SystemTime::UNIX_EPOCH + Duration::from_secs(1);
+    let v = run(lp, move |lp, d| lp.fs().utimes(p, one, one, d));
+    out.show("utimes missing", none(v));
+    let p = at("missing");
+    let v = run(lp, move |lp, d| lp.fs().chown(p, 0, 0, d));
+    out.show("chown missing", none(v));
+    let p = at("missing");
+    let v = run(lp, move |lp, d| lp.fs().lchown(p, 0, 0, d));
+    out.show("lchown missing", none(v));
+    for (label, name) in [
+        ("realpath missing", "missing"),
+        ("realpath dangling", "dang"),
+    ] {
+        let p = at(name);
+        let v = run(lp, move |lp, d| lp.fs().realpath(p, d));
+        out.show(label, v.map(|p| Some(p.display().to_string())));
+    }
+    let p = at("missing");
+    let v = run(lp, move |lp, d| lp.fs().readlink(p, d));
+    out.show("readlink missing", v.map(|p| Some(p.display().to_string())));
+    let q = at("missing/l");
+    let v = run(lp, move |lp, d| lp.fs().symlink("a", q, d));
+    out.show("symlink under missing", none(v));
+    let (p, q) = (at("missing"), at("l"));
+    out.show(
+        "link missing",
+        none(run(lp, move |lp, d| lp.fs().link(p, q, d))),
+    );
+    let p = at("dir");
+    out.show(
+        "truncate dir",
+        none(run(lp, move |lp, d| lp.fs().truncate(p, 0, d))),
+    );
+    let p = at("a");
+    let v = run(lp, move |lp, d| lp.fs().access(p, fs::X_OK, d));
+    out.show("access a X_OK", none(v));
+    let p = at("dir");
+    let v = run(lp, move |lp, d| lp.fs().write_file(p, b"x".to_vec(), d));
+    out.show("writeFile dir", none(v));
+    for label in ["appendFile new", "appendFile again"] {
+        let data = if label.ends_with("new") { "one" } else { "two" };
+        let p = at("app");
+        let v = run(lp, move |lp, d| lp.fs().append_file(p, data.into(), d));
+        out.show(label, none(v));
+    }
+    let app = std::fs::read_to_string(at("app")).unwrap();
+    out.state("app", &app);
+    let p = at("app");
+    out.show(
+        "chmod a 640",
+        none(run(lp, move |lp, d| lp.fs().chmod(p, 0o640, d))),
+    );
+    let p = at("app");
+    let v = run(lp, move |lp, d| lp.fs().stat(p, d));
+    out.show(
+        "stat app mode",
+        v.map(|s| Some(format!("{:o}", s.mode & 0o7777))),
+    );
+    let streams = [
+        ("readStream start 1 end 3", "a", Some(1), Some(3)),
+        ("readStream missing", "missing", None, None),
+        ("readStream start > end", "a", Some(5), Some(2)),
+    ];
+    for (label, name, start, end) in streams {
+        let p = at(name);
+        let got = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let g = got.clone();
+        let options = fs::ReadStreamOptions {
+            start,
+            end,
+            ..fs::ReadStreamOptions::default()
+        };
+        let v = run(lp, move |lp, d| {
+            lp.fs().create_read_stream(
+                p,
+                options,
+                move |_, _, chunk| g.borrow_mut().extend_from_slice(chunk),
+                d,
+            );
+        });
+        // Node's end callback gets no value: the bytes are shown on success.
+        let bytes = String::from_utf8(got.take()).unwrap();
+        let shown = |()| (!bytes.is_empty()).then(|| bytes.clone());
+        out.show(label, v.map(shown));
+    }
+    let p = at("missing/w");
+    let v = run(lp, move |lp, d| {
+        let w = lp
+            .fs()
+            .create_write_stream(p, fs::WriteStreamOptions::default(), |_, _| {});
+        w.write(lp, b"x".to_vec());
+        w.end(lp, d);
+    });
+    out.show("writeStream under missing", none(v));
 }
 
 fn side_by_side(lp: &mut Loop) {

@@ -21,11 +21,15 @@ function show(label, err, value) {
 }
 
 // Runs `start(callback)`; a throw (Node's argument errors) counts as the
-// callback's error, as eventide reports those through the callback.
+// callback's error, as eventide reports those through the callback. Only
+// the first call counts (a stream's `end` callback also hears its error).
 function step(label, start, value = (v) => v) {
   return new Promise((resolve) => {
+    let called = false;
     try {
       start((err, v) => {
+        if (called) return;
+        called = true;
         show(label, err, err ? undefined : value(v));
         resolve();
       });
@@ -83,6 +87,47 @@ const stats = (s) => `${s.isFile() ? 'file' : s.isDirectory() ? 'dir' : s.isSymb
   await step('readFile dir', (cb) => fs.readFile(at('dir'), cb));
   await step('readFile missing', (cb) => fs.readFile(at('missing'), cb));
   await step('readFile a', (cb) => fs.readFile(at('a'), cb), (v) => v.toString());
+  await step('stat a/', (cb) => fs.stat(at('a') + '/', cb));
+  await step('open dir for writing', (cb) => fs.open(at('dir'), 'w', cb));
+  await step('open wx existing', (cb) => fs.open(at('a'), 'wx', cb));
+  await step('readdir missing', (cb) => fs.readdir(at('missing'), cb));
+  await step('rmdir missing', (cb) => fs.rmdir(at('missing'), cb));
+  await step('rmdir a file', (cb) => fs.rmdir(at('a'), cb));
+  await step('rename into itself', (cb) => fs.rename(at('dir'), at('dir/sub/in'), cb));
+  await step('utimes missing', (cb) => fs.utimes(at('missing'), 1, 1, cb));
+  await step('chown missing', (cb) => fs.chown(at('missing'), 0, 0, cb));
+  await step('lchown missing', (cb) => fs.lchown(at('missing'), 0, 0, cb));
+  await step('realpath missing', (cb) => fs.realpath.native(at('missing'), cb));
+  await step('realpath dangling', (cb) => fs.realpath.native(at('dang'), cb));
+  await step('readlink missing', (cb) => fs.readlink(at('missing'), cb));
+  await step('symlink under missing', (cb) => fs.symlink('a', at('missing/l'), cb));
+  await step('link missing', (cb) => fs.link(at('missing'), at('l'), cb));
+  await step('truncate dir', (cb) => fs.truncate(at('dir'), 0, cb));
+  await step('access a X_OK', (cb) => fs.access(at('a'), fs.constants.X_OK, cb));
+  await step('writeFile dir', (cb) => fs.writeFile(at('dir'), 'x', cb));
+  await step('appendFile new', (cb) => fs.appendFile(at('app'), 'one', cb));
+  await step('appendFile again', (cb) => fs.appendFile(at('app'), 'two', cb));
+  state('app', fs.readFileSync(at('app'), 'utf8'));
+  await step('chmod a 640', (cb) => fs.chmod(at('app'), 0o640, cb));
+  await step('stat app mode', (cb) => fs.stat(at('app'), cb), (s) => (s.mode & 0o7777).toString(8));
+  await step('readStream start 1 end 3', (cb) => {
+    let got = '';
+    fs.createReadStream(at('a'), { start: 1, end: 3 })
+      .on('data', (c) => { got += c; })
+      .on('end', () => cb(null, got))
+      .on('error', cb);
+  });
+  await step('readStream missing', (cb) => {
+    fs.createReadStream(at('missing')).on('error', cb).on('end', () => cb(null));
+  });
+  await step('readStream start > end', (cb) => {
+    fs.createReadStream(at('a'), { start: 5, end: 2 }).on('error', cb).on('end', () => cb(null));
+  });
+  await step('writeStream under missing', (cb) => {
+    const w = fs.createWriteStream(at('missing/w'));
+    w.on('error', cb);
+    w.end('x', (err) => cb(err || null));
+  });
   // copyFile onto the same file, in every disguise.
   await step('copyFile a a', (cb) => fs.copyFile(at('a'), at('a'), cb));
   state('a after copyFile a a', fs.readFileSync(at('a'), 'utf8'));
@@ -123,4 +168,8 @@ const stats = (s) => `${s.isFile() ? 'file' : s.isDirectory() ? 'dir' : s.isSymb
   await step('mkdir -p through a link', (cb) => fs.mkdir(at('todir/z'), { recursive: true }, cb));
   state('emptydir', list('emptydir'));
   await step('mkdir -p nul', (cb) => fs.mkdir(at('a\0b'), { recursive: true }, cb));
+  // Copies onto a directory and through a dangling link.
+  await step('copyFile a emptydir', (cb) => fs.copyFile(at('a'), at('emptydir'), cb));
+  await step('copyFile a dang', (cb) => fs.copyFile(at('a'), at('dang'), cb));
+  state('nowhere', fs.readFileSync(at('nowhere'), 'utf8'));
 })();
