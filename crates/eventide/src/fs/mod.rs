@@ -52,8 +52,11 @@
 //! [`File`] is the descriptor, a cheap clonable handle; [`Fs::close`]
 //! closes it for all clones, and a `File` whose last clone is dropped
 //! without `close` is closed then (see [`File`]). As in Node, closing a
-//! file while operations on it are in flight is the caller's mistake: they
-//! may fail with `EBADF` (on io_uring, close cancels them first).
+//! file while operations on it are in flight is the caller's mistake, but
+//! it never reaches another file: operations started after the close fail
+//! with `EBADF`; the descriptor itself is closed only once the pool
+//! operations on it have ended (its number cannot be reused under them),
+//! and on io_uring the close cancels the ring's operations on it first.
 
 mod convenience;
 pub(crate) mod error;

@@ -8,8 +8,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::route::{Done, Out, Req, dispatch};
-use super::types::{DirEntry, File, Flags, Stats};
+use super::route::{Done, Out, Req, dispatch, dispatch_on};
+use super::types::{DeferredClose, DirEntry, File, Flags, OnClosed, Stats};
 use super::{Fs, RmOptions};
 use crate::event_loop::Loop;
 use crate::{Error, Result};
@@ -141,15 +141,10 @@ impl Fs<'_> {
         map: fn(Out) -> T,
         callback: impl FnOnce(&mut Loop, Result<T>) + 'static,
     ) {
-        let keep = file.clone();
-        let names = Names {
-            syscall,
-            path: None,
-            dest: None,
-        };
-        self.request(make(file.raw()), names, map, move |lp, result| {
-            drop(keep);
-            callback(lp, result);
+        let req = make(file.raw());
+        dispatch_on(self.lp, req, Some(file.clone()), move |lp, done: Done| {
+            let result = done.result.map(map);
+            callback(lp, result.map_err(|e| Error::fs(syscall, None, None, e)));
         });
     }
 
@@ -199,6 +194,25 @@ impl Fs<'_> {
             let error = names.error(std::io::Error::from_raw_os_error(libc::EBADF), None);
             return fail_soon(self.lp, error, callback);
         }
+        // Pool operations on the descriptor still queued or running: the
+        // close waits for the last (its number must not be reused under
+        // them). Later operations on `file` see it closed already.
+        let close = DeferredClose {
+            fd,
+            callback: Box::new(callback),
+        };
+        if let Err(close) = file.defer_close(close) {
+            self.close_fd(close.fd, close.callback);
+        }
+    }
+
+    /// Closes the descriptor `fd` now (taken out of its `File` already).
+    pub(crate) fn close_fd(self, fd: RawFd, callback: OnClosed) {
+        let names = Names {
+            syscall: "close",
+            path: None,
+            dest: None,
+        };
         self.request(Req::Close { fd }, names, unit, callback);
     }
 
@@ -259,9 +273,7 @@ impl Fs<'_> {
         req: Req,
         callback: impl FnOnce(&mut Loop, Result<usize>, Vec<u8>) + 'static,
     ) -> Option<Token> {
-        let keep = file.clone();
-        dispatch(self.lp, req, move |lp, done: Done| {
-            drop(keep);
+        dispatch_on(self.lp, req, Some(file.clone()), move |lp, done: Done| {
             let result = match done.result {
                 Ok(out) => Ok(size(&out)),
                 Err(e) => Err(Error::fs(syscall, None, None, e)),
@@ -427,28 +439,30 @@ impl Fs<'_> {
     /// Removes a file, or a directory tree with `recursive` (Node's
     /// `fs.rm`). Without `force` a missing path is an error (named `lstat`,
     /// as Node's is); a directory without `recursive` is `EISDIR`, `rm`.
-    /// Runs on the pool as one job.
+    /// Errors name the step that failed, as Node's do (`unlink`, `rmdir`,
+    /// `scandir`, with the path of the entry). A symbolic link is removed,
+    /// never followed; `link/` (a link to a directory, with the slash)
+    /// removes nothing and succeeds, as in Node. Runs on the pool as one
+    /// job.
     pub fn rm(
         self,
         path: impl AsRef<Path>,
         options: RmOptions,
         callback: impl FnOnce(&mut Loop, Result<()>) + 'static,
     ) {
+        let path = match c_path("path", path.as_ref()) {
+            Ok(path) => path,
+            Err(error) => return fail_soon(self.lp, error, callback),
+        };
         let req = Req::Rm {
-            path: path.as_ref().to_path_buf(),
+            path,
             recursive: options.recursive,
             force: options.force,
         };
         dispatch(self.lp, req, move |lp, done: Done| {
-            let path = done.path;
-            let result = done.result.map(unit).map_err(|e| {
-                let syscall = match e.kind() {
-                    std::io::ErrorKind::NotFound => "lstat",
-                    _ => "rm",
-                };
-                Error::fs(syscall, path, None, e)
-            });
-            callback(lp, result);
+            let (path, syscall) = (done.path, done.step);
+            let result = done.result.map(unit);
+            callback(lp, result.map_err(|e| Error::fs(syscall, path, None, e)));
         });
     }
 

@@ -35,7 +35,7 @@ use std::time::SystemTime;
 use eventide_reactor::{BackendKind, Completion, FileOps, Op, ReadFileStep, Token};
 
 use super::sys;
-use super::types::{DirEntry, Stats};
+use super::types::{DirEntry, File, Stats};
 use crate::event_loop::Loop;
 
 /// One file system request, owning what it needs (paths, buffers), so it
@@ -93,7 +93,7 @@ pub(crate) enum Req {
         prefix: CString,
     },
     Rm {
-        path: PathBuf,
+        path: CString,
         recursive: bool,
         force: bool,
     },
@@ -190,7 +190,8 @@ pub(crate) struct Done {
     pub(crate) result: io::Result<Out>,
     pub(crate) buf: Vec<u8>,
     /// For a read_file error: the step that failed (`open`, `read`,
-    /// `close`), as Node's error names it.
+    /// `close`), as Node's error names it; for rm, the system call that
+    /// failed (`lstat`, `unlink`, `rmdir`, `scandir`, `rm`).
     pub(crate) step: &'static str,
     /// The path the request's error names first, handed back by either
     /// route (see [`Req::into_path`]), so that no caller keeps a copy.
@@ -332,11 +333,11 @@ impl Req {
             | Req::Chown { path, .. }
             | Req::Utimes { path, .. }
             | Req::Access { path, .. }
-            | Req::ReadFile { path, .. } => path,
+            | Req::ReadFile { path, .. }
+            | Req::Rm { path, .. } => path,
             Req::Rename { from, .. } | Req::Link { from, .. } | Req::CopyFile { from, .. } => from,
             Req::Symlink { target, .. } => target,
             Req::MkdirAll { path, .. }
-            | Req::Rm { path, .. }
             | Req::Readdir { path }
             | Req::Readlink { path }
             | Req::Realpath { path } => return Some(path),
@@ -473,6 +474,20 @@ pub(crate) fn dispatch(
     req: Req,
     done: impl FnOnce(&mut Loop, Done) + 'static,
 ) -> Option<Token> {
+    dispatch_on(lp, req, None, done)
+}
+
+/// [`dispatch`] for a request on an open file: `file` is kept until the
+/// request ends, and while it waits for or runs on the pool, a close of
+/// the file waits for it (the descriptor's number cannot be reused under
+/// it). On the ring no wait is needed: the kernel holds the file from the
+/// submission on, and the reactor's close cancels what is in flight.
+pub(crate) fn dispatch_on(
+    lp: &mut Loop,
+    req: Req,
+    file: Option<File>,
+    done: impl FnOnce(&mut Loop, Done) + 'static,
+) -> Option<Token> {
     let kind = req.kind();
     let why = if lp.backend() != BackendKind::Uring {
         "the polling backend"
@@ -483,18 +498,27 @@ pub(crate) fn dispatch(
     } else if has(&DISABLED, kind) {
         "io_uring answered EINVAL where the pool succeeded"
     } else {
-        return on_uring(lp, kind, req, done);
+        return on_uring(lp, kind, req, file, done);
     };
     count(kind, false, why);
-    on_pool(lp, req, Box::new(done));
+    on_pool(lp, req, file, Box::new(done));
     None
 }
 
-fn on_pool(lp: &mut Loop, req: Req, done: DoneFn) {
+fn on_pool(lp: &mut Loop, req: Req, file: Option<File>, done: DoneFn) {
+    if let Some(file) = &file {
+        file.hold();
+    }
     lp.queue_work(
         move || sys::run(req),
         move |lp, result| {
             let finished = result.unwrap_or_else(|error| Done::new(Err(error.into()), Vec::new()));
+            // The close that waited for this (it goes out before the
+            // callback runs, which may panic).
+            if let Some(close) = file.as_ref().and_then(File::release) {
+                lp.fs().close_fd(close.fd, close.callback);
+            }
+            drop(file);
             done(lp, finished);
         },
     );
@@ -506,6 +530,7 @@ fn on_uring<F: FnOnce(&mut Loop, Done) + 'static>(
     lp: &mut Loop,
     kind: Kind,
     req: Req,
+    file: Option<File>,
     done: F,
 ) -> Option<Token> {
     count(kind, true, "io_uring has it");
@@ -515,6 +540,7 @@ fn on_uring<F: FnOnce(&mut Loop, Done) + 'static>(
         None
     };
     let mut done = Some(done);
+    let mut file = file;
     // Runs once: with the operation's completion, or with the reactor's
     // refusal (not expected on io_uring: a full queue is flushed, not
     // refused), which is then the answer.
@@ -526,9 +552,10 @@ fn on_uring<F: FnOnce(&mut Loop, Done) + 'static>(
         let einval = matches!(&c.result, Err(e) if e.raw_os_error() == Some(libc::EINVAL));
         if einval && let Some(mut again) = retry.take() {
             again.put_buf(buf);
-            retry_on_pool(lp, kind, again, Box::new(done));
+            retry_on_pool(lp, kind, again, file.take(), Box::new(done));
             return;
         }
+        drop(file.take());
         if c.result.is_ok() && retry.is_some() {
             add(&CONFIRMED, kind);
         }
@@ -556,10 +583,11 @@ fn on_uring<F: FnOnce(&mut Loop, Done) + 'static>(
 
 /// An `EINVAL` from the ring before the kind ever succeeded there: ask the
 /// pool. If it succeeds, the kernel lacks the operation: pool from now on.
-fn retry_on_pool(lp: &mut Loop, kind: Kind, req: Req, done: DoneFn) {
+fn retry_on_pool(lp: &mut Loop, kind: Kind, req: Req, file: Option<File>, done: DoneFn) {
     on_pool(
         lp,
         req,
+        file,
         Box::new(move |lp: &mut Loop, finished: Done| {
             if finished.result.is_ok() {
                 count_fallback();

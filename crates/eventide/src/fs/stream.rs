@@ -20,6 +20,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
 use std::rc::Rc;
 
@@ -294,7 +295,12 @@ impl ReadStream {
         s.reading = true;
         let mut buf = std::mem::take(&mut s.buf);
         buf.clear();
-        buf.reserve_exact(want);
+        // A read fills the buffer's spare capacity: it must be `want`
+        // exactly, or a read bounded by `end` would take bytes past it
+        // from a pipe (one allocation, for the last bounded chunk).
+        if buf.capacity() != want {
+            buf = Vec::with_capacity(want);
+        }
         let pos = s.pos;
         drop(s);
         let stream = self.clone();
@@ -306,7 +312,7 @@ impl ReadStream {
         self.0.borrow_mut().token = token;
     }
 
-    fn on_read(&self, lp: &mut Loop, read: Result<usize>, mut buf: Vec<u8>, want: usize) {
+    fn on_read(&self, lp: &mut Loop, read: Result<usize>, buf: Vec<u8>, want: usize) {
         let destroyed = {
             let mut s = self.0.borrow_mut();
             s.reading = false;
@@ -320,18 +326,24 @@ impl ReadStream {
         }
         let n = match read {
             Ok(0) => return self.finish(lp, Ok(())),
-            Ok(n) => n.min(want),
+            Ok(n) => n,
             Err(error) => return self.finish(lp, Err(error)),
         };
-        buf.truncate(n);
+        debug_assert!(n <= want && buf.len() == n, "a read stays within `want`");
         let on_data = {
             let mut s = self.0.borrow_mut();
             s.pos = s.pos.map(|p| p + n as u64);
             s.left = s.left.map(|l| l - n as u64);
             s.on_data.take()
         };
+        let mut panicked = None;
         if let Some(mut on_data) = on_data {
-            on_data(lp, self, &buf);
+            // User code: if it panics, the stream is put back together
+            // (callback, buffer, next read) before the panic goes on, so
+            // the stream reads on whether a panic handler catches it or
+            // it unwinds out of `run` (and `run` is called again).
+            let call = panic::catch_unwind(AssertUnwindSafe(|| on_data(lp, self, &buf)));
+            panicked = call.err();
             let mut s = self.0.borrow_mut();
             if !s.destroyed && !s.ended {
                 s.on_data = Some(on_data);
@@ -339,6 +351,9 @@ impl ReadStream {
         }
         self.0.borrow_mut().buf = buf;
         self.pump(lp);
+        if let Some(payload) = panicked {
+            panic::resume_unwind(payload);
+        }
     }
 
     /// Ends the stream once: closes the file (with `auto_close`), then
@@ -358,12 +373,11 @@ impl ReadStream {
             (file, s.on_end.take(), on_close)
         };
         let done = move |lp: &mut Loop, result: Result<()>| {
-            if let Some(on_end) = on_end {
-                on_end(lp, result);
-            }
-            if let Some(on_close) = on_close {
-                on_close(lp);
-            }
+            end_then_close(
+                lp,
+                on_end.map(|f| move |lp: &mut Loop| f(lp, result)),
+                on_close,
+            );
         };
         match file {
             Some(file) => lp.fs().close(file, move |lp, closed| {
@@ -700,14 +714,21 @@ impl WriteStream {
             }
             drain.then(|| s.on_drain.take()).flatten()
         };
+        let mut panicked = None;
         if let Some(mut on_drain) = drain {
-            on_drain(lp, self);
+            // User code: a panic leaves the stream whole (callback kept,
+            // queue written on) before it goes on.
+            let call = panic::catch_unwind(AssertUnwindSafe(|| on_drain(lp, self)));
+            panicked = call.err();
             let mut s = self.0.borrow_mut();
             if s.on_drain.is_none() && !s.destroyed {
                 s.on_drain = Some(on_drain);
             }
         }
         self.pump(lp);
+        if let Some(payload) = panicked {
+            panic::resume_unwind(payload);
+        }
     }
 
     fn finish(&self, lp: &mut Loop) {
@@ -723,12 +744,8 @@ impl WriteStream {
         };
         let result = error.map_or(Ok(()), Err);
         let done = move |lp: &mut Loop, result: Result<()>| {
-            if let Some(on_finish) = on_finish {
-                on_finish(lp, result);
-            }
-            if let Some(on_close) = on_close {
-                on_close(lp);
-            }
+            let on_finish = on_finish.map(|f| move |lp: &mut Loop| f(lp, result));
+            end_then_close(lp, on_finish, on_close);
         };
         match file {
             Some(file) => lp.fs().close(file, move |lp, closed| {
@@ -754,6 +771,28 @@ impl WriteStream {
             (file, s.on_close.take().filter(|_| s.emit_close))
         };
         close_then(lp, file, on_close);
+    }
+}
+
+/// Runs a stream's end (or finish) callback, then its close callback.
+/// If the first panics, the close callback is deferred to the next
+/// pending phase (it still runs once, and no user code runs while the
+/// panic unwinds), then the panic goes on.
+fn end_then_close(
+    lp: &mut Loop,
+    on_end: Option<impl FnOnce(&mut Loop)>,
+    on_close: Option<OnClose>,
+) {
+    if let Some(on_end) = on_end
+        && let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| on_end(lp)))
+    {
+        if let Some(on_close) = on_close {
+            lp.defer(on_close);
+        }
+        panic::resume_unwind(payload);
+    }
+    if let Some(on_close) = on_close {
+        on_close(lp);
     }
 }
 

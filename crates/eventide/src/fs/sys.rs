@@ -44,6 +44,29 @@ pub(crate) fn run(req: Req) -> Done {
             done.path = Some(super::route::path_of(path));
             done
         }
+        Req::Rm {
+            path,
+            recursive,
+            force,
+        } => {
+            let (result, step, at) = match rm(&path, recursive, force) {
+                Ok(()) => (Ok(Out::Unit), "rm", None),
+                Err(failed) => (Err(failed.error), failed.syscall, failed.path),
+            };
+            let mut done = Done::new(result, Vec::new());
+            done.step = step;
+            done.path = Some(at.unwrap_or_else(|| super::route::path_of(path)));
+            done
+        }
+        Req::MkdirAll { path, mode } => {
+            let (result, at) = match mkdir_all(&path, mode) {
+                Ok(first) => (Ok(Out::MaybePath(first)), path),
+                Err((error, at)) => (Err(error), at),
+            };
+            let mut done = Done::new(result, Vec::new());
+            done.path = Some(at);
+            done
+        }
         other => {
             let result = run_unbuffered(&other);
             let mut done = Done::new(result, Vec::new());
@@ -168,13 +191,7 @@ fn run_unbuffered(req: &Req) -> io::Result<Out> {
         Req::Rmdir { path } => unit(syscall!(rmdir(path.as_ptr()))),
         Req::Rename { from, to } => unit(syscall!(rename(from.as_ptr(), to.as_ptr()))),
         Req::Mkdir { path, mode } => unit(syscall!(mkdir(path.as_ptr(), *mode))),
-        Req::MkdirAll { path, mode } => mkdir_all(path, *mode).map(Out::MaybePath),
         Req::Mkdtemp { prefix } => mkdtemp(prefix).map(Out::Path),
-        Req::Rm {
-            path,
-            recursive,
-            force,
-        } => unit(rm(path, *recursive, *force)),
         Req::Readdir { path } => readdir(path).map(Out::Entries),
         Req::Ftruncate { fd, len } => unit(syscall!(ftruncate(*fd, *len as libc::off_t))),
         Req::Truncate { path, len } => unit(syscall!(truncate(path.as_ptr(), *len as libc::off_t))),
@@ -212,8 +229,12 @@ fn run_unbuffered(req: &Req) -> io::Result<Out> {
             to,
             exclusive,
         } => unit(copy_file(from, to, *exclusive)),
-        Req::Read { .. } | Req::Write { .. } | Req::ReadFile { .. } => {
-            unreachable!("buffered requests go to run")
+        Req::Read { .. }
+        | Req::Write { .. }
+        | Req::ReadFile { .. }
+        | Req::Rm { .. }
+        | Req::MkdirAll { .. } => {
+            unreachable!("run handles these itself")
         }
     }
 }
@@ -252,38 +273,71 @@ fn timespec(t: SystemTime) -> libc::timespec {
     }
 }
 
-/// `mkdir -p`; the first directory it made, as Node's recursive mkdir
-/// returns (`None` when all existed).
-fn mkdir_all(path: &Path, mode: u32) -> io::Result<Option<PathBuf>> {
-    let mut missing = Vec::new();
-    let mut at = path;
-    loop {
-        match std::fs::metadata(at) {
-            Ok(meta) if meta.is_dir() => break,
-            Ok(_) => return Err(io::Error::from_raw_os_error(libc::ENOTDIR)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => missing.push(at),
-            Err(e) => return Err(e),
-        }
-        match at.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => at = parent,
-            _ => break,
-        }
-    }
-    let first = missing.last().map(|p| p.to_path_buf());
-    for dir in missing.iter().rev() {
-        let c = cstring(dir)?;
-        match syscall!(mkdir(c.as_ptr(), mode)) {
-            Ok(_) => {}
-            // Made by someone else meanwhile: fine, if it is a directory.
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) && dir.is_dir() => {}
-            Err(e) => return Err(e),
+/// `mkdir -p`, as Node's (`MKDirpAsync` in node_file.cc, checked against
+/// node 20): mkdir the path; on `ENOENT` make its parent first (the part
+/// before the last `/`) and try again; on `EEXIST` or another error, stat
+/// it (following links): a directory is fine, anything else fails: a
+/// parent on the way with `ENOTDIR`, the path itself with `EEXIST` (or
+/// the stat's error: a dangling link is `ENOENT`). `EACCES`, `EPERM` and
+/// `ENOTDIR` fail at once. Returns the first directory made (`None` when
+/// it all existed), or the error and the path it names (the one being
+/// made when it happened, as Node's message names it).
+fn mkdir_all(path: &Path, mode: u32) -> Result<Option<PathBuf>, (io::Error, PathBuf)> {
+    let mut stack: Vec<Vec<u8>> = vec![path.as_os_str().as_bytes().to_vec()];
+    let mut first: Option<PathBuf> = None;
+    let as_path = |bytes: &[u8]| PathBuf::from(OsStr::from_bytes(bytes));
+    while let Some(at) = stack.pop() {
+        let fail = |error| Err((error, as_path(&at)));
+        let c = match CString::new(at.clone()) {
+            Ok(c) => c,
+            Err(_) => return fail(io::ErrorKind::InvalidInput.into()),
+        };
+        // `c` is a live C string.
+        let error = match syscall!(mkdir(c.as_ptr(), mode)) {
+            Ok(_) => {
+                first.get_or_insert_with(|| as_path(&at));
+                continue;
+            }
+            Err(error) => error,
+        };
+        match error.raw_os_error() {
+            Some(libc::EACCES | libc::EPERM | libc::ENOTDIR) => return fail(error),
+            Some(libc::ENOENT) => {
+                let parent = match at.iter().rposition(|&b| b == b'/') {
+                    Some(slash) => at[..slash].to_vec(),
+                    None => at.clone(),
+                };
+                if parent == at || parent.is_empty() {
+                    // Nothing above to make (Node: EEXIST when alone).
+                    let error = if stack.is_empty() {
+                        io::Error::from_raw_os_error(libc::EEXIST)
+                    } else {
+                        error
+                    };
+                    return fail(error);
+                }
+                stack.push(at);
+                stack.push(parent);
+            }
+            _ => {
+                let intermediate = !stack.is_empty();
+                let exists = error.raw_os_error() == Some(libc::EEXIST);
+                let is_dir = match std::fs::metadata(as_path(&at)) {
+                    Ok(meta) => Ok(meta.is_dir()),
+                    Err(stat_error) => Err(stat_error),
+                };
+                match is_dir {
+                    Ok(true) => {}
+                    _ if exists && intermediate => {
+                        return fail(io::Error::from_raw_os_error(libc::ENOTDIR));
+                    }
+                    Ok(false) => return fail(io::Error::from_raw_os_error(libc::EEXIST)),
+                    Err(stat_error) => return fail(stat_error),
+                }
+            }
         }
     }
     Ok(first)
-}
-
-fn cstring(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes()).map_err(|_| io::ErrorKind::InvalidInput.into())
 }
 
 fn mkdtemp(prefix: &CStr) -> io::Result<PathBuf> {
@@ -299,17 +353,215 @@ fn mkdtemp(prefix: &CStr) -> io::Result<PathBuf> {
     Ok(PathBuf::from(OsStr::from_bytes(&template)))
 }
 
-fn rm(path: &Path, recursive: bool, force: bool) -> io::Result<()> {
-    let result = match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() && !recursive => Err(io::Error::from_raw_os_error(libc::EISDIR)),
-        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(path),
-        Ok(_) => std::fs::remove_file(path),
-        Err(e) => Err(e),
+/// An `rm` that failed: the error, the system call and the path its
+/// message names (Node's rimraf reports the step that failed).
+pub(crate) struct RmFailed {
+    pub(crate) error: io::Error,
+    pub(crate) syscall: &'static str,
+    pub(crate) path: Option<PathBuf>,
+}
+
+fn rm_failed(error: io::Error, syscall: &'static str, path: Option<PathBuf>) -> RmFailed {
+    RmFailed {
+        error,
+        syscall,
+        path,
+    }
+}
+
+/// The path of `name` in the directory whose path is `dir`, for messages.
+fn child_path(dir: &Path, name: &CStr) -> PathBuf {
+    let mut bytes = dir.as_os_str().as_bytes().to_vec();
+    bytes.push(b'/');
+    bytes.extend_from_slice(name.to_bytes());
+    PathBuf::from(OsStr::from_bytes(&bytes))
+}
+
+/// The type bits of `name` under `dir`, not following a final link.
+fn lstat_at(dir: RawFd, name: &CStr) -> io::Result<u32> {
+    // SAFETY: `stat` is a plain C struct; all-zero is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // `name` is a live C string, `st` a record fstatat may write.
+    syscall!(fstatat(
+        dir,
+        name.as_ptr(),
+        &mut st,
+        libc::AT_SYMLINK_NOFOLLOW
+    ))?;
+    Ok(st.st_mode & libc::S_IFMT)
+}
+
+/// Node's `fs.rm` (validateRmOptions, then lib/internal/fs/rimraf.js),
+/// one step at a time as Node takes them, so results and errors agree:
+///
+/// - `lstat(path)` (which follows the link of `link/`): a missing path is
+///   `ENOENT` naming `lstat` (nothing, with `force`), another error names
+///   `lstat`; a directory without `recursive` is `EISDIR`, `rm`.
+/// - a file: `unlink`; a directory: `rmdir`, and when it is not empty its
+///   entries one by one, then `rmdir` again. `rmdir` answering `ENOTDIR`
+///   (`link/` where `link` is a symbolic link) ends it without error and
+///   without removing anything, as Node's does: a remove never leaves the
+///   tree it was given.
+///
+/// Below the top, unlike Node's path-based walk, every step is relative to
+/// an open directory, and the directories are opened with `O_NOFOLLOW`: a
+/// directory swapped for a symbolic link meanwhile is not followed either.
+fn rm(path: &CStr, recursive: bool, force: bool) -> Result<(), RmFailed> {
+    let display = || Some(super::route::path_of(path.to_owned()));
+    let kind = match lstat_at(libc::AT_FDCWD, path) {
+        Ok(kind) => kind,
+        Err(e) if force && e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(rm_failed(e, "lstat", display())),
     };
+    if kind == libc::S_IFDIR && !recursive {
+        return Err(rm_failed(
+            io::Error::from_raw_os_error(libc::EISDIR),
+            "rm",
+            display(),
+        ));
+    }
+    let shown = super::route::path_of(path.to_owned());
+    let result = remove_at(libc::AT_FDCWD, path, &shown, Some(kind), true);
     match result {
-        Err(e) if force && e.kind() == io::ErrorKind::NotFound => Ok(()),
+        // rimraf: "the file is already gone".
+        Err(failed) if failed.error.kind() == io::ErrorKind::NotFound => Ok(()),
         other => other,
     }
+}
+
+/// rimraf's `_rimraf` for `name` under `dir` (`shown`: its path for
+/// messages; `top`: the path the caller gave, which may end in `/`).
+fn remove_at(
+    dir: RawFd,
+    name: &CStr,
+    shown: &Path,
+    kind: Option<u32>,
+    top: bool,
+) -> Result<(), RmFailed> {
+    let kind = match kind {
+        Some(kind) => Ok(kind),
+        None => lstat_at(dir, name),
+    };
+    match kind {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Ok(libc::S_IFDIR) => return rmdir_at(dir, name, shown, top, None),
+        _ => {}
+    }
+    // `name` is a live C string.
+    match syscall!(unlinkat(dir, name.as_ptr(), 0)) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EISDIR | libc::EPERM)) => {
+            rmdir_at(dir, name, shown, top, Some(e))
+        }
+        Err(e) => Err(rm_failed(e, "unlink", Some(shown.to_path_buf()))),
+    }
+}
+
+/// rimraf's `_rmdir`: `rmdir`; not empty: the entries, then `rmdir` again;
+/// `ENOTDIR`: the original error, if any, else done.
+fn rmdir_at(
+    dir: RawFd,
+    name: &CStr,
+    shown: &Path,
+    top: bool,
+    original: Option<io::Error>,
+) -> Result<(), RmFailed> {
+    // `name` is a live C string.
+    let e = match syscall!(unlinkat(dir, name.as_ptr(), libc::AT_REMOVEDIR)) {
+        Ok(_) => return Ok(()),
+        Err(e) => e,
+    };
+    match e.raw_os_error() {
+        Some(libc::ENOENT) => Ok(()),
+        Some(libc::ENOTEMPTY | libc::EEXIST | libc::EPERM) => {
+            remove_children(dir, name, shown, top)?;
+            // `name` is a live C string.
+            syscall!(unlinkat(dir, name.as_ptr(), libc::AT_REMOVEDIR))
+                .map(drop)
+                .map_err(|e| rm_failed(e, "rmdir", Some(shown.to_path_buf())))
+        }
+        Some(libc::ENOTDIR) => match original {
+            Some(original) => Err(rm_failed(original, "unlink", Some(shown.to_path_buf()))),
+            None => Ok(()),
+        },
+        _ => Err(rm_failed(e, "rmdir", Some(shown.to_path_buf()))),
+    }
+}
+
+/// An open directory stream, closed when dropped.
+struct DirStream(*mut libc::DIR);
+
+impl Drop for DirStream {
+    fn drop(&mut self) {
+        // SAFETY: the stream came from fdopendir and is closed only here.
+        unsafe { libc::closedir(self.0) };
+    }
+}
+
+/// rimraf's `_rmchildren`: every entry of the directory `name` (opened
+/// without following a link), each removed as `remove_at` does; the first
+/// error is reported after trying the rest, as Node's concurrent removes
+/// do.
+fn remove_children(dir: RawFd, name: &CStr, shown: &Path, top: bool) -> Result<(), RmFailed> {
+    // The top path may end in `/`, which would follow a link whatever the
+    // flags: open it without, so O_NOFOLLOW holds.
+    let trimmed;
+    let open_name = if top {
+        let bytes = name.to_bytes();
+        let end = bytes.iter().rposition(|&b| b != b'/').map_or(1, |i| i + 1);
+        trimmed = CString::new(&bytes[..end]).expect("no NUL inside a C string");
+        trimmed.as_c_str()
+    } else {
+        name
+    };
+    let scandir = |e| rm_failed(e, "scandir", Some(shown.to_path_buf()));
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // `open_name` is a live C string.
+    let fd = syscall!(openat(dir, open_name.as_ptr(), flags)).map_err(scandir)?;
+    // SAFETY: `fd` is an open directory descriptor, owned by the stream
+    // from here on (closedir closes it).
+    let stream = unsafe { libc::fdopendir(fd) };
+    if stream.is_null() {
+        let error = io::Error::last_os_error();
+        // The descriptor is ours and fdopendir did not take it.
+        let _ = syscall!(close(fd));
+        return Err(scandir(error));
+    }
+    let stream = DirStream(stream);
+    let mut names = Vec::new();
+    loop {
+        // readdir reports an error only through errno: clear it first.
+        // SAFETY: errno is this thread's.
+        unsafe { *libc::__errno_location() = 0 };
+        // SAFETY: `stream.0` is an open directory stream.
+        let entry = unsafe { libc::readdir64(stream.0) };
+        if entry.is_null() {
+            let error = io::Error::last_os_error();
+            if error.raw_os_error().is_some_and(|n| n != 0) {
+                return Err(scandir(error));
+            }
+            break;
+        }
+        // SAFETY: a non-null entry's name is a NUL-terminated string,
+        // valid until the next readdir; it is copied at once.
+        let entry_name = unsafe { CStr::from_ptr((*entry).d_name.as_ptr()) };
+        if entry_name != c"." && entry_name != c".." {
+            names.push(entry_name.to_owned());
+        }
+    }
+    // SAFETY: `stream.0` is open; its descriptor lives as long as it.
+    let fd = unsafe { libc::dirfd(stream.0) };
+    let mut first_error = None;
+    for child in names {
+        let shown = child_path(shown, &child);
+        if let Err(failed) = remove_at(fd, &child, &shown, None, false)
+            && first_error.is_none()
+        {
+            first_error = Some(failed);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 /// The entries, sorted by name as libuv's scandir sorts them.
@@ -340,8 +592,15 @@ impl Drop for Owned {
     }
 }
 
-/// libuv's copyfile: the destination gets the source's mode, the bytes go
-/// by `copy_file_range(2)` where the kernel can, else read/write.
+/// libuv's copyfile (`uv__fs_copyfile`): the destination gets the
+/// source's bytes and mode; the bytes go by `copy_file_range(2)` where the
+/// kernel can, else read/write. As libuv: the destination is opened
+/// without truncating, and a destination that is the source itself (the
+/// same path, a hard link, a symbolic link to it: same device and inode)
+/// is left whole and the copy succeeds; only then is it truncated.
+/// Unlike libuv, a source that is a directory fails (`EISDIR`) before the
+/// destination is changed, and a failure removes a destination only if
+/// this copy created it (libuv removes the destination whatever it was).
 fn copy_file(from: &CStr, to: &CStr, exclusive: bool) -> io::Result<()> {
     // `from`, `to`: live C strings.
     let src = Owned(syscall!(open(
@@ -351,11 +610,59 @@ fn copy_file(from: &CStr, to: &CStr, exclusive: bool) -> io::Result<()> {
     let Out::Stat(stat) = statx(src.0, c"", libc::AT_EMPTY_PATH)? else {
         unreachable!("statx gives a Stat")
     };
-    let mut flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC;
-    if exclusive {
-        flags |= libc::O_EXCL;
+    let (dst, created) = open_destination(to, exclusive, stat.permissions())?;
+    let result = fill_destination(&src, &dst, &stat, exclusive, created);
+    drop(dst);
+    if result.is_err() && created {
+        // Ours, and the copy failed: leave no half file behind.
+        let _ = syscall!(unlink(to.as_ptr()));
     }
-    let dst = Owned(syscall!(open(to.as_ptr(), flags, stat.permissions()))?);
+    result
+}
+
+/// Opens the destination for writing, without truncating it; whether
+/// this call created it.
+fn open_destination(to: &CStr, exclusive: bool, mode: u32) -> io::Result<(Owned, bool)> {
+    let base = libc::O_WRONLY | libc::O_CLOEXEC;
+    // `to` is a live C string, in every open below.
+    match syscall!(open(to.as_ptr(), base | libc::O_CREAT | libc::O_EXCL, mode)) {
+        Ok(fd) => return Ok((Owned(fd), true)),
+        Err(e) if exclusive || e.raw_os_error() != Some(libc::EEXIST) => return Err(e),
+        Err(_) => {}
+    }
+    match syscall!(open(to.as_ptr(), base)) {
+        Ok(fd) => Ok((Owned(fd), false)),
+        // A dangling symbolic link (O_EXCL does not follow it) or a file
+        // removed meanwhile: create through it, as libuv's O_CREAT does.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            syscall!(open(to.as_ptr(), base | libc::O_CREAT, mode)).map(|fd| (Owned(fd), false))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn fill_destination(
+    src: &Owned,
+    dst: &Owned,
+    stat: &Stats,
+    exclusive: bool,
+    created: bool,
+) -> io::Result<()> {
+    if !exclusive && !created {
+        let Out::Stat(dst_stat) = statx(dst.0, c"", libc::AT_EMPTY_PATH)? else {
+            unreachable!("statx gives a Stat")
+        };
+        if (dst_stat.dev, dst_stat.ino) == (stat.dev, stat.ino) {
+            // The same file: nothing to copy (libuv succeeds too).
+            return Ok(());
+        }
+    }
+    if stat.is_dir() {
+        return Err(io::Error::from_raw_os_error(libc::EISDIR));
+    }
+    if !created {
+        syscall!(ftruncate(dst.0, 0))?;
+    }
     syscall!(fchmod(dst.0, stat.permissions()))?;
     let mut left = stat.size;
     while left > 0 {

@@ -1,7 +1,7 @@
 //! The values fs operations take and give: open flags, open files,
 //! metadata, directory entries.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::ffi::OsString;
 use std::fmt;
 use std::os::fd::RawFd;
@@ -157,7 +157,10 @@ impl fmt::Debug for Flags {
 /// closes it for all clones: an operation on a closed `File` fails with
 /// `EBADF` and never reaches a descriptor number the system has since
 /// given to another file, so a descriptor is never closed twice. An
-/// operation in flight holds a clone, so the descriptor outlives it.
+/// operation in flight holds a clone, so the descriptor outlives it, and
+/// `close` waits for the operations queued on or running on the pool
+/// before it closes the descriptor (its number is not reused under them;
+/// the close's callback runs after theirs).
 ///
 /// **Dropped without `close`:** when the last clone goes, the descriptor
 /// is closed synchronously on the loop thread (as `std::fs::File` does,
@@ -172,13 +175,61 @@ pub struct File {
 struct FileInner {
     /// The descriptor, or -1 once closed.
     fd: Cell<RawFd>,
+    /// Operations on the descriptor queued on or running on the pool.
+    pool_ops: Cell<u32>,
+    /// A close asked for while some were: sent when the last one ends.
+    deferred_close: RefCell<Option<DeferredClose>>,
+}
+
+/// A close's callback.
+pub(crate) type OnClosed = Box<dyn FnOnce(&mut crate::Loop, Result<()>)>;
+
+/// A close waiting for the pool operations on its descriptor.
+pub(crate) struct DeferredClose {
+    pub(crate) fd: RawFd,
+    pub(crate) callback: OnClosed,
 }
 
 impl File {
     pub(crate) fn from_fd(fd: RawFd) -> File {
         File {
-            inner: Rc::new(FileInner { fd: Cell::new(fd) }),
+            inner: Rc::new(FileInner {
+                fd: Cell::new(fd),
+                pool_ops: Cell::new(0),
+                deferred_close: RefCell::new(None),
+            }),
         }
+    }
+
+    /// A pool operation on the descriptor was queued: a close waits for it.
+    pub(crate) fn hold(&self) {
+        let ops = &self.inner.pool_ops;
+        ops.set(ops.get() + 1);
+    }
+
+    /// A pool operation on the descriptor ended; the close that waited for
+    /// the last one, if any, is now due.
+    pub(crate) fn release(&self) -> Option<DeferredClose> {
+        let ops = &self.inner.pool_ops;
+        ops.set(ops.get() - 1);
+        if ops.get() == 0 {
+            self.inner.deferred_close.borrow_mut().take()
+        } else {
+            None
+        }
+    }
+
+    /// Keeps `close` until the pool operations on the descriptor end;
+    /// `Err` gives it back when none is in flight (close now).
+    pub(crate) fn defer_close(
+        &self,
+        close: DeferredClose,
+    ) -> std::result::Result<(), DeferredClose> {
+        if self.inner.pool_ops.get() == 0 {
+            return Err(close);
+        }
+        *self.inner.deferred_close.borrow_mut() = Some(close);
+        Ok(())
     }
 
     /// The descriptor, or `None` once closed.
@@ -201,6 +252,11 @@ impl File {
 
 impl Drop for FileInner {
     fn drop(&mut self) {
+        if let Some(close) = self.deferred_close.get_mut().take() {
+            // The loop went away with the operations (never in a running
+            // loop: they hold a clone until they end).
+            crate::fs::sys::close_now(close.fd);
+        }
         let fd = self.fd.get();
         if fd >= 0 {
             log::debug!("eventide::fs: a File dropped without close; closing fd {fd}");
@@ -319,13 +375,16 @@ pub struct Stats {
     pub birthtime: SystemTime,
 }
 
+/// A statx time: `tv_sec` seconds (negative before the epoch) plus
+/// `tv_nsec` nanoseconds, always forward (-1.5 s is `-2` and `500000000`).
 fn time_of(t: libc::statx_timestamp) -> SystemTime {
-    let since = Duration::new(t.tv_sec.unsigned_abs(), t.tv_nsec);
-    if t.tv_sec >= 0 {
-        SystemTime::UNIX_EPOCH + since
+    let secs = Duration::from_secs(t.tv_sec.unsigned_abs());
+    let whole = if t.tv_sec >= 0 {
+        SystemTime::UNIX_EPOCH + secs
     } else {
-        SystemTime::UNIX_EPOCH - since
-    }
+        SystemTime::UNIX_EPOCH - secs
+    };
+    whole + Duration::from_nanos(u64::from(t.tv_nsec))
 }
 
 impl Stats {
