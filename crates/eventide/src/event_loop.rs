@@ -24,6 +24,9 @@ use crate::{Error, Result};
 /// A callback that runs once with the loop.
 pub(crate) type Task = Box<dyn FnOnce(&mut Loop)>;
 
+/// A caught panic's payload.
+pub(crate) type Panic = Box<dyn Any + Send>;
+
 /// What a panic handler receives: the loop and the panic's payload.
 type PanicHandler = Box<dyn FnMut(&mut Loop, Box<dyn Any + Send>)>;
 
@@ -293,7 +296,11 @@ impl Loop {
         // before the panic goes on.
         let result = panic::catch_unwind(AssertUnwindSafe(|| self.turns(mode)));
         self.running = false;
-        result.unwrap_or_else(|payload| panic::resume_unwind(payload))
+        result.unwrap_or_else(|payload| {
+            // The run is over: a stop asked for in it is spent, as on return.
+            self.stop_requested = false;
+            panic::resume_unwind(payload)
+        })
     }
 
     /// The turns, in libuv's order: timers, pending, idle, prepare, poll,
@@ -424,13 +431,22 @@ impl Loop {
     /// its closing list, so one phase runs the close callbacks in reverse
     /// order of the closes (shared case 35); handles closed during the
     /// phase wait for the next one. A callback whose panic propagates out
-    /// of `run` leaves the ones not yet run in place for the next phase.
+    /// of `run` leaves the ones not yet run in place for the next phase
+    /// (and takes its own and those that ran out of the queue, so they no
+    /// longer keep the loop alive).
     fn run_closing(&mut self) {
         let closed_before = self.closing.len();
         for i in (0..closed_before).rev() {
-            if let Some(task) = self.closing.get_mut(i).and_then(Option::take) {
-                self.invoke(task);
+            let Some(task) = self.closing.get_mut(i).and_then(Option::take) else {
+                continue;
+            };
+            if let Err(payload) = self.catching(task) {
+                if !self.has_panic_handler() {
+                    self.closing.drain(i..closed_before);
+                }
+                self.panicked(payload);
             }
+            self.drain_ticks();
         }
         self.closing.drain(..closed_before);
     }
@@ -442,35 +458,55 @@ impl Loop {
         self.drain_ticks();
     }
 
-    /// Runs `f` with the loop, catching a panic if a handler is installed.
+    /// Runs `f` with the loop, for a call site that has nothing to set
+    /// right if it panics: the panic goes to the handler (and `None` comes
+    /// back) or, without one, on out of `run()`.
     ///
     /// Afterwards, the work the callback queued is announced to the pool
     /// (one wakeup for all of it, see `Work::end_burst`).
     pub(crate) fn guarded<R>(&mut self, f: impl FnOnce(&mut Loop) -> R) -> Option<R> {
-        if self.panic_handler.is_none() {
-            let value = f(self);
-            self.work.end_burst();
-            return Some(value);
-        }
-        let outcome = match panic::catch_unwind(AssertUnwindSafe(|| f(self))) {
+        match self.catching(f) {
             Ok(value) => Some(value),
             Err(payload) => {
-                self.on_panic(payload);
+                self.panicked(payload);
                 None
             }
-        };
+        }
+    }
+
+    /// Runs `f` with the loop and hands back its panic, in both modes: the
+    /// caller puts its structures right (a slot taken out for the call, a
+    /// batch cut short), then passes the payload to [`Loop::panicked`],
+    /// which gives it to the handler or, without one, resumes the unwind.
+    /// So the state is the same whether or not a handler is installed, and
+    /// a `run()` after an uncaught panic finds a consistent loop.
+    pub(crate) fn catching<R>(&mut self, f: impl FnOnce(&mut Loop) -> R) -> Result<R, Panic> {
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| f(self)));
         self.work.end_burst();
         outcome
     }
 
-    fn on_panic(&mut self, payload: Box<dyn Any + Send>) {
+    /// A callback's panic, once its call site is consistent again: the
+    /// handler gets it, or, without one, it unwinds out of `run()`.
+    pub(crate) fn panicked(&mut self, payload: Panic) {
         let Some(mut handler) = self.panic_handler.take() else {
             panic::resume_unwind(payload)
         };
-        handler(self, payload);
+        // A handler that panics is kept (unless it replaced itself), and
+        // its own panic goes on out of `run()`.
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| handler(self, payload)));
         if self.panic_handler.is_none() {
             self.panic_handler = Some(handler);
         }
+        if let Err(payload) = outcome {
+            panic::resume_unwind(payload)
+        }
+    }
+
+    /// Whether a panic handler is installed (a panic then does not leave
+    /// the phase that caught it).
+    pub(crate) fn has_panic_handler(&self) -> bool {
+        self.panic_handler.is_some()
     }
 
     /// Node's `processTicksAndRejections`: all ticks (including new ones),

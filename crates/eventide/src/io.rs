@@ -260,16 +260,27 @@ impl Loop {
             return;
         };
         let more = completion.more;
-        self.invoke(|lp: &mut Loop| handler(lp, completion));
+        let outcome = self.catching(|lp: &mut Loop| handler(lp, completion));
+        // Whether or not the handler panicked, the slot follows the
+        // operation: back in place while more completions come, gone after
+        // the final one (a slot left behind would keep the loop alive for
+        // good). Only then does the panic go on.
         if more {
             if let Some(slot) = self.io.handlers.get_mut(id) {
                 slot.handler = Some(handler);
             }
-        } else if let Some(done) = self.io.handlers.remove(id)
-            && !done.counted
-        {
-            self.io.uncounted -= 1;
+        } else {
+            drop(handler);
+            if let Some(done) = self.io.handlers.remove(id)
+                && !done.counted
+            {
+                self.io.uncounted -= 1;
+            }
         }
+        if let Err(payload) = outcome {
+            self.panicked(payload);
+        }
+        self.drain_ticks();
     }
 }
 
