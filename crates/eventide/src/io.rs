@@ -306,3 +306,77 @@ mod tests {
         assert_ne!(token(SENT, small), token(RECEIVED, small));
     }
 }
+
+#[cfg(test)]
+mod panic_tests {
+    use std::cell::Cell;
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::rc::Rc;
+    use std::time::Duration;
+
+    use eventide_reactor::{BackendChoice, BackendKind, Interest, Op};
+
+    use crate::event_loop::Loop;
+
+    /// Without a panic handler: completions taken in the same wait as one
+    /// whose handler panicked run at the next `run()`, which does not
+    /// block on them (they are in the reactor's ready queue, not in the
+    /// kernel), and no slot is left behind.
+    fn completions_after_a_panicking_handler(backend: BackendKind) {
+        let Ok(mut lp) = Loop::builder()
+            .backend(BackendChoice::Only(backend))
+            .build()
+        else {
+            eprintln!("skipped on {backend}");
+            return;
+        };
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe(2) writes.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: writes one byte from a live local to the pipe's write end.
+        assert_eq!(unsafe { libc::write(fds[1], b"x".as_ptr().cast(), 1) }, 1);
+        let ran = Rc::new(Cell::new(0));
+        for i in 0..3 {
+            let ran = Rc::clone(&ran);
+            lp.submit_io(Op::poll(fds[0], Interest::READABLE), move |_, c| {
+                c.result.expect("the pipe is readable");
+                ran.set(ran.get() + 1);
+                if i == 0 {
+                    panic!("first handler");
+                }
+            })
+            .expect("submitted");
+        }
+        // Every poll is ready before the loop first waits.
+        std::thread::sleep(Duration::from_millis(10));
+        let expired = Rc::new(Cell::new(false));
+        let e = Rc::clone(&expired);
+        let watchdog = lp.set_timeout(Duration::from_secs(10), move |lp| {
+            e.set(true);
+            lp.stop();
+        });
+        lp.unref_timer(watchdog);
+        let first = catch_unwind(AssertUnwindSafe(|| lp.run()));
+        assert!(first.is_err(), "the handler's panic leaves run()");
+        lp.run().expect("the loop runs again");
+        assert!(!expired.get(), "the second run() ended by itself");
+        assert_eq!(ran.get(), 3);
+        assert!(!lp.alive());
+        assert_eq!(lp.io.in_flight(), 0);
+        // SAFETY: closes the two descriptors this test opened, once.
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+    }
+
+    #[test]
+    fn completions_after_a_panicking_handler_on_uring() {
+        completions_after_a_panicking_handler(BackendKind::Uring);
+    }
+
+    #[test]
+    fn completions_after_a_panicking_handler_on_poll() {
+        completions_after_a_panicking_handler(BackendKind::Poll);
+    }
+}
