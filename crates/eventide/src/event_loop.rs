@@ -46,6 +46,7 @@ pub enum RunMode {
 pub struct LoopBuilder {
     backend: Option<BackendChoice>,
     pool_threads: Option<usize>,
+    pool_drop_timeout: Option<Duration>,
 }
 
 impl LoopBuilder {
@@ -65,6 +66,19 @@ impl LoopBuilder {
         self
     }
 
+    /// Sets how long dropping the loop waits for pool jobs still running
+    /// (default 1 s). A job that is still running then (a blocking FIFO
+    /// open, a hung `getaddrinfo`, user work that never returns) keeps its
+    /// pool thread: the thread is detached and ends by itself when the job
+    /// returns, a warning is logged, and the memory of the work requests
+    /// that thread may still touch is leaked (never freed, their callbacks
+    /// never run or dropped). Without the bound the drop would wait for
+    /// such a job forever.
+    pub fn pool_drop_timeout(mut self, timeout: Duration) -> Self {
+        self.pool_drop_timeout = Some(timeout);
+        self
+    }
+
     /// Makes the loop.
     ///
     /// # Errors
@@ -81,7 +95,8 @@ impl LoopBuilder {
             None => Reactor::new()?,
         };
         log::debug!("eventide loop on the {} backend", reactor.backend());
-        Loop::with_reactor(reactor, self.pool_threads)
+        let drop_timeout = self.pool_drop_timeout.unwrap_or(crate::work::DROP_TIMEOUT);
+        Loop::with_reactor(reactor, self.pool_threads, drop_timeout)
     }
 }
 
@@ -144,9 +159,13 @@ impl Loop {
         LoopBuilder::default()
     }
 
-    fn with_reactor(reactor: Reactor, pool_threads: Option<usize>) -> Result<Loop> {
+    fn with_reactor(
+        reactor: Reactor,
+        pool_threads: Option<usize>,
+        drop_timeout: Duration,
+    ) -> Result<Loop> {
         let shared = Arc::new(Shared::new(reactor.waker()));
-        let work = Work::new(Arc::clone(&shared), pool_threads)?;
+        let work = Work::new(Arc::clone(&shared), pool_threads, drop_timeout)?;
         Ok(Loop {
             reactor,
             now: Cell::new(0),
