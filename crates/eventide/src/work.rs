@@ -294,6 +294,10 @@ impl Drop for Work {
             return;
         }
         let requests = &mut self.requests;
+        // What a round cut short by a panic still holds, then the rest.
+        while let Some((handle, _)) = self.completions.next_in_round() {
+            drop(requests.remove(id_to_slot(handle.id())));
+        }
         self.completions.drain(|handle, _| {
             drop(requests.remove(id_to_slot(handle.id())));
         });
