@@ -116,7 +116,8 @@ pub(crate) trait Receive {
     /// loop forgets it. Until then it keeps the loop alive: the last
     /// sender's drop wakes the loop for this final receive.
     ///
-    /// A handler that panics ends the receive: the messages after it go
+    /// A handler that panics (or, without a panic handler, a next-tick it
+    /// queued) ends the receive: the messages after it go
     /// back to the front of the queue, the channel is marked ready again
     /// (the next poll phase delivers them) and the panic comes back, with
     /// whether the channel is still needed.
@@ -139,7 +140,10 @@ impl<T, F: FnMut(&mut Loop, T)> Receive for Receiver<T, F> {
         let mut values = self.spare.drain(..);
         while let Some(value) = values.next() {
             let handler = &mut self.handler;
-            if let Err(payload) = lp.catching(|lp: &mut Loop| handler(lp, value)) {
+            let outcome = lp
+                .catching(|lp: &mut Loop| handler(lp, value))
+                .and_then(|()| lp.drain_ticks_catching());
+            if let Err(payload) = outcome {
                 let rest: Vec<T> = values.collect();
                 let needed = senders_left || !rest.is_empty();
                 if !rest.is_empty() {
@@ -150,7 +154,6 @@ impl<T, F: FnMut(&mut Loop, T)> Receive for Receiver<T, F> {
                 }
                 return Err((payload, needed));
             }
-            lp.drain_ticks();
         }
         Ok(senders_left)
     }

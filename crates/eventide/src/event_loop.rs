@@ -459,13 +459,16 @@ impl Loop {
             let Some(task) = self.closing.get_mut(i).and_then(Option::take) else {
                 continue;
             };
-            if let Err(payload) = self.catching(task) {
+            let outcome = self
+                .catching(task)
+                .and_then(|()| self.drain_ticks_catching());
+            if let Err(payload) = outcome {
                 if !self.has_panic_handler() {
                     self.closing.drain(i..closed_before);
                 }
                 self.panicked(payload);
+                self.drain_ticks();
             }
-            self.drain_ticks();
         }
         self.closing.drain(..closed_before);
     }
@@ -526,6 +529,19 @@ impl Loop {
     /// the phase that caught it).
     pub(crate) fn has_panic_handler(&self) -> bool {
         self.panic_handler.is_some()
+    }
+
+    /// [`Loop::drain_ticks`] for a caller that must put its own state
+    /// right before a panic goes on: without a panic handler, a tick's
+    /// panic comes back here (the ticks after it stay queued, for the next
+    /// `run()`) instead of unwinding through the caller. With a handler
+    /// the ticks' panics go to it, as always, and this is `Ok`.
+    pub(crate) fn drain_ticks_catching(&mut self) -> Result<(), Panic> {
+        if self.has_panic_handler() {
+            self.drain_ticks();
+            return Ok(());
+        }
+        panic::catch_unwind(AssertUnwindSafe(|| self.drain_ticks()))
     }
 
     /// Node's `processTicksAndRejections`: all ticks (including new ones),

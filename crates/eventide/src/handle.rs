@@ -229,7 +229,10 @@ impl Loop {
             match self.shared.queue.steal() {
                 Steal::Success(posted) => {
                     left -= 1;
-                    if let Err(payload) = self.catching(posted) {
+                    let outcome = self
+                        .catching(posted)
+                        .and_then(|()| self.drain_ticks_catching());
+                    if let Err(payload) = outcome {
                         // The flag was cleared for this drain: without it
                         // the closures behind this one would wait for
                         // another post. (With a handler the drain goes on
@@ -238,8 +241,8 @@ impl Loop {
                             self.shared.wake();
                         }
                         self.panicked(payload);
+                        self.drain_ticks();
                     }
-                    self.drain_ticks();
                 }
                 Steal::Retry => continue,
                 Steal::Empty => break,

@@ -242,9 +242,12 @@ impl Loop {
         let started = self.clock();
         let returned = self.catching(move |lp: &mut Loop| callback.call(lp, id));
         match returned {
+            // Re-armed before its next-ticks run (as Node re-inserts an
+            // interval before the next timer's `runNextTicks`): a tick that
+            // panics out of `run()` must not take the interval with it.
             Ok(Some(callback)) => {
-                self.drain_ticks();
                 self.rearm_interval(id, started, callback);
+                self.drain_ticks();
                 None
             }
             Ok(None) => {

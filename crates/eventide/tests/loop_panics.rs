@@ -96,7 +96,11 @@ fn run_through(lp: &mut Loop, mode: Mode, expected: &[&str]) -> Panics {
             panics.all()
         );
     }
-    assert_eq!(panics.all(), expected);
+    let mut seen = panics.all();
+    seen.sort();
+    let mut expected = expected.to_vec();
+    expected.sort_unstable();
+    assert_eq!(seen, expected);
     assert!(
         !lp.alive(),
         "run() returned, so nothing keeps the loop alive"
@@ -474,6 +478,88 @@ fn io_callbacks(lp: &mut Loop, mode: Mode) {
     assert_eq!(seen, ["s0", "s1", "s2"]);
 }
 
+/// A next-tick that panics right after a callback, queued by an interval,
+/// a channel handler, a posted closure and a close callback: without a
+/// handler its panic leaves `run()` after the callback's own state was put
+/// right (the interval re-armed, the channel's other messages kept, the
+/// posts behind it still flagged, the close queue clean).
+fn ticks_after_callbacks(lp: &mut Loop, mode: Mode) {
+    let seen = log();
+    let s = seen.clone();
+    let mut calls = 0;
+    lp.set_interval(ms(1), move |lp, id| {
+        calls += 1;
+        s.borrow_mut().push(format!("interval{calls}"));
+        if calls == 1 {
+            lp.next_tick(|_| panic!("tick of an interval"));
+        }
+        if calls == 3 {
+            lp.clear_interval(id);
+        }
+    });
+    let s = seen.clone();
+    let sender = lp.channel(move |lp, value: u32| {
+        s.borrow_mut().push(format!("message{value}"));
+        if value == 1 {
+            lp.queue_microtask(|_| panic!("microtask of a message"));
+        }
+    });
+    for value in 1..=3 {
+        sender.send(value).unwrap();
+    }
+    drop(sender);
+    let posted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let handle = lp.handle();
+    for i in 1..=3 {
+        let p = posted.clone();
+        handle
+            .post(move |lp| {
+                p.lock().unwrap().push(i);
+                if i == 1 {
+                    lp.next_tick(|_| panic!("tick of a post"));
+                }
+            })
+            .unwrap();
+    }
+    drop(handle);
+    for i in 1..=2 {
+        let hook = lp.start_hook(Phase::Check, |_, _| {});
+        let s = seen.clone();
+        lp.close_then(hook, move |lp| {
+            s.borrow_mut().push(format!("close{i}"));
+            if i == 2 {
+                lp.next_tick(|_| panic!("tick of a close"));
+            }
+        });
+    }
+    run_through(
+        lp,
+        mode,
+        &[
+            "tick of an interval",
+            "microtask of a message",
+            "tick of a post",
+            "tick of a close",
+        ],
+    );
+    let mut seen = entries(&seen);
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "close1",
+            "close2",
+            "interval1",
+            "interval2",
+            "interval3",
+            "message1",
+            "message2",
+            "message3",
+        ]
+    );
+    assert_eq!(*posted.lock().unwrap(), [1, 2, 3]);
+}
+
 /// A panic handler that itself panics: its panic leaves `run()`, the
 /// handler stays installed, and the loop goes on at the next `run()`.
 fn a_panicking_panic_handler(lp: &mut Loop) {
@@ -582,6 +668,7 @@ on_every_backend_in_both_modes!(
     close_callbacks,
     deferred,
     io_callbacks,
+    ticks_after_callbacks,
 );
 
 mod handlers {
