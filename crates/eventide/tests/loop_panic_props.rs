@@ -8,7 +8,7 @@
 //!
 //! The model is a set of tags of the things that keep the loop alive (a
 //! timer, an immediate, a hook, work, a posted closure, a channel with
-//! messages, a closing handle, a deferred callback). A callback removes
+//! messages, a closing handle, a deferred callback, a file operation). A callback removes
 //! its tag when it starts the call that ends it (a one-shot's only call,
 //! a repeating one's last, or the call that panics, which stops it).
 //! Next-ticks and microtasks do not keep the loop alive; they are tracked
@@ -41,23 +41,39 @@ enum Child {
     Timeout {
         panics: bool,
     },
+    Work {
+        panics: bool,
+    },
     /// Clears one of the top-level timeouts (by position), if pending.
     ClearTimer(usize),
 }
 
 #[derive(Clone, Debug)]
 enum Kind {
-    Timeout { delay: u64 },
-    Interval { period: u64, calls: u8 },
+    Timeout {
+        delay: u64,
+    },
+    Interval {
+        period: u64,
+        calls: u8,
+    },
     Immediate,
     Tick,
     Microtask,
     Defer,
-    Hook { phase: u8, calls: u8 },
+    Hook {
+        phase: u8,
+        calls: u8,
+    },
     Work,
     Post,
-    Channel { messages: u8 },
+    Channel {
+        messages: u8,
+    },
     Close,
+    /// A file system operation: a boxed I/O handler on io_uring, pool work
+    /// on polling.
+    Stat,
 }
 
 #[derive(Clone, Debug)]
@@ -74,6 +90,7 @@ fn child() -> impl Strategy<Value = Child> {
         any::<bool>().prop_map(|panics| Child::Microtask { panics }),
         any::<bool>().prop_map(|panics| Child::Immediate { panics }),
         any::<bool>().prop_map(|panics| Child::Timeout { panics }),
+        any::<bool>().prop_map(|panics| Child::Work { panics }),
         (0..8usize).prop_map(Child::ClearTimer),
     ]
 }
@@ -91,6 +108,7 @@ fn kind() -> impl Strategy<Value = Kind> {
         Just(Kind::Post),
         (1..4u8).prop_map(|messages| Kind::Channel { messages }),
         Just(Kind::Close),
+        Just(Kind::Stat),
     ]
 }
 
@@ -233,6 +251,16 @@ fn make_child(lp: &mut Loop, model: &Shared, child: &Child) {
                 body(lp, &m, tag, 1, true, &op);
             });
         }
+        Child::Work { panics } => {
+            let tag = lock(model).tag(1, true);
+            let (m, op) = (model.clone(), one_shot(panics));
+            lp.queue_work(
+                || (),
+                move |lp, _| {
+                    body(lp, &m, tag, 1, true, &op);
+                },
+            );
+        }
         Child::ClearTimer(index) => {
             let mut m = lock(model);
             if m.timers.is_empty() {
@@ -331,6 +359,13 @@ fn start(lp: &mut Loop, model: &Shared, op: &Op) {
             for message in 1..=messages {
                 sender.send(message).unwrap();
             }
+        }
+        Kind::Stat => {
+            let tag = lock(model).tag(1, true);
+            lp.fs().stat("/", move |lp, result| {
+                result.expect("stat /");
+                body(lp, &m, tag, 1, true, &o);
+            });
         }
         Kind::Close => {
             let tag = lock(model).tag(1, true);
