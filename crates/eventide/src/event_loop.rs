@@ -102,6 +102,10 @@ impl LoopBuilder {
 
 /// Node's event loop: one thread, callbacks that receive the loop, and the
 /// phases in libuv's order every turn. See the [crate documentation](crate).
+///
+/// Dropping it shuts its pool down, waiting at most
+/// [`LoopBuilder::pool_drop_timeout`] (1 s by default) for jobs still
+/// running; a job stuck longer keeps its thread, which is detached.
 pub struct Loop {
     pub(crate) reactor: Reactor,
     /// The cached time, in ms since the clock's epoch; read lazily (see `now`).
@@ -237,7 +241,12 @@ impl Loop {
     /// panic propagates out of [`Loop::run`], as an uncaught exception ends
     /// a Node process; with one, the handler gets the payload and the loop
     /// goes on. (A panic in work on the pool is never this: it reaches that
-    /// work's callback as [`Error::Panicked`].)
+    /// work's callback as [`Error::Panicked`].) Either way the loop is left
+    /// as it would be had the callback returned, except that a hook or an
+    /// interval whose callback panicked is stopped: what was queued behind
+    /// it (the rest of a channel's batch, other posted closures, other
+    /// timers and immediates) still runs, and `alive()` counts only what
+    /// is still registered.
     pub fn set_panic_handler(
         &mut self,
         handler: impl FnMut(&mut Loop, Box<dyn Any + Send>) + 'static,
