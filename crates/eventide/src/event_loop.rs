@@ -463,6 +463,14 @@ impl Loop {
     /// (and takes its own and those that ran out of the queue, so they no
     /// longer keep the loop alive).
     fn run_closing(&mut self) {
+        if self.closing.is_empty() {
+            return;
+        }
+        self.run_closing_queue();
+    }
+
+    #[inline(never)]
+    fn run_closing_queue(&mut self) {
         let closed_before = self.closing.len();
         for i in (0..closed_before).rev() {
             let Some(task) = self.closing.get_mut(i).and_then(Option::take) else {
@@ -496,6 +504,13 @@ impl Loop {
     /// Afterwards, the work the callback queued is announced to the pool
     /// (one wakeup for all of it, see `Work::end_burst`).
     pub(crate) fn guarded<R>(&mut self, f: impl FnOnce(&mut Loop) -> R) -> Option<R> {
+        if self.panic_handler.is_none() {
+            // Nothing to catch the panic for: it may unwind from here. (The
+            // most common path, W3's: no `catch_unwind` frame to set up.)
+            let value = f(self);
+            self.work.end_burst();
+            return Some(value);
+        }
         match self.catching(f) {
             Ok(value) => Some(value),
             Err(payload) => {
