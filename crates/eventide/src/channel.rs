@@ -14,7 +14,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::event_loop::Loop;
+use crate::event_loop::{Loop, Panic};
 use crate::handle::Shared;
 
 /// The state a channel's senders and its receiving loop share.
@@ -115,7 +115,13 @@ pub(crate) trait Receive {
     /// the channel is finished (no sender left, nothing queued), and the
     /// loop forgets it. Until then it keeps the loop alive: the last
     /// sender's drop wakes the loop for this final receive.
-    fn receive(&mut self, lp: &mut Loop) -> bool;
+    ///
+    /// A handler that panics (or, without a panic handler, a next-tick it
+    /// queued) ends the receive: the messages after it go
+    /// back to the front of the queue, the channel is marked ready again
+    /// (the next poll phase delivers them) and the panic comes back, with
+    /// whether the channel is still needed.
+    fn receive(&mut self, lp: &mut Loop) -> Result<bool, (Panic, bool)>;
 }
 
 struct Receiver<T, F> {
@@ -126,22 +132,36 @@ struct Receiver<T, F> {
 }
 
 impl<T, F: FnMut(&mut Loop, T)> Receive for Receiver<T, F> {
-    fn receive(&mut self, lp: &mut Loop) -> bool {
+    fn receive(&mut self, lp: &mut Loop) -> Result<bool, (Panic, bool)> {
         // Loaded before the swap: if no sender was left then, every value
         // ever sent is in the queue taken now, and none can follow.
         let senders_left = self.chan.senders.load(Ordering::Acquire) > 0;
         std::mem::swap(&mut *self.chan.lock(), &mut self.spare);
-        for value in self.spare.drain(..) {
+        let mut values = self.spare.drain(..);
+        while let Some(value) = values.next() {
             let handler = &mut self.handler;
-            lp.invoke(|lp: &mut Loop| handler(lp, value));
+            let outcome = lp
+                .catching(|lp: &mut Loop| handler(lp, value))
+                .and_then(|()| lp.drain_ticks_catching());
+            if let Err(payload) = outcome {
+                let rest: Vec<T> = values.collect();
+                let needed = senders_left || !rest.is_empty();
+                if !rest.is_empty() {
+                    // Ahead of anything sent since the swap: one sender's
+                    // values stay in the order sent.
+                    self.chan.lock().splice(0..0, rest);
+                    self.chan.shared.wake_channels();
+                }
+                return Err((payload, needed));
+            }
         }
-        senders_left
+        Ok(senders_left)
     }
 }
 
 impl<T, F> Drop for Receiver<T, F> {
-    /// Nobody will receive any more (the loop is gone, or the channel was
-    /// lost to a panic): later sends fail and hand their value back.
+    /// Nobody will receive any more (the loop is gone): later sends fail
+    /// and hand their value back.
     fn drop(&mut self) {
         self.chan.closed.store(true, Ordering::Release);
     }
@@ -173,8 +193,12 @@ impl Loop {
 
     /// Runs the handlers of channels that have messages (or lost their
     /// last sender), and forgets finished channels. A channel is taken out
-    /// of its slot while its handler runs: if a handler's panic unwinds out
-    /// of `run`, only that channel is lost, and dropping it closes it.
+    /// of its slot while its handler runs. A handler's panic ends this
+    /// phase's channel work with everything in place: the panicking
+    /// channel back in its slot (unless it is finished) with its other
+    /// messages queued, and the channels not reached yet marked for the
+    /// next poll phase; then the panic goes to the handler, or on out of
+    /// `run()`.
     pub(crate) fn run_channels(&mut self) {
         if !self.shared.take_channel_wake() {
             return;
@@ -185,8 +209,25 @@ impl Loop {
                 index += 1;
                 continue;
             };
-            if channel.receive(self) {
-                self.channels[index] = Some(channel);
+            match channel.receive(self) {
+                Ok(needed) => {
+                    if needed {
+                        self.channels[index] = Some(channel);
+                    }
+                }
+                Err((payload, needed)) => {
+                    if needed {
+                        self.channels[index] = Some(channel);
+                    } else {
+                        drop(channel);
+                    }
+                    self.channels.retain(Option::is_some);
+                    // The channels after this one were not looked at.
+                    self.shared.wake_channels();
+                    self.panicked(payload);
+                    self.drain_ticks();
+                    return;
+                }
             }
             index += 1;
         }

@@ -24,6 +24,9 @@ use crate::{Error, Result};
 /// A callback that runs once with the loop.
 pub(crate) type Task = Box<dyn FnOnce(&mut Loop)>;
 
+/// A caught panic's payload.
+pub(crate) type Panic = Box<dyn Any + Send>;
+
 /// What a panic handler receives: the loop and the panic's payload.
 type PanicHandler = Box<dyn FnMut(&mut Loop, Box<dyn Any + Send>)>;
 
@@ -43,6 +46,7 @@ pub enum RunMode {
 pub struct LoopBuilder {
     backend: Option<BackendChoice>,
     pool_threads: Option<usize>,
+    pool_drop_timeout: Option<Duration>,
 }
 
 impl LoopBuilder {
@@ -62,6 +66,19 @@ impl LoopBuilder {
         self
     }
 
+    /// Sets how long dropping the loop waits for pool jobs still running
+    /// (default 1 s). A job that is still running then (a blocking FIFO
+    /// open, a hung `getaddrinfo`, user work that never returns) keeps its
+    /// pool thread: the thread is detached and ends by itself when the job
+    /// returns, a warning is logged, and the memory of the work requests
+    /// that thread may still touch is leaked (never freed, their callbacks
+    /// never run or dropped). Without the bound the drop would wait for
+    /// such a job forever.
+    pub fn pool_drop_timeout(mut self, timeout: Duration) -> Self {
+        self.pool_drop_timeout = Some(timeout);
+        self
+    }
+
     /// Makes the loop.
     ///
     /// # Errors
@@ -78,12 +95,17 @@ impl LoopBuilder {
             None => Reactor::new()?,
         };
         log::debug!("eventide loop on the {} backend", reactor.backend());
-        Loop::with_reactor(reactor, self.pool_threads)
+        let drop_timeout = self.pool_drop_timeout.unwrap_or(crate::work::DROP_TIMEOUT);
+        Loop::with_reactor(reactor, self.pool_threads, drop_timeout)
     }
 }
 
 /// Node's event loop: one thread, callbacks that receive the loop, and the
 /// phases in libuv's order every turn. See the [crate documentation](crate).
+///
+/// Dropping it shuts its pool down, waiting at most
+/// [`LoopBuilder::pool_drop_timeout`] (1 s by default) for jobs still
+/// running; a job stuck longer keeps its thread, which is detached.
 pub struct Loop {
     pub(crate) reactor: Reactor,
     /// The cached time, in ms since the clock's epoch; read lazily (see `now`).
@@ -141,9 +163,13 @@ impl Loop {
         LoopBuilder::default()
     }
 
-    fn with_reactor(reactor: Reactor, pool_threads: Option<usize>) -> Result<Loop> {
+    fn with_reactor(
+        reactor: Reactor,
+        pool_threads: Option<usize>,
+        drop_timeout: Duration,
+    ) -> Result<Loop> {
         let shared = Arc::new(Shared::new(reactor.waker()));
-        let work = Work::new(Arc::clone(&shared), pool_threads)?;
+        let work = Work::new(Arc::clone(&shared), pool_threads, drop_timeout)?;
         Ok(Loop {
             reactor,
             now: Cell::new(0),
@@ -215,7 +241,12 @@ impl Loop {
     /// panic propagates out of [`Loop::run`], as an uncaught exception ends
     /// a Node process; with one, the handler gets the payload and the loop
     /// goes on. (A panic in work on the pool is never this: it reaches that
-    /// work's callback as [`Error::Panicked`].)
+    /// work's callback as [`Error::Panicked`].) Either way the loop is left
+    /// as it would be had the callback returned, except that a hook or an
+    /// interval whose callback panicked is stopped: what was queued behind
+    /// it (the rest of a channel's batch, other posted closures, other
+    /// timers and immediates) still runs, and `alive()` counts only what
+    /// is still registered.
     pub fn set_panic_handler(
         &mut self,
         handler: impl FnMut(&mut Loop, Box<dyn Any + Send>) + 'static,
@@ -293,7 +324,11 @@ impl Loop {
         // before the panic goes on.
         let result = panic::catch_unwind(AssertUnwindSafe(|| self.turns(mode)));
         self.running = false;
-        result.unwrap_or_else(|payload| panic::resume_unwind(payload))
+        result.unwrap_or_else(|payload| {
+            // The run is over: a stop asked for in it is spent, as on return.
+            self.stop_requested = false;
+            panic::resume_unwind(payload)
+        })
     }
 
     /// The turns, in libuv's order: timers, pending, idle, prepare, poll,
@@ -424,12 +459,32 @@ impl Loop {
     /// its closing list, so one phase runs the close callbacks in reverse
     /// order of the closes (shared case 35); handles closed during the
     /// phase wait for the next one. A callback whose panic propagates out
-    /// of `run` leaves the ones not yet run in place for the next phase.
+    /// of `run` leaves the ones not yet run in place for the next phase
+    /// (and takes its own and those that ran out of the queue, so they no
+    /// longer keep the loop alive).
     fn run_closing(&mut self) {
+        if self.closing.is_empty() {
+            return;
+        }
+        self.run_closing_queue();
+    }
+
+    #[inline(never)]
+    fn run_closing_queue(&mut self) {
         let closed_before = self.closing.len();
         for i in (0..closed_before).rev() {
-            if let Some(task) = self.closing.get_mut(i).and_then(Option::take) {
-                self.invoke(task);
+            let Some(task) = self.closing.get_mut(i).and_then(Option::take) else {
+                continue;
+            };
+            let outcome = self
+                .catching(task)
+                .and_then(|()| self.drain_ticks_catching());
+            if let Err(payload) = outcome {
+                if !self.has_panic_handler() {
+                    self.closing.drain(i..closed_before);
+                }
+                self.panicked(payload);
+                self.drain_ticks();
             }
         }
         self.closing.drain(..closed_before);
@@ -442,35 +497,75 @@ impl Loop {
         self.drain_ticks();
     }
 
-    /// Runs `f` with the loop, catching a panic if a handler is installed.
+    /// Runs `f` with the loop, for a call site that has nothing to set
+    /// right if it panics: the panic goes to the handler (and `None` comes
+    /// back) or, without one, on out of `run()`.
     ///
     /// Afterwards, the work the callback queued is announced to the pool
     /// (one wakeup for all of it, see `Work::end_burst`).
     pub(crate) fn guarded<R>(&mut self, f: impl FnOnce(&mut Loop) -> R) -> Option<R> {
         if self.panic_handler.is_none() {
+            // Nothing to catch the panic for: it may unwind from here. (The
+            // most common path, W3's: no `catch_unwind` frame to set up.)
             let value = f(self);
             self.work.end_burst();
             return Some(value);
         }
-        let outcome = match panic::catch_unwind(AssertUnwindSafe(|| f(self))) {
+        match self.catching(f) {
             Ok(value) => Some(value),
             Err(payload) => {
-                self.on_panic(payload);
+                self.panicked(payload);
                 None
             }
-        };
+        }
+    }
+
+    /// Runs `f` with the loop and hands back its panic, in both modes: the
+    /// caller puts its structures right (a slot taken out for the call, a
+    /// batch cut short), then passes the payload to [`Loop::panicked`],
+    /// which gives it to the handler or, without one, resumes the unwind.
+    /// So the state is the same whether or not a handler is installed, and
+    /// a `run()` after an uncaught panic finds a consistent loop.
+    pub(crate) fn catching<R>(&mut self, f: impl FnOnce(&mut Loop) -> R) -> Result<R, Panic> {
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| f(self)));
         self.work.end_burst();
         outcome
     }
 
-    fn on_panic(&mut self, payload: Box<dyn Any + Send>) {
+    /// A callback's panic, once its call site is consistent again: the
+    /// handler gets it, or, without one, it unwinds out of `run()`.
+    pub(crate) fn panicked(&mut self, payload: Panic) {
         let Some(mut handler) = self.panic_handler.take() else {
             panic::resume_unwind(payload)
         };
-        handler(self, payload);
+        // A handler that panics is kept (unless it replaced itself), and
+        // its own panic goes on out of `run()`.
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| handler(self, payload)));
         if self.panic_handler.is_none() {
             self.panic_handler = Some(handler);
         }
+        if let Err(payload) = outcome {
+            panic::resume_unwind(payload)
+        }
+    }
+
+    /// Whether a panic handler is installed (a panic then does not leave
+    /// the phase that caught it).
+    pub(crate) fn has_panic_handler(&self) -> bool {
+        self.panic_handler.is_some()
+    }
+
+    /// [`Loop::drain_ticks`] for a caller that must put its own state
+    /// right before a panic goes on: without a panic handler, a tick's
+    /// panic comes back here (the ticks after it stay queued, for the next
+    /// `run()`) instead of unwinding through the caller. With a handler
+    /// the ticks' panics go to it, as always, and this is `Ok`.
+    pub(crate) fn drain_ticks_catching(&mut self) -> Result<(), Panic> {
+        if self.has_panic_handler() {
+            self.drain_ticks();
+            return Ok(());
+        }
+        panic::catch_unwind(AssertUnwindSafe(|| self.drain_ticks()))
     }
 
     /// Node's `processTicksAndRejections`: all ticks (including new ones),

@@ -229,7 +229,20 @@ impl Loop {
             match self.shared.queue.steal() {
                 Steal::Success(posted) => {
                     left -= 1;
-                    self.invoke(posted);
+                    let outcome = self
+                        .catching(posted)
+                        .and_then(|()| self.drain_ticks_catching());
+                    if let Err(payload) = outcome {
+                        // The flag was cleared for this drain: without it
+                        // the closures behind this one would wait for
+                        // another post. (With a handler the drain goes on
+                        // and the next poll phase finds nothing, harmlessly.)
+                        if !self.shared.queue.is_empty() {
+                            self.shared.wake();
+                        }
+                        self.panicked(payload);
+                        self.drain_ticks();
+                    }
                 }
                 Steal::Retry => continue,
                 Steal::Empty => break,

@@ -202,23 +202,27 @@ impl Loop {
             let Some(mut callback) = hook.callback.take() else {
                 continue;
             };
-            let returned = self.guarded(move |lp: &mut Loop| {
+            let returned = self.catching(move |lp: &mut Loop| {
                 callback(lp, id);
                 callback
             });
-            self.drain_ticks();
             match returned {
-                Some(callback) => {
+                Ok(callback) => {
                     if let Some(hook) = self.hooks.hooks.get_mut(id.0) {
                         hook.callback = Some(callback);
                     }
                 }
-                // It panicked (and a panic handler took it): a hook without
-                // its callback would keep the loop alive doing nothing.
-                None => {
+                // Its closure was dropped in the unwind: a hook without a
+                // callback would keep the loop alive doing nothing (and an
+                // idle one would keep the poll phase from blocking), so it
+                // stops, before the handler hears of the panic or, without
+                // one, the panic leaves `run()`.
+                Err(payload) => {
                     self.stop_hook(id);
+                    self.panicked(payload);
                 }
             }
+            self.drain_ticks();
         }
         running.clear();
         self.hooks.running = running;

@@ -260,16 +260,27 @@ impl Loop {
             return;
         };
         let more = completion.more;
-        self.invoke(|lp: &mut Loop| handler(lp, completion));
+        let outcome = self.catching(|lp: &mut Loop| handler(lp, completion));
+        // Whether or not the handler panicked, the slot follows the
+        // operation: back in place while more completions come, gone after
+        // the final one (a slot left behind would keep the loop alive for
+        // good). Only then does the panic go on.
         if more {
             if let Some(slot) = self.io.handlers.get_mut(id) {
                 slot.handler = Some(handler);
             }
-        } else if let Some(done) = self.io.handlers.remove(id)
-            && !done.counted
-        {
-            self.io.uncounted -= 1;
+        } else {
+            drop(handler);
+            if let Some(done) = self.io.handlers.remove(id)
+                && !done.counted
+            {
+                self.io.uncounted -= 1;
+            }
         }
+        if let Err(payload) = outcome {
+            self.panicked(payload);
+        }
+        self.drain_ticks();
     }
 }
 
@@ -293,5 +304,79 @@ mod tests {
         };
         assert_eq!(decode(token(SENT, small)), (SENT, small));
         assert_ne!(token(SENT, small), token(RECEIVED, small));
+    }
+}
+
+#[cfg(test)]
+mod panic_tests {
+    use std::cell::Cell;
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::rc::Rc;
+    use std::time::Duration;
+
+    use eventide_reactor::{BackendChoice, BackendKind, Interest, Op};
+
+    use crate::event_loop::Loop;
+
+    /// Without a panic handler: completions taken in the same wait as one
+    /// whose handler panicked run at the next `run()`, which does not
+    /// block on them (they are in the reactor's ready queue, not in the
+    /// kernel), and no slot is left behind.
+    fn completions_after_a_panicking_handler(backend: BackendKind) {
+        let Ok(mut lp) = Loop::builder()
+            .backend(BackendChoice::Only(backend))
+            .build()
+        else {
+            eprintln!("skipped on {backend}");
+            return;
+        };
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe(2) writes.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: writes one byte from a live local to the pipe's write end.
+        assert_eq!(unsafe { libc::write(fds[1], b"x".as_ptr().cast(), 1) }, 1);
+        let ran = Rc::new(Cell::new(0));
+        for i in 0..3 {
+            let ran = Rc::clone(&ran);
+            lp.submit_io(Op::poll(fds[0], Interest::READABLE), move |_, c| {
+                c.result.expect("the pipe is readable");
+                ran.set(ran.get() + 1);
+                if i == 0 {
+                    panic!("first handler");
+                }
+            })
+            .expect("submitted");
+        }
+        // Every poll is ready before the loop first waits.
+        std::thread::sleep(Duration::from_millis(10));
+        let expired = Rc::new(Cell::new(false));
+        let e = Rc::clone(&expired);
+        let watchdog = lp.set_timeout(Duration::from_secs(10), move |lp| {
+            e.set(true);
+            lp.stop();
+        });
+        lp.unref_timer(watchdog);
+        let first = catch_unwind(AssertUnwindSafe(|| lp.run()));
+        assert!(first.is_err(), "the handler's panic leaves run()");
+        lp.run().expect("the loop runs again");
+        assert!(!expired.get(), "the second run() ended by itself");
+        assert_eq!(ran.get(), 3);
+        assert!(!lp.alive());
+        assert_eq!(lp.io.in_flight(), 0);
+        // SAFETY: closes the two descriptors this test opened, once.
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+    }
+
+    #[test]
+    fn completions_after_a_panicking_handler_on_uring() {
+        completions_after_a_panicking_handler(BackendKind::Uring);
+    }
+
+    #[test]
+    fn completions_after_a_panicking_handler_on_poll() {
+        completions_after_a_panicking_handler(BackendKind::Poll);
     }
 }

@@ -14,6 +14,7 @@
 //! callback may clear its own timer, or start others, while it runs), so
 //! the closure never runs from memory the loop might touch meanwhile.
 
+use std::marker::PhantomData;
 use std::mem::{self, MaybeUninit};
 use std::ptr;
 
@@ -55,6 +56,10 @@ pub(crate) struct TimerCallback {
     /// `Option`, so that `Option<Timer>` can still use its niche: the
     /// wheel's entries stay 48 bytes.)
     vtable: &'static VTable,
+    /// The stored closure may hold anything `!Send` or `!Sync` (an `Rc`),
+    /// and the bytes above do not say so: without this marker the type
+    /// would be `Send + Sync` whatever it holds.
+    _not_send: PhantomData<*const ()>,
 }
 
 /// The table of the empty state: nothing to call or drop.
@@ -160,6 +165,7 @@ impl TimerCallback {
     pub(crate) const NONE: TimerCallback = TimerCallback {
         storage: MaybeUninit::uninit(),
         vtable: &EMPTY,
+        _not_send: PhantomData,
     };
 
     /// Stores `value` (which must fit) with its table.
@@ -173,7 +179,11 @@ impl TimerCallback {
         // aligned enough for a T; it is uninitialised and ours, so writing
         // does not overwrite (or leak) anything.
         unsafe { ptr::write(storage.as_mut_ptr().cast::<T>(), value) };
-        TimerCallback { storage, vtable }
+        TimerCallback {
+            storage,
+            vtable,
+            _not_send: PhantomData,
+        }
     }
 
     /// A `setTimeout` callback.
@@ -255,6 +265,33 @@ mod tests {
         fn drop(&mut self) {
             self.0.set(self.0.get() + 1);
         }
+    }
+
+    /// `<T as AmbiguousIfSend<_>>::check()` compiles only when exactly
+    /// one impl applies: for a `T` that is `Send` both do, the type
+    /// parameter cannot be inferred, and the call fails to compile.
+    trait AmbiguousIfSend<Which> {
+        fn check() {}
+    }
+    impl<T: ?Sized> AmbiguousIfSend<()> for T {}
+    struct IsSend;
+    impl<T: ?Sized + Send> AmbiguousIfSend<IsSend> for T {}
+
+    trait AmbiguousIfSync<Which> {
+        fn check() {}
+    }
+    impl<T: ?Sized> AmbiguousIfSync<()> for T {}
+    struct IsSync;
+    impl<T: ?Sized + Sync> AmbiguousIfSync<IsSync> for T {}
+
+    /// A stored callback may hold an `Rc`: the type is neither `Send` nor
+    /// `Sync` (a compile-time check: this module does not build if it is).
+    #[test]
+    fn a_timer_callback_is_neither_send_nor_sync() {
+        <TimerCallback as AmbiguousIfSend<_>>::check();
+        <TimerCallback as AmbiguousIfSync<_>>::check();
+        // The probe itself tells the two apart.
+        <Rc<u8> as AmbiguousIfSend<_>>::check();
     }
 
     #[test]

@@ -214,12 +214,14 @@ impl Loop {
 
     /// Runs an expired timer's callback, then its next-ticks, unless the
     /// callback panicked: then it returns the timer's duration and leaves
-    /// the ticks to `run_timers`.
+    /// the ticks to `run_timers` (or, without a panic handler, the panic
+    /// leaves `run()` once the timer is gone).
+    ///
+    /// The timer may be gone already: the next-ticks of a panicking timer
+    /// run after the next one has been taken from the wheel, and one of
+    /// them may have cleared it. Then there is nothing to run.
     fn fire(&mut self, id: TimerId) -> Option<u64> {
-        let timer = self
-            .wheel
-            .get_mut(id.0)
-            .expect("an expired timer is live until handled");
+        let timer = self.wheel.get_mut(id.0)?;
         if timer.referenced() {
             self.ref_timers -= 1;
         }
@@ -227,31 +229,38 @@ impl Loop {
         let callback = timer.callback.take();
         if !callback.repeats() {
             self.wheel.cancel(id.0);
-            let ran = self.guarded(move |lp: &mut Loop| {
+            let ran = self.catching(move |lp: &mut Loop| {
                 callback.call(lp, id);
             });
-            if ran.is_none() {
+            if let Err(payload) = ran {
+                self.panicked(payload);
                 return Some(duration);
             }
             self.drain_ticks();
             return None;
         }
         let started = self.clock();
-        let returned = self.guarded(move |lp: &mut Loop| callback.call(lp, id));
+        let returned = self.catching(move |lp: &mut Loop| callback.call(lp, id));
         match returned {
-            Some(Some(callback)) => {
-                self.drain_ticks();
+            // Re-armed before its next-ticks run (as Node re-inserts an
+            // interval before the next timer's `runNextTicks`): a tick that
+            // panics out of `run()` must not take the interval with it.
+            Ok(Some(callback)) => {
                 self.rearm_interval(id, started, callback);
-                None
-            }
-            Some(None) => {
                 self.drain_ticks();
                 None
             }
-            // It panicked (and a panic handler took it); its closure was
-            // dropped in the unwind. The interval stops, as a hook does.
-            None => {
+            Ok(None) => {
+                self.drain_ticks();
+                None
+            }
+            // It panicked; its closure was dropped in the unwind. The
+            // interval stops, as a hook does: its idle entry leaves the
+            // wheel before the handler hears of the panic or, without one,
+            // the panic leaves `run()`.
+            Err(payload) => {
                 self.wheel.cancel(id.0);
+                self.panicked(payload);
                 Some(duration)
             }
         }

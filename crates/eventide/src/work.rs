@@ -23,6 +23,7 @@ use std::cell::UnsafeCell;
 use std::collections::VecDeque;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
 
 use eventide_pool::{Completions, Job, JobError, Pool, PoolBuilder, Submitter};
 use std::sync::Arc;
@@ -256,7 +257,9 @@ fn id_to_slot(id: u64) -> SlotId {
 ///
 /// Field order matters: fields drop in declaration order, so the submitter
 /// hands back what it holds, the pool shuts down and joins its threads, and
-/// only then are the items still owned by `requests` freed.
+/// only then are the items still owned by `requests` freed. (The `Drop`
+/// impl first shuts the pool down with a bounded wait; if that leaves
+/// workers running, the items they may touch are leaked instead.)
 pub(crate) struct Work {
     /// The loop thread's own deque into the pool.
     submitter: Submitter<JobPtr>,
@@ -270,12 +273,56 @@ pub(crate) struct Work {
     live: usize,
     /// `after`s of cancelled requests, to run in the next poll phase.
     cancelled: VecDeque<(SlotId, Deferred)>,
+    /// How long dropping the loop waits for jobs still running.
+    drop_timeout: Duration,
 }
+
+impl Drop for Work {
+    /// Shuts the pool down, waiting at most `drop_timeout` for the jobs
+    /// still running (a FIFO's open, a hung `getaddrinfo`, a user job that
+    /// never returns would otherwise hold the drop forever). Workers still
+    /// in a job then are detached by the pool; such a worker may still
+    /// write into the item of its job, and may still take the jobs queued
+    /// on its own deque (to fail them, touching only their headers' ids),
+    /// so every item the pool has not handed back is leaked rather than
+    /// freed: its memory, work closure and `after` stay allocated, never
+    /// dropped. The items it did hand back are freed as usual. Then the
+    /// fields drop in order (see [`Work`]).
+    fn drop(&mut self) {
+        let detached = self.pool.shut_down_within(self.drop_timeout);
+        if detached == 0 {
+            return;
+        }
+        let requests = &mut self.requests;
+        // What a round cut short by a panic still holds, then the rest.
+        while let Some((handle, _)) = self.completions.next_in_round() {
+            drop(requests.remove(id_to_slot(handle.id())));
+        }
+        self.completions.drain(|handle, _| {
+            drop(requests.remove(id_to_slot(handle.id())));
+        });
+        let leaked = requests.len();
+        std::mem::forget(std::mem::take(requests));
+        log::warn!(
+            "eventide: the loop was dropped while {detached} pool thread(s) still ran its work \
+             after {:?}: they are detached, and the {leaked} work request(s) they may still \
+             touch are leaked",
+            self.drop_timeout
+        );
+    }
+}
+
+/// How long dropping a loop waits for its pool's running jobs by default.
+pub(crate) const DROP_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Work {
     /// A pool whose completions wake the loop through `shared` (only when
     /// it sleeps: see the handle module).
-    pub(crate) fn new(shared: Arc<Shared>, threads: Option<usize>) -> Result<Work> {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        threads: Option<usize>,
+        drop_timeout: Duration,
+    ) -> Result<Work> {
         let builder = PoolBuilder::from_env();
         if let Some(problem) = builder.config_warning() {
             log::warn!(
@@ -300,6 +347,7 @@ impl Work {
             requests: Slab::default(),
             live: 0,
             cancelled: VecDeque::new(),
+            drop_timeout,
         })
     }
 

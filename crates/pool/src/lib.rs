@@ -86,7 +86,12 @@
 //! completion is in the [`Completions`] receiver, announced by the notifier
 //! as usual, when the drop returns, so the consumer drains them afterwards.
 //! The drop waits for running jobs: a job that never returns keeps it
-//! waiting.
+//! waiting. [`Pool::shut_down_within`] bounds the wait: the workers still
+//! inside a job when the time is up are detached (logged with
+//! `log::warn!`), finish their jobs on their own, deliver them into the
+//! [`Completions`] and end; it returns how many there were, so that the
+//! owner of what those jobs touch knows it must keep it alive (the event
+//! loop leaks such jobs' memory rather than free it under a running job).
 //!
 //! # Testing
 //!

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crate::Job;
 use crate::builder::{SpawnHandler, ThreadSpawn};
@@ -38,6 +39,56 @@ pub(crate) struct Core<J: Job> {
     pub(crate) id: u64,
     thread_name: String,
     spawn: Arc<SpawnHandler>,
+    /// Workers inside their main function, for a bounded shutdown.
+    running: Arc<Running>,
+}
+
+/// Counts the workers that have not left their main function, so that a
+/// shutdown can wait for them with a deadline (a `JoinHandle` has no timed
+/// join). Plain `std` primitives: nothing here takes part in the sleep
+/// protocol that the loom model checks.
+#[derive(Default)]
+struct Running {
+    count: std::sync::Mutex<usize>,
+    changed: std::sync::Condvar,
+}
+
+impl Running {
+    fn add(&self, delta: isize) {
+        let mut count = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        *count = count.checked_add_signed(delta).expect("worker count");
+        if *count == 0 {
+            self.changed.notify_all();
+        }
+    }
+
+    /// Waits until no worker runs or `timeout` has passed; returns how many
+    /// still run.
+    fn wait_for_none(&self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        let mut count = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        while *count > 0 {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            count = self
+                .changed
+                .wait_timeout(count, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        *count
+    }
+}
+
+/// Marks its worker as gone when dropped: when the worker's main function
+/// returns, or unwinds.
+struct Leaving(Arc<Running>);
+
+impl Drop for Leaving {
+    fn drop(&mut self) {
+        self.0.add(-1);
+    }
 }
 
 /// The worker threads, guarded by [`Core::threads`].
@@ -66,6 +117,7 @@ impl<J: Job> Pool<J> {
             id,
             thread_name,
             spawn,
+            running: Arc::default(),
         };
         let pool = Pool {
             core: Arc::new(core),
@@ -223,32 +275,72 @@ impl<J: Job> Core<J> {
 
     fn spawn_worker(&self, index: usize) -> std::io::Result<JoinHandle<()>> {
         let shared = Arc::clone(&self.shared);
-        let body = Box::new(move || run_worker(shared, index));
+        // Counted from before the spawn: a shutdown that comes before the
+        // thread runs still waits for it.
+        self.running.add(1);
+        let leaving = Leaving(Arc::clone(&self.running));
+        let body = Box::new(move || {
+            let _leaving = leaving;
+            run_worker(shared, index);
+        });
         let name = format!("{}-{index}", self.thread_name);
         let result = (self.spawn)(ThreadSpawn::new(index, name, body));
         if let Err(error) = &result {
+            // The body was dropped unrun, and its `Leaving` with it.
             log::warn!("eventide-pool: could not start worker thread {index}: {error}");
         }
         result
     }
 
-    /// Stops the workers, joins them, and fails what is still queued.
-    fn shut_down(&self) {
+    /// Stops the workers, joins them (waiting at most `timeout`, if given:
+    /// then the workers still running are detached), and fails what is
+    /// still queued. Returns how many workers were still running.
+    fn shut_down(&self, timeout: Option<Duration>) -> usize {
         self.shared.sleep.shutdown();
         let handles = std::mem::take(&mut lock(&self.threads).handles);
+        let still_running = match timeout {
+            Some(timeout) if !handles.is_empty() => self.running.wait_for_none(timeout),
+            _ => 0,
+        };
         for handle in handles {
+            if still_running > 0 && !handle.is_finished() {
+                // Detached: it ends by itself once its job returns.
+                continue;
+            }
             if handle.join().is_err() {
                 log::error!("eventide-pool: a worker thread panicked");
             }
         }
         self.shared.abandon_queued(&JobError::ShutDown);
+        still_running
+    }
+}
+
+impl<J: Job> Pool<J> {
+    /// Shuts the pool down as dropping it does (see the crate docs,
+    /// "Shutdown"), but waits at most `timeout` for the jobs still
+    /// running: workers still inside a job then are detached (their
+    /// threads end by themselves when their jobs return, delivering into
+    /// the [`Completions`] as usual) and a warning is logged. Returns how
+    /// many workers were detached: while that is not zero, a job the pool
+    /// was given may still be running, or still be run, on a detached
+    /// thread. Dropping the pool afterwards waits for nothing more.
+    pub fn shut_down_within(&self, timeout: Duration) -> usize {
+        let detached = self.core.shut_down(Some(timeout));
+        if detached > 0 {
+            log::warn!(
+                "eventide-pool: {detached} worker thread(s) still running after {timeout:?} \
+                 at shutdown: detached"
+            );
+        }
+        detached
     }
 }
 
 impl<J: Job> Drop for Pool<J> {
     /// Shuts down: see the crate docs, "Shutdown".
     fn drop(&mut self) {
-        self.core.shut_down();
+        self.core.shut_down(None);
     }
 }
 

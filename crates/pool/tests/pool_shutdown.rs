@@ -128,3 +128,73 @@ fn completions_of_a_dropped_pool_are_drained_after_it() {
     let done = collect(&mut completions, &signal, 1);
     assert_eq!(done[0].1, Ok(3), "a job that had started finishes");
 }
+
+/// A pool whose worker threads count themselves in `alive` while they run.
+fn counted_pool(
+    threads: usize,
+    alive: &Arc<Counter>,
+    signal: &Arc<util::Signal>,
+) -> (util::TestPool<u32>, eventide_pool::Completions<u32>) {
+    let alive = Arc::clone(alive);
+    PoolBuilder::new()
+        .threads(threads)
+        .notifier(signal.notifier())
+        .spawn_handler(move |spawn: ThreadSpawn| {
+            let alive = Arc::clone(&alive);
+            let name = spawn.name().to_owned();
+            let body = spawn.into_body();
+            alive.add(1);
+            std::thread::Builder::new().name(name).spawn(move || {
+                body();
+                alive.add(-1);
+            })
+        })
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_bounded_shutdown_detaches_a_worker_stuck_in_its_job() {
+    let (alive, signal) = (Counter::new(), util::Signal::new());
+    let (pool, mut completions) = counted_pool(2, &alive, &signal);
+    let (gate, started) = (Gate::new(), Counter::new());
+    let stuck = pool.submit(gated(&gate, &started, 7));
+    started.wait_for(1);
+    let (tx, rx) = mpsc::channel();
+    let shutter = std::thread::spawn(move || {
+        let detached = pool.shut_down_within(Duration::from_millis(50));
+        // Dropping it now waits for nothing more.
+        drop(pool);
+        tx.send(detached).unwrap();
+    });
+    let detached = rx
+        .recv_timeout(TIMEOUT)
+        .expect("the bounded shutdown returns while the job is stuck");
+    shutter.join().unwrap();
+    assert_eq!(detached, 1, "one worker was inside a job");
+    assert_eq!(alive.get(), 1, "the idle worker was joined");
+    // The detached worker finishes its job, delivers it, and ends.
+    gate.open();
+    let done = collect(&mut completions, &signal, 1);
+    assert_eq!(done[0], (stuck, Ok(7)));
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while alive.get() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the detached worker ended"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn a_bounded_shutdown_with_nothing_stuck_joins_every_worker() {
+    let (alive, signal) = (Counter::new(), util::Signal::new());
+    let (pool, mut completions) = counted_pool(3, &alive, &signal);
+    pool.submit(Box::new(|| 1));
+    let done = collect(&mut completions, &signal, 1);
+    assert_eq!(done[0].1, Ok(1));
+    assert_eq!(alive.get(), 3);
+    assert_eq!(pool.shut_down_within(Duration::from_secs(10)), 0);
+    assert_eq!(alive.get(), 0, "every worker ended before it returned");
+}
