@@ -213,10 +213,7 @@ fn a_write_stream_end_callback_that_panics_still_closes(lp: &mut Loop, handled: 
     assert_eq!(std::fs::read(&path).unwrap(), b"data");
 }
 
-/// Instantiates each scenario per backend and per mode. On io_uring the
-/// runs without a handler wait for a fix in the loop core (ignored, with
-/// the reason; they pass with it, and on the pool route: see
-/// `the_same_cases_pass_with_every_op_on_the_pool`).
+/// Instantiates each scenario per backend and per mode.
 macro_rules! cases {
     ($($name:ident),* $(,)?) => {
         mod uring {
@@ -229,9 +226,6 @@ macro_rules! cases {
                         }
                     }
                     #[test]
-                    #[ignore = "needs loop fix: io.rs run_boxed keeps a single-shot handler's slot \
-                                (counted in alive()) when its callback unwinds out of run(), so the \
-                                next run() never returns; removing the slot before the call fixes it"]
                     fn unwinding_out_of_run() {
                         if let Some(mut lp) = crate::util::new_loop(eventide::BackendKind::Uring) {
                             crate::$name(&mut lp, false);
