@@ -123,6 +123,8 @@ impl PoolBuilder {
     /// environment.
     pub fn from_env_value(value: Option<&OsStr>) -> Self {
         let mut builder = Self::new();
+        // Empty (or blank) means unset, as for every eventide variable.
+        let value = value.filter(|v| !v.to_string_lossy().trim().is_empty());
         if let Some(value) = value {
             match parse_threads(value) {
                 Some(threads) => builder.threads = threads,

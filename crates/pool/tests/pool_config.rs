@@ -34,6 +34,17 @@ fn a_valid_variable_sets_the_size_from_one_to_1024() {
     }
 }
 
+/// One rule for every eventide variable: set to the empty string (or
+/// blanks) it means what unset means, silently.
+#[test]
+fn an_empty_variable_is_the_default_without_a_warning() {
+    for value in ["", "  ", "\n"] {
+        let builder = size_from(value);
+        assert_eq!(builder.thread_count(), DEFAULT_THREADS, "{value:?}");
+        assert_eq!(builder.config_warning(), None, "{value:?}");
+    }
+}
+
 #[test]
 fn an_invalid_variable_is_reported_and_the_default_used() {
     for value in [
@@ -41,7 +52,6 @@ fn an_invalid_variable_is_reported_and_the_default_used() {
         "1025",
         "-3",
         "four",
-        "",
         "4.5",
         "99999999999999999999999",
     ] {
