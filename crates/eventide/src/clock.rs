@@ -108,14 +108,28 @@ struct Tsc {
     ticks_per_ms: Cell<u64>,
 }
 
+/// `EVENTIDE_CLOCK`: unset or empty (the default) or `tsc` let the TSC be
+/// used where it is exact; `std` reads the system clock every time. Any
+/// other value is logged, naming the variable, and the default kept (the
+/// clock has no error path: a loop must be able to start).
+fn clock_choice_allows_tsc() -> bool {
+    let value = std::env::var("EVENTIDE_CLOCK").unwrap_or_default();
+    match value.trim() {
+        "" | "tsc" => true,
+        "std" => false,
+        other => {
+            log::warn!("eventide: EVENTIDE_CLOCK={other:?}: expected std or tsc; using the default");
+            true
+        }
+    }
+}
+
 impl Tsc {
     /// Whether this machine has a TSC to rely on (found out once per
     /// process: it reads CPUID and a sysfs file).
     fn usable() -> bool {
         static USABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *USABLE.get_or_init(|| {
-            std::env::var_os("EVENTIDE_CLOCK").is_none_or(|v| v != "std") && invariant_tsc()
-        })
+        *USABLE.get_or_init(|| clock_choice_allows_tsc() && invariant_tsc())
     }
 
     /// The ms at TSC reading `now`, if it can be told exactly.
