@@ -36,8 +36,8 @@ use eventide::{BackendChoice, BackendKind};
 use crate::common::Run;
 
 const USAGE: &str = "\
-usage: workloads <WORKLOAD> [--backend uring|poll|auto]
-       workloads echo-server [--backend uring|poll|auto] PORT LIFETIME_S
+usage: workloads <WORKLOAD> [--backend uring|epoll|poll|auto]
+       workloads echo-server [--backend uring|epoll|poll|auto] PORT LIFETIME_S
 
 workloads (shared/bench/WORKLOADS.md):
   W1   timers-fire         1M one-shot timers, run until all fired (CPU s)
@@ -61,7 +61,8 @@ workloads (shared/bench/WORKLOADS.md):
                            anchors' harness (anchors/io/run, system 'custom');
                            exits by itself after LIFETIME_S seconds
 
---backend: the reactor backend (default auto: io_uring if allowed, else poll).
+--backend: the reactor backend (default auto: io_uring if allowed, else
+epoll, else poll).
 Prints one RESULT line on stdout; exits 1 if the workload's self-check fails,
 2 on a usage error.";
 
@@ -105,7 +106,7 @@ fn main() -> ExitCode {
             }
             "--backend" => match args.next() {
                 Some(value) => value,
-                None => return usage_error("--backend needs a value: uring, poll or auto"),
+                None => return usage_error("--backend needs a value: uring, epoll, poll or auto"),
             },
             other if other.starts_with("--backend=") => other["--backend=".len()..].to_owned(),
             other if other.starts_with('-') => {
@@ -118,10 +119,13 @@ fn main() -> ExitCode {
         };
         backend = match value.as_str() {
             "uring" => BackendChoice::Only(BackendKind::Uring),
+            "epoll" => BackendChoice::Only(BackendKind::Epoll),
             "poll" => BackendChoice::Only(BackendKind::Poll),
             "auto" => BackendChoice::Auto,
             other => {
-                return usage_error(&format!("unknown backend '{other}' (uring, poll or auto)"));
+                return usage_error(&format!(
+                    "unknown backend '{other}' (uring, epoll, poll or auto)"
+                ));
             }
         };
     }

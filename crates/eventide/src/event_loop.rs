@@ -51,9 +51,9 @@ pub struct LoopBuilder {
 
 impl LoopBuilder {
     /// Chooses the backend: [`BackendChoice::Auto`] (io_uring if the system
-    /// allows it, else polling), or exactly one. Without this call the
-    /// `EVENTIDE_BACKEND` environment variable decides (`uring`, `poll`,
-    /// `auto`; unset means auto).
+    /// allows it, else epoll, else polling), or exactly one. Without this
+    /// call the `EVENTIDE_BACKEND` environment variable decides (`uring`,
+    /// `epoll`, `poll`, `auto`; unset means auto).
     pub fn backend(mut self, choice: BackendChoice) -> Self {
         self.backend = Some(choice);
         self
@@ -85,7 +85,7 @@ impl LoopBuilder {
     ///
     /// [`Error::Backend`] when the chosen backend is not compiled in or the
     /// system refuses it (a forced `uring` under a seccomp profile, say),
-    /// or when `EVENTIDE_BACKEND` holds something else than the three names;
+    /// or when `EVENTIDE_BACKEND` holds something else than the four names;
     /// [`Error::PoolConfig`] for a pool size outside 1..=1024. (An invalid
     /// `EVENTIDE_THREADPOOL_SIZE` is logged and the default used, as libuv
     /// does with `UV_THREADPOOL_SIZE`.)

@@ -95,10 +95,11 @@
 //!
 //! # Backends
 //!
-//! The cargo features `uring` and `poll` (both on by default) compile the
-//! reactor backends. At run time the loop takes io_uring if the system
-//! allows it and falls back to polling otherwise (logged once); the
-//! `EVENTIDE_BACKEND` variable (`uring`, `poll`, `auto`) or
+//! The cargo features `uring`, `epoll` (both Linux only) and `poll` (all on
+//! by default) compile the reactor backends. At run time the loop takes
+//! io_uring if the system allows it and falls back to epoll (then polling)
+//! otherwise (logged once); the `EVENTIDE_BACKEND` variable (`uring`,
+//! `epoll`, `poll`, `auto`) or
 //! [`LoopBuilder::backend`] decide instead. [`Loop::backend`] says which
 //! one runs.
 

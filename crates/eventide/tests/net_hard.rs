@@ -14,8 +14,8 @@ use std::rc::Rc;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use eventide::Loop;
 use eventide::net::{ListenOptions, Listener, Stream};
-use eventide::{BackendKind, Loop};
 use util::{in_child, run_child, run_within};
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -67,10 +67,7 @@ fn lowest_free_fd() -> i32 {
 }
 
 fn backend_name(lp: &Loop) -> &'static str {
-    match lp.backend() {
-        BackendKind::Uring => "uring",
-        _ => "poll",
-    }
+    lp.backend().name()
 }
 
 /// An echo server that counts its open connections and their peak.

@@ -53,14 +53,15 @@
 //!
 //! # Backends, selection and fallback
 //!
-//! Cargo features `uring` (Linux) and `poll` pick the compiled backends.
-//! At run time [`Reactor::new`] uses `EVENTIDE_BACKEND` (`uring`, `poll` or
-//! `auto`, the default); `auto` tries io_uring and falls back to polling
+//! Cargo features `uring` (Linux), `epoll` (Linux) and `poll` pick the
+//! compiled backends (all three by default). At run time [`Reactor::new`]
+//! uses `EVENTIDE_BACKEND` (`uring`, `epoll`, `poll` or `auto`, the
+//! default); `auto` tries io_uring and falls back to epoll (then polling)
 //! when the kernel refuses it (ENOSYS on old kernels, EPERM from a seccomp
 //! profile or the `kernel.io_uring_disabled` sysctl, ENOMEM from the locked
 //! memory limit), logging the reason once through `log`. Forcing `uring`
 //! where it is refused is an error. [`Reactor::backend`] tells which one
-//! runs. The polling backend refuses file operations with
+//! runs. The readiness backends (epoll, polling) refuse file operations with
 //! [`io::ErrorKind::Unsupported`] so the caller can run them on a thread
 //! pool, as libuv does; so does io_uring for a file operation outside
 //! [`Reactor::file_ops`] (what the kernel's probe reports, narrowed by
@@ -109,6 +110,10 @@ pub enum BackendKind {
     Uring,
     /// Readiness polling (epoll, kqueue, event ports, ... via `polling`).
     Poll,
+    /// Readiness on raw epoll (Linux): the polling backend's behaviour, with
+    /// one `epoll_wait` per turn and nothing else (no timerfd, no notifier
+    /// re-arming), the one `auto` falls back to when io_uring is refused.
+    Epoll,
 }
 
 impl BackendKind {
@@ -117,11 +122,13 @@ impl BackendKind {
         sys::compiled()
     }
 
-    /// The lowercase name (`uring`, `poll`), as `EVENTIDE_BACKEND` spells it.
+    /// The lowercase name (`uring`, `epoll`, `poll`), as `EVENTIDE_BACKEND`
+    /// spells it.
     pub fn name(self) -> &'static str {
         match self {
             BackendKind::Uring => "uring",
             BackendKind::Poll => "poll",
+            BackendKind::Epoll => "epoll",
         }
     }
 }
@@ -135,7 +142,8 @@ impl fmt::Display for BackendKind {
 /// What to run: one backend, or the best the system allows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum BackendChoice {
-    /// io_uring if compiled and allowed, else polling (logged once).
+    /// io_uring if compiled and allowed, else the best readiness backend
+    /// compiled (epoll on Linux, then polling), logged once.
     #[default]
     Auto,
     /// Exactly this backend, or an error.
@@ -163,6 +171,7 @@ impl std::str::FromStr for BackendChoice {
             "" | "auto" => Ok(BackendChoice::Auto),
             "uring" | "io_uring" => Ok(BackendChoice::Only(BackendKind::Uring)),
             "poll" | "polling" => Ok(BackendChoice::Only(BackendKind::Poll)),
+            "epoll" => Ok(BackendChoice::Only(BackendKind::Epoll)),
             other => Err(BackendError::BadChoice(other.to_owned())),
         }
     }
@@ -171,7 +180,8 @@ impl std::str::FromStr for BackendChoice {
 /// Why a reactor could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    /// The backend was not compiled in (cargo features `uring`, `poll`).
+    /// The backend was not compiled in (cargo features `uring`, `epoll`,
+    /// `poll`).
     #[error("the {0} backend is not compiled into this build (cargo feature `{0}`)")]
     NotCompiled(BackendKind),
     /// The system refused the backend (seccomp, sysctl, limits, old kernel).
@@ -183,8 +193,9 @@ pub enum BackendError {
         #[source]
         source: io::Error,
     },
-    /// `EVENTIDE_BACKEND` holds something other than uring, poll or auto.
-    #[error("{BACKEND_ENV}={0:?}: expected uring, poll or auto")]
+    /// `EVENTIDE_BACKEND` holds something other than uring, epoll, poll or
+    /// auto.
+    #[error("{BACKEND_ENV}={0:?}: expected uring, epoll, poll or auto")]
     BadChoice(String),
 }
 
@@ -205,7 +216,7 @@ impl From<BackendError> for io::Error {
 #[error("submission refused: {error}")]
 pub struct SubmitError {
     /// Why: `AlreadyExists` (token in flight), `Unsupported` (a file
-    /// operation on the polling backend), or a system error.
+    /// operation on a readiness backend), or a system error.
     #[source]
     pub error: io::Error,
     /// The operation, untouched.

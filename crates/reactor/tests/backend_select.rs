@@ -1,6 +1,6 @@
-//! Backend selection: `auto`, `EVENTIDE_BACKEND`, and the fallback to
-//! polling when a seccomp profile refuses io_uring (as Docker's default
-//! profile does). Cases that change the environment or install a seccomp
+//! Backend selection: `auto`, `EVENTIDE_BACKEND`, and the fallback to the
+//! fastest readiness backend (epoll on Linux, else polling) when a seccomp
+//! profile refuses io_uring (as Docker's default profile does). Cases that change the environment or install a seccomp
 //! filter run in a child process: this test binary re-executes itself with
 //! `EVENTIDE_TEST_CHILD` set and runs one `#[ignore]`d child entry point.
 
@@ -16,7 +16,7 @@ fn auto_prefers_io_uring_where_the_kernel_allows_it() {
     let want = if uring_ok {
         BackendKind::Uring
     } else {
-        BackendKind::Poll
+        readiness_fallback()
     };
     eprintln!("auto chose {}", r.backend());
     assert_eq!(r.backend(), want);
@@ -122,16 +122,34 @@ fn child_rejects_a_bad_backend_name() {
     let e = Reactor::new().unwrap_err();
     assert!(matches!(e, BackendError::BadChoice(_)), "{e}");
     assert!(
-        e.to_string().contains("expected uring, poll or auto"),
+        e.to_string()
+            .contains("expected uring, epoll, poll or auto"),
         "{e}"
     );
 }
 
-#[cfg(all(feature = "uring", feature = "poll", target_os = "linux"))]
+/// The backend `auto` must fall back to when io_uring is refused: the
+/// fastest readiness backend compiled, epoll where it is.
+fn readiness_fallback() -> BackendKind {
+    if BackendKind::compiled().contains(&BackendKind::Epoll) {
+        BackendKind::Epoll
+    } else {
+        BackendKind::Poll
+    }
+}
+
+#[cfg(all(
+    feature = "uring",
+    any(feature = "epoll", feature = "poll"),
+    target_os = "linux"
+))]
 #[test]
-fn a_seccomp_refusal_of_io_uring_makes_auto_choose_polling() {
-    let out = run_child("child_under_seccomp_falls_back_to_polling", &[]);
-    assert!(out.contains("auto chose poll"), "{out}");
+fn a_seccomp_refusal_of_io_uring_makes_auto_choose_the_fastest_readiness_backend() {
+    let out = run_child("child_under_seccomp_falls_back_to_readiness", &[]);
+    assert!(
+        out.contains(&format!("auto chose {}\n", readiness_fallback())),
+        "{out}"
+    );
 }
 
 /// Records log lines so the child can check the fallback was logged once.
@@ -150,8 +168,8 @@ impl log::Log for Recorder {
 static RECORDER: Recorder = Recorder(std::sync::Mutex::new(Vec::new()));
 
 #[test]
-#[ignore = "child entry point: run by a_seccomp_refusal_of_io_uring_makes_auto_choose_polling"]
-fn child_under_seccomp_falls_back_to_polling() {
+#[ignore = "child entry point: run by a_seccomp_refusal_of_io_uring_makes_auto_choose_the_fastest_readiness_backend"]
+fn child_under_seccomp_falls_back_to_readiness() {
     assert!(in_child());
     log::set_logger(&RECORDER).unwrap();
     log::set_max_level(log::LevelFilter::Trace);
@@ -175,12 +193,13 @@ fn child_under_seccomp_falls_back_to_polling() {
     // auto falls back, and says so once.
     let mut r = Reactor::new().unwrap();
     println!("auto chose {}", r.backend());
-    assert_eq!(r.backend(), BackendKind::Poll);
+    let fallback = readiness_fallback();
+    assert_eq!(r.backend(), fallback);
     let _again = Reactor::new().unwrap();
     let logged = RECORDER.0.lock().unwrap().clone();
     assert_eq!(logged.len(), 1, "the fallback is logged once: {logged:?}");
     assert!(
-        logged[0].contains("uring") && logged[0].contains("poll"),
+        logged[0].contains("uring") && logged[0].contains(&format!("the {fallback} backend")),
         "{logged:?}"
     );
     // The suite's echo case passes there.

@@ -31,7 +31,7 @@ fn read_file_op(path: &std::path::Path, cap: usize) -> Op {
 
 /// On polling, a file operation is refused whole; returns whether it was.
 fn refused_on_poll(r: &mut Reactor, op: Op) -> bool {
-    if r.backend() != BackendKind::Poll {
+    if r.backend() == BackendKind::Uring {
         return false;
     }
     assert!(r.file_ops().is_empty());

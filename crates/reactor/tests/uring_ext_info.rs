@@ -9,7 +9,7 @@ conformance!(uring_info_describes_the_ring_only_on_io_uring);
 
 fn uring_info_describes_the_ring_only_on_io_uring(r: &mut Reactor) {
     match r.backend() {
-        BackendKind::Poll => assert!(r.uring_info().is_none()),
+        BackendKind::Poll | BackendKind::Epoll => assert!(r.uring_info().is_none()),
         BackendKind::Uring => {
             let info = r.uring_info().expect("io_uring details");
             eprintln!("{info:?}");

@@ -490,7 +490,7 @@ pub(crate) fn dispatch_on(
 ) -> Option<Token> {
     let kind = req.kind();
     let why = if lp.backend() != BackendKind::Uring {
-        "the polling backend"
+        "a readiness backend (epoll, polling)"
     } else if kind == Kind::Other {
         "not an io_uring operation"
     } else if !lp.reactor.file_ops().contains(kind.needs()) {

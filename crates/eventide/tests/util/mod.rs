@@ -76,7 +76,7 @@ pub fn run_within(lp: &mut Loop, limit: Duration) {
 }
 
 /// Instantiates each named scenario `fn name(lp: &mut Loop)` once per
-/// backend, as `uring::name` and `poll::name`.
+/// backend, as `uring::name`, `epoll::name` and `poll::name`.
 #[macro_export]
 macro_rules! on_every_backend {
     ($($name:ident),* $(,)?) => {
@@ -95,6 +95,16 @@ macro_rules! on_every_backend {
                 #[test]
                 fn $name() {
                     if let Some(mut lp) = $crate::util::new_loop(eventide::BackendKind::Poll) {
+                        super::$name(&mut lp);
+                    }
+                }
+            )*
+        }
+        mod epoll {
+            $(
+                #[test]
+                fn $name() {
+                    if let Some(mut lp) = $crate::util::new_loop(eventide::BackendKind::Epoll) {
                         super::$name(&mut lp);
                     }
                 }

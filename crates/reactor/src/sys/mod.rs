@@ -2,8 +2,8 @@
 //!
 //! # The backend contract
 //!
-//! Every backend (io_uring in `uring.rs`, readiness polling in `poll.rs`)
-//! provides the same five calls and keeps the same promises:
+//! Every backend (io_uring in `uring.rs`, raw epoll in `epoll.rs`,
+//! readiness polling in `poll.rs`) provides the same five calls and keeps the same promises:
 //!
 //! - `submit(token, op, out)`: takes ownership of the operation. It either
 //!   refuses it at once, handing the whole [`Op`] back (a token already in
@@ -49,6 +49,8 @@ macro_rules! syscall {
     }};
 }
 
+#[cfg(all(feature = "epoll", target_os = "linux"))]
+pub(crate) mod epoll;
 #[cfg(feature = "poll")]
 pub(crate) mod poll;
 #[cfg(all(feature = "uring", target_os = "linux"))]
@@ -116,8 +118,12 @@ impl MultiBufs {
     }
 }
 
-#[cfg(not(any(feature = "poll", all(feature = "uring", target_os = "linux"))))]
-compile_error!("eventide-reactor needs a backend: enable `poll` (or `uring` on Linux)");
+#[cfg(not(any(
+    feature = "poll",
+    all(feature = "uring", target_os = "linux"),
+    all(feature = "epoll", target_os = "linux")
+)))]
+compile_error!("eventide-reactor needs a backend: enable `poll` (or `uring` or `epoll` on Linux)");
 
 /// The compiled backends, a closed set: one `match` per call, no vtable.
 /// One value lives per reactor and is never moved on the hot path, so the
@@ -128,6 +134,8 @@ compile_error!("eventide-reactor needs a backend: enable `poll` (or `uring` on L
 pub(crate) enum Backend {
     #[cfg(all(feature = "uring", target_os = "linux"))]
     Uring(uring::Uring),
+    #[cfg(all(feature = "epoll", target_os = "linux"))]
+    Epoll(epoll::Epoll),
     #[cfg(feature = "poll")]
     Poll(poll::Poll),
 }
@@ -137,6 +145,8 @@ macro_rules! dispatch {
         match $self {
             #[cfg(all(feature = "uring", target_os = "linux"))]
             Backend::Uring($b) => $e,
+            #[cfg(all(feature = "epoll", target_os = "linux"))]
+            Backend::Epoll($b) => $e,
             #[cfg(feature = "poll")]
             Backend::Poll($b) => $e,
         }
@@ -150,6 +160,15 @@ impl Backend {
             BackendKind::Uring => {
                 uring::Uring::new()
                     .map(Backend::Uring)
+                    .map_err(|source| BackendError::Refused {
+                        backend: kind,
+                        source,
+                    })
+            }
+            #[cfg(all(feature = "epoll", target_os = "linux"))]
+            BackendKind::Epoll => {
+                epoll::Epoll::new()
+                    .map(Backend::Epoll)
                     .map_err(|source| BackendError::Refused {
                         backend: kind,
                         source,
@@ -173,6 +192,8 @@ impl Backend {
         match self {
             #[cfg(all(feature = "uring", target_os = "linux"))]
             Backend::Uring(_) => BackendKind::Uring,
+            #[cfg(all(feature = "epoll", target_os = "linux"))]
+            Backend::Epoll(_) => BackendKind::Epoll,
             #[cfg(feature = "poll")]
             Backend::Poll(_) => BackendKind::Poll,
         }
@@ -215,6 +236,8 @@ impl Backend {
         match self {
             #[cfg(all(feature = "uring", target_os = "linux"))]
             Backend::Uring(u) => u.file_ops(),
+            #[cfg(all(feature = "epoll", target_os = "linux"))]
+            Backend::Epoll(_) => FileOps::NONE,
             #[cfg(feature = "poll")]
             Backend::Poll(_) => FileOps::NONE,
         }
@@ -224,6 +247,11 @@ impl Backend {
         match self {
             #[cfg(all(feature = "uring", target_os = "linux"))]
             Backend::Uring(u) => u.restrict_file_ops(keep),
+            #[cfg(all(feature = "epoll", target_os = "linux"))]
+            Backend::Epoll(_) => {
+                // Nothing to narrow: epoll runs no file operation.
+                let _ = keep;
+            }
             #[cfg(feature = "poll")]
             Backend::Poll(_) => {
                 // Nothing to narrow: polling runs no file operation.
@@ -242,11 +270,15 @@ impl Backend {
     }
 }
 
-/// Which backends this build contains, best first.
+/// Which backends this build contains, best first: `auto` tries them in
+/// this order, so where io_uring is refused (a seccomp profile) it gets
+/// epoll, the faster readiness backend, before `polling`.
 pub(crate) fn compiled() -> &'static [BackendKind] {
     &[
         #[cfg(all(feature = "uring", target_os = "linux"))]
         BackendKind::Uring,
+        #[cfg(all(feature = "epoll", target_os = "linux"))]
+        BackendKind::Epoll,
         #[cfg(feature = "poll")]
         BackendKind::Poll,
     ]
@@ -262,8 +294,9 @@ pub(crate) struct WakeShared {
 
 #[derive(Debug)]
 pub(crate) enum Notify {
-    /// Write to an eventfd the io_uring backend keeps a read armed on.
-    #[cfg(all(feature = "uring", target_os = "linux"))]
+    /// Write to an eventfd the io_uring backend keeps a read armed on, or
+    /// the epoll backend has registered.
+    #[cfg(all(any(feature = "uring", feature = "epoll"), target_os = "linux"))]
     EventFd(std::os::fd::OwnedFd),
     /// polling's own notification.
     #[cfg(feature = "poll")]
@@ -286,7 +319,7 @@ impl WakeShared {
             return Ok(());
         }
         match &self.notify {
-            #[cfg(all(feature = "uring", target_os = "linux"))]
+            #[cfg(all(any(feature = "uring", feature = "epoll"), target_os = "linux"))]
             Notify::EventFd(fd) => {
                 use std::os::fd::AsRawFd;
                 let one: u64 = 1;

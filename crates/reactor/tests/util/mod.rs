@@ -50,8 +50,9 @@ pub fn in_child() -> bool {
 /// How long any single test waits for one thing before failing.
 pub const LIMIT: Duration = Duration::from_secs(20);
 
-/// Writes one conformance case per compiled backend: `uring::name` and
-/// `poll::name`, each calling `name(&mut Reactor)` on that backend.
+/// Writes one conformance case per compiled backend: `uring::name`,
+/// `epoll::name` and `poll::name`, each calling `name(&mut Reactor)` on
+/// that backend (skipped, with a note, where it is not compiled in).
 #[macro_export]
 macro_rules! conformance {
     (serial($lock:path); $($name:ident),* $(,)?) => {
@@ -67,6 +68,12 @@ macro_rules! conformance {
                 $crate::util::run(eventide_reactor::BackendKind::Poll, super::$name)
             } )*
         }
+        mod epoll {
+            $( #[test] fn $name() {
+                let _g = $lock.lock().unwrap_or_else(|e| e.into_inner());
+                $crate::util::run(eventide_reactor::BackendKind::Epoll, super::$name)
+            } )*
+        }
     };
     ($($name:ident),* $(,)?) => {
         mod uring {
@@ -74,6 +81,9 @@ macro_rules! conformance {
         }
         mod poll {
             $( #[test] fn $name() { $crate::util::run(eventide_reactor::BackendKind::Poll, super::$name) } )*
+        }
+        mod epoll {
+            $( #[test] fn $name() { $crate::util::run(eventide_reactor::BackendKind::Epoll, super::$name) } )*
         }
     };
 }
