@@ -118,7 +118,9 @@ fn clock_choice_allows_tsc() -> bool {
         "" | "tsc" => true,
         "std" => false,
         other => {
-            log::warn!("eventide: EVENTIDE_CLOCK={other:?}: expected std or tsc; using the default");
+            log::warn!(
+                "eventide: EVENTIDE_CLOCK={other:?}: expected std or tsc; using the default"
+            );
             true
         }
     }

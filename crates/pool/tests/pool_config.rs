@@ -47,14 +47,7 @@ fn an_empty_variable_is_the_default_without_a_warning() {
 
 #[test]
 fn an_invalid_variable_is_reported_and_the_default_used() {
-    for value in [
-        "0",
-        "1025",
-        "-3",
-        "four",
-        "4.5",
-        "99999999999999999999999",
-    ] {
+    for value in ["0", "1025", "-3", "four", "4.5", "99999999999999999999999"] {
         let builder = size_from(value);
         assert_eq!(builder.thread_count(), DEFAULT_THREADS, "{value:?}");
         let expected = ConfigError::InvalidThreadsEnv {

@@ -225,6 +225,14 @@ impl Epoll {
             );
             return Err((e, op));
         }
+        if fd_of(&op.kind) < 0 {
+            // No descriptor has a negative number (and the per-fd table is
+            // indexed by it): the kernel's answer, as io_uring gives it.
+            let (buf, _) = op.into_parts();
+            let ebadf = Err(io::Error::from_raw_os_error(libc::EBADF));
+            out.push_back(Completion::new(token, ebadf).with_buf(buf));
+            return Ok(());
+        }
         match op.kind {
             OpKind::Shutdown { fd, how } => {
                 // SAFETY: shutdown takes no pointers; a bad fd is an error result.
@@ -675,7 +683,7 @@ fn timeout_ms(timeout: Option<Duration>) -> i32 {
 fn fd_of(kind: &OpKind) -> RawFd {
     match kind {
         OpKind::Accept { fd }
-        | OpKind::AcceptMulti { fd }
+        | OpKind::AcceptMulti { fd, .. }
         | OpKind::Connect { fd, .. }
         | OpKind::Recv { fd, .. }
         | OpKind::RecvMulti { fd, .. }
@@ -745,7 +753,7 @@ fn attempt(entry: &mut Entry, ready: u8, bufs: &mut MultiBufs) -> Step {
             None => Step::Block,
             Some(r) => Step::Done(r, None),
         },
-        OpKind::AcceptMulti { fd } => match accept_one(*fd) {
+        OpKind::AcceptMulti { fd, .. } => match accept_one(*fd) {
             None => Step::Block,
             Some(Ok(newfd)) => {
                 let mut c = Completion::new(token, Ok(newfd));
