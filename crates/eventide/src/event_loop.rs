@@ -471,7 +471,7 @@ impl Loop {
 
     #[inline(never)]
     fn run_closing_queue(&mut self) {
-        let closed_before = self.closing.len();
+        let mut closed_before = self.closing.len();
         for i in (0..closed_before).rev() {
             let Some(task) = self.closing.get_mut(i).and_then(Option::take) else {
                 continue;
@@ -480,9 +480,11 @@ impl Loop {
                 .catching(task)
                 .and_then(|()| self.drain_ticks_catching());
             if let Err(payload) = outcome {
-                if !self.has_panic_handler() {
-                    self.closing.drain(i..closed_before);
-                }
+                // The entries that ran (this one and those after it) go
+                // now, in case the panic leaves `run()`: spent, they would
+                // keep the loop alive. Those not run yet stay in front.
+                self.closing.drain(i..closed_before);
+                closed_before = i;
                 self.panicked(payload);
                 self.drain_ticks();
             }

@@ -436,6 +436,29 @@ fn a_close_callback_panicking_last_leaves_nothing_alive(lp: &mut Loop) {
     assert!(!lp.alive(), "every close callback has run");
 }
 
+/// With a handler that itself panics: the close callback that panicked
+/// last in its phase leaves nothing behind when the handler's panic
+/// leaves `run()`.
+fn a_panicking_handler_in_the_close_phase(lp: &mut Loop) {
+    let panics = Panics::default();
+    lp.set_panic_handler(|_, _| panic!("handler"));
+    let seen = log();
+    for i in 0..3 {
+        let hook = lp.start_hook(Phase::Check, |_, _| {});
+        let s = seen.clone();
+        lp.close_then(hook, move |_| {
+            s.borrow_mut().push(format!("c{i}"));
+            if i == 0 {
+                panic!("close");
+            }
+        });
+    }
+    assert!(run_once(lp, &panics));
+    assert_eq!(panics.all(), ["handler"]);
+    assert_eq!(entries(&seen), ["c2", "c1", "c0"]);
+    assert!(!lp.alive(), "every close callback has run");
+}
+
 /// Deferred (pending-phase) callbacks after a panicking one run.
 fn deferred(lp: &mut Loop, mode: Mode) {
     let seen = log();
@@ -677,5 +700,6 @@ mod handlers {
         a_panicking_panic_handler,
         a_stop_before_an_uncaught_panic_is_spent,
         a_close_callback_panicking_last_leaves_nothing_alive,
+        a_panicking_handler_in_the_close_phase,
     );
 }
