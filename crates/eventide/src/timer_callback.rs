@@ -29,13 +29,11 @@ type Storage = MaybeUninit<[usize; 1]>;
 
 /// What a timer can do with the closure in its storage.
 struct VTable {
-    /// Calls the closure. A one-shot closure is consumed (read out of the
-    /// storage); a repeating one is called in place and stays.
+    /// Calls the closure in place; it stays.
     ///
     /// # Safety
     ///
-    /// The storage holds a live closure of this table's type; for a
-    /// one-shot closure the storage is dead afterwards.
+    /// The storage holds a live closure of this table's type.
     call: unsafe fn(&mut Storage, &mut Loop, TimerId),
     /// Drops the closure in place.
     ///
@@ -44,7 +42,6 @@ struct VTable {
     /// The storage holds a live closure of this table's type; it is dead
     /// afterwards.
     drop: unsafe fn(&mut Storage),
-    repeats: bool,
 }
 
 /// A timer callback: a one-shot `FnOnce(&mut Loop)` or a repeating
@@ -66,7 +63,6 @@ pub(crate) struct TimerCallback {
 static EMPTY: VTable = VTable {
     call: call_nothing,
     drop: drop_nothing,
-    repeats: false,
 };
 
 /// # Safety
@@ -82,20 +78,6 @@ unsafe fn drop_nothing(_: &mut Storage) {}
 /// Whether a closure of type `F` fits the inline storage.
 const fn fits<F>() -> bool {
     mem::size_of::<F>() <= INLINE && mem::align_of::<F>() <= mem::align_of::<Storage>()
-}
-
-/// Calls a one-shot closure stored inline.
-///
-/// # Safety
-///
-/// `storage` holds a live `F`, written by [`TimerCallback::once`]; it is
-/// read out here (moved), so the storage is dead afterwards.
-unsafe fn call_once_inline<F: FnOnce(&mut Loop)>(storage: &mut Storage, lp: &mut Loop, _: TimerId) {
-    // SAFETY: the caller guarantees a live F at the start of the storage,
-    // which `fits::<F>()` made large and aligned enough for it; reading it
-    // moves it out, and the caller treats the storage as dead from now on.
-    let f = unsafe { ptr::read(storage.as_mut_ptr().cast::<F>()) };
-    f(lp);
 }
 
 /// Calls a repeating closure stored inline, leaving it in place.
@@ -128,27 +110,10 @@ unsafe fn drop_inline<F>(storage: &mut Storage) {
 /// closure is an inline `Box<F>`: one pointer, which fits.
 struct Tables<F>(F);
 
-impl<F: FnOnce(&mut Loop) + 'static> Tables<F> {
-    const ONCE: VTable = VTable {
-        call: call_once_inline::<F>,
-        drop: drop_inline::<F>,
-        repeats: false,
-    };
-}
-
-impl<F: FnOnce(&mut Loop) + 'static> Tables<Box<F>> {
-    const ONCE_BOXED: VTable = VTable {
-        call: call_once_inline::<Box<F>>,
-        drop: drop_inline::<Box<F>>,
-        repeats: false,
-    };
-}
-
 impl<F: FnMut(&mut Loop, TimerId) + 'static> Tables<F> {
     const REPEAT: VTable = VTable {
         call: call_mut_inline::<F>,
         drop: drop_inline::<F>,
-        repeats: true,
     };
 }
 
@@ -156,7 +121,6 @@ impl<F: FnMut(&mut Loop, TimerId) + 'static> Tables<Box<F>> {
     const REPEAT_BOXED: VTable = VTable {
         call: call_mut_inline::<Box<F>>,
         drop: drop_inline::<Box<F>>,
-        repeats: true,
     };
 }
 
@@ -186,16 +150,8 @@ impl TimerCallback {
         }
     }
 
-    /// A `setTimeout` callback.
-    pub(crate) fn once<F: FnOnce(&mut Loop) + 'static>(f: F) -> TimerCallback {
-        if fits::<F>() {
-            TimerCallback::store(f, &Tables::<F>::ONCE)
-        } else {
-            TimerCallback::store(Box::new(f), &Tables::<Box<F>>::ONCE_BOXED)
-        }
-    }
-
-    /// A `setInterval` callback.
+    /// A timer's callback (`setInterval`'s; `setTimeout`'s, which runs
+    /// again when its timeout is refreshed from inside it).
     pub(crate) fn repeat<F: FnMut(&mut Loop, TimerId) + 'static>(f: F) -> TimerCallback {
         if fits::<F>() {
             TimerCallback::store(f, &Tables::<F>::REPEAT)
@@ -209,35 +165,21 @@ impl TimerCallback {
         !ptr::eq(self.vtable, &EMPTY)
     }
 
-    /// Whether the stored closure repeats (`false` when none is stored).
-    pub(crate) fn repeats(&self) -> bool {
-        self.vtable.repeats
-    }
-
     /// Takes the closure out, leaving [`TimerCallback::NONE`].
     pub(crate) fn take(&mut self) -> TimerCallback {
         mem::replace(self, TimerCallback::NONE)
     }
 
-    /// Calls the closure. A one-shot closure is consumed and `None` comes
-    /// back; a repeating one comes back to be stored again.
-    pub(crate) fn call(mut self, lp: &mut Loop, id: TimerId) -> Option<TimerCallback> {
+    /// Calls the closure, which comes back to be stored again (if it
+    /// panics, unwinding drops it).
+    pub(crate) fn call(mut self, lp: &mut Loop, id: TimerId) -> TimerCallback {
         let vtable = self.vtable;
-        if vtable.repeats {
-            // SAFETY: `vtable` is the table the storage's closure was stored
-            // with, and a repeating call leaves the closure live. If it
-            // panics, unwinding drops `self`, which drops the closure once,
-            // after the call's borrow of it has ended.
-            unsafe { (vtable.call)(&mut self.storage, lp, id) };
-            return Some(self);
-        }
-        self.vtable = &EMPTY;
         // SAFETY: `vtable` is the table the storage's closure was stored
-        // with (or EMPTY, which touches nothing). The one-shot call moves
-        // the closure out (its own unwinding drops it if it panics), and
-        // with `self.vtable` already EMPTY, dropping `self` touches nothing.
+        // with (or EMPTY, which touches nothing), and the call leaves the
+        // closure live. If it panics, unwinding drops `self`, which drops
+        // the closure once, after the call's borrow of it has ended.
         unsafe { (vtable.call)(&mut self.storage, lp, id) };
-        None
+        self
     }
 }
 
@@ -301,8 +243,8 @@ mod tests {
         assert!(fits::<Rc<u8>>());
         assert!(!fits::<[u64; 2]>());
         assert!(fits::<Box<[u64; 3]>>());
-        let callback = TimerCallback::once(move |_| assert_eq!(small, 7));
-        assert!(callback.is_some() && !callback.repeats());
+        let callback = TimerCallback::repeat(move |_, _| assert_eq!(small, 7));
+        assert!(callback.is_some());
         assert_eq!(mem::size_of::<TimerCallback>(), 2 * mem::size_of::<usize>());
         assert_eq!(
             mem::size_of::<Option<TimerCallback>>(),
@@ -315,16 +257,20 @@ mod tests {
         let drops = Rc::new(Cell::new(0));
         let inline = Token(Rc::clone(&drops));
         let boxed = (Token(Rc::clone(&drops)), [0u64; 4]);
-        let a = TimerCallback::once(move |_| drop(inline));
+        let a = TimerCallback::repeat(move |_, _| {
+            let _ = &inline;
+        });
         let b = TimerCallback::repeat(move |_, _| {
             let _ = &boxed;
         });
         drop(a);
         drop(b);
         assert_eq!(drops.get(), 2);
-        let mut c = TimerCallback::once({
+        let mut c = TimerCallback::repeat({
             let token = Token(Rc::clone(&drops));
-            move |_| drop(token)
+            move |_, _| {
+                let _ = &token;
+            }
         });
         let taken = c.take();
         assert!(!c.is_some());

@@ -25,28 +25,43 @@ pub struct TimerId(pub(crate) Key);
 
 /// A timer, stored as its wheel entry's payload: one table, one lookup,
 /// 24 bytes (the callback, inline when small, and the duration with the
-/// `referenced` flag in its top bit).
+/// flags in its top bits).
 pub(crate) struct Timer {
-    /// Empty while an interval's callback runs.
+    /// Empty while the timer's callback runs.
     callback: TimerCallback,
-    /// The duration in ms (bits 0..63) and `REFERENCED`.
+    /// The duration in ms (bits 0..61), `REFERENCED`, `INTERVAL` and
+    /// `REFRESHED`.
     bits: u64,
 }
 
 const REFERENCED: u64 = 1 << 63;
-/// Durations are capped at 2^63 - 1 ms (about 292 million years).
-const DURATION: u64 = REFERENCED - 1;
+/// A `setInterval` (else a `setTimeout`).
+const INTERVAL: u64 = 1 << 62;
+/// A timeout whose callback is running was refreshed by it: it stays, and
+/// runs again (Node's `refresh()` in the timeout's own callback).
+const REFRESHED: u64 = 1 << 61;
+/// Durations are capped at 2^61 - 1 ms (about 73 million years).
+const DURATION: u64 = REFRESHED - 1;
 
 impl Timer {
-    fn new(callback: TimerCallback, duration: u64) -> Timer {
+    fn new(callback: TimerCallback, duration: u64, interval: bool) -> Timer {
+        let kind = if interval { INTERVAL } else { 0 };
         Timer {
             callback,
-            bits: duration.min(DURATION) | REFERENCED,
+            bits: duration.min(DURATION) | REFERENCED | kind,
         }
     }
 
     fn duration(&self) -> u64 {
         self.bits & DURATION
+    }
+
+    fn is_interval(&self) -> bool {
+        self.bits & INTERVAL != 0
+    }
+
+    fn is_refreshed(&self) -> bool {
+        self.bits & REFRESHED != 0
     }
 
     fn referenced(&self) -> bool {
@@ -61,8 +76,9 @@ impl Timer {
         }
     }
 
-    /// Armed in the wheel, as opposed to an interval whose callback is
-    /// running (its callback is out, and its wheel entry idle).
+    /// Armed in the wheel, as opposed to a timer whose callback is running
+    /// (its callback is out, and its wheel entry idle, or re-armed by a
+    /// refresh).
     fn is_armed(&self) -> bool {
         self.callback.is_some()
     }
@@ -76,12 +92,23 @@ fn delay_ms(delay: Duration) -> u64 {
 
 impl Loop {
     /// Runs `callback` once, `delay` from now (Node's `setTimeout`).
+    ///
+    /// The callback is `FnMut`, as a Node timeout's function may run more
+    /// than once: a timeout refreshed from its own callback
+    /// ([`Loop::refresh_timer`]) stays, and runs the same callback again
+    /// after its delay. Otherwise it is dropped once it has run. (A closure
+    /// that must give away what it holds can keep it in an `Option` and
+    /// `take()` it.)
     pub fn set_timeout(
         &mut self,
         delay: Duration,
-        callback: impl FnOnce(&mut Loop) + 'static,
+        mut callback: impl FnMut(&mut Loop) + 'static,
     ) -> TimerId {
-        self.start_timer(delay, TimerCallback::once(callback))
+        self.start_timer(
+            delay,
+            TimerCallback::repeat(move |lp: &mut Loop, _: TimerId| callback(lp)),
+            false,
+        )
     }
 
     /// Runs `callback` every `period` (Node's `setInterval`); the callback
@@ -91,12 +118,12 @@ impl Loop {
         period: Duration,
         callback: impl FnMut(&mut Loop, TimerId) + 'static,
     ) -> TimerId {
-        self.start_timer(period, TimerCallback::repeat(callback))
+        self.start_timer(period, TimerCallback::repeat(callback), true)
     }
 
-    fn start_timer(&mut self, delay: Duration, callback: TimerCallback) -> TimerId {
+    fn start_timer(&mut self, delay: Duration, callback: TimerCallback, interval: bool) -> TimerId {
         let duration = delay_ms(delay);
-        let timer = Timer::new(callback, duration);
+        let timer = Timer::new(callback, duration, interval);
         self.ref_timers += 1;
         TimerId(
             self.wheel
@@ -115,7 +142,9 @@ impl Loop {
         if timer.is_armed() && timer.referenced() {
             self.ref_timers -= 1;
         }
-        true
+        // A timeout clearing itself from its callback stops nothing (it
+        // ends anyway), unless its callback had refreshed it.
+        timer.is_armed() || timer.is_interval() || timer.is_refreshed()
     }
 
     /// Same as [`Loop::clear_timer`] (Node's `clearTimeout`).
@@ -130,16 +159,27 @@ impl Loop {
 
     /// Restarts the countdown from now with the timer's duration, and puts
     /// it after the timers already started with the same deadline (Node's
-    /// `timeout.refresh()`). Returns `false`, doing nothing, for a timer
-    /// that has fired (a timeout) or was cleared: unlike Node, a fired
-    /// timeout is not brought back, since its callback has run and is gone.
-    /// An interval refreshed from its own callback is re-armed from the
-    /// callback's start as usual (`false`).
+    /// `timeout.refresh()`). A timeout refreshed from its own callback
+    /// stays, and its callback runs again after the delay, as in Node.
+    /// Returns `false`, doing nothing, for a timer that was cleared or a
+    /// timeout that has fired and is gone: unlike Node, where the timeout
+    /// object keeps its function, a fired timeout is not brought back (its
+    /// callback was dropped). An interval refreshed from its own callback
+    /// is re-armed from the callback's start as usual (`false`), as Node
+    /// re-inserts it.
     pub fn refresh_timer(&mut self, id: TimerId) -> bool {
-        let Some(timer) = self.wheel.get(id.0).filter(|timer| timer.is_armed()) else {
+        let now = self.clock();
+        let Some(timer) = self.wheel.get_mut(id.0) else {
             return false;
         };
-        let deadline = self.clock().saturating_add(timer.duration());
+        if !timer.is_armed() {
+            if timer.is_interval() {
+                return false;
+            }
+            // A timeout whose callback is running: it will stay.
+            timer.bits |= REFRESHED;
+        }
+        let deadline = now.saturating_add(timer.duration());
         self.wheel.reset(id.0, deadline).is_ok()
     }
 
@@ -160,10 +200,13 @@ impl Loop {
         self.wheel.get(id.0).is_some_and(Timer::referenced)
     }
 
-    /// Whether the timer is still pending (armed, or an interval whose
-    /// callback is running).
+    /// Whether the timer is still pending (armed, an interval whose
+    /// callback is running, or a timeout that its running callback
+    /// refreshed).
     pub fn timer_is_active(&self, id: TimerId) -> bool {
-        self.wheel.contains(id.0)
+        self.wheel
+            .get(id.0)
+            .is_some_and(|t| t.is_armed() || t.is_interval() || t.is_refreshed())
     }
 
     fn set_timer_ref(&mut self, id: TimerId, referenced: bool) {
@@ -227,17 +270,23 @@ impl Loop {
         }
         let duration = timer.duration();
         let callback = timer.callback.take();
-        if !callback.repeats() {
-            self.wheel.cancel(id.0);
-            let ran = self.catching(move |lp: &mut Loop| {
-                callback.call(lp, id);
-            });
-            if let Err(payload) = ran {
-                self.panicked(payload);
-                return Some(duration);
+        if !timer.is_interval() {
+            // The entry stays, idle, while the callback runs, so that the
+            // callback can refresh (or clear, unref, ask about) its own
+            // timeout; then it goes, unless refreshed.
+            let returned = self.catching(move |lp: &mut Loop| callback.call(lp, id));
+            match returned {
+                Ok(callback) => {
+                    self.end_timeout(id, callback);
+                    self.drain_ticks();
+                    return None;
+                }
+                Err(payload) => {
+                    self.wheel.cancel(id.0);
+                    self.panicked(payload);
+                    return Some(duration);
+                }
             }
-            self.drain_ticks();
-            return None;
         }
         let started = self.clock();
         let returned = self.catching(move |lp: &mut Loop| callback.call(lp, id));
@@ -245,12 +294,8 @@ impl Loop {
             // Re-armed before its next-ticks run (as Node re-inserts an
             // interval before the next timer's `runNextTicks`): a tick that
             // panics out of `run()` must not take the interval with it.
-            Ok(Some(callback)) => {
+            Ok(callback) => {
                 self.rearm_interval(id, started, callback);
-                self.drain_ticks();
-                None
-            }
-            Ok(None) => {
                 self.drain_ticks();
                 None
             }
@@ -263,6 +308,25 @@ impl Loop {
                 self.panicked(payload);
                 Some(duration)
             }
+        }
+    }
+
+    /// After a timeout's callback: a timeout it refreshed takes its
+    /// callback back and stays armed (the refresh set its deadline); any
+    /// other leaves the wheel, and the callback is dropped.
+    fn end_timeout(&mut self, id: TimerId, callback: TimerCallback) {
+        match self.wheel.get_mut(id.0) {
+            Some(timer) if timer.is_refreshed() => {
+                timer.bits &= !REFRESHED;
+                timer.callback = callback;
+                if timer.referenced() {
+                    self.ref_timers += 1;
+                }
+            }
+            Some(_) => {
+                self.wheel.cancel(id.0);
+            }
+            None => {}
         }
     }
 

@@ -88,9 +88,36 @@ fn case_33_clear_timer_from_immediate(lp: &mut Loop) {
     assert_eq!(trace.tokens(), recorded("33-clear-timer-from-immediate"));
 }
 
+fn case_34_refresh_in_own_callback(lp: &mut Loop) {
+    let trace = Trace::default();
+    let runs = Rc::new(Cell::new(0));
+    let me: Rc<Cell<Option<eventide::TimerId>>> = Rc::default();
+    let (t, r, m) = (trace.clone(), runs.clone(), me.clone());
+    let id = lp.set_timeout(ms(5), move |lp| {
+        r.set(r.get() + 1);
+        let id = m.get().unwrap();
+        t.log(format!(
+            "refreshing-{} hasRef={}",
+            r.get(),
+            lp.timer_has_ref(id)
+        ));
+        if r.get() < 3 {
+            assert!(lp.refresh_timer(id));
+        }
+    });
+    me.set(Some(id));
+    lp.set_timeout(ms(8), trace.at("once"));
+    let (t, r) = (trace.clone(), runs.clone());
+    lp.set_timeout(ms(40), move |_| t.log(format!("later runs={}", r.get())));
+    run_within(lp, LIMIT);
+    assert_eq!(trace.tokens(), recorded("34-refresh-in-own-callback"));
+    assert!(!lp.timer_is_active(id), "done after its last run");
+}
+
 on_every_backend!(
     case_30_clear_immediate_same_phase,
     case_31_ticks_drain_between_immediates,
     case_32_interval_and_timeout_same_deadline,
     case_33_clear_timer_from_immediate,
+    case_34_refresh_in_own_callback,
 );

@@ -158,7 +158,7 @@ fn timers(lp: &mut Loop, mode: Mode) {
     let sec = second.clone();
     lp.set_timeout(ms(1), move |lp| {
         s.borrow_mut().push("first".into());
-        let s = s.clone();
+        let (s, sec) = (s.clone(), sec.clone());
         lp.next_tick(move |lp| {
             s.borrow_mut().push("tick".into());
             assert!(lp.clear_timer(sec.get().unwrap()), "second still pending");

@@ -119,7 +119,9 @@ fn timers_of_every_callback_size_fire_once_and_unfired_ones_are_dropped(lp: &mut
         }
     });
     let never = CountDrop(dropped.clone());
-    let cleared = lp.set_timeout(ms(50), move |_| drop(never));
+    let cleared = lp.set_timeout(ms(50), move |_| {
+        let _ = &never;
+    });
     assert!(lp.clear_timer(cleared));
     assert_eq!(
         dropped.get(),

@@ -157,11 +157,11 @@ fn a_hung_slow_lane_job_does_not_delay_normal_work(lp: &mut Loop) {
                 t.log("normal work done");
                 // Long enough for a lookup on a free thread to have come
                 // back (were it not held in the slow lane).
-                let releases = releases.take();
+                let mut releases = releases.take();
                 let t = t.clone();
                 lp.set_timeout(Duration::from_millis(100), move |_| {
                     t.log("released");
-                    for release in releases {
+                    for release in releases.drain(..) {
                         release.send(()).unwrap();
                     }
                 });

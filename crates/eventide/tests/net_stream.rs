@@ -405,6 +405,7 @@ fn unreferenced_sockets_closed_while_armed_let_the_loop_end(lp: &mut Loop) {
         stream.unref(lp);
         let t = t.clone();
         lp.set_timeout(Duration::from_millis(10), move |lp| {
+            let t = t.clone();
             stream.close_then(lp, move |_| t.log("server side closed"));
         });
     });
@@ -418,9 +419,9 @@ fn unreferenced_sockets_closed_while_armed_let_the_loop_end(lp: &mut Loop) {
         stream.unref(lp);
         let t = t.clone();
         lp.set_timeout(Duration::from_millis(30), move |lp| {
-            let t2 = t.clone();
+            let (t1, t2) = (t.clone(), t.clone());
             stream.close_then(lp, move |_| t2.log("client closed"));
-            server.close_then(lp, move |_| t.log("listener closed"));
+            server.close_then(lp, move |_| t1.log("listener closed"));
         });
     })
     .unwrap();

@@ -647,7 +647,7 @@ fn read_stopping_now_and_then(lp: &mut Loop, stream: TcpStream, state: Rc<StopSt
                 let state = Rc::clone(state);
                 lp.set_timeout(Duration::from_millis(2), move |lp| {
                     state.stopped.set(false);
-                    read_stopping_now_and_then(lp, stream, state);
+                    read_stopping_now_and_then(lp, stream, Rc::clone(&state));
                 });
             } else if k % 2 == 0 {
                 assert!(stream.read_stop(lp));

@@ -361,7 +361,7 @@ fn exec(lp: &mut Loop, env: &Rc<Env>, acts: &[Act]) {
 }
 
 /// A callback that logs `c<id>` and runs `body`.
-fn callback(env: &Rc<Env>, id: u32, body: &[Act]) -> impl FnOnce(&mut Loop) + 'static {
+fn callback(env: &Rc<Env>, id: u32, body: &[Act]) -> impl FnMut(&mut Loop) + 'static {
     let env = env.clone();
     let body = body.to_vec();
     move |lp| {

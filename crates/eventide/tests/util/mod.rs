@@ -39,7 +39,7 @@ impl Trace {
     }
 
     /// A callback-friendly logger: `trace.at("a")` is a closure that logs "a".
-    pub fn at(&self, token: &'static str) -> impl FnOnce(&mut Loop) + 'static {
+    pub fn at(&self, token: &'static str) -> impl FnMut(&mut Loop) + 'static {
         let trace = self.clone();
         move |_| trace.log(token)
     }
