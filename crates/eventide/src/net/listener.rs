@@ -413,9 +413,29 @@ impl Listener {
         let Some(mut on_connection) = listener.on_connection.take() else {
             return;
         };
-        on_connection(lp, result);
+        let panicked = super::stream::catch(|| on_connection(lp, result));
         if let Some(listener) = lp.io.net.listeners.get_mut(self.0) {
             listener.on_connection = Some(on_connection);
+        }
+        if let Err(payload) = panicked {
+            // The callback is back; the accepting goes on (re-armed from
+            // the next pending phase if it ended with this connection).
+            lp.defer(move |lp| self.rearm(lp));
+            std::panic::resume_unwind(payload);
+        }
+    }
+
+    /// Arms the accept again if the listener is open and not accepting.
+    fn rearm(self, lp: &mut Loop) {
+        let Some(listener) = lp.io.net.listeners.get(self.0) else {
+            return;
+        };
+        if listener.accepting {
+            return;
+        }
+        let fd = listener.socket.as_raw_fd();
+        if let Err(refused) = self.arm(lp, fd) {
+            self.fail(lp, "accept", refused);
         }
     }
 }

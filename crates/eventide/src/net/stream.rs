@@ -45,7 +45,7 @@ pub const DEFAULT_END_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs user code, catching a panic so that the caller can put its state
 /// in order before resuming it.
-fn catch<R>(f: impl FnOnce() -> R) -> std::result::Result<R, Payload> {
+pub(super) fn catch<R>(f: impl FnOnce() -> R) -> std::result::Result<R, Payload> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
 }
 
