@@ -40,8 +40,9 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Echoes one connection.
-fn serve(lp: &mut Loop, stream: Stream) {
+/// Echoes one connection. (`tests/fault_echo.rs` drives this function,
+/// the example's own code, with faults.)
+pub(crate) fn serve(lp: &mut Loop, stream: Stream) {
     if let Ok(peer) = stream.peer_addr(lp) {
         println!("{peer} connected");
     } else {
