@@ -129,6 +129,8 @@ fn unwinding_out_of_on_message() {
     }
 }
 
+// Passes while every send goes out at once (its callback is a next-tick);
+// one that waited for writability runs from a boxed handler, as above.
 #[test]
 #[ignore = "needs loop fix: io.rs run_boxed leaves a panicking handler's slot counted, so run() blocks forever afterwards"]
 fn unwinding_out_of_on_sent() {

@@ -223,6 +223,73 @@ fn allow_half_open_keeps_the_stream_open_after_the_peers_end(lp: &mut Loop) {
     assert_eq!(*closes.borrow(), [false]);
 }
 
+fn pipe_between_two_streams_pauses_at_the_destinations_mark(lp: &mut Loop) {
+    // Client 1's 16 MiB go to client 2 through the server's pipe; client
+    // 2 reads slowly. The destination's queue stays near its mark (the
+    // source pauses), every byte arrives, then EOF.
+    let _one = serial();
+    let total = 16 << 20;
+    let streams: Rc<RefCell<Vec<Stream>>> = Rc::default();
+    let peak = Rc::new(Cell::new(0usize));
+    let s = Rc::clone(&streams);
+    let p = Rc::clone(&peak);
+    let server = lp
+        .tcp_listen(loopback(), ListenOptions::default(), move |lp, accepted| {
+            s.borrow_mut().push(accepted.unwrap());
+            if let [source, dest] = s.borrow()[..] {
+                assert!(source.pipe(lp, dest));
+                let p = Rc::clone(&p);
+                lp.set_interval(Duration::from_millis(5), move |lp, me| {
+                    p.set(p.get().max(dest.write_queue_size(lp)));
+                    if dest.high_water_mark(lp) == 0 {
+                        lp.clear_timer(me);
+                    }
+                });
+            }
+        })
+        .unwrap();
+    let addr = server.local_addr(lp).unwrap();
+    let sender = thread::spawn(move || {
+        let mut s = StdStream::connect(addr).unwrap();
+        let data: Vec<u8> = (0..total).map(byte_at).collect();
+        // Connected first: the server's first stream is the source.
+        thread::sleep(Duration::from_millis(50));
+        s.write_all(&data).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+    });
+    thread::sleep(Duration::from_millis(20));
+    let receiver = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(10));
+        let mut s = StdStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(LIMIT)).unwrap();
+        let mut back = Vec::new();
+        let mut buf = vec![0; 256 * 1024];
+        loop {
+            match s.read(&mut buf).unwrap() {
+                0 => break,
+                n => back.extend_from_slice(&buf[..n]),
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+        back
+    });
+    let close_listener = lp.set_timeout(Duration::from_millis(500), move |lp| {
+        server.close(lp);
+    });
+    let _ = close_listener;
+    run_within(lp, LIMIT);
+    sender.join().unwrap();
+    check_echo(&receiver.join().unwrap(), total);
+    // The mark (16 KiB) plus the chunk that crossed it, at most.
+    assert!(
+        peak.get() <= 16 * 1024 + 256 * 1024,
+        "peak queue {}",
+        peak.get()
+    );
+}
+
 /// The process's resident memory, from `/proc/self/statm`.
 fn rss_bytes() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
@@ -349,5 +416,6 @@ on_every_backend!(
     end_flushes_the_queue_then_fin_and_closes_once_the_peer_ends,
     an_ended_stream_whose_peer_never_ends_closes_after_the_end_timeout,
     allow_half_open_keeps_the_stream_open_after_the_peers_end,
+    pipe_between_two_streams_pauses_at_the_destinations_mark,
     twenty_slow_readers_do_not_grow_a_piping_server,
 );
