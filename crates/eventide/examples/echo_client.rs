@@ -44,19 +44,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 got.borrow_mut().extend_from_slice(data);
                 println!("echoed: {:?}", String::from_utf8_lossy(data));
                 if got.borrow().len() >= want {
-                    // Everything came back: end our side; the server ends its.
-                    stream.shutdown(lp, |_, res| {
-                        if let Err(error) = res {
-                            eprintln!("shutdown failed: {error}");
-                        }
-                    });
+                    // Everything came back: end our side (Node's
+                    // `socket.end()`); the stream closes once the server
+                    // has ended its side too.
+                    stream.end(lp);
                 }
             },
-            |lp, stream, end| {
+            |_, _, end| {
+                // After an error the stream is closed already; after the
+                // server's end it closes by itself.
                 if let Err(error) = end {
                     eprintln!("{error}");
                 }
-                stream.close(lp);
             },
         );
     };

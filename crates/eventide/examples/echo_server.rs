@@ -1,7 +1,9 @@
 //! An echo server: every byte a client sends comes back. It listens on a
 //! TCP address, or on a Unix domain socket when given a path; it respects
 //! backpressure (a client that does not read its echoes is not read
-//! either until they drain) and closes connections idle for a minute.
+//! either until they drain), ends a connection gracefully when its client
+//! ends (every echo still goes out) and closes connections idle for a
+//! minute.
 //!
 //!     cargo run --release --example echo_server -- 127.0.0.1:7000
 //!     cargo run --release --example echo_server -- /tmp/echo.sock
@@ -38,8 +40,9 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Echoes one connection.
-fn serve(lp: &mut Loop, stream: Stream) {
+/// Echoes one connection. (`tests/fault_echo.rs` drives this function,
+/// the example's own code, with faults.)
+pub(crate) fn serve(lp: &mut Loop, stream: Stream) {
     if let Ok(peer) = stream.peer_addr(lp) {
         println!("{peer} connected");
     } else {
@@ -49,34 +52,26 @@ fn serve(lp: &mut Loop, stream: Stream) {
         println!("a client was idle for a minute: closing it");
         stream.close(lp);
     });
-    // Once the echoes the client has not read drained, read again.
-    stream.on_drain(lp, read_and_echo);
-    read_and_echo(lp, stream);
-}
-
-fn read_and_echo(lp: &mut Loop, stream: Stream) {
-    stream.read_start(
-        lp,
-        |lp, stream, data| {
-            let below_mark = stream.write(lp, data.to_vec(), |_, res| {
-                if let Err(error) = res {
-                    eprintln!("write failed: {error}");
-                }
-            });
-            if !below_mark {
-                // Backpressure (Node's `if (!socket.write(data))
-                // socket.pause()`): the client is not keeping up with its
-                // echoes.
-                stream.read_stop(lp);
-            }
-        },
-        |lp, stream, end| {
-            match end {
-                Ok(()) => println!("a client left"),
-                Err(error) => println!("a client failed: {error}"),
-            }
-            // After an error the stream is already closed: this is a no-op.
-            stream.close(lp);
-        },
-    );
+    // One place for the end of the connection, however it ends (Node's
+    // `'close'` event): the client ended and got all its echoes, or an
+    // error (a reset, say) destroyed the stream.
+    stream.on_close(lp, |_, _, had_error| {
+        if had_error {
+            println!("a client failed");
+        } else {
+            println!("a client left");
+        }
+    });
+    // Every byte back (Node's `socket.pipe(socket)`): reading pauses while
+    // the echoes the client has not read are above the high-water mark,
+    // and resumes once they drained. At the client's end (it half-closes,
+    // say), the echoes still queued go out, then the FIN, then the
+    // connection closes: nothing is cut short.
+    //
+    // By hand, that is: `read_start` with `if !stream.write(..) {
+    // stream.read_stop(lp) }`, `on_drain` calling `read_start` again, and
+    // nothing to do at the end (streams end themselves once their peer
+    // has, unless `set_allow_half_open(true)`; never `close` there, which
+    // drops the queued echoes).
+    stream.pipe(lp, stream);
 }

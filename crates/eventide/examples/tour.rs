@@ -104,16 +104,10 @@ fn echo_round_trip(lp: &mut Loop, ms: impl Fn() -> u128 + Copy + 'static) -> eve
     let any_port = "127.0.0.1:0".parse().expect("a literal address");
     let server = lp.tcp_listen(any_port, ListenOptions::default(), |lp, accepted| {
         let Ok(peer) = accepted else { return };
-        // Echo whatever arrives; close when the client ends its side.
-        peer.read_start(
-            lp,
-            |lp, peer, data| {
-                peer.write(lp, data.to_vec(), |_, _| {});
-            },
-            |lp, peer, _| {
-                peer.close(lp);
-            },
-        );
+        // Echo whatever arrives (pausing while the echoes wait unread);
+        // at the client's end, the echoes still queued go out, then the
+        // connection closes.
+        peer.pipe(lp, peer);
     })?;
     let addr = server.local_addr(lp)?;
     let sent = Instant::now();

@@ -413,6 +413,8 @@ fn unreferenced_sockets_closed_while_armed_let_the_loop_end(lp: &mut Loop) {
     let t = trace.clone();
     lp.tcp_connect(addr, move |lp, connected| {
         let stream = connected.unwrap();
+        // Open until closed below, though the server side ends first.
+        stream.set_allow_half_open(lp, true);
         stream.read_start(lp, |_, _, _| {}, |_, _, _| {});
         stream.unref(lp);
         stream.set_ref(lp, true);

@@ -282,8 +282,10 @@ fn raise_nofile() {
 
 /// `echo-server PORT LIFETIME_S`: the W5/W10 server. One loop on this
 /// thread, listening on 127.0.0.1:PORT (backlog 511); every accepted
-/// connection gets TCP_NODELAY and echoes every byte back; a connection is
-/// closed at its end or on an error. After LIFETIME_S seconds a timer
+/// connection gets TCP_NODELAY and echoes every byte back through
+/// `Stream::pipe` (reading pauses while the client's echoes wait above the
+/// high-water mark); at the client's end the queued echoes still go out,
+/// then the FIN; an error closes it. After LIFETIME_S seconds a timer
 /// closes the listener and stops the loop, and the process exits 0 (the
 /// remaining connections close with it). Prints nothing on stdout.
 pub(crate) fn echo_server(run: &mut Run, port: u16, lifetime: Duration) {
@@ -301,17 +303,11 @@ pub(crate) fn echo_server(run: &mut Run, port: u16, lifetime: Duration) {
             };
             // A failure here leaves Nagle on: slower, still correct.
             let _ = stream.set_nodelay(lp, true);
-            stream.read_start(
-                lp,
-                |lp, stream, data| {
-                    // A failed write destroys the stream (and ends its
-                    // reading); nothing else to do.
-                    stream.write(lp, data.to_vec(), |_, _| {});
-                },
-                |lp, stream, _end| {
-                    stream.close(lp);
-                },
-            );
+            // Every byte back, with backpressure (reading pauses while the
+            // client has not taken its echoes); at the client's end, the
+            // queued echoes go out, then the FIN, then the stream closes.
+            // An error destroys it.
+            stream.pipe(lp, stream);
         }) {
         Ok(listener) => listener,
         Err(error) => run.fail(error),

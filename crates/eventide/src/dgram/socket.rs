@@ -472,9 +472,18 @@ impl UdpSocket {
                 // One callback each, each followed by its next-ticks, as
                 // libuv's `uv__udp_finish_close` calls them and Node wraps
                 // every one.
+                let mut panicked = None;
                 for send in sends {
                     let error = Error::net("send", send.to, errno(libc::ECANCELED));
-                    lp.invoke(move |lp: &mut Loop| (send.on_sent)(lp, Err(error)));
+                    // Each gets its error, even after one panicked.
+                    let called =
+                        catch(|| lp.invoke(move |lp: &mut Loop| (send.on_sent)(lp, Err(error))));
+                    if let Err(payload) = called {
+                        panicked.get_or_insert(payload);
+                    }
+                }
+                if let Some(payload) = panicked {
+                    std::panic::resume_unwind(payload);
                 }
             })));
         }
@@ -576,77 +585,78 @@ impl UdpSocket {
             }
             udp.recv_wait = None;
         }
-        match c.result {
+        let panicked = match c.result {
             Ok(_) => self.read_ready(lp),
             Err(error) => {
                 // The wait itself failed: nothing will make it succeed.
                 return self.stop_on_error(lp, Error::net("recvmsg", None, error));
             }
-        }
+        };
         self.wait_readable(lp);
+        if let Some(payload) = panicked {
+            std::panic::resume_unwind(payload);
+        }
     }
 
     /// Reads and delivers up to [`READS_PER_WAKEUP`] datagrams, until the
-    /// socket would block, an error, or the reader goes.
-    fn read_ready(self, lp: &mut Loop) {
+    /// socket would block, an error, the reader goes, or a callback
+    /// panics without a panic handler (the panic is returned).
+    fn read_ready(self, lp: &mut Loop) -> Option<Payload> {
         for _ in 0..READS_PER_WAKEUP {
             let table = table::of(lp);
             let mut sockets = table.borrow_mut();
             let reading = sockets.get(self.0).filter(|udp| udp.reading);
-            let Some(max) = reading.map(|udp| udp.max_datagram) else {
-                return;
-            };
+            let max = reading.map(|udp| udp.max_datagram)?;
             let mut buf = sockets.take_buffer(max);
             let udp = sockets.get(self.0).expect("looked up just above");
             let received = receive(&udp.socket, &mut buf[..max]);
             drop(sockets);
+            let mut panicked = None;
             let go_on = match received {
                 Ok((n, false, from)) => {
-                    self.deliver(lp, &buf[..n], from);
+                    panicked = self.deliver(lp, &buf[..n], from);
                     true
                 }
                 Ok((_, true, _)) => {
                     let error = Error::net("recvmsg", None, errno(libc::EMSGSIZE));
-                    self.report(lp, error);
+                    panicked = self.report(lp, error);
                     true
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
                 Err(e) => {
                     // As libuv: report, and wait for the next readiness.
-                    self.report(lp, Error::net("recvmsg", None, e));
+                    panicked = self.report(lp, Error::net("recvmsg", None, e));
                     false
                 }
             };
             table.borrow_mut().give_buffer(buf);
+            if panicked.is_some() {
+                return panicked;
+            }
             if !go_on {
-                return;
+                return None;
             }
         }
+        None
     }
 
     /// Runs `on_message` with the datagram, then its next-ticks (each
     /// datagram is its own callback, as each of Node's `'message'` events
-    /// is: the ticks one queues run before the next datagram).
-    fn deliver(self, lp: &mut Loop, data: &[u8], from: SocketAddr) {
+    /// is: the ticks one queues run before the next datagram). A panic
+    /// leaves the callback in place (receiving goes on); without a panic
+    /// handler it is returned, to be resumed once the socket is waiting
+    /// for its next datagram again.
+    fn deliver(self, lp: &mut Loop, data: &[u8], from: SocketAddr) -> Option<Payload> {
         let on_message = table::of(lp)
             .borrow_mut()
             .get_mut(self.0)
             .and_then(|udp| udp.on_message.take());
-        let Some(mut on_message) = on_message else {
-            return;
-        };
-        let returned = lp.guarded(|lp: &mut Loop| {
-            on_message(lp, self, data, from);
-            on_message
+        let mut on_message = on_message?;
+        let panicked = catch(|| {
+            lp.guarded(|lp: &mut Loop| on_message(lp, self, data, from));
+            lp.drain_ticks();
         });
-        lp.drain_ticks();
-        let Some(on_message) = returned else {
-            // It panicked (a panic handler took it) and is gone: a socket
-            // without its callback stops receiving.
-            self.recv_stop(lp);
-            return;
-        };
         // Closed by the callback: nothing to put back. A recv_start inside
         // it brought new callbacks (or a recv_stop took them away): keep
         // that.
@@ -656,32 +666,28 @@ impl UdpSocket {
         {
             udp.on_message = Some(on_message);
         }
+        panicked.err()
     }
 
-    /// Runs the receive error callback with `error`.
-    fn report(self, lp: &mut Loop, error: Error) {
+    /// Runs the receive error callback with `error` (a panic: as in
+    /// `deliver`).
+    fn report(self, lp: &mut Loop, error: Error) -> Option<Payload> {
         let on_error = table::of(lp)
             .borrow_mut()
             .get_mut(self.0)
             .and_then(|udp| udp.on_error.take());
-        let Some(mut on_error) = on_error else {
-            return;
-        };
-        let returned = lp.guarded(|lp: &mut Loop| {
-            on_error(lp, self, error);
-            on_error
+        let mut on_error = on_error?;
+        let panicked = catch(|| {
+            lp.guarded(|lp: &mut Loop| on_error(lp, self, error));
+            lp.drain_ticks();
         });
-        lp.drain_ticks();
-        let Some(on_error) = returned else {
-            self.recv_stop(lp);
-            return;
-        };
         if let Some(udp) = table::of(lp).borrow_mut().get_mut(self.0)
             && udp.reading
             && udp.on_error.is_none()
         {
             udp.on_error = Some(on_error);
         }
+        panicked.err()
     }
 
     /// Receiving cannot go on: it stops at once, and the error goes to the
@@ -796,25 +802,25 @@ impl UdpSocket {
         if let Some(error) = failed {
             return self.fail_sends(lp, error);
         }
-        self.flush(lp);
+        let panicked = self.flush(lp);
         self.wait_writable(lp);
+        if let Some(payload) = panicked {
+            std::panic::resume_unwind(payload);
+        }
     }
 
     /// Sends from the head of the queue until it is empty or the socket
     /// would block; each callback runs as its datagram goes (or fails).
-    fn flush(self, lp: &mut Loop) {
+    /// Returns a panic that unwound out of a callback (no panic handler).
+    fn flush(self, lp: &mut Loop) -> Option<Payload> {
         loop {
             let (send, result) = {
                 let table = table::of(lp);
                 let mut sockets = table.borrow_mut();
-                let Some(udp) = sockets.get_mut(self.0) else {
-                    return;
-                };
-                let Some(head) = udp.sends.front() else {
-                    return;
-                };
+                let udp = sockets.get_mut(self.0)?;
+                let head = udp.sends.front()?;
                 let result = match send_one(&udp.socket, &head.buf, head.to) {
-                    Sent::WouldBlock => return,
+                    Sent::WouldBlock => return None,
                     Sent::Done(n) => Ok(n),
                     Sent::Failed(error) => Err(error),
                 };
@@ -822,7 +828,13 @@ impl UdpSocket {
                 udp.queued -= send.buf.len();
                 (send, result)
             };
-            lp.invoke(move |lp: &mut Loop| (send.on_sent)(lp, result));
+            // Unwinding (no panic handler): the rest of the queue waits
+            // for the next writable wait, armed by the caller first.
+            if let Err(payload) =
+                catch(|| lp.invoke(move |lp: &mut Loop| (send.on_sent)(lp, result)))
+            {
+                return Some(payload);
+            }
         }
     }
 
@@ -838,11 +850,29 @@ impl UdpSocket {
             std::mem::take(&mut udp.sends)
         };
         let errno = error.raw_os_error().unwrap_or(libc::EIO);
+        let mut panicked = None;
         for send in sends {
             let error = Error::net("send", send.to, io::Error::from_raw_os_error(errno));
-            lp.invoke(move |lp: &mut Loop| (send.on_sent)(lp, Err(error)));
+            // Each gets its error, even after one panicked (unwinding).
+            if let Err(payload) =
+                catch(|| lp.invoke(move |lp: &mut Loop| (send.on_sent)(lp, Err(error))))
+            {
+                panicked.get_or_insert(payload);
+            }
+        }
+        if let Some(payload) = panicked {
+            std::panic::resume_unwind(payload);
         }
     }
+}
+
+/// A panic caught from a callback, resumed once the socket's state is in
+/// order.
+type Payload = Box<dyn std::any::Any + Send>;
+
+/// Runs user code, catching a panic for the caller to resume.
+fn catch<R>(f: impl FnOnce() -> R) -> std::result::Result<R, Payload> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
 }
 
 /// One nonblocking `recvfrom` into `buf`: the length, whether the datagram

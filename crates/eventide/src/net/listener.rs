@@ -26,6 +26,11 @@ pub struct ListenOptions {
     /// connections (Node's `reusePort`). `SO_REUSEADDR` is always set.
     /// TCP only.
     pub reuse_port: bool,
+    /// Node's `allowHalfOpen` server option, for every connection it
+    /// accepts (see [`Stream::set_allow_half_open`]); `false` by default,
+    /// as in Node: a connection whose peer ended ends itself once its
+    /// queued writes are out.
+    pub allow_half_open: bool,
 }
 
 impl Default for ListenOptions {
@@ -33,6 +38,7 @@ impl Default for ListenOptions {
         ListenOptions {
             backlog: 511,
             reuse_port: false,
+            allow_half_open: false,
         }
     }
 }
@@ -84,6 +90,8 @@ pub(crate) struct ListenerState {
     /// The multishot accept is armed.
     accepting: bool,
     referenced: bool,
+    /// `ListenOptions::allow_half_open`, for its connections.
+    allow_half_open: bool,
 }
 
 impl Loop {
@@ -112,7 +120,7 @@ impl Loop {
         }
         socket.bind(&addr.into()).map_err(error)?;
         socket.listen(options.backlog).map_err(error)?;
-        self.listen_on(socket, place, Box::new(on_connection))
+        self.listen_on(socket, place, options, Box::new(on_connection))
     }
 
     /// Listens on a Unix domain stream socket at `path` (Node's
@@ -143,13 +151,14 @@ impl Loop {
             let _ = std::fs::remove_file(path);
             return Err(error(e));
         }
-        self.listen_on(socket, place, Box::new(on_connection))
+        self.listen_on(socket, place, options, Box::new(on_connection))
     }
 
     fn listen_on(
         &mut self,
         socket: Socket,
         place: Place,
+        options: ListenOptions,
         on_connection: OnConnection,
     ) -> Result<Listener> {
         self.io.net.ensure_reserve();
@@ -162,6 +171,7 @@ impl Loop {
             on_connection: Some(on_connection),
             accepting: false,
             referenced: true,
+            allow_half_open: options.allow_half_open,
         };
         let id = Listener(self.io.net.listeners.insert(listener));
         if let Err(refused) = id.arm(self, fd) {
@@ -326,10 +336,12 @@ impl Listener {
         };
         let fd = listener.socket.as_raw_fd();
         let server = listener.server;
+        let allow_half_open = listener.allow_half_open;
         let error = match accepted {
             Ok(socket) => {
                 let mut state = StreamState::new(socket);
                 state.set_server(server);
+                state.set_allow_half_open(allow_half_open);
                 lp.io.net.servers.accepted(server);
                 let stream = Stream::insert(lp, state);
                 self.report(lp, Ok(stream));
@@ -401,9 +413,29 @@ impl Listener {
         let Some(mut on_connection) = listener.on_connection.take() else {
             return;
         };
-        on_connection(lp, result);
+        let panicked = super::stream::catch(|| on_connection(lp, result));
         if let Some(listener) = lp.io.net.listeners.get_mut(self.0) {
             listener.on_connection = Some(on_connection);
+        }
+        if let Err(payload) = panicked {
+            // The callback is back; the accepting goes on (re-armed from
+            // the next pending phase if it ended with this connection).
+            lp.defer(move |lp| self.rearm(lp));
+            std::panic::resume_unwind(payload);
+        }
+    }
+
+    /// Arms the accept again if the listener is open and not accepting.
+    fn rearm(self, lp: &mut Loop) {
+        let Some(listener) = lp.io.net.listeners.get(self.0) else {
+            return;
+        };
+        if listener.accepting {
+            return;
+        }
+        let fd = listener.socket.as_raw_fd();
+        if let Err(refused) = self.arm(lp, fd) {
+            self.fail(lp, "accept", refused);
         }
     }
 }

@@ -8,15 +8,10 @@
 //! let mut lp = eventide::Loop::new()?;
 //! let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
 //! let server = lp.tcp_listen(any, ListenOptions::default(), |lp, accepted| {
-//!     // Echo everything back, then close when the peer ends.
+//!     // Echo everything back, with backpressure; when the peer ends, the
+//!     // echoes still queued go out, then the stream ends and closes.
 //!     let stream = accepted.unwrap();
-//!     stream.read_start(
-//!         lp,
-//!         |lp, stream, data| {
-//!             stream.write(lp, data.to_vec(), |_, res| res.unwrap());
-//!         },
-//!         |lp, stream, _end| { stream.close(lp); },
-//!     );
+//!     stream.pipe(lp, stream);
 //! })?;
 //! let addr = server.local_addr(&lp)?;
 //! lp.tcp_connect(addr, move |lp, connected| {
@@ -57,7 +52,19 @@
 //!   the high-water mark ([`Stream::set_high_water_mark`], 16 KiB by
 //!   default) [`Stream::need_drain`] is `true` until the queue has emptied
 //!   and the [`Stream::on_drain`] callback has run.
-//! - [`Stream::shutdown`] half-closes; [`Stream::close`] closes.
+//! - [`Stream::end`] ends gracefully (Node's `socket.end()`): the queued
+//!   writes, then the FIN, then the close once the peer has ended too
+//!   (or after [`DEFAULT_END_TIMEOUT`]). [`Stream::shutdown`] only
+//!   half-closes; [`Stream::close`] closes at once, dropping queued
+//!   writes (Node's `destroy()`).
+//! - Half-open connections as Node's `allowHalfOpen`, off by default: a
+//!   stream whose peer ended ends itself once its reader's `on_end(Ok)`
+//!   returned ([`Stream::set_allow_half_open`],
+//!   [`ListenOptions::allow_half_open`]).
+//! - [`Stream::pipe`] is Node's `readable.pipe(writable)`: reading pauses
+//!   while the destination is at its high-water mark.
+//! - [`Stream::on_close`] is Node's `'close'` event: once, however the
+//!   stream ends, with whether an error ended it.
 //! - [`Stream::set_timeout`] is Node's `socket.setTimeout`: a callback
 //!   after a time without reads or writes, on the loop's timer wheel.
 //!
@@ -106,7 +113,7 @@ mod unix;
 
 pub use dns::Family;
 pub use listener::{ListenOptions, Listener, TcpListener, UnixListener};
-pub use stream::{DEFAULT_HIGH_WATER_MARK, Stream, TcpStream, UnixStream};
+pub use stream::{DEFAULT_END_TIMEOUT, DEFAULT_HIGH_WATER_MARK, Stream, TcpStream, UnixStream};
 
 use socket2::{Domain, Socket, Type};
 use std::net::SocketAddr;

@@ -34,6 +34,46 @@ type OnRead = Box<dyn Reader>;
 type OnDone = Box<dyn FnOnce(&mut Loop, Result<()>)>;
 type OnDrain = Box<dyn FnMut(&mut Loop, Stream)>;
 type OnTimeout = Box<dyn FnOnce(&mut Loop, Stream)>;
+type OnClose = Box<dyn FnOnce(&mut Loop, Stream, bool)>;
+/// A panic caught from a callback, to resume once the stream's state is
+/// consistent again.
+type Payload = Box<dyn std::any::Any + Send>;
+
+/// How long a stream that [`Stream::end`]ed waits for its peer's end
+/// after its own FIN is out, before it releases its descriptor anyway.
+pub const DEFAULT_END_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs user code, catching a panic so that the caller can put its state
+/// in order before resuming it.
+pub(super) fn catch<R>(f: impl FnOnce() -> R) -> std::result::Result<R, Payload> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+}
+
+/// The first of the panics caught while running several callbacks.
+#[derive(Default)]
+pub(super) struct Unwind(Option<Payload>);
+
+impl Unwind {
+    /// Runs `f`, keeping its panic if it is the first.
+    pub(super) fn run(&mut self, f: impl FnOnce()) {
+        if let Err(payload) = catch(f) {
+            self.keep(payload);
+        }
+    }
+
+    pub(super) fn keep(&mut self, payload: Payload) {
+        if self.0.is_none() {
+            self.0 = Some(payload);
+        }
+    }
+
+    /// Resumes the panic kept, if any.
+    pub(super) fn resume(self) {
+        if let Some(payload) = self.0 {
+            std::panic::resume_unwind(payload);
+        }
+    }
+}
 
 /// A reader's two callbacks (`read_start`'s `on_data` and `on_end`) in one
 /// box: 16 bytes in the stream's slot instead of 32 (W10 counts every byte
@@ -119,6 +159,18 @@ const ENDED: u16 = 1 << 7;
 const RECV_ARMED: u16 = 1 << 8;
 /// `on_data` runs: the reader is out of the slot, in `deliver`.
 const DELIVERING: u16 = 1 << 9;
+/// Node's `allowHalfOpen`: the peer's end does not end this side.
+const HALF_OPEN: u16 = 1 << 10;
+/// `end` was called: the stream closes once its FIN is out and the peer
+/// has ended too (or the end timeout passed).
+const END_REQUESTED: u16 = 1 << 11;
+/// The shutdown went to the kernel: a FIN may be out.
+const SHUT_SUBMITTED: u16 = 1 << 12;
+/// The shutdown completed: the FIN is out.
+const FIN_SENT: u16 = 1 << 13;
+/// Piped to itself (an echo): its drain resumes its reading (no drain
+/// callback, so an idle echo connection allocates nothing more: W10).
+const PIPED_TO_SELF: u16 = 1 << 14;
 
 /// A stream's slot in the socket table: 32 bytes, what an idle connection
 /// costs here (W10); everything else is in `more`.
@@ -158,6 +210,13 @@ struct Extras {
     /// The listener's entry in `Servers`, for the (rare) index too large
     /// for `StreamState::server`.
     server: Option<u32>,
+    /// Node's `'close'` event.
+    on_close: Option<OnClose>,
+    /// After `end`: the timer that releases the stream if the peer does
+    /// not end in time.
+    linger: Option<TimerId>,
+    /// `None`: [`DEFAULT_END_TIMEOUT`].
+    end_timeout: Option<Duration>,
 }
 
 /// An armed idle timeout: an unreferenced timer on the wheel, refreshed
@@ -205,6 +264,11 @@ impl StreamState {
         }
     }
 
+    /// Node's `allowHalfOpen`, from the listener's options.
+    pub(super) fn set_allow_half_open(&mut self, allow: bool) {
+        self.set(HALF_OPEN, allow);
+    }
+
     /// The `Servers` entry of the listener that delivered it.
     fn server(&self) -> Option<u32> {
         match self.server {
@@ -231,6 +295,12 @@ impl StreamState {
 
     fn stash_is_empty(&self) -> bool {
         self.more.as_ref().is_none_or(|m| m.stash.is_empty())
+    }
+
+    /// Ended by `end`, its FIN out, and nobody reads: what arrives is
+    /// dropped while waiting for the peer's end.
+    fn discarding(&self) -> bool {
+        !self.has(READING) && self.has(END_REQUESTED) && self.has(FIN_SENT)
     }
 
     fn queued(&self) -> usize {
@@ -282,9 +352,15 @@ impl Stream {
     /// Starts reading: `on_data` runs with each chunk received (the slice
     /// is valid during the call only: the buffer goes back to the reactor
     /// for reuse), `on_end` once
-    /// when the peer ends its side (`Ok(())`; the stream stays open for
-    /// writing until closed) or with the error that destroyed the stream.
-    /// Replaces the callbacks of an earlier `read_start`.
+    /// when the peer ends its side (`Ok(())`) or with the error that
+    /// destroyed the stream (a reset is always an error, never a clean
+    /// end). After `on_end(Ok)` returns, the stream [`end`](Stream::end)s
+    /// itself unless it allows half-open connections
+    /// ([`Stream::set_allow_half_open`]): the writes queued until then go
+    /// out, then it closes. Replaces the callbacks of an earlier
+    /// `read_start`. A panic in `on_data` (with a panic handler, or
+    /// unwinding out of `run`) leaves the stream reading: its next chunks
+    /// come in later turns.
     pub fn read_start(
         self,
         lp: &mut Loop,
@@ -514,6 +590,134 @@ impl Stream {
         self.flush(lp);
     }
 
+    /// Node's `socket.end()`: ends the stream gracefully. No more writes
+    /// are taken (they fail with `EPIPE`); the queued ones go out, then
+    /// the FIN; once the peer has ended its side too, the stream closes
+    /// (its [`Stream::on_close`] reports a clean end). Until then reading
+    /// goes on: a reader still gets the peer's bytes and its end; without
+    /// one (no [`Stream::read_start`], or after [`Stream::read_stop`]),
+    /// what the peer still sends once the FIN is out is discarded. A peer
+    /// that does not end within the end timeout ([`DEFAULT_END_TIMEOUT`],
+    /// see [`Stream::set_end_timeout`]) after the FIN is not waited for:
+    /// the stream closes then (a clean end too). After
+    /// [`Stream::shutdown`], `end` only adds the closing. Returns `false`
+    /// for a closed stream; calling it again does nothing more.
+    pub fn end(self, lp: &mut Loop) -> bool {
+        let Some(s) = lp.io.net.streams.get_mut(self.0) else {
+            return false;
+        };
+        if s.has(END_REQUESTED) {
+            return true;
+        }
+        s.set(END_REQUESTED, true);
+        if !s.has(ENDED) {
+            s.set(ENDED, true);
+            s.more().shutdown = Some(Box::new(|_, _| {}));
+        }
+        if s.has(FIN_SENT) {
+            self.after_fin(lp);
+        } else {
+            self.flush(lp);
+        }
+        true
+    }
+
+    /// How long a stream that [`Stream::end`]ed waits, once its FIN is
+    /// out, for the peer to end too ([`DEFAULT_END_TIMEOUT`] unless set);
+    /// zero closes it as soon as the FIN is out. Returns `false` for a
+    /// closed stream.
+    pub fn set_end_timeout(self, lp: &mut Loop, timeout: Duration) -> bool {
+        let Some(s) = lp.io.net.streams.get_mut(self.0) else {
+            return false;
+        };
+        s.more().end_timeout = Some(timeout);
+        true
+    }
+
+    /// Node's `allowHalfOpen` (`false` by default, as in Node): with
+    /// `false`, once the peer has ended its side and the reader's
+    /// `on_end(Ok)` has returned, the stream [`end`](Stream::end)s itself:
+    /// the writes queued until then still go out, then the FIN, then it
+    /// closes. With `true` the stream stays open for writing until ended
+    /// or closed. Returns `false` for a closed stream.
+    pub fn set_allow_half_open(self, lp: &mut Loop, allow: bool) -> bool {
+        let Some(s) = lp.io.net.streams.get_mut(self.0) else {
+            return false;
+        };
+        s.set(HALF_OPEN, allow);
+        true
+    }
+
+    /// Whether the stream stays open for writing after the peer's end
+    /// ([`Stream::set_allow_half_open`]); `false` for a closed stream.
+    pub fn allow_half_open(self, lp: &Loop) -> bool {
+        lp.io
+            .net
+            .streams
+            .get(self.0)
+            .is_some_and(|s| s.has(HALF_OPEN))
+    }
+
+    /// Sets the callback of Node's `'close'` event: it runs once, in the
+    /// close phase of the turn the stream went away in, however it went:
+    /// [`Stream::close`], the end of [`Stream::end`] (or of the
+    /// automatic end, see [`Stream::set_allow_half_open`]), or an error
+    /// (a reset, a failed write, ...). Its `bool` is Node's `hadError`:
+    /// `true` when an error destroyed the stream. It runs after the
+    /// callbacks the close cancelled and before [`Stream::close_then`]'s.
+    /// Replaces an earlier one. Returns `false` for a closed stream.
+    pub fn on_close(
+        self,
+        lp: &mut Loop,
+        on_close: impl FnOnce(&mut Loop, Stream, bool) + 'static,
+    ) -> bool {
+        let Some(s) = lp.io.net.streams.get_mut(self.0) else {
+            return false;
+        };
+        s.more().on_close = Some(Box::new(on_close));
+        true
+    }
+
+    /// Node's `readable.pipe(writable)`: every chunk this stream reads is
+    /// written to `dest` (which may be this stream itself: an echo), and
+    /// reading pauses while `dest`'s write queue is at or above its
+    /// high-water mark, resuming on its drain (this takes over this
+    /// stream's reader, and `dest`'s [`Stream::on_drain`] callback unless
+    /// `dest` is this stream). When
+    /// this stream ends, `dest` is [`end`](Stream::end)ed (its queued
+    /// writes still go out); when it fails, `dest` is ended too. When a
+    /// write to `dest` fails, this stream is closed. Returns `false`,
+    /// doing nothing, if either stream is closed.
+    pub fn pipe(self, lp: &mut Loop, dest: Stream) -> bool {
+        if lp.io.net.streams.get(self.0).is_none() || lp.io.net.streams.get(dest.0).is_none() {
+            return false;
+        }
+        if dest == self {
+            if let Some(s) = lp.io.net.streams.get_mut(self.0) {
+                s.set(PIPED_TO_SELF, true);
+            }
+        } else {
+            dest.on_drain(lp, move |lp, _| self.resume_reading(lp));
+        }
+        self.read_start(
+            lp,
+            move |lp, source, data| {
+                let below = dest.write(lp, data.to_vec(), move |lp, written| {
+                    if written.is_err() {
+                        source.close(lp);
+                    }
+                });
+                if !below {
+                    source.read_stop(lp);
+                }
+            },
+            move |lp, _, _| {
+                dest.end(lp);
+            },
+        );
+        true
+    }
+
     /// Closes the stream at once: reading stops, the descriptor is
     /// released, and the callbacks still waiting (writes, shutdown,
     /// connect) run in this turn's close phase with `ECANCELED`. Returns
@@ -551,6 +755,18 @@ impl Stream {
             .ok_or(STALE)
     }
 
+    /// A pipe's source resumes reading (its destination drained), unless
+    /// it was closed or its reader ended meanwhile.
+    fn resume_reading(self, lp: &mut Loop) {
+        if let Some(s) = lp.io.net.streams.get_mut(self.0)
+            && s.reader.is_some()
+            && !s.has(READING)
+        {
+            s.set(READING, true);
+            self.pump(lp);
+        }
+    }
+
     /// The connect finished (`Ok`) or failed.
     pub(super) fn connected(self, lp: &mut Loop, result: io::Result<()>) {
         let Some(s) = lp.io.net.streams.get_mut(self.0) else {
@@ -564,9 +780,26 @@ impl Stream {
         let Some(on_connect) = s.more.as_mut().and_then(|m| m.on_connect.take()) else {
             return;
         };
-        on_connect(lp, Ok(self));
+        let panicked = catch(|| on_connect(lp, Ok(self)));
+        // Panicked or not, what it asked for (a read, writes, an end) goes
+        // on.
         self.pump(lp);
         self.flush(lp);
+        if let Err(payload) = panicked {
+            std::panic::resume_unwind(payload);
+        }
+    }
+
+    /// After a callback panicked, its state put back in order: the
+    /// stream's work (delivering, draining, sending) goes on from the
+    /// next pending phase, and the panic goes on now.
+    fn resume_later(self, lp: &mut Loop, payload: Payload) -> ! {
+        lp.defer(move |lp| {
+            self.pump(lp);
+            self.drain_if_due(lp);
+            self.flush(lp);
+        });
+        std::panic::resume_unwind(payload)
     }
 
     /// Activity: restarts the idle timeout's countdown.
@@ -598,15 +831,27 @@ impl Stream {
     }
 
     /// Delivers what is ready to a reader (stashed chunks, then the end of
-    /// the stream), then arms the receive if it wants more.
+    /// the stream), then arms the receive if it wants more. After `end`'s
+    /// FIN, a stream nobody reads discards what arrives, waiting for the
+    /// peer's end.
     fn pump(self, lp: &mut Loop) {
         loop {
             let Some(s) = lp.io.net.streams.get_mut(self.0) else {
                 return;
             };
+            if s.has(CONNECTING) {
+                return;
+            }
+            if s.discarding() {
+                let stash = s.more.as_mut().map(|m| std::mem::take(&mut m.stash));
+                for buf in stash.into_iter().flatten() {
+                    lp.reactor.recycle(buf);
+                }
+                break;
+            }
             // No reader, or its `on_data` is running (and this pump comes
             // from inside it): the stash waits.
-            if !s.has(READING) || s.has(CONNECTING) || s.reader.is_none() {
+            if !s.has(READING) || s.reader.is_none() {
                 return;
             }
             let Some(m) = s.more.as_mut() else { break };
@@ -623,9 +868,19 @@ impl Stream {
             return;
         };
         if s.has(EOF) {
-            s.set(READING, false);
-            if let Some(reader) = s.reader.take() {
-                reader.end(lp, self, Ok(()));
+            let reader = if s.has(READING) {
+                s.set(READING, false);
+                s.reader.take()
+            } else {
+                None
+            };
+            let panicked = match reader {
+                Some(reader) => catch(|| reader.end(lp, self, Ok(()))),
+                None => Ok(()),
+            };
+            self.peer_ended(lp);
+            if let Err(payload) = panicked {
+                std::panic::resume_unwind(payload);
             }
             return;
         }
@@ -644,6 +899,53 @@ impl Stream {
             }
             Err(refused) => self.destroy(lp, Error::net("read", None, refused.error)),
         }
+    }
+
+    /// The peer's end has been delivered (or, after `end`'s FIN, seen):
+    /// the stream closes if it has ended too, or ends itself unless it
+    /// allows half-open connections.
+    fn peer_ended(self, lp: &mut Loop) {
+        let Some(s) = lp.io.net.streams.get(self.0) else {
+            return;
+        };
+        if s.has(END_REQUESTED) {
+            if s.has(FIN_SENT) {
+                self.close_with(lp, None);
+            }
+            return;
+        }
+        if !s.has(HALF_OPEN) {
+            self.end(lp);
+        }
+    }
+
+    /// `end`'s FIN is out: close once the peer ends (at once if it has),
+    /// or after the end timeout.
+    fn after_fin(self, lp: &mut Loop) {
+        let Some(s) = lp.io.net.streams.get_mut(self.0) else {
+            return;
+        };
+        if !s.has(END_REQUESTED) {
+            return;
+        }
+        if !s.has(EOF) {
+            let m = s.more();
+            let timeout = m.end_timeout.unwrap_or(DEFAULT_END_TIMEOUT);
+            if timeout.is_zero() {
+                self.close_with(lp, None);
+                return;
+            }
+            if m.linger.is_none() {
+                let timer = lp.set_timeout(timeout, move |lp| {
+                    self.close_with(lp, None);
+                });
+                lp.unref_timer(timer);
+                if let Some(s) = lp.io.net.streams.get_mut(self.0) {
+                    s.more().linger = Some(timer);
+                }
+            }
+        }
+        self.pump(lp);
     }
 
     /// One completion of the multishot receive: a chunk (`more`), or its
@@ -668,12 +970,21 @@ impl Stream {
         }
         match c.result {
             Ok(0) => {
-                // The end of the stream (a final 0); never a chunk.
-                if !c.more {
-                    s.set(EOF, true);
-                }
                 if let Some(buf) = c.buf {
                     lp.reactor.recycle(buf);
+                }
+                // The end of the stream (a final 0); never a chunk. Unless
+                // it was a reset whose error a failed send took first (the
+                // receive then reads 0): never a clean end.
+                if !c.more {
+                    let Some(s) = lp.io.net.streams.get_mut(self.0) else {
+                        return;
+                    };
+                    if !s.has(SHUT_SUBMITTED) && was_reset(&s.socket) {
+                        let reset = io::Error::from_raw_os_error(libc::ECONNRESET);
+                        return self.destroy(lp, Error::net("read", None, reset));
+                    }
+                    s.set(EOF, true);
                 }
             }
             Ok(_) => match c.buf {
@@ -684,6 +995,8 @@ impl Stream {
                         return;
                     }
                 }
+                // Ended, nobody reads: waiting for the peer's end only.
+                Some(buf) if s.discarding() => lp.reactor.recycle(buf),
                 Some(buf) => s.more().stash.push_back(buf),
                 None => {}
             },
@@ -706,7 +1019,9 @@ impl Stream {
     }
 
     /// Runs `on_data` with `chunk`, then gives the buffer back to the
-    /// reactor.
+    /// reactor. If `on_data` panics, the reader, the buffer and the
+    /// stream's state are put back first, and its reading goes on from
+    /// the next pending phase.
     fn deliver(self, lp: &mut Loop, chunk: Vec<u8>) {
         let Some(mut reader) = lp.io.net.streams.get_mut(self.0).and_then(|s| {
             let reader = s.reader.take()?;
@@ -717,21 +1032,29 @@ impl Stream {
             return;
         };
         self.touch(lp);
-        reader.data(lp, self, &chunk);
+        let mut unwind = Unwind::default();
+        unwind.run(|| reader.data(lp, self, &chunk));
         lp.reactor.recycle(chunk);
-        let Some(s) = lp.io.net.streams.get_mut(self.0) else {
+        match lp.io.net.streams.get_mut(self.0) {
             // Closed by the callback, or destroyed by an error meanwhile:
             // then `on_end` is owed that error (`Waiting::take` left it
             // here, the reader being out).
-            if let Some(error) = lp.io.net.owed_end(self) {
-                reader.end(lp, self, Err(error));
+            None => {
+                if let Some(error) = lp.io.net.owed_end(self) {
+                    unwind.run(|| reader.end(lp, self, Err(error)));
+                }
             }
-            return;
-        };
-        s.set(DELIVERING, false);
-        // A read_start inside the callback brought new callbacks: keep them.
-        if s.reader.is_none() {
-            s.reader = Some(reader);
+            Some(s) => {
+                s.set(DELIVERING, false);
+                // A read_start inside the callback brought new callbacks:
+                // keep them.
+                if s.reader.is_none() {
+                    s.reader = Some(reader);
+                }
+            }
+        }
+        if let Some(payload) = unwind.0 {
+            self.resume_later(lp, payload);
         }
     }
 
@@ -787,7 +1110,8 @@ impl Stream {
     }
 
     /// The head write is out: its callback runs, then `drain` if the queue
-    /// emptied after reaching the mark, and the queue goes on.
+    /// emptied after reaching the mark, and the queue goes on (even if the
+    /// callback panicked).
     fn written(self, lp: &mut Loop) {
         let Some(head) = lp
             .io
@@ -799,9 +1123,12 @@ impl Stream {
         else {
             return;
         };
-        (head.on_written)(lp, Ok(()));
+        let panicked = catch(|| (head.on_written)(lp, Ok(())));
         self.drain_if_due(lp);
         self.flush(lp);
+        if let Err(payload) = panicked {
+            std::panic::resume_unwind(payload);
+        }
     }
 
     fn drain_if_due(self, lp: &mut Loop) {
@@ -816,15 +1143,24 @@ impl Stream {
             return;
         }
         s.set(NEED_DRAIN, false);
+        if s.has(PIPED_TO_SELF) {
+            self.resume_reading(lp);
+        }
+        let Some(s) = lp.io.net.streams.get_mut(self.0) else {
+            return;
+        };
         let Some(mut on_drain) = s.more.as_mut().and_then(|m| m.on_drain.take()) else {
             return;
         };
-        on_drain(lp, self);
+        let panicked = catch(|| on_drain(lp, self));
         if let Some(s) = lp.io.net.streams.get_mut(self.0) {
             let slot = &mut s.more().on_drain;
             if slot.is_none() {
                 *slot = Some(on_drain);
             }
+        }
+        if let Err(payload) = panicked {
+            self.resume_later(lp, payload);
         }
     }
 
@@ -835,11 +1171,35 @@ impl Stream {
         let Some(on_done) = s.more.as_mut().and_then(|m| m.shutdown.take()) else {
             return;
         };
+        s.set(SHUT_SUBMITTED, true);
         let op = Op::shutdown(s.socket.as_raw_fd(), Shutdown::Write);
         let mut on_done = Some(on_done);
         let submitted = lp.submit_io(op, move |lp, c| {
-            if let Some(on_done) = on_done.take() {
-                on_done(lp, c.result.map(drop).map_err(shutdown_error));
+            let Some(on_done) = on_done.take() else {
+                return;
+            };
+            let result = c.result.map(drop);
+            let failed = result.as_ref().err().and_then(io::Error::raw_os_error);
+            let s = lp.io.net.streams.get_mut(self.0);
+            let ending = s.as_ref().is_some_and(|s| s.has(END_REQUESTED));
+            if let Some(s) = s
+                && failed.is_none()
+            {
+                s.set(FIN_SENT, true);
+            }
+            let panicked = catch(|| on_done(lp, result.map_err(shutdown_error)));
+            match failed {
+                None => self.after_fin(lp),
+                // `end` cannot finish: the stream is destroyed, as Node's
+                // is by a failed shutdown.
+                Some(errno) if ending => {
+                    let error = io::Error::from_raw_os_error(errno);
+                    self.destroy(lp, Error::net("shutdown", None, error));
+                }
+                Some(_) => {}
+            }
+            if let Err(payload) = panicked {
+                std::panic::resume_unwind(payload);
             }
         });
         if let Err(refused) = submitted {
@@ -856,27 +1216,63 @@ impl Stream {
         let waiting = Waiting::take(lp, &mut s, false);
         super::close_socket(lp, s.socket);
         lp.push_closing(Some(Box::new(move |lp: &mut Loop| {
-            waiting.fail(lp, libc::ECANCELED);
-            if let Some(on_close) = on_close {
-                on_close(lp);
+            let mut unwind = Unwind::default();
+            let close_event = waiting.fail(lp, libc::ECANCELED, &mut unwind);
+            if let Some(close_event) = close_event {
+                unwind.run(|| close_event(lp, self, false));
             }
+            if let Some(on_close) = on_close {
+                unwind.run(|| on_close(lp));
+            }
+            unwind.resume();
         })));
         true
     }
 
     /// Ends the stream on a fatal error, as Node destroys a socket: the
     /// descriptor is closed, and every waiting callback gets the error
-    /// (`on_end` and the one the error belongs to with `error` itself).
+    /// (`on_end` and the one the error belongs to with `error` itself);
+    /// the close event follows in the close phase, with `hadError`.
     fn destroy(self, lp: &mut Loop, error: Error) {
         let Some(mut s) = lp.io.net.streams.remove(self.0) else {
             return;
         };
         left_server(lp, &s);
-        let waiting = Waiting::take(lp, &mut s, true);
+        let mut waiting = Waiting::take(lp, &mut s, true);
         super::close_socket(lp, s.socket);
+        if let Some(close_event) = waiting.on_close.take() {
+            lp.push_closing(Some(Box::new(move |lp: &mut Loop| {
+                close_event(lp, self, true);
+            })));
+        }
         let errno = error.errno().unwrap_or(libc::EIO);
         waiting.fail_first(lp, self, error, errno);
     }
+}
+
+/// Whether a TCP connection whose receive read 0 was reset rather than
+/// ended: its state is `TCP_CLOSE` although this side sent no FIN (a
+/// peer's FIN leaves it in `CLOSE_WAIT`). A send that failed on the reset
+/// took the socket's error first; the receive then reads 0 (io_uring
+/// runs both at once). Not a TCP socket: `false`.
+fn was_reset(socket: &Socket) -> bool {
+    /// `TCP_CLOSE` of the kernel's `tcp_states.h`.
+    const TCP_CLOSE: u8 = 7;
+    // SAFETY: tcp_info is plain old data; all zeroes is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`, which is
+    // that large, and the descriptor is open (the stream owns it).
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        )
+    };
+    rc == 0 && len > 0 && info.tcpi_state == TCP_CLOSE
 }
 
 /// A stream a listener delivered is going away: the listener counts one
@@ -901,11 +1297,12 @@ struct Waiting {
     /// The reader is out (its `on_data` runs): its error is left for
     /// `deliver` to hand to `on_end` (see `Sockets::owed_end`).
     reader_out: bool,
+    on_close: Option<OnClose>,
 }
 
 impl Waiting {
     /// Takes the callbacks out of a stream being removed, gives its
-    /// undelivered chunks back to the reactor, and stops its idle timer.
+    /// undelivered chunks back to the reactor, and stops its timers.
     fn take(lp: &mut Loop, s: &mut StreamState, with_reader: bool) -> Waiting {
         if s.has(RECV_ARMED) && s.has(UNREF) {
             // Its receive's final completion is still to come and finds no
@@ -920,6 +1317,9 @@ impl Waiting {
         if let Some(idle) = more.idle.take() {
             lp.clear_timer(idle.timer);
         }
+        if let Some(linger) = more.linger.take() {
+            lp.clear_timer(linger);
+        }
         Waiting {
             peer: more.peer,
             on_connect: more.on_connect,
@@ -927,46 +1327,55 @@ impl Waiting {
             shutdown: more.shutdown,
             reader: if with_reader { s.reader.take() } else { None },
             reader_out: with_reader && s.has(DELIVERING),
+            on_close: more.on_close,
         }
     }
 
-    /// Fails every callback with `errno`.
-    fn fail(self, lp: &mut Loop, errno: i32) {
+    /// Fails every callback with `errno` (a panic in one is kept in
+    /// `unwind`, the others still run); returns the close event's
+    /// callback.
+    fn fail(self, lp: &mut Loop, errno: i32, unwind: &mut Unwind) -> Option<OnClose> {
         let os = || io::Error::from_raw_os_error(errno);
         if let Some(on_connect) = self.on_connect {
-            on_connect(lp, Err(self.peer.error("connect", os())));
+            let error = self.peer.error("connect", os());
+            unwind.run(|| on_connect(lp, Err(error)));
         }
         for write in self.writes {
-            (write.on_written)(lp, Err(Error::net("write", None, os())));
+            unwind.run(|| (write.on_written)(lp, Err(Error::net("write", None, os()))));
         }
         if let Some(on_done) = self.shutdown {
-            on_done(lp, Err(Error::net("shutdown", None, os())));
+            unwind.run(|| on_done(lp, Err(Error::net("shutdown", None, os()))));
         }
+        self.on_close
     }
 
     /// Fails every callback, the first of them (the connect's, else the
     /// head write's, else the reader's) with `error` itself.
     fn fail_first(mut self, lp: &mut Loop, stream: Stream, error: Error, errno: i32) {
+        let mut unwind = Unwind::default();
         let reader = self.reader.take();
         let reader_out = self.reader_out;
         let mut error = Some(error);
         if let Some(on_connect) = self.on_connect.take() {
-            on_connect(lp, Err(error.take().expect("not taken yet")));
+            let error = error.take().expect("not taken yet");
+            unwind.run(|| on_connect(lp, Err(error)));
         } else if let Some(head) = self.writes.pop_front() {
-            (head.on_written)(lp, Err(error.take().expect("not taken yet")));
+            let error = error.take().expect("not taken yet");
+            unwind.run(|| (head.on_written)(lp, Err(error)));
         }
-        self.fail(lp, errno);
-        if reader.is_none() && !reader_out {
-            return;
+        let close_event = self.fail(lp, errno, &mut unwind);
+        debug_assert!(close_event.is_none(), "taken by destroy");
+        if reader.is_some() || reader_out {
+            let error = error.unwrap_or_else(|| {
+                let syscall = "read";
+                Error::net(syscall, None, io::Error::from_raw_os_error(errno))
+            });
+            match reader {
+                Some(reader) => unwind.run(|| reader.end(lp, stream, Err(error))),
+                None => lp.io.net.owe_end(stream, error),
+            }
         }
-        let error = error.unwrap_or_else(|| {
-            let syscall = "read";
-            Error::net(syscall, None, io::Error::from_raw_os_error(errno))
-        });
-        match reader {
-            Some(reader) => reader.end(lp, stream, Err(error)),
-            None => lp.io.net.owe_end(stream, error),
-        }
+        unwind.resume();
     }
 }
 

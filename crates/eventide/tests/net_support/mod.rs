@@ -2,6 +2,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod panics;
+
 use eventide::Loop;
 use eventide::net::Stream;
 
