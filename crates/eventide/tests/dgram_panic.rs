@@ -1,6 +1,6 @@
 //! A panicking UDP or DNS callback leaves the loop consistent, on every
-//! backend, with a panic handler and (where the loop allows it, see the
-//! ignored tests) unwinding out of `run`: the socket keeps its callbacks
+//! backend, with a panic handler and unwinding out of `run`: the socket
+//! keeps its callbacks
 //! and keeps receiving, its queued sends still go, lookups still answer.
 
 mod net_support;
@@ -120,21 +120,17 @@ mod unwinding {
 }
 
 #[test]
-#[ignore = "needs loop fix: io.rs run_boxed leaves a panicking handler's slot counted, so run() blocks forever afterwards"]
 fn unwinding_out_of_on_message() {
-    for backend in [eventide::BackendKind::Uring, eventide::BackendKind::Poll] {
+    for &backend in eventide::BackendKind::compiled() {
         if let Some(mut lp) = util::new_loop(backend) {
             on_message(&mut lp, Mode::Unwind);
         }
     }
 }
 
-// Passes while every send goes out at once (its callback is a next-tick);
-// one that waited for writability runs from a boxed handler, as above.
 #[test]
-#[ignore = "needs loop fix: io.rs run_boxed leaves a panicking handler's slot counted, so run() blocks forever afterwards"]
 fn unwinding_out_of_on_sent() {
-    for backend in [eventide::BackendKind::Uring, eventide::BackendKind::Poll] {
+    for &backend in eventide::BackendKind::compiled() {
         if let Some(mut lp) = util::new_loop(backend) {
             on_sent(&mut lp, Mode::Unwind);
         }

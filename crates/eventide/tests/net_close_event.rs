@@ -285,7 +285,7 @@ fn a_reset_whose_error_was_taken_first_is_still_a_reset(lp: &mut Loop) {
                 )
             };
             assert_eq!((rc, error), (0, libc::ECONNRESET), "the peer reset");
-            read_logging(lp, stream, log);
+            read_logging(lp, stream, log.clone());
         });
     });
     let client = thread::spawn(move || {

@@ -310,39 +310,14 @@ mod boxed_with_handler {
     crate::on_every_backend!(on_connect, on_shutdown);
 }
 
-const BOXED_UNWIND: &str = "needs loop fix: io.rs run_boxed takes the handler out of its slot \
-    before invoking it; a panic unwinding out of run() leaves the slot (counted, handler None) \
-    in Io::handlers, so alive() stays true and the next run() blocks forever";
-
-#[test]
-#[ignore = "needs loop fix: io.rs run_boxed leaves a panicking handler's slot counted (see BOXED_UNWIND)"]
-fn unwinding_out_of_on_connect_uring() {
-    let _ = BOXED_UNWIND;
-    if let Some(mut lp) = util::new_loop(eventide::BackendKind::Uring) {
-        on_connect(&mut lp, Mode::Unwind);
+/// Without a panic handler: the panic leaves `run()`, and the next `run()`
+/// finishes (the handler's slot followed its operation out).
+mod unwinding_boxed {
+    pub(super) fn on_connect(lp: &mut eventide::Loop) {
+        super::on_connect(lp, super::Mode::Unwind);
     }
-}
-
-#[test]
-#[ignore = "needs loop fix: io.rs run_boxed leaves a panicking handler's slot counted (see BOXED_UNWIND)"]
-fn unwinding_out_of_on_connect_poll() {
-    if let Some(mut lp) = util::new_loop(eventide::BackendKind::Poll) {
-        on_connect(&mut lp, Mode::Unwind);
+    pub(super) fn on_shutdown(lp: &mut eventide::Loop) {
+        super::on_shutdown(lp, super::Mode::Unwind);
     }
-}
-
-#[test]
-#[ignore = "needs loop fix: io.rs run_boxed leaves a panicking handler's slot counted (see BOXED_UNWIND)"]
-fn unwinding_out_of_on_shutdown_uring() {
-    if let Some(mut lp) = util::new_loop(eventide::BackendKind::Uring) {
-        on_shutdown(&mut lp, Mode::Unwind);
-    }
-}
-
-#[test]
-#[ignore = "needs loop fix: io.rs run_boxed leaves a panicking handler's slot counted (see BOXED_UNWIND)"]
-fn unwinding_out_of_on_shutdown_poll() {
-    if let Some(mut lp) = util::new_loop(eventide::BackendKind::Poll) {
-        on_shutdown(&mut lp, Mode::Unwind);
-    }
+    crate::on_every_backend!(on_connect, on_shutdown);
 }
