@@ -16,11 +16,12 @@ use crate::{Error, Result};
 use eventide_reactor::Token;
 
 /// A path as the system takes it; a NUL byte inside is Node's
-/// `ERR_INVALID_ARG_VALUE`.
+/// `ERR_INVALID_ARG_VALUE`, with Node's reason.
 pub(crate) fn c_path(name: &'static str, path: &Path) -> Result<CString> {
     CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::InvalidArgValue {
         name,
-        received: format!("{:?}", path.display().to_string()),
+        reason: "must be a string, Uint8Array, or URL without null bytes",
+        received: crate::error::inspect_str(&path.display().to_string()),
     })
 }
 
