@@ -2,13 +2,14 @@
 //! loop runs on, choosing one, and what io_uring does natively.
 //!
 //!     cargo run --example guide_backends
-//!     EVENTIDE_BACKEND=poll cargo run --example guide_backends
+//!     EVENTIDE_BACKEND=epoll cargo run --example guide_backends
 
 use eventide::{BackendChoice, BackendKind, Loop};
 
 fn main() {
-    // Loop::new(): EVENTIDE_BACKEND decides (uring, poll, auto; unset or
-    // empty is auto: io_uring if the system allows it, else polling).
+    // Loop::new(): EVENTIDE_BACKEND decides (uring, epoll, poll, auto;
+    // unset or empty is auto: io_uring if the system allows it, else epoll,
+    // else polling).
     match Loop::new() {
         Ok(mut lp) => {
             println!("Loop::new() runs on: {}", lp.backend());
@@ -21,7 +22,7 @@ fn main() {
     }
 
     // The builder decides in code, whatever the environment says.
-    for kind in [BackendKind::Uring, BackendKind::Poll] {
+    for kind in [BackendKind::Uring, BackendKind::Epoll, BackendKind::Poll] {
         match Loop::builder().backend(BackendChoice::Only(kind)).build() {
             Ok(lp) => println!("Only({kind}): runs on {}", lp.backend()),
             Err(error) => println!("Only({kind}): refused: {error}"),
