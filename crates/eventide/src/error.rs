@@ -28,10 +28,15 @@ pub enum Error {
     /// Node's error message does, e.g.
     /// `ENOENT: no such file or directory, open 'missing.txt'` or
     /// `EEXIST: file already exists, rename 'a' -> 'b'`.
+    ///
+    /// One error is Node's `SystemError` rather than a plain errno error:
+    /// `rm` of a directory without `recursive` has the code
+    /// `"ERR_FS_EISDIR"` (its errno is still `EISDIR`) and reads
+    /// `Path is a directory: rm returned EISDIR (is a directory) p`.
     #[error("{}", FsMessage { code, syscall, path, dest, source })]
     Fs {
         /// Node's code for the errno, e.g. `"ENOENT"` (`"UNKNOWN"` when
-        /// libuv has no name for it).
+        /// libuv has no name for it), or `"ERR_FS_EISDIR"` (see above).
         code: &'static str,
         /// The system call as Node names it, e.g. `"open"`, `"scandir"`.
         syscall: &'static str,
@@ -93,12 +98,17 @@ pub enum Error {
         hostname: String,
     },
     /// An argument is invalid (Node's `ERR_INVALID_ARG_VALUE`), e.g. an
-    /// unknown open flag string or a path with a NUL byte.
-    #[error("The argument '{name}' is invalid. Received {received}")]
+    /// unknown open flag string
+    /// (`The argument 'flags' is invalid. Received 'rw'`) or a path with a
+    /// NUL byte (`The argument 'path' must be a string, Uint8Array, or URL
+    /// without null bytes. Received 'a\x00b'`).
+    #[error("The argument '{name}' {reason}. Received {received}")]
     InvalidArgValue {
         /// The argument's name, as Node's documentation calls it.
         name: &'static str,
-        /// What was received, quoted as Node quotes it.
+        /// Why, in Node's words: `"is invalid"` unless Node says more.
+        reason: &'static str,
+        /// What was received, quoted as Node's `util.inspect` quotes it.
         received: String,
     },
     /// A number is outside the range its argument allows (Node's
@@ -171,8 +181,16 @@ impl Error {
         dest: Option<PathBuf>,
         source: io::Error,
     ) -> Error {
+        // Node's rm checks the kind before it removes anything and throws
+        // ERR_FS_EISDIR (a SystemError) for a directory without
+        // `recursive`; that is the one step whose syscall is "rm".
+        let code = if syscall == "rm" && source.raw_os_error() == Some(libc::EISDIR) {
+            ERR_FS_EISDIR
+        } else {
+            code_of(&source)
+        };
         Error::Fs {
-            code: code_of(&source),
+            code,
             syscall,
             path,
             dest,
@@ -232,6 +250,29 @@ impl Error {
     }
 
     /// The [`io::ErrorKind`] that best describes this error.
+    ///
+    /// System errors keep their errno's kind. The loop's own errors are
+    /// mapped so that a generic retry loop (one that retries
+    /// [`io::ErrorKind::Interrupted`], as `std::io::Read::read_exact`
+    /// does, or [`io::ErrorKind::WouldBlock`], as non-blocking code does)
+    /// never retries what another try cannot fix:
+    ///
+    /// - [`Error::Cancelled`] is [`io::ErrorKind::Other`]: the work was
+    ///   cancelled on purpose ([`crate::Loop::cancel_work`]); running it
+    ///   again would undo that decision. (`Interrupted` means "a signal
+    ///   cut the call short, try again"; tokio's `JoinError` for a
+    ///   cancelled task also becomes `Other`.)
+    /// - [`Error::Reentrant`] is [`io::ErrorKind::Other`]: `run` called
+    ///   from inside the loop's own callback is a bug in the calling
+    ///   code, and it fails the same way every time. (`WouldBlock` means
+    ///   "not ready yet, try again when it is".)
+    /// - [`Error::Panicked`] and [`Error::NotRun`] are `Other` too;
+    ///   [`Error::AlreadyRunning`] is [`io::ErrorKind::ResourceBusy`]
+    ///   and [`Error::Stale`] [`io::ErrorKind::NotFound`], neither of
+    ///   which std or tokio retries.
+    ///
+    /// No error of this crate maps to `Interrupted` or `WouldBlock` unless
+    /// the system call itself answered `EINTR` or `EAGAIN`.
     pub fn kind(&self) -> io::ErrorKind {
         match self {
             Error::Io { source, .. }
@@ -242,11 +283,11 @@ impl Error {
             Error::Dns { .. } => io::ErrorKind::Other,
             Error::InvalidArgValue { .. } | Error::OutOfRange { .. } => io::ErrorKind::InvalidInput,
             Error::StreamDestroyed { .. } => io::ErrorKind::BrokenPipe,
-            Error::Cancelled => io::ErrorKind::Interrupted,
+            Error::Cancelled => io::ErrorKind::Other,
             Error::Panicked { .. } | Error::NotRun(_) => io::ErrorKind::Other,
             Error::AlreadyRunning => io::ErrorKind::ResourceBusy,
             Error::Stale { .. } => io::ErrorKind::NotFound,
-            Error::Reentrant => io::ErrorKind::WouldBlock,
+            Error::Reentrant => io::ErrorKind::Other,
             Error::Backend(BackendError::Refused { source, .. }) => source.kind(),
             Error::Backend(BackendError::NotCompiled(_)) => io::ErrorKind::Unsupported,
             Error::Backend(_) | Error::PoolConfig(_) => io::ErrorKind::InvalidInput,
@@ -268,6 +309,45 @@ impl From<io::Error> for Error {
     fn from(source: io::Error) -> Error {
         Error::Io { op: "io", source }
     }
+}
+
+/// Node's code for `rm` of a directory without `recursive`.
+const ERR_FS_EISDIR: &str = "ERR_FS_EISDIR";
+
+/// `value` quoted as Node's `util.inspect` quotes a string in an error
+/// message: single quotes, or double quotes when it holds a `'` and no
+/// `"`, or backticks when it holds both and no `` ` `` or `${`; control
+/// characters (and U+007F to U+009F) as `\xNN` but for `\b \t \n \f
+/// \r`, and `\\` for a backslash.
+pub(crate) fn inspect_str(value: &str) -> String {
+    let quote = if !value.contains('\'') {
+        '\''
+    } else if !value.contains('"') {
+        '"'
+    } else if !value.contains('`') && !value.contains("${") {
+        '`'
+    } else {
+        '\''
+    };
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push(quote);
+    for c in value.chars() {
+        match c {
+            '\u{8}' => out.push_str("\\b"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\u{c}' => out.push_str("\\f"),
+            '\r' => out.push_str("\\r"),
+            '\\' => out.push_str("\\\\"),
+            '\'' if quote == '\'' => out.push_str("\\'"),
+            c if (c as u32) < 0x20 || (0x7f..=0x9f).contains(&(c as u32)) => {
+                out.push_str(&format!("\\x{:02X}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
+    out
 }
 
 /// Node's code for a system error, `"UNKNOWN"` for one without a number.
@@ -348,6 +428,22 @@ struct FsMessage<'a> {
 
 impl fmt::Display for FsMessage<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.code == ERR_FS_EISDIR {
+            // Node's SystemError: `prefix: syscall returned CODE (message)
+            // path`, with its own message for the errno.
+            write!(
+                f,
+                "Path is a directory: {} returned EISDIR (is a directory)",
+                self.syscall
+            )?;
+            if let Some(path) = self.path {
+                write!(f, " {}", path.display())?;
+            }
+            if let Some(dest) = self.dest {
+                write!(f, " => {}", dest.display())?;
+            }
+            return Ok(());
+        }
         match self.source.raw_os_error() {
             Some(errno) => {
                 let (_, message) = crate::fs::error::describe(errno);

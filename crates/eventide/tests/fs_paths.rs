@@ -83,11 +83,14 @@ fn rm_removes_files_and_trees_as_its_options_say(lp: &mut Loop) {
         lp.fs().rm(t, RmOptions::default(), done)
     })
     .unwrap_err();
+    // Node's ERR_FS_EISDIR (a SystemError), errno EISDIR.
     let message = format!(
-        "EISDIR: illegal operation on a directory, rm '{}'",
-        q(&tree)
+        "Path is a directory: rm returned EISDIR (is a directory) {}",
+        tree.display()
     );
-    assert_fs_error(&error, "EISDIR", &message);
+    assert_fs_error(&error, "ERR_FS_EISDIR", &message);
+    assert_eq!(error.errno(), Some(libc::EISDIR));
+    assert_eq!(error.kind(), std::io::ErrorKind::IsADirectory);
     let options = RmOptions {
         recursive: true,
         force: false,

@@ -18,22 +18,11 @@ use eventide::fs::{self, File, Flags, RmOptions, Stats};
 use eventide::{Loop, Result};
 use util::outcome;
 
-/// Steps whose lines differ from Node's on purpose, with the reason; all
-/// but `rm dir` have Node's code (only the message differs).
-const KNOWN: &[(&str, &str)] = &[
-    (
-        "rm dir",
-        "Node: ERR_FS_EISDIR 'Path is a directory: rm returned EISDIR (is a directory) p'; \
-         eventide: EISDIR, rm 'p' (docs/fs.md, known differences)",
-    ),
-    (
-        "rm nul",
-        "the same code (ERR_INVALID_ARG_VALUE) as every other op; Node's reason reads \
-         'must be a string, Uint8Array, or URL without null bytes'",
-    ),
-    ("stat nul", "as `rm nul`"),
-    ("mkdir -p nul", "as `rm nul`"),
-];
+/// Steps whose lines differ from Node's on purpose, with the reason (a
+/// known difference must still have Node's outcome and code; only the
+/// message may differ). None today: `rm` of a directory is Node's
+/// `ERR_FS_EISDIR` and a NUL byte in a path has Node's reason.
+const KNOWN: &[(&str, &str)] = &[];
 
 /// Builds the scenarios' starting point under `root` (the same for both).
 fn fixture(root: &Path) {
@@ -556,11 +545,8 @@ fn side_by_side(lp: &mut Loop) {
             _ if theirs == mine => {}
             Some((_, reason)) => {
                 eprintln!("known difference ({reason}):\n  node:     {theirs}\n  eventide: {mine}");
-                // The same outcome (and code, but for `rm dir`), at least.
-                let head = |l: &str| match step.as_str() {
-                    "rm dir" => l.split(" err ").next().unwrap_or("").to_string(),
-                    _ => l.split(" | ").next().unwrap_or("").to_string(),
-                };
+                // The same outcome and code, at least.
+                let head = |l: &str| l.split(" | ").next().unwrap_or("").to_string();
                 if head(theirs) != head(mine) {
                     differences.push(format!("  node:     {theirs}\n  eventide: {mine}"));
                 }

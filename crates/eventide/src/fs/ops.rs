@@ -16,11 +16,12 @@ use crate::{Error, Result};
 use eventide_reactor::Token;
 
 /// A path as the system takes it; a NUL byte inside is Node's
-/// `ERR_INVALID_ARG_VALUE`.
+/// `ERR_INVALID_ARG_VALUE`, with Node's reason.
 pub(crate) fn c_path(name: &'static str, path: &Path) -> Result<CString> {
     CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::InvalidArgValue {
         name,
-        received: format!("{:?}", path.display().to_string()),
+        reason: "must be a string, Uint8Array, or URL without null bytes",
+        received: crate::error::inspect_str(&path.display().to_string()),
     })
 }
 
@@ -438,8 +439,9 @@ impl Fs<'_> {
 
     /// Removes a file, or a directory tree with `recursive` (Node's
     /// `fs.rm`). Without `force` a missing path is an error (named `lstat`,
-    /// as Node's is); a directory without `recursive` is `EISDIR`, `rm`.
-    /// Errors name the step that failed, as Node's do (`unlink`, `rmdir`,
+    /// as Node's is); a directory without `recursive` is Node's
+    /// `ERR_FS_EISDIR` (`Path is a directory: rm returned EISDIR (is a
+    /// directory) p`, errno `EISDIR`). Errors name the step that failed, as Node's do (`unlink`, `rmdir`,
     /// `scandir`, with the path of the entry). A symbolic link is removed,
     /// never followed; `link/` (a link to a directory, with the slash)
     /// removes nothing and succeeds, as in Node. Runs on the pool as one

@@ -396,7 +396,8 @@ fn lstat_at(dir: RawFd, name: &CStr) -> io::Result<u32> {
 ///
 /// - `lstat(path)` (which follows the link of `link/`): a missing path is
 ///   `ENOENT` naming `lstat` (nothing, with `force`), another error names
-///   `lstat`; a directory without `recursive` is `EISDIR`, `rm`.
+///   `lstat`; a directory without `recursive` is `EISDIR`, `rm` (which
+///   `Error::fs` makes Node's `ERR_FS_EISDIR`).
 /// - a file: `unlink`; a directory: `rmdir`, and when it is not empty its
 ///   entries one by one, then `rmdir` again. `rmdir` answering `ENOTDIR`
 ///   (`link/` where `link` is a symbolic link) ends it without error and

@@ -62,6 +62,7 @@ impl Flags {
             other => {
                 return Err(Error::InvalidArgValue {
                     name: "flags",
+                    reason: "is invalid",
                     received: format!("'{other}'"),
                 });
             }

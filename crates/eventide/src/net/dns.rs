@@ -64,6 +64,7 @@ impl Loop {
         let Ok(name) = CString::new(host) else {
             let error = Error::InvalidArgValue {
                 name: "hostname",
+                reason: "is invalid",
                 received: format!("'{host}'"),
             };
             return self.defer(move |lp| on_found(lp, Err(error)));
