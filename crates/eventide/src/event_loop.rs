@@ -120,6 +120,10 @@ pub struct Loop {
     /// Armed, referenced timers: they keep the loop alive.
     pub(crate) ref_timers: usize,
     pub(crate) immediates: Slab<Task>,
+    /// The pending immediates that were unref'd (`Loop::unref_immediate`):
+    /// they neither keep the loop alive nor keep the poll phase from
+    /// blocking.
+    pub(crate) unref_immediates: std::collections::HashSet<SlotId>,
     pub(crate) immediate_order: VecDeque<SlotId>,
     ticks: VecDeque<Task>,
     microtasks: VecDeque<Task>,
@@ -178,6 +182,7 @@ impl Loop {
             wheel: Wheel::new(),
             ref_timers: 0,
             immediates: Slab::default(),
+            unref_immediates: Default::default(),
             immediate_order: VecDeque::new(),
             ticks: VecDeque::new(),
             microtasks: VecDeque::new(),
@@ -282,7 +287,7 @@ impl Loop {
     /// [`crate::LoopHandle`]s, closing handles and deferred callbacks.
     pub fn alive(&self) -> bool {
         self.ref_timers > 0
-            || self.immediates.len() > 0
+            || self.referenced_immediates()
             || self.hooks.keeps_alive()
             || self.work.in_flight() > 0
             || self.io.in_flight() > 0
@@ -381,7 +386,7 @@ impl Loop {
             || !self.alive()
             || !self.pending.is_empty()
             || self.hooks.has_idle()
-            || self.immediates.len() > 0
+            || self.referenced_immediates()
             || !self.closing.is_empty()
             || self.work.has_ready();
         if busy {
@@ -450,6 +455,9 @@ impl Loop {
                 break;
             };
             if let Some(task) = self.immediates.remove(id) {
+                if !self.unref_immediates.is_empty() {
+                    self.unref_immediates.remove(&id);
+                }
                 self.invoke(task);
             }
         }

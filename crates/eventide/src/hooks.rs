@@ -81,7 +81,7 @@ impl Loop {
     /// Runs `callback` in the check phase of this turn, or of the next
     /// turn if the check phase is running (Node's `setImmediate`). Pending
     /// immediates keep the loop alive and keep the poll phase from
-    /// blocking.
+    /// blocking, unless unref'd ([`Loop::unref_immediate`]).
     pub fn set_immediate(&mut self, callback: impl FnOnce(&mut Loop) + 'static) -> ImmediateId {
         let id = self.immediates.insert(Box::new(callback) as Task);
         self.immediate_order.push_back(id);
@@ -93,7 +93,41 @@ impl Loop {
     /// a no-op.
     pub fn clear_immediate(&mut self, id: ImmediateId) -> bool {
         // Its place in the queue stays, stale: the check phase skips it.
-        self.immediates.remove(id.0).is_some()
+        let cleared = self.immediates.remove(id.0).is_some();
+        if cleared {
+            self.unref_immediates.remove(&id.0);
+        }
+        cleared
+    }
+
+    /// Lets the loop exit while this immediate is pending (Node's
+    /// `immediate.unref()`): it no longer keeps the loop alive, nor keeps
+    /// the poll phase from blocking, but it still runs in a check phase
+    /// the loop reaches for other reasons. A ran, cleared or unknown
+    /// immediate is a no-op.
+    pub fn unref_immediate(&mut self, id: ImmediateId) {
+        if self.immediates.get(id.0).is_some() {
+            self.unref_immediates.insert(id.0);
+        }
+    }
+
+    /// Makes the immediate keep the loop alive again (Node's
+    /// `immediate.ref()`).
+    pub fn ref_immediate(&mut self, id: ImmediateId) {
+        self.unref_immediates.remove(&id.0);
+    }
+
+    /// Whether the immediate keeps the loop alive (Node's
+    /// `immediate.hasRef()`): `true` unless it was unref'd; `false` once
+    /// it ran or was cleared (a key cannot say more after its immediate is
+    /// gone; Node's object keeps its last state).
+    pub fn immediate_has_ref(&self, id: ImmediateId) -> bool {
+        self.immediates.get(id.0).is_some() && !self.unref_immediates.contains(&id.0)
+    }
+
+    /// Whether a pending immediate keeps the loop alive.
+    pub(crate) fn referenced_immediates(&self) -> bool {
+        self.immediates.len() > self.unref_immediates.len()
     }
 
     /// Starts a hook: `callback` runs every turn in `phase` until the hook is

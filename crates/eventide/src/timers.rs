@@ -161,10 +161,11 @@ impl Loop {
     /// it after the timers already started with the same deadline (Node's
     /// `timeout.refresh()`). A timeout refreshed from its own callback
     /// stays, and its callback runs again after the delay, as in Node.
+    /// The same from the next-ticks and microtasks its callback queued.
     /// Returns `false`, doing nothing, for a timer that was cleared or a
     /// timeout that has fired and is gone: unlike Node, where the timeout
-    /// object keeps its function, a fired timeout is not brought back (its
-    /// callback was dropped). An interval refreshed from its own callback
+    /// object keeps its function, a timeout fired in an earlier callback is
+    /// not brought back (its callback was dropped). An interval refreshed from its own callback
     /// is re-armed from the callback's start as usual (`false`), as Node
     /// re-inserts it.
     pub fn refresh_timer(&mut self, id: TimerId) -> bool {
@@ -277,8 +278,15 @@ impl Loop {
             let returned = self.catching(move |lp: &mut Loop| callback.call(lp, id));
             match returned {
                 Ok(callback) => {
+                    // Its next-ticks and microtasks may refresh it too (in
+                    // Node the timeout object outlives its run): it stays
+                    // refreshable until they are done, and only then goes
+                    // (a tick's panic goes on after that).
+                    let ticks = self.drain_ticks_catching();
                     self.end_timeout(id, callback);
-                    self.drain_ticks();
+                    if let Err(payload) = ticks {
+                        self.panicked(payload);
+                    }
                     return None;
                 }
                 Err(payload) => {

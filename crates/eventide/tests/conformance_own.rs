@@ -114,10 +114,61 @@ fn case_34_refresh_in_own_callback(lp: &mut Loop) {
     assert!(!lp.timer_is_active(id), "done after its last run");
 }
 
+fn case_35_unref_immediate(lp: &mut Loop) {
+    let trace = Trace::default();
+    let t0 = std::time::Instant::now();
+    let t = trace.clone();
+    let a = lp.set_immediate(move |_| {
+        t.log(format!(
+            "a runs after the wait: {}",
+            t0.elapsed() >= std::time::Duration::from_millis(15)
+        ))
+    });
+    lp.unref_immediate(a);
+    trace.log(format!("a.hasRef={}", lp.immediate_has_ref(a)));
+    let c = lp.set_immediate(trace.at("c (unref then ref) runs"));
+    lp.unref_immediate(c);
+    lp.ref_immediate(c);
+    trace.log(format!("c.hasRef={}", lp.immediate_has_ref(c)));
+    let t = trace.clone();
+    lp.set_timeout(ms(20), move |lp| {
+        t.log("timeout");
+        let b = lp.set_immediate(t.at("b-never"));
+        lp.unref_immediate(b);
+    });
+    run_within(lp, LIMIT);
+    assert_eq!(trace.tokens(), recorded("35-unref-immediate"));
+    assert!(
+        !lp.alive(),
+        "the unref'd immediate left does not keep it alive"
+    );
+}
+
+fn case_36_unref_immediate_lets_poll_block(lp: &mut Loop) {
+    let trace = Trace::default();
+    let t0 = std::time::Instant::now();
+    let t = trace.clone();
+    let i = lp.set_immediate(move |_| {
+        t.log(format!(
+            "immediate after the wait: {}",
+            t0.elapsed() >= std::time::Duration::from_millis(25)
+        ))
+    });
+    lp.unref_immediate(i);
+    lp.set_timeout(ms(30), trace.at("timer"));
+    run_within(lp, LIMIT);
+    assert_eq!(
+        trace.tokens(),
+        recorded("36-unref-immediate-lets-poll-block")
+    );
+}
+
 on_every_backend!(
     case_30_clear_immediate_same_phase,
     case_31_ticks_drain_between_immediates,
     case_32_interval_and_timeout_same_deadline,
     case_33_clear_timer_from_immediate,
     case_34_refresh_in_own_callback,
+    case_35_unref_immediate,
+    case_36_unref_immediate_lets_poll_block,
 );

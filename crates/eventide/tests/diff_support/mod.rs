@@ -47,9 +47,9 @@ pub enum Act {
     /// `v[target].refresh()`, by this act at most once (`id` counts it), so
     /// a timeout refreshing itself does not run forever.
     Refresh { id: u32, target: u32 },
-    /// `v[target].unref()`.
+    /// `v[target].unref()` (a timer or an immediate).
     Unref { target: u32 },
-    /// `v[target].ref()`.
+    /// `v[target].ref()` (a timer or an immediate).
     Ref { target: u32 },
     /// Logs `h<target>:<v[target].hasRef()>`.
     HasRef { target: u32 },
@@ -62,6 +62,11 @@ pub enum Act {
 #[derive(Clone, Copy, Debug)]
 pub struct Features {
     pub refresh: bool,
+    /// Refresh any timer, not only one whose callback (or a tick or
+    /// microtask it queued) is running: a timeout that fired in an earlier
+    /// callback is then refreshed too, which Node allows and eventide
+    /// deliberately does not (docs/loop.md).
+    pub refresh_anywhere: bool,
     pub has_ref: bool,
     pub spin: bool,
 }
@@ -69,6 +74,7 @@ pub struct Features {
 impl Features {
     pub const ALL: Features = Features {
         refresh: true,
+        refresh_anywhere: true,
         has_ref: true,
         spin: true,
     };
@@ -101,6 +107,9 @@ struct Gen {
     /// Timers (timeouts, intervals) and immediates created so far.
     timers: Vec<u32>,
     immediates: Vec<u32>,
+    /// The timers whose callback the act being generated runs in (directly,
+    /// or in a tick or microtask queued from it).
+    own: Vec<u32>,
     features: Features,
 }
 
@@ -111,6 +120,7 @@ pub fn generate(seed: u64, features: Features) -> Vec<Act> {
         next_id: 1,
         timers: Vec::new(),
         immediates: Vec::new(),
+        own: Vec::new(),
         features,
     };
     let n = 1 + g.rng.below(6) as usize;
@@ -136,6 +146,15 @@ impl Gen {
         self.acts(n, depth + 1)
     }
 
+    /// A callback's body that runs in a later phase, in the context of
+    /// `timer`'s callback (or none).
+    fn later_body(&mut self, depth: u32, timer: Option<u32>) -> Vec<Act> {
+        let saved = std::mem::replace(&mut self.own, timer.into_iter().collect());
+        let body = self.body(depth);
+        self.own = saved;
+        body
+    }
+
     fn ms(&mut self) -> u32 {
         self.rng.pick(&[0, 0, 1, 1, 2, 5, 10, 20, 50])
     }
@@ -150,7 +169,7 @@ impl Gen {
                 Act::Timeout {
                     id,
                     ms,
-                    body: self.body(depth),
+                    body: self.later_body(depth, Some(id)),
                 }
             }
             20..26 => {
@@ -162,7 +181,7 @@ impl Gen {
                     id,
                     ms,
                     times,
-                    body: self.body(depth + 1),
+                    body: self.later_body(depth + 1, Some(id)),
                 }
             }
             26..42 => {
@@ -170,7 +189,7 @@ impl Gen {
                 self.immediates.push(id);
                 Act::Immediate {
                     id,
-                    body: self.body(depth),
+                    body: self.later_body(depth, None),
                 }
             }
             42..56 => {
@@ -205,14 +224,28 @@ impl Gen {
                 }
             }
             78..84 if f.refresh && !self.timers.is_empty() => {
-                let target = self.rng.pick(&self.timers.clone());
+                let targets = if f.refresh_anywhere {
+                    self.timers.clone()
+                } else {
+                    self.own.clone()
+                };
+                if targets.is_empty() {
+                    return None;
+                }
+                let target = self.rng.pick(&targets);
                 Act::Refresh {
                     id: self.id(),
                     target,
                 }
             }
-            84..90 if !self.timers.is_empty() => {
-                let target = self.rng.pick(&self.timers.clone());
+            84..90 if !self.timers.is_empty() || !self.immediates.is_empty() => {
+                let both: Vec<u32> = self
+                    .timers
+                    .iter()
+                    .chain(&self.immediates)
+                    .copied()
+                    .collect();
+                let target = self.rng.pick(&both);
                 if self.rng.below(2) == 0 {
                     Act::Unref { target }
                 } else {
@@ -426,13 +459,19 @@ fn exec_one(lp: &mut Loop, env: &Rc<Env>, a: &Act) {
             }
         }
         Act::Unref { target } => {
-            if let Some(t) = timer(target) {
-                lp.unref_timer(t);
+            let h = env.vars.borrow().get(target).copied();
+            match h {
+                Some(Handle::Timer(t)) => lp.unref_timer(t),
+                Some(Handle::Immediate(i)) => lp.unref_immediate(i),
+                None => {}
             }
         }
         Act::Ref { target } => {
-            if let Some(t) = timer(target) {
-                lp.ref_timer(t);
+            let h = env.vars.borrow().get(target).copied();
+            match h {
+                Some(Handle::Timer(t)) => lp.ref_timer(t),
+                Some(Handle::Immediate(i)) => lp.ref_immediate(i),
+                None => {}
             }
         }
         Act::HasRef { target } => {
