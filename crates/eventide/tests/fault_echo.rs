@@ -418,3 +418,8 @@ fn fault_suite_on_uring() {
 fn fault_suite_on_poll() {
     fault_suite(BackendKind::Poll);
 }
+
+#[test]
+fn fault_suite_on_epoll() {
+    fault_suite(BackendKind::Epoll);
+}
