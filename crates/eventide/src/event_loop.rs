@@ -578,6 +578,12 @@ impl Loop {
         panic::catch_unwind(AssertUnwindSafe(|| self.drain_ticks()))
     }
 
+    /// Whether next-ticks or microtasks are queued.
+    #[inline]
+    pub(crate) fn has_ticks(&self) -> bool {
+        !self.ticks.is_empty() || !self.microtasks.is_empty()
+    }
+
     /// Node's `processTicksAndRejections`: all ticks (including new ones),
     /// then all microtasks, until both queues are empty.
     pub(crate) fn drain_ticks(&mut self) {

@@ -277,6 +277,10 @@ impl Loop {
             // timeout; then it goes, unless refreshed.
             let returned = self.catching(move |lp: &mut Loop| callback.call(lp, id));
             match returned {
+                Ok(callback) if !self.has_ticks() => {
+                    self.end_timeout(id, callback);
+                    return None;
+                }
                 Ok(callback) => {
                     // Its next-ticks and microtasks may refresh it too (in
                     // Node the timeout object outlives its run): it stays
