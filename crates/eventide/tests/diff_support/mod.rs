@@ -640,7 +640,7 @@ pub fn smaller(acts: &[Act]) -> Vec<Vec<Act>> {
         if let Some(body) = body_of(&acts[i]) {
             for b in smaller(body) {
                 let mut v = acts.to_vec();
-                *body_of_mut(&mut v[i]).unwrap() = b;
+                v[i] = with_body(&acts[i], b);
                 out.push(v);
             }
         }
@@ -659,15 +659,18 @@ fn body_of(a: &Act) -> Option<&Vec<Act>> {
     }
 }
 
-fn body_of_mut(a: &mut Act) -> Option<&mut Vec<Act>> {
-    match a {
-        Act::Timeout { body, .. }
-        | Act::Interval { body, .. }
-        | Act::Immediate { body, .. }
-        | Act::Tick { body, .. }
-        | Act::Microtask { body, .. } => Some(body),
-        _ => None,
+/// `a` with its body replaced (an act without one comes back as it is).
+fn with_body(a: &Act, new: Vec<Act>) -> Act {
+    let mut a = a.clone();
+    if let Act::Timeout { body, .. }
+    | Act::Interval { body, .. }
+    | Act::Immediate { body, .. }
+    | Act::Tick { body, .. }
+    | Act::Microtask { body, .. } = &mut a
+    {
+        *body = new;
     }
+    a
 }
 
 /// The size of a program (acts, counted through bodies).
