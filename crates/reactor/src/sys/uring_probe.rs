@@ -22,7 +22,7 @@
 //! cannot do without (`READ` for the waker, `ACCEPT`, `CONNECT`, `SEND`,
 //! `RECV`, `CLOSE`, `POLL_ADD`, `ASYNC_CANCEL`, and `TIMEOUT` where the
 //! wait takes no timeout argument), the ring is refused with the reason,
-//! and `auto` picks polling and logs why, once.
+//! and `auto` picks a readiness backend (epoll on Linux) and logs why, once.
 //!
 //! # Seeing an older kernel on a new one
 //!
