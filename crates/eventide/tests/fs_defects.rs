@@ -165,8 +165,8 @@ fn stat_all_ways(lp: &mut Loop, path: &Path) -> [Stats; 3] {
     let p = path.to_path_buf();
     let flags = Flags::parse("r").unwrap();
     let file = outcome(lp, move |lp, done| lp.fs().open(p, flags, 0, done)).unwrap();
-    let f = file.clone();
-    let fstat = outcome(lp, move |lp, done| lp.fs().fstat(&f, done)).unwrap();
+    let f = file;
+    let fstat = outcome(lp, move |lp, done| lp.fs().fstat(f, done)).unwrap();
     outcome(lp, move |lp, done| lp.fs().close(file, done)).unwrap();
     [stat, lstat, fstat]
 }
@@ -313,7 +313,7 @@ fn a_read_stream_with_end_leaves_the_rest_of_a_pipe_alone(lp: &mut Loop) {
     let options = ReadStreamOptions {
         high_water_mark: 16,
         end: Some(19),
-        fd: Some(file.clone()),
+        fd: Some(file),
         auto_close: false,
         ..ReadStreamOptions::default()
     };
@@ -373,11 +373,11 @@ fn close_waits_for_the_pool_operations_on_its_file(lp: &mut Loop) {
     let flags = Flags::parse("r+").unwrap();
     let p = first.clone();
     let file = outcome(lp, move |lp, done| lp.fs().open(p, flags, 0, done)).unwrap();
-    let number = file.fd().unwrap();
+    let number = file.fd(lp).unwrap();
     let release = occupy_the_pool(lp);
     let truncated = std::rc::Rc::new(std::cell::RefCell::new(None));
     let t = truncated.clone();
-    lp.fs().ftruncate(&file, 0, move |_, result| {
+    lp.fs().ftruncate(file, 0, move |_, result| {
         *t.borrow_mut() = Some(result.map_err(|e| e.to_string()));
     });
     let closed = std::rc::Rc::new(std::cell::Cell::new(None));
@@ -406,7 +406,7 @@ fn close_waits_for_the_pool_operations_on_its_file(lp: &mut Loop) {
     drop(release);
     run_within(lp, Duration::from_secs(20));
     let reused = opened.borrow_mut().take().expect("the second open");
-    eprintln!("first file's number {number}, second's {:?}", reused.fd());
+    eprintln!("first file's number {number}, second's {:?}", reused.fd(lp));
     assert_eq!(
         truncated.borrow_mut().take(),
         Some(Ok(())),

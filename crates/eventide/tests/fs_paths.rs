@@ -170,11 +170,11 @@ fn chmod_and_fchmod_set_permissions(lp: &mut Loop) {
     let mode = || std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(), 0o600);
     let file = open(lp, &path, "r");
-    let f = file.clone();
-    outcome(lp, move |lp, done| lp.fs().fchmod(&f, 0o640, done)).unwrap();
+    let f = file;
+    outcome(lp, move |lp, done| lp.fs().fchmod(f, 0o640, done)).unwrap();
     assert_eq!(mode(), 0o640);
-    close(lp, file.clone());
-    let error = outcome(lp, move |lp, done| lp.fs().fchmod(&file, 0o600, done)).unwrap_err();
+    close(lp, file);
+    let error = outcome(lp, move |lp, done| lp.fs().fchmod(file, 0o600, done)).unwrap_err();
     assert_fs_error(&error, "EBADF", "EBADF: bad file descriptor, fchmod");
     let missing = dir.path().join("nope");
     let m = missing.clone();
@@ -193,8 +193,8 @@ fn chown_lchown_and_fchown_keep_or_refuse_owners(lp: &mut Loop) {
     let p = path.clone();
     outcome(lp, move |lp, done| lp.fs().lchown(p, uid, gid, done)).unwrap();
     let file = open(lp, &path, "r");
-    let f = file.clone();
-    outcome(lp, move |lp, done| lp.fs().fchown(&f, uid, gid, done)).unwrap();
+    let f = file;
+    outcome(lp, move |lp, done| lp.fs().fchown(f, uid, gid, done)).unwrap();
     close(lp, file);
     let missing = dir.path().join("nope");
     let m = missing.clone();
@@ -212,8 +212,8 @@ fn utimes_and_futimes_set_the_times(lp: &mut Loop) {
     assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), when);
     let later = when + Duration::from_secs(60);
     let file = open(lp, &path, "r+");
-    let f = file.clone();
-    outcome(lp, move |lp, done| lp.fs().futimes(&f, later, later, done)).unwrap();
+    let f = file;
+    outcome(lp, move |lp, done| lp.fs().futimes(f, later, later, done)).unwrap();
     close(lp, file);
     assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), later);
     let missing = dir.path().join("nope");
@@ -304,12 +304,12 @@ fn lchown_fchown_and_futimes_report_their_main_error(lp: &mut Loop) {
     assert_fs_error(&error, "ENOENT", &message);
     let path = file_with(dir.path(), "c", b"");
     let file = open(lp, &path, "r");
-    close(lp, file.clone());
-    let f = file.clone();
-    let error = outcome(lp, move |lp, done| lp.fs().fchown(&f, 0, 0, done)).unwrap_err();
+    close(lp, file);
+    let f = file;
+    let error = outcome(lp, move |lp, done| lp.fs().fchown(f, 0, 0, done)).unwrap_err();
     assert_fs_error(&error, "EBADF", "EBADF: bad file descriptor, fchown");
     let when = SystemTime::UNIX_EPOCH;
-    let error = outcome(lp, move |lp, done| lp.fs().futimes(&file, when, when, done)).unwrap_err();
+    let error = outcome(lp, move |lp, done| lp.fs().futimes(file, when, when, done)).unwrap_err();
     assert_fs_error(&error, "EBADF", "EBADF: bad file descriptor, futime");
 }
 

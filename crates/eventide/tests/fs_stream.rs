@@ -292,14 +292,14 @@ fn read_stream_on_a_given_file_reads_from_its_position(lp: &mut Loop) {
     .unwrap();
     let moved = outcome(lp, |lp, done| {
         lp.fs()
-            .read(&file, Vec::with_capacity(3), None, move |lp, n, _| {
+            .read(file, Vec::with_capacity(3), None, move |lp, n, _| {
                 done(lp, n)
             })
     });
     assert_eq!(moved.unwrap(), 3);
     // autoClose off: the file stays open, no close callback.
     let options = ReadStreamOptions {
-        fd: Some(file.clone()),
+        fd: Some(file),
         auto_close: false,
         ..ReadStreamOptions::default()
     };
@@ -308,10 +308,13 @@ fn read_stream_on_a_given_file_reads_from_its_position(lp: &mut Loop) {
     assert_eq!(seen.chunks.take().concat(), b"defghij");
     seen.end.take().expect("ended").unwrap();
     assert_eq!(seen.closes.get(), 0, "no close without autoClose");
-    assert!(file.fd().is_some() && stream.file().is_some(), "still open");
+    assert!(
+        file.fd(lp).is_some() && stream.file().is_some(),
+        "still open"
+    );
     // The default closes it; emitClose off: no close callback.
     let options = ReadStreamOptions {
-        fd: Some(file.clone()),
+        fd: Some(file),
         start: Some(8),
         emit_close: false,
         ..ReadStreamOptions::default()
@@ -321,7 +324,7 @@ fn read_stream_on_a_given_file_reads_from_its_position(lp: &mut Loop) {
     assert_eq!(seen.chunks.take().concat(), b"ij");
     seen.end.take().expect("ended").unwrap();
     assert_eq!(seen.closes.get(), 0);
-    assert_eq!(file.fd(), None, "autoClose closed it");
+    assert_eq!(file.fd(lp), None, "autoClose closed it");
     assert_eq!(open_under(dir.path()), 0);
 }
 
@@ -444,7 +447,7 @@ fn write_stream_options_and_destroy_follow_node(lp: &mut Loop) {
     })
     .unwrap();
     let options = WriteStreamOptions {
-        fd: Some(file.clone()),
+        fd: Some(file),
         auto_close: false,
         ..WriteStreamOptions::default()
     };
@@ -456,7 +459,7 @@ fn write_stream_options_and_destroy_follow_node(lp: &mut Loop) {
         s.end(lp, done);
     })
     .unwrap();
-    assert!(file.fd().is_some(), "autoClose off leaves it open");
+    assert!(file.fd(lp).is_some(), "autoClose off leaves it open");
     outcome(lp, |lp, done| lp.fs().close(file, done)).unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), b"kept open");
 }

@@ -221,8 +221,8 @@ fn eventide_lines(lp: &mut Loop) -> Vec<String> {
     out.show("lstat old", v.map(|s| Some(stats(s))));
     let p = at("old");
     let file: File = run(lp, move |lp, d| lp.fs().open(p, r("r"), 0, d)).unwrap();
-    let f = file.clone();
-    let v = run(lp, move |lp, d| lp.fs().fstat(&f, d));
+    let f = file;
+    let v = run(lp, move |lp, d| lp.fs().fstat(f, d));
     run(lp, move |lp, d| lp.fs().close(file, d)).unwrap();
     out.show("fstat old", v.map(|s| Some(stats(s))));
     let p = at("soft");

@@ -49,14 +49,21 @@
 //!
 //! # Files
 //!
-//! [`File`] is the descriptor, a cheap clonable handle; [`Fs::close`]
-//! closes it for all clones, and a `File` whose last clone is dropped
-//! without `close` is closed then (see [`File`]). As in Node, closing a
-//! file while operations on it are in flight is the caller's mistake, but
-//! it never reaches another file: operations started after the close fail
-//! with `EBADF`; the descriptor itself is closed only once the pool
-//! operations on it have ended (its number cannot be reused under them),
-//! and on io_uring the close cancels the ring's operations on it first.
+//! [`File`] is the descriptor as a small `Copy` key into the loop's
+//! table of open files, the model of every eventide handle: operations
+//! take it by value, `lp.fs().read(file, buf, None, cb)`, as Node's
+//! `fs.read(fd, ...)` takes its number (every fs operation, on a path or
+//! a descriptor, is a method of [`Fs`]); queries take the loop,
+//! `file.fd(&lp)`. [`Fs::close`] makes the key stale: an operation with
+//! it then fails with `EBADF`, worded as Node's (`EBADF: bad file
+//! descriptor, read`), without a system call, and never reaches a file
+//! opened since, whatever slot it took; a key of another loop is `EBADF`
+//! too. A file never closed stays open until its loop is dropped. As in
+//! Node, closing a file while operations on it are in flight is the
+//! caller's mistake, but it never reaches another file: the descriptor
+//! itself is closed only once the pool operations on it have ended (its
+//! number cannot be reused under them), and on io_uring the close cancels
+//! the ring's operations on it first.
 
 mod convenience;
 pub(crate) mod error;
@@ -64,12 +71,15 @@ mod ops;
 mod route;
 mod stream;
 mod sys;
+mod table;
 mod types;
 
 pub use eventide_reactor::FileOps;
 pub use route::{FsStats, stats};
 pub use stream::{ReadStream, ReadStreamOptions, WriteStream, WriteStreamOptions};
 pub use types::{DirEntry, File, FileType, Flags, Stats};
+
+pub(crate) use table::Table;
 
 use crate::event_loop::Loop;
 

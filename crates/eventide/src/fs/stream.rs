@@ -233,7 +233,7 @@ impl ReadStream {
     /// The open file, once opened (Node's `stream.fd`); still there after
     /// the end when `auto_close` is off, for the caller to close.
     pub fn file(&self) -> Option<File> {
-        self.0.borrow().file.clone()
+        self.0.borrow().file
     }
 
     /// Whether [`ReadStream::destroy`] was called.
@@ -281,7 +281,7 @@ impl ReadStream {
         if s.paused || s.reading || s.ended || s.destroyed {
             return;
         }
-        let Some(file) = s.file.clone() else {
+        let Some(file) = s.file else {
             return;
         };
         let want = match s.left {
@@ -306,7 +306,7 @@ impl ReadStream {
         let stream = self.clone();
         let token = lp
             .fs()
-            .transfer(false, &file, buf, pos, move |lp, read, buf| {
+            .transfer(false, file, buf, pos, move |lp, read, buf| {
                 stream.on_read(lp, read, buf, want);
             });
         self.0.borrow_mut().token = token;
@@ -587,7 +587,7 @@ impl WriteStream {
     /// The open file, once opened (Node's `stream.fd`); still there after
     /// the end when `auto_close` is off, for the caller to close.
     pub fn file(&self) -> Option<File> {
-        self.0.borrow().file.clone()
+        self.0.borrow().file
     }
 
     /// Whether [`WriteStream::destroy`] was called.
@@ -669,7 +669,7 @@ impl WriteStream {
             }
             return;
         };
-        let Some(file) = s.file.clone() else {
+        let Some(file) = s.file else {
             return;
         };
         s.writing = true;
@@ -678,7 +678,7 @@ impl WriteStream {
         let stream = self.clone();
         let token = lp
             .fs()
-            .transfer(true, &file, chunk, pos, move |lp, wrote, chunk| {
+            .transfer(true, file, chunk, pos, move |lp, wrote, chunk| {
                 stream.on_written(lp, wrote, chunk);
             });
         self.0.borrow_mut().token = token;
