@@ -39,10 +39,7 @@ fn names(dir: &Path) -> Vec<String> {
 
 type Done = Box<dyn FnOnce(&mut Loop, eventide::Result<()>)>;
 
-const RECURSIVE: RmOptions = RmOptions {
-    recursive: true,
-    force: false,
-};
+const RECURSIVE: RmOptions = RmOptions::new().recursive(true).force(false);
 
 /// `rm("tree/link/", recursive)` where `link` points to a directory
 /// outside the tree: Node 20 succeeds and removes nothing (its `rmdir`
@@ -59,10 +56,7 @@ fn a_recursive_rm_through_a_trailing_slash_symlink_removes_nothing(lp: &mut Loop
     let link = tree.join("link");
     std::os::unix::fs::symlink(&outside, &link).unwrap();
     for force in [false, true] {
-        let options = RmOptions {
-            recursive: true,
-            force,
-        };
+        let options = RmOptions::new().recursive(true).force(force);
         let mut slashed = link.clone().into_os_string();
         slashed.push("/");
         outcome(lp, move |lp, done| lp.fs().rm(slashed, options, done)).unwrap();
@@ -88,10 +82,7 @@ fn a_recursive_rm_through_a_trailing_slash_symlink_removes_nothing(lp: &mut Loop
     assert!(!file.exists());
     let under = dir.path().join("outside/keep/x");
     let u = under.clone();
-    let forced = RmOptions {
-        recursive: true,
-        force: true,
-    };
+    let forced = RmOptions::new().recursive(true).force(true);
     let error = outcome(lp, move |lp, done| lp.fs().rm(u, forced, done)).unwrap_err();
     let message = format!("ENOTDIR: not a directory, lstat '{}'", q(&under));
     assert_fs_error(&error, "ENOTDIR", &message);
@@ -310,13 +301,11 @@ fn a_read_stream_with_end_leaves_the_rest_of_a_pipe_alone(lp: &mut Loop) {
     std::io::Write::write_all(&mut other, &bytes).unwrap();
     let got = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
     let g = got.clone();
-    let options = ReadStreamOptions {
-        high_water_mark: 16,
-        end: Some(19),
-        fd: Some(file),
-        auto_close: false,
-        ..ReadStreamOptions::default()
-    };
+    let options = ReadStreamOptions::default()
+        .high_water_mark(16)
+        .end(19)
+        .fd(file)
+        .auto_close(false);
     let ended = outcome(lp, move |lp, done| {
         lp.fs().create_read_stream(
             "",

@@ -114,10 +114,7 @@ fn a_read_stream_whose_data_callback_panics_reads_on(lp: &mut Loop, handled: boo
     let got = Rc::new(RefCell::new(Vec::new()));
     let events = Rc::new(RefCell::new(Vec::new()));
     let (g, e) = (got.clone(), events.clone());
-    let options = ReadStreamOptions {
-        high_water_mark: 16,
-        ..ReadStreamOptions::default()
-    };
+    let options = ReadStreamOptions::default().high_water_mark(16);
     let stream = lp.fs().create_read_stream(
         &path,
         options,
@@ -165,10 +162,7 @@ fn read_stream_end_callbacks_that_panic_still_close(lp: &mut Loop, handled: bool
 }
 
 fn write_stream(lp: &mut Loop, path: &Path, on_drain_panics: bool) -> eventide::fs::WriteStream {
-    let options = WriteStreamOptions {
-        high_water_mark: 16,
-        ..WriteStreamOptions::default()
-    };
+    let options = WriteStreamOptions::default().high_water_mark(16);
     lp.fs().create_write_stream(path, options, move |_, _| {
         if on_drain_panics {
             panic!("boom in on_drain");

@@ -91,10 +91,7 @@ fn rm_removes_files_and_trees_as_its_options_say(lp: &mut Loop) {
     assert_fs_error(&error, "ERR_FS_EISDIR", &message);
     assert_eq!(error.errno(), Some(libc::EISDIR));
     assert_eq!(error.kind(), std::io::ErrorKind::IsADirectory);
-    let options = RmOptions {
-        recursive: true,
-        force: false,
-    };
+    let options = RmOptions::new().recursive(true).force(false);
     let t = tree.clone();
     outcome(lp, move |lp, done| lp.fs().rm(t, options, done)).unwrap();
     assert!(!tree.exists());
@@ -102,10 +99,7 @@ fn rm_removes_files_and_trees_as_its_options_say(lp: &mut Loop) {
     let error = outcome(lp, move |lp, done| lp.fs().rm(t, options, done)).unwrap_err();
     let message = format!("ENOENT: no such file or directory, lstat '{}'", q(&tree));
     assert_fs_error(&error, "ENOENT", &message);
-    let forced = RmOptions {
-        recursive: false,
-        force: true,
-    };
+    let forced = RmOptions::new().recursive(false).force(true);
     outcome(lp, move |lp, done| lp.fs().rm(tree, forced, done)).unwrap();
 }
 

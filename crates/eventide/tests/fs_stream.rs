@@ -58,12 +58,10 @@ fn a_read_stream_reads_only_its_range(lp: &mut Loop) {
     let path = dir.path().join("r");
     let data = pattern(10_000);
     std::fs::write(&path, &data).unwrap();
-    let options = ReadStreamOptions {
-        high_water_mark: 1000,
-        start: Some(100),
-        end: Some(2_599),
-        ..ReadStreamOptions::default()
-    };
+    let options = ReadStreamOptions::default()
+        .high_water_mark(1000)
+        .start(100)
+        .end(2_599);
     let (chunks, end) = stream_chunks(lp, &path, options);
     end.unwrap();
     assert_eq!(chunks.len(), 3);
@@ -74,10 +72,7 @@ fn a_paused_read_stream_delivers_nothing_until_resumed(lp: &mut Loop) {
     let dir = tmp();
     let path = dir.path().join("r");
     std::fs::write(&path, pattern(5_000)).unwrap();
-    let options = ReadStreamOptions {
-        high_water_mark: 1000,
-        ..ReadStreamOptions::default()
-    };
+    let options = ReadStreamOptions::default().high_water_mark(1000);
     let seen = Rc::new(Cell::new(0));
     let ended = Rc::new(Cell::new(false));
     let (s, e) = (Rc::clone(&seen), Rc::clone(&ended));
@@ -249,12 +244,10 @@ fn read_stream_ranges_follow_node(lp: &mut Loop) {
         (Some(9), Some(100), 64, b"j"), // end past the file
     ];
     for (start, end, hwm, want) in cases {
-        let options = ReadStreamOptions {
-            start,
-            end,
-            high_water_mark: hwm,
-            ..ReadStreamOptions::default()
-        };
+        let options = ReadStreamOptions::default()
+            .start(start)
+            .end(end)
+            .high_water_mark(hwm);
         let (_, seen) = watch(lp, &path, options, |_, _| {});
         run_within(lp, Duration::from_secs(20));
         let chunks = seen.chunks.take();
@@ -264,11 +257,7 @@ fn read_stream_ranges_follow_node(lp: &mut Loop) {
         assert_eq!(seen.closes.get(), 1, "closed once, after the end");
     }
     // start after end: an error at once, nothing opened, no close.
-    let options = ReadStreamOptions {
-        start: Some(5),
-        end: Some(2),
-        ..ReadStreamOptions::default()
-    };
+    let options = ReadStreamOptions::default().start(5).end(2);
     let (_, seen) = watch(lp, &path, options, |_, _| {});
     run_within(lp, Duration::from_secs(20));
     let error = seen.end.take().expect("ended").unwrap_err();
@@ -298,11 +287,7 @@ fn read_stream_on_a_given_file_reads_from_its_position(lp: &mut Loop) {
     });
     assert_eq!(moved.unwrap(), 3);
     // autoClose off: the file stays open, no close callback.
-    let options = ReadStreamOptions {
-        fd: Some(file),
-        auto_close: false,
-        ..ReadStreamOptions::default()
-    };
+    let options = ReadStreamOptions::default().fd(file).auto_close(false);
     let (stream, seen) = watch(lp, Path::new("ignored"), options, |_, _| {});
     run_within(lp, Duration::from_secs(20));
     assert_eq!(seen.chunks.take().concat(), b"defghij");
@@ -313,12 +298,10 @@ fn read_stream_on_a_given_file_reads_from_its_position(lp: &mut Loop) {
         "still open"
     );
     // The default closes it; emitClose off: no close callback.
-    let options = ReadStreamOptions {
-        fd: Some(file),
-        start: Some(8),
-        emit_close: false,
-        ..ReadStreamOptions::default()
-    };
+    let options = ReadStreamOptions::default()
+        .fd(file)
+        .start(8)
+        .emit_close(false);
     let (_, seen) = watch(lp, Path::new("ignored"), options, |_, _| {});
     run_within(lp, Duration::from_secs(20));
     assert_eq!(seen.chunks.take().concat(), b"ij");
@@ -332,10 +315,7 @@ fn read_stream_destroyed_in_a_chunk_ends_with_close_only(lp: &mut Loop) {
     let dir = tmp();
     let path = dir.path().join("r");
     std::fs::write(&path, pattern(10_000)).unwrap();
-    let options = ReadStreamOptions {
-        high_water_mark: 1000,
-        ..ReadStreamOptions::default()
-    };
+    let options = ReadStreamOptions::default().high_water_mark(1000);
     let (stream, seen) = watch(lp, &path, options, |lp, stream| stream.destroy(lp));
     run_within(lp, Duration::from_secs(20));
     assert_eq!(seen.chunks.borrow().len(), 1, "nothing after destroy");
@@ -396,11 +376,9 @@ fn write_stream_options_and_destroy_follow_node(lp: &mut Loop) {
     let path = dir.path().join("w");
     std::fs::write(&path, b"0123456789").unwrap();
     // flags r+ and start: written in place (Node: 012XY56789).
-    let options = WriteStreamOptions {
-        flags: Flags::parse("r+").unwrap(),
-        start: Some(3),
-        ..WriteStreamOptions::default()
-    };
+    let options = WriteStreamOptions::default()
+        .flags(Flags::parse("r+").unwrap())
+        .start(3);
     let stream = lp.fs().create_write_stream(&path, options, |_, _| {});
     let closes = Rc::new(Cell::new(0));
     let c = Rc::clone(&closes);
@@ -446,11 +424,7 @@ fn write_stream_options_and_destroy_follow_node(lp: &mut Loop) {
         lp.fs().open(&path, Flags::parse("w").unwrap(), 0o600, done)
     })
     .unwrap();
-    let options = WriteStreamOptions {
-        fd: Some(file),
-        auto_close: false,
-        ..WriteStreamOptions::default()
-    };
+    let options = WriteStreamOptions::default().fd(file).auto_close(false);
     let stream = lp.fs().create_write_stream("ignored", options, |_, _| {});
     let s = stream.clone();
     outcome(lp, move |lp, done| {

@@ -95,19 +95,48 @@ pub const X_OK: i32 = libc::X_OK;
 pub const COPYFILE_EXCL: u32 = 1;
 
 /// The file system operations of one loop: `lp.fs().open(...)`. See the
-/// [module documentation](self).
+/// [module documentation](self). It does nothing until one of its
+/// methods is called.
 #[derive(Debug)]
+#[must_use = "`lp.fs()` does nothing until one of its operations is called"]
 pub struct Fs<'a> {
     pub(crate) lp: &'a mut Loop,
 }
 
-/// Options of [`Fs::rm`] (Node's `fs.rm` options).
+/// Options of [`Fs::rm`] (Node's `fs.rm` options):
+/// `RmOptions::new().recursive(true).force(true)`. New options may be
+/// added (it is `#[non_exhaustive]`): build it from `new()` (or
+/// `default()`, the same) with the setters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+#[must_use = "options do nothing until given to `rm`"]
 pub struct RmOptions {
     /// Remove directories and their contents.
     pub recursive: bool,
     /// A missing path is not an error.
     pub force: bool,
+}
+
+impl RmOptions {
+    /// Node's defaults: neither recursive nor forced.
+    pub const fn new() -> RmOptions {
+        RmOptions {
+            recursive: false,
+            force: false,
+        }
+    }
+
+    /// Sets [`RmOptions::recursive`].
+    pub const fn recursive(mut self, recursive: bool) -> RmOptions {
+        self.recursive = recursive;
+        self
+    }
+
+    /// Sets [`RmOptions::force`].
+    pub const fn force(mut self, force: bool) -> RmOptions {
+        self.force = force;
+        self
+    }
 }
 
 impl Fs<'_> {

@@ -37,8 +37,13 @@ type OnEnd = Box<dyn FnOnce(&mut Loop, Result<()>)>;
 type OnDrain = Box<dyn FnMut(&mut Loop, &WriteStream)>;
 type OnClose = Box<dyn FnOnce(&mut Loop)>;
 
-/// Options of [`Fs::create_read_stream`] (Node's names and defaults).
+/// Options of [`Fs::create_read_stream`] (Node's names and defaults):
+/// `ReadStreamOptions::default().start(100).end(199)`. New options may
+/// be added (it is `#[non_exhaustive]`): build it from `default()` with
+/// the setters.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
+#[must_use = "options do nothing until given to `create_read_stream`"]
 pub struct ReadStreamOptions {
     /// Bytes per chunk at most (Node's default for files: 64 KiB).
     pub high_water_mark: usize,
@@ -75,6 +80,56 @@ impl Default for ReadStreamOptions {
             auto_close: true,
             emit_close: true,
         }
+    }
+}
+
+impl ReadStreamOptions {
+    /// Sets [`ReadStreamOptions::high_water_mark`].
+    pub fn high_water_mark(mut self, high_water_mark: usize) -> ReadStreamOptions {
+        self.high_water_mark = high_water_mark;
+        self
+    }
+
+    /// Sets [`ReadStreamOptions::start`] (a number or `None`).
+    pub fn start(mut self, start: impl Into<Option<u64>>) -> ReadStreamOptions {
+        self.start = start.into();
+        self
+    }
+
+    /// Sets [`ReadStreamOptions::end`] (a number or `None`).
+    pub fn end(mut self, end: impl Into<Option<u64>>) -> ReadStreamOptions {
+        self.end = end.into();
+        self
+    }
+
+    /// Sets [`ReadStreamOptions::flags`].
+    pub fn flags(mut self, flags: Flags) -> ReadStreamOptions {
+        self.flags = flags;
+        self
+    }
+
+    /// Sets [`ReadStreamOptions::mode`].
+    pub fn mode(mut self, mode: u32) -> ReadStreamOptions {
+        self.mode = mode;
+        self
+    }
+
+    /// Sets [`ReadStreamOptions::fd`] (a file or `None`).
+    pub fn fd(mut self, fd: impl Into<Option<File>>) -> ReadStreamOptions {
+        self.fd = fd.into();
+        self
+    }
+
+    /// Sets [`ReadStreamOptions::auto_close`].
+    pub fn auto_close(mut self, auto_close: bool) -> ReadStreamOptions {
+        self.auto_close = auto_close;
+        self
+    }
+
+    /// Sets [`ReadStreamOptions::emit_close`].
+    pub fn emit_close(mut self, emit_close: bool) -> ReadStreamOptions {
+        self.emit_close = emit_close;
+        self
     }
 }
 
@@ -405,8 +460,13 @@ impl ReadStream {
     }
 }
 
-/// Options of [`Fs::create_write_stream`] (Node's names and defaults).
+/// Options of [`Fs::create_write_stream`] (Node's names and defaults):
+/// `WriteStreamOptions::default().flags(Flags::parse("a")?)`. New
+/// options may be added (it is `#[non_exhaustive]`): build it from
+/// `default()` with the setters.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
+#[must_use = "options do nothing until given to `create_write_stream`"]
 pub struct WriteStreamOptions {
     /// How to open (Node's default `"w"`).
     pub flags: Flags,
@@ -439,6 +499,50 @@ impl Default for WriteStreamOptions {
             auto_close: true,
             emit_close: true,
         }
+    }
+}
+
+impl WriteStreamOptions {
+    /// Sets [`WriteStreamOptions::flags`].
+    pub fn flags(mut self, flags: Flags) -> WriteStreamOptions {
+        self.flags = flags;
+        self
+    }
+
+    /// Sets [`WriteStreamOptions::mode`].
+    pub fn mode(mut self, mode: u32) -> WriteStreamOptions {
+        self.mode = mode;
+        self
+    }
+
+    /// Sets [`WriteStreamOptions::high_water_mark`].
+    pub fn high_water_mark(mut self, high_water_mark: usize) -> WriteStreamOptions {
+        self.high_water_mark = high_water_mark;
+        self
+    }
+
+    /// Sets [`WriteStreamOptions::start`] (a number or `None`).
+    pub fn start(mut self, start: impl Into<Option<u64>>) -> WriteStreamOptions {
+        self.start = start.into();
+        self
+    }
+
+    /// Sets [`WriteStreamOptions::fd`] (a file or `None`).
+    pub fn fd(mut self, fd: impl Into<Option<File>>) -> WriteStreamOptions {
+        self.fd = fd.into();
+        self
+    }
+
+    /// Sets [`WriteStreamOptions::auto_close`].
+    pub fn auto_close(mut self, auto_close: bool) -> WriteStreamOptions {
+        self.auto_close = auto_close;
+        self
+    }
+
+    /// Sets [`WriteStreamOptions::emit_close`].
+    pub fn emit_close(mut self, emit_close: bool) -> WriteStreamOptions {
+        self.emit_close = emit_close;
+        self
     }
 }
 

@@ -20,6 +20,7 @@ use crate::{Error, Result};
 /// # Ok::<(), eventide::Error>(())
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[must_use = "flags do nothing until given to an open"]
 pub struct Flags {
     read: bool,
     write: bool,
