@@ -58,7 +58,7 @@ fn copy_upper(lp: &mut Loop, from: std::path::PathBuf, dir: std::path::PathBuf) 
     let out = lp
         .fs()
         .create_write_stream(&to, WriteStreamOptions::default(), |_, _| {});
-    let writer = out.clone();
+    let writer = out;
     let options = ReadStreamOptions::default().high_water_mark(4);
     lp.fs().create_read_stream(
         &from,

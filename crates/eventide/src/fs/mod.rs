@@ -58,7 +58,9 @@
 //! it then fails with `EBADF`, worded as Node's (`EBADF: bad file
 //! descriptor, read`), without a system call, and never reaches a file
 //! opened since, whatever slot it took; a key of another loop is `EBADF`
-//! too. A file never closed stays open until its loop is dropped. As in
+//! too. A file never closed stays open until its loop is dropped.
+//! [`ReadStream`] and [`WriteStream`] are keys too, with their own
+//! methods taking the loop (`ws.write(lp, data)`), as net's streams. As in
 //! Node, closing a file while operations on it are in flight is the
 //! caller's mistake, but it never reaches another file: the descriptor
 //! itself is closed only once the pool operations on it have ended (its

@@ -11,6 +11,7 @@
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use super::stream::{ReadState, WriteState};
 use super::types::{DeferredClose, File};
 use crate::slab::{Slab, SlotId};
 use crate::{Error, Result};
@@ -39,6 +40,8 @@ pub(crate) struct OpenFile {
 pub(crate) struct Table {
     id: u32,
     files: Slab<OpenFile>,
+    reads: Slab<ReadState>,
+    writes: Slab<WriteState>,
 }
 
 impl Default for Table {
@@ -46,6 +49,8 @@ impl Default for Table {
         Table {
             id: NEXT_TABLE.fetch_add(1, Ordering::Relaxed),
             files: Slab::default(),
+            reads: Slab::default(),
+            writes: Slab::default(),
         }
     }
 }
@@ -135,6 +140,52 @@ impl Table {
         }
         self.files.remove(slot);
         Ok((fd, on_closed))
+    }
+
+    /// A new read stream's key.
+    pub(crate) fn insert_read(&mut self, state: ReadState) -> Key {
+        let slot = self.reads.insert(state);
+        self.key(slot)
+    }
+
+    /// A new write stream's key.
+    pub(crate) fn insert_write(&mut self, state: WriteState) -> Key {
+        let slot = self.writes.insert(state);
+        self.key(slot)
+    }
+
+    /// The read stream of `key`.
+    pub(crate) fn read(&mut self, key: Key) -> Option<&mut ReadState> {
+        self.reads.get_mut(self.mine(key)?)
+    }
+
+    /// The write stream of `key`.
+    pub(crate) fn write(&mut self, key: Key) -> Option<&mut WriteState> {
+        self.writes.get_mut(self.mine(key)?)
+    }
+
+    /// The read stream of `key`, for a query.
+    pub(crate) fn read_ref(&self, key: Key) -> Option<&ReadState> {
+        self.reads.get(self.mine(key)?)
+    }
+
+    /// The write stream of `key`, for a query.
+    pub(crate) fn write_ref(&self, key: Key) -> Option<&WriteState> {
+        self.writes.get(self.mine(key)?)
+    }
+
+    /// Forgets a finished read stream.
+    pub(crate) fn remove_read(&mut self, key: Key) {
+        if let Some(slot) = self.mine(key) {
+            self.reads.remove(slot);
+        }
+    }
+
+    /// Forgets a finished write stream.
+    pub(crate) fn remove_write(&mut self, key: Key) {
+        if let Some(slot) = self.mine(key) {
+            self.writes.remove(slot);
+        }
     }
 }
 
