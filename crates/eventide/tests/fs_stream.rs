@@ -520,6 +520,52 @@ fn a_stream_of_another_loop_is_stale_here(lp: &mut Loop) {
     assert_eq!(std::fs::read(&a).unwrap(), b"");
 }
 
+/// Without `auto_close` an ended stream stays, with its file (Node's
+/// `stream.fd`), until `destroy`, which lets the key go and runs the close
+/// callback once; the file stays the caller's (as on every `destroy`
+/// without `auto_close` here).
+fn an_ended_stream_without_auto_close_stays_until_destroyed(lp: &mut Loop) {
+    let dir = tmp();
+    let path = dir.path().join("r");
+    std::fs::write(&path, b"abc").unwrap();
+    let file = outcome(lp, |lp, done| {
+        lp.fs().open(&path, Flags::parse("r+").unwrap(), 0, done)
+    })
+    .unwrap();
+    let options = ReadStreamOptions::default().fd(file).auto_close(false);
+    let (stream, seen) = watch(lp, Path::new("ignored"), options, |_, _| {});
+    run_within(lp, Duration::from_secs(20));
+    seen.end.take().expect("ended").unwrap();
+    assert_eq!(stream.file(lp), Some(file), "still there after the end");
+    assert!(!stream.is_destroyed(lp));
+    stream.destroy(lp);
+    stream.destroy(lp);
+    assert_eq!(seen.closes.get(), 0, "never inside destroy");
+    run_within(lp, Duration::from_secs(20));
+    assert_eq!(seen.closes.get(), 1, "close runs once");
+    assert!(stream.is_destroyed(lp) && stream.file(lp).is_none(), "gone");
+    assert!(file.fd(lp).is_some(), "the file stays the caller's");
+    // A write stream the same way.
+    let options = WriteStreamOptions::default().fd(file).auto_close(false);
+    let ws = lp.fs().create_write_stream("ignored", options, |_, _| {});
+    let closes = Rc::new(Cell::new(0));
+    let c = Rc::clone(&closes);
+    ws.on_close(lp, move |_| c.set(c.get() + 1));
+    outcome(lp, move |lp, done| {
+        ws.write(lp, b"xyz".to_vec());
+        ws.end(lp, done);
+    })
+    .unwrap();
+    assert_eq!(closes.get(), 0, "no close without autoClose");
+    assert_eq!(ws.file(lp), Some(file));
+    ws.destroy(lp);
+    run_within(lp, Duration::from_secs(20));
+    assert_eq!(closes.get(), 1);
+    assert!(ws.is_destroyed(lp) && ws.file(lp).is_none());
+    outcome(lp, move |lp, done| lp.fs().close(file, done)).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"abcxyz");
+}
+
 on_every_backend!(
     read_stream_ranges_follow_node,
     read_stream_on_a_given_file_reads_from_its_position,
@@ -534,6 +580,7 @@ on_every_backend!(
     a_write_stream_that_cannot_open_reports_it_at_end,
     a_finished_streams_key_never_reaches_a_newer_stream,
     a_stream_of_another_loop_is_stale_here,
+    an_ended_stream_without_auto_close_stays_until_destroyed,
 );
 
 /// The same cases on the io_uring backend with every file operation on
