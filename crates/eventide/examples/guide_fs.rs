@@ -41,10 +41,7 @@ fn main() -> eventide::Result<()> {
 
     lp.fs().rm(
         &dir,
-        RmOptions {
-            recursive: true,
-            force: false,
-        },
+        RmOptions::new().recursive(true).force(false),
         |_, r| {
             r.expect("rm -r");
             println!("removed the directory");
@@ -61,11 +58,8 @@ fn copy_upper(lp: &mut Loop, from: std::path::PathBuf, dir: std::path::PathBuf) 
     let out = lp
         .fs()
         .create_write_stream(&to, WriteStreamOptions::default(), |_, _| {});
-    let writer = out.clone();
-    let options = ReadStreamOptions {
-        high_water_mark: 4,
-        ..Default::default()
-    };
+    let writer = out;
+    let options = ReadStreamOptions::default().high_water_mark(4);
     lp.fs().create_read_stream(
         &from,
         options,

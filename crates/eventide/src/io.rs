@@ -75,6 +75,8 @@ pub(crate) struct Io {
     pub(crate) net: crate::net::Sockets,
     /// The UDP sockets of [`crate::dgram`].
     pub(crate) dgram: crate::dgram::Table,
+    /// The open files and file streams of [`crate::fs`].
+    pub(crate) fs: crate::fs::Table,
 }
 
 impl Io {

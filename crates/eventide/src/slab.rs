@@ -75,6 +75,13 @@ impl<T> Slab<T> {
         slot.value.as_mut()
     }
 
+    /// Takes every value out (for a table dropped with its loop).
+    pub(crate) fn drain(&mut self) -> impl Iterator<Item = T> + '_ {
+        self.len = 0;
+        self.free.clear();
+        self.slots.drain(..).filter_map(|slot| slot.value)
+    }
+
     pub(crate) fn remove(&mut self, id: SlotId) -> Option<T> {
         let slot = self.slots.get_mut(id.index as usize)?;
         if slot.generation != id.generation {

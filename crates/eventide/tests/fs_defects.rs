@@ -39,10 +39,7 @@ fn names(dir: &Path) -> Vec<String> {
 
 type Done = Box<dyn FnOnce(&mut Loop, eventide::Result<()>)>;
 
-const RECURSIVE: RmOptions = RmOptions {
-    recursive: true,
-    force: false,
-};
+const RECURSIVE: RmOptions = RmOptions::new().recursive(true).force(false);
 
 /// `rm("tree/link/", recursive)` where `link` points to a directory
 /// outside the tree: Node 20 succeeds and removes nothing (its `rmdir`
@@ -59,10 +56,7 @@ fn a_recursive_rm_through_a_trailing_slash_symlink_removes_nothing(lp: &mut Loop
     let link = tree.join("link");
     std::os::unix::fs::symlink(&outside, &link).unwrap();
     for force in [false, true] {
-        let options = RmOptions {
-            recursive: true,
-            force,
-        };
+        let options = RmOptions::new().recursive(true).force(force);
         let mut slashed = link.clone().into_os_string();
         slashed.push("/");
         outcome(lp, move |lp, done| lp.fs().rm(slashed, options, done)).unwrap();
@@ -88,10 +82,7 @@ fn a_recursive_rm_through_a_trailing_slash_symlink_removes_nothing(lp: &mut Loop
     assert!(!file.exists());
     let under = dir.path().join("outside/keep/x");
     let u = under.clone();
-    let forced = RmOptions {
-        recursive: true,
-        force: true,
-    };
+    let forced = RmOptions::new().recursive(true).force(true);
     let error = outcome(lp, move |lp, done| lp.fs().rm(u, forced, done)).unwrap_err();
     let message = format!("ENOTDIR: not a directory, lstat '{}'", q(&under));
     assert_fs_error(&error, "ENOTDIR", &message);
@@ -165,8 +156,8 @@ fn stat_all_ways(lp: &mut Loop, path: &Path) -> [Stats; 3] {
     let p = path.to_path_buf();
     let flags = Flags::parse("r").unwrap();
     let file = outcome(lp, move |lp, done| lp.fs().open(p, flags, 0, done)).unwrap();
-    let f = file.clone();
-    let fstat = outcome(lp, move |lp, done| lp.fs().fstat(&f, done)).unwrap();
+    let f = file;
+    let fstat = outcome(lp, move |lp, done| lp.fs().fstat(f, done)).unwrap();
     outcome(lp, move |lp, done| lp.fs().close(file, done)).unwrap();
     [stat, lstat, fstat]
 }
@@ -310,13 +301,11 @@ fn a_read_stream_with_end_leaves_the_rest_of_a_pipe_alone(lp: &mut Loop) {
     std::io::Write::write_all(&mut other, &bytes).unwrap();
     let got = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
     let g = got.clone();
-    let options = ReadStreamOptions {
-        high_water_mark: 16,
-        end: Some(19),
-        fd: Some(file.clone()),
-        auto_close: false,
-        ..ReadStreamOptions::default()
-    };
+    let options = ReadStreamOptions::default()
+        .high_water_mark(16)
+        .end(19)
+        .fd(file)
+        .auto_close(false);
     let ended = outcome(lp, move |lp, done| {
         lp.fs().create_read_stream(
             "",
@@ -373,11 +362,11 @@ fn close_waits_for_the_pool_operations_on_its_file(lp: &mut Loop) {
     let flags = Flags::parse("r+").unwrap();
     let p = first.clone();
     let file = outcome(lp, move |lp, done| lp.fs().open(p, flags, 0, done)).unwrap();
-    let number = file.fd().unwrap();
+    let number = file.fd(lp).unwrap();
     let release = occupy_the_pool(lp);
     let truncated = std::rc::Rc::new(std::cell::RefCell::new(None));
     let t = truncated.clone();
-    lp.fs().ftruncate(&file, 0, move |_, result| {
+    lp.fs().ftruncate(file, 0, move |_, result| {
         *t.borrow_mut() = Some(result.map_err(|e| e.to_string()));
     });
     let closed = std::rc::Rc::new(std::cell::Cell::new(None));
@@ -406,7 +395,7 @@ fn close_waits_for_the_pool_operations_on_its_file(lp: &mut Loop) {
     drop(release);
     run_within(lp, Duration::from_secs(20));
     let reused = opened.borrow_mut().take().expect("the second open");
-    eprintln!("first file's number {number}, second's {:?}", reused.fd());
+    eprintln!("first file's number {number}, second's {:?}", reused.fd(lp));
     assert_eq!(
         truncated.borrow_mut().take(),
         Some(Ok(())),

@@ -91,19 +91,19 @@ fn round_trip(lp: &mut Loop, dir: &Path) {
     .unwrap();
     let wrote = outcome(lp, |lp, done| {
         lp.fs()
-            .write(&file, b"routed".to_vec(), Some(0), move |lp, n, _| {
+            .write(file, b"routed".to_vec(), Some(0), move |lp, n, _| {
                 done(lp, n)
             })
     });
     assert_eq!(wrote.unwrap(), 6);
     let read = outcome(lp, |lp, done| {
         lp.fs()
-            .read(&file, Vec::with_capacity(16), Some(2), move |lp, n, buf| {
+            .read(file, Vec::with_capacity(16), Some(2), move |lp, n, buf| {
                 done(lp, n.map(|_| buf))
             })
     });
     assert_eq!(read.unwrap(), b"uted");
-    let st = outcome(lp, |lp, done| lp.fs().fstat(&file, done)).unwrap();
+    let st = outcome(lp, |lp, done| lp.fs().fstat(file, done)).unwrap();
     assert_eq!(st.size, 6);
     outcome(lp, |lp, done| lp.fs().close(file, done)).unwrap();
     let whole = outcome(lp, |lp, done| lp.fs().read_file(&path, done)).unwrap();
@@ -209,7 +209,7 @@ in_child_with! {
             let (r, counts) = routed(|| {
                 outcome(&mut lp, |lp, done| {
                     lp.fs()
-                        .read(&file, Vec::with_capacity(8), None, move |lp, n, _| {
+                        .read(file, Vec::with_capacity(8), None, move |lp, n, _| {
                             done(lp, n)
                         })
                 })

@@ -27,18 +27,18 @@ fn open(lp: &mut Loop, path: &Path, flags: &str) -> Result<File> {
 }
 
 fn read(lp: &mut Loop, file: &File, buf: Vec<u8>, at: Option<u64>) -> (Result<usize>, Vec<u8>) {
-    let f = file.clone();
+    let f = *file;
     outcome(lp, move |lp, done| {
         lp.fs()
-            .read(&f, buf, at, move |lp, res, buf| done(lp, (res, buf)))
+            .read(f, buf, at, move |lp, res, buf| done(lp, (res, buf)))
     })
 }
 
 fn write(lp: &mut Loop, file: &File, buf: &[u8], at: Option<u64>) -> (Result<usize>, Vec<u8>) {
-    let (f, buf) = (file.clone(), buf.to_vec());
+    let (f, buf) = (*file, buf.to_vec());
     outcome(lp, move |lp, done| {
         lp.fs()
-            .write(&f, buf, at, move |lp, res, buf| done(lp, (res, buf)))
+            .write(f, buf, at, move |lp, res, buf| done(lp, (res, buf)))
     })
 }
 
@@ -56,11 +56,11 @@ fn opening_reading_and_closing_a_file_gives_its_bytes(lp: &mut Loop) {
     let dir = tmp();
     let path = file_with(dir.path(), "a.txt", b"hello, world");
     let file = open(lp, &path, "r").unwrap();
-    assert!(file.fd().is_some());
+    assert!(file.fd(lp).is_some());
     let (n, buf) = read(lp, &file, Vec::with_capacity(5), Some(7));
     assert_eq!((n.unwrap(), buf.as_slice()), (5, &b"world"[..]));
-    close(lp, file.clone()).unwrap();
-    assert_eq!(file.fd(), None, "close closes every clone");
+    close(lp, file).unwrap();
+    assert_eq!(file.fd(lp), None, "the key is stale once closed");
 }
 
 fn opening_a_missing_file_is_enoent_worded_as_node(lp: &mut Loop) {
@@ -109,7 +109,7 @@ fn reading_a_closed_file_is_ebadf_and_gives_the_buffer_back(lp: &mut Loop) {
     let dir = tmp();
     let path = file_with(dir.path(), "x", b"x");
     let file = open(lp, &path, "r").unwrap();
-    close(lp, file.clone()).unwrap();
+    close(lp, file).unwrap();
     let (n, buf) = read(lp, &file, Vec::with_capacity(77), None);
     assert_fs_error(&n.unwrap_err(), "EBADF", "EBADF: bad file descriptor, read");
     assert_eq!(buf.capacity(), 77);
@@ -197,11 +197,11 @@ fn fstat_describes_an_open_file_and_a_closed_one_is_ebadf(lp: &mut Loop) {
     let dir = tmp();
     let path = file_with(dir.path(), "f", &[1; 100]);
     let file = open(lp, &path, "r").unwrap();
-    let f = file.clone();
-    let stats = outcome(lp, move |lp, done| lp.fs().fstat(&f, done)).unwrap();
+    let f = file;
+    let stats = outcome(lp, move |lp, done| lp.fs().fstat(f, done)).unwrap();
     assert_eq!((stats.size, stats.is_file()), (100, true));
-    close(lp, file.clone()).unwrap();
-    let error = outcome(lp, move |lp, done| lp.fs().fstat(&file, done)).unwrap_err();
+    close(lp, file).unwrap();
+    let error = outcome(lp, move |lp, done| lp.fs().fstat(file, done)).unwrap_err();
     assert_fs_error(&error, "EBADF", "EBADF: bad file descriptor, fstat");
 }
 
@@ -290,15 +290,15 @@ fn fsync_and_fdatasync_flush_and_fail_on_a_closed_file(lp: &mut Loop) {
     let dir = tmp();
     let file = open(lp, &dir.path().join("sync"), "w").unwrap();
     write(lp, &file, b"data", None).0.unwrap();
-    let f = file.clone();
-    outcome(lp, move |lp, done| lp.fs().fsync(&f, done)).unwrap();
-    let f = file.clone();
-    outcome(lp, move |lp, done| lp.fs().fdatasync(&f, done)).unwrap();
-    close(lp, file.clone()).unwrap();
-    let f = file.clone();
-    let error = outcome(lp, move |lp, done| lp.fs().fsync(&f, done)).unwrap_err();
+    let f = file;
+    outcome(lp, move |lp, done| lp.fs().fsync(f, done)).unwrap();
+    let f = file;
+    outcome(lp, move |lp, done| lp.fs().fdatasync(f, done)).unwrap();
+    close(lp, file).unwrap();
+    let f = file;
+    let error = outcome(lp, move |lp, done| lp.fs().fsync(f, done)).unwrap_err();
     assert_fs_error(&error, "EBADF", "EBADF: bad file descriptor, fsync");
-    let error = outcome(lp, move |lp, done| lp.fs().fdatasync(&file, done)).unwrap_err();
+    let error = outcome(lp, move |lp, done| lp.fs().fdatasync(file, done)).unwrap_err();
     assert_fs_error(&error, "EBADF", "EBADF: bad file descriptor, fdatasync");
 }
 
@@ -306,13 +306,13 @@ fn ftruncate_sets_the_length_and_needs_a_writable_file(lp: &mut Loop) {
     let dir = tmp();
     let path = file_with(dir.path(), "t", &[9; 4096]);
     let file = open(lp, &path, "r+").unwrap();
-    let f = file.clone();
-    outcome(lp, move |lp, done| lp.fs().ftruncate(&f, 10, done)).unwrap();
+    let f = file;
+    outcome(lp, move |lp, done| lp.fs().ftruncate(f, 10, done)).unwrap();
     close(lp, file).unwrap();
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 10);
     let ro = open(lp, &path, "r").unwrap();
-    let f = ro.clone();
-    let error = outcome(lp, move |lp, done| lp.fs().ftruncate(&f, 0, done)).unwrap_err();
+    let f = ro;
+    let error = outcome(lp, move |lp, done| lp.fs().ftruncate(f, 0, done)).unwrap_err();
     assert_fs_error(&error, "EINVAL", "EINVAL: invalid argument, ftruncate");
     close(lp, ro).unwrap();
 }
@@ -360,16 +360,106 @@ fn the_route_is_visible_in_the_counters(lp: &mut Loop) {
     assert_eq!(after.fallback, before.fallback);
 }
 
-fn a_dropped_file_is_closed_once(lp: &mut Loop) {
+/// A file never closed stays open while its loop lives (its key is
+/// `Copy`: nothing closes on a drop), and is closed once when the loop is
+/// dropped.
+fn a_file_left_open_is_closed_with_its_loop(lp: &mut Loop) {
     let dir = tmp();
     let path = file_with(dir.path(), "d", b"");
-    let file = open(lp, &path, "r").unwrap();
-    let fd = file.fd().unwrap();
+    let Some(mut own) = util::new_loop(lp.backend()) else {
+        return;
+    };
+    let file = open(&mut own, &path, "r").unwrap();
+    let fd = file.fd(&own).unwrap();
     let named = || std::fs::read_link(format!("/proc/self/fd/{fd}")).ok();
     assert_eq!(named(), Some(path.clone()));
-    drop(file);
+    own.run().unwrap();
+    assert_eq!(
+        named(),
+        Some(path.clone()),
+        "still open while the loop lives"
+    );
+    drop(own);
     // Another test's thread may reuse the number, but not for this path.
-    assert_ne!(named(), Some(path), "fd {fd} was closed on drop");
+    assert_ne!(named(), Some(path), "fd {fd} was closed with the loop");
+}
+
+/// Every operation on the key of a closed file answers `EBADF` worded as
+/// Node's (`fs.read` on a closed fd: `EBADF: bad file descriptor, read`),
+/// from the next turn, without a system call; and a key whose slot was
+/// reused by a file opened since never reaches that file.
+fn every_operation_on_a_closed_file_is_ebadf_without_a_system_call(lp: &mut Loop) {
+    let dir = tmp();
+    let path = file_with(dir.path(), "closed", b"keep me");
+    let file = open(lp, &path, "r+").unwrap();
+    close(lp, file).unwrap();
+    // Opened after the close: it may take the closed file's slot.
+    let other = open(lp, &path, "r+").unwrap();
+    let before = fs::stats();
+    let f = file;
+    let (n, buf) = read(lp, &f, Vec::with_capacity(8), None);
+    assert_fs_error(&n.unwrap_err(), "EBADF", "EBADF: bad file descriptor, read");
+    assert_eq!(buf.capacity(), 8, "the buffer comes back");
+    let (n, buf) = write(lp, &f, b"clobber", Some(0));
+    assert_fs_error(
+        &n.unwrap_err(),
+        "EBADF",
+        "EBADF: bad file descriptor, write",
+    );
+    assert_eq!(buf, b"clobber");
+    let error = outcome(lp, move |lp, done| lp.fs().fstat(f, done)).unwrap_err();
+    assert_fs_error(&error, "EBADF", "EBADF: bad file descriptor, fstat");
+    let error = outcome(lp, move |lp, done| lp.fs().fsync(f, done)).unwrap_err();
+    assert_fs_error(&error, "EBADF", "EBADF: bad file descriptor, fsync");
+    let error = outcome(lp, move |lp, done| lp.fs().fdatasync(f, done)).unwrap_err();
+    assert_fs_error(&error, "EBADF", "EBADF: bad file descriptor, fdatasync");
+    let error = outcome(lp, move |lp, done| lp.fs().ftruncate(f, 0, done)).unwrap_err();
+    assert_fs_error(&error, "EBADF", "EBADF: bad file descriptor, ftruncate");
+    let error = outcome(lp, move |lp, done| lp.fs().fchmod(f, 0o600, done)).unwrap_err();
+    assert_fs_error(&error, "EBADF", "EBADF: bad file descriptor, fchmod");
+    let error = outcome(lp, move |lp, done| lp.fs().fchown(f, 0, 0, done)).unwrap_err();
+    assert_fs_error(&error, "EBADF", "EBADF: bad file descriptor, fchown");
+    let t = std::time::SystemTime::UNIX_EPOCH;
+    let error = outcome(lp, move |lp, done| lp.fs().futimes(f, t, t, done)).unwrap_err();
+    assert_fs_error(&error, "EBADF", "EBADF: bad file descriptor, futime");
+    let error = close(lp, f).unwrap_err();
+    assert_fs_error(&error, "EBADF", "EBADF: bad file descriptor, close");
+    assert_eq!(fs::stats(), before, "nothing was routed");
+    assert_eq!(file.fd(lp), None);
+    assert!(
+        other.fd(lp).is_some(),
+        "the file opened since is still open"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), b"keep me");
+    close(lp, other).unwrap();
+}
+
+/// A key of another loop names no file here, even when the other loop's
+/// table has a file in the same slot at the same generation: `EBADF`,
+/// and that file is untouched.
+fn a_file_of_another_loop_is_ebadf_here(lp: &mut Loop) {
+    let dir = tmp();
+    let path = file_with(dir.path(), "mine", b"mine");
+    let Some(mut other) = util::new_loop(lp.backend()) else {
+        return;
+    };
+    // Both loops' first file: the same slot and generation.
+    let theirs = open(&mut other, &path, "r").unwrap();
+    let mine = open(lp, &path, "r+").unwrap();
+    let (n, _) = write(lp, &theirs, b"NOT", Some(0));
+    assert_fs_error(
+        &n.unwrap_err(),
+        "EBADF",
+        "EBADF: bad file descriptor, write",
+    );
+    assert_eq!(theirs.fd(lp), None, "not open on this loop");
+    let error = close(lp, theirs).unwrap_err();
+    assert_fs_error(&error, "EBADF", "EBADF: bad file descriptor, close");
+    assert!(mine.fd(lp).is_some(), "this loop's file is still open");
+    assert!(theirs.fd(&other).is_some(), "and the other loop's too");
+    assert_eq!(std::fs::read(&path).unwrap(), b"mine");
+    close(lp, mine).unwrap();
+    close(&mut other, theirs).unwrap();
 }
 
 on_every_backend!(
@@ -393,7 +483,9 @@ on_every_backend!(
     ftruncate_sets_the_length_and_needs_a_writable_file,
     invalid_flags_and_paths_fail_as_node_does_without_a_system_call,
     the_route_is_visible_in_the_counters,
-    a_dropped_file_is_closed_once,
+    a_file_left_open_is_closed_with_its_loop,
+    every_operation_on_a_closed_file_is_ebadf_without_a_system_call,
+    a_file_of_another_loop_is_ebadf_here,
 );
 
 /// The same cases on the io_uring backend with every file operation on

@@ -114,10 +114,7 @@ fn a_read_stream_whose_data_callback_panics_reads_on(lp: &mut Loop, handled: boo
     let got = Rc::new(RefCell::new(Vec::new()));
     let events = Rc::new(RefCell::new(Vec::new()));
     let (g, e) = (got.clone(), events.clone());
-    let options = ReadStreamOptions {
-        high_water_mark: 16,
-        ..ReadStreamOptions::default()
-    };
+    let options = ReadStreamOptions::default().high_water_mark(16);
     let stream = lp.fs().create_read_stream(
         &path,
         options,
@@ -134,11 +131,11 @@ fn a_read_stream_whose_data_callback_panics_reads_on(lp: &mut Loop, handled: boo
         },
     );
     let e = events.clone();
-    stream.on_close(move |_| e.borrow_mut().push("close"));
+    stream.on_close(lp, move |_| e.borrow_mut().push("close"));
     assert_eq!(run_through_panics(lp, handled), ["boom in on_data"]);
     assert!(*got.borrow() == data, "every byte arrived");
     assert_eq!(*events.borrow(), ["end", "close"]);
-    assert!(stream.file().is_none(), "the file was closed");
+    assert!(stream.file(lp).is_none(), "the file was closed");
 }
 
 /// A read stream's `on_end` that panics (after a clean end, and with an
@@ -156,7 +153,7 @@ fn read_stream_end_callbacks_that_panic_still_close(lp: &mut Loop, handled: bool
             move |_, _| panic!("{end}"),
         );
         let c = closed.clone();
-        stream.on_close(move |_| c.set(c.get() + 1));
+        stream.on_close(lp, move |_| c.set(c.get() + 1));
     }
     let mut panics = run_through_panics(lp, handled);
     panics.sort();
@@ -165,10 +162,7 @@ fn read_stream_end_callbacks_that_panic_still_close(lp: &mut Loop, handled: bool
 }
 
 fn write_stream(lp: &mut Loop, path: &Path, on_drain_panics: bool) -> eventide::fs::WriteStream {
-    let options = WriteStreamOptions {
-        high_water_mark: 16,
-        ..WriteStreamOptions::default()
-    };
+    let options = WriteStreamOptions::default().high_water_mark(16);
     lp.fs().create_write_stream(path, options, move |_, _| {
         if on_drain_panics {
             panic!("boom in on_drain");
@@ -191,7 +185,7 @@ fn a_write_stream_whose_drain_callback_panics_writes_on(lp: &mut Loop, handled: 
         e.borrow_mut().push("finish");
     });
     let e = events.clone();
-    stream.on_close(move |_| e.borrow_mut().push("close"));
+    stream.on_close(lp, move |_| e.borrow_mut().push("close"));
     assert_eq!(run_through_panics(lp, handled), ["boom in on_drain"]);
     assert_eq!(std::fs::read(&path).unwrap(), b"0123456789abcdefghij");
     assert_eq!(*events.borrow(), ["finish", "close"]);
@@ -207,7 +201,7 @@ fn a_write_stream_end_callback_that_panics_still_closes(lp: &mut Loop, handled: 
     stream.end(lp, |_, _| panic!("boom in end"));
     let closed = Rc::new(Cell::new(false));
     let c = closed.clone();
-    stream.on_close(move |_| c.set(true));
+    stream.on_close(lp, move |_| c.set(true));
     assert_eq!(run_through_panics(lp, handled), ["boom in end"]);
     assert!(closed.get());
     assert_eq!(std::fs::read(&path).unwrap(), b"data");

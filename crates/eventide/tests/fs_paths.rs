@@ -91,10 +91,7 @@ fn rm_removes_files_and_trees_as_its_options_say(lp: &mut Loop) {
     assert_fs_error(&error, "ERR_FS_EISDIR", &message);
     assert_eq!(error.errno(), Some(libc::EISDIR));
     assert_eq!(error.kind(), std::io::ErrorKind::IsADirectory);
-    let options = RmOptions {
-        recursive: true,
-        force: false,
-    };
+    let options = RmOptions::new().recursive(true).force(false);
     let t = tree.clone();
     outcome(lp, move |lp, done| lp.fs().rm(t, options, done)).unwrap();
     assert!(!tree.exists());
@@ -102,10 +99,7 @@ fn rm_removes_files_and_trees_as_its_options_say(lp: &mut Loop) {
     let error = outcome(lp, move |lp, done| lp.fs().rm(t, options, done)).unwrap_err();
     let message = format!("ENOENT: no such file or directory, lstat '{}'", q(&tree));
     assert_fs_error(&error, "ENOENT", &message);
-    let forced = RmOptions {
-        recursive: false,
-        force: true,
-    };
+    let forced = RmOptions::new().recursive(false).force(true);
     outcome(lp, move |lp, done| lp.fs().rm(tree, forced, done)).unwrap();
 }
 
@@ -170,11 +164,11 @@ fn chmod_and_fchmod_set_permissions(lp: &mut Loop) {
     let mode = || std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(), 0o600);
     let file = open(lp, &path, "r");
-    let f = file.clone();
-    outcome(lp, move |lp, done| lp.fs().fchmod(&f, 0o640, done)).unwrap();
+    let f = file;
+    outcome(lp, move |lp, done| lp.fs().fchmod(f, 0o640, done)).unwrap();
     assert_eq!(mode(), 0o640);
-    close(lp, file.clone());
-    let error = outcome(lp, move |lp, done| lp.fs().fchmod(&file, 0o600, done)).unwrap_err();
+    close(lp, file);
+    let error = outcome(lp, move |lp, done| lp.fs().fchmod(file, 0o600, done)).unwrap_err();
     assert_fs_error(&error, "EBADF", "EBADF: bad file descriptor, fchmod");
     let missing = dir.path().join("nope");
     let m = missing.clone();
@@ -193,8 +187,8 @@ fn chown_lchown_and_fchown_keep_or_refuse_owners(lp: &mut Loop) {
     let p = path.clone();
     outcome(lp, move |lp, done| lp.fs().lchown(p, uid, gid, done)).unwrap();
     let file = open(lp, &path, "r");
-    let f = file.clone();
-    outcome(lp, move |lp, done| lp.fs().fchown(&f, uid, gid, done)).unwrap();
+    let f = file;
+    outcome(lp, move |lp, done| lp.fs().fchown(f, uid, gid, done)).unwrap();
     close(lp, file);
     let missing = dir.path().join("nope");
     let m = missing.clone();
@@ -212,8 +206,8 @@ fn utimes_and_futimes_set_the_times(lp: &mut Loop) {
     assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), when);
     let later = when + Duration::from_secs(60);
     let file = open(lp, &path, "r+");
-    let f = file.clone();
-    outcome(lp, move |lp, done| lp.fs().futimes(&f, later, later, done)).unwrap();
+    let f = file;
+    outcome(lp, move |lp, done| lp.fs().futimes(f, later, later, done)).unwrap();
     close(lp, file);
     assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), later);
     let missing = dir.path().join("nope");
@@ -304,12 +298,12 @@ fn lchown_fchown_and_futimes_report_their_main_error(lp: &mut Loop) {
     assert_fs_error(&error, "ENOENT", &message);
     let path = file_with(dir.path(), "c", b"");
     let file = open(lp, &path, "r");
-    close(lp, file.clone());
-    let f = file.clone();
-    let error = outcome(lp, move |lp, done| lp.fs().fchown(&f, 0, 0, done)).unwrap_err();
+    close(lp, file);
+    let f = file;
+    let error = outcome(lp, move |lp, done| lp.fs().fchown(f, 0, 0, done)).unwrap_err();
     assert_fs_error(&error, "EBADF", "EBADF: bad file descriptor, fchown");
     let when = SystemTime::UNIX_EPOCH;
-    let error = outcome(lp, move |lp, done| lp.fs().futimes(&file, when, when, done)).unwrap_err();
+    let error = outcome(lp, move |lp, done| lp.fs().futimes(file, when, when, done)).unwrap_err();
     assert_fs_error(&error, "EBADF", "EBADF: bad file descriptor, futime");
 }
 

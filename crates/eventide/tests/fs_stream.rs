@@ -58,12 +58,10 @@ fn a_read_stream_reads_only_its_range(lp: &mut Loop) {
     let path = dir.path().join("r");
     let data = pattern(10_000);
     std::fs::write(&path, &data).unwrap();
-    let options = ReadStreamOptions {
-        high_water_mark: 1000,
-        start: Some(100),
-        end: Some(2_599),
-        ..ReadStreamOptions::default()
-    };
+    let options = ReadStreamOptions::default()
+        .high_water_mark(1000)
+        .start(100)
+        .end(2_599);
     let (chunks, end) = stream_chunks(lp, &path, options);
     end.unwrap();
     assert_eq!(chunks.len(), 3);
@@ -74,10 +72,7 @@ fn a_paused_read_stream_delivers_nothing_until_resumed(lp: &mut Loop) {
     let dir = tmp();
     let path = dir.path().join("r");
     std::fs::write(&path, pattern(5_000)).unwrap();
-    let options = ReadStreamOptions {
-        high_water_mark: 1000,
-        ..ReadStreamOptions::default()
-    };
+    let options = ReadStreamOptions::default().high_water_mark(1000);
     let seen = Rc::new(Cell::new(0));
     let ended = Rc::new(Cell::new(false));
     let (s, e) = (Rc::clone(&seen), Rc::clone(&ended));
@@ -87,9 +82,9 @@ fn a_paused_read_stream_delivers_nothing_until_resumed(lp: &mut Loop) {
         move |lp, stream, _| {
             s.set(s.get() + 1);
             if s.get() == 1 {
-                stream.pause();
-                assert!(stream.is_paused());
-                let (s, stream) = (Rc::clone(&s), stream.clone());
+                stream.pause(lp);
+                assert!(stream.is_paused(lp));
+                let (s, stream) = (Rc::clone(&s), stream);
                 lp.set_timeout(Duration::from_millis(20), move |lp| {
                     assert_eq!(s.get(), 1, "nothing while paused");
                     stream.resume(lp);
@@ -121,7 +116,7 @@ fn a_read_stream_of_a_missing_file_ends_with_enoent(lp: &mut Loop) {
 /// when `write` says so and goes on in `on_drain`.
 fn feed(
     lp: &mut Loop,
-    stream: &WriteStream,
+    stream: WriteStream,
     data: &Rc<Vec<u8>>,
     at: &Rc<Cell<usize>>,
     chunk: usize,
@@ -158,10 +153,10 @@ fn a_write_stream_applies_backpressure_and_writes_everything(lp: &mut Loop) {
         lp.fs()
             .create_write_stream(&path, WriteStreamOptions::default(), move |lp, stream| {
                 n.set(n.get() + 1);
-                assert_eq!(stream.queued(), 0, "drain comes when the queue is empty");
+                assert_eq!(stream.queued(lp), 0, "drain comes when the queue is empty");
                 feed(lp, stream, &d, &a, 8192, &r, Rc::clone(&fin));
             });
-    feed(lp, &stream, &data, &at, 8192, &refused, Rc::clone(&done));
+    feed(lp, stream, &data, &at, 8192, &refused, Rc::clone(&done));
     run_within(lp, Duration::from_secs(20));
     done.take().expect("the stream finished").unwrap();
     assert!(
@@ -178,7 +173,7 @@ fn a_write_stream_that_cannot_open_reports_it_at_end(lp: &mut Loop) {
     let stream = lp
         .fs()
         .create_write_stream(&path, WriteStreamOptions::default(), |_, _| {});
-    let s = stream.clone();
+    let s = stream;
     let end = outcome(lp, move |lp, done| {
         s.write(lp, b"lost".to_vec());
         s.end(lp, done);
@@ -216,7 +211,7 @@ fn watch(
     lp: &mut Loop,
     path: &Path,
     options: ReadStreamOptions,
-    on_chunk: impl Fn(&mut Loop, &ReadStream) + 'static,
+    on_chunk: impl Fn(&mut Loop, ReadStream) + 'static,
 ) -> (ReadStream, Rc<Seen>) {
     let seen = Rc::new(Seen::default());
     let (a, b, c) = (Rc::clone(&seen), Rc::clone(&seen), Rc::clone(&seen));
@@ -232,7 +227,7 @@ fn watch(
             *b.end.borrow_mut() = Some(end);
         },
     );
-    stream.on_close(move |_| c.closes.set(c.closes.get() + 1));
+    stream.on_close(lp, move |_| c.closes.set(c.closes.get() + 1));
     (stream, seen)
 }
 
@@ -249,12 +244,10 @@ fn read_stream_ranges_follow_node(lp: &mut Loop) {
         (Some(9), Some(100), 64, b"j"), // end past the file
     ];
     for (start, end, hwm, want) in cases {
-        let options = ReadStreamOptions {
-            start,
-            end,
-            high_water_mark: hwm,
-            ..ReadStreamOptions::default()
-        };
+        let options = ReadStreamOptions::default()
+            .start(start)
+            .end(end)
+            .high_water_mark(hwm);
         let (_, seen) = watch(lp, &path, options, |_, _| {});
         run_within(lp, Duration::from_secs(20));
         let chunks = seen.chunks.take();
@@ -264,11 +257,7 @@ fn read_stream_ranges_follow_node(lp: &mut Loop) {
         assert_eq!(seen.closes.get(), 1, "closed once, after the end");
     }
     // start after end: an error at once, nothing opened, no close.
-    let options = ReadStreamOptions {
-        start: Some(5),
-        end: Some(2),
-        ..ReadStreamOptions::default()
-    };
+    let options = ReadStreamOptions::default().start(5).end(2);
     let (_, seen) = watch(lp, &path, options, |_, _| {});
     run_within(lp, Duration::from_secs(20));
     let error = seen.end.take().expect("ended").unwrap_err();
@@ -292,36 +281,33 @@ fn read_stream_on_a_given_file_reads_from_its_position(lp: &mut Loop) {
     .unwrap();
     let moved = outcome(lp, |lp, done| {
         lp.fs()
-            .read(&file, Vec::with_capacity(3), None, move |lp, n, _| {
+            .read(file, Vec::with_capacity(3), None, move |lp, n, _| {
                 done(lp, n)
             })
     });
     assert_eq!(moved.unwrap(), 3);
     // autoClose off: the file stays open, no close callback.
-    let options = ReadStreamOptions {
-        fd: Some(file.clone()),
-        auto_close: false,
-        ..ReadStreamOptions::default()
-    };
+    let options = ReadStreamOptions::default().fd(file).auto_close(false);
     let (stream, seen) = watch(lp, Path::new("ignored"), options, |_, _| {});
     run_within(lp, Duration::from_secs(20));
     assert_eq!(seen.chunks.take().concat(), b"defghij");
     seen.end.take().expect("ended").unwrap();
     assert_eq!(seen.closes.get(), 0, "no close without autoClose");
-    assert!(file.fd().is_some() && stream.file().is_some(), "still open");
+    assert!(
+        file.fd(lp).is_some() && stream.file(lp).is_some(),
+        "still open"
+    );
     // The default closes it; emitClose off: no close callback.
-    let options = ReadStreamOptions {
-        fd: Some(file.clone()),
-        start: Some(8),
-        emit_close: false,
-        ..ReadStreamOptions::default()
-    };
+    let options = ReadStreamOptions::default()
+        .fd(file)
+        .start(8)
+        .emit_close(false);
     let (_, seen) = watch(lp, Path::new("ignored"), options, |_, _| {});
     run_within(lp, Duration::from_secs(20));
     assert_eq!(seen.chunks.take().concat(), b"ij");
     seen.end.take().expect("ended").unwrap();
     assert_eq!(seen.closes.get(), 0);
-    assert_eq!(file.fd(), None, "autoClose closed it");
+    assert_eq!(file.fd(lp), None, "autoClose closed it");
     assert_eq!(open_under(dir.path()), 0);
 }
 
@@ -329,16 +315,13 @@ fn read_stream_destroyed_in_a_chunk_ends_with_close_only(lp: &mut Loop) {
     let dir = tmp();
     let path = dir.path().join("r");
     std::fs::write(&path, pattern(10_000)).unwrap();
-    let options = ReadStreamOptions {
-        high_water_mark: 1000,
-        ..ReadStreamOptions::default()
-    };
+    let options = ReadStreamOptions::default().high_water_mark(1000);
     let (stream, seen) = watch(lp, &path, options, |lp, stream| stream.destroy(lp));
     run_within(lp, Duration::from_secs(20));
     assert_eq!(seen.chunks.borrow().len(), 1, "nothing after destroy");
     assert!(seen.end.borrow().is_none(), "no end after destroy (Node)");
     assert_eq!(seen.closes.get(), 1);
-    assert!(stream.is_destroyed());
+    assert!(stream.is_destroyed(lp));
     assert_eq!(open_under(dir.path()), 0, "the file was closed");
     // Destroyed at once: only the close.
     let (stream, seen) = watch(lp, &path, ReadStreamOptions::default(), |_, _| {});
@@ -366,7 +349,7 @@ fn read_stream_destroyed_with_a_read_in_flight_waits_for_it(lp: &mut Loop) {
         drop(w); // the pool's read then returns 0
     });
     let (stream, seen) = watch(lp, &fifo, ReadStreamOptions::default(), |_, _| {});
-    let s = stream.clone();
+    let s = stream;
     let release = Rc::new(Cell::new(Some(tx)));
     let r = Rc::clone(&release);
     // Once the read is surely in flight, destroy; release the writer a bit
@@ -393,16 +376,14 @@ fn write_stream_options_and_destroy_follow_node(lp: &mut Loop) {
     let path = dir.path().join("w");
     std::fs::write(&path, b"0123456789").unwrap();
     // flags r+ and start: written in place (Node: 012XY56789).
-    let options = WriteStreamOptions {
-        flags: Flags::parse("r+").unwrap(),
-        start: Some(3),
-        ..WriteStreamOptions::default()
-    };
+    let options = WriteStreamOptions::default()
+        .flags(Flags::parse("r+").unwrap())
+        .start(3);
     let stream = lp.fs().create_write_stream(&path, options, |_, _| {});
     let closes = Rc::new(Cell::new(0));
     let c = Rc::clone(&closes);
-    stream.on_close(move |_| c.set(c.get() + 1));
-    let s = stream.clone();
+    stream.on_close(lp, move |_| c.set(c.get() + 1));
+    let s = stream;
     let end = outcome(lp, move |lp, done| {
         s.write(lp, b"XY".to_vec());
         s.end(lp, done);
@@ -416,14 +397,23 @@ fn write_stream_options_and_destroy_follow_node(lp: &mut Loop) {
         .create_write_stream(&path, WriteStreamOptions::default(), |_, _| {});
     let closes = Rc::new(Cell::new(0));
     let c = Rc::clone(&closes);
-    stream.on_close(move |_| c.set(c.get() + 1));
-    let s = stream.clone();
+    stream.on_close(lp, move |_| c.set(c.get() + 1));
+    let s = stream;
+    let again_seen = Rc::new(RefCell::new(None));
+    let a2 = Rc::clone(&again_seen);
     let end = outcome(lp, move |lp, done| {
+        let again_seen = a2;
         s.write(lp, b"abc".to_vec());
         s.end(lp, done);
         s.destroy(lp);
         assert!(!s.write(lp, b"late".to_vec()));
+        // end called after destroy, the stream still closing: Node's error.
+        let again = Rc::clone(&again_seen);
+        s.end(lp, move |_, result| *again.borrow_mut() = Some(result));
     });
+    let again = again_seen.borrow_mut().take().expect("the second end ran");
+    let error = again.expect_err("end after destroy fails");
+    assert_eq!(error.code(), Some("ERR_STREAM_DESTROYED"), "{error}");
     let error = end.expect_err("a pending end fails when destroyed");
     assert_eq!(error.code(), Some("ERR_STREAM_DESTROYED"), "{error}");
     assert_eq!(
@@ -431,11 +421,15 @@ fn write_stream_options_and_destroy_follow_node(lp: &mut Loop) {
         "Cannot call end after a stream was destroyed"
     );
     assert_eq!(closes.get(), 1);
-    // And end called after destroy fails the same way.
-    let s = stream.clone();
+    // Closed, the stream is gone: its key is stale (every handle's model).
+    let s = stream;
     let late = outcome(lp, move |lp, done| s.end(lp, done));
-    let error = late.expect_err("end after destroy fails");
-    assert_eq!(error.code(), Some("ERR_STREAM_DESTROYED"), "{error}");
+    let error = late.expect_err("end on a stream that is gone fails");
+    assert_eq!(
+        error.to_string(),
+        "stale handle: write stream has already finished or been closed"
+    );
+    assert!(stream.is_destroyed(lp) && stream.file(lp).is_none());
     assert_eq!(closes.get(), 1, "no second close");
     assert_eq!(open_under(dir.path()), 0);
     // A given file, autoClose off: written at its position, left open.
@@ -443,22 +437,133 @@ fn write_stream_options_and_destroy_follow_node(lp: &mut Loop) {
         lp.fs().open(&path, Flags::parse("w").unwrap(), 0o600, done)
     })
     .unwrap();
-    let options = WriteStreamOptions {
-        fd: Some(file.clone()),
-        auto_close: false,
-        ..WriteStreamOptions::default()
-    };
+    let options = WriteStreamOptions::default().fd(file).auto_close(false);
     let stream = lp.fs().create_write_stream("ignored", options, |_, _| {});
-    let s = stream.clone();
+    let s = stream;
     outcome(lp, move |lp, done| {
         s.write(lp, b"kept ".to_vec());
         s.write(lp, b"open".to_vec());
         s.end(lp, done);
     })
     .unwrap();
-    assert!(file.fd().is_some(), "autoClose off leaves it open");
+    assert!(file.fd(lp).is_some(), "autoClose off leaves it open");
     outcome(lp, |lp, done| lp.fs().close(file, done)).unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), b"kept open");
+}
+
+/// A stream's key is stale once the stream has finished: it never reaches
+/// a stream made since in the same slot (write, pause, destroy, end all
+/// leave that one alone), and queries answer as for a destroyed stream.
+fn a_finished_streams_key_never_reaches_a_newer_stream(lp: &mut Loop) {
+    let dir = tmp();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let old = lp
+        .fs()
+        .create_write_stream(&a, WriteStreamOptions::default(), |_, _| {});
+    outcome(lp, move |lp, done| {
+        old.write(lp, b"old".to_vec());
+        old.end(lp, done);
+    })
+    .unwrap();
+    let options = WriteStreamOptions::default().high_water_mark(4);
+    let new = lp.fs().create_write_stream(&b, options, |_, _| {});
+    assert!(!old.write(lp, b"stale!".to_vec()), "refused");
+    old.destroy(lp);
+    assert!(old.is_destroyed(lp) && !new.is_destroyed(lp));
+    assert_eq!(new.queued(lp), 0, "nothing reached the new stream");
+    assert!(new.write(lp, b"new".to_vec()));
+    outcome(lp, move |lp, done| new.end(lp, done)).unwrap();
+    assert_eq!(std::fs::read(&a).unwrap(), b"old");
+    assert_eq!(std::fs::read(&b).unwrap(), b"new");
+    // The same for read streams: pause and destroy on the old key.
+    std::fs::write(&a, pattern(5000)).unwrap();
+    let (first, seen) = watch(lp, &a, ReadStreamOptions::default(), |_, _| {});
+    run_within(lp, Duration::from_secs(20));
+    seen.end.take().expect("ended").unwrap();
+    let options = ReadStreamOptions::default().high_water_mark(1000);
+    let (second, seen) = watch(lp, &a, options, |_, _| {});
+    first.pause(lp);
+    first.destroy(lp);
+    assert!(!second.is_paused(lp) && !second.is_destroyed(lp));
+    run_within(lp, Duration::from_secs(20));
+    seen.end.take().expect("the new stream ended").unwrap();
+    assert_eq!(seen.chunks.take().concat(), pattern(5000));
+    assert_eq!(open_under(dir.path()), 0);
+}
+
+/// A stream key of another loop is stale on this one, even where this
+/// loop has a stream in the same slot at the same generation.
+fn a_stream_of_another_loop_is_stale_here(lp: &mut Loop) {
+    let dir = tmp();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let Some(mut other) = util::new_loop(lp.backend()) else {
+        return;
+    };
+    let theirs = other
+        .fs()
+        .create_write_stream(&a, WriteStreamOptions::default(), |_, _| {});
+    let mine = lp
+        .fs()
+        .create_write_stream(&b, WriteStreamOptions::default(), |_, _| {});
+    assert!(!theirs.write(lp, b"foreign".to_vec()), "refused here");
+    theirs.destroy(lp);
+    assert_eq!(mine.queued(lp), 0);
+    assert!(!mine.is_destroyed(lp) && theirs.is_destroyed(lp));
+    assert!(!theirs.is_destroyed(&other), "still alive on its own loop");
+    outcome(lp, move |lp, done| {
+        mine.write(lp, b"mine".to_vec());
+        mine.end(lp, done);
+    })
+    .unwrap();
+    outcome(&mut other, move |lp, done| theirs.end(lp, done)).unwrap();
+    assert_eq!(std::fs::read(&b).unwrap(), b"mine");
+    assert_eq!(std::fs::read(&a).unwrap(), b"");
+}
+
+/// Without `auto_close` an ended stream stays, with its file (Node's
+/// `stream.fd`), until `destroy`, which lets the key go and runs the close
+/// callback once; the file stays the caller's (as on every `destroy`
+/// without `auto_close` here).
+fn an_ended_stream_without_auto_close_stays_until_destroyed(lp: &mut Loop) {
+    let dir = tmp();
+    let path = dir.path().join("r");
+    std::fs::write(&path, b"abc").unwrap();
+    let file = outcome(lp, |lp, done| {
+        lp.fs().open(&path, Flags::parse("r+").unwrap(), 0, done)
+    })
+    .unwrap();
+    let options = ReadStreamOptions::default().fd(file).auto_close(false);
+    let (stream, seen) = watch(lp, Path::new("ignored"), options, |_, _| {});
+    run_within(lp, Duration::from_secs(20));
+    seen.end.take().expect("ended").unwrap();
+    assert_eq!(stream.file(lp), Some(file), "still there after the end");
+    assert!(!stream.is_destroyed(lp));
+    stream.destroy(lp);
+    stream.destroy(lp);
+    assert_eq!(seen.closes.get(), 0, "never inside destroy");
+    run_within(lp, Duration::from_secs(20));
+    assert_eq!(seen.closes.get(), 1, "close runs once");
+    assert!(stream.is_destroyed(lp) && stream.file(lp).is_none(), "gone");
+    assert!(file.fd(lp).is_some(), "the file stays the caller's");
+    // A write stream the same way.
+    let options = WriteStreamOptions::default().fd(file).auto_close(false);
+    let ws = lp.fs().create_write_stream("ignored", options, |_, _| {});
+    let closes = Rc::new(Cell::new(0));
+    let c = Rc::clone(&closes);
+    ws.on_close(lp, move |_| c.set(c.get() + 1));
+    outcome(lp, move |lp, done| {
+        ws.write(lp, b"xyz".to_vec());
+        ws.end(lp, done);
+    })
+    .unwrap();
+    assert_eq!(closes.get(), 0, "no close without autoClose");
+    assert_eq!(ws.file(lp), Some(file));
+    ws.destroy(lp);
+    run_within(lp, Duration::from_secs(20));
+    assert_eq!(closes.get(), 1);
+    assert!(ws.is_destroyed(lp) && ws.file(lp).is_none());
+    outcome(lp, move |lp, done| lp.fs().close(file, done)).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"abcxyz");
 }
 
 on_every_backend!(
@@ -473,6 +578,9 @@ on_every_backend!(
     a_read_stream_of_a_missing_file_ends_with_enoent,
     a_write_stream_applies_backpressure_and_writes_everything,
     a_write_stream_that_cannot_open_reports_it_at_end,
+    a_finished_streams_key_never_reaches_a_newer_stream,
+    a_stream_of_another_loop_is_stale_here,
+    an_ended_stream_without_auto_close_stays_until_destroyed,
 );
 
 /// The same cases on the io_uring backend with every file operation on

@@ -202,14 +202,8 @@ fn eventide_lines(lp: &mut Loop) -> Vec<String> {
         lines: Vec::new(),
     };
     let r = |o: &str| Flags::parse(o).unwrap();
-    let rec = RmOptions {
-        recursive: true,
-        force: false,
-    };
-    let force = RmOptions {
-        recursive: false,
-        force: true,
-    };
+    let rec = RmOptions::new().recursive(true).force(false);
+    let force = RmOptions::new().recursive(false).force(true);
     let p = at("a");
     let v = run(lp, move |lp, d| lp.fs().stat(p, d));
     out.show("stat a", v.map(|s| Some(stats(s))));
@@ -221,8 +215,8 @@ fn eventide_lines(lp: &mut Loop) -> Vec<String> {
     out.show("lstat old", v.map(|s| Some(stats(s))));
     let p = at("old");
     let file: File = run(lp, move |lp, d| lp.fs().open(p, r("r"), 0, d)).unwrap();
-    let f = file.clone();
-    let v = run(lp, move |lp, d| lp.fs().fstat(&f, d));
+    let f = file;
+    let v = run(lp, move |lp, d| lp.fs().fstat(f, d));
     run(lp, move |lp, d| lp.fs().close(file, d)).unwrap();
     out.show("fstat old", v.map(|s| Some(stats(s))));
     let p = at("soft");
@@ -498,11 +492,7 @@ fn extra_steps(lp: &mut Loop, root: &Path, out: &mut Printer) {
         let p = at(name);
         let got = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
         let g = got.clone();
-        let options = fs::ReadStreamOptions {
-            start,
-            end,
-            ..fs::ReadStreamOptions::default()
-        };
+        let options = fs::ReadStreamOptions::default().start(start).end(end);
         let v = run(lp, move |lp, d| {
             lp.fs().create_read_stream(
                 p,

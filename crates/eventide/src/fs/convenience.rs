@@ -62,7 +62,8 @@ impl Fs<'_> {
                     callback(lp, Ok(buf));
                 }
                 Ok(Out::Whole(Some(fd))) => {
-                    read_rest(lp, File::from_fd(fd), buf, 0, Box::new(callback));
+                    let file = lp.io.fs.insert_file(fd);
+                    read_rest(lp, file, buf, 0, Box::new(callback));
                 }
                 Ok(other) => unreachable!("read_file gives its bytes, not {other:?}"),
                 Err(error) => {
@@ -127,9 +128,9 @@ fn read_rest(lp: &mut Loop, file: File, mut buf: Vec<u8>, size: usize, callback:
         buf.reserve(UNKNOWN_SIZE_CHUNK.max(buf.len()));
     }
     // The current position (Node reads at -1 too): pipes work as files do.
-    let f = file.clone();
+    let f = file;
     lp.fs()
-        .read(&file, buf, None, move |lp, read, buf| match read {
+        .read(file, buf, None, move |lp, read, buf| match read {
             Ok(0) => close_then(lp, f, Ok(buf), callback),
             Ok(_) if size > 0 && buf.len() >= size => close_then(lp, f, Ok(buf), callback),
             Ok(_) => read_rest(lp, f, buf, size, callback),
@@ -160,9 +161,9 @@ fn write_rest(
     if data.is_empty() {
         return close_then(lp, file, Ok(()), callback);
     }
-    let f = file.clone();
+    let f = file;
     lp.fs().write(
-        &file,
+        file,
         data,
         position,
         move |lp, wrote, mut data| match wrote {

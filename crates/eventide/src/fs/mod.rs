@@ -49,14 +49,23 @@
 //!
 //! # Files
 //!
-//! [`File`] is the descriptor, a cheap clonable handle; [`Fs::close`]
-//! closes it for all clones, and a `File` whose last clone is dropped
-//! without `close` is closed then (see [`File`]). As in Node, closing a
-//! file while operations on it are in flight is the caller's mistake, but
-//! it never reaches another file: operations started after the close fail
-//! with `EBADF`; the descriptor itself is closed only once the pool
-//! operations on it have ended (its number cannot be reused under them),
-//! and on io_uring the close cancels the ring's operations on it first.
+//! [`File`] is the descriptor as a small `Copy` key into the loop's
+//! table of open files, the model of every eventide handle: operations
+//! take it by value, `lp.fs().read(file, buf, None, cb)`, as Node's
+//! `fs.read(fd, ...)` takes its number (every fs operation, on a path or
+//! a descriptor, is a method of [`Fs`]); queries take the loop,
+//! `file.fd(&lp)`. [`Fs::close`] makes the key stale: an operation with
+//! it then fails with `EBADF`, worded as Node's (`EBADF: bad file
+//! descriptor, read`), without a system call, and never reaches a file
+//! opened since, whatever slot it took; a key of another loop is `EBADF`
+//! too. A file never closed stays open until its loop is dropped.
+//! [`ReadStream`] and [`WriteStream`] are keys too, with their own
+//! methods taking the loop (`ws.write(lp, data)`), as net's streams. As in
+//! Node, closing a file while operations on it are in flight is the
+//! caller's mistake, but it never reaches another file: the descriptor
+//! itself is closed only once the pool operations on it have ended (its
+//! number cannot be reused under them), and on io_uring the close cancels
+//! the ring's operations on it first.
 
 mod convenience;
 pub(crate) mod error;
@@ -64,12 +73,15 @@ mod ops;
 mod route;
 mod stream;
 mod sys;
+mod table;
 mod types;
 
 pub use eventide_reactor::FileOps;
 pub use route::{FsStats, stats};
 pub use stream::{ReadStream, ReadStreamOptions, WriteStream, WriteStreamOptions};
 pub use types::{DirEntry, File, FileType, Flags, Stats};
+
+pub(crate) use table::Table;
 
 use crate::event_loop::Loop;
 
@@ -85,19 +97,48 @@ pub const X_OK: i32 = libc::X_OK;
 pub const COPYFILE_EXCL: u32 = 1;
 
 /// The file system operations of one loop: `lp.fs().open(...)`. See the
-/// [module documentation](self).
+/// [module documentation](self). It does nothing until one of its
+/// methods is called.
 #[derive(Debug)]
+#[must_use = "`lp.fs()` does nothing until one of its operations is called"]
 pub struct Fs<'a> {
     pub(crate) lp: &'a mut Loop,
 }
 
-/// Options of [`Fs::rm`] (Node's `fs.rm` options).
+/// Options of [`Fs::rm`] (Node's `fs.rm` options):
+/// `RmOptions::new().recursive(true).force(true)`. New options may be
+/// added (it is `#[non_exhaustive]`): build it from `new()` (or
+/// `default()`, the same) with the setters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+#[must_use = "options do nothing until given to `rm`"]
 pub struct RmOptions {
     /// Remove directories and their contents.
     pub recursive: bool,
     /// A missing path is not an error.
     pub force: bool,
+}
+
+impl RmOptions {
+    /// Node's defaults: neither recursive nor forced.
+    pub const fn new() -> RmOptions {
+        RmOptions {
+            recursive: false,
+            force: false,
+        }
+    }
+
+    /// Sets [`RmOptions::recursive`].
+    pub const fn recursive(mut self, recursive: bool) -> RmOptions {
+        self.recursive = recursive;
+        self
+    }
+
+    /// Sets [`RmOptions::force`].
+    pub const fn force(mut self, force: bool) -> RmOptions {
+        self.force = force;
+        self
+    }
 }
 
 impl Fs<'_> {

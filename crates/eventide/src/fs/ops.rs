@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::route::{Done, Out, Req, dispatch, dispatch_on};
-use super::types::{DeferredClose, DirEntry, File, Flags, OnClosed, Stats};
+use super::table::{ebadf, fd_for};
+use super::types::{DirEntry, File, Flags, OnClosed, Stats};
 use super::{Fs, RmOptions};
 use crate::event_loop::Loop;
 use crate::{Error, Result};
@@ -133,17 +134,22 @@ impl Fs<'_> {
         }
     }
 
-    /// A request on an open file; the file is kept open until it is done.
+    /// A request on an open file; a close of the file waits for it while
+    /// it is on the pool. A closed file (or one of another loop) is
+    /// Node's `EBADF`, without a system call.
     fn on_file<T: 'static>(
         self,
         syscall: &'static str,
-        file: &File,
+        file: File,
         make: impl FnOnce(RawFd) -> Req,
         map: fn(Out) -> T,
         callback: impl FnOnce(&mut Loop, Result<T>) + 'static,
     ) {
-        let req = make(file.raw());
-        dispatch_on(self.lp, req, Some(file.clone()), move |lp, done: Done| {
+        let fd = match fd_for(&self.lp.io.fs, file, syscall) {
+            Ok(fd) => fd,
+            Err(error) => return fail_soon(self.lp, error, callback),
+        };
+        dispatch_on(self.lp, make(fd), Some(file), move |lp, done: Done| {
             let result = done.result.map(map);
             callback(lp, result.map_err(|e| Error::fs(syscall, None, None, e)));
         });
@@ -170,40 +176,37 @@ impl Fs<'_> {
         mode: u32,
         callback: impl FnOnce(&mut Loop, Result<File>) + 'static,
     ) {
-        let make = |path, _| Req::Open {
-            path,
+        let path = path.as_ref();
+        let c = match c_path("path", path) {
+            Ok(c) => c,
+            Err(error) => return fail_soon(self.lp, error, callback),
+        };
+        let req = Req::Open {
+            path: c,
             flags: flags.bits(),
             mode,
         };
-        let fd = |out| match out {
-            Out::Fd(fd) => File::from_fd(fd),
-            other => unreachable!("open gives a descriptor, not {other:?}"),
-        };
-        self.on_path("open", path.as_ref(), None, make, fd, callback);
+        dispatch(self.lp, req, move |lp, done: Done| {
+            let result = match done.result {
+                Ok(Out::Fd(fd)) => Ok(lp.io.fs.insert_file(fd)),
+                Ok(other) => unreachable!("open gives a descriptor, not {other:?}"),
+                Err(e) => Err(Error::fs("open", done.path, None, e)),
+            };
+            callback(lp, result);
+        });
     }
 
-    /// Closes `file`, for every clone of it (Node's `fs.close`). Closing
-    /// one already closed is `EBADF`, without a system call.
+    /// Closes `file` (Node's `fs.close`): the key is stale from now on.
+    /// Closing one already closed (or a key of another loop) is `EBADF`,
+    /// without a system call.
     pub fn close(self, file: File, callback: impl FnOnce(&mut Loop, Result<()>) + 'static) {
-        let fd = file.take();
-        let names = Names {
-            syscall: "close",
-            path: None,
-            dest: None,
-        };
-        if fd < 0 {
-            let error = names.error(std::io::Error::from_raw_os_error(libc::EBADF), None);
-            return fail_soon(self.lp, error, callback);
-        }
         // Pool operations on the descriptor still queued or running: the
         // close waits for the last (its number must not be reused under
         // them). Later operations on `file` see it closed already.
-        let close = DeferredClose {
-            fd,
-            callback: Box::new(callback),
-        };
-        if let Err(close) = file.defer_close(close) {
-            self.close_fd(close.fd, close.callback);
+        match self.lp.io.fs.take_for_close(file, Box::new(callback)) {
+            Ok((fd, callback)) => self.close_fd(fd, callback),
+            Err(Some(callback)) => fail_soon(self.lp, ebadf("close"), callback),
+            Err(None) => {}
         }
     }
 
@@ -225,7 +228,7 @@ impl Fs<'_> {
     /// file. The buffer comes back, on error too, so a caller can reuse it.
     pub fn read(
         self,
-        file: &File,
+        file: File,
         buf: Vec<u8>,
         position: Option<u64>,
         callback: impl FnOnce(&mut Loop, Result<usize>, Vec<u8>) + 'static,
@@ -239,16 +242,23 @@ impl Fs<'_> {
     pub(crate) fn transfer(
         self,
         write: bool,
-        file: &File,
+        file: File,
         buf: Vec<u8>,
         pos: Option<u64>,
         callback: impl FnOnce(&mut Loop, Result<usize>, Vec<u8>) + 'static,
     ) -> Option<Token> {
-        let fd = file.raw();
-        let (syscall, req) = if write {
-            ("write", Req::Write { fd, buf, pos })
+        let syscall = if write { "write" } else { "read" };
+        let fd = match fd_for(&self.lp.io.fs, file, syscall) {
+            Ok(fd) => fd,
+            Err(error) => {
+                self.lp.defer(move |lp| callback(lp, Err(error), buf));
+                return None;
+            }
+        };
+        let req = if write {
+            Req::Write { fd, buf, pos }
         } else {
-            ("read", Req::Read { fd, buf, pos })
+            Req::Read { fd, buf, pos }
         };
         self.buffered(syscall, file, req, callback)
     }
@@ -259,7 +269,7 @@ impl Fs<'_> {
     /// rest is the caller's. The buffer comes back, on error too.
     pub fn write(
         self,
-        file: &File,
+        file: File,
         buf: Vec<u8>,
         position: Option<u64>,
         callback: impl FnOnce(&mut Loop, Result<usize>, Vec<u8>) + 'static,
@@ -270,11 +280,11 @@ impl Fs<'_> {
     fn buffered(
         self,
         syscall: &'static str,
-        file: &File,
+        file: File,
         req: Req,
         callback: impl FnOnce(&mut Loop, Result<usize>, Vec<u8>) + 'static,
     ) -> Option<Token> {
-        dispatch_on(self.lp, req, Some(file.clone()), move |lp, done: Done| {
+        dispatch_on(self.lp, req, Some(file), move |lp, done: Done| {
             let result = match done.result {
                 Ok(out) => Ok(size(&out)),
                 Err(e) => Err(Error::fs(syscall, None, None, e)),
@@ -308,13 +318,13 @@ impl Fs<'_> {
     }
 
     /// Metadata of an open file (Node's `fs.fstat`).
-    pub fn fstat(self, file: &File, callback: impl FnOnce(&mut Loop, Result<Stats>) + 'static) {
+    pub fn fstat(self, file: File, callback: impl FnOnce(&mut Loop, Result<Stats>) + 'static) {
         let make = |fd| Req::Fstat { fd };
         self.on_file("fstat", file, make, stats, callback);
     }
 
     /// Flushes the file's data and metadata to the device (Node's `fs.fsync`).
-    pub fn fsync(self, file: &File, callback: impl FnOnce(&mut Loop, Result<()>) + 'static) {
+    pub fn fsync(self, file: File, callback: impl FnOnce(&mut Loop, Result<()>) + 'static) {
         let make = |fd| Req::Fsync {
             fd,
             data_only: false,
@@ -323,7 +333,7 @@ impl Fs<'_> {
     }
 
     /// Flushes the file's data (Node's `fs.fdatasync`).
-    pub fn fdatasync(self, file: &File, callback: impl FnOnce(&mut Loop, Result<()>) + 'static) {
+    pub fn fdatasync(self, file: File, callback: impl FnOnce(&mut Loop, Result<()>) + 'static) {
         let make = |fd| Req::Fsync {
             fd,
             data_only: true,
@@ -334,7 +344,7 @@ impl Fs<'_> {
     /// Sets the file's length (Node's `fs.ftruncate`).
     pub fn ftruncate(
         self,
-        file: &File,
+        file: File,
         len: u64,
         callback: impl FnOnce(&mut Loop, Result<()>) + 'static,
     ) {
@@ -542,7 +552,7 @@ impl Fs<'_> {
     /// Changes an open file's permission bits (Node's `fs.fchmod`).
     pub fn fchmod(
         self,
-        file: &File,
+        file: File,
         mode: u32,
         callback: impl FnOnce(&mut Loop, Result<()>) + 'static,
     ) {
@@ -587,7 +597,7 @@ impl Fs<'_> {
     /// Changes an open file's owner and group (Node's `fs.fchown`).
     pub fn fchown(
         self,
-        file: &File,
+        file: File,
         uid: u32,
         gid: u32,
         callback: impl FnOnce(&mut Loop, Result<()>) + 'static,
@@ -612,7 +622,7 @@ impl Fs<'_> {
     /// Sets an open file's times (Node's `fs.futimes`; errors name `futime`).
     pub fn futimes(
         self,
-        file: &File,
+        file: File,
         atime: SystemTime,
         mtime: SystemTime,
         callback: impl FnOnce(&mut Loop, Result<()>) + 'static,

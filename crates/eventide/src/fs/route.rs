@@ -477,8 +477,7 @@ pub(crate) fn dispatch(
     dispatch_on(lp, req, None, done)
 }
 
-/// [`dispatch`] for a request on an open file: `file` is kept until the
-/// request ends, and while it waits for or runs on the pool, a close of
+/// [`dispatch`] for a request on an open file: while it waits for or runs on the pool, a close of
 /// the file waits for it (the descriptor's number cannot be reused under
 /// it). On the ring no wait is needed: the kernel holds the file from the
 /// submission on, and the reactor's close cancels what is in flight.
@@ -506,8 +505,8 @@ pub(crate) fn dispatch_on(
 }
 
 fn on_pool(lp: &mut Loop, req: Req, file: Option<File>, done: DoneFn) {
-    if let Some(file) = &file {
-        file.hold();
+    if let Some(file) = file {
+        lp.io.fs.hold(file);
     }
     lp.queue_work(
         move || sys::run(req),
@@ -515,10 +514,9 @@ fn on_pool(lp: &mut Loop, req: Req, file: Option<File>, done: DoneFn) {
             let finished = result.unwrap_or_else(|error| Done::new(Err(error.into()), Vec::new()));
             // The close that waited for this (it goes out before the
             // callback runs, which may panic).
-            if let Some(close) = file.as_ref().and_then(File::release) {
+            if let Some(close) = file.and_then(|file| lp.io.fs.release(file)) {
                 lp.fs().close_fd(close.fd, close.callback);
             }
-            drop(file);
             done(lp, finished);
         },
     );
@@ -540,7 +538,6 @@ fn on_uring<F: FnOnce(&mut Loop, Done) + 'static>(
         None
     };
     let mut done = Some(done);
-    let mut file = file;
     // Runs once: with the operation's completion, or with the reactor's
     // refusal (not expected on io_uring: a full queue is flushed, not
     // refused), which is then the answer.
@@ -552,10 +549,9 @@ fn on_uring<F: FnOnce(&mut Loop, Done) + 'static>(
         let einval = matches!(&c.result, Err(e) if e.raw_os_error() == Some(libc::EINVAL));
         if einval && let Some(mut again) = retry.take() {
             again.put_buf(buf);
-            retry_on_pool(lp, kind, again, file.take(), Box::new(done));
+            retry_on_pool(lp, kind, again, file, Box::new(done));
             return;
         }
-        drop(file.take());
         if c.result.is_ok() && retry.is_some() {
             add(&CONFIRMED, kind);
         }

@@ -17,28 +17,31 @@
 //! under an operation that could otherwise reach a descriptor number the
 //! system has since given to another file.
 
-use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
-use std::rc::Rc;
 
 use eventide_reactor::Token;
 
 use super::Fs;
 use super::ops::fail_soon;
+use super::table::Key;
 use super::types::{File, Flags};
 use crate::event_loop::Loop;
 use crate::{Error, Result};
 
-type OnData = Box<dyn FnMut(&mut Loop, &ReadStream, &[u8])>;
+type OnData = Box<dyn FnMut(&mut Loop, ReadStream, &[u8])>;
 type OnEnd = Box<dyn FnOnce(&mut Loop, Result<()>)>;
-type OnDrain = Box<dyn FnMut(&mut Loop, &WriteStream)>;
+type OnDrain = Box<dyn FnMut(&mut Loop, WriteStream)>;
 type OnClose = Box<dyn FnOnce(&mut Loop)>;
 
-/// Options of [`Fs::create_read_stream`] (Node's names and defaults).
+/// Options of [`Fs::create_read_stream`] (Node's names and defaults):
+/// `ReadStreamOptions::default().start(100).end(199)`. New options may
+/// be added (it is `#[non_exhaustive]`): build it from `default()` with
+/// the setters.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
+#[must_use = "options do nothing until given to `create_read_stream`"]
 pub struct ReadStreamOptions {
     /// Bytes per chunk at most (Node's default for files: 64 KiB).
     pub high_water_mark: usize,
@@ -78,12 +81,72 @@ impl Default for ReadStreamOptions {
     }
 }
 
-/// A file read chunk by chunk ([`Fs::create_read_stream`]). Cheap to
-/// clone; every clone is the same stream.
-#[derive(Clone)]
-pub struct ReadStream(Rc<RefCell<ReadState>>);
+impl ReadStreamOptions {
+    /// Sets [`ReadStreamOptions::high_water_mark`].
+    pub fn high_water_mark(mut self, high_water_mark: usize) -> ReadStreamOptions {
+        self.high_water_mark = high_water_mark;
+        self
+    }
 
-struct ReadState {
+    /// Sets [`ReadStreamOptions::start`] (a number or `None`).
+    pub fn start(mut self, start: impl Into<Option<u64>>) -> ReadStreamOptions {
+        self.start = start.into();
+        self
+    }
+
+    /// Sets [`ReadStreamOptions::end`] (a number or `None`).
+    pub fn end(mut self, end: impl Into<Option<u64>>) -> ReadStreamOptions {
+        self.end = end.into();
+        self
+    }
+
+    /// Sets [`ReadStreamOptions::flags`].
+    pub fn flags(mut self, flags: Flags) -> ReadStreamOptions {
+        self.flags = flags;
+        self
+    }
+
+    /// Sets [`ReadStreamOptions::mode`].
+    pub fn mode(mut self, mode: u32) -> ReadStreamOptions {
+        self.mode = mode;
+        self
+    }
+
+    /// Sets [`ReadStreamOptions::fd`] (a file or `None`).
+    pub fn fd(mut self, fd: impl Into<Option<File>>) -> ReadStreamOptions {
+        self.fd = fd.into();
+        self
+    }
+
+    /// Sets [`ReadStreamOptions::auto_close`].
+    pub fn auto_close(mut self, auto_close: bool) -> ReadStreamOptions {
+        self.auto_close = auto_close;
+        self
+    }
+
+    /// Sets [`ReadStreamOptions::emit_close`].
+    pub fn emit_close(mut self, emit_close: bool) -> ReadStreamOptions {
+        self.emit_close = emit_close;
+        self
+    }
+}
+
+/// A file read chunk by chunk ([`Fs::create_read_stream`]): a small
+/// `Copy` key into its loop's table, as every eventide handle; its
+/// methods take the loop, `stream.pause(lp)`, as a net stream's do.
+///
+/// The key goes stale once the stream has finished: ended or failed
+/// and, with `auto_close`, its file closed; or destroyed and closed.
+/// Then every method is a no-op: [`ReadStream::is_destroyed`] answers
+/// `true` (a finished stream is destroyed, as Node's `autoDestroy`
+/// makes it), [`ReadStream::file`] `None`. Without `auto_close`, an
+/// ended stream stays (its `file()` too) until [`ReadStream::destroy`].
+/// A key of another loop is stale on this one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ReadStream(Key);
+
+/// A read stream's state, in its loop's table.
+pub(crate) struct ReadState {
     file: Option<File>,
     opening: bool,
     /// Where the next read starts; `None`: the file's position.
@@ -105,18 +168,6 @@ struct ReadState {
     on_close: Option<OnClose>,
 }
 
-impl fmt::Debug for ReadStream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = self.0.borrow();
-        f.debug_struct("ReadStream")
-            .field("pos", &s.pos)
-            .field("paused", &s.paused)
-            .field("ended", &s.ended)
-            .field("destroyed", &s.destroyed)
-            .finish_non_exhaustive()
-    }
-}
-
 impl Fs<'_> {
     /// Opens `path` (or takes `options.fd`) and reads it in chunks of up
     /// to `high_water_mark` bytes, from `start` to `end`: `on_data` runs
@@ -136,7 +187,7 @@ impl Fs<'_> {
         self,
         path: impl AsRef<Path>,
         options: ReadStreamOptions,
-        on_data: impl FnMut(&mut Loop, &ReadStream, &[u8]) + 'static,
+        on_data: impl FnMut(&mut Loop, ReadStream, &[u8]) + 'static,
         on_end: impl FnOnce(&mut Loop, Result<()>) + 'static,
     ) -> ReadStream {
         let bad_range = match (options.start, options.end) {
@@ -146,9 +197,10 @@ impl Fs<'_> {
         let left = options
             .end
             .map(|end| (end + 1).saturating_sub(options.start.unwrap_or(0)));
-        let stream = ReadStream(Rc::new(RefCell::new(ReadState {
-            file: None,
-            opening: options.fd.is_none() && bad_range.is_none(),
+        let given = options.fd.is_some();
+        let stream = ReadStream(self.lp.io.fs.insert_read(ReadState {
+            file: options.fd,
+            opening: !given && bad_range.is_none(),
             pos: options.start,
             left,
             high_water_mark: options.high_water_mark.max(1),
@@ -157,55 +209,55 @@ impl Fs<'_> {
             paused: false,
             reading: false,
             token: None,
-            ended: false,
+            ended: bad_range.is_some(),
             destroyed: false,
             buf: Vec::new(),
             on_data: Some(Box::new(on_data)),
-            on_end: Some(Box::new(on_end)),
+            on_end: None,
             on_close: None,
-        })));
+        }));
         if let Some(start) = bad_range {
             let error = Error::OutOfRange {
                 name: "start",
                 range: format!("<= \"end\" (here: {})", options.end.unwrap_or(0)),
                 received: start.to_string(),
             };
-            let s = stream.clone();
-            stream.0.borrow_mut().ended = true;
-            let on_end = stream.0.borrow_mut().on_end.take();
-            if let Some(on_end) = on_end {
-                fail_soon(self.lp, error, move |lp, result| {
-                    drop(s);
-                    on_end(lp, result);
-                });
-            }
+            fail_soon(self.lp, error, move |lp, result| {
+                // Nothing was opened: the stream is done before its end.
+                lp.io.fs.remove_read(stream.0);
+                on_end(lp, result);
+            });
             return stream;
         }
-        if let Some(file) = options.fd {
-            stream.0.borrow_mut().file = Some(file);
-            let s = stream.clone();
+        if let Some(s) = stream.state(self.lp) {
+            s.on_end = Some(Box::new(on_end));
+        }
+        if given {
             // Never call back inside the call that made the stream.
-            self.lp.defer(move |lp| s.pump(lp));
+            self.lp.defer(move |lp| stream.pump(lp));
             return stream;
         }
-        let s = stream.clone();
         self.open(path, options.flags, options.mode, move |lp, opened| {
-            let destroyed = {
-                let mut st = s.0.borrow_mut();
-                st.opening = false;
-                st.destroyed
+            let Some(s) = stream.state(lp) else {
+                // Not expected (the stream waits for its open); never leak.
+                if let Ok(file) = opened {
+                    lp.fs().close(file, |_, _| {});
+                }
+                return;
             };
+            s.opening = false;
+            let destroyed = s.destroyed;
             match opened {
                 Ok(file) => {
-                    s.0.borrow_mut().file = Some(file);
+                    s.file = Some(file);
                     if destroyed {
-                        s.close_destroyed(lp);
+                        stream.close_destroyed(lp);
                     } else {
-                        s.pump(lp);
+                        stream.pump(lp);
                     }
                 }
-                Err(_) if destroyed => s.close_destroyed(lp),
-                Err(error) => s.finish(lp, Err(error)),
+                Err(_) if destroyed => stream.close_destroyed(lp),
+                Err(error) => stream.finish(lp, Err(error)),
             }
         });
         stream
@@ -213,57 +265,82 @@ impl Fs<'_> {
 }
 
 impl ReadStream {
+    fn state(self, lp: &mut Loop) -> Option<&mut ReadState> {
+        lp.io.fs.read(self.0)
+    }
+
+    fn peek(self, lp: &Loop) -> Option<&ReadState> {
+        lp.io.fs.read_ref(self.0)
+    }
+
     /// Stops the chunks: none is delivered after this until
     /// [`ReadStream::resume`] (the read in flight, if any, is kept).
-    pub fn pause(&self) {
-        self.0.borrow_mut().paused = true;
+    pub fn pause(self, lp: &mut Loop) {
+        if let Some(s) = self.state(lp) {
+            s.paused = true;
+        }
     }
 
     /// Starts the chunks again (Node's `resume()`).
-    pub fn resume(&self, lp: &mut Loop) {
-        self.0.borrow_mut().paused = false;
+    pub fn resume(self, lp: &mut Loop) {
+        if let Some(s) = self.state(lp) {
+            s.paused = false;
+        }
         self.pump(lp);
     }
 
-    /// Whether the stream is paused.
-    pub fn is_paused(&self) -> bool {
-        self.0.borrow().paused
+    /// Whether the stream is paused (`false` once it is gone).
+    pub fn is_paused(self, lp: &Loop) -> bool {
+        self.peek(lp).is_some_and(|s| s.paused)
     }
 
     /// The open file, once opened (Node's `stream.fd`); still there after
     /// the end when `auto_close` is off, for the caller to close.
-    pub fn file(&self) -> Option<File> {
-        self.0.borrow().file.clone()
+    pub fn file(self, lp: &Loop) -> Option<File> {
+        self.peek(lp).and_then(|s| s.file)
     }
 
-    /// Whether [`ReadStream::destroy`] was called.
-    pub fn is_destroyed(&self) -> bool {
-        self.0.borrow().destroyed
+    /// Whether [`ReadStream::destroy`] was called, or the stream has
+    /// finished (its key is stale: see [`ReadStream`]).
+    pub fn is_destroyed(self, lp: &Loop) -> bool {
+        self.peek(lp).is_none_or(|s| s.destroyed)
     }
 
     /// Sets the close callback, Node's `'close'` event: it runs once,
     /// after the stream ended (and, with `auto_close`, its file was
     /// closed) or was destroyed, unless `emit_close` is off. Without
-    /// `auto_close`, only a destroyed stream calls it.
-    pub fn on_close(&self, callback: impl FnOnce(&mut Loop) + 'static) {
-        self.0.borrow_mut().on_close = Some(Box::new(callback));
+    /// `auto_close`, only a destroyed stream calls it. On a stream that
+    /// is gone it is dropped, never run.
+    pub fn on_close(self, lp: &mut Loop, callback: impl FnOnce(&mut Loop) + 'static) {
+        if let Some(s) = self.state(lp) {
+            s.on_close = Some(Box::new(callback));
+        }
     }
 
     /// Ends the stream now (Node's `destroy()`): no more chunks and no
     /// `on_end`; a read in flight is cancelled (on io_uring) and waited
     /// for, then the file is closed (with `auto_close`) and the close
-    /// callback runs. Harmless on an ended or destroyed stream.
-    pub fn destroy(&self, lp: &mut Loop) {
-        let (reading, opening, token) = {
-            let mut s = self.0.borrow_mut();
-            if s.ended || s.destroyed {
-                return;
-            }
-            s.destroyed = true;
-            s.on_data = None;
-            s.on_end = None;
-            (s.reading, s.opening, s.token.take())
+    /// callback runs. On a stream that ended without `auto_close` it only
+    /// lets the stream go (the file stays the caller's) and runs the
+    /// close callback. A no-op on a stream that is gone or destroyed.
+    pub fn destroy(self, lp: &mut Loop) {
+        let Some(s) = self.state(lp) else {
+            return;
         };
+        if s.destroyed {
+            return;
+        }
+        if s.ended {
+            // Only an ended stream without `auto_close` is still here.
+            s.destroyed = true;
+            let on_close = s.on_close.take().filter(|_| s.emit_close);
+            lp.io.fs.remove_read(self.0);
+            return close_then(lp, None, on_close);
+        }
+        s.destroyed = true;
+        s.on_data = None;
+        s.on_end = None;
+        let (reading, opening, token) = (s.reading, s.opening, s.token.take());
         if reading {
             // The read's completion comes back (cancelled or done) and
             // closes the file then.
@@ -276,12 +353,14 @@ impl ReadStream {
     }
 
     /// Issues the next read, unless paused, reading, ended or not open yet.
-    fn pump(&self, lp: &mut Loop) {
-        let mut s = self.0.borrow_mut();
+    fn pump(self, lp: &mut Loop) {
+        let Some(s) = self.state(lp) else {
+            return;
+        };
         if s.paused || s.reading || s.ended || s.destroyed {
             return;
         }
-        let Some(file) = s.file.clone() else {
+        let Some(file) = s.file else {
             return;
         };
         let want = match s.left {
@@ -289,7 +368,6 @@ impl ReadStream {
             None => s.high_water_mark,
         };
         if want == 0 {
-            drop(s);
             return self.finish(lp, Ok(()));
         }
         s.reading = true;
@@ -302,26 +380,25 @@ impl ReadStream {
             buf = Vec::with_capacity(want);
         }
         let pos = s.pos;
-        drop(s);
-        let stream = self.clone();
         let token = lp
             .fs()
-            .transfer(false, &file, buf, pos, move |lp, read, buf| {
-                stream.on_read(lp, read, buf, want);
+            .transfer(false, file, buf, pos, move |lp, read, buf| {
+                self.on_read(lp, read, buf, want);
             });
-        self.0.borrow_mut().token = token;
+        if let Some(s) = self.state(lp) {
+            s.token = token;
+        }
     }
 
-    fn on_read(&self, lp: &mut Loop, read: Result<usize>, buf: Vec<u8>, want: usize) {
-        let destroyed = {
-            let mut s = self.0.borrow_mut();
-            s.reading = false;
-            s.token = None;
-            s.destroyed
+    fn on_read(self, lp: &mut Loop, read: Result<usize>, buf: Vec<u8>, want: usize) {
+        let Some(s) = self.state(lp) else {
+            return;
         };
-        if destroyed {
+        s.reading = false;
+        s.token = None;
+        if s.destroyed {
             // The buffer is back: the kernel is done with it.
-            self.0.borrow_mut().buf = buf;
+            s.buf = buf;
             return self.close_destroyed(lp);
         }
         let n = match read {
@@ -330,12 +407,9 @@ impl ReadStream {
             Err(error) => return self.finish(lp, Err(error)),
         };
         debug_assert!(n <= want && buf.len() == n, "a read stays within `want`");
-        let on_data = {
-            let mut s = self.0.borrow_mut();
-            s.pos = s.pos.map(|p| p + n as u64);
-            s.left = s.left.map(|l| l - n as u64);
-            s.on_data.take()
-        };
+        s.pos = s.pos.map(|p| p + n as u64);
+        s.left = s.left.map(|l| l - n as u64);
+        let on_data = s.on_data.take();
         let mut panicked = None;
         if let Some(mut on_data) = on_data {
             // User code: if it panics, the stream is put back together
@@ -344,12 +418,16 @@ impl ReadStream {
             // it unwinds out of `run` (and `run` is called again).
             let call = panic::catch_unwind(AssertUnwindSafe(|| on_data(lp, self, &buf)));
             panicked = call.err();
-            let mut s = self.0.borrow_mut();
-            if !s.destroyed && !s.ended {
+            if let Some(s) = self.state(lp)
+                && !s.destroyed
+                && !s.ended
+            {
                 s.on_data = Some(on_data);
             }
         }
-        self.0.borrow_mut().buf = buf;
+        if let Some(s) = self.state(lp) {
+            s.buf = buf;
+        }
         self.pump(lp);
         if let Some(payload) = panicked {
             panic::resume_unwind(payload);
@@ -358,19 +436,25 @@ impl ReadStream {
 
     /// Ends the stream once: closes the file (with `auto_close`), then
     /// `on_end`, then the close callback.
-    fn finish(&self, lp: &mut Loop, result: Result<()>) {
-        let (file, on_end, on_close) = {
-            let mut s = self.0.borrow_mut();
-            if s.ended || s.destroyed {
-                return;
-            }
-            s.ended = true;
-            s.on_data = None;
-            // Without auto_close the file stays (see `file()`): dropping
-            // the last clone here would close it.
-            let file = if s.auto_close { s.file.take() } else { None };
-            let on_close = s.on_close.take().filter(|_| s.emit_close && s.auto_close);
-            (file, s.on_end.take(), on_close)
+    fn finish(self, lp: &mut Loop, result: Result<()>) {
+        let Some(s) = self.state(lp) else {
+            return;
+        };
+        if s.ended || s.destroyed {
+            return;
+        }
+        s.ended = true;
+        s.on_data = None;
+        let on_end = s.on_end.take();
+        // Without auto_close the stream stays, with its file (see
+        // `file()`), until `destroy`.
+        let (file, on_close) = if s.auto_close {
+            let on_close = s.on_close.take().filter(|_| s.emit_close);
+            let file = s.file.take();
+            lp.io.fs.remove_read(self.0);
+            (file, on_close)
+        } else {
+            (None, None)
         };
         let done = move |lp: &mut Loop, result: Result<()>| {
             end_then_close(
@@ -389,24 +473,26 @@ impl ReadStream {
 
     /// After `destroy`, once nothing is in flight: close (with
     /// `auto_close`), then the close callback.
-    fn close_destroyed(&self, lp: &mut Loop) {
-        let (file, on_close) = {
-            let mut s = self.0.borrow_mut();
-            if s.ended {
-                return;
-            }
-            s.ended = true;
-            // Without auto_close the file stays (see `file()`): dropping
-            // the last clone here would close it.
-            let file = if s.auto_close { s.file.take() } else { None };
-            (file, s.on_close.take().filter(|_| s.emit_close))
+    fn close_destroyed(self, lp: &mut Loop) {
+        let Some(s) = self.state(lp) else {
+            return;
         };
+        s.ended = true;
+        // Without auto_close the file is the caller's: left open.
+        let file = if s.auto_close { s.file.take() } else { None };
+        let on_close = s.on_close.take().filter(|_| s.emit_close);
+        lp.io.fs.remove_read(self.0);
         close_then(lp, file, on_close);
     }
 }
 
-/// Options of [`Fs::create_write_stream`] (Node's names and defaults).
+/// Options of [`Fs::create_write_stream`] (Node's names and defaults):
+/// `WriteStreamOptions::default().flags(Flags::parse("a")?)`. New
+/// options may be added (it is `#[non_exhaustive]`): build it from
+/// `default()` with the setters.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
+#[must_use = "options do nothing until given to `create_write_stream`"]
 pub struct WriteStreamOptions {
     /// How to open (Node's default `"w"`).
     pub flags: Flags,
@@ -442,12 +528,68 @@ impl Default for WriteStreamOptions {
     }
 }
 
-/// A file written through a queue ([`Fs::create_write_stream`]). Cheap to
-/// clone; every clone is the same stream.
-#[derive(Clone)]
-pub struct WriteStream(Rc<RefCell<WriteState>>);
+impl WriteStreamOptions {
+    /// Sets [`WriteStreamOptions::flags`].
+    pub fn flags(mut self, flags: Flags) -> WriteStreamOptions {
+        self.flags = flags;
+        self
+    }
 
-struct WriteState {
+    /// Sets [`WriteStreamOptions::mode`].
+    pub fn mode(mut self, mode: u32) -> WriteStreamOptions {
+        self.mode = mode;
+        self
+    }
+
+    /// Sets [`WriteStreamOptions::high_water_mark`].
+    pub fn high_water_mark(mut self, high_water_mark: usize) -> WriteStreamOptions {
+        self.high_water_mark = high_water_mark;
+        self
+    }
+
+    /// Sets [`WriteStreamOptions::start`] (a number or `None`).
+    pub fn start(mut self, start: impl Into<Option<u64>>) -> WriteStreamOptions {
+        self.start = start.into();
+        self
+    }
+
+    /// Sets [`WriteStreamOptions::fd`] (a file or `None`).
+    pub fn fd(mut self, fd: impl Into<Option<File>>) -> WriteStreamOptions {
+        self.fd = fd.into();
+        self
+    }
+
+    /// Sets [`WriteStreamOptions::auto_close`].
+    pub fn auto_close(mut self, auto_close: bool) -> WriteStreamOptions {
+        self.auto_close = auto_close;
+        self
+    }
+
+    /// Sets [`WriteStreamOptions::emit_close`].
+    pub fn emit_close(mut self, emit_close: bool) -> WriteStreamOptions {
+        self.emit_close = emit_close;
+        self
+    }
+}
+
+/// A file written through a queue ([`Fs::create_write_stream`]): a small
+/// `Copy` key into its loop's table, as every eventide handle; its
+/// methods take the loop, `stream.write(lp, data)`, as a net stream's do.
+///
+/// The key goes stale once the stream has finished: `end` done and,
+/// with `auto_close`, its file closed; or destroyed and closed. Then
+/// [`WriteStream::write`] drops the data and returns `false`,
+/// [`WriteStream::end`] calls back with [`Error::Stale`],
+/// [`WriteStream::is_destroyed`] answers `true` (a finished stream is
+/// destroyed, as Node's `autoDestroy` makes it), the rest are no-ops.
+/// Without `auto_close`, a finished stream stays (its `file()` too)
+/// until [`WriteStream::destroy`]. A key of another loop is stale on
+/// this one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct WriteStream(Key);
+
+/// A write stream's state, in its loop's table.
+pub(crate) struct WriteState {
     file: Option<File>,
     opening: bool,
     queue: VecDeque<Vec<u8>>,
@@ -469,18 +611,6 @@ struct WriteState {
     destroyed: bool,
 }
 
-impl fmt::Debug for WriteStream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = self.0.borrow();
-        f.debug_struct("WriteStream")
-            .field("queued", &s.queued)
-            .field("writing", &s.writing)
-            .field("ending", &s.ending)
-            .field("destroyed", &s.destroyed)
-            .finish_non_exhaustive()
-    }
-}
-
 impl Fs<'_> {
     /// Opens `path` (or takes `options.fd`) for a stream of writes:
     /// [`WriteStream::write`] queues a chunk and says whether the caller
@@ -496,10 +626,10 @@ impl Fs<'_> {
         self,
         path: impl AsRef<Path>,
         options: WriteStreamOptions,
-        on_drain: impl FnMut(&mut Loop, &WriteStream) + 'static,
+        on_drain: impl FnMut(&mut Loop, WriteStream) + 'static,
     ) -> WriteStream {
         let given = options.fd.is_some();
-        let stream = WriteStream(Rc::new(RefCell::new(WriteState {
+        let stream = WriteStream(self.lp.io.fs.insert_write(WriteState {
             file: options.fd,
             opening: !given,
             queue: VecDeque::new(),
@@ -518,26 +648,28 @@ impl Fs<'_> {
             ending: false,
             finished: false,
             destroyed: false,
-        })));
+        }));
         if given {
             return stream;
         }
-        let s = stream.clone();
         self.open(path, options.flags, options.mode, move |lp, opened| {
-            let destroyed = {
-                let mut st = s.0.borrow_mut();
-                st.opening = false;
-                match opened {
-                    Ok(file) => st.file = Some(file),
-                    Err(error) if !st.destroyed => st.fail(error),
-                    Err(_) => {}
+            let Some(s) = stream.state(lp) else {
+                // Not expected (the stream waits for its open); never leak.
+                if let Ok(file) = opened {
+                    lp.fs().close(file, |_, _| {});
                 }
-                st.destroyed
+                return;
             };
-            if destroyed {
-                s.close_destroyed(lp);
+            s.opening = false;
+            match opened {
+                Ok(file) => s.file = Some(file),
+                Err(error) if !s.destroyed => s.fail(error),
+                Err(_) => {}
+            }
+            if s.destroyed {
+                stream.close_destroyed(lp);
             } else {
-                s.pump(lp);
+                stream.pump(lp);
             }
         });
         stream
@@ -555,95 +687,118 @@ impl WriteState {
 }
 
 impl WriteStream {
+    fn state(self, lp: &mut Loop) -> Option<&mut WriteState> {
+        lp.io.fs.write(self.0)
+    }
+
+    fn peek(self, lp: &Loop) -> Option<&WriteState> {
+        lp.io.fs.write_ref(self.0)
+    }
+
     /// Queues `data`; `true` while fewer than the high-water mark bytes
     /// wait, `false` from there on: `on_drain` runs when the queue has
-    /// emptied. Writing after [`WriteStream::end`], after an error or
-    /// after [`WriteStream::destroy`] drops the data and returns `false`.
-    pub fn write(&self, lp: &mut Loop, data: Vec<u8>) -> bool {
-        let ok = {
-            let mut s = self.0.borrow_mut();
-            if s.ending || s.error.is_some() || s.destroyed {
-                return false;
-            }
-            s.queued += data.len();
-            if !data.is_empty() {
-                s.queue.push_back(data);
-            }
-            let ok = s.queued < s.high_water_mark;
-            if !ok {
-                s.need_drain = true;
-            }
-            ok
+    /// emptied. Writing after [`WriteStream::end`], after an error, after
+    /// [`WriteStream::destroy`] or once the stream is gone drops the data
+    /// and returns `false`.
+    pub fn write(self, lp: &mut Loop, data: Vec<u8>) -> bool {
+        let Some(s) = self.state(lp) else {
+            return false;
         };
+        if s.ending || s.error.is_some() || s.destroyed {
+            return false;
+        }
+        s.queued += data.len();
+        if !data.is_empty() {
+            s.queue.push_back(data);
+        }
+        let ok = s.queued < s.high_water_mark;
+        if !ok {
+            s.need_drain = true;
+        }
         self.pump(lp);
         ok
     }
 
-    /// Bytes queued and not yet written (Node's `writableLength`).
-    pub fn queued(&self) -> usize {
-        self.0.borrow().queued
+    /// Bytes queued and not yet written (Node's `writableLength`); 0 once
+    /// the stream is gone.
+    pub fn queued(self, lp: &Loop) -> usize {
+        self.peek(lp).map_or(0, |s| s.queued)
     }
 
     /// The open file, once opened (Node's `stream.fd`); still there after
     /// the end when `auto_close` is off, for the caller to close.
-    pub fn file(&self) -> Option<File> {
-        self.0.borrow().file.clone()
+    pub fn file(self, lp: &Loop) -> Option<File> {
+        self.peek(lp).and_then(|s| s.file)
     }
 
-    /// Whether [`WriteStream::destroy`] was called.
-    pub fn is_destroyed(&self) -> bool {
-        self.0.borrow().destroyed
+    /// Whether [`WriteStream::destroy`] was called, or the stream has
+    /// finished (its key is stale: see [`WriteStream`]).
+    pub fn is_destroyed(self, lp: &Loop) -> bool {
+        self.peek(lp).is_none_or(|s| s.destroyed)
     }
 
     /// Sets the close callback, Node's `'close'` event: it runs once, after
     /// `end` finished (and, with `auto_close`, the file was closed) or
     /// after [`WriteStream::destroy`], unless `emit_close` is off. Without
-    /// `auto_close`, only a destroyed stream calls it.
-    pub fn on_close(&self, callback: impl FnOnce(&mut Loop) + 'static) {
-        self.0.borrow_mut().on_close = Some(Box::new(callback));
+    /// `auto_close`, only a destroyed stream calls it. On a stream that is
+    /// gone it is dropped, never run.
+    pub fn on_close(self, lp: &mut Loop, callback: impl FnOnce(&mut Loop) + 'static) {
+        if let Some(s) = self.state(lp) {
+            s.on_close = Some(Box::new(callback));
+        }
     }
 
     /// Writes what is queued, closes the file (with `auto_close`), then
     /// runs `on_finish` with the first error, if any (Node's `end()` and
-    /// `'finish'`/`'error'`).
-    pub fn end(&self, lp: &mut Loop, on_finish: impl FnOnce(&mut Loop, Result<()>) + 'static) {
-        {
-            let mut s = self.0.borrow_mut();
-            if s.ending || s.destroyed {
-                let error = if s.destroyed {
-                    Error::StreamDestroyed { method: "end" }
-                } else {
-                    Error::Stale {
-                        what: "write stream (end called twice)",
-                    }
-                };
-                drop(s);
-                return lp.defer(move |lp| on_finish(lp, Err(error)));
+    /// `'finish'`/`'error'`). Called twice, after `destroy` (Node's
+    /// `ERR_STREAM_DESTROYED`) or once the stream is gone
+    /// ([`Error::Stale`]), it calls back with the error, from the next
+    /// pending phase.
+    pub fn end(self, lp: &mut Loop, on_finish: impl FnOnce(&mut Loop, Result<()>) + 'static) {
+        let error = match self.state(lp) {
+            None => Error::Stale {
+                what: "write stream",
+            },
+            Some(s) if s.destroyed => Error::StreamDestroyed { method: "end" },
+            Some(s) if s.ending => Error::Stale {
+                what: "write stream (end called twice)",
+            },
+            Some(s) => {
+                s.ending = true;
+                s.on_finish = Some(Box::new(on_finish));
+                return self.pump(lp);
             }
-            s.ending = true;
-            s.on_finish = Some(Box::new(on_finish));
-        }
-        self.pump(lp);
+        };
+        lp.defer(move |lp| on_finish(lp, Err(error)));
     }
 
     /// Ends the stream now (Node's `destroy()`): queued chunks are
     /// dropped; a write in flight is cancelled (on io_uring) and waited
     /// for; then the file is closed (with `auto_close`) and the close
     /// callback runs. A pending [`WriteStream::end`] callback gets an
-    /// error (Node's `ERR_STREAM_DESTROYED`). Harmless once finished.
-    pub fn destroy(&self, lp: &mut Loop) {
-        let (writing, opening, token, on_finish) = {
-            let mut s = self.0.borrow_mut();
-            if s.finished || s.destroyed {
-                return;
-            }
-            s.destroyed = true;
-            s.queue.clear();
-            s.queued = 0;
-            s.on_drain = None;
-            (s.writing, s.opening, s.token.take(), s.on_finish.take())
+    /// error (Node's `ERR_STREAM_DESTROYED`). On a stream that finished
+    /// without `auto_close` it only lets the stream go (the file stays the
+    /// caller's) and runs the close callback. A no-op on a stream that is
+    /// gone or destroyed.
+    pub fn destroy(self, lp: &mut Loop) {
+        let Some(s) = self.state(lp) else {
+            return;
         };
-        if let Some(on_finish) = on_finish {
+        if s.destroyed {
+            return;
+        }
+        s.destroyed = true;
+        if s.finished {
+            // Only a finished stream without `auto_close` is still here.
+            let on_close = s.on_close.take().filter(|_| s.emit_close);
+            lp.io.fs.remove_write(self.0);
+            return close_then(lp, None, on_close);
+        }
+        s.queue.clear();
+        s.queued = 0;
+        s.on_drain = None;
+        let (writing, opening, token) = (s.writing, s.opening, s.token.take());
+        if let Some(on_finish) = s.on_finish.take() {
             let error = Error::StreamDestroyed { method: "end" };
             lp.defer(move |lp| on_finish(lp, Err(error)));
         }
@@ -657,71 +812,78 @@ impl WriteStream {
     }
 
     /// Writes the next chunk, or finishes.
-    fn pump(&self, lp: &mut Loop) {
-        let mut s = self.0.borrow_mut();
+    fn pump(self, lp: &mut Loop) {
+        let Some(s) = self.state(lp) else {
+            return;
+        };
         if s.writing || s.opening || s.finished || s.destroyed {
             return;
         }
-        let Some(chunk) = s.queue.pop_front() else {
+        let Some(file) = s.file else {
+            // Opening failed: nothing is written; `end` finishes.
             if s.ending {
-                drop(s);
                 self.finish(lp);
             }
             return;
         };
-        let Some(file) = s.file.clone() else {
+        let Some(chunk) = s.queue.pop_front() else {
+            if s.ending {
+                self.finish(lp);
+            }
             return;
         };
         s.writing = true;
         let pos = s.pos;
-        drop(s);
-        let stream = self.clone();
         let token = lp
             .fs()
-            .transfer(true, &file, chunk, pos, move |lp, wrote, chunk| {
-                stream.on_written(lp, wrote, chunk);
+            .transfer(true, file, chunk, pos, move |lp, wrote, chunk| {
+                self.on_written(lp, wrote, chunk);
             });
-        self.0.borrow_mut().token = token;
+        if let Some(s) = self.state(lp) {
+            s.token = token;
+        }
     }
 
-    fn on_written(&self, lp: &mut Loop, wrote: Result<usize>, mut chunk: Vec<u8>) {
-        let drain = {
-            let mut s = self.0.borrow_mut();
-            s.writing = false;
-            s.token = None;
-            if s.destroyed {
-                drop(s);
-                return self.close_destroyed(lp);
-            }
-            match wrote {
-                Ok(0) if !chunk.is_empty() => {
-                    let zero = std::io::ErrorKind::WriteZero.into();
-                    s.fail(Error::fs("write", None, None, zero));
-                }
-                Ok(n) => {
-                    s.queued -= n.min(chunk.len());
-                    s.pos = s.pos.map(|p| p + n as u64);
-                    if n < chunk.len() {
-                        chunk.drain(..n);
-                        s.queue.push_front(chunk);
-                    }
-                }
-                Err(error) => s.fail(error),
-            }
-            let drain = s.queue.is_empty() && s.need_drain && s.error.is_none();
-            if drain {
-                s.need_drain = false;
-            }
-            drain.then(|| s.on_drain.take()).flatten()
+    fn on_written(self, lp: &mut Loop, wrote: Result<usize>, mut chunk: Vec<u8>) {
+        let Some(s) = self.state(lp) else {
+            return;
         };
+        s.writing = false;
+        s.token = None;
+        if s.destroyed {
+            return self.close_destroyed(lp);
+        }
+        match wrote {
+            Ok(0) if !chunk.is_empty() => {
+                let zero = std::io::ErrorKind::WriteZero.into();
+                s.fail(Error::fs("write", None, None, zero));
+            }
+            Ok(n) => {
+                s.queued -= n.min(chunk.len());
+                s.pos = s.pos.map(|p| p + n as u64);
+                if n < chunk.len() {
+                    chunk.drain(..n);
+                    s.queue.push_front(chunk);
+                }
+            }
+            Err(error) => s.fail(error),
+        }
+        let drain = s.queue.is_empty() && s.need_drain && s.error.is_none();
+        if drain {
+            s.need_drain = false;
+        }
+        let drain = drain.then(|| s.on_drain.take()).flatten();
         let mut panicked = None;
         if let Some(mut on_drain) = drain {
             // User code: a panic leaves the stream whole (callback kept,
             // queue written on) before it goes on.
             let call = panic::catch_unwind(AssertUnwindSafe(|| on_drain(lp, self)));
             panicked = call.err();
-            let mut s = self.0.borrow_mut();
-            if s.on_drain.is_none() && !s.destroyed {
+            if let Some(s) = self.state(lp)
+                && s.on_drain.is_none()
+                && !s.destroyed
+                && !s.finished
+            {
                 s.on_drain = Some(on_drain);
             }
         }
@@ -731,18 +893,24 @@ impl WriteStream {
         }
     }
 
-    fn finish(&self, lp: &mut Loop) {
-        let (file, error, on_finish, on_close) = {
-            let mut s = self.0.borrow_mut();
-            s.finished = true;
-            s.on_drain = None;
-            // Without auto_close the file stays (see `file()`): dropping
-            // the last clone here would close it.
-            let file = if s.auto_close { s.file.take() } else { None };
-            let on_close = s.on_close.take().filter(|_| s.emit_close && s.auto_close);
-            (file, s.error.take(), s.on_finish.take(), on_close)
+    fn finish(self, lp: &mut Loop) {
+        let Some(s) = self.state(lp) else {
+            return;
         };
-        let result = error.map_or(Ok(()), Err);
+        s.finished = true;
+        s.on_drain = None;
+        let result = s.error.take().map_or(Ok(()), Err);
+        let on_finish = s.on_finish.take();
+        // Without auto_close the stream stays, with its file (see
+        // `file()`), until `destroy`.
+        let (file, on_close) = if s.auto_close {
+            let on_close = s.on_close.take().filter(|_| s.emit_close);
+            let file = s.file.take();
+            lp.io.fs.remove_write(self.0);
+            (file, on_close)
+        } else {
+            (None, None)
+        };
         let done = move |lp: &mut Loop, result: Result<()>| {
             let on_finish = on_finish.map(|f| move |lp: &mut Loop| f(lp, result));
             end_then_close(lp, on_finish, on_close);
@@ -758,18 +926,15 @@ impl WriteStream {
 
     /// After `destroy`, once nothing is in flight: close (with
     /// `auto_close`), then the close callback.
-    fn close_destroyed(&self, lp: &mut Loop) {
-        let (file, on_close) = {
-            let mut s = self.0.borrow_mut();
-            if s.finished {
-                return;
-            }
-            s.finished = true;
-            // Without auto_close the file stays (see `file()`): dropping
-            // the last clone here would close it.
-            let file = if s.auto_close { s.file.take() } else { None };
-            (file, s.on_close.take().filter(|_| s.emit_close))
+    fn close_destroyed(self, lp: &mut Loop) {
+        let Some(s) = self.state(lp) else {
+            return;
         };
+        s.finished = true;
+        // Without auto_close the file is the caller's: left open.
+        let file = if s.auto_close { s.file.take() } else { None };
+        let on_close = s.on_close.take().filter(|_| s.emit_close);
+        lp.io.fs.remove_write(self.0);
         close_then(lp, file, on_close);
     }
 }

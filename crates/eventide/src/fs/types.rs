@@ -1,14 +1,13 @@
 //! The values fs operations take and give: open flags, open files,
 //! metadata, directory entries.
 
-use std::cell::{Cell, RefCell};
 use std::ffi::OsString;
 use std::fmt;
 use std::os::fd::RawFd;
-use std::rc::Rc;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
+use super::table::Key;
 use crate::{Error, Result};
 
 /// How to open a file: Node's flag strings (`"r"`, `"w+"`, `"ax"` ...)
@@ -21,6 +20,7 @@ use crate::{Error, Result};
 /// # Ok::<(), eventide::Error>(())
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[must_use = "flags do nothing until given to an open"]
 pub struct Flags {
     read: bool,
     write: bool,
@@ -151,36 +151,26 @@ impl fmt::Debug for Flags {
     }
 }
 
-/// An open file: Node's file descriptor, as a small owned handle.
+/// An open file: Node's file descriptor, as a small `Copy` key into its
+/// loop's table of open files (every eventide handle is such a key; see
+/// the [`fs` module](crate::fs#files)).
 ///
-/// Cloning is cheap and every clone names the same descriptor (the loop's
-/// callbacks can each keep one). [`Fs::close`](crate::fs::Fs::close)
-/// closes it for all clones: an operation on a closed `File` fails with
-/// `EBADF` and never reaches a descriptor number the system has since
-/// given to another file, so a descriptor is never closed twice. An
-/// operation in flight holds a clone, so the descriptor outlives it, and
-/// `close` waits for the operations queued on or running on the pool
-/// before it closes the descriptor (its number is not reused under them;
-/// the close's callback runs after theirs).
+/// Operations take it by value: `lp.fs().read(file, buf, None, cb)`, as
+/// Node's `fs.read(fd, ...)`. [`Fs::close`](crate::fs::Fs::close) closes
+/// it: from then on an operation with the key fails with `EBADF`, worded
+/// as Node's (`EBADF: bad file descriptor, read`), without a system call,
+/// and never reaches a descriptor number the system has since given to
+/// another file; so a descriptor is never closed twice. A key of another
+/// loop is `EBADF` too: it names no file open on this one. `close` waits
+/// for the operations queued on or running on the pool before it closes
+/// the descriptor (its number is not reused under them; the close's
+/// callback runs after theirs).
 ///
-/// **Dropped without `close`:** when the last clone goes, the descriptor
-/// is closed synchronously on the loop thread (as `std::fs::File` does,
-/// and as Node's `FileHandle` does when it is garbage collected), with a
-/// `log::debug!` line; an error of that close is lost. Call `close` to
-/// learn it.
-#[derive(Clone)]
-pub struct File {
-    inner: Rc<FileInner>,
-}
-
-struct FileInner {
-    /// The descriptor, or -1 once closed.
-    fd: Cell<RawFd>,
-    /// Operations on the descriptor queued on or running on the pool.
-    pool_ops: Cell<u32>,
-    /// A close asked for while some were: sent when the last one ends.
-    deferred_close: RefCell<Option<DeferredClose>>,
-}
+/// **Left open:** a file that is never closed stays open until its loop
+/// is dropped, which closes it (with a `log::debug!` line; an error of
+/// that close is lost). Call `close` to learn it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct File(pub(crate) Key);
 
 /// A close's callback.
 pub(crate) type OnClosed = Box<dyn FnOnce(&mut crate::Loop, Result<()>)>;
@@ -192,86 +182,20 @@ pub(crate) struct DeferredClose {
 }
 
 impl File {
-    pub(crate) fn from_fd(fd: RawFd) -> File {
-        File {
-            inner: Rc::new(FileInner {
-                fd: Cell::new(fd),
-                pool_ops: Cell::new(0),
-                deferred_close: RefCell::new(None),
-            }),
-        }
-    }
-
-    /// A pool operation on the descriptor was queued: a close waits for it.
-    pub(crate) fn hold(&self) {
-        let ops = &self.inner.pool_ops;
-        ops.set(ops.get() + 1);
-    }
-
-    /// A pool operation on the descriptor ended; the close that waited for
-    /// the last one, if any, is now due.
-    pub(crate) fn release(&self) -> Option<DeferredClose> {
-        let ops = &self.inner.pool_ops;
-        ops.set(ops.get() - 1);
-        if ops.get() == 0 {
-            self.inner.deferred_close.borrow_mut().take()
-        } else {
-            None
-        }
-    }
-
-    /// Keeps `close` until the pool operations on the descriptor end;
-    /// `Err` gives it back when none is in flight (close now).
-    pub(crate) fn defer_close(
-        &self,
-        close: DeferredClose,
-    ) -> std::result::Result<(), DeferredClose> {
-        if self.inner.pool_ops.get() == 0 {
-            return Err(close);
-        }
-        *self.inner.deferred_close.borrow_mut() = Some(close);
-        Ok(())
-    }
-
-    /// The descriptor, or `None` once closed.
-    pub fn fd(&self) -> Option<RawFd> {
-        let fd = self.inner.fd.get();
-        (fd >= 0).then_some(fd)
-    }
-
-    /// The descriptor for an operation: -1 when closed, which the system
-    /// answers with `EBADF`.
-    pub(crate) fn raw(&self) -> RawFd {
-        self.inner.fd.get()
-    }
-
-    /// Takes the descriptor out (for close): later operations see -1.
-    pub(crate) fn take(&self) -> RawFd {
-        self.inner.fd.replace(-1)
-    }
-}
-
-impl Drop for FileInner {
-    fn drop(&mut self) {
-        if let Some(close) = self.deferred_close.get_mut().take() {
-            // The loop went away with the operations (never in a running
-            // loop: they hold a clone until they end).
-            crate::fs::sys::close_now(close.fd);
-        }
-        let fd = self.fd.get();
-        if fd >= 0 {
-            log::debug!("eventide::fs: a File dropped without close; closing fd {fd}");
-            crate::fs::sys::close_now(fd);
-        }
+    /// The descriptor, or `None` once closed (or for a key of another
+    /// loop).
+    pub fn fd(self, lp: &crate::Loop) -> Option<RawFd> {
+        lp.io.fs.fd(self)
     }
 }
 
 impl fmt::Debug for File {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.fd() {
-            Some(fd) => write!(f, "File({fd})"),
-            None => f.write_str("File(closed)"),
-        }
+        write!(
+            f,
+            "File({}v{}@{})",
+            self.0.slot.index, self.0.slot.generation, self.0.table
+        )
     }
 }
 
