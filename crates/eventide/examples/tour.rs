@@ -153,7 +153,7 @@ fn post_from_another_thread(
                 ms()
             );
             println!("{:>5} ms  it clears the interval: nothing is left to keep the loop alive", ms());
-            lp.clear_interval(ticker);
+            lp.clear_timer(ticker);
         });
         if posted.is_err() {
             eprintln!("the loop was gone before the closure was posted");

@@ -158,6 +158,10 @@ impl Loop {
     /// phase of this turn, the last phase (libuv's `uv_close`). A closing
     /// handle keeps the loop alive until its close callback has run.
     /// Returns `false`, queuing nothing, for a handle already gone.
+    ///
+    /// This is libuv's close-with-callback, for code that needs to know
+    /// when a handle is completely gone; to stop a timer, use
+    /// [`Loop::clear_timer`], and to stop a hook [`Loop::stop_hook`].
     pub fn close_then(
         &mut self,
         handle: impl Into<Handle>,
@@ -167,6 +171,13 @@ impl Loop {
     }
 
     /// Closes a handle with no close callback; see [`Loop::close_then`].
+    ///
+    /// Kept for libuv's `uv_close(handle, NULL)`; it is the same as
+    /// [`Loop::clear_timer`] or [`Loop::stop_hook`] except that the loop
+    /// stays alive until the close phase. New code uses those.
+    #[deprecated(
+        note = "use `Loop::clear_timer` for a timer or `Loop::stop_hook` for a hook; `close_then` when a close callback is needed"
+    )]
     pub fn close(&mut self, handle: impl Into<Handle>) -> bool {
         self.close_handle(handle.into(), None)
     }

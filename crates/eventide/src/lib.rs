@@ -119,6 +119,7 @@ mod timers;
 mod work;
 
 pub use channel::{SendError, Sender};
+pub use clock::LoopTime;
 pub use error::{Error, Result};
 pub use event_loop::{Loop, LoopBuilder, RunMode};
 pub use eventide_reactor::{BackendChoice, BackendKind};

@@ -19,7 +19,13 @@ use crate::event_loop::Loop;
 use crate::timer_callback::TimerCallback;
 
 /// A timer's handle: small, `Copy`, and safe to keep after the timer is
-/// gone (using it then does nothing). It is the timer's key in the wheel.
+/// gone (using it then does nothing). It is the timer's key in the wheel,
+/// checked by generation: a key whose timer is gone never reaches a newer
+/// timer in the same slot.
+///
+/// Stop a timer with [`Loop::clear_timer`] (one way for timeouts and
+/// intervals alike, as Node's `clearTimeout` and `clearInterval` are
+/// interchangeable).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TimerId(pub(crate) Key);
 
@@ -131,10 +137,11 @@ impl Loop {
         )
     }
 
-    /// Stops a timeout or an interval (Node's `clearTimeout` and
-    /// `clearInterval` are the same). From anywhere, its own callback
-    /// included; a fired, cleared or unknown timer is a no-op. Returns
-    /// whether a timer was stopped.
+    /// Stops a timeout or an interval: the one way to stop a timer (Node's
+    /// `clearTimeout` and `clearInterval`, which are the same function).
+    /// From anywhere, its own callback included; a fired, cleared or
+    /// unknown timer is a no-op, as Node's `clearTimeout` of a fired
+    /// timeout is. Returns whether a timer was stopped.
     pub fn clear_timer(&mut self, id: TimerId) -> bool {
         let Some(timer) = self.wheel.cancel(id.0) else {
             return false;
@@ -148,11 +155,13 @@ impl Loop {
     }
 
     /// Same as [`Loop::clear_timer`] (Node's `clearTimeout`).
+    #[deprecated(note = "use `Loop::clear_timer`, the one way to stop a timeout or an interval")]
     pub fn clear_timeout(&mut self, id: TimerId) -> bool {
         self.clear_timer(id)
     }
 
     /// Same as [`Loop::clear_timer`] (Node's `clearInterval`).
+    #[deprecated(note = "use `Loop::clear_timer`, the one way to stop a timeout or an interval")]
     pub fn clear_interval(&mut self, id: TimerId) -> bool {
         self.clear_timer(id)
     }
@@ -195,7 +204,10 @@ impl Loop {
     }
 
     /// Whether the timer keeps the loop alive (Node's `timeout.hasRef()`);
-    /// `false` for a fired or cleared timer.
+    /// `false` for a fired or cleared timer. (Node's answer there is the
+    /// ref flag the dead timeout object still carries, `true` unless it
+    /// was unref'ed; a key has no object left to ask. What the loop
+    /// cares about, whether the timer keeps it alive, is `false` for both.)
     pub fn timer_has_ref(&self, id: TimerId) -> bool {
         self.wheel.get(id.0).is_some_and(Timer::referenced)
     }
@@ -239,7 +251,7 @@ impl Loop {
         if self.wheel.is_empty() {
             return;
         }
-        self.wheel.advance_to(self.now());
+        self.wheel.advance_to(self.now_ms());
         let mut ticks_held_for: Option<u64> = None;
         while let Some((key, _)) = self.wheel.pop_expired_key() {
             let id = TimerId(key);

@@ -115,7 +115,7 @@ fn timers_of_every_callback_size_fire_once_and_unfired_ones_are_dropped(lp: &mut
         let _ = &guard;
         if n == 3 {
             f.borrow_mut().push("interval x3");
-            lp.clear_interval(id);
+            lp.clear_timer(id);
         }
     });
     let never = CountDrop(dropped.clone());
@@ -144,7 +144,7 @@ fn a_panicking_interval_under_a_panic_handler_stops_without_harm(lp: &mut Loop) 
     lp.set_timeout(ms(20), move |lp| {
         // The interval panicked once and was stopped: nothing is left.
         assert!(!lp.timer_is_active(interval));
-        assert!(!lp.clear_interval(interval));
+        assert!(!lp.clear_timer(interval));
     });
     run_within(lp, LIMIT);
     assert_eq!(panics.get(), 1);
