@@ -587,6 +587,7 @@ impl Loop {
     /// I/O or other threads can wake the loop.
     fn poll_timeout(&mut self) -> Option<Duration> {
         let busy = self.stop_requested
+            || self.failure.is_some()
             || !self.alive()
             || !self.pending.is_empty()
             || self.hooks.has_idle()
