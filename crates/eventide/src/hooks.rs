@@ -25,8 +25,10 @@ pub enum Phase {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct HookId(SlotId);
 
-/// A handle [`Loop::close`] can close.
+/// A handle [`Loop::close_then`] can close. (Non-exhaustive: more kinds
+/// of handle may be closable this way.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Handle {
     /// A timer.
     Timer(TimerId),

@@ -231,8 +231,10 @@ impl Drop for OwnedItem {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct WorkId(SlotId);
 
-/// The class of pool work, as libuv has them.
+/// The class of pool work, as libuv has them. (Non-exhaustive: a class may
+/// be added.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum WorkClass {
     /// File system and CPU work.
     #[default]
