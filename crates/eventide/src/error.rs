@@ -155,6 +155,13 @@ pub enum Error {
         /// What kind of handle, e.g. `"work request"`.
         what: &'static str,
     },
+    /// The handle was made by another loop: a key names a handle only in
+    /// the loop that made it.
+    #[error("foreign handle: {what} belongs to another loop")]
+    ForeignHandle {
+        /// What kind of handle, e.g. `"work request"`.
+        what: &'static str,
+    },
     /// `run` was called from inside a callback of the same loop.
     #[error("Loop::run called from inside one of the loop's own callbacks")]
     Reentrant,
@@ -309,7 +316,8 @@ impl Error {
     ///   is [`Error::Other`] unless it holds an `io::Error` (then its kind);
     ///   [`Error::AlreadyRunning`] is [`io::ErrorKind::ResourceBusy`]
     ///   and [`Error::Stale`] [`io::ErrorKind::NotFound`], neither of
-    ///   which std or tokio retries.
+    ///   which std or tokio retries; [`Error::ForeignHandle`] is
+    ///   [`io::ErrorKind::InvalidInput`] (a bug in the calling code).
     ///
     /// No error of this crate maps to `Interrupted` or `WouldBlock` unless
     /// the system call itself answered `EINTR` or `EAGAIN`.
@@ -327,6 +335,7 @@ impl Error {
             Error::Panicked { .. } | Error::NotRun(_) => io::ErrorKind::Other,
             Error::AlreadyRunning => io::ErrorKind::ResourceBusy,
             Error::Stale { .. } => io::ErrorKind::NotFound,
+            Error::ForeignHandle { .. } => io::ErrorKind::InvalidInput,
             Error::Reentrant => io::ErrorKind::Other,
             Error::Backend(BackendError::Refused { source, .. }) => source.kind(),
             Error::Backend(BackendError::NotCompiled(_)) => io::ErrorKind::Unsupported,

@@ -6,6 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use eventide_reactor::{BackendChoice, BackendKind, Reactor};
@@ -20,6 +21,11 @@ use crate::slab::{Slab, SlotId};
 use crate::timers::Timer;
 use crate::work::Work;
 use crate::{Error, Result};
+
+/// The next loop's id (see `Loop::id`). Starts at 1; after 2^32 loops in
+/// one process it wraps, and a key could then be taken for one of a loop
+/// made 2^32 loops earlier.
+static NEXT_LOOP_ID: AtomicU32 = AtomicU32::new(1);
 
 /// A callback that runs once with the loop.
 pub(crate) type Task = Box<dyn FnOnce(&mut Loop)>;
@@ -121,6 +127,10 @@ impl LoopBuilder {
 /// [`LoopBuilder::pool_drop_timeout`] (1 s by default) for jobs still
 /// running; a job stuck longer keeps its thread, which is detached.
 pub struct Loop {
+    /// This loop's id: every key it hands out carries it, so that a key
+    /// used with another loop is told apart (a no-op or an error, never
+    /// that loop's handle in the same slot).
+    pub(crate) id: u32,
     pub(crate) reactor: Reactor,
     /// The cached time, in ms since the clock's epoch; read lazily (see `now`).
     now: Cell<u64>,
@@ -191,6 +201,7 @@ impl Loop {
         let shared = Arc::new(Shared::new(reactor.waker()));
         let work = Work::new(Arc::clone(&shared), pool_threads, drop_timeout)?;
         Ok(Loop {
+            id: NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed),
             reactor,
             now: Cell::new(0),
             now_stale: Cell::new(false),

@@ -5,8 +5,13 @@ use crate::slab::{Slab, SlotId};
 use crate::timers::TimerId;
 
 /// An immediate's handle, for [`Loop::clear_immediate`].
+///
+/// Like every key, it names nothing in another loop than its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ImmediateId(SlotId);
+pub struct ImmediateId {
+    slot: SlotId,
+    loop_id: u32,
+}
 
 /// The phase a hook runs in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -22,8 +27,13 @@ pub enum Phase {
 }
 
 /// A hook's handle: an idle, prepare or check callback that runs every turn.
+///
+/// Like every key, it names nothing in another loop than its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct HookId(SlotId);
+pub struct HookId {
+    slot: SlotId,
+    loop_id: u32,
+}
 
 /// A handle [`Loop::close_then`] can close. (Non-exhaustive: more kinds
 /// of handle may be closable this way.)
@@ -87,7 +97,10 @@ impl Loop {
     pub fn set_immediate(&mut self, callback: impl FnOnce(&mut Loop) + 'static) -> ImmediateId {
         let id = self.immediates.insert(Box::new(callback) as Task);
         self.immediate_order.push_back(id);
-        ImmediateId(id)
+        ImmediateId {
+            slot: id,
+            loop_id: self.id,
+        }
     }
 
     /// Cancels an immediate that has not run (Node's `clearImmediate`);
@@ -95,7 +108,7 @@ impl Loop {
     /// a no-op.
     pub fn clear_immediate(&mut self, id: ImmediateId) -> bool {
         // Its place in the queue stays, stale: the check phase skips it.
-        self.immediates.remove(id.0).is_some()
+        id.loop_id == self.id && self.immediates.remove(id.slot).is_some()
     }
 
     /// Starts a hook: `callback` runs every turn in `phase` until the hook is
@@ -111,7 +124,10 @@ impl Loop {
             callback: Some(Box::new(callback)),
             referenced: true,
         };
-        let id = HookId(self.hooks.hooks.insert(hook));
+        let id = HookId {
+            slot: self.hooks.hooks.insert(hook),
+            loop_id: self.id,
+        };
         self.hooks.order[phase as usize].insert(0, id);
         self.hooks.referenced += 1;
         id
@@ -121,7 +137,10 @@ impl Loop {
     /// returns whether it was running. From anywhere, its own callback
     /// included.
     pub fn stop_hook(&mut self, id: HookId) -> bool {
-        let Some(hook) = self.hooks.hooks.remove(id.0) else {
+        if id.loop_id != self.id {
+            return false;
+        }
+        let Some(hook) = self.hooks.hooks.remove(id.slot) else {
             return false;
         };
         let order = &mut self.hooks.order[hook.phase as usize];
@@ -143,7 +162,10 @@ impl Loop {
     }
 
     fn set_hook_ref(&mut self, id: HookId, referenced: bool) {
-        let Some(hook) = self.hooks.hooks.get_mut(id.0) else {
+        if id.loop_id != self.id {
+            return;
+        }
+        let Some(hook) = self.hooks.hooks.get_mut(id.slot) else {
             return;
         };
         if hook.referenced != referenced {
@@ -209,7 +231,7 @@ impl Loop {
         let mut running = std::mem::take(&mut self.hooks.running);
         running.extend_from_slice(&self.hooks.order[phase as usize]);
         for &id in &running {
-            let Some(hook) = self.hooks.hooks.get_mut(id.0) else {
+            let Some(hook) = self.hooks.hooks.get_mut(id.slot) else {
                 continue;
             };
             let Some(mut callback) = hook.callback.take() else {
@@ -221,7 +243,7 @@ impl Loop {
             });
             match returned {
                 Ok(callback) => {
-                    if let Some(hook) = self.hooks.hooks.get_mut(id.0) {
+                    if let Some(hook) = self.hooks.hooks.get_mut(id.slot) {
                         hook.callback = Some(callback);
                     }
                 }
