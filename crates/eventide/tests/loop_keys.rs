@@ -79,6 +79,7 @@ fn a_work_key_of_another_loop_is_an_error(a: &mut Loop) {
         error.to_string().contains("another loop"),
         "a clear error: {error}"
     );
+    assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
     run_within(&mut b, LIMIT);
     assert_eq!(
         result.get(),
