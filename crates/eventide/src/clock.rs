@@ -109,7 +109,8 @@ impl Sub for LoopTime {
 impl fmt::Display for LoopTime {
     /// `1234ms`: milliseconds since the loop was made.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}ms", self.0)
+        // Through `pad`, so that widths and alignment (`{:>8}`) apply.
+        f.pad(&format!("{}ms", self.0))
     }
 }
 

@@ -158,6 +158,7 @@ fn loop_time_arithmetic_and_formatting() {
         LoopTime::from_millis(u64::MAX)
     );
     assert_eq!(t.to_string(), "1500ms");
+    assert_eq!(format!("{t:>8}|{t:<7}|"), "  1500ms|1500ms |");
     assert_eq!(format!("{t:?}"), "LoopTime(1500)");
     assert!(LoopTime::ZERO < t);
     assert_eq!(LoopTime::default(), LoopTime::ZERO);
