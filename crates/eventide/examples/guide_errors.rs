@@ -4,9 +4,6 @@
 //!
 //!     cargo run --example guide_errors
 
-use std::cell::RefCell;
-use std::rc::Rc;
-
 use eventide::fs::{Flags, RmOptions};
 use eventide::{Error, Loop};
 
@@ -58,19 +55,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         io.get_ref().is_some_and(|e| e.is::<Error>())
     );
 
-    // Today a callback hands an error to the code after run() through
-    // shared state, and stops the loop.
-    let failed: Rc<RefCell<Option<Error>>> = Rc::default();
-    let slot = Rc::clone(&failed);
-    lp.fs().read_file("also-missing.txt", move |lp, r| {
-        if let Err(error) = r {
-            *slot.borrow_mut() = Some(error);
-            lp.stop();
+    // A callback that cannot go on stops the loop with its error:
+    // run() returns it as soon as the callback returns (its next-ticks,
+    // the rest of the phase, wait for a later run()).
+    lp.fs().read_file("also-missing.txt", |lp, r| match r {
+        Ok(bytes) => println!("{} bytes", bytes.len()),
+        Err(error) => {
+            lp.next_tick(|_| println!("(a later run() runs this tick)"));
+            lp.fail(error);
         }
     });
-    lp.run()?;
-    if let Some(error) = failed.borrow_mut().take() {
-        println!("after run(): {error}");
+    match lp.run() {
+        Ok(()) => println!("run() succeeded"),
+        Err(error) => println!("run() returned: {error}"),
     }
+
+    // An error of the program's own goes the same way, through
+    // Error::other, and downcasts back. (This run() first runs the tick
+    // the failed one left behind.)
+    lp.set_immediate(|lp| lp.fail(Error::other("bad record 7")));
+    let error = lp.run().unwrap_err();
+    println!(
+        "run() returned the program's own error: {error} (a String inside: {})",
+        error
+            .get_ref()
+            .is_some_and(|e| e.to_string() == "bad record 7")
+    );
     Ok(())
 }

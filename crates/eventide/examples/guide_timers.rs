@@ -13,10 +13,13 @@ fn main() -> eventide::Result<()> {
 
     // A timeout: once. Timers with the same deadline run in start order.
     lp.set_timeout(ms(30), |lp| {
-        println!("{:>3} ms  timeout A (30 ms)", lp.now())
+        println!("{:>3} ms  timeout A (30 ms)", lp.now().as_millis())
     });
     lp.set_timeout(ms(30), |lp| {
-        println!("{:>3} ms  timeout B (30 ms, started after A)", lp.now())
+        println!(
+            "{:>3} ms  timeout B (30 ms, started after A)",
+            lp.now().as_millis()
+        )
     });
 
     // A timeout cleared before it fires never runs.
@@ -29,10 +32,10 @@ fn main() -> eventide::Result<()> {
     let mut ticks = 0;
     lp.set_interval(ms(10), move |lp, me| {
         ticks += 1;
-        println!("{:>3} ms  interval tick {ticks}", lp.now());
+        println!("{:>3} ms  interval tick {ticks}", lp.now().as_millis());
         if ticks == 3 {
             lp.clear_timer(me);
-            println!("{:>3} ms  interval cleared itself", lp.now());
+            println!("{:>3} ms  interval cleared itself", lp.now().as_millis());
         }
     });
 
@@ -45,7 +48,7 @@ fn main() -> eventide::Result<()> {
     let watchdog = lp.set_timeout(ms(40), |lp| {
         println!(
             "{:>3} ms  watchdog (40 ms, refreshed at 25 ms: fires at 65)",
-            lp.now()
+            lp.now().as_millis()
         )
     });
     lp.set_timeout(ms(25), move |lp| {
@@ -55,7 +58,7 @@ fn main() -> eventide::Result<()> {
     lp.run()?;
     println!(
         "run() returned at {} ms; the hour-long unref'd timer did not hold it",
-        lp.now()
+        lp.now().as_millis()
     );
     Ok(())
 }

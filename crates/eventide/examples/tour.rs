@@ -1,6 +1,7 @@
 //! A short tour of eventide: one event loop thread, callbacks that receive
-//! the loop, files, a TCP echo over loopback, work on the pool, and Node's
-//! ordering rules.
+//! the loop, the program's state kept on the loop, files, a TCP echo over
+//! loopback, work on the pool, Node's ordering rules, and a callback that
+//! ends `run()` with its error.
 //!
 //!     cargo run --release --example tour
 //!     EVENTIDE_BACKEND=poll cargo run --release --example tour
@@ -12,6 +13,15 @@ use std::time::{Duration, Instant};
 
 use eventide::net::ListenOptions;
 use eventide::{Loop, TimerId};
+
+/// The tour's own state, kept on the loop (`lp.insert_state`): every
+/// callback reaches it through the loop, no `Rc<RefCell<..>>` needed.
+struct Tour {
+    /// The interval of step 2, for step 6 to clear.
+    ticker: Option<TimerId>,
+    /// How often it ticked.
+    ticks: u32,
+}
 
 /// Counts the primes below `limit` the slow way (trial division), to keep a
 /// pool thread busy for a few hundred milliseconds.
@@ -35,13 +45,18 @@ fn main() -> Result<(), eventide::Error> {
     );
 
     // 2. An interval (Node's setInterval): ticks every 100 ms while the rest
-    //    of the tour happens, until step 5 clears it. Its callback gets its
-    //    own id, and may keep state of its own (`ticks`).
-    let mut ticks = 0;
-    let ticker = lp.set_interval(Duration::from_millis(100), move |_, _| {
-        ticks += 1;
-        println!("{:>5} ms  tick {ticks}", ms());
+    //    of the tour happens, until step 6 clears it. Its count lives in
+    //    the tour's state on the loop, where any callback can read it.
+    lp.insert_state(Tour {
+        ticker: None,
+        ticks: 0,
     });
+    let ticker = lp.set_interval(Duration::from_millis(100), move |lp, _| {
+        let tour = lp.state_mut::<Tour>().expect("inserted above");
+        tour.ticks += 1;
+        println!("{:>5} ms  tick {}", ms(), tour.ticks);
+    });
+    lp.state_mut::<Tour>().expect("inserted above").ticker = Some(ticker);
 
     // 3. Read a file with eventide::fs, as Node's fs.readFile: on io_uring
     //    the kernel does it, on the polling backend a pool thread does;
@@ -85,16 +100,30 @@ fn main() -> Result<(), eventide::Error> {
             //    LoopHandle (libuv's uv_async_send). The closure runs on the
             //    loop thread, with the loop: here it clears the interval.
             //    The handle keeps the loop alive until the thread drops it.
-            post_from_another_thread(lp, ticker, ms);
+            post_from_another_thread(lp, ms);
         },
     );
 
     // Runs until nothing is left: no timer, no work, no LoopHandle.
     lp.run()?;
+    let ticks = lp.state::<Tour>().map_or(0, |tour| tour.ticks);
     println!(
-        "{:>5} ms  the loop has nothing left to do: run() returned",
+        "{:>5} ms  the loop has nothing left to do: run() returned (the interval ticked {ticks} times)",
         ms()
     );
+
+    // 7. A callback that cannot go on hands its error to `lp.fail`: run()
+    //    returns it as soon as the callback returns, as an uncaught
+    //    exception ends a Node program (here we print it instead).
+    lp.fs()
+        .read_file("no-such-config.toml", |lp, result| match result {
+            Ok(bytes) => println!("config: {} bytes", bytes.len()),
+            Err(error) => lp.fail(error),
+        });
+    match lp.run() {
+        Ok(()) => println!("{:>5} ms  the config was there after all", ms()),
+        Err(error) => println!("{:>5} ms  run() returned a callback's error: {error}", ms()),
+    }
     Ok(())
 }
 
@@ -136,12 +165,8 @@ fn echo_round_trip(lp: &mut Loop, ms: impl Fn() -> u128 + Copy + 'static) -> eve
 }
 
 /// Starts a thread that posts one closure to the loop, which clears the
-/// interval `ticker`: with it gone, nothing keeps the loop alive.
-fn post_from_another_thread(
-    lp: &mut Loop,
-    ticker: TimerId,
-    ms: impl Fn() -> u128 + Send + 'static,
-) {
+/// tour's interval: with it gone, nothing keeps the loop alive.
+fn post_from_another_thread(lp: &mut Loop, ms: impl Fn() -> u128 + Send + 'static) {
     let handle = lp.handle();
     std::thread::spawn(move || {
         let sender = format!("{:?}", std::thread::current().id());
@@ -153,7 +178,9 @@ fn post_from_another_thread(
                 ms()
             );
             println!("{:>5} ms  it clears the interval: nothing is left to keep the loop alive", ms());
-            lp.clear_interval(ticker);
+            if let Some(ticker) = lp.state::<Tour>().and_then(|tour| tour.ticker) {
+                lp.clear_timer(ticker);
+            }
         });
         if posted.is_err() {
             eprintln!("the loop was gone before the closure was posted");

@@ -38,11 +38,13 @@ impl<T> Chan<T> {
 /// [`Loop::channel`]. `Send`, `Sync` and cheap to clone. While any sender
 /// exists the loop stays alive; when the last one is dropped, the handler
 /// gets what is queued and the channel goes away.
+#[must_use = "dropping the only sender closes the channel at once: its handler never gets a value"]
 pub struct Sender<T> {
     chan: Arc<Chan<T>>,
 }
 
 /// Sending to a loop that has been dropped: the value comes back.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SendError<T>(pub T);
 
 impl<T> fmt::Debug for SendError<T> {

@@ -30,7 +30,89 @@
 //! which re-anchors.
 
 use std::cell::Cell;
-use std::time::Instant;
+use std::fmt;
+use std::ops::{Add, AddAssign, Sub};
+use std::time::{Duration, Instant};
+
+/// A point on a loop's clock: whole milliseconds since that loop was made
+/// (what [`crate::Loop::now`] returns; libuv's `uv_now`, Node's
+/// `getLibuvNow()`).
+///
+/// It is only meaningful with the loop that gave it: two loops made at
+/// different moments have different origins. Differences are
+/// [`Duration`]s; adding a `Duration` truncates it to whole milliseconds
+/// (as timer delays are), saturating at the end of time.
+///
+/// ```
+/// use std::time::Duration;
+/// let lp = eventide::Loop::new()?;
+/// let start = lp.now();
+/// let later = start + Duration::from_millis(250);
+/// assert_eq!(later - start, Duration::from_millis(250));
+/// assert_eq!(later.as_millis(), start.as_millis() + 250);
+/// println!("the loop's time: {start}"); // e.g. "3ms"
+/// # Ok::<(), eventide::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LoopTime(u64);
+
+impl LoopTime {
+    /// The moment the loop was made.
+    pub const ZERO: LoopTime = LoopTime(0);
+
+    /// The time `ms` milliseconds after the loop was made.
+    pub const fn from_millis(ms: u64) -> LoopTime {
+        LoopTime(ms)
+    }
+
+    /// Milliseconds since the loop was made.
+    pub const fn as_millis(self) -> u64 {
+        self.0
+    }
+
+    /// The time elapsed since the loop was made.
+    pub const fn since_start(self) -> Duration {
+        Duration::from_millis(self.0)
+    }
+
+    /// `self - earlier`, or zero if `earlier` is later.
+    pub fn saturating_duration_since(self, earlier: LoopTime) -> Duration {
+        Duration::from_millis(self.0.saturating_sub(earlier.0))
+    }
+}
+
+impl Add<Duration> for LoopTime {
+    type Output = LoopTime;
+
+    fn add(self, delay: Duration) -> LoopTime {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        LoopTime(self.0.saturating_add(ms))
+    }
+}
+
+impl AddAssign<Duration> for LoopTime {
+    fn add_assign(&mut self, delay: Duration) {
+        *self = *self + delay;
+    }
+}
+
+impl Sub for LoopTime {
+    type Output = Duration;
+
+    /// The time between two readings; zero if `earlier` is later (as
+    /// `Instant`'s subtraction does since Rust 1.60).
+    fn sub(self, earlier: LoopTime) -> Duration {
+        self.saturating_duration_since(earlier)
+    }
+}
+
+impl fmt::Display for LoopTime {
+    /// `1234ms`: milliseconds since the loop was made.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Through `pad`, so that widths and alignment (`{:>8}`) apply.
+        f.pad(&format!("{}ms", self.0))
+    }
+}
 
 /// Estimates closer than this to a millisecond boundary are not trusted.
 const MARGIN_NS: u64 = 5_000;

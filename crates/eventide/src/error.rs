@@ -155,6 +155,13 @@ pub enum Error {
         /// What kind of handle, e.g. `"work request"`.
         what: &'static str,
     },
+    /// The handle was made by another loop: a key names a handle only in
+    /// the loop that made it.
+    #[error("foreign handle: {what} belongs to another loop")]
+    ForeignHandle {
+        /// What kind of handle, e.g. `"work request"`.
+        what: &'static str,
+    },
     /// `run` was called from inside a callback of the same loop.
     #[error("Loop::run called from inside one of the loop's own callbacks")]
     Reentrant,
@@ -164,12 +171,51 @@ pub enum Error {
     /// The pool configuration is invalid (e.g. `EVENTIDE_THREADPOOL_SIZE`).
     #[error(transparent)]
     PoolConfig(#[from] ConfigError),
+    /// An error of the program's own, made with [`Error::other`]: what a
+    /// callback hands [`crate::Loop::fail`] for `run()` to return.
+    /// Displays as the inner error does; `downcast_ref` it back with
+    /// [`Error::get_ref`].
+    #[error(transparent)]
+    Other(Box<dyn std::error::Error + Send + Sync + 'static>),
 }
 
 /// `Result` with [`Error`] as its error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Wraps an error of the program's own (any error type, or a string)
+    /// as [`Error::Other`], to stop the loop with it
+    /// ([`crate::Loop::fail`]) or return it where an eventide error goes.
+    ///
+    /// ```
+    /// #[derive(Debug)]
+    /// struct BadInput;
+    /// impl std::fmt::Display for BadInput {
+    ///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    ///         f.write_str("bad input")
+    ///     }
+    /// }
+    /// impl std::error::Error for BadInput {}
+    ///
+    /// let mut lp = eventide::Loop::new()?;
+    /// lp.set_immediate(|lp| lp.fail(eventide::Error::other(BadInput)));
+    /// let error = lp.run().unwrap_err();
+    /// assert_eq!(error.to_string(), "bad input");
+    /// assert!(error.get_ref().is_some_and(|e| e.is::<BadInput>()));
+    /// # Ok::<(), eventide::Error>(())
+    /// ```
+    pub fn other(error: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Error {
+        Error::Other(error.into())
+    }
+
+    /// The program's own error inside an [`Error::Other`], to downcast.
+    pub fn get_ref(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        match self {
+            Error::Other(inner) => Some(&**inner),
+            _ => None,
+        }
+    }
+
     pub(crate) fn io(op: &'static str, source: io::Error) -> Error {
         Error::Io { op, source }
     }
@@ -266,10 +312,12 @@ impl Error {
     ///   from inside the loop's own callback is a bug in the calling
     ///   code, and it fails the same way every time. (`WouldBlock` means
     ///   "not ready yet, try again when it is".)
-    /// - [`Error::Panicked`] and [`Error::NotRun`] are `Other` too;
+    /// - [`Error::Panicked`] and [`Error::NotRun`] are `Other` too, as
+    ///   is [`Error::Other`] unless it holds an `io::Error` (then its kind);
     ///   [`Error::AlreadyRunning`] is [`io::ErrorKind::ResourceBusy`]
     ///   and [`Error::Stale`] [`io::ErrorKind::NotFound`], neither of
-    ///   which std or tokio retries.
+    ///   which std or tokio retries; [`Error::ForeignHandle`] is
+    ///   [`io::ErrorKind::InvalidInput`] (a bug in the calling code).
     ///
     /// No error of this crate maps to `Interrupted` or `WouldBlock` unless
     /// the system call itself answered `EINTR` or `EAGAIN`.
@@ -287,10 +335,15 @@ impl Error {
             Error::Panicked { .. } | Error::NotRun(_) => io::ErrorKind::Other,
             Error::AlreadyRunning => io::ErrorKind::ResourceBusy,
             Error::Stale { .. } => io::ErrorKind::NotFound,
+            Error::ForeignHandle { .. } => io::ErrorKind::InvalidInput,
             Error::Reentrant => io::ErrorKind::Other,
             Error::Backend(BackendError::Refused { source, .. }) => source.kind(),
             Error::Backend(BackendError::NotCompiled(_)) => io::ErrorKind::Unsupported,
             Error::Backend(_) | Error::PoolConfig(_) => io::ErrorKind::InvalidInput,
+            // The program's own: an io::Error keeps its kind.
+            Error::Other(inner) => inner
+                .downcast_ref::<io::Error>()
+                .map_or(io::ErrorKind::Other, io::Error::kind),
         }
     }
 }

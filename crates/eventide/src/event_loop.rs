@@ -1,18 +1,19 @@
 //! The loop: its state, its builder, and the turn.
 
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::cell::Cell;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use eventide_reactor::{BackendChoice, BackendKind, Reactor};
 use eventide_timer::Wheel;
 
 use crate::channel::Receive;
-use crate::clock::Clock;
+use crate::clock::{Clock, LoopTime};
 use crate::handle::Shared;
 use crate::hooks::Hooks;
 use crate::io::Io;
@@ -20,6 +21,11 @@ use crate::slab::{Slab, SlotId};
 use crate::timers::Timer;
 use crate::work::Work;
 use crate::{Error, Result};
+
+/// The next loop's id (see `Loop::id`). Starts at 1; after 2^32 loops in
+/// one process it wraps, and a key could then be taken for one of a loop
+/// made 2^32 loops earlier.
+static NEXT_LOOP_ID: AtomicU32 = AtomicU32::new(1);
 
 /// A callback that runs once with the loop.
 pub(crate) type Task = Box<dyn FnOnce(&mut Loop)>;
@@ -30,8 +36,14 @@ pub(crate) type Panic = Box<dyn Any + Send>;
 /// What a panic handler receives: the loop and the panic's payload.
 type PanicHandler = Box<dyn FnMut(&mut Loop, Box<dyn Any + Send>)>;
 
+/// The unwind payload that carries a [`Loop::fail`] out of the phase that
+/// noticed it to [`Loop::run_mode`]: it goes through the same paths as a
+/// callback's panic, which leave every structure consistent, but never to
+/// the panic handler.
+struct Failed;
+
 /// How [`Loop::run_mode`] runs, as libuv's `uv_run_mode`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RunMode {
     /// Run turns until nothing keeps the loop alive, or [`Loop::stop`].
     Default,
@@ -42,7 +54,14 @@ pub enum RunMode {
 }
 
 /// Builds a [`Loop`]: which reactor backend, how many pool threads.
+///
+/// ```
+/// let lp = eventide::Loop::builder().pool_threads(2).build()?;
+/// # drop(lp);
+/// # Ok::<(), eventide::Error>(())
+/// ```
 #[derive(Debug, Clone, Default)]
+#[must_use = "a builder does nothing until `build()` makes the loop"]
 pub struct LoopBuilder {
     backend: Option<BackendChoice>,
     pool_threads: Option<usize>,
@@ -89,6 +108,7 @@ impl LoopBuilder {
     /// [`Error::PoolConfig`] for a pool size outside 1..=1024. (An invalid
     /// `EVENTIDE_THREADPOOL_SIZE` is logged and the default used, as libuv
     /// does with `UV_THREADPOOL_SIZE`.)
+    #[must_use = "the loop runs nothing until `run()` is called on it"]
     pub fn build(self) -> Result<Loop> {
         let reactor = match self.backend {
             Some(choice) => Reactor::with_choice(choice)?,
@@ -107,6 +127,10 @@ impl LoopBuilder {
 /// [`LoopBuilder::pool_drop_timeout`] (1 s by default) for jobs still
 /// running; a job stuck longer keeps its thread, which is detached.
 pub struct Loop {
+    /// This loop's id: every key it hands out carries it, so that a key
+    /// used with another loop is told apart (a no-op or an error, never
+    /// that loop's handle in the same slot).
+    pub(crate) id: u32,
     pub(crate) reactor: Reactor,
     /// The cached time, in ms since the clock's epoch; read lazily (see `now`).
     now: Cell<u64>,
@@ -135,6 +159,11 @@ pub struct Loop {
     pub(crate) shared: Arc<Shared>,
     pub(crate) channels: Vec<Option<Box<dyn Receive>>>,
     panic_handler: Option<PanicHandler>,
+    /// The error a callback stopped the loop with ([`Loop::fail`]), until
+    /// `run` returns it.
+    failure: Option<Error>,
+    /// The user's state ([`Loop::insert_state`]), one value per type.
+    states: HashMap<TypeId, Box<dyn Any>>,
     stop_requested: bool,
     running: bool,
 }
@@ -163,6 +192,7 @@ impl Loop {
     }
 
     /// A builder, to choose the backend or the pool size.
+    #[must_use = "a builder does nothing until `build()` makes the loop"]
     pub fn builder() -> LoopBuilder {
         LoopBuilder::default()
     }
@@ -175,6 +205,7 @@ impl Loop {
         let shared = Arc::new(Shared::new(reactor.waker()));
         let work = Work::new(Arc::clone(&shared), pool_threads, drop_timeout)?;
         Ok(Loop {
+            id: NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed),
             reactor,
             now: Cell::new(0),
             now_stale: Cell::new(false),
@@ -194,6 +225,8 @@ impl Loop {
             shared,
             channels: Vec::new(),
             panic_handler: None,
+            failure: None,
+            states: HashMap::new(),
             stop_requested: false,
             running: false,
         })
@@ -208,7 +241,15 @@ impl Loop {
     /// (libuv's `uv_now`): read once per turn, before the timers run, and
     /// then the same until the next turn or [`Loop::update_time`]. (In a
     /// turn with no timer at all, the clock is read at the first call.)
-    pub fn now(&self) -> u64 {
+    ///
+    /// Timers do not start from it: each start reads the clock, as Node's
+    /// `setTimeout` does.
+    pub fn now(&self) -> LoopTime {
+        LoopTime::from_millis(self.now_ms())
+    }
+
+    /// [`Loop::now`] as a number of milliseconds.
+    pub(crate) fn now_ms(&self) -> u64 {
         if self.now_stale.get() {
             self.now.set(self.clock());
             self.now_stale.set(false);
@@ -240,6 +281,155 @@ impl Loop {
     /// (libuv's `uv_stop`). A later `run` starts it again.
     pub fn stop(&mut self) {
         self.stop_requested = true;
+    }
+
+    /// Stops the loop with `error`, which [`Loop::run`] (or
+    /// [`Loop::run_mode`]) returns: what an uncaught exception is to a
+    /// Node process, without ending the process.
+    ///
+    /// The callback that calls it finishes; as soon as it returns, `run`
+    /// returns `Err(error)`. Nothing else runs first: not the callback's
+    /// next-ticks and microtasks, not the rest of the phase (other due
+    /// timers, immediates, I/O callbacks), not the close phase. That is
+    /// Node's behaviour for an uncaught exception (the process exits
+    /// before `process.nextTick` callbacks run) and calloop's for a
+    /// callback that returns `Err` (dispatching stops, the error comes
+    /// back). Nothing is lost either: everything queued stays queued and
+    /// every handle stays as the callback left it, so a later `run`
+    /// continues where this one stopped (the ticks first), as after a
+    /// panic that left `run`. (One qualification: an event whose handling
+    /// calls several of your callbacks in a row, a file stream's last
+    /// `data` and its `end` say, finishes that handling first.)
+    ///
+    /// The first failure wins: later calls before `run` returns drop
+    /// their error. Called outside `run`, the next `run` returns the error
+    /// at once. A panic handler never sees a failure. The error can be any
+    /// error type ([`Error::other`]), or an eventide error:
+    ///
+    /// ```
+    /// let mut lp = eventide::Loop::new()?;
+    /// lp.fs().read_file("no-such-file.txt", |lp, result| match result {
+    ///     Ok(bytes) => println!("{} bytes", bytes.len()),
+    ///     Err(error) => lp.fail(error),
+    /// });
+    /// let error = lp.run().unwrap_err();
+    /// assert_eq!(error.code(), Some("ENOENT"));
+    /// # Ok::<(), eventide::Error>(())
+    /// ```
+    ///
+    /// It stops the loop by unwinding (a private payload, caught by `run`)
+    /// from the point where the loop would next run a callback, through
+    /// the same paths that make a panic leave `run` with the loop
+    /// consistent. In a program built with `panic = "abort"`, where
+    /// nothing unwinds, the loop instead stops at the end of the current
+    /// phase: the rest of the phase runs first.
+    pub fn fail(&mut self, error: impl Into<Error>) {
+        if self.failure.is_none() {
+            self.failure = Some(error.into());
+        }
+    }
+
+    /// Whether a callback called [`Loop::fail`] and `run` has not returned
+    /// the error yet.
+    pub fn is_failed(&self) -> bool {
+        self.failure.is_some()
+    }
+
+    /// Stores `state`, the one value of its type in this loop, for every
+    /// callback to reach with [`Loop::state`], [`Loop::state_mut`] or
+    /// [`Loop::with_state`]: a program's state without `Rc<RefCell<..>>`.
+    /// Returns the value of that type it replaces, if any.
+    ///
+    /// Values are keyed by their type, so give each piece of state its own
+    /// type (a struct, or a newtype around a `Vec`): two `u64`s would be one
+    /// slot. The values live as long as the loop, or until
+    /// [`Loop::remove_state`].
+    ///
+    /// ```
+    /// #[derive(Default)]
+    /// struct Counts { ticks: u32 }
+    ///
+    /// let mut lp = eventide::Loop::new()?;
+    /// lp.insert_state(Counts::default());
+    /// lp.set_interval(std::time::Duration::from_millis(1), |lp, me| {
+    ///     let counts = lp.state_mut::<Counts>().unwrap();
+    ///     counts.ticks += 1;
+    ///     if counts.ticks == 3 {
+    ///         lp.clear_timer(me);
+    ///     }
+    /// });
+    /// lp.run()?;
+    /// assert_eq!(lp.state::<Counts>().unwrap().ticks, 3);
+    /// # Ok::<(), eventide::Error>(())
+    /// ```
+    pub fn insert_state<T: 'static>(&mut self, state: T) -> Option<T> {
+        let old = self.states.insert(TypeId::of::<T>(), Box::new(state))?;
+        Some(
+            *old.downcast::<T>()
+                .expect("state stored under its own type"),
+        )
+    }
+
+    /// The stored state of type `T`, if any (see [`Loop::insert_state`]).
+    pub fn state<T: 'static>(&self) -> Option<&T> {
+        self.states.get(&TypeId::of::<T>())?.downcast_ref()
+    }
+
+    /// The stored state of type `T`, mutably, if any. It borrows the loop:
+    /// to call the loop while changing the state, use [`Loop::with_state`].
+    pub fn state_mut<T: 'static>(&mut self) -> Option<&mut T> {
+        self.states.get_mut(&TypeId::of::<T>())?.downcast_mut()
+    }
+
+    /// Takes the stored state of type `T` out of the loop.
+    pub fn remove_state<T: 'static>(&mut self) -> Option<T> {
+        let state = self.states.remove(&TypeId::of::<T>())?;
+        Some(
+            *state
+                .downcast::<T>()
+                .expect("state stored under its own type"),
+        )
+    }
+
+    /// Runs `f` with the loop and the stored state of type `T` together,
+    /// so that `f` may start timers or I/O while it changes the state;
+    /// `None` (and `f` not called) if there is no such state.
+    ///
+    /// The state is out of the store while `f` runs (`state::<T>()` is
+    /// `None` there, and a nested `with_state::<T>` finds nothing); it is
+    /// put back when `f` returns or panics, unless `f` stored another `T`
+    /// meanwhile, which then stays.
+    ///
+    /// ```
+    /// struct Log(Vec<String>);
+    ///
+    /// let mut lp = eventide::Loop::new()?;
+    /// lp.insert_state(Log(Vec::new()));
+    /// lp.set_immediate(|lp| {
+    ///     lp.with_state(|lp, log: &mut Log| {
+    ///         log.0.push("immediate".into());
+    ///         lp.next_tick(|lp| lp.state_mut::<Log>().unwrap().0.push("tick".into()));
+    ///     });
+    /// });
+    /// lp.run()?;
+    /// assert_eq!(lp.state::<Log>().unwrap().0, ["immediate", "tick"]);
+    /// # Ok::<(), eventide::Error>(())
+    /// ```
+    pub fn with_state<T: 'static, R>(
+        &mut self,
+        f: impl FnOnce(&mut Loop, &mut T) -> R,
+    ) -> Option<R> {
+        let key = TypeId::of::<T>();
+        let mut state = self.states.remove(&key)?;
+        let value = state
+            .downcast_mut::<T>()
+            .expect("state stored under its own type");
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| f(self, value)));
+        self.states.entry(key).or_insert(state);
+        match outcome {
+            Ok(result) => Some(result),
+            Err(payload) => panic::resume_unwind(payload),
+        }
     }
 
     /// Installs a handler for panics in the loop's callbacks. Without one, a
@@ -302,6 +492,7 @@ impl Loop {
     ///
     /// # Errors
     ///
+    /// The error a callback gave [`Loop::fail`];
     /// [`Error::Reentrant`] from inside a callback of this loop;
     /// [`Error::Io`] if waiting for I/O fails.
     ///
@@ -329,11 +520,35 @@ impl Loop {
         // before the panic goes on.
         let result = panic::catch_unwind(AssertUnwindSafe(|| self.turns(mode)));
         self.running = false;
-        result.unwrap_or_else(|payload| {
-            // The run is over: a stop asked for in it is spent, as on return.
-            self.stop_requested = false;
-            panic::resume_unwind(payload)
-        })
+        match result {
+            Ok(Ok(alive)) => Ok(alive),
+            Ok(Err(error)) => {
+                self.stop_requested = false;
+                Err(error)
+            }
+            Err(payload) => {
+                // The run is over: a stop asked for in it is spent, as on
+                // return.
+                self.stop_requested = false;
+                if payload.is::<Failed>()
+                    && let Some(error) = self.failure.take()
+                {
+                    return Err(error);
+                }
+                panic::resume_unwind(payload)
+            }
+        }
+    }
+
+    /// After a phase: a failure ([`Loop::fail`]) not yet carried out of
+    /// the loop (it was recorded where nothing could unwind: a panic
+    /// handler, a `panic = "abort"` build) ends the run here.
+    #[inline]
+    fn check_failed(&mut self) -> Result<()> {
+        match self.failure.take() {
+            None => Ok(()),
+            Some(error) => Err(error),
+        }
     }
 
     /// The turns, in libuv's order: timers, pending, idle, prepare, poll,
@@ -344,6 +559,7 @@ impl Loop {
         self.work.end_burst();
         // What the main program queued with next_tick runs before the loop.
         self.drain_ticks();
+        self.check_failed()?;
         let mut alive = self.alive();
         if !alive {
             self.update_time();
@@ -351,12 +567,14 @@ impl Loop {
         if mode == RunMode::Default && alive && !self.stop_requested {
             self.update_time_lazily();
             self.run_timers();
+            self.check_failed()?;
         }
         while alive && !self.stop_requested {
             let can_sleep = self.pending.is_empty() && !self.hooks.has_idle();
             self.run_pending();
             self.run_hooks(crate::hooks::Phase::Idle);
             self.run_hooks(crate::hooks::Phase::Prepare);
+            self.check_failed()?;
             let block = mode == RunMode::Default || (mode == RunMode::Once && can_sleep);
             let timeout = if block {
                 self.poll_timeout()
@@ -367,8 +585,10 @@ impl Loop {
             self.run_pending();
             self.run_check();
             self.run_closing();
+            self.check_failed()?;
             self.update_time_lazily();
             self.run_timers();
+            self.check_failed()?;
             alive = self.alive();
             if mode != RunMode::Default {
                 break;
@@ -383,6 +603,7 @@ impl Loop {
     /// I/O or other threads can wake the loop.
     fn poll_timeout(&mut self) -> Option<Duration> {
         let busy = self.stop_requested
+            || self.failure.is_some()
             || !self.alive()
             || !self.pending.is_empty()
             || self.hooks.has_idle()
@@ -545,6 +766,10 @@ impl Loop {
     /// A callback's panic, once its call site is consistent again: the
     /// handler gets it, or, without one, it unwinds out of `run()`.
     pub(crate) fn panicked(&mut self, payload: Panic) {
+        // A failure is no panic: it leaves `run()` whatever the handler.
+        if payload.is::<Failed>() {
+            panic::resume_unwind(payload)
+        }
         let Some(mut handler) = self.panic_handler.take() else {
             panic::resume_unwind(payload)
         };
@@ -570,9 +795,16 @@ impl Loop {
     /// panic comes back here (the ticks after it stay queued, for the next
     /// `run()`) instead of unwinding through the caller. With a handler
     /// the ticks' panics go to it, as always, and this is `Ok`.
+    ///
+    /// A failure ([`Loop::fail`]) comes back here as a payload too, in
+    /// both modes, for the caller to pass to [`Loop::panicked`] (which
+    /// sends it on out of `run()`, never to the handler).
     pub(crate) fn drain_ticks_catching(&mut self) -> Result<(), Panic> {
         if self.has_panic_handler() {
-            self.drain_ticks();
+            // The ticks' panics go to the handler: nothing unwinds here.
+            if self.drain_ticks_until_failed() {
+                return Err(Box::new(Failed));
+            }
             return Ok(());
         }
         panic::catch_unwind(AssertUnwindSafe(|| self.drain_ticks()))
@@ -586,15 +818,47 @@ impl Loop {
 
     /// Node's `processTicksAndRejections`: all ticks (including new ones),
     /// then all microtasks, until both queues are empty.
+    ///
+    /// Every callback is followed by this, once its call site has put its
+    /// structures back in order; so this is where a failure
+    /// ([`Loop::fail`]) leaves the loop: before the failed callback's
+    /// ticks, or right after the tick that failed, the rest staying queued.
     pub(crate) fn drain_ticks(&mut self) {
+        if self.drain_ticks_until_failed() {
+            Self::unwind_failed();
+        }
+    }
+
+    /// [`Loop::drain_ticks`] without the unwind: stops (the rest queued)
+    /// and returns `true` on a failure.
+    fn drain_ticks_until_failed(&mut self) -> bool {
+        if self.failure.is_some() {
+            return true;
+        }
         while !self.ticks.is_empty() || !self.microtasks.is_empty() {
             while let Some(tick) = self.ticks.pop_front() {
                 self.guarded(tick);
+                if self.failure.is_some() {
+                    return true;
+                }
             }
             while let Some(microtask) = self.microtasks.pop_front() {
                 self.guarded(microtask);
+                if self.failure.is_some() {
+                    return true;
+                }
             }
         }
+        false
+    }
+
+    /// Carries a failure out to `run_mode` (see [`Loop::fail`]): where
+    /// panics unwind, from here; else it is found after the phase.
+    #[cold]
+    #[inline(never)]
+    fn unwind_failed() {
+        #[cfg(panic = "unwind")]
+        panic::resume_unwind(Box::new(Failed));
     }
 }
 

@@ -127,6 +127,7 @@ impl Shared {
 }
 
 /// Posting to a loop that has been dropped: the closure comes back.
+#[derive(Clone, Copy)]
 pub struct LoopGone<F>(pub F);
 
 impl<F> fmt::Debug for LoopGone<F> {
@@ -206,6 +207,12 @@ impl Drop for LoopHandle {
 impl Loop {
     /// A handle for other threads to post closures with. The loop stays
     /// alive while any handle exists.
+    ///
+    /// (`LoopHandle` is the one handle that is not a `Copy` key: it is
+    /// for other threads, which cannot reach the loop to use a key with
+    /// it, and it keeps the loop alive while it exists, as an open
+    /// `uv_async_t` does. Dropping it is how it is closed.)
+    #[must_use = "a handle dropped at once posts nothing (and keeps the loop alive for no one)"]
     pub fn handle(&self) -> LoopHandle {
         self.shared.handles.fetch_add(1, Ordering::AcqRel);
         LoopHandle {

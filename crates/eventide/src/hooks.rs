@@ -5,8 +5,13 @@ use crate::slab::{Slab, SlotId};
 use crate::timers::TimerId;
 
 /// An immediate's handle, for [`Loop::clear_immediate`].
+///
+/// Like every key, it names nothing in another loop than its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ImmediateId(SlotId);
+pub struct ImmediateId {
+    slot: SlotId,
+    loop_id: u32,
+}
 
 /// The phase a hook runs in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -22,11 +27,18 @@ pub enum Phase {
 }
 
 /// A hook's handle: an idle, prepare or check callback that runs every turn.
+///
+/// Like every key, it names nothing in another loop than its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct HookId(SlotId);
+pub struct HookId {
+    slot: SlotId,
+    loop_id: u32,
+}
 
-/// A handle [`Loop::close`] can close.
+/// A handle [`Loop::close_then`] can close. (Non-exhaustive: more kinds
+/// of handle may be closable this way.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Handle {
     /// A timer.
     Timer(TimerId),
@@ -85,7 +97,10 @@ impl Loop {
     pub fn set_immediate(&mut self, callback: impl FnOnce(&mut Loop) + 'static) -> ImmediateId {
         let id = self.immediates.insert(Box::new(callback) as Task);
         self.immediate_order.push_back(id);
-        ImmediateId(id)
+        ImmediateId {
+            slot: id,
+            loop_id: self.id,
+        }
     }
 
     /// Cancels an immediate that has not run (Node's `clearImmediate`);
@@ -93,9 +108,9 @@ impl Loop {
     /// a no-op.
     pub fn clear_immediate(&mut self, id: ImmediateId) -> bool {
         // Its place in the queue stays, stale: the check phase skips it.
-        let cleared = self.immediates.remove(id.0).is_some();
+        let cleared = id.loop_id == self.id && self.immediates.remove(id.slot).is_some();
         if cleared {
-            self.unref_immediates.remove(&id.0);
+            self.unref_immediates.remove(&id.slot);
         }
         cleared
     }
@@ -106,15 +121,17 @@ impl Loop {
     /// the loop reaches for other reasons. A ran, cleared or unknown
     /// immediate is a no-op.
     pub fn unref_immediate(&mut self, id: ImmediateId) {
-        if self.immediates.get(id.0).is_some() {
-            self.unref_immediates.insert(id.0);
+        if id.loop_id == self.id && self.immediates.get(id.slot).is_some() {
+            self.unref_immediates.insert(id.slot);
         }
     }
 
     /// Makes the immediate keep the loop alive again (Node's
     /// `immediate.ref()`).
     pub fn ref_immediate(&mut self, id: ImmediateId) {
-        self.unref_immediates.remove(&id.0);
+        if id.loop_id == self.id {
+            self.unref_immediates.remove(&id.slot);
+        }
     }
 
     /// Whether the immediate keeps the loop alive (Node's
@@ -122,7 +139,9 @@ impl Loop {
     /// it ran or was cleared (a key cannot say more after its immediate is
     /// gone; Node's object keeps its last state).
     pub fn immediate_has_ref(&self, id: ImmediateId) -> bool {
-        self.immediates.get(id.0).is_some() && !self.unref_immediates.contains(&id.0)
+        id.loop_id == self.id
+            && self.immediates.get(id.slot).is_some()
+            && !self.unref_immediates.contains(&id.slot)
     }
 
     /// Whether a pending immediate keeps the loop alive.
@@ -143,7 +162,10 @@ impl Loop {
             callback: Some(Box::new(callback)),
             referenced: true,
         };
-        let id = HookId(self.hooks.hooks.insert(hook));
+        let id = HookId {
+            slot: self.hooks.hooks.insert(hook),
+            loop_id: self.id,
+        };
         self.hooks.order[phase as usize].insert(0, id);
         self.hooks.referenced += 1;
         id
@@ -153,7 +175,10 @@ impl Loop {
     /// returns whether it was running. From anywhere, its own callback
     /// included.
     pub fn stop_hook(&mut self, id: HookId) -> bool {
-        let Some(hook) = self.hooks.hooks.remove(id.0) else {
+        if id.loop_id != self.id {
+            return false;
+        }
+        let Some(hook) = self.hooks.hooks.remove(id.slot) else {
             return false;
         };
         let order = &mut self.hooks.order[hook.phase as usize];
@@ -175,7 +200,10 @@ impl Loop {
     }
 
     fn set_hook_ref(&mut self, id: HookId, referenced: bool) {
-        let Some(hook) = self.hooks.hooks.get_mut(id.0) else {
+        if id.loop_id != self.id {
+            return;
+        }
+        let Some(hook) = self.hooks.hooks.get_mut(id.slot) else {
             return;
         };
         if hook.referenced != referenced {
@@ -192,6 +220,10 @@ impl Loop {
     /// phase of this turn, the last phase (libuv's `uv_close`). A closing
     /// handle keeps the loop alive until its close callback has run.
     /// Returns `false`, queuing nothing, for a handle already gone.
+    ///
+    /// This is libuv's close-with-callback, for code that needs to know
+    /// when a handle is completely gone; to stop a timer, use
+    /// [`Loop::clear_timer`], and to stop a hook [`Loop::stop_hook`].
     pub fn close_then(
         &mut self,
         handle: impl Into<Handle>,
@@ -201,6 +233,13 @@ impl Loop {
     }
 
     /// Closes a handle with no close callback; see [`Loop::close_then`].
+    ///
+    /// Kept for libuv's `uv_close(handle, NULL)`; it is the same as
+    /// [`Loop::clear_timer`] or [`Loop::stop_hook`] except that the loop
+    /// stays alive until the close phase. New code uses those.
+    #[deprecated(
+        note = "use `Loop::clear_timer` for a timer or `Loop::stop_hook` for a hook; `close_then` when a close callback is needed"
+    )]
     pub fn close(&mut self, handle: impl Into<Handle>) -> bool {
         self.close_handle(handle.into(), None)
     }
@@ -230,7 +269,7 @@ impl Loop {
         let mut running = std::mem::take(&mut self.hooks.running);
         running.extend_from_slice(&self.hooks.order[phase as usize]);
         for &id in &running {
-            let Some(hook) = self.hooks.hooks.get_mut(id.0) else {
+            let Some(hook) = self.hooks.hooks.get_mut(id.slot) else {
                 continue;
             };
             let Some(mut callback) = hook.callback.take() else {
@@ -242,7 +281,7 @@ impl Loop {
             });
             match returned {
                 Ok(callback) => {
-                    if let Some(hook) = self.hooks.hooks.get_mut(id.0) {
+                    if let Some(hook) = self.hooks.hooks.get_mut(id.slot) {
                         hook.callback = Some(callback);
                     }
                 }

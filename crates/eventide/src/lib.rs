@@ -9,31 +9,46 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use std::rc::Rc;
-//! use std::cell::RefCell;
 //!
-//! let trace = Rc::new(RefCell::new(Vec::new()));
+//! // The program's state lives on the loop: every callback reaches it
+//! // through the `&mut Loop` it is given.
+//! #[derive(Default)]
+//! struct Trace(Vec<&'static str>);
+//! fn log(lp: &mut eventide::Loop, what: &'static str) {
+//!     lp.state_mut::<Trace>().expect("inserted").0.push(what);
+//! }
+//!
 //! let mut lp = eventide::Loop::new()?;
-//! let t = Rc::clone(&trace);
-//! lp.set_timeout(Duration::from_millis(1), move |_| t.borrow_mut().push("timeout"));
-//! let t = Rc::clone(&trace);
-//! lp.set_immediate(move |lp| {
-//!     t.borrow_mut().push("immediate");
-//!     let t = Rc::clone(&t);
-//!     lp.next_tick(move |_| t.borrow_mut().push("tick after immediate"));
+//! lp.insert_state(Trace::default());
+//! lp.set_timeout(Duration::from_millis(1), |lp| log(lp, "timeout"));
+//! lp.set_immediate(|lp| {
+//!     log(lp, "immediate");
+//!     lp.next_tick(|lp| log(lp, "tick after immediate"));
 //! });
-//! let t = Rc::clone(&trace);
-//! lp.queue_work(|| (1..=10u64).product::<u64>(), move |_, result| {
-//!     assert_eq!(result.unwrap(), 3_628_800);
-//!     t.borrow_mut().push("work");
+//! lp.queue_work(|| (1..=10u64).product::<u64>(), |lp, result| match result {
+//!     Ok(product) if product == 3_628_800 => log(lp, "work"),
+//!     // A callback that cannot go on ends run() with its error.
+//!     Ok(product) => lp.fail(eventide::Error::other(format!("wrong product {product}"))),
+//!     Err(error) => lp.fail(error),
 //! });
 //! lp.run()?;
-//! let trace = trace.borrow();
+//! let trace = &lp.state::<Trace>().expect("inserted").0;
 //! assert!(trace.contains(&"timeout") && trace.contains(&"work"));
 //! let immediate = trace.iter().position(|s| *s == "immediate").unwrap();
 //! assert_eq!(trace[immediate + 1], "tick after immediate");
 //! # Ok::<(), eventide::Error>(())
 //! ```
+//!
+//! # State, errors and handles
+//!
+//! - State shared by callbacks goes on the loop ([`Loop::insert_state`],
+//!   [`Loop::state_mut`], [`Loop::with_state`]), one value per type.
+//! - A callback that cannot go on calls [`Loop::fail`]: [`Loop::run`]
+//!   returns its error as soon as it returns.
+//! - Handles are small `Copy` keys ([`TimerId`], [`WorkId`], streams,
+//!   sockets) used with the loop: `lp.clear_timer(id)`. A key whose handle
+//!   is gone, or that another loop made, names nothing: a no-op or an
+//!   error, never another handle.
 //!
 //! # A turn of the loop
 //!
@@ -119,6 +134,7 @@ mod timers;
 mod work;
 
 pub use channel::{SendError, Sender};
+pub use clock::LoopTime;
 pub use error::{Error, Result};
 pub use event_loop::{Loop, LoopBuilder, RunMode};
 pub use eventide_reactor::{BackendChoice, BackendKind};

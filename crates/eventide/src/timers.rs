@@ -19,9 +19,22 @@ use crate::event_loop::Loop;
 use crate::timer_callback::TimerCallback;
 
 /// A timer's handle: small, `Copy`, and safe to keep after the timer is
-/// gone (using it then does nothing). It is the timer's key in the wheel.
+/// gone (using it then does nothing). It is the timer's key in the wheel,
+/// checked by generation: a key whose timer is gone never reaches a newer
+/// timer in the same slot.
+///
+/// Stop a timer with [`Loop::clear_timer`] (one way for timeouts and
+/// intervals alike, as Node's `clearTimeout` and `clearInterval` are
+/// interchangeable).
+///
+/// A key used with another loop than the one that made it names nothing
+/// there: the same no-op as a stale key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct TimerId(pub(crate) Key);
+pub struct TimerId {
+    key: Key,
+    /// The id of the loop that made it.
+    loop_id: u32,
+}
 
 /// A timer, stored as its wheel entry's payload: one table, one lookup,
 /// 24 bytes (the callback, inline when small, and the duration with the
@@ -125,18 +138,34 @@ impl Loop {
         let duration = delay_ms(delay);
         let timer = Timer::new(callback, duration, interval);
         self.ref_timers += 1;
-        TimerId(
-            self.wheel
-                .insert(self.clock().saturating_add(duration), timer),
-        )
+        let key = self
+            .wheel
+            .insert(self.clock().saturating_add(duration), timer);
+        self.timer_id(key)
     }
 
-    /// Stops a timeout or an interval (Node's `clearTimeout` and
-    /// `clearInterval` are the same). From anywhere, its own callback
-    /// included; a fired, cleared or unknown timer is a no-op. Returns
-    /// whether a timer was stopped.
+    /// The key of one of this loop's timers, as its handle.
+    fn timer_id(&self, key: Key) -> TimerId {
+        TimerId {
+            key,
+            loop_id: self.id,
+        }
+    }
+
+    /// The wheel key of a handle this loop made; `None` for another
+    /// loop's (which names nothing here).
+    #[inline]
+    fn own(&self, id: TimerId) -> Option<Key> {
+        (id.loop_id == self.id).then_some(id.key)
+    }
+
+    /// Stops a timeout or an interval: the one way to stop a timer (Node's
+    /// `clearTimeout` and `clearInterval`, which are the same function).
+    /// From anywhere, its own callback included; a fired, cleared or
+    /// unknown timer is a no-op, as Node's `clearTimeout` of a fired
+    /// timeout is. Returns whether a timer was stopped.
     pub fn clear_timer(&mut self, id: TimerId) -> bool {
-        let Some(timer) = self.wheel.cancel(id.0) else {
+        let Some(timer) = self.own(id).and_then(|key| self.wheel.cancel(key)) else {
             return false;
         };
         if timer.is_armed() && timer.referenced() {
@@ -148,11 +177,13 @@ impl Loop {
     }
 
     /// Same as [`Loop::clear_timer`] (Node's `clearTimeout`).
+    #[deprecated(note = "use `Loop::clear_timer`, the one way to stop a timeout or an interval")]
     pub fn clear_timeout(&mut self, id: TimerId) -> bool {
         self.clear_timer(id)
     }
 
     /// Same as [`Loop::clear_timer`] (Node's `clearInterval`).
+    #[deprecated(note = "use `Loop::clear_timer`, the one way to stop a timeout or an interval")]
     pub fn clear_interval(&mut self, id: TimerId) -> bool {
         self.clear_timer(id)
     }
@@ -169,8 +200,11 @@ impl Loop {
     /// is re-armed from the callback's start as usual (`false`), as Node
     /// re-inserts it.
     pub fn refresh_timer(&mut self, id: TimerId) -> bool {
+        let Some(key) = self.own(id) else {
+            return false;
+        };
         let now = self.clock();
-        let Some(timer) = self.wheel.get_mut(id.0) else {
+        let Some(timer) = self.wheel.get_mut(key) else {
             return false;
         };
         if !timer.is_armed() {
@@ -181,7 +215,7 @@ impl Loop {
             timer.bits |= REFRESHED;
         }
         let deadline = now.saturating_add(timer.duration());
-        self.wheel.reset(id.0, deadline).is_ok()
+        self.wheel.reset(key, deadline).is_ok()
     }
 
     /// Lets the loop exit while this timer is pending (Node's
@@ -196,22 +230,27 @@ impl Loop {
     }
 
     /// Whether the timer keeps the loop alive (Node's `timeout.hasRef()`);
-    /// `false` for a fired or cleared timer.
+    /// `false` for a fired or cleared timer. (Node's answer there is the
+    /// ref flag the dead timeout object still carries, `true` unless it
+    /// was unref'ed; a key has no object left to ask. What the loop
+    /// cares about, whether the timer keeps it alive, is `false` for both.)
     pub fn timer_has_ref(&self, id: TimerId) -> bool {
-        self.wheel.get(id.0).is_some_and(Timer::referenced)
+        self.own(id)
+            .and_then(|key| self.wheel.get(key))
+            .is_some_and(Timer::referenced)
     }
 
     /// Whether the timer is still pending (armed, an interval whose
     /// callback is running, or a timeout that its running callback
     /// refreshed).
     pub fn timer_is_active(&self, id: TimerId) -> bool {
-        self.wheel
-            .get(id.0)
+        self.own(id)
+            .and_then(|key| self.wheel.get(key))
             .is_some_and(|t| t.is_armed() || t.is_interval() || t.is_refreshed())
     }
 
     fn set_timer_ref(&mut self, id: TimerId, referenced: bool) {
-        let Some(timer) = self.wheel.get_mut(id.0) else {
+        let Some(timer) = self.own(id).and_then(|key| self.wheel.get_mut(key)) else {
             return;
         };
         if timer.referenced() == referenced {
@@ -240,12 +279,12 @@ impl Loop {
         if self.wheel.is_empty() {
             return;
         }
-        self.wheel.advance_to(self.now());
+        self.wheel.advance_to(self.now_ms());
         let mut ticks_held_for: Option<u64> = None;
         while let Some((key, _)) = self.wheel.pop_expired_key() {
-            let id = TimerId(key);
+            let id = self.timer_id(key);
             if let Some(duration) = ticks_held_for.take()
-                && self.wheel.get(id.0).map(Timer::duration) != Some(duration)
+                && self.wheel.get(id.key).map(Timer::duration) != Some(duration)
             {
                 self.drain_ticks();
             }
@@ -265,7 +304,7 @@ impl Loop {
     /// run after the next one has been taken from the wheel, and one of
     /// them may have cleared it. Then there is nothing to run.
     fn fire(&mut self, id: TimerId) -> Option<u64> {
-        let timer = self.wheel.get_mut(id.0)?;
+        let timer = self.wheel.get_mut(id.key)?;
         if timer.referenced() {
             self.ref_timers -= 1;
         }
@@ -294,7 +333,7 @@ impl Loop {
                     return None;
                 }
                 Err(payload) => {
-                    self.wheel.cancel(id.0);
+                    self.wheel.cancel(id.key);
                     self.panicked(payload);
                     return Some(duration);
                 }
@@ -316,7 +355,7 @@ impl Loop {
             // wheel before the handler hears of the panic or, without one,
             // the panic leaves `run()`.
             Err(payload) => {
-                self.wheel.cancel(id.0);
+                self.wheel.cancel(id.key);
                 self.panicked(payload);
                 Some(duration)
             }
@@ -327,7 +366,7 @@ impl Loop {
     /// callback back and stays armed (the refresh set its deadline); any
     /// other leaves the wheel, and the callback is dropped.
     fn end_timeout(&mut self, id: TimerId, callback: TimerCallback) {
-        match self.wheel.get_mut(id.0) {
+        match self.wheel.get_mut(id.key) {
             Some(timer) if timer.is_refreshed() => {
                 timer.bits &= !REFRESHED;
                 timer.callback = callback;
@@ -336,7 +375,7 @@ impl Loop {
                 }
             }
             Some(_) => {
-                self.wheel.cancel(id.0);
+                self.wheel.cancel(id.key);
             }
             None => {}
         }
@@ -345,7 +384,7 @@ impl Loop {
     /// Puts an interval's callback back and arms it from when the callback
     /// started, unless the callback cleared it.
     fn rearm_interval(&mut self, id: TimerId, started: u64, callback: TimerCallback) {
-        let Some(timer) = self.wheel.get_mut(id.0) else {
+        let Some(timer) = self.wheel.get_mut(id.key) else {
             return;
         };
         timer.callback = callback;
@@ -354,7 +393,7 @@ impl Loop {
         }
         let deadline = started.saturating_add(timer.duration());
         self.wheel
-            .reset(id.0, deadline)
+            .reset(id.key, deadline)
             .expect("the interval is live");
     }
 }

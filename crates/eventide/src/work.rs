@@ -227,12 +227,19 @@ impl Drop for OwnedItem {
     }
 }
 
-/// A work request's handle, for [`Loop::cancel_work`].
+/// A work request's handle, for [`Loop::cancel_work`]: a `Copy` key,
+/// fine to drop (the work runs anyway). Used with another loop than its
+/// own it is [`Error::ForeignHandle`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct WorkId(SlotId);
+pub struct WorkId {
+    slot: SlotId,
+    loop_id: u32,
+}
 
-/// The class of pool work, as libuv has them.
+/// The class of pool work, as libuv has them. (Non-exhaustive: a class may
+/// be added.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum WorkClass {
     /// File system and CPU work.
     #[default]
@@ -422,7 +429,10 @@ impl Loop {
             WorkClass::Normal => work.submitter.submit_in_burst(id, JobPtr(header)),
             WorkClass::SlowIo => work.pool.submit_slow_io_with_id(id, JobPtr(header)),
         };
-        WorkId(slot)
+        WorkId {
+            slot,
+            loop_id: self.id,
+        }
     }
 
     /// Cancels work that has not started (libuv's `uv_cancel`): its `after`
@@ -433,12 +443,18 @@ impl Loop {
     ///
     /// [`Error::AlreadyRunning`] when a pool thread has started (or
     /// finished) it: its `after` gets the real result.
-    /// [`Error::Stale`] when its `after` has already run.
+    /// [`Error::Stale`] when its `after` has already run;
+    /// [`Error::ForeignHandle`] for another loop's work.
     pub fn cancel_work(&mut self, id: WorkId) -> Result<()> {
+        if id.loop_id != self.id {
+            return Err(Error::ForeignHandle {
+                what: "work request",
+            });
+        }
         let stale = Error::Stale {
             what: "work request",
         };
-        let item = self.work.requests.get(id.0).ok_or(stale)?;
+        let item = self.work.requests.get(id.slot).ok_or(stale)?;
         let header = item.header();
         match header
             .state
@@ -449,7 +465,7 @@ impl Loop {
                 // anything but its state; this is the loop thread.
                 let after = unsafe { (header.vtable.take_cancelled)(item.0) };
                 if let Some(after) = after {
-                    self.work.cancelled.push_back((id.0, after));
+                    self.work.cancelled.push_back((id.slot, after));
                 }
                 Ok(())
             }

@@ -317,7 +317,7 @@ fn case_16_an_interval_reschedules_from_when_its_callback_started(lp: &mut Loop)
             } else {
                 "rescheduled-from-end"
             });
-            lp.clear_interval(id);
+            lp.clear_timer(id);
         }
     });
     run_within(lp, LIMIT);
@@ -333,12 +333,9 @@ fn case_18_clearing_other_due_timers_stops_them_and_stale_clears_do_nothing(lp: 
     let a = lp.set_timeout(ms(1), move |lp| {
         t.log("A");
         let (a, b, c) = shared.get().expect("ids are set before the loop runs");
-        assert!(lp.clear_timeout(b));
-        assert!(lp.clear_timeout(c));
-        assert!(
-            !lp.clear_timeout(a),
-            "clearing a timer that fired is a no-op"
-        );
+        assert!(lp.clear_timer(b));
+        assert!(lp.clear_timer(c));
+        assert!(!lp.clear_timer(a), "clearing a timer that fired is a no-op");
     });
     let b = lp.set_timeout(ms(1), trace.at("B-should-not-run"));
     let c = lp.set_timeout(ms(2), trace.at("C-should-not-run"));
@@ -360,7 +357,7 @@ fn case_19_an_interval_can_clear_itself_and_same_period_intervals_alternate(lp: 
         n += 1;
         t.log(format!("tick{n}"));
         if n == 3 {
-            lp.clear_interval(id);
+            lp.clear_timer(id);
         }
     });
     let t = trace.clone();
@@ -369,7 +366,7 @@ fn case_19_an_interval_can_clear_itself_and_same_period_intervals_alternate(lp: 
         m += 1;
         t.log(format!("other{m}"));
         if m == 2 {
-            lp.clear_timeout(id);
+            lp.clear_timer(id);
         }
     });
     run_within(lp, LIMIT);

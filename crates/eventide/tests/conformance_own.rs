@@ -60,7 +60,7 @@ fn case_32_interval_and_timeout_same_deadline(lp: &mut Loop) {
         n += 1;
         t.log(format!("interval{n}"));
         if n == 2 {
-            lp.clear_interval(id);
+            lp.clear_timer(id);
         }
     });
     lp.set_timeout(ms(5), trace.at("timeout"));
@@ -80,7 +80,7 @@ fn case_33_clear_timer_from_immediate(lp: &mut Loop) {
     let t = trace.clone();
     lp.set_immediate(move |lp| {
         t.log("immediate");
-        assert!(lp.clear_timeout(a));
+        assert!(lp.clear_timer(a));
         lp.set_timeout(ms(20), t.at("c-started-in-immediate"));
         assert!(lp.refresh_timer(b));
     });

@@ -47,7 +47,7 @@ fn run_through_panics(lp: &mut Loop, handled: bool) -> Vec<String> {
         let watchdog = lp.set_timeout(Duration::from_secs(10), |_| panic!("{LIMIT}"));
         lp.unref_timer(watchdog);
         let result = panic::catch_unwind(AssertUnwindSafe(|| lp.run()));
-        lp.clear_timeout(watchdog);
+        lp.clear_timer(watchdog);
         match result {
             Ok(ran) => {
                 ran.expect("the loop runs");

@@ -293,7 +293,7 @@ fn start(lp: &mut Loop, model: &Shared, op: &Op) {
             lp.set_interval(Duration::from_millis(period), move |lp, id| {
                 call += 1;
                 if body(lp, &m, tag, call, call == calls, &o) {
-                    lp.clear_interval(id);
+                    lp.clear_timer(id);
                 }
             });
         }

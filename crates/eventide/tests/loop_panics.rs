@@ -193,7 +193,7 @@ fn intervals(lp: &mut Loop, mode: Mode) {
     lp.set_interval(ms(2), move |lp, id| {
         o.set(o.get() + 1);
         if o.get() == 5 {
-            lp.clear_interval(id);
+            lp.clear_timer(id);
         }
     });
     run_through(lp, mode, &["interval"]);
@@ -288,7 +288,7 @@ fn hook_in(lp: &mut Loop, mode: Mode, phase: Phase) {
     lp.set_interval(ms(1), move |lp, id| {
         t.set(t.get() + 1);
         if t.get() == 8 {
-            lp.clear_interval(id);
+            lp.clear_timer(id);
         }
     });
     let other = Rc::new(Cell::new(0));
@@ -517,7 +517,7 @@ fn ticks_after_callbacks(lp: &mut Loop, mode: Mode) {
             lp.next_tick(|_| panic!("tick of an interval"));
         }
         if calls == 3 {
-            lp.clear_interval(id);
+            lp.clear_timer(id);
         }
     });
     let s = seen.clone();

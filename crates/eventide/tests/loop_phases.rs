@@ -107,7 +107,7 @@ fn stop_ends_run_after_the_current_turn_and_run_resumes_later(lp: &mut Loop) {
     let c = count.clone();
     lp.set_timeout(ms(5), move |lp| {
         assert!(c.get() >= 4);
-        lp.clear_interval(interval);
+        lp.clear_timer(interval);
     });
     run_within(lp, LIMIT);
     assert!(count.get() >= 4);
@@ -166,7 +166,7 @@ fn close_callbacks_run_in_the_close_phase_after_immediates(lp: &mut Loop) {
             t2.log("timer-closed");
             lp.next_tick(t2.at("tick-from-close"));
         }));
-        assert!(!lp.close(timer), "a closed handle is gone");
+        assert!(!lp.close_then(timer, |_| {}), "a closed handle is gone");
         lp.set_immediate(t.at("immediate-next-turn"));
     });
     lp.set_immediate(trace.at("immediate-2"));

@@ -115,7 +115,7 @@ fn timers_of_every_callback_size_fire_once_and_unfired_ones_are_dropped(lp: &mut
         let _ = &guard;
         if n == 3 {
             f.borrow_mut().push("interval x3");
-            lp.clear_interval(id);
+            lp.clear_timer(id);
         }
     });
     let never = CountDrop(dropped.clone());
@@ -144,13 +144,31 @@ fn a_panicking_interval_under_a_panic_handler_stops_without_harm(lp: &mut Loop) 
     lp.set_timeout(ms(20), move |lp| {
         // The interval panicked once and was stopped: nothing is left.
         assert!(!lp.timer_is_active(interval));
-        assert!(!lp.clear_interval(interval));
+        assert!(!lp.clear_timer(interval));
     });
     run_within(lp, LIMIT);
     assert_eq!(panics.get(), 1);
 }
 
+/// The deprecated ways to stop a timer still do what `clear_timer` does,
+/// so that code written against them keeps working until it moves.
+#[allow(deprecated)]
+fn the_deprecated_aliases_still_stop_timers(lp: &mut Loop) {
+    let timeout = lp.set_timeout(ms(50), |_| panic!("cleared with clear_timeout"));
+    let interval = lp.set_interval(ms(5), |_, _| panic!("cleared with clear_interval"));
+    let closed = lp.set_timeout(ms(50), |_| panic!("closed with close"));
+    assert!(lp.clear_timeout(timeout));
+    assert!(lp.clear_interval(interval));
+    assert!(lp.close(closed));
+    assert!(!lp.clear_timeout(timeout), "a second stop is a no-op");
+    assert!(!lp.clear_interval(interval));
+    assert!(!lp.close(closed));
+    run_within(lp, LIMIT);
+    assert!(!lp.alive());
+}
+
 on_every_backend!(
+    the_deprecated_aliases_still_stop_timers,
     an_interval_that_unrefs_itself_lets_the_loop_end,
     refresh_and_clear_of_fired_or_cleared_timers_do_nothing,
     a_timer_far_in_the_future_keeps_the_loop_alive_until_cleared,

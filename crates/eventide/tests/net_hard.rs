@@ -294,7 +294,7 @@ fn a_client_that_vanishes_mid_write_fails_the_write_and_the_server_lives_on(lp: 
         if f.borrow().is_empty() {
             return;
         }
-        lp.clear_interval(id);
+        lp.clear_timer(id);
         let e = Rc::clone(&e);
         lp.tcp_connect(addr, move |lp, connected| {
             let stream = connected.unwrap();

@@ -205,7 +205,7 @@ fn a_peer_that_stops_reading_makes_the_queue_reach_the_mark_and_loses_nothing(lp
             return;
         };
         f.stalled_with.set(Some((queue, client.need_drain(lp))));
-        lp.clear_interval(id);
+        lp.clear_timer(id);
         let g = Rc::clone(&f);
         peer.read_start(
             lp,
@@ -299,7 +299,7 @@ fn activity_restarts_the_idle_countdown(lp: &mut Loop) {
             stream.write(lp, b"x".to_vec(), |_, _| {});
             if writes.get() == 60 {
                 t3.log("wrote 60");
-                lp.clear_interval(id);
+                lp.clear_timer(id);
             }
         });
     })

@@ -56,7 +56,7 @@ impl Pingpong {
             listener.close(lp);
         }
         if let Some(watchdog) = self.watchdog.take() {
-            lp.clear_timeout(watchdog);
+            lp.clear_timer(watchdog);
         }
     }
 

@@ -41,7 +41,7 @@ fn w1_on_timer(lp: &mut Loop, i: u32) {
     if i != fired {
         OUT_OF_ORDER.set(OUT_OF_ORDER.get() + 1);
     }
-    if lp.now() < SETUP_START_MS.get() + w1_timeout_ms(i) {
+    if lp.now().as_millis() < SETUP_START_MS.get() + w1_timeout_ms(i) {
         EARLY.set(EARLY.get() + 1);
     }
     FIRED.set(fired + 1);
@@ -55,7 +55,7 @@ pub(crate) fn w1_timers_fire(run: &mut Run) {
     let c0 = cpu_now();
     let w0 = Instant::now();
     run.lp.update_time();
-    SETUP_START_MS.set(run.lp.now());
+    SETUP_START_MS.set(run.lp.now().as_millis());
     for i in 0..N as u32 {
         let timeout = Duration::from_millis(w1_timeout_ms(u64::from(i)));
         run.lp.set_timeout(timeout, move |lp| w1_on_timer(lp, i));

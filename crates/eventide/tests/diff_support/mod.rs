@@ -427,7 +427,7 @@ fn exec_one(lp: &mut Loop, env: &Rc<Env>, a: &Act) {
                 env2.trace.borrow_mut().push(format!("c{id}"));
                 n += 1;
                 if n >= times {
-                    lp.clear_interval(me);
+                    lp.clear_timer(me);
                 }
                 exec(lp, &env2, &body);
             });
