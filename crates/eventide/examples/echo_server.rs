@@ -33,7 +33,12 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| "127.0.0.1:7000".into());
     let mut lp = Loop::new()?;
     if place.contains('/') {
-        let _server = lp.unix_listen(&place, ListenOptions::default(), on_connection)?;
+        let _server = lp.unix_listen(&place, ListenOptions::default(), |lp, accepted| {
+            if accepted.is_ok() {
+                println!("a client connected");
+            }
+            on_connection(lp, accepted);
+        })?;
         println!("echoing on {place} ({} backend)", lp.backend());
     } else {
         let addr: SocketAddr = place.parse()?;
