@@ -727,6 +727,22 @@ fn every_write_form_arrives_in_order_through_partial_writes(lp: &mut Loop) {
     let (rc2, arc2) = (Rc::clone(&rc), std::sync::Arc::clone(&arc));
     lp.tcp_connect(addr, move |lp, connected| {
         let stream = connected.unwrap();
+        // A small send buffer: the big shared writes go out in many
+        // partial sends, each continued from where the last one stopped.
+        let fd = stream.raw_fd(lp).unwrap();
+        let size: libc::c_int = 8 * 1024;
+        // SAFETY: setsockopt reads `size` (a c_int, its length given) and
+        // the descriptor is the open stream's.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&raw const size).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "SO_SNDBUF");
         let count = |w: &Rc<Cell<usize>>| {
             let w = Rc::clone(w);
             move |_: &mut Loop, res: eventide::Result<()>| {

@@ -210,6 +210,8 @@ fn a_unix_stream_knows_its_peers_credentials_and_paths(lp: &mut Loop) {
     let path = socket_path(&dir);
     let seen = Rc::new(RefCell::new(Vec::new()));
     let server_side = Rc::clone(&seen);
+    let handle = Rc::new(Cell::new(None::<UnixListener>));
+    let h = Rc::clone(&handle);
     let listener = lp
         .unix_listen(&path, ListenOptions::default(), move |lp, accepted| {
             let stream = accepted.expect("accepted");
@@ -227,9 +229,19 @@ fn a_unix_stream_knows_its_peers_credentials_and_paths(lp: &mut Loop) {
                     .map(|p| p.ends_with("echo.sock")),
                 stream.peer_path(lp).unwrap(),
             ));
-            stream.close(lp);
+            // Closes once the client has closed (so after its checks).
+            let h = Rc::clone(&h);
+            stream.read_start(
+                lp,
+                |_, _, _| {},
+                move |lp, stream, _| {
+                    stream.close(lp);
+                    h.get().map(|listener| listener.close(lp));
+                },
+            );
         })
         .unwrap();
+    handle.set(Some(listener));
     assert_eq!(listener.path(lp).unwrap(), path);
     let client_side = Rc::clone(&seen);
     lp.unix_connect(&path, move |lp, connected| {
@@ -243,7 +255,6 @@ fn a_unix_stream_knows_its_peers_credentials_and_paths(lp: &mut Loop) {
                 .map(|p| p.ends_with("echo.sock")),
         ));
         stream.close(lp);
-        listener.close(lp);
     })
     .unwrap();
     run_within(lp, LIMIT);
