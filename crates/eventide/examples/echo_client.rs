@@ -24,6 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut lp = Loop::new()?;
     let got = Rc::clone(&echoed);
     let failed = Rc::clone(&failure);
+    // Either kind of stream, served as the `Stream` both convert into.
     let on_connect = move |lp: &mut Loop, connected: eventide::Result<Stream>| {
         let stream = match connected {
             Ok(stream) => stream,
@@ -31,7 +32,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Err(error) => return *failed.borrow_mut() = Some(error),
         };
         for message in messages {
-            stream.write(lp, message.as_bytes().to_vec(), |_, res| {
+            // A `&'static str` is written as it is: no `to_vec()`.
+            stream.write(lp, message, |_, res| {
                 if let Err(error) = res {
                     eprintln!("write failed: {error}");
                 }
@@ -60,13 +62,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     };
     if server.contains('/') {
-        lp.unix_connect(&server, on_connect)?;
+        lp.unix_connect(&server, move |lp, c| on_connect(lp, c.map(Stream::from)))?;
     } else {
         let (host, port) = server
             .rsplit_once(':')
             .ok_or("expected host:port or a path")?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        lp.tcp_connect_host(host, port.parse()?, on_connect);
+        lp.tcp_connect_host(host, port.parse()?, move |lp, c| {
+            on_connect(lp, c.map(Stream::from));
+        });
     }
     lp.run()?;
     if let Some(error) = failure.take() {

@@ -18,21 +18,39 @@ use std::time::Duration;
 use eventide::net::{ListenOptions, Stream};
 use eventide::{Loop, Result};
 
+/// What both kinds of listener do with each connection (a `TcpStream` or
+/// a `UnixStream`, served as the `Stream` both convert into).
+fn on_connection<S: Into<Stream>>(lp: &mut Loop, accepted: Result<S>) {
+    match accepted {
+        Ok(stream) => serve(lp, stream),
+        Err(error) => eprintln!("accept failed: {error}"),
+    }
+}
+
 fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let place = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:7000".into());
     let mut lp = Loop::new()?;
-    let on_connection = |lp: &mut Loop, accepted: Result<Stream>| match accepted {
-        Ok(stream) => serve(lp, stream),
-        Err(error) => eprintln!("accept failed: {error}"),
-    };
     if place.contains('/') {
-        lp.unix_listen(&place, ListenOptions::default(), on_connection)?;
+        let _server = lp.unix_listen(&place, ListenOptions::default(), |lp, accepted| {
+            if accepted.is_ok() {
+                println!("a client connected");
+            }
+            on_connection(lp, accepted);
+        })?;
         println!("echoing on {place} ({} backend)", lp.backend());
     } else {
         let addr: SocketAddr = place.parse()?;
-        let server = lp.tcp_listen(addr, ListenOptions::default(), on_connection)?;
+        let server = lp.tcp_listen(addr, ListenOptions::default(), |lp, accepted| {
+            if let Ok(peer) = accepted.as_ref().map(|s| s.peer_addr(lp)) {
+                println!(
+                    "{} connected",
+                    peer.map_or("a client".into(), |p| p.to_string())
+                );
+            }
+            on_connection(lp, accepted);
+        })?;
         let addr = server.local_addr(&lp)?;
         println!("echoing on {addr} ({} backend)", lp.backend());
     }
@@ -42,13 +60,9 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
 
 /// Echoes one connection. (`tests/fault_echo.rs` drives this function,
 /// the example's own code, with faults.)
-pub(crate) fn serve(lp: &mut Loop, stream: Stream) {
-    if let Ok(peer) = stream.peer_addr(lp) {
-        println!("{peer} connected");
-    } else {
-        println!("a client connected");
-    }
-    stream.set_timeout(lp, Duration::from_secs(60), |lp, stream| {
+pub(crate) fn serve(lp: &mut Loop, stream: impl Into<Stream>) {
+    let stream = stream.into();
+    stream.set_idle_timeout(lp, Duration::from_secs(60), |lp, stream| {
         println!("a client was idle for a minute: closing it");
         stream.close(lp);
     });

@@ -9,11 +9,12 @@ use std::net::SocketAddr;
 use eventide::net::{ListenOptions, Listener, Stream};
 use eventide::{Loop, Result};
 
-/// What the server does with each connection: echo every chunk, close
-/// when the client ends its side.
-fn echo(lp: &mut Loop, accepted: Result<Stream>) {
-    let peer = match accepted {
-        Ok(peer) => peer,
+/// What the server does with each connection, TCP or Unix domain (both
+/// convert into a `Stream`): echo every chunk, close when the client ends
+/// its side.
+fn echo<S: Into<Stream>>(lp: &mut Loop, accepted: Result<S>) {
+    let peer: Stream = match accepted {
+        Ok(peer) => peer.into(),
         Err(error) => return eprintln!("accept: {error}"),
     };
     peer.read_start(
@@ -32,12 +33,18 @@ fn echo(lp: &mut Loop, accepted: Result<Stream>) {
 
 /// The client side: send `line`, print the echo, end our side; when the
 /// server closes, close the stream and the listener.
-fn talk(lp: &mut Loop, connected: Result<Stream>, line: &'static str, server: Listener) {
-    let client = match connected {
-        Ok(client) => client,
+fn talk<S: Into<Stream>>(
+    lp: &mut Loop,
+    connected: Result<S>,
+    line: &'static str,
+    server: impl Into<Listener>,
+) {
+    let server = server.into();
+    let client: Stream = match connected {
+        Ok(client) => client.into(),
         Err(error) => return eprintln!("connect: {error}"),
     };
-    client.write(lp, line.as_bytes().to_vec(), |_, _| {});
+    client.write(lp, line, |_, _| {});
     client.read_start(
         lp,
         |lp, client, data| {
@@ -60,6 +67,7 @@ fn main() -> Result<()> {
     let addr = server.local_addr(&lp)?;
     println!("TCP server on 127.0.0.1 (a free port)");
     lp.tcp_connect(addr, move |lp, c| {
+        // TCP's own options are on `TcpStream` only.
         if let Ok(stream) = &c {
             stream.set_nodelay(lp, true).expect("TCP_NODELAY");
         }

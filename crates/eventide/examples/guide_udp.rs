@@ -48,7 +48,8 @@ fn main() -> Result<()> {
         |_, _, error| eprintln!("client: {error}"),
     );
     for text in ["hi", "hello, server"] {
-        client.send(&mut lp, text.as_bytes().to_vec(), move |_, sent| {
+        // A `&'static str` is sent as it is (no copy, no `to_vec()`).
+        client.send(&mut lp, text, move |_, sent| {
             println!("sent {text:?}: {} bytes", sent.expect("sent"));
         });
     }
@@ -66,6 +67,6 @@ fn main() -> Result<()> {
             lonely.close(lp);
         },
     );
-    lonely.send(&mut lp, b"anyone?".to_vec(), |_, _| {});
+    lonely.send(&mut lp, b"anyone?", |_, _| {});
     lp.run()
 }

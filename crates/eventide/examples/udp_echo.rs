@@ -62,7 +62,7 @@ fn main() -> eventide::Result<()> {
     for message in MESSAGES {
         client.send_to(
             &mut lp,
-            message.as_bytes().to_vec(),
+            message, // a `&'static str`, sent from where it is
             to,
             move |_, sent| match sent {
                 Ok(n) => println!("client: sent {message:?} ({n} bytes)"),

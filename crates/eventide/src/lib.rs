@@ -93,7 +93,8 @@
 //!
 //! [`net`] is TCP and Unix domain stream sockets on the loop, libuv's
 //! stream model with Node's errors: [`Loop::tcp_listen`] and
-//! [`Loop::unix_listen`] call back with each accepted [`net::Stream`],
+//! [`Loop::unix_listen`] call back with each accepted [`net::TcpStream`]
+//! or [`net::UnixStream`],
 //! [`Loop::tcp_connect`] and [`Loop::unix_connect`] with the connected
 //! one; streams read (`read_start`/`read_stop`), write through a queue
 //! with Node's backpressure (a high-water mark and `drain`), time out when

@@ -106,7 +106,7 @@ fn run_case_24(lp: &mut Loop, server_close_callback: bool) -> Trace {
             }));
             lp.next_tick(t.at("tick-after-destroy"));
             lp.set_immediate(t.at("immediate-after-destroy"));
-            let server: eventide::net::Listener = s.get().expect("listening");
+            let server: eventide::net::TcpListener = s.get().expect("listening");
             if server_close_callback {
                 assert!(server.close_then(lp, t.at("server-close-callback")));
             } else {

@@ -193,10 +193,7 @@ fn a_datagram_over_the_ipv4_limit_fails_with_emsgsize(lp: &mut Loop) {
 /// A datagram over the receiver's `max_datagram` is not delivered cut
 /// short: it is reported as `recvmsg EMSGSIZE`, and the next one arrives.
 fn a_datagram_over_max_datagram_is_reported_and_the_next_one_arrives(lp: &mut Loop) {
-    let options = UdpOptions {
-        max_datagram: 16,
-        ..UdpOptions::default()
-    };
+    let options = UdpOptions::default().max_datagram(16);
     let server = lp.udp_bind(v4(), options).unwrap();
     let to = server.local_addr(lp).unwrap();
     let trace = Trace::default();
@@ -315,10 +312,7 @@ fn binding_a_taken_address_fails_with_eaddrinuse(lp: &mut Loop) {
     assert_eq!(error.to_string(), format!("bind EADDRINUSE {taken}"));
     assert_eq!(error.kind(), std::io::ErrorKind::AddrInUse);
     // With SO_REUSEADDR on both, Linux lets a second socket share it.
-    let shared = UdpOptions {
-        reuse_addr: true,
-        ..UdpOptions::default()
-    };
+    let shared = UdpOptions::default().reuse_addr(true);
     let a = lp.udp_bind(v4(), shared).unwrap();
     let at = a.local_addr(lp).unwrap();
     let b = lp.udp_bind(at, shared).unwrap();
@@ -493,10 +487,7 @@ fn receiving_keeps_the_loop_alive_and_recv_stop_lets_it_end(lp: &mut Loop) {
 fn multicast_on_loopback_joins_receives_and_leaves(lp: &mut Loop) {
     let group = Ipv4Addr::new(239, 255, 77, 1 + (std::process::id() % 200) as u8);
     let lo = MulticastInterface::V4(Ipv4Addr::LOCALHOST);
-    let options = UdpOptions {
-        reuse_addr: true,
-        ..UdpOptions::default()
-    };
+    let options = UdpOptions::default().reuse_addr(true);
     let receiver = lp
         .udp_bind(SocketAddr::new(IpAddr::V4(group), 0), options)
         .expect("bind the group address");
@@ -668,7 +659,64 @@ fn an_unreferenced_socket_does_not_keep_the_loop_alive(lp: &mut Loop) {
     assert!(!server.set_ref(lp, false), "closed");
 }
 
+/// A datagram is sent from the memory the caller gives, in every form:
+/// a `Vec`, a literal, a shared `Rc<[u8]>` (the same one to two
+/// receivers, never copied into a `Vec` first), an `Arc<[u8]>`, any
+/// owner; each arrives whole, and the shared buffer is the caller's again
+/// once sent.
+fn datagrams_go_from_every_buffer_form(lp: &mut Loop) {
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let receiver = bind(lp, v4());
+    let g = Rc::clone(&got);
+    receiver.recv_start(
+        lp,
+        move |lp, receiver, data, _| {
+            g.borrow_mut().push(data.to_vec());
+            if g.borrow().len() == 6 {
+                receiver.close(lp);
+            }
+        },
+        no_error,
+    );
+    let to = receiver.local_addr(lp).unwrap();
+    let sender = bind(lp, v4());
+    let shared: Rc<[u8]> = Rc::from(&b"shared"[..]);
+    let sent = Rc::new(Cell::new(0));
+    let count = |expected: usize| {
+        let sent = Rc::clone(&sent);
+        move |_: &mut Loop, n: eventide::Result<usize>| {
+            assert_eq!(n.unwrap(), expected);
+            sent.set(sent.get() + 1);
+        }
+    };
+    sender.send_to(lp, b"vec".to_vec(), to, count(3));
+    sender.send_to(lp, b"static", to, count(6));
+    sender.send_to(lp, Rc::clone(&shared), to, count(6));
+    sender.send_to(lp, Rc::clone(&shared), to, count(6));
+    let arc: std::sync::Arc<[u8]> = std::sync::Arc::from(&b"arc"[..]);
+    sender.send_to(lp, arc, to, count(3));
+    sender.send_to(
+        lp,
+        eventide::net::WriteBuf::from_owner(*b"owner"),
+        to,
+        count(5),
+    );
+    run_within(lp, LIMIT);
+    sender.close(lp);
+    assert_eq!(sent.get(), 6);
+    let mut got = got.take();
+    got.sort();
+    let mut want: Vec<Vec<u8>> = ["arc", "owner", "shared", "shared", "static", "vec"]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(Rc::strong_count(&shared), 1, "the socket let it go");
+}
+
 on_every_backend!(
+    datagrams_go_from_every_buffer_form,
     an_unreferenced_socket_does_not_keep_the_loop_alive,
     an_echo_round_trip_over_ipv4_returns_the_same_bytes,
     an_echo_round_trip_over_ipv6_returns_the_same_bytes,

@@ -3,7 +3,7 @@
 //! its last delivered connection destroyed (`_emitCloseIfDrained`, called
 //! from `close` and from each accepted socket's `_destroy`). Each case
 //! quotes the JavaScript it ports and asserts the trace node 20 printed,
-//! on every compiled backend. `sock.destroy()` is `Stream::close` (or
+//! on every compiled backend. `sock.destroy()` is `TcpStream::close` (or
 //! `close_then`, whose callback is the socket's `'close'`, in the close
 //! phase); timers that only separate steps in the scripts are replaced by
 //! the event that makes the order certain.
@@ -17,7 +17,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use eventide::Loop;
-use eventide::net::{ListenOptions, Listener, Stream};
+use eventide::net::{ListenOptions, TcpListener, TcpStream};
 use util::{Trace, ms, run_within};
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -32,9 +32,9 @@ type Later<T> = Rc<Cell<Option<T>>>;
 
 fn listen(
     lp: &mut Loop,
-    on_stream: impl FnMut(&mut Loop, Listener, Stream) + 'static,
-) -> (Listener, SocketAddr) {
-    let me: Later<Listener> = Rc::default();
+    on_stream: impl FnMut(&mut Loop, TcpListener, TcpStream) + 'static,
+) -> (TcpListener, SocketAddr) {
+    let me: Later<TcpListener> = Rc::default();
     let m = Rc::clone(&me);
     let mut on_stream = on_stream;
     let listener = lp
@@ -138,7 +138,7 @@ fn a_close_waits_for_the_open_connection(lp: &mut Loop) {
 /// second once the first's socket has closed (in the scripts, timers).
 fn connections_closed_from_their_own_data_callbacks(lp: &mut Loop) {
     let trace = Trace::default();
-    let clients: Rc<RefCell<Vec<Stream>>> = Rc::default();
+    let clients: Rc<RefCell<Vec<TcpStream>>> = Rc::default();
     let (t, c) = (trace.clone(), Rc::clone(&clients));
     let mut n = 0;
     let (_, addr) = listen(lp, move |lp, server, s| {
@@ -200,7 +200,7 @@ fn connections_closed_from_their_own_data_callbacks(lp: &mut Loop) {
 }
 
 /// A client writes one byte and closes once it is out.
-fn write_and_close(lp: &mut Loop, client: Stream, byte: &[u8]) {
+fn write_and_close(lp: &mut Loop, client: TcpStream, byte: &[u8]) {
     client.write(lp, byte.to_vec(), move |lp, res| {
         res.expect("written");
         client.close(lp);
@@ -444,7 +444,7 @@ fn a_connection_destroyed_by_a_reset(lp: &mut Loop) {
 /// its entry is freed once they are closed: a listener opened afterwards
 /// counts only its own.
 fn a_closed_listeners_connections_do_not_count_for_the_next(lp: &mut Loop) {
-    let streams: Rc<RefCell<Vec<Stream>>> = Rc::default();
+    let streams: Rc<RefCell<Vec<TcpStream>>> = Rc::default();
     let trace = Trace::default();
     let (s, t) = (Rc::clone(&streams), trace.clone());
     let (first, addr) = listen(lp, move |lp, server, stream| {

@@ -1,4 +1,4 @@
-//! Node's `'close'` event for streams (`Stream::on_close`), on every
+//! Node's `'close'` event for streams (`TcpStream::on_close`), on every
 //! backend: one callback, once, however the stream ends, with whether an
 //! error ended it; and a reset reported as an error on every backend,
 //! never as a clean end.
@@ -13,7 +13,7 @@ use std::thread;
 use std::time::Duration;
 
 use eventide::Loop;
-use eventide::net::{ListenOptions, Listener, Stream};
+use eventide::net::{ListenOptions, TcpListener, TcpStream};
 use util::run_within;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -31,12 +31,12 @@ type Log = Rc<RefCell<Vec<String>>>;
 fn server(
     lp: &mut Loop,
     connections: usize,
-    serve: impl Fn(&mut Loop, Stream, Log) + 'static,
+    serve: impl Fn(&mut Loop, TcpStream, Log) + 'static,
 ) -> (SocketAddr, Log) {
     let log: Log = Rc::default();
     let l = Rc::clone(&log);
     let accepted_so_far = Rc::new(RefCell::new(0));
-    let me: Rc<RefCell<Option<Listener>>> = Rc::default();
+    let me: Rc<RefCell<Option<TcpListener>>> = Rc::default();
     let m = Rc::clone(&me);
     let listener = lp
         .tcp_listen(loopback(), ListenOptions::default(), move |lp, accepted| {
@@ -59,7 +59,7 @@ fn server(
 }
 
 /// Reads, logging how the reading ended.
-fn read_logging(lp: &mut Loop, stream: Stream, log: Log) {
+fn read_logging(lp: &mut Loop, stream: TcpStream, log: Log) {
     stream.read_start(
         lp,
         |_, _, _| {},

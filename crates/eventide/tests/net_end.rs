@@ -16,7 +16,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use eventide::net::{ListenOptions, Stream};
+use eventide::net::{ListenOptions, TcpListener, TcpStream};
 use eventide::{BackendKind, Loop};
 use util::run_within;
 
@@ -77,11 +77,11 @@ fn check_echo(back: &[u8], total: usize) {
 fn serve_one(
     lp: &mut Loop,
     options: ListenOptions,
-    serve: impl Fn(&mut Loop, Stream) + 'static,
+    serve: impl Fn(&mut Loop, TcpStream) + 'static,
 ) -> (SocketAddr, Rc<RefCell<Vec<bool>>>) {
     let closes = Rc::new(RefCell::new(Vec::new()));
     let c = Rc::clone(&closes);
-    let listener = Rc::new(Cell::new(None));
+    let listener = Rc::new(Cell::new(None::<TcpListener>));
     let l = Rc::clone(&listener);
     let server = lp
         .tcp_listen(loopback(), options, move |lp, accepted| {
@@ -90,7 +90,7 @@ fn serve_one(
             stream.on_close(lp, move |_, _, had_error| c.borrow_mut().push(had_error));
             serve(lp, stream);
             if let Some(server) = l.take() {
-                eventide::net::Listener::close(server, lp);
+                server.close(lp);
             }
         })
         .unwrap();
@@ -100,7 +100,7 @@ fn serve_one(
 
 /// The echo server as a user writes it without thinking of the end:
 /// write each chunk back, ignore `write`'s return, do nothing on end.
-fn natural_echo(lp: &mut Loop, stream: Stream) {
+fn natural_echo(lp: &mut Loop, stream: TcpStream) {
     stream.read_start(
         lp,
         |lp, stream, data| {
@@ -190,10 +190,7 @@ fn an_ended_stream_whose_peer_never_ends_closes_after_the_end_timeout(lp: &mut L
 
 fn allow_half_open_keeps_the_stream_open_after_the_peers_end(lp: &mut Loop) {
     let _one = serial();
-    let options = ListenOptions {
-        allow_half_open: true,
-        ..ListenOptions::default()
-    };
+    let options = ListenOptions::default().allow_half_open(true);
     let (addr, closes) = serve_one(lp, options, |lp, stream| {
         assert!(stream.allow_half_open(lp));
         stream.read_start(
@@ -229,7 +226,7 @@ fn pipe_between_two_streams_pauses_at_the_destinations_mark(lp: &mut Loop) {
     // source pauses), every byte arrives, then EOF.
     let _one = serial();
     let total = 16 << 20;
-    let streams: Rc<RefCell<Vec<Stream>>> = Rc::default();
+    let streams: Rc<RefCell<Vec<TcpStream>>> = Rc::default();
     let peak = Rc::new(Cell::new(0usize));
     let s = Rc::clone(&streams);
     let p = Rc::clone(&peak);

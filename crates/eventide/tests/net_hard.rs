@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use eventide::Loop;
-use eventide::net::{ListenOptions, Listener, Stream};
+use eventide::net::{ListenOptions, TcpListener, TcpStream};
 use util::{in_child, run_child, run_within};
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -71,13 +71,14 @@ fn backend_name(lp: &Loop) -> &'static str {
 }
 
 /// An echo server that counts its open connections and their peak.
-fn counting_echo_server(lp: &mut Loop, open: Rc<Cell<usize>>, peak: Rc<Cell<usize>>) -> Listener {
+fn counting_echo_server(
+    lp: &mut Loop,
+    open: Rc<Cell<usize>>,
+    peak: Rc<Cell<usize>>,
+) -> TcpListener {
     lp.tcp_listen(
         loopback(),
-        ListenOptions {
-            backlog: 4096,
-            ..ListenOptions::default()
-        },
+        ListenOptions::default().backlog(4096),
         move |lp, accepted| {
             let stream = accepted.expect("accepted");
             open.set(open.get() + 1);
@@ -222,7 +223,7 @@ fn a_gibibyte_arrives_with_every_byte_checked(lp: &mut Loop) {
         .unwrap();
     let addr = server.local_addr(lp).unwrap();
     let sent = Rc::new(Cell::new(0usize));
-    let send = Rc::new(move |lp: &mut Loop, stream: Stream| {
+    let send = Rc::new(move |lp: &mut Loop, stream: TcpStream| {
         while sent.get() < GIB && !stream.need_drain(lp) {
             let at = sent.get();
             let len = SEND_CHUNK.min(GIB - at);

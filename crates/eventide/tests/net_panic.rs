@@ -18,7 +18,7 @@ use std::thread;
 use std::time::Duration;
 
 use eventide::Loop;
-use eventide::net::{ListenOptions, Listener, Stream};
+use eventide::net::{ListenOptions, TcpListener, TcpStream};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -30,9 +30,9 @@ fn loopback() -> SocketAddr {
 fn server(
     lp: &mut Loop,
     connections: usize,
-    mut serve: impl FnMut(&mut Loop, Stream, usize) + 'static,
+    mut serve: impl FnMut(&mut Loop, TcpStream, usize) + 'static,
 ) -> SocketAddr {
-    let me: Rc<Cell<Option<Listener>>> = Rc::default();
+    let me: Rc<Cell<Option<TcpListener>>> = Rc::default();
     let m = Rc::clone(&me);
     let mut n = 0;
     let listener = lp

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use eventide::net::{DEFAULT_HIGH_WATER_MARK, ListenOptions, Listener, Stream};
+use eventide::net::{DEFAULT_HIGH_WATER_MARK, ListenOptions, TcpListener, TcpStream};
 use eventide::{Loop, RunMode};
 use util::{Trace, run_within};
 
@@ -22,8 +22,8 @@ fn loopback() -> SocketAddr {
 /// A server that hands each accepted stream to `on_stream`.
 fn server(
     lp: &mut Loop,
-    on_stream: impl Fn(&mut Loop, Stream) + 'static,
-) -> (Listener, SocketAddr) {
+    on_stream: impl Fn(&mut Loop, TcpStream) + 'static,
+) -> (TcpListener, SocketAddr) {
     let server = lp
         .tcp_listen(loopback(), ListenOptions::default(), move |lp, accepted| {
             on_stream(lp, accepted.expect("accepted"));
@@ -150,7 +150,7 @@ struct Flow {
     drains: Cell<usize>,
     received: Cell<usize>,
     corrupt: Cell<bool>,
-    server_stream: Cell<Option<Stream>>,
+    server_stream: Cell<Option<TcpStream>>,
 }
 
 const TOTAL: usize = 48 << 20;
@@ -158,7 +158,7 @@ const CHUNK: usize = 64 << 10;
 const MARK: usize = 256 << 10;
 
 /// Writes chunks until the mark says stop; `drain` starts it again.
-fn write_while_below_the_mark(lp: &mut Loop, stream: Stream, flow: &Rc<Flow>) {
+fn write_while_below_the_mark(lp: &mut Loop, stream: TcpStream, flow: &Rc<Flow>) {
     while flow.written.get() < TOTAL && !stream.need_drain(lp) {
         let offset = flow.written.get();
         let len = CHUNK.min(TOTAL - offset);
@@ -270,7 +270,9 @@ fn an_idle_stream_times_out_once_and_stays_open(lp: &mut Loop) {
             stream.write(lp, b"still open".to_vec(), |_, res| res.unwrap());
         });
         let t4 = t.clone();
-        assert!(stream.set_timeout(lp, Duration::from_millis(20), move |_, _| t4.log("timeout")));
+        assert!(
+            stream.set_idle_timeout(lp, Duration::from_millis(20), move |_, _| t4.log("timeout"))
+        );
     })
     .unwrap();
     run_within(lp, LIMIT);
@@ -288,7 +290,7 @@ fn activity_restarts_the_idle_countdown(lp: &mut Loop) {
         let stream = connected.unwrap();
         let t2 = t.clone();
         let w = Rc::clone(&writes);
-        stream.set_timeout(lp, Duration::from_millis(400), move |lp, stream| {
+        stream.set_idle_timeout(lp, Duration::from_millis(400), move |lp, stream| {
             t2.log(format!("timeout after {} writes", w.get()));
             stream.close(lp);
             server.close(lp);
@@ -315,8 +317,8 @@ fn a_zero_idle_timeout_disables_it(lp: &mut Loop) {
     lp.tcp_connect(addr, move |lp, connected| {
         let stream = connected.unwrap();
         let f2 = Rc::clone(&f);
-        stream.set_timeout(lp, Duration::from_millis(10), move |_, _| f2.set(true));
-        assert!(stream.set_timeout(lp, Duration::ZERO, |_, _| panic!("disabled")));
+        stream.set_idle_timeout(lp, Duration::from_millis(10), move |_, _| f2.set(true));
+        assert!(stream.set_idle_timeout(lp, Duration::ZERO, |_, _| panic!("disabled")));
         lp.set_timeout(Duration::from_millis(100), move |lp| {
             stream.close(lp);
             server.close(lp);

@@ -266,7 +266,7 @@ fn an_idle_timeout_cuts_a_connect_short(lp: &mut Loop) {
         .expect("the connect is submitted");
     let t = trace.clone();
     assert!(
-        stream.set_timeout(lp, Duration::from_millis(50), move |lp, stream| {
+        stream.set_idle_timeout(lp, Duration::from_millis(50), move |lp, stream| {
             t.log("timeout");
             assert!(stream.close(lp));
         })
@@ -335,7 +335,7 @@ fn a_peer_reset_reaches_the_reader_as_an_error(lp: &mut Loop) {
     let e = Rc::clone(&end);
     let stream_seen = Rc::new(Cell::new(None));
     let s = Rc::clone(&stream_seen);
-    reset_by_peer(lp, move |lp, stream| {
+    let _closed_by_its_callback = reset_by_peer(lp, move |lp, stream| {
         s.set(Some(stream));
         let e = Rc::clone(&e);
         stream.read_start(
@@ -356,7 +356,7 @@ fn a_peer_reset_reaches_the_reader_as_an_error(lp: &mut Loop) {
 fn a_peer_reset_reaches_the_writer_as_an_error(lp: &mut Loop) {
     let failure = Rc::new(RefCell::new(None));
     let f = Rc::clone(&failure);
-    reset_by_peer(lp, move |lp, stream| {
+    let _closed_by_its_callback = reset_by_peer(lp, move |lp, stream| {
         write_until_error(lp, stream, Rc::clone(&f), 0)
     });
     run_within(lp, LIMIT);
@@ -604,10 +604,7 @@ fn a_closed_stream_is_a_stale_handle(lp: &mut Loop) {
 }
 
 fn two_listeners_share_a_port_with_reuse_port(lp: &mut Loop) {
-    let options = ListenOptions {
-        reuse_port: true,
-        ..ListenOptions::default()
-    };
+    let options = ListenOptions::default().reuse_port(true);
     let first = lp.tcp_listen(loopback(), options, |_, _| {}).unwrap();
     let addr = first.local_addr(lp).unwrap();
     let second = lp
@@ -690,7 +687,125 @@ fn bytes_arriving_while_reading_is_stopped_wait_for_read_start(lp: &mut Loop) {
     assert!(*state.got.borrow() == pattern(LEN), "every byte, in order");
 }
 
+/// Every form a write takes arrives, in order: a `Vec`, a literal, a
+/// `String`, an `Rc<[u8]>` and an `Arc<[u8]>` large enough for partial
+/// sends (a shared buffer is copied once when its send is submitted and
+/// continued from where the kernel stopped), and any owner of bytes; the
+/// shared buffers are still the caller's afterwards, untouched.
+fn every_write_form_arrives_in_order_through_partial_writes(lp: &mut Loop) {
+    const BIG: usize = 3 << 20;
+    let rc: Rc<[u8]> = pattern(BIG).into();
+    let arc: std::sync::Arc<[u8]> = pattern(BIG / 2).into();
+    let mut expected = b"vec:".to_vec();
+    expected.extend_from_slice(b"static:");
+    expected.extend_from_slice(b"string:");
+    expected.extend_from_slice(&rc);
+    expected.extend_from_slice(&arc);
+    expected.extend_from_slice(b"owner");
+    let total = expected.len();
+    let received = Rc::new(RefCell::new(Vec::with_capacity(total)));
+    let r = Rc::clone(&received);
+    let listener = lp
+        .tcp_listen(loopback(), ListenOptions::default(), move |lp, accepted| {
+            let stream = accepted.unwrap();
+            let r = Rc::clone(&r);
+            stream.read_start(
+                lp,
+                move |_, _, data| r.borrow_mut().extend_from_slice(data),
+                move |lp, stream, end| {
+                    end.expect("a clean end");
+                    stream.close(lp);
+                },
+            );
+        })
+        .unwrap();
+    // Only the connection keeps the loop alive: closed after the run.
+    listener.unref(lp);
+    let addr = listener.local_addr(lp).unwrap();
+    let written = Rc::new(Cell::new(0));
+    let w = Rc::clone(&written);
+    let (rc2, arc2) = (Rc::clone(&rc), std::sync::Arc::clone(&arc));
+    lp.tcp_connect(addr, move |lp, connected| {
+        let stream = connected.unwrap();
+        // A small send buffer: the big shared writes go out in many
+        // partial sends, each continued from where the last one stopped.
+        let fd = stream.raw_fd(lp).unwrap();
+        let size: libc::c_int = 8 * 1024;
+        // SAFETY: setsockopt reads `size` (a c_int, its length given) and
+        // the descriptor is the open stream's.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&raw const size).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "SO_SNDBUF");
+        let count = |w: &Rc<Cell<usize>>| {
+            let w = Rc::clone(w);
+            move |_: &mut Loop, res: eventide::Result<()>| {
+                res.expect("written");
+                w.set(w.get() + 1);
+            }
+        };
+        stream.write(lp, b"vec:".to_vec(), count(&w));
+        stream.write(lp, b"static:", count(&w));
+        stream.write(lp, String::from("string:"), count(&w));
+        stream.write(lp, rc2, count(&w));
+        stream.write(lp, arc2, count(&w));
+        stream.write(
+            lp,
+            eventide::net::WriteBuf::from_owner(*b"owner"),
+            count(&w),
+        );
+        assert_eq!(stream.write_queue_size(lp), total);
+        stream.end(lp);
+    })
+    .unwrap();
+    run_within(lp, LIMIT);
+    listener.close(lp);
+    assert_eq!(written.get(), 6, "every write's callback ran once");
+    let received = received.take();
+    assert_eq!(received.len(), total);
+    assert!(received == expected, "the bytes arrived in order, intact");
+    assert_eq!(&rc[..], &pattern(BIG)[..], "the shared buffer is untouched");
+    assert_eq!(Rc::strong_count(&rc), 1, "the stream let its reference go");
+    assert_eq!(std::sync::Arc::strong_count(&arc), 1);
+}
+
+/// TCP's own options, on a `TcpStream` only: `TCP_NODELAY` set and read
+/// back, keep-alive, and both addresses.
+fn a_tcp_stream_sets_and_reads_its_own_options(lp: &mut Loop) {
+    let (server, addr) = echo_server(lp);
+    let seen = Rc::new(RefCell::new(None));
+    let s = Rc::clone(&seen);
+    lp.tcp_connect(addr, move |lp, connected| {
+        let stream = connected.unwrap();
+        stream.set_nodelay(lp, true).unwrap();
+        let on = stream.nodelay(lp).unwrap();
+        stream.set_nodelay(lp, false).unwrap();
+        let off = stream.nodelay(lp).unwrap();
+        stream
+            .set_keepalive(lp, true, Duration::from_secs(30))
+            .unwrap();
+        let peer = stream.peer_addr(lp).unwrap();
+        let local = stream.local_addr(lp).unwrap();
+        *s.borrow_mut() = Some((on, off, peer, local.ip()));
+        stream.close(lp);
+        server.close(lp);
+        assert!(matches!(stream.nodelay(lp), Err(Error::Stale { .. })));
+    })
+    .unwrap();
+    run_within(lp, LIMIT);
+    let loopback_ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    assert_eq!(seen.take(), Some((true, false, addr, loopback_ip)));
+}
+
 on_every_backend!(
+    every_write_form_arrives_in_order_through_partial_writes,
+    a_tcp_stream_sets_and_reads_its_own_options,
     a_connect_nobody_answers_times_out_with_the_address,
     an_idle_timeout_cuts_a_connect_short,
     listening_on_an_address_not_here_leaves_port_zero_out_as_node_does,

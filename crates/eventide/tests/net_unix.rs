@@ -10,14 +10,14 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use eventide::Loop;
-use eventide::net::{ListenOptions, Listener};
+use eventide::net::{ListenOptions, UnixListener, UnixStream};
 use util::{outcome, run_within};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
 /// An echo server on `dir/name`: echoes, and ends its side when the peer
 /// ends its own.
-fn echo_server(lp: &mut Loop, path: &Path) -> Listener {
+fn echo_server(lp: &mut Loop, path: &Path) -> UnixListener {
     lp.unix_listen(path, ListenOptions::default(), |lp, accepted| {
         let stream = accepted.expect("accepted");
         stream.read_start(
@@ -47,25 +47,21 @@ fn a_unix_stream_echoes_and_half_closes_like_tcp(lp: &mut Loop) {
     assert!(path.exists(), "the bind made the socket file");
     let got = Rc::new(RefCell::new(Vec::new()));
     let g = Rc::clone(&got);
-    let client = lp
-        .unix_connect(&path, move |lp, connected| {
-            let stream = connected.expect("connected");
-            stream.write(lp, b"over a unix socket".to_vec(), |_, res| res.unwrap());
-            stream.shutdown(lp, |_, res| res.unwrap());
-            stream.read_start(
-                lp,
-                move |_, _, data| g.borrow_mut().extend_from_slice(data),
-                move |lp, stream, end| {
-                    end.expect("the server ended its side");
-                    stream.close(lp);
-                    server.close(lp);
-                },
-            );
-        })
-        .unwrap();
-    // TCP's options do nothing on a Unix socket (as Node's); addresses
-    // are not IP addresses.
-    client.set_nodelay(lp, true).unwrap();
+    lp.unix_connect(&path, move |lp, connected| {
+        let stream = connected.expect("connected");
+        stream.write(lp, b"over a unix socket".to_vec(), |_, res| res.unwrap());
+        stream.shutdown(lp, |_, res| res.unwrap());
+        stream.read_start(
+            lp,
+            move |_, _, data| g.borrow_mut().extend_from_slice(data),
+            move |lp, stream, end| {
+                end.expect("the server ended its side");
+                stream.close(lp);
+                server.close(lp);
+            },
+        );
+    })
+    .unwrap();
     run_within(lp, LIMIT);
     assert_eq!(&got.borrow()[..], b"over a unix socket");
     assert!(
@@ -104,11 +100,13 @@ fn eight_mebibytes_cross_a_unix_socket_under_backpressure(lp: &mut Loop) {
         })
         .unwrap();
     let w = Rc::clone(&written);
-    let write_some = Rc::new(move |lp: &mut Loop, stream: eventide::net::Stream| {
+    let write_some = Rc::new(move |lp: &mut Loop, stream: UnixStream| {
         while w.get() < TOTAL && !stream.need_drain(lp) {
             let at = w.get();
             let len = CHUNK.min(TOTAL - at);
-            stream.write(lp, (at..at + len).map(byte).collect(), |_, r| r.unwrap());
+            stream.write(lp, (at..at + len).map(byte).collect::<Vec<u8>>(), |_, r| {
+                r.unwrap()
+            });
             w.set(at + len);
             if w.get() == TOTAL {
                 stream.shutdown(lp, |_, res| res.unwrap());
@@ -204,8 +202,80 @@ fn a_unix_stream_closed_inside_its_read_callback_reads_no_more(lp: &mut Loop) {
     assert_eq!(chunks.get(), 1);
 }
 
+/// A Unix domain stream's own methods: the peer's credentials and the
+/// paths of each end; the listener's path. (TCP's options are not there:
+/// `set_nodelay` on a `UnixStream` does not compile.)
+fn a_unix_stream_knows_its_peers_credentials_and_paths(lp: &mut Loop) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = socket_path(&dir);
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let server_side = Rc::clone(&seen);
+    let handle = Rc::new(Cell::new(None::<UnixListener>));
+    let h = Rc::clone(&handle);
+    let listener = lp
+        .unix_listen(&path, ListenOptions::default(), move |lp, accepted| {
+            let stream = accepted.expect("accepted");
+            let cred = stream.peer_cred(lp).expect("SO_PEERCRED");
+            server_side.borrow_mut().push(format!(
+                "server: peer pid {} uid {} gid {}; local {:?}; peer {:?}",
+                cred.pid == std::process::id() as i32,
+                // SAFETY: getuid and getgid cannot fail.
+                cred.uid == unsafe { libc::getuid() },
+                // SAFETY: as above.
+                cred.gid == unsafe { libc::getgid() },
+                stream
+                    .local_path(lp)
+                    .unwrap()
+                    .map(|p| p.ends_with("echo.sock")),
+                stream.peer_path(lp).unwrap(),
+            ));
+            // Closes once the client has closed (so after its checks).
+            let h = Rc::clone(&h);
+            stream.read_start(
+                lp,
+                |_, _, _| {},
+                move |lp, stream, _| {
+                    stream.close(lp);
+                    h.get().map(|listener| listener.close(lp));
+                },
+            );
+        })
+        .unwrap();
+    handle.set(Some(listener));
+    assert_eq!(listener.path(lp).unwrap(), path);
+    let client_side = Rc::clone(&seen);
+    lp.unix_connect(&path, move |lp, connected| {
+        let stream = connected.expect("connected");
+        client_side.borrow_mut().push(format!(
+            "client: local {:?}; peer {:?}",
+            stream.local_path(lp).unwrap(),
+            stream
+                .peer_path(lp)
+                .unwrap()
+                .map(|p| p.ends_with("echo.sock")),
+        ));
+        stream.close(lp);
+    })
+    .unwrap();
+    run_within(lp, LIMIT);
+    let mut seen = seen.take();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "client: local None; peer Some(true)",
+            "server: peer pid true uid true gid true; local Some(true); peer None",
+        ]
+    );
+    assert!(matches!(
+        listener.path(lp),
+        Err(eventide::Error::Stale { .. })
+    ));
+}
+
 on_every_backend!(
     a_unix_stream_echoes_and_half_closes_like_tcp,
+    a_unix_stream_knows_its_peers_credentials_and_paths,
     eight_mebibytes_cross_a_unix_socket_under_backpressure,
     connecting_to_a_missing_path_fails_with_nodes_message,
     listening_on_a_taken_path_fails_with_nodes_message,

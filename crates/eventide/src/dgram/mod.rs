@@ -89,6 +89,7 @@
 mod socket;
 mod table;
 
+pub use crate::net::WriteBuf;
 pub use socket::UdpSocket;
 pub(crate) use table::Table;
 
@@ -99,8 +100,12 @@ use socket2::{Domain, Socket, Type};
 use crate::event_loop::Loop;
 use crate::{Error, Result};
 
-/// Options of [`Loop::udp_bind`] (Node's `dgram.createSocket` options).
+/// Options of [`Loop::udp_bind`] (Node's `dgram.createSocket` options):
+/// `UdpOptions::default()`, then the setters (or the fields):
+/// `UdpOptions::default().reuse_addr(true).max_datagram(1500)`.
+/// Non-exhaustive, so that adding an option breaks no caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct UdpOptions {
     /// Sets `SO_REUSEADDR` (Node's `reuseAddr`): on Linux several sockets
     /// may then bind the same address, each receiving multicast datagrams.
@@ -120,6 +125,50 @@ pub struct UdpOptions {
     /// one is dropped and reported to the error callback as
     /// `recvmsg EMSGSIZE`, never delivered cut short.
     pub max_datagram: usize,
+}
+
+impl UdpOptions {
+    /// Sets [`UdpOptions::reuse_addr`].
+    #[must_use = "a setter returns the changed options"]
+    pub fn reuse_addr(mut self, reuse_addr: bool) -> UdpOptions {
+        self.reuse_addr = reuse_addr;
+        self
+    }
+
+    /// Sets [`UdpOptions::reuse_port`].
+    #[must_use = "a setter returns the changed options"]
+    pub fn reuse_port(mut self, reuse_port: bool) -> UdpOptions {
+        self.reuse_port = reuse_port;
+        self
+    }
+
+    /// Sets [`UdpOptions::ipv6_only`].
+    #[must_use = "a setter returns the changed options"]
+    pub fn ipv6_only(mut self, ipv6_only: bool) -> UdpOptions {
+        self.ipv6_only = ipv6_only;
+        self
+    }
+
+    /// Sets [`UdpOptions::recv_buffer_size`].
+    #[must_use = "a setter returns the changed options"]
+    pub fn recv_buffer_size(mut self, recv_buffer_size: Option<usize>) -> UdpOptions {
+        self.recv_buffer_size = recv_buffer_size;
+        self
+    }
+
+    /// Sets [`UdpOptions::send_buffer_size`].
+    #[must_use = "a setter returns the changed options"]
+    pub fn send_buffer_size(mut self, send_buffer_size: Option<usize>) -> UdpOptions {
+        self.send_buffer_size = send_buffer_size;
+        self
+    }
+
+    /// Sets [`UdpOptions::max_datagram`].
+    #[must_use = "a setter returns the changed options"]
+    pub fn max_datagram(mut self, max_datagram: usize) -> UdpOptions {
+        self.max_datagram = max_datagram;
+        self
+    }
 }
 
 impl Default for UdpOptions {

@@ -22,6 +22,7 @@ use socket2::{MaybeUninitSlice, Socket};
 
 use super::{MulticastInterface, table};
 use crate::event_loop::{Loop, Task};
+use crate::net::WriteBuf;
 use crate::slab::SlotId;
 use crate::{Error, Result};
 
@@ -34,8 +35,11 @@ type OnSent = Box<dyn FnOnce(&mut Loop, Result<usize>)>;
 const READS_PER_WAKEUP: usize = 32;
 
 /// A UDP socket's handle ([`Loop::udp_bind`]): `Copy`, and stale once
-/// closed (see the [module documentation](super)).
+/// closed (see the [module documentation](super)). Dropping it does not
+/// close the socket: [`UdpSocket::close`] does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[must_use = "dropping a UDP socket's handle does not close it: it stays bound until \
+              closed with the handle"]
 pub struct UdpSocket(SlotId);
 
 pub(crate) struct Udp {
@@ -64,7 +68,8 @@ pub(crate) struct Udp {
 }
 
 struct Queued {
-    buf: Vec<u8>,
+    /// As the caller gave it: `sendto` takes it as it is.
+    buf: WriteBuf,
     /// `None` on a connected socket's [`UdpSocket::send`].
     to: Option<SocketAddr>,
     on_sent: OnSent,
@@ -185,7 +190,9 @@ impl UdpSocket {
         true
     }
 
-    /// Sends `data` as one datagram to `to`; `on_sent` runs with the bytes
+    /// Sends `data` (a `Vec<u8>`, a `&'static [u8]`, a shared buffer:
+    /// whatever converts into a [`WriteBuf`], sent as it is, never copied)
+    /// as one datagram to `to`; `on_sent` runs with the bytes
     /// sent, or the error (`send EMSGSIZE 127.0.0.1:9`), never inside this
     /// call. When the datagram goes (or fails) at once, as nearly always,
     /// `on_sent` runs as Node's does: as a next-tick, after the next-ticks
@@ -199,11 +206,11 @@ impl UdpSocket {
     pub fn send_to(
         self,
         lp: &mut Loop,
-        data: Vec<u8>,
+        data: impl Into<WriteBuf>,
         to: SocketAddr,
         on_sent: impl FnOnce(&mut Loop, Result<usize>) + 'static,
     ) {
-        self.queue_send(lp, data, Some(to), Box::new(on_sent));
+        self.queue_send(lp, data.into(), Some(to), Box::new(on_sent));
     }
 
     /// Sends `data` to the peer of a connected socket
@@ -214,10 +221,10 @@ impl UdpSocket {
     pub fn send(
         self,
         lp: &mut Loop,
-        data: Vec<u8>,
+        data: impl Into<WriteBuf>,
         on_sent: impl FnOnce(&mut Loop, Result<usize>) + 'static,
     ) {
-        self.queue_send(lp, data, None, Box::new(on_sent));
+        self.queue_send(lp, data.into(), None, Box::new(on_sent));
     }
 
     /// Bytes of datagrams waiting in the send queue (Node's
@@ -711,7 +718,7 @@ impl UdpSocket {
 
     // ---- sending ----
 
-    fn queue_send(self, lp: &mut Loop, buf: Vec<u8>, to: Option<SocketAddr>, on_sent: OnSent) {
+    fn queue_send(self, lp: &mut Loop, buf: WriteBuf, to: Option<SocketAddr>, on_sent: OnSent) {
         let table = table::of(lp);
         let mut sockets = table.borrow_mut();
         let Some(udp) = sockets.get_mut(self.0) else {
@@ -735,7 +742,7 @@ impl UdpSocket {
         let connected = udp.peer.is_some();
         let to = if connected { None } else { to };
         if udp.sends.is_empty() {
-            let outcome = send_one(&udp.socket, &buf, to);
+            let outcome = send_one(&udp.socket, buf.as_slice(), to);
             if !matches!(outcome, Sent::WouldBlock) {
                 drop(sockets);
                 let result = match outcome {
@@ -819,7 +826,7 @@ impl UdpSocket {
                 let mut sockets = table.borrow_mut();
                 let udp = sockets.get_mut(self.0)?;
                 let head = udp.sends.front()?;
-                let result = match send_one(&udp.socket, &head.buf, head.to) {
+                let result = match send_one(&udp.socket, head.buf.as_slice(), head.to) {
                     Sent::WouldBlock => return None,
                     Sent::Done(n) => Ok(n),
                     Sent::Failed(error) => Err(error),

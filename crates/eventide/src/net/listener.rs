@@ -9,6 +9,7 @@ use eventide_reactor::{Completion, Op};
 use socket2::{SockAddr, Socket};
 
 use super::stream::{Stream, StreamState};
+use super::{TcpListener, TcpStream, UnixListener, UnixStream};
 use crate::event_loop::{Loop, Task};
 use crate::io::Direct;
 use crate::slab::SlotId;
@@ -16,8 +17,12 @@ use crate::{Error, Result};
 
 type OnConnection = Box<dyn FnMut(&mut Loop, Result<Stream>)>;
 
-/// Options of [`Loop::tcp_listen`] and [`Loop::unix_listen`].
+/// Options of [`Loop::tcp_listen`] and [`Loop::unix_listen`]:
+/// `ListenOptions::default()`, then the setters (or the fields):
+/// `ListenOptions::default().backlog(64).reuse_port(true)`. Non-exhaustive,
+/// so that adding an option breaks no caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ListenOptions {
     /// The accept queue's length (Node's and libuv's default: 511).
     pub backlog: i32,
@@ -33,6 +38,29 @@ pub struct ListenOptions {
     pub allow_half_open: bool,
 }
 
+impl ListenOptions {
+    /// Sets [`ListenOptions::backlog`].
+    #[must_use = "a setter returns the changed options"]
+    pub fn backlog(mut self, backlog: i32) -> ListenOptions {
+        self.backlog = backlog;
+        self
+    }
+
+    /// Sets [`ListenOptions::reuse_port`].
+    #[must_use = "a setter returns the changed options"]
+    pub fn reuse_port(mut self, reuse_port: bool) -> ListenOptions {
+        self.reuse_port = reuse_port;
+        self
+    }
+
+    /// Sets [`ListenOptions::allow_half_open`].
+    #[must_use = "a setter returns the changed options"]
+    pub fn allow_half_open(mut self, allow_half_open: bool) -> ListenOptions {
+        self.allow_half_open = allow_half_open;
+        self
+    }
+}
+
 impl Default for ListenOptions {
     fn default() -> ListenOptions {
         ListenOptions {
@@ -43,9 +71,13 @@ impl Default for ListenOptions {
     }
 }
 
-/// A listening socket's handle, TCP or Unix domain (Node's `net.Server`):
-/// `Copy`, and stale once closed.
+/// A listening socket's handle of either kind (Node's `net.Server`), for
+/// code that serves both alike: what [`TcpListener`] and [`UnixListener`]
+/// convert into (`Listener::from`). `Copy`, and stale once closed;
+/// dropping it does not close the socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[must_use = "dropping a listener's handle does not close it: it listens (and keeps \
+              the loop alive) until closed with the handle"]
 pub struct Listener(SlotId);
 
 impl Listener {
@@ -57,12 +89,6 @@ impl Listener {
         Listener(id)
     }
 }
-
-/// A listening TCP socket ([`Loop::tcp_listen`]): a [`Listener`].
-pub type TcpListener = Listener;
-
-/// A listening Unix domain socket ([`Loop::unix_listen`]): a [`Listener`].
-pub type UnixListener = Listener;
 
 /// Where a listener listens, for its messages.
 enum Place {
@@ -96,7 +122,7 @@ pub(crate) struct ListenerState {
 
 impl Loop {
     /// Listens on `addr` (port 0: one the system picks, see
-    /// [`Listener::local_addr`]); `on_connection` runs with each
+    /// [`TcpListener::local_addr`]); `on_connection` runs with each
     /// accepted connection, or with an error of `accept`. The listener
     /// keeps the loop alive until closed (or [`Listener::unref`]).
     ///
@@ -109,8 +135,10 @@ impl Loop {
         &mut self,
         addr: SocketAddr,
         options: ListenOptions,
-        on_connection: impl FnMut(&mut Loop, Result<Stream>) + 'static,
-    ) -> Result<Listener> {
+        mut on_connection: impl FnMut(&mut Loop, Result<TcpStream>) + 'static,
+    ) -> Result<TcpListener> {
+        let on_connection =
+            move |lp: &mut Loop, r: Result<Stream>| on_connection(lp, r.map(TcpStream));
         let place = Place::Ip(addr);
         let error = |e| place.error("listen", e);
         let socket = super::tcp_socket(addr).map_err(error)?;
@@ -121,11 +149,12 @@ impl Loop {
         socket.bind(&addr.into()).map_err(error)?;
         socket.listen(options.backlog).map_err(error)?;
         self.listen_on(socket, place, options, Box::new(on_connection))
+            .map(TcpListener)
     }
 
     /// Listens on a Unix domain stream socket at `path` (Node's
     /// `server.listen(path)`); `on_connection` runs with each accepted
-    /// connection ([`Stream`]s, with the same API as TCP's). The socket
+    /// connection ([`UnixStream`]s, with the API every stream has). The socket
     /// file is made by the bind and removed when the listener closes, as
     /// libuv and Node do; an existing file at `path` is an error
     /// (`listen EADDRINUSE: address already in use /tmp/app.sock`), never
@@ -139,8 +168,10 @@ impl Loop {
         &mut self,
         path: impl AsRef<Path>,
         options: ListenOptions,
-        on_connection: impl FnMut(&mut Loop, Result<Stream>) + 'static,
-    ) -> Result<Listener> {
+        mut on_connection: impl FnMut(&mut Loop, Result<UnixStream>) + 'static,
+    ) -> Result<UnixListener> {
+        let on_connection =
+            move |lp: &mut Loop, r: Result<Stream>| on_connection(lp, r.map(UnixStream));
         let path = path.as_ref();
         let error = |e| Error::net_path("listen", path, e);
         let socket = super::unix_socket().map_err(error)?;
@@ -152,6 +183,7 @@ impl Loop {
             return Err(error(e));
         }
         self.listen_on(socket, place, options, Box::new(on_connection))
+            .map(UnixListener)
     }
 
     fn listen_on(
@@ -194,19 +226,34 @@ impl ListenerState {
     }
 }
 
-impl Listener {
+impl TcpListener {
     /// The address it listens on (with the port the system chose).
     ///
     /// # Errors
     ///
-    /// [`Error::Stale`] once closed; `EAFNOSUPPORT` for a Unix domain
-    /// listener; the system's error otherwise.
+    /// [`Error::Stale`] once closed; the system's error otherwise.
     pub fn local_addr(self, lp: &Loop) -> Result<SocketAddr> {
-        let listener = lp.io.net.listeners.get(self.0).ok_or(STALE)?;
+        let listener = lp.io.net.listeners.get(self.0.0).ok_or(STALE)?;
         super::socket_addr(listener.socket.local_addr())
             .map_err(|e| Error::net("getsockname", None, e))
     }
+}
 
+impl UnixListener {
+    /// The path it listens on (removed when it closes).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Stale`] once closed.
+    pub fn path(self, lp: &Loop) -> Result<PathBuf> {
+        match &lp.io.net.listeners.get(self.0.0).ok_or(STALE)?.place {
+            Place::Path(path) => Ok(path.clone()),
+            Place::Ip(_) => unreachable!("a UnixListener listens on a path"),
+        }
+    }
+}
+
+impl Listener {
     /// Stops listening and closes the socket (and removes a Unix socket's
     /// file) at once: the handle is stale from now on and no connection
     /// callback runs after this. Connections accepted by the kernel and

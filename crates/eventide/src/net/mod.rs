@@ -33,14 +33,28 @@
 //!
 //! # Handles
 //!
-//! [`Listener`] and [`Stream`] are small `Copy` keys into the loop's
-//! socket table, with a generation: once closed, a handle is stale, and
-//! using it is harmless: `close` returns `false`, operations with a
-//! callback get [`Error::Stale`](crate::Error::Stale) in it (in the next
-//! pending phase), getters return it. TCP and Unix domain sockets share
-//! the one handle type each (as Node's `net.Socket` and `net.Server`
-//! serve both): [`TcpStream`], [`UnixStream`], [`TcpListener`] and
-//! [`UnixListener`] are its names.
+//! Each kind of socket has its handle type: [`TcpStream`],
+//! [`UnixStream`], [`TcpListener`], [`UnixListener`]. They are small
+//! `Copy` keys into the loop's socket table, with a generation: once
+//! closed, a handle is stale, and using it is harmless: `close` returns
+//! `false`, operations with a callback get
+//! [`Error::Stale`](crate::Error::Stale) in it (in the next pending
+//! phase), getters return it. Dropping a handle closes nothing (the
+//! socket lives in the loop's table until closed), hence `#[must_use]`
+//! on the listeners.
+//!
+//! Every stream kind has the API of [`Stream`] (reading, writing,
+//! ending, closing, ...), with its own handle in the callbacks; TCP's
+//! options and addresses are on [`TcpStream`] only, the Unix domain's
+//! peer credentials and paths on [`UnixStream`] only. [`Stream`] and
+//! [`Listener`] are the handles of "either kind", for code that serves
+//! both: every kind converts into them with `From`.
+//!
+//! Methods that change something take `&mut Loop`; queries take
+//! `&Loop`.
+//!
+//! Writes take a [`WriteBuf`]: a `Vec<u8>`, a literal, an `Rc<[u8]>`, an
+//! `Arc<[u8]>`, any owner of bytes.
 //!
 //! # Streams
 //!
@@ -65,7 +79,7 @@
 //!   while the destination is at its high-water mark.
 //! - [`Stream::on_close`] is Node's `'close'` event: once, however the
 //!   stream ends, with whether an error ended it.
-//! - [`Stream::set_timeout`] is Node's `socket.setTimeout`: a callback
+//! - [`Stream::set_idle_timeout`] is Node's `socket.setTimeout`: a callback
 //!   after a time without reads or writes, on the loop's timer wheel.
 //!
 //! # Closing
@@ -105,15 +119,20 @@
 //! is closed at once, every callback still waiting gets the error, and
 //! the handle is stale from then on.
 
+mod buf;
 mod dns;
+mod kinds;
 mod listener;
 mod stream;
 mod tcp;
 mod unix;
 
+pub use buf::WriteBuf;
 pub use dns::Family;
-pub use listener::{ListenOptions, Listener, TcpListener, UnixListener};
-pub use stream::{DEFAULT_END_TIMEOUT, DEFAULT_HIGH_WATER_MARK, Stream, TcpStream, UnixStream};
+pub use kinds::{TcpListener, TcpStream, UnixListener, UnixStream};
+pub use listener::{ListenOptions, Listener};
+pub use stream::{DEFAULT_END_TIMEOUT, DEFAULT_HIGH_WATER_MARK, Stream};
+pub use unix::PeerCred;
 
 use socket2::{Domain, Socket, Type};
 use std::net::SocketAddr;

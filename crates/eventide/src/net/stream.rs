@@ -23,6 +23,7 @@ use std::time::Duration;
 use eventide_reactor::{Completion, Op, Shutdown, Token};
 use socket2::Socket;
 
+use super::WriteBuf;
 use crate::event_loop::{Loop, Task};
 use crate::io::Direct;
 use crate::slab::SlotId;
@@ -105,18 +106,15 @@ where
 /// Node's default high-water mark for a socket's writable side (16 KiB).
 pub const DEFAULT_HIGH_WATER_MARK: usize = 16 * 1024;
 
-/// A connected stream's handle, TCP or Unix domain (Node's `net.Socket`,
-/// libuv's `uv_stream_t`): `Copy`, and stale once closed (see the
-/// [module documentation](super)).
+/// A connected stream's handle of either kind (Node's `net.Socket`,
+/// libuv's `uv_stream_t`), for code that serves TCP and Unix domain
+/// streams alike: what [`TcpStream`](super::TcpStream) and
+/// [`UnixStream`](super::UnixStream) convert into (`Stream::from`), with
+/// the API they share and none of a kind's own (no `set_nodelay` here).
+/// `Copy`, and stale once closed (see the [module documentation](super));
+/// dropping it does not close the connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Stream(pub(super) SlotId);
-
-/// A TCP connection: a [`Stream`] (the same handle type, so one set of
-/// callbacks serves both kinds).
-pub type TcpStream = Stream;
-
-/// A Unix domain stream connection: a [`Stream`].
-pub type UnixStream = Stream;
 
 /// Who a stream connects to, for its error messages.
 #[derive(Default)]
@@ -227,7 +225,9 @@ struct Idle {
 }
 
 struct Write {
-    buf: Vec<u8>,
+    /// A `Vec` while its send is in flight or after one (the reactor's
+    /// send takes an owned buffer; see [`WriteBuf`]).
+    buf: WriteBuf,
     sent: usize,
     on_written: OnDone,
 }
@@ -400,7 +400,9 @@ impl Stream {
         true
     }
 
-    /// Queues `buf` for sending; `on_written` runs once all of it is out
+    /// Queues `buf` (a `Vec<u8>`, a `&'static [u8]`, a shared buffer:
+    /// whatever converts into a [`WriteBuf`], which says which forms are
+    /// sent without a copy) for sending; `on_written` runs once all of it is out
     /// (taken by the kernel), or with the error. Writes go out in order;
     /// partial sends are continued.
     ///
@@ -418,9 +420,10 @@ impl Stream {
     pub fn write(
         self,
         lp: &mut Loop,
-        buf: Vec<u8>,
+        buf: impl Into<WriteBuf>,
         on_written: impl FnOnce(&mut Loop, Result<()>) + 'static,
     ) -> bool {
+        let buf = buf.into();
         let Some(s) = lp.io.net.streams.get_mut(self.0) else {
             lp.defer(move |lp| on_written(lp, Err(STALE)));
             return false;
@@ -510,7 +513,7 @@ impl Stream {
     /// for another. A zero `idle` disables it. The timer is unreferenced:
     /// it does not keep the loop alive. Returns `false` for a closed
     /// stream.
-    pub fn set_timeout(
+    pub fn set_idle_timeout(
         self,
         lp: &mut Loop,
         idle: Duration,
@@ -535,6 +538,18 @@ impl Stream {
             });
         }
         true
+    }
+
+    /// The former name of [`Stream::set_idle_timeout`] (Node's
+    /// `socket.setTimeout`), which it calls.
+    #[deprecated(note = "renamed `set_idle_timeout`: it is an idle timeout")]
+    pub fn set_timeout(
+        self,
+        lp: &mut Loop,
+        idle: Duration,
+        on_timeout: impl FnOnce(&mut Loop, Stream) + 'static,
+    ) -> bool {
+        self.set_idle_timeout(lp, idle, on_timeout)
     }
 
     /// Lets the loop end while this stream reads (libuv's `uv_unref`,
@@ -688,7 +703,8 @@ impl Stream {
     /// writes still go out); when it fails, `dest` is ended too. When a
     /// write to `dest` fails, this stream is closed. Returns `false`,
     /// doing nothing, if either stream is closed.
-    pub fn pipe(self, lp: &mut Loop, dest: Stream) -> bool {
+    pub fn pipe(self, lp: &mut Loop, dest: impl Into<Stream>) -> bool {
+        let dest = dest.into();
         if lp.io.net.streams.get(self.0).is_none() || lp.io.net.streams.get(dest.0).is_none() {
             return false;
         }
@@ -1072,7 +1088,7 @@ impl Stream {
         };
         // An empty write is sent too (0 bytes), so that its callback runs
         // from the poll phase like any other.
-        let op = Op::send_from(fd, std::mem::take(&mut head.buf), head.sent);
+        let op = Op::send_from(fd, head.buf.take_vec(), head.sent);
         s.set(SENDING, true);
         if let Err(refused) = lp.submit_direct(op, Direct::Sent(self), true) {
             self.destroy(lp, Error::net("write", None, refused.error));
@@ -1097,7 +1113,7 @@ impl Stream {
         let Some(head) = m.writes.front_mut() else {
             return;
         };
-        head.buf = c.buf.unwrap_or_default();
+        head.buf = WriteBuf::from(c.buf.unwrap_or_default());
         head.sent += n;
         let done = head.sent == head.buf.len();
         m.queued -= n;

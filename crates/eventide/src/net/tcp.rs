@@ -10,6 +10,7 @@ use std::time::Duration;
 use eventide_reactor::Op;
 use socket2::TcpKeepalive;
 
+use super::TcpStream;
 use super::dns::Family;
 use super::stream::{OnConnect, Peer, Stream, StreamState};
 use crate::event_loop::Loop;
@@ -29,9 +30,10 @@ impl Loop {
     pub fn tcp_connect(
         &mut self,
         addr: SocketAddr,
-        on_connect: impl FnOnce(&mut Loop, Result<Stream>) + 'static,
-    ) -> Result<Stream> {
-        self.tcp_connect_boxed(addr, Box::new(on_connect))
+        on_connect: impl FnOnce(&mut Loop, Result<TcpStream>) + 'static,
+    ) -> Result<TcpStream> {
+        let on_connect: OnConnect = Box::new(move |lp, r| on_connect(lp, r.map(TcpStream)));
+        self.tcp_connect_boxed(addr, on_connect).map(TcpStream)
     }
 
     fn tcp_connect_boxed(&mut self, addr: SocketAddr, on_connect: OnConnect) -> Result<Stream> {
@@ -65,9 +67,9 @@ impl Loop {
         &mut self,
         host: &str,
         port: u16,
-        on_connect: impl FnOnce(&mut Loop, Result<Stream>) + 'static,
+        on_connect: impl FnOnce(&mut Loop, Result<TcpStream>) + 'static,
     ) {
-        let on_connect: OnConnect = Box::new(on_connect);
+        let on_connect: OnConnect = Box::new(move |lp, r| on_connect(lp, r.map(TcpStream)));
         if let Ok(ip) = host.parse::<IpAddr>() {
             return try_in_turn(self, vec![SocketAddr::new(ip, port)], on_connect);
         }
@@ -109,16 +111,19 @@ fn next_address(
     // failure path below; exactly one of them takes it.
     let cell = Rc::new(RefCell::new(Some((on_connect, rest))));
     let c = Rc::clone(&cell);
-    let attempt = lp.tcp_connect(addr, move |lp, result| {
-        let Some((on_connect, rest)) = c.borrow_mut().take() else {
-            return;
-        };
-        match result {
-            Ok(stream) => on_connect(lp, Ok(stream)),
-            Err(error) if rest.is_empty() => on_connect(lp, Err(error)),
-            Err(error) => next_address(lp, rest, on_connect, Some(error)),
-        }
-    });
+    let attempt = lp.tcp_connect_boxed(
+        addr,
+        Box::new(move |lp, result| {
+            let Some((on_connect, rest)) = c.borrow_mut().take() else {
+                return;
+            };
+            match result {
+                Ok(stream) => on_connect(lp, Ok(stream)),
+                Err(error) if rest.is_empty() => on_connect(lp, Err(error)),
+                Err(error) => next_address(lp, rest, on_connect, Some(error)),
+            }
+        }),
+    );
     if let Err(error) = attempt {
         let taken = cell.borrow_mut().take();
         if let Some((on_connect, rest)) = taken {
@@ -127,35 +132,39 @@ fn next_address(
     }
 }
 
-impl Stream {
-    /// Sets `TCP_NODELAY` (Node's `setNoDelay`): no Nagle delay. On a
-    /// Unix domain stream it does nothing (as in Node).
+impl TcpStream {
+    /// Sets `TCP_NODELAY` (Node's `setNoDelay`): no Nagle delay.
     ///
     /// # Errors
     ///
     /// [`Error::Stale`] once closed; the system's error otherwise.
-    pub fn set_nodelay(self, lp: &Loop, nodelay: bool) -> Result<()> {
-        let socket = self.socket(lp)?;
-        if !is_ip(socket) {
-            return Ok(());
-        }
-        socket
+    pub fn set_nodelay(self, lp: &mut Loop, nodelay: bool) -> Result<()> {
+        self.0
+            .socket(lp)?
             .set_tcp_nodelay(nodelay)
             .map_err(|e| Error::net("setsockopt", None, e))
     }
 
-    /// Turns TCP keep-alive on or off (Node's `setKeepAlive`); `delay`,
-    /// if not zero, is the idle time before the first probe. On a Unix
-    /// domain stream it does nothing (as in Node).
+    /// Whether `TCP_NODELAY` is set.
     ///
     /// # Errors
     ///
     /// [`Error::Stale`] once closed; the system's error otherwise.
-    pub fn set_keepalive(self, lp: &Loop, enable: bool, delay: Duration) -> Result<()> {
-        let socket = self.socket(lp)?;
-        if !is_ip(socket) {
-            return Ok(());
-        }
+    pub fn nodelay(self, lp: &Loop) -> Result<bool> {
+        self.0
+            .socket(lp)?
+            .tcp_nodelay()
+            .map_err(|e| Error::net("getsockopt", None, e))
+    }
+
+    /// Turns TCP keep-alive on or off (Node's `setKeepAlive`); `delay`,
+    /// if not zero, is the idle time before the first probe.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Stale`] once closed; the system's error otherwise.
+    pub fn set_keepalive(self, lp: &mut Loop, enable: bool, delay: Duration) -> Result<()> {
+        let socket = self.0.socket(lp)?;
         let error = |e| Error::net("setsockopt", None, e);
         if enable && !delay.is_zero() {
             let params = TcpKeepalive::new().with_time(delay);
@@ -169,10 +178,9 @@ impl Stream {
     ///
     /// # Errors
     ///
-    /// [`Error::Stale`] once closed; `EAFNOSUPPORT` for a Unix domain
-    /// stream; the system's error otherwise.
+    /// [`Error::Stale`] once closed; the system's error otherwise.
     pub fn local_addr(self, lp: &Loop) -> Result<SocketAddr> {
-        super::socket_addr(self.socket(lp)?.local_addr())
+        super::socket_addr(self.0.socket(lp)?.local_addr())
             .map_err(|e| Error::net("getsockname", None, e))
     }
 
@@ -181,15 +189,9 @@ impl Stream {
     /// # Errors
     ///
     /// [`Error::Stale`] once closed; `ENOTCONN` before the connection is
-    /// made; `EAFNOSUPPORT` for a Unix domain stream.
+    /// made.
     pub fn peer_addr(self, lp: &Loop) -> Result<SocketAddr> {
-        super::socket_addr(self.socket(lp)?.peer_addr())
+        super::socket_addr(self.0.socket(lp)?.peer_addr())
             .map_err(|e| Error::net("getpeername", None, e))
     }
-}
-
-fn is_ip(socket: &socket2::Socket) -> bool {
-    socket
-        .domain()
-        .is_ok_and(|d| d == socket2::Domain::IPV4 || d == socket2::Domain::IPV6)
 }

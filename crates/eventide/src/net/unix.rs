@@ -10,11 +10,12 @@
 //! ever being connected.
 
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use eventide_reactor::{Interest, Op};
 use socket2::SockAddr;
 
+use super::UnixStream;
 use super::stream::{Peer, Stream, StreamState};
 use crate::event_loop::Loop;
 use crate::{Error, Result};
@@ -33,8 +34,8 @@ impl Loop {
     pub fn unix_connect(
         &mut self,
         path: impl AsRef<Path>,
-        on_connect: impl FnOnce(&mut Loop, Result<Stream>) + 'static,
-    ) -> Result<Stream> {
+        on_connect: impl FnOnce(&mut Loop, Result<UnixStream>) + 'static,
+    ) -> Result<UnixStream> {
         let path = path.as_ref();
         let error = |e| Error::net_path("connect", path, e);
         let addr = SockAddr::unix(path).map_err(error)?;
@@ -42,7 +43,10 @@ impl Loop {
         let fd = socket.as_raw_fd();
         let started = socket.connect(&addr);
         let peer = Peer::Path(path.to_path_buf());
-        let state = StreamState::connecting(socket, peer, Box::new(on_connect));
+        let on_connect = Box::new(move |lp: &mut Loop, r: Result<Stream>| {
+            on_connect(lp, r.map(UnixStream));
+        });
+        let state = StreamState::connecting(socket, peer, on_connect);
         let id = Stream::insert(self, state);
         match started {
             // Known at once: reported from the pending phase.
@@ -60,7 +64,7 @@ impl Loop {
             }
             Err(e) => self.defer(move |lp| id.connected(lp, Err(e))),
         }
-        Ok(id)
+        Ok(UnixStream(id))
     }
 }
 
@@ -74,5 +78,79 @@ impl Stream {
             Some(error) => Err(error),
             None => Ok(()),
         }
+    }
+}
+
+/// The credentials of a Unix domain stream's peer process, as the kernel
+/// recorded them when the connection was made (`SO_PEERCRED`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct PeerCred {
+    /// The peer's process id.
+    pub pid: i32,
+    /// The peer's effective user id.
+    pub uid: u32,
+    /// The peer's effective group id.
+    pub gid: u32,
+}
+
+impl UnixStream {
+    /// The peer process's credentials (`SO_PEERCRED`): who is on the
+    /// other end, for a server that serves some users only.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Stale`] once closed; the system's error otherwise.
+    pub fn peer_cred(self, lp: &Loop) -> Result<PeerCred> {
+        let socket = self.0.socket(lp)?;
+        // SAFETY: ucred is plain old data; all zeroes is a valid value.
+        let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `cred`, which
+        // is that large, and the descriptor is open (the stream owns it).
+        let rc = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERCRED,
+                (&raw mut cred).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(Error::net("getsockopt", None, e));
+        }
+        Ok(PeerCred {
+            pid: cred.pid,
+            uid: cred.uid,
+            gid: cred.gid,
+        })
+    }
+
+    /// The path this end is bound to: the listener's path on a connection
+    /// it accepted, `None` on a connecting side (its socket is unnamed).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Stale`] once closed; the system's error otherwise.
+    pub fn local_path(self, lp: &Loop) -> Result<Option<PathBuf>> {
+        let addr = self.0.socket(lp)?.local_addr();
+        let addr = addr.map_err(|e| Error::net("getsockname", None, e))?;
+        Ok(addr.as_pathname().map(Path::to_path_buf))
+    }
+
+    /// The path the peer is bound to: the listener's path on the
+    /// connecting side, `None` on an accepted connection (the connecting
+    /// socket is unnamed).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Stale`] once closed; `ENOTCONN` before the connection is
+    /// made; the system's error otherwise.
+    pub fn peer_path(self, lp: &Loop) -> Result<Option<PathBuf>> {
+        let addr = self.0.socket(lp)?.peer_addr();
+        let addr = addr.map_err(|e| Error::net("getpeername", None, e))?;
+        Ok(addr.as_pathname().map(Path::to_path_buf))
     }
 }

@@ -10,7 +10,8 @@ use eventide::net::Stream;
 /// Echoes every chunk back (a failed write destroys the stream, which
 /// ends its reading too) and closes the stream when its peer ends or
 /// it fails.
-pub fn echo(lp: &mut Loop, stream: Stream) {
+pub fn echo(lp: &mut Loop, stream: impl Into<Stream>) {
+    let stream: Stream = stream.into();
     stream.read_start(
         lp,
         |lp, stream, data| {
@@ -24,7 +25,8 @@ pub fn echo(lp: &mut Loop, stream: Stream) {
 
 /// Reads and drops every chunk; closes the stream when its peer ends or
 /// it fails.
-pub fn discard(lp: &mut Loop, stream: Stream) {
+pub fn discard(lp: &mut Loop, stream: impl Into<Stream>) {
+    let stream: Stream = stream.into();
     stream.read_start(
         lp,
         |_, _, _| {},
