@@ -108,7 +108,7 @@ fn case_34_refresh_in_own_callback(lp: &mut Loop) {
     me.set(Some(id));
     lp.set_timeout(ms(8), trace.at("once"));
     let (t, r) = (trace.clone(), runs.clone());
-    lp.set_timeout(ms(40), move |_| t.log(format!("later runs={}", r.get())));
+    lp.set_timeout(ms(200), move |_| t.log(format!("later runs={}", r.get())));
     run_within(lp, LIMIT);
     assert_eq!(trace.tokens(), recorded("34-refresh-in-own-callback"));
     assert!(!lp.timer_is_active(id), "done after its last run");

@@ -9,4 +9,4 @@ const t = setTimeout(() => {
   if (runs < 3) t.refresh();
 }, 5);
 setTimeout(() => log('once'), 8);
-setTimeout(() => log(`later runs=${runs}`), 40);
+setTimeout(() => log(`later runs=${runs}`), 200);
