@@ -53,6 +53,8 @@ macro_rules! syscall {
 pub(crate) mod epoll;
 #[cfg(feature = "poll")]
 pub(crate) mod poll;
+#[cfg(any(feature = "poll", all(feature = "epoll", target_os = "linux")))]
+mod readiness;
 #[cfg(all(feature = "uring", target_os = "linux"))]
 pub(crate) mod uring;
 #[cfg(all(feature = "uring", target_os = "linux"))]
