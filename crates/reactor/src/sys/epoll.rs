@@ -1,65 +1,38 @@
-//! The epoll backend (Linux): the polling backend's completion semantics on
-//! raw `epoll`, so that a turn costs one `epoll_wait` and nothing else.
+//! The epoll backend (Linux): the readiness core (`readiness.rs`, the
+//! queues and rules it shares with `poll.rs`) on raw `epoll`, so that a
+//! turn costs one `epoll_wait` and nothing else.
 //!
-//! It behaves exactly as `poll.rs` does (the same conformance suite runs on
-//! both): each operation waits in a per-descriptor queue, readers (accept,
-//! recv, poll-readable) and writers (send, connect, poll-writable) apart, in
-//! submission order; the descriptor is registered *level-triggered* for the
-//! union of what its queues want; when it is ready the reactor runs the
-//! nonblocking system call for the queue's head and, unless it would block,
-//! completes the operation. Send and connect try their call right away at
-//! submit; shutdown and close are done at once. Interest is dropped lazily:
-//! a descriptor whose queue ran empty stays registered until it fires with
-//! nobody waiting, so "recv completes, next recv submitted in the same
-//! turn" costs no `epoll_ctl`.
-//!
-//! What it does not do, and the `polling` crate's `wait` does on every call
-//! (its API leaves no way around it): re-arm a timerfd for the timeout
-//! (`timerfd_settime` and `epoll_ctl`) and read and re-arm its notifier
-//! (`read` and `epoll_ctl`) whether or not anyone woke it. Here:
+//! This file is only the OS interface. What it does not do, and the
+//! `polling` crate's `wait` does on every call (its API leaves no way
+//! around it): re-arm a timerfd for the timeout (`timerfd_settime` and
+//! `epoll_ctl`) and read and re-arm its notifier (`read` and `epoll_ctl`)
+//! whether or not anyone woke it. Where it differs from `poll.rs`:
 //!
 //! - the timeout goes to `epoll_wait` itself, in milliseconds, rounded up
 //!   (a wait never ends before its timeout; the loop's timers have
 //!   millisecond granularity anyway);
-//! - the wake-up eventfd is registered once, level-triggered, and read only
-//!   when `epoll_wait` reports it; [`WakeShared`] writes to it only on the
-//!   false-to-true edge of its pending flag (and the facade wakes only a
-//!   sleeping loop), so a loop nobody wakes never touches it;
-//! - `epoll_ctl` is called only when a descriptor's wanted interest really
-//!   changes (or it fired with nobody waiting, and is then deleted).
+//! - the wake-up eventfd is registered once, level-triggered, under its
+//!   own `epoll_data` (`WAKE_KEY`), and read only when `epoll_wait`
+//!   reports it; the pending flag is reset after that read (polling
+//!   resets it right after its wait). [`WakeShared`] writes to it only on
+//!   the false-to-true edge of its pending flag (and the facade wakes only
+//!   a sleeping loop), so a loop nobody wakes never touches it;
+//! - readable and writable are mapped from epoll's bits here
+//!   (`READ_EVENTS`, `WRITE_EVENTS`, as polling maps them), and one wait
+//!   takes at most `MAX_EVENTS`;
+//! - `epoll_ctl` is called only when the core asks (a descriptor's wanted
+//!   interest really changed, or it fired with nobody waiting and is
+//!   deleted).
 //!
 //! W4 (ping-pong) therefore costs per round trip two `epoll_wait`, two
 //! `recv` and two `send`: what libuv makes (docs/benchmarks.md).
-//!
-//! All system calls on buffers happen synchronously inside `submit` or
-//! `wait`, so a buffer is never in use once it is handed back: cancel and
-//! drop are immediate.
 
-use super::slab::{Key, Slab, Tokened};
-use super::{MultiBufs, Notify, WakeShared};
-use crate::op::{OpKind, cancelled};
-use crate::{Completion, Interest, Op, Token};
-use std::collections::{HashMap, VecDeque};
+use super::readiness::{R, Readiness, Selector, W};
+use super::{Notify, WakeShared};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Readable direction (readers' queue; `EPOLLIN`).
-const R: u8 = 1;
-/// Writable direction (writers' queue; `EPOLLOUT`).
-const W: u8 = 2;
-
-/// `FdState::flags`: the descriptor is in the epoll set.
-const IN_EPOLL: u8 = 1;
-/// It is on the dirty list (its interest is checked before the next wait).
-const DIRTY: u8 = 2;
-/// It fired for a direction nobody waits on: disarm it.
-const SPURIOUS: u8 = 4;
-/// More than one reader waits: the rest are in `Epoll::more`.
-const MORE_R: u8 = 8;
-/// More than one writer waits: the rest are in `Epoll::more`.
-const MORE_W: u8 = 16;
 
 /// The `epoll_data` of the wake-up eventfd. Descriptors are never
 /// negative, so no descriptor's data (`fd as u64`) is this.
@@ -76,91 +49,57 @@ const READ_EVENTS: u32 = (libc::EPOLLIN | libc::EPOLLPRI | libc::EPOLLHUP | libc
 /// What epoll reports as "a writer can proceed".
 const WRITE_EVENTS: u32 = (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32;
 
-#[derive(Debug)]
-struct Entry {
-    token: Token,
-    kind: OpKind,
-}
-
-impl Tokened for Entry {
-    fn token(&self) -> Token {
-        self.token
-    }
-}
-
-/// One descriptor's state, in a `Vec` indexed by descriptor: 24 bytes (W10
-/// counts it per idle connection). The first waiting operation of each
-/// direction is kept inline; the rare second and later ones (several sends
-/// queued on a full socket, many polls) live in `Epoll::more`, flagged by
-/// `MORE_R` / `MORE_W` so the common case never looks there.
-#[derive(Debug, Default, Clone, Copy)]
-struct FdState {
-    /// The first waiting reader (`Key::to_u64`; 0, which no key is: none).
-    reader: u64,
-    /// The first waiting writer (as `reader`).
-    writer: u64,
-    /// Interest currently registered with epoll (`R | W` bits).
-    registered: u8,
-    /// `IN_EPOLL`, `DIRTY`, `SPURIOUS`, `MORE_R`, `MORE_W`.
-    flags: u8,
-}
-
-impl FdState {
-    fn want(&self) -> u8 {
-        (if self.reader == 0 { 0 } else { R }) | (if self.writer == 0 { 0 } else { W })
-    }
-
-    fn head(&self, dir: u8) -> u64 {
-        if dir == R { self.reader } else { self.writer }
-    }
-
-    fn head_mut(&mut self, dir: u8) -> &mut u64 {
-        if dir == R {
-            &mut self.reader
-        } else {
-            &mut self.writer
-        }
-    }
-}
-
-/// The flag saying `dir` has operations beyond the inline head.
-fn more_flag(dir: u8) -> u8 {
-    if dir == R { MORE_R } else { MORE_W }
-}
-
-/// What one attempt at an operation's system call gave.
-enum Step {
-    /// Not ready after all: keep waiting.
-    Block,
-    /// The final completion: the entry is finished.
-    Done(io::Result<usize>, Option<Vec<u8>>),
-    /// One completion of a multishot operation, which stays armed.
-    Again(Completion),
-    /// No buffer to receive into (lending budget spent): wait for one.
-    Park,
-}
-
 /// The epoll backend.
+pub(crate) type Epoll = Readiness<EpollSelector>;
+
+/// Raw epoll as the readiness core's OS interface.
 #[derive(Debug)]
-pub(crate) struct Epoll {
+pub(crate) struct EpollSelector {
     epfd: OwnedFd,
     /// The wake-up eventfd (owned by `wake`, which this keeps alive).
     wake_fd: RawFd,
     wake: Arc<WakeShared>,
     /// `MAX_EVENTS` slots `epoll_wait` fills.
     events: Vec<libc::epoll_event>,
-    ops: Slab<Entry>,
-    fds: Vec<FdState>,
-    /// The waiting operations after the first, by `(fd, direction)`.
-    more: HashMap<(RawFd, u8), VecDeque<Key>>,
-    dirty: Vec<RawFd>,
-    bufs: MultiBufs,
-    /// `recv_multi` operations taken off their queue until buffers return.
-    parked: VecDeque<Key>,
 }
 
-impl Epoll {
-    pub(crate) fn new() -> io::Result<Epoll> {
+impl EpollSelector {
+    /// One `epoll_ctl` for `fd` (`EPOLL_CTL_ADD` or `EPOLL_CTL_MOD`), with
+    /// `want` (`R | W` bits) as `EPOLLIN` / `EPOLLOUT`.
+    fn ctl(&self, op: i32, fd: RawFd, want: u8) -> io::Result<()> {
+        let mut ev = libc::epoll_event {
+            events: (if want & R != 0 {
+                libc::EPOLLIN as u32
+            } else {
+                0
+            }) | (if want & W != 0 {
+                libc::EPOLLOUT as u32
+            } else {
+                0
+            }),
+            u64: fd as u64,
+        };
+        // SAFETY: `ev` is a valid event for the call; a descriptor that is
+        // not open is an error result (the core handles it). The core keeps
+        // `fd` registered only while it is open (the caller keeps it open
+        // while operations wait on it, and the reactor deletes it before an
+        // `Op::close`).
+        unsafe { syscall!(epoll_ctl(self.epfd.as_raw_fd(), op, fd, &raw mut ev)) }.map(|_| ())
+    }
+
+    /// Reads the wake-up eventfd back to zero (it fired).
+    fn drain_wake(&self) {
+        let mut count: u64 = 0;
+        // SAFETY: the eventfd is open (`self.wake` owns it); the pointer and
+        // length describe the 8 bytes of `count`, alive for the call.
+        let _ = unsafe { syscall!(read(self.wake_fd, (&raw mut count).cast(), 8)) };
+    }
+}
+
+impl Selector for EpollSelector {
+    const NAME: &'static str = "epoll";
+
+    fn open() -> io::Result<EpollSelector> {
         // SAFETY: epoll_create1 takes no pointers.
         let epfd = unsafe { syscall!(epoll_create1(libc::EPOLL_CLOEXEC)) }?;
         // SAFETY: `epfd` is a new descriptor nobody else owns.
@@ -183,283 +122,44 @@ impl Epoll {
                 &raw mut ev
             ))
         }?;
-        Ok(Epoll {
+        Ok(EpollSelector {
             epfd,
             wake_fd: efd,
             wake,
             events: vec![libc::epoll_event { events: 0, u64: 0 }; MAX_EVENTS],
-            ops: Slab::new(),
-            fds: Vec::new(),
-            more: HashMap::new(),
-            dirty: Vec::new(),
-            bufs: MultiBufs::default(),
-            parked: VecDeque::new(),
         })
     }
 
-    pub(crate) fn notifier(&self) -> Arc<WakeShared> {
-        self.wake.clone()
+    fn wake(&self) -> &Arc<WakeShared> {
+        &self.wake
     }
 
-    pub(crate) fn in_flight(&self) -> usize {
-        self.ops.len()
+    fn add(&mut self, fd: RawFd, want: u8) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, want)
     }
 
-    pub(crate) fn recycle(&mut self, buf: Vec<u8>) {
-        self.bufs.give_back(buf);
+    fn modify(&mut self, fd: RawFd, want: u8) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd, want)
     }
 
-    pub(crate) fn submit(
-        &mut self,
-        token: Token,
-        op: Op,
-        out: &mut VecDeque<Completion>,
-    ) -> Result<(), (io::Error, Op)> {
-        if self.ops.contains_token(token) {
-            return Err((io::ErrorKind::AlreadyExists.into(), op));
-        }
-        if op.is_file_op() {
-            let e = io::Error::new(
-                io::ErrorKind::Unsupported,
-                "file operations are unsupported by the epoll backend (run them on a thread pool)",
-            );
-            return Err((e, op));
-        }
-        if fd_of(&op.kind) < 0 {
-            // No descriptor has a negative number (and the per-fd table is
-            // indexed by it): the kernel's answer, as io_uring gives it.
-            let (buf, _) = op.into_parts();
-            let ebadf = Err(io::Error::from_raw_os_error(libc::EBADF));
-            out.push_back(Completion::new(token, ebadf).with_buf(buf));
-            return Ok(());
-        }
-        match op.kind {
-            OpKind::Shutdown { fd, how } => {
-                // SAFETY: shutdown takes no pointers; a bad fd is an error result.
-                let r = unsafe { syscall!(shutdown(fd, how.how())) };
-                out.push_back(Completion::new(token, r.map(|_| 0)));
-            }
-            OpKind::Close { fd } => {
-                self.cancel_fd(fd, out);
-                self.forget_fd(fd);
-                // SAFETY: the caller gave the descriptor to the reactor to close.
-                let r = unsafe { syscall!(close(fd)) };
-                out.push_back(Completion::new(token, r.map(|_| 0)));
-            }
-            OpKind::Connect { fd, addr } => {
-                let sa = &addr;
-                // SAFETY: `sa` is a valid socket address of `sa.len()` bytes,
-                // alive for the call.
-                let r = unsafe { syscall!(connect(fd, sa.as_ptr().cast(), sa.len())) };
-                match r {
-                    Ok(_) => out.push_back(Completion::new(token, Ok(0))),
-                    Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
-                        self.enqueue(token, OpKind::Connect { fd, addr }, W);
-                    }
-                    Err(e) => out.push_back(Completion::new(token, Err(e))),
-                }
-            }
-            kind @ OpKind::Send { .. } => {
-                let fd = fd_of(&kind);
-                let idle = self.fds.get(fd as usize).is_none_or(|s| s.writer == 0);
-                let mut entry = Entry { token, kind };
-                if idle {
-                    match attempt(&mut entry, W, &mut self.bufs) {
-                        Step::Block | Step::Park => {}
-                        Step::Done(res, buf) => {
-                            out.push_back(Completion::new(token, res).with_buf(buf));
-                            return Ok(());
-                        }
-                        Step::Again(_) => unreachable!("send is single-shot"),
-                    }
-                }
-                self.enqueue(token, entry.kind, W);
-            }
-            kind @ OpKind::Poll { interest, .. } => {
-                let dirs = (if interest.is_readable() { R } else { 0 })
-                    | (if interest.is_writable() { W } else { 0 });
-                self.enqueue(token, kind, dirs);
-            }
-            kind => self.enqueue(token, kind, R),
-        }
-        Ok(())
-    }
-
-    fn enqueue(&mut self, token: Token, kind: OpKind, dirs: u8) {
-        let fd = fd_of(&kind);
-        let key = self.ops.insert(token, Entry { token, kind });
-        self.fd_state(fd);
-        if dirs & R != 0 {
-            self.push_back(fd, R, key);
-        }
-        if dirs & W != 0 {
-            self.push_back(fd, W, key);
-        }
-        self.mark_dirty(fd);
-    }
-
-    fn fd_state(&mut self, fd: RawFd) -> &mut FdState {
-        let i = fd as usize;
-        if i >= self.fds.len() {
-            self.fds.resize(i + 1, FdState::default());
-        }
-        &mut self.fds[i]
-    }
-
-    fn mark_dirty(&mut self, fd: RawFd) {
-        let st = self.fd_state(fd);
-        if st.flags & DIRTY == 0 {
-            st.flags |= DIRTY;
-            self.dirty.push(fd);
-        }
-    }
-
-    /// Appends `key` to `fd`'s queue for `dir` (its state exists).
-    fn push_back(&mut self, fd: RawFd, dir: u8, key: Key) {
-        let st = &mut self.fds[fd as usize];
-        let head = st.head_mut(dir);
-        if *head == 0 {
-            *head = key.to_u64();
-        } else {
-            st.flags |= more_flag(dir);
-            self.more.entry((fd, dir)).or_default().push_back(key);
-        }
-    }
-
-    /// Takes `key` off `fd`'s queue for `dir`, if it is there.
-    fn remove_waiter(&mut self, fd: RawFd, dir: u8, key: Key) {
-        let Some(st) = self.fds.get_mut(fd as usize) else {
-            return;
+    fn delete(&mut self, fd: RawFd) {
+        // SAFETY: `fd` is open (the core deletes it before it is closed); a
+        // null event is allowed for EPOLL_CTL_DEL.
+        let _ = unsafe {
+            syscall!(epoll_ctl(
+                self.epfd.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                fd,
+                std::ptr::null_mut()
+            ))
         };
-        let flag = more_flag(dir);
-        let has_more = st.flags & flag != 0;
-        if st.head(dir) == key.to_u64() {
-            let next = if has_more {
-                self.more.get_mut(&(fd, dir)).and_then(VecDeque::pop_front)
-            } else {
-                None
-            };
-            *st.head_mut(dir) = next.map_or(0, Key::to_u64);
-        } else if has_more && let Some(rest) = self.more.get_mut(&(fd, dir)) {
-            rest.retain(|k| *k != key);
-        }
-        if has_more && self.more.get(&(fd, dir)).is_none_or(VecDeque::is_empty) {
-            self.more.remove(&(fd, dir));
-            st.flags &= !flag;
-        }
     }
 
-    /// Empties both of `fd`'s queues into a list, in order (readers first).
-    fn take_waiters(&mut self, fd: RawFd) -> Vec<Key> {
-        let mut keys = Vec::new();
-        let Some(st) = self.fds.get_mut(fd as usize) else {
-            return keys;
-        };
-        for dir in [R, W] {
-            let head = std::mem::take(st.head_mut(dir));
-            if head != 0 {
-                keys.push(Key::from_u64(head));
-            }
-            let flag = more_flag(dir);
-            if st.flags & flag != 0 {
-                st.flags &= !flag;
-                if let Some(rest) = self.more.remove(&(fd, dir)) {
-                    keys.extend(rest);
-                }
-            }
-        }
-        keys
-    }
-
-    pub(crate) fn cancel(&mut self, token: Token, out: &mut VecDeque<Completion>) -> bool {
-        let Some(key) = self.ops.key_of(token) else {
-            return false;
-        };
-        let fd = match self.ops.get_mut(key) {
-            Some(e) => fd_of(&e.kind),
-            None => return false,
-        };
-        self.unqueue(fd, key);
-        self.parked.retain(|k| *k != key);
-        self.finish(key, token, Err(cancelled()), None, out);
-        true
-    }
-
-    /// Cancels every operation waiting on `fd`.
-    fn cancel_fd(&mut self, fd: RawFd, out: &mut VecDeque<Completion>) {
-        let mut keys = self.take_waiters(fd);
-        // Parked receives on the descriptor are off its queues: end them too.
-        let ops = &mut self.ops;
-        self.parked.retain(|&k| match ops.get_mut(k) {
-            Some(e) if fd_of(&e.kind) == fd => {
-                keys.push(k);
-                false
-            }
-            Some(_) => true,
-            None => false,
-        });
-        for key in keys {
-            if let Some(token) = self.ops.get_mut(key).map(|e| e.token) {
-                self.finish(key, token, Err(cancelled()), None, out);
-            }
-        }
-    }
-
-    /// Takes `fd` out of the epoll set before it is closed.
-    fn forget_fd(&mut self, fd: RawFd) {
-        let epfd = self.epfd.as_raw_fd();
-        let Some(st) = self.fds.get_mut(fd as usize) else {
-            return;
-        };
-        if st.flags & IN_EPOLL != 0 {
-            // SAFETY: `fd` is still open here (it is closed right after); a
-            // null event is allowed for EPOLL_CTL_DEL.
-            let _ = unsafe {
-                syscall!(epoll_ctl(
-                    epfd,
-                    libc::EPOLL_CTL_DEL,
-                    fd,
-                    std::ptr::null_mut()
-                ))
-            };
-        }
-        st.flags &= !(IN_EPOLL | SPURIOUS);
-        st.registered = 0;
-    }
-
-    fn unqueue(&mut self, fd: RawFd, key: Key) {
-        self.remove_waiter(fd, R, key);
-        self.remove_waiter(fd, W, key);
-        self.mark_dirty(fd);
-    }
-
-    /// Removes the entry and queues its final completion, buffer included.
-    fn finish(
-        &mut self,
-        key: Key,
-        token: Token,
-        res: io::Result<usize>,
-        buf: Option<Vec<u8>>,
-        out: &mut VecDeque<Completion>,
-    ) {
-        if let Some(entry) = self.ops.remove(key, token) {
-            let buf = buf.or_else(|| Op { kind: entry.kind }.into_buf());
-            out.push_back(Completion::new(token, res).with_buf(buf));
-        }
-    }
-
-    pub(crate) fn wait(
+    fn select(
         &mut self,
         timeout: Option<Duration>,
-        out: &mut VecDeque<Completion>,
+        mut on_event: impl FnMut(RawFd, bool, bool),
     ) -> io::Result<()> {
-        self.unpark();
-        self.flush_interest(out);
-        let ms = if out.is_empty() {
-            timeout_ms(timeout)
-        } else {
-            0
-        };
         // SAFETY: `events` holds MAX_EVENTS initialised entries the kernel
         // may overwrite; the epoll descriptor is open.
         let r = unsafe {
@@ -467,7 +167,7 @@ impl Epoll {
                 self.epfd.as_raw_fd(),
                 self.events.as_mut_ptr(),
                 MAX_EVENTS as i32,
-                ms
+                timeout_ms(timeout)
             ))
         };
         let n = match r {
@@ -484,11 +184,10 @@ impl Epoll {
                 self.drain_wake();
                 continue;
             }
-            self.on_ready(
+            on_event(
                 data as RawFd,
                 events & READ_EVENTS != 0,
                 events & WRITE_EVENTS != 0,
-                out,
             );
         }
         // After the eventfd was read, not before: a wake between the two
@@ -496,174 +195,6 @@ impl Epoll {
         // and no later wake would write again.
         self.wake.reset();
         Ok(())
-    }
-
-    /// Reads the wake-up eventfd back to zero (it fired).
-    fn drain_wake(&mut self) {
-        let mut count: u64 = 0;
-        // SAFETY: the eventfd is open (`self.wake` owns it); the pointer and
-        // length describe the 8 bytes of `count`, alive for the call.
-        let _ = unsafe { syscall!(read(self.wake_fd, (&raw mut count).cast(), 8)) };
-    }
-
-    /// Puts parked receives back on their queues, as many as there are
-    /// buffers for.
-    fn unpark(&mut self) {
-        let n = self.bufs.available().min(self.parked.len());
-        for _ in 0..n {
-            let Some(key) = self.parked.pop_front() else {
-                break;
-            };
-            let Some(fd) = self.ops.get_mut(key).map(|e| fd_of(&e.kind)) else {
-                continue;
-            };
-            self.fd_state(fd);
-            self.push_back(fd, R, key);
-            self.mark_dirty(fd);
-        }
-    }
-
-    fn flush_interest(&mut self, out: &mut VecDeque<Completion>) {
-        while let Some(fd) = self.dirty.pop() {
-            self.update_interest(fd, out);
-        }
-    }
-
-    fn update_interest(&mut self, fd: RawFd, out: &mut VecDeque<Completion>) {
-        let epfd = self.epfd.as_raw_fd();
-        let st = &mut self.fds[fd as usize];
-        st.flags &= !DIRTY;
-        let want = st.want();
-        if want == st.registered || (want & !st.registered == 0 && st.flags & SPURIOUS == 0) {
-            return;
-        }
-        st.flags &= !SPURIOUS;
-        if want == 0 {
-            // Nobody waits and it fired. Modifying it to "no interest" is not
-            // enough: epoll reports hang-up and error regardless, so a reset
-            // socket would wake every wait until the caller closes it.
-            if st.flags & IN_EPOLL != 0 {
-                // SAFETY: `fd` is open (the caller keeps it open while it is
-                // registered); a null event is allowed for EPOLL_CTL_DEL.
-                let _ = unsafe {
-                    syscall!(epoll_ctl(
-                        epfd,
-                        libc::EPOLL_CTL_DEL,
-                        fd,
-                        std::ptr::null_mut()
-                    ))
-                };
-            }
-            st.flags &= !IN_EPOLL;
-            st.registered = 0;
-            return;
-        }
-        let ctl = |op: i32| {
-            let mut ev = libc::epoll_event {
-                events: (if want & R != 0 {
-                    libc::EPOLLIN as u32
-                } else {
-                    0
-                }) | (if want & W != 0 {
-                    libc::EPOLLOUT as u32
-                } else {
-                    0
-                }),
-                u64: fd as u64,
-            };
-            // SAFETY: `ev` is a valid event for the call; a descriptor that
-            // is not open is an error result (handled below). The caller
-            // keeps `fd` open while operations wait on it, and the reactor
-            // deletes it from the set before an `Op::close`.
-            unsafe { syscall!(epoll_ctl(epfd, op, fd, &raw mut ev)) }
-        };
-        let r = if st.flags & IN_EPOLL != 0 {
-            match ctl(libc::EPOLL_CTL_MOD) {
-                // Closed and reopened behind our back: register it anew.
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => ctl(libc::EPOLL_CTL_ADD),
-                r => r,
-            }
-        } else {
-            match ctl(libc::EPOLL_CTL_ADD) {
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => ctl(libc::EPOLL_CTL_MOD),
-                r => r,
-            }
-        };
-        match r {
-            Ok(_) => {
-                st.registered = want;
-                st.flags |= IN_EPOLL;
-            }
-            Err(e) => {
-                // The descriptor cannot be watched (closed, not pollable):
-                // its operations fail rather than wait forever.
-                let code = e.raw_os_error();
-                for key in self.take_waiters(fd) {
-                    if let Some(token) = self.ops.get_mut(key).map(|en| en.token) {
-                        let err = match code {
-                            Some(code) => io::Error::from_raw_os_error(code),
-                            None => e.kind().into(),
-                        };
-                        self.finish(key, token, Err(err), None, out);
-                    }
-                }
-            }
-        }
-    }
-
-    fn on_ready(
-        &mut self,
-        fd: RawFd,
-        readable: bool,
-        writable: bool,
-        out: &mut VecDeque<Completion>,
-    ) {
-        if fd < 0 || fd as usize >= self.fds.len() {
-            return;
-        }
-        let ready = (if readable { R } else { 0 }) | (if writable { W } else { 0 });
-        if readable {
-            self.run_queue(fd, R, ready, out);
-        }
-        if writable {
-            self.run_queue(fd, W, ready, out);
-        }
-        let st = &mut self.fds[fd as usize];
-        if ready & !st.want() != 0 {
-            st.flags |= SPURIOUS;
-        }
-        self.mark_dirty(fd);
-    }
-
-    /// Runs the head of one of `fd`'s queues while its calls do not block.
-    fn run_queue(&mut self, fd: RawFd, dir: u8, ready: u8, out: &mut VecDeque<Completion>) {
-        loop {
-            let head = self.fds[fd as usize].head(dir);
-            if head == 0 {
-                return;
-            }
-            let key = Key::from_u64(head);
-            let Some(entry) = self.ops.get_mut(key) else {
-                self.unqueue(fd, key);
-                continue;
-            };
-            match attempt(entry, ready, &mut self.bufs) {
-                Step::Block => return,
-                Step::Park => {
-                    self.unqueue(fd, key);
-                    self.parked.push_back(key);
-                }
-                Step::Again(c) => {
-                    out.push_back(c);
-                    return;
-                }
-                Step::Done(res, buf) => {
-                    let token = entry.token;
-                    self.unqueue(fd, key);
-                    self.finish(key, token, res, buf, out);
-                }
-            }
-        }
     }
 }
 
@@ -680,180 +211,9 @@ fn timeout_ms(timeout: Option<Duration>) -> i32 {
     }
 }
 
-fn fd_of(kind: &OpKind) -> RawFd {
-    match kind {
-        OpKind::Accept { fd }
-        | OpKind::AcceptMulti { fd, .. }
-        | OpKind::Connect { fd, .. }
-        | OpKind::Recv { fd, .. }
-        | OpKind::RecvMulti { fd, .. }
-        | OpKind::Send { fd, .. }
-        | OpKind::Shutdown { fd, .. }
-        | OpKind::Close { fd }
-        | OpKind::Poll { fd, .. }
-        | OpKind::ReadAt { fd, .. }
-        | OpKind::WriteAt { fd, .. }
-        | OpKind::Fsync { fd, .. } => *fd,
-        OpKind::OpenAt { dir, .. }
-        | OpKind::Statx { dir, .. }
-        | OpKind::UnlinkAt { dir, .. }
-        | OpKind::MkdirAt { dir, .. } => *dir,
-        OpKind::ReadFile(rf) => rf.dir,
-        OpKind::RenameAt(r) => r.old_dir,
-    }
-}
-
-/// Maps a nonblocking call's result: `EAGAIN` is "not ready", `EINTR` retries.
-fn nonblocking(mut call: impl FnMut() -> io::Result<isize>) -> Option<io::Result<usize>> {
-    loop {
-        match call() {
-            Ok(n) => return Some(Ok(n as usize)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Some(Err(e)),
-        }
-    }
-}
-
-fn accept_one(fd: RawFd) -> Option<io::Result<usize>> {
-    nonblocking(|| {
-        let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-        // SAFETY: null address pointers ask for no peer address.
-        let r = unsafe {
-            syscall!(accept4(
-                fd,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                flags
-            ))
-        };
-        r.map(|v| v as isize)
-    })
-}
-
-fn recv_into(fd: RawFd, buf: &mut Vec<u8>) -> Option<io::Result<usize>> {
-    let res = nonblocking(|| {
-        let spare = buf.spare_capacity_mut();
-        // SAFETY: the pointer and length describe the spare capacity of
-        // `buf`, writable memory owned by this call for its duration.
-        unsafe { syscall!(recv(fd, spare.as_mut_ptr().cast(), spare.len(), 0)) }
-    })?;
-    if let Ok(n) = res {
-        // SAFETY: the kernel initialised `n` bytes of the spare capacity.
-        unsafe { buf.set_len(buf.len() + n) };
-    }
-    Some(res)
-}
-
-/// Tries `entry`'s system call once (or a burst, for multishot ones).
-fn attempt(entry: &mut Entry, ready: u8, bufs: &mut MultiBufs) -> Step {
-    let token = entry.token;
-    match &mut entry.kind {
-        OpKind::Accept { fd } => match accept_one(*fd) {
-            None => Step::Block,
-            Some(r) => Step::Done(r, None),
-        },
-        OpKind::AcceptMulti { fd, .. } => match accept_one(*fd) {
-            None => Step::Block,
-            Some(Ok(newfd)) => {
-                let mut c = Completion::new(token, Ok(newfd));
-                c.more = true;
-                Step::Again(c)
-            }
-            Some(Err(e)) => Step::Done(Err(e), None),
-        },
-        OpKind::Recv { fd, buf } => match recv_into(*fd, buf) {
-            None => Step::Block,
-            Some(r) => Step::Done(r, Some(std::mem::take(buf))),
-        },
-        OpKind::RecvMulti { fd, .. } => {
-            let Some(mut buf) = bufs.get() else {
-                return Step::Park;
-            };
-            match recv_into(*fd, &mut buf) {
-                None => {
-                    bufs.keep(buf);
-                    Step::Block
-                }
-                Some(Ok(0)) => {
-                    bufs.keep(buf);
-                    Step::Done(Ok(0), None)
-                }
-                Some(Ok(n)) => {
-                    bufs.lend();
-                    let mut c = Completion::new(token, Ok(n)).with_buf(Some(buf));
-                    c.more = true;
-                    Step::Again(c)
-                }
-                Some(Err(e)) => {
-                    bufs.keep(buf);
-                    Step::Done(Err(e), None)
-                }
-            }
-        }
-        OpKind::Send { fd, buf, from } => {
-            let fd = *fd;
-            let start = (*from).min(buf.len());
-            let data = &buf[start..];
-            let r = nonblocking(|| {
-                // SAFETY: the pointer and length describe the initialised
-                // bytes of `buf[start..]`, alive for the call.
-                unsafe {
-                    syscall!(send(
-                        fd,
-                        data.as_ptr().cast(),
-                        data.len(),
-                        libc::MSG_NOSIGNAL
-                    ))
-                }
-            });
-            match r {
-                None => Step::Block,
-                Some(r) => Step::Done(r, Some(std::mem::take(buf))),
-            }
-        }
-        OpKind::Connect { fd, .. } => Step::Done(take_socket_error(*fd), None),
-        OpKind::Poll { interest, .. } => {
-            let got = ready & interest.bits();
-            if got == 0 {
-                Step::Block
-            } else {
-                Step::Done(Ok(usize::from(Interest::from_bits(got).bits())), None)
-            }
-        }
-        _ => Step::Done(Err(io::ErrorKind::Unsupported.into()), None),
-    }
-}
-
-/// The outcome of a nonblocking connect, once the socket is writable.
-fn take_socket_error(fd: RawFd) -> io::Result<usize> {
-    let mut err: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `err` and `len` are valid for writes and `len` holds the size of `err`.
-    unsafe {
-        syscall!(getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ERROR,
-            (&raw mut err).cast(),
-            &mut len
-        ))
-    }?;
-    if err == 0 {
-        Ok(0)
-    } else {
-        Err(io::Error::from_raw_os_error(err))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_descriptor_state_is_24_bytes() {
-        assert_eq!(std::mem::size_of::<FdState>(), 24);
-    }
 
     #[test]
     fn timeouts_round_up_to_whole_milliseconds() {

@@ -2,8 +2,9 @@
 //!
 //! # The backend contract
 //!
-//! Every backend (io_uring in `uring.rs`, raw epoll in `epoll.rs`,
-//! readiness polling in `poll.rs`) provides the same five calls and keeps the same promises:
+//! Every backend (io_uring in `uring.rs`; raw epoll in `epoll.rs` and
+//! readiness polling in `poll.rs`, both over the shared readiness core in
+//! `readiness.rs`) provides the same five calls and keeps the same promises:
 //!
 //! - `submit(token, op, out)`: takes ownership of the operation. It either
 //!   refuses it at once, handing the whole [`Op`] back (a token already in
@@ -53,6 +54,8 @@ macro_rules! syscall {
 pub(crate) mod epoll;
 #[cfg(feature = "poll")]
 pub(crate) mod poll;
+#[cfg(any(feature = "poll", all(feature = "epoll", target_os = "linux")))]
+mod readiness;
 #[cfg(all(feature = "uring", target_os = "linux"))]
 pub(crate) mod uring;
 #[cfg(all(feature = "uring", target_os = "linux"))]

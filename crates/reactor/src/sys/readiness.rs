@@ -1,0 +1,771 @@
+//! The readiness core both readiness backends share: completion semantics
+//! on top of a readiness interface. `poll.rs` gives it the `polling` crate
+//! (epoll, kqueue, event ports, ...), `epoll.rs` raw epoll on Linux; each
+//! of them is only a [`Selector`], and [`Readiness`] is generic over it
+//! (monomorphised: no dynamic call on the hot path).
+//!
+//! Each operation waits in a per-descriptor queue, readers (accept, recv,
+//! poll-readable) and writers (send, connect, poll-writable) apart, in
+//! submission order. The descriptor is registered level-triggered for the
+//! union of what its queues want; when it is ready the reactor runs the
+//! nonblocking system call for the queue's head and, unless it would block,
+//! completes the operation. Send and connect try their call right away at
+//! submit (the socket is usually writable); shutdown and close are done at
+//! once. Interest is dropped lazily: a descriptor whose queue ran empty
+//! stays registered until it fires with nobody waiting, so the common "recv
+//! completes, next recv submitted in the same turn" costs no registration
+//! call; a registration changes only when the wanted interest really does.
+//!
+//! All system calls on buffers happen synchronously inside `submit` or
+//! `wait`, so a buffer is never in use once it is handed back: cancel and
+//! drop are immediate.
+
+use super::slab::{Key, Slab, Tokened};
+use super::{MultiBufs, WakeShared};
+use crate::op::{OpKind, cancelled};
+use crate::{Completion, Interest, Op, Token};
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Readable direction (readers' queue).
+pub(crate) const R: u8 = 1;
+/// Writable direction (writers' queue).
+pub(crate) const W: u8 = 2;
+
+/// `FdState::flags`: the descriptor is registered with the selector.
+const REGISTERED: u8 = 1;
+/// It is on the dirty list (its interest is checked before the next wait).
+const DIRTY: u8 = 2;
+/// It fired for a direction nobody waits on: disarm it.
+const SPURIOUS: u8 = 4;
+/// More than one reader waits: the rest are in `Queues::more`.
+const MORE_R: u8 = 8;
+/// More than one writer waits: the rest are in `Queues::more`.
+const MORE_W: u8 = 16;
+
+/// What differs between the readiness backends: the OS interface that
+/// watches descriptors. Interest is a set of directions (`R`, `W`), always
+/// level-triggered. The rules around these calls (add on `EEXIST` becomes
+/// modify, modify on `ENOENT` becomes add, delete rather than "no
+/// interest", negative descriptors refused) are the core's, not the
+/// selector's.
+pub(crate) trait Selector: Sized + std::fmt::Debug {
+    /// The backend's name in messages ("polling", "epoll").
+    const NAME: &'static str;
+
+    /// Opens the interface, and the notifier its [`WakeShared`] uses.
+    fn open() -> io::Result<Self>;
+
+    /// The shared half of the backend's wakers.
+    fn wake(&self) -> &Arc<WakeShared>;
+
+    /// Starts watching `fd` (open, non-negative) for `want` (not empty).
+    fn add(&mut self, fd: RawFd, want: u8) -> io::Result<()>;
+
+    /// Changes what a watched `fd` is watched for (`want` not empty).
+    fn modify(&mut self, fd: RawFd, want: u8) -> io::Result<()>;
+
+    /// Stops watching `fd` (still open). Errors are ignored: the
+    /// descriptor is forgotten either way.
+    fn delete(&mut self, fd: RawFd);
+
+    /// Blocks until a watched descriptor is ready, `timeout` passes (`None`:
+    /// no timeout; zero: does not block) or a waker fires, calls
+    /// `on_event(fd, readable, writable)` for each ready descriptor, and
+    /// resets [`WakeShared`] so later wakes notify again. An interrupted
+    /// wait is `Ok` (with no events).
+    fn select(
+        &mut self,
+        timeout: Option<Duration>,
+        on_event: impl FnMut(RawFd, bool, bool),
+    ) -> io::Result<()>;
+}
+
+/// One operation in flight.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    token: Token,
+    kind: OpKind,
+}
+
+impl Tokened for Entry {
+    fn token(&self) -> Token {
+        self.token
+    }
+}
+
+/// One descriptor's state, in a `Vec` indexed by descriptor: 24 bytes (W10
+/// counts it per idle connection). The first waiting operation of each
+/// direction is kept inline; the rare second and later ones (several sends
+/// queued on a full socket, many polls) live in `Queues::more`, flagged by
+/// `MORE_R` / `MORE_W` so the common case never looks there.
+#[derive(Debug, Default, Clone, Copy)]
+struct FdState {
+    /// The first waiting reader (`Key::to_u64`; 0, which no key is: none).
+    reader: u64,
+    /// The first waiting writer (as `reader`).
+    writer: u64,
+    /// Interest currently registered with the selector (`R | W` bits).
+    registered: u8,
+    /// `REGISTERED`, `DIRTY`, `SPURIOUS`, `MORE_R`, `MORE_W`.
+    flags: u8,
+}
+
+impl FdState {
+    fn want(&self) -> u8 {
+        (if self.reader == 0 { 0 } else { R }) | (if self.writer == 0 { 0 } else { W })
+    }
+
+    fn head(&self, dir: u8) -> u64 {
+        if dir == R { self.reader } else { self.writer }
+    }
+
+    fn head_mut(&mut self, dir: u8) -> &mut u64 {
+        if dir == R {
+            &mut self.reader
+        } else {
+            &mut self.writer
+        }
+    }
+}
+
+/// The flag saying `dir` has operations beyond the inline head.
+fn more_flag(dir: u8) -> u8 {
+    if dir == R { MORE_R } else { MORE_W }
+}
+
+/// A readiness backend: the shared queues over one OS interface.
+#[derive(Debug)]
+pub(crate) struct Readiness<S> {
+    sel: S,
+    q: Queues,
+}
+
+/// Everything but the OS interface, so that the selector's event callback
+/// can run the queues while the selector is borrowed.
+#[derive(Debug)]
+struct Queues {
+    ops: Slab<Entry>,
+    fds: Vec<FdState>,
+    /// The waiting operations after the first, by `(fd, direction)`.
+    more: HashMap<(RawFd, u8), VecDeque<Key>>,
+    dirty: Vec<RawFd>,
+    bufs: MultiBufs,
+    /// `recv_multi` operations taken off their queue until buffers return.
+    parked: VecDeque<Key>,
+}
+
+impl<S: Selector> Readiness<S> {
+    pub(crate) fn new() -> io::Result<Readiness<S>> {
+        Ok(Readiness {
+            sel: S::open()?,
+            q: Queues {
+                ops: Slab::new(),
+                fds: Vec::new(),
+                more: HashMap::new(),
+                dirty: Vec::new(),
+                bufs: MultiBufs::default(),
+                parked: VecDeque::new(),
+            },
+        })
+    }
+
+    pub(crate) fn notifier(&self) -> Arc<WakeShared> {
+        self.sel.wake().clone()
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.q.ops.len()
+    }
+
+    pub(crate) fn recycle(&mut self, buf: Vec<u8>) {
+        self.q.bufs.give_back(buf);
+    }
+
+    pub(crate) fn submit(
+        &mut self,
+        token: Token,
+        op: Op,
+        out: &mut VecDeque<Completion>,
+    ) -> Result<(), (io::Error, Op)> {
+        if self.q.ops.contains_token(token) {
+            return Err((io::ErrorKind::AlreadyExists.into(), op));
+        }
+        if op.is_file_op() {
+            let e = io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "file operations are unsupported by the {} backend (run them on a thread pool)",
+                    S::NAME
+                ),
+            );
+            return Err((e, op));
+        }
+        if fd_of(&op.kind) < 0 {
+            // No descriptor has a negative number (and the per-fd table is
+            // indexed by it): the kernel's answer, as io_uring gives it.
+            let (buf, _) = op.into_parts();
+            let ebadf = Err(io::Error::from_raw_os_error(libc::EBADF));
+            out.push_back(Completion::new(token, ebadf).with_buf(buf));
+            return Ok(());
+        }
+        match op.kind {
+            OpKind::Shutdown { fd, how } => {
+                // SAFETY: shutdown takes no pointers; a bad fd is an error result.
+                let r = unsafe { syscall!(shutdown(fd, how.how())) };
+                out.push_back(Completion::new(token, r.map(|_| 0)));
+            }
+            OpKind::Close { fd } => {
+                self.q.cancel_fd(fd, out);
+                self.forget_fd(fd);
+                // SAFETY: the caller gave the descriptor to the reactor to close.
+                let r = unsafe { syscall!(close(fd)) };
+                out.push_back(Completion::new(token, r.map(|_| 0)));
+            }
+            OpKind::Connect { fd, addr } => {
+                let sa = &addr;
+                // SAFETY: `sa` is a valid socket address of `sa.len()` bytes,
+                // alive for the call.
+                let r = unsafe { syscall!(connect(fd, sa.as_ptr().cast(), sa.len())) };
+                match r {
+                    Ok(_) => out.push_back(Completion::new(token, Ok(0))),
+                    Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
+                        self.q.enqueue(token, OpKind::Connect { fd, addr }, W);
+                    }
+                    Err(e) => out.push_back(Completion::new(token, Err(e))),
+                }
+            }
+            kind @ OpKind::Send { .. } => {
+                let fd = fd_of(&kind);
+                let idle = self.q.fds.get(fd as usize).is_none_or(|s| s.writer == 0);
+                let mut entry = Entry { token, kind };
+                if idle {
+                    match attempt(&mut entry, W, &mut self.q.bufs) {
+                        Step::Block | Step::Park => {}
+                        Step::Done(res, buf) => {
+                            out.push_back(Completion::new(token, res).with_buf(buf));
+                            return Ok(());
+                        }
+                        Step::Again(_) => unreachable!("send is single-shot"),
+                    }
+                }
+                self.q.enqueue(token, entry.kind, W);
+            }
+            kind @ OpKind::Poll { interest, .. } => {
+                let dirs = (if interest.is_readable() { R } else { 0 })
+                    | (if interest.is_writable() { W } else { 0 });
+                self.q.enqueue(token, kind, dirs);
+            }
+            kind => self.q.enqueue(token, kind, R),
+        }
+        Ok(())
+    }
+
+    pub(crate) fn cancel(&mut self, token: Token, out: &mut VecDeque<Completion>) -> bool {
+        self.q.cancel(token, out)
+    }
+
+    /// Takes `fd` out of the selector before it is closed.
+    fn forget_fd(&mut self, fd: RawFd) {
+        let Some(st) = self.q.fds.get_mut(fd as usize) else {
+            return;
+        };
+        if st.flags & REGISTERED != 0 {
+            // `fd` is still open here (it is closed right after).
+            self.sel.delete(fd);
+        }
+        st.flags &= !(REGISTERED | SPURIOUS);
+        st.registered = 0;
+    }
+
+    pub(crate) fn wait(
+        &mut self,
+        timeout: Option<Duration>,
+        out: &mut VecDeque<Completion>,
+    ) -> io::Result<()> {
+        self.q.unpark();
+        self.flush_interest(out);
+        let timeout = if out.is_empty() {
+            timeout
+        } else {
+            Some(Duration::ZERO)
+        };
+        let q = &mut self.q;
+        self.sel.select(timeout, |fd, readable, writable| {
+            q.on_ready(fd, readable, writable, out);
+        })
+    }
+
+    fn flush_interest(&mut self, out: &mut VecDeque<Completion>) {
+        while let Some(fd) = self.q.dirty.pop() {
+            self.update_interest(fd, out);
+        }
+    }
+
+    fn update_interest(&mut self, fd: RawFd, out: &mut VecDeque<Completion>) {
+        let sel = &mut self.sel;
+        let st = &mut self.q.fds[fd as usize];
+        st.flags &= !DIRTY;
+        let want = st.want();
+        if want == st.registered || (want & !st.registered == 0 && st.flags & SPURIOUS == 0) {
+            return;
+        }
+        st.flags &= !SPURIOUS;
+        if want == 0 {
+            // Nobody waits and it fired. Modifying it to "no interest" is not
+            // enough: epoll reports hang-up and error regardless, so a reset
+            // socket would wake every wait until the caller closes it.
+            if st.flags & REGISTERED != 0 {
+                // The caller keeps `fd` open while it is registered.
+                sel.delete(fd);
+            }
+            st.flags &= !REGISTERED;
+            st.registered = 0;
+            return;
+        }
+        // The caller keeps `fd` open while operations wait on it, and the
+        // reactor deletes it before an `Op::close`; a descriptor that is
+        // not open is an error result (handled below).
+        let r = if st.flags & REGISTERED != 0 {
+            match sel.modify(fd, want) {
+                // Closed and reopened behind our back: register it anew.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => sel.add(fd, want),
+                r => r,
+            }
+        } else {
+            match sel.add(fd, want) {
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => sel.modify(fd, want),
+                r => r,
+            }
+        };
+        match r {
+            Ok(()) => {
+                st.registered = want;
+                st.flags |= REGISTERED;
+            }
+            Err(e) => {
+                // The descriptor cannot be watched (closed, not pollable):
+                // its operations fail rather than wait forever.
+                let code = e.raw_os_error();
+                for key in self.q.take_waiters(fd) {
+                    if let Some(token) = self.q.ops.get_mut(key).map(|en| en.token) {
+                        let err = match code {
+                            Some(code) => io::Error::from_raw_os_error(code),
+                            None => e.kind().into(),
+                        };
+                        self.q.finish(key, token, Err(err), None, out);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Queues {
+    fn enqueue(&mut self, token: Token, kind: OpKind, dirs: u8) {
+        let fd = fd_of(&kind);
+        let key = self.ops.insert(token, Entry { token, kind });
+        self.fd_state(fd);
+        if dirs & R != 0 {
+            self.push_back(fd, R, key);
+        }
+        if dirs & W != 0 {
+            self.push_back(fd, W, key);
+        }
+        self.mark_dirty(fd);
+    }
+
+    fn fd_state(&mut self, fd: RawFd) -> &mut FdState {
+        let i = fd as usize;
+        if i >= self.fds.len() {
+            self.fds.resize(i + 1, FdState::default());
+        }
+        &mut self.fds[i]
+    }
+
+    fn mark_dirty(&mut self, fd: RawFd) {
+        let st = self.fd_state(fd);
+        if st.flags & DIRTY == 0 {
+            st.flags |= DIRTY;
+            self.dirty.push(fd);
+        }
+    }
+
+    /// Appends `key` to `fd`'s queue for `dir` (its state exists).
+    fn push_back(&mut self, fd: RawFd, dir: u8, key: Key) {
+        let st = &mut self.fds[fd as usize];
+        let head = st.head_mut(dir);
+        if *head == 0 {
+            *head = key.to_u64();
+        } else {
+            st.flags |= more_flag(dir);
+            self.more.entry((fd, dir)).or_default().push_back(key);
+        }
+    }
+
+    /// Takes `key` off `fd`'s queue for `dir`, if it is there.
+    fn remove_waiter(&mut self, fd: RawFd, dir: u8, key: Key) {
+        let Some(st) = self.fds.get_mut(fd as usize) else {
+            return;
+        };
+        let flag = more_flag(dir);
+        let has_more = st.flags & flag != 0;
+        if st.head(dir) == key.to_u64() {
+            let next = if has_more {
+                self.more.get_mut(&(fd, dir)).and_then(VecDeque::pop_front)
+            } else {
+                None
+            };
+            *st.head_mut(dir) = next.map_or(0, Key::to_u64);
+        } else if has_more && let Some(rest) = self.more.get_mut(&(fd, dir)) {
+            rest.retain(|k| *k != key);
+        }
+        if has_more && self.more.get(&(fd, dir)).is_none_or(VecDeque::is_empty) {
+            self.more.remove(&(fd, dir));
+            st.flags &= !flag;
+        }
+    }
+
+    /// Empties both of `fd`'s queues into a list, in order (readers first).
+    fn take_waiters(&mut self, fd: RawFd) -> Vec<Key> {
+        let mut keys = Vec::new();
+        let Some(st) = self.fds.get_mut(fd as usize) else {
+            return keys;
+        };
+        for dir in [R, W] {
+            let head = std::mem::take(st.head_mut(dir));
+            if head != 0 {
+                keys.push(Key::from_u64(head));
+            }
+            let flag = more_flag(dir);
+            if st.flags & flag != 0 {
+                st.flags &= !flag;
+                if let Some(rest) = self.more.remove(&(fd, dir)) {
+                    keys.extend(rest);
+                }
+            }
+        }
+        keys
+    }
+
+    fn cancel(&mut self, token: Token, out: &mut VecDeque<Completion>) -> bool {
+        let Some(key) = self.ops.key_of(token) else {
+            return false;
+        };
+        let fd = match self.ops.get_mut(key) {
+            Some(e) => fd_of(&e.kind),
+            None => return false,
+        };
+        self.unqueue(fd, key);
+        self.parked.retain(|k| *k != key);
+        self.finish(key, token, Err(cancelled()), None, out);
+        true
+    }
+
+    /// Cancels every operation waiting on `fd`.
+    fn cancel_fd(&mut self, fd: RawFd, out: &mut VecDeque<Completion>) {
+        let mut keys = self.take_waiters(fd);
+        // Parked receives on the descriptor are off its queues: end them too.
+        let ops = &mut self.ops;
+        self.parked.retain(|&k| match ops.get_mut(k) {
+            Some(e) if fd_of(&e.kind) == fd => {
+                keys.push(k);
+                false
+            }
+            Some(_) => true,
+            None => false,
+        });
+        for key in keys {
+            if let Some(token) = self.ops.get_mut(key).map(|e| e.token) {
+                self.finish(key, token, Err(cancelled()), None, out);
+            }
+        }
+    }
+
+    fn unqueue(&mut self, fd: RawFd, key: Key) {
+        self.remove_waiter(fd, R, key);
+        self.remove_waiter(fd, W, key);
+        self.mark_dirty(fd);
+    }
+
+    /// Removes the entry and queues its final completion, buffer included.
+    fn finish(
+        &mut self,
+        key: Key,
+        token: Token,
+        res: io::Result<usize>,
+        buf: Option<Vec<u8>>,
+        out: &mut VecDeque<Completion>,
+    ) {
+        if let Some(entry) = self.ops.remove(key, token) {
+            let buf = buf.or_else(|| Op { kind: entry.kind }.into_buf());
+            out.push_back(Completion::new(token, res).with_buf(buf));
+        }
+    }
+
+    /// Puts parked receives back on their queues, as many as there are
+    /// buffers for.
+    fn unpark(&mut self) {
+        let n = self.bufs.available().min(self.parked.len());
+        for _ in 0..n {
+            let Some(key) = self.parked.pop_front() else {
+                break;
+            };
+            let Some(fd) = self.ops.get_mut(key).map(|e| fd_of(&e.kind)) else {
+                continue;
+            };
+            self.fd_state(fd);
+            self.push_back(fd, R, key);
+            self.mark_dirty(fd);
+        }
+    }
+
+    fn on_ready(
+        &mut self,
+        fd: RawFd,
+        readable: bool,
+        writable: bool,
+        out: &mut VecDeque<Completion>,
+    ) {
+        if fd < 0 || fd as usize >= self.fds.len() {
+            return;
+        }
+        let ready = (if readable { R } else { 0 }) | (if writable { W } else { 0 });
+        if readable {
+            self.run_queue(fd, R, ready, out);
+        }
+        if writable {
+            self.run_queue(fd, W, ready, out);
+        }
+        let st = &mut self.fds[fd as usize];
+        if ready & !st.want() != 0 {
+            st.flags |= SPURIOUS;
+        }
+        self.mark_dirty(fd);
+    }
+
+    /// Runs the head of one of `fd`'s queues while its calls do not block.
+    fn run_queue(&mut self, fd: RawFd, dir: u8, ready: u8, out: &mut VecDeque<Completion>) {
+        loop {
+            let head = self.fds[fd as usize].head(dir);
+            if head == 0 {
+                return;
+            }
+            let key = Key::from_u64(head);
+            let Some(entry) = self.ops.get_mut(key) else {
+                self.unqueue(fd, key);
+                continue;
+            };
+            match attempt(entry, ready, &mut self.bufs) {
+                Step::Block => return,
+                Step::Park => {
+                    self.unqueue(fd, key);
+                    self.parked.push_back(key);
+                }
+                Step::Again(c) => {
+                    out.push_back(c);
+                    return;
+                }
+                Step::Done(res, buf) => {
+                    let token = entry.token;
+                    self.unqueue(fd, key);
+                    self.finish(key, token, res, buf, out);
+                }
+            }
+        }
+    }
+}
+
+/// What one attempt at an operation's system call gave.
+enum Step {
+    /// Not ready after all: keep waiting.
+    Block,
+    /// The final completion: the entry is finished.
+    Done(io::Result<usize>, Option<Vec<u8>>),
+    /// One completion of a multishot operation, which stays armed.
+    Again(Completion),
+    /// No buffer to receive into (lending budget spent): wait for one.
+    Park,
+}
+
+/// The descriptor an operation waits on (or works in).
+fn fd_of(kind: &OpKind) -> RawFd {
+    match kind {
+        OpKind::Accept { fd }
+        | OpKind::AcceptMulti { fd, .. }
+        | OpKind::Connect { fd, .. }
+        | OpKind::Recv { fd, .. }
+        | OpKind::RecvMulti { fd, .. }
+        | OpKind::Send { fd, .. }
+        | OpKind::Shutdown { fd, .. }
+        | OpKind::Close { fd }
+        | OpKind::Poll { fd, .. }
+        | OpKind::ReadAt { fd, .. }
+        | OpKind::WriteAt { fd, .. }
+        | OpKind::Fsync { fd, .. } => *fd,
+        OpKind::OpenAt { dir, .. }
+        | OpKind::Statx { dir, .. }
+        | OpKind::UnlinkAt { dir, .. }
+        | OpKind::MkdirAt { dir, .. } => *dir,
+        OpKind::ReadFile(rf) => rf.dir,
+        OpKind::RenameAt(r) => r.old_dir,
+    }
+}
+
+/// Maps a nonblocking call's result: `EAGAIN` is "not ready", `EINTR` retries.
+fn nonblocking(mut call: impl FnMut() -> io::Result<isize>) -> Option<io::Result<usize>> {
+    loop {
+        match call() {
+            Ok(n) => return Some(Ok(n as usize)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Some(Err(e)),
+        }
+    }
+}
+
+/// One nonblocking `accept4` (nonblocking, close-on-exec socket).
+fn accept_one(fd: RawFd) -> Option<io::Result<usize>> {
+    nonblocking(|| {
+        let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+        // SAFETY: null address pointers ask for no peer address.
+        let r = unsafe {
+            syscall!(accept4(
+                fd,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                flags
+            ))
+        };
+        r.map(|v| v as isize)
+    })
+}
+
+/// One nonblocking `recv` into `buf`'s spare capacity.
+fn recv_into(fd: RawFd, buf: &mut Vec<u8>) -> Option<io::Result<usize>> {
+    let res = nonblocking(|| {
+        let spare = buf.spare_capacity_mut();
+        // SAFETY: the pointer and length describe the spare capacity of
+        // `buf`, writable memory owned by this call for its duration.
+        unsafe { syscall!(recv(fd, spare.as_mut_ptr().cast(), spare.len(), 0)) }
+    })?;
+    if let Ok(n) = res {
+        // SAFETY: the kernel initialised `n` bytes of the spare capacity.
+        unsafe { buf.set_len(buf.len() + n) };
+    }
+    Some(res)
+}
+
+/// Tries `entry`'s system call once (or a burst, for multishot ones).
+fn attempt(entry: &mut Entry, ready: u8, bufs: &mut MultiBufs) -> Step {
+    let token = entry.token;
+    match &mut entry.kind {
+        OpKind::Accept { fd } => match accept_one(*fd) {
+            None => Step::Block,
+            Some(r) => Step::Done(r, None),
+        },
+        OpKind::AcceptMulti { fd, .. } => match accept_one(*fd) {
+            None => Step::Block,
+            Some(Ok(newfd)) => {
+                let mut c = Completion::new(token, Ok(newfd));
+                c.more = true;
+                Step::Again(c)
+            }
+            Some(Err(e)) => Step::Done(Err(e), None),
+        },
+        OpKind::Recv { fd, buf } => match recv_into(*fd, buf) {
+            None => Step::Block,
+            Some(r) => Step::Done(r, Some(std::mem::take(buf))),
+        },
+        OpKind::RecvMulti { fd, .. } => {
+            let Some(mut buf) = bufs.get() else {
+                return Step::Park;
+            };
+            match recv_into(*fd, &mut buf) {
+                None => {
+                    bufs.keep(buf);
+                    Step::Block
+                }
+                Some(Ok(0)) => {
+                    bufs.keep(buf);
+                    Step::Done(Ok(0), None)
+                }
+                Some(Ok(n)) => {
+                    bufs.lend();
+                    let mut c = Completion::new(token, Ok(n)).with_buf(Some(buf));
+                    c.more = true;
+                    Step::Again(c)
+                }
+                Some(Err(e)) => {
+                    bufs.keep(buf);
+                    Step::Done(Err(e), None)
+                }
+            }
+        }
+        OpKind::Send { fd, buf, from } => {
+            let fd = *fd;
+            let start = (*from).min(buf.len());
+            let data = &buf[start..];
+            let r = nonblocking(|| {
+                // SAFETY: the pointer and length describe the initialised
+                // bytes of `buf[start..]`, alive for the call.
+                unsafe {
+                    syscall!(send(
+                        fd,
+                        data.as_ptr().cast(),
+                        data.len(),
+                        libc::MSG_NOSIGNAL
+                    ))
+                }
+            });
+            match r {
+                None => Step::Block,
+                Some(r) => Step::Done(r, Some(std::mem::take(buf))),
+            }
+        }
+        OpKind::Connect { fd, .. } => Step::Done(take_socket_error(*fd), None),
+        OpKind::Poll { interest, .. } => {
+            let got = ready & interest.bits();
+            if got == 0 {
+                Step::Block
+            } else {
+                Step::Done(Ok(usize::from(Interest::from_bits(got).bits())), None)
+            }
+        }
+        _ => Step::Done(Err(io::ErrorKind::Unsupported.into()), None),
+    }
+}
+
+/// The outcome of a nonblocking connect, once the socket is writable.
+fn take_socket_error(fd: RawFd) -> io::Result<usize> {
+    let mut err: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `err` and `len` are valid for writes and `len` holds the size of `err`.
+    unsafe {
+        syscall!(getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&raw mut err).cast(),
+            &mut len
+        ))
+    }?;
+    if err == 0 {
+        Ok(0)
+    } else {
+        Err(io::Error::from_raw_os_error(err))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_descriptor_state_is_24_bytes() {
+        assert_eq!(std::mem::size_of::<FdState>(), 24);
+    }
+}
