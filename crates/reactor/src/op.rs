@@ -424,6 +424,35 @@ pub(crate) struct ReadFile {
     pub(crate) outcome: Option<i32>,
 }
 
+impl OpKind {
+    /// The open descriptor the operation works on (sockets, files, the one
+    /// a close closes); `None` for the operations that name a path (their
+    /// directory descriptor is not theirs to wait on or to end) and for
+    /// `read_file`, whose descriptor is the backend's own.
+    pub(crate) fn fd(&self) -> Option<RawFd> {
+        match self {
+            OpKind::Accept { fd }
+            | OpKind::AcceptMulti { fd, .. }
+            | OpKind::Connect { fd, .. }
+            | OpKind::Recv { fd, .. }
+            | OpKind::RecvMulti { fd, .. }
+            | OpKind::Send { fd, .. }
+            | OpKind::Shutdown { fd, .. }
+            | OpKind::Close { fd }
+            | OpKind::Poll { fd, .. }
+            | OpKind::ReadAt { fd, .. }
+            | OpKind::WriteAt { fd, .. }
+            | OpKind::Fsync { fd, .. } => Some(*fd),
+            OpKind::OpenAt { .. }
+            | OpKind::Statx { .. }
+            | OpKind::UnlinkAt { .. }
+            | OpKind::MkdirAt { .. }
+            | OpKind::ReadFile(_)
+            | OpKind::RenameAt(_) => None,
+        }
+    }
+}
+
 impl Op {
     fn new(kind: OpKind) -> Op {
         Op { kind }

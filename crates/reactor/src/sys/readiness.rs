@@ -591,28 +591,11 @@ enum Step {
     Park,
 }
 
-/// The descriptor an operation waits on (or works in).
+/// The descriptor an operation waits on. Path operations never get here
+/// (they are refused as file operations first); they would read as no
+/// descriptor (-1, which is `EBADF`).
 fn fd_of(kind: &OpKind) -> RawFd {
-    match kind {
-        OpKind::Accept { fd }
-        | OpKind::AcceptMulti { fd, .. }
-        | OpKind::Connect { fd, .. }
-        | OpKind::Recv { fd, .. }
-        | OpKind::RecvMulti { fd, .. }
-        | OpKind::Send { fd, .. }
-        | OpKind::Shutdown { fd, .. }
-        | OpKind::Close { fd }
-        | OpKind::Poll { fd, .. }
-        | OpKind::ReadAt { fd, .. }
-        | OpKind::WriteAt { fd, .. }
-        | OpKind::Fsync { fd, .. } => *fd,
-        OpKind::OpenAt { dir, .. }
-        | OpKind::Statx { dir, .. }
-        | OpKind::UnlinkAt { dir, .. }
-        | OpKind::MkdirAt { dir, .. } => *dir,
-        OpKind::ReadFile(rf) => rf.dir,
-        OpKind::RenameAt(r) => r.old_dir,
-    }
+    kind.fd().unwrap_or(-1)
 }
 
 /// Maps a nonblocking call's result: `EAGAIN` is "not ready", `EINTR` retries.

@@ -722,7 +722,7 @@ impl Uring {
                 for other in self.ops.keys() {
                     let on_fd = match self.ops.get(other).map(|e| &e.kind) {
                         Some(OpKind::Close { .. }) | None => false,
-                        Some(kind) => socket_fd(kind) == Some(fd),
+                        Some(kind) => kind.fd() == Some(fd),
                     };
                     if on_fd {
                         self.push_cancels(other);
@@ -1531,26 +1531,6 @@ impl Uring {
         c.stat = stat;
         c.path = path;
         Some(c)
-    }
-}
-
-/// The descriptor an operation works on, for the operations a close of
-/// that descriptor must end (not `read_file`, whose descriptor is the
-/// backend's own, nor the path operations).
-fn socket_fd(kind: &OpKind) -> Option<RawFd> {
-    match kind {
-        OpKind::Accept { fd }
-        | OpKind::AcceptMulti { fd, .. }
-        | OpKind::Connect { fd, .. }
-        | OpKind::Recv { fd, .. }
-        | OpKind::RecvMulti { fd, .. }
-        | OpKind::Send { fd, .. }
-        | OpKind::Shutdown { fd, .. }
-        | OpKind::Poll { fd, .. }
-        | OpKind::ReadAt { fd, .. }
-        | OpKind::WriteAt { fd, .. }
-        | OpKind::Fsync { fd, .. } => Some(*fd),
-        _ => None,
     }
 }
 
