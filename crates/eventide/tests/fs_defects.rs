@@ -7,26 +7,13 @@ mod fs_support;
 mod util;
 
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use eventide::Loop;
 use eventide::fs::{self, File, Flags, ReadStreamOptions, RmOptions, Stats};
+use fs_support::{file_with, q, tmp};
 use util::{assert_fs_error, outcome, run_within};
-
-fn tmp() -> tempfile::TempDir {
-    tempfile::tempdir().expect("a temporary directory")
-}
-
-fn q(path: &Path) -> String {
-    path.display().to_string()
-}
-
-fn file_with(dir: &Path, name: &str, contents: &[u8]) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, contents).unwrap();
-    path
-}
 
 fn names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)

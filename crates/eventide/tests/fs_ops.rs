@@ -6,19 +6,12 @@
 mod fs_support;
 mod util;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use eventide::fs::{self, File, FileType, Flags};
 use eventide::{BackendKind, Loop, Result};
+use fs_support::{file_with, q, tmp};
 use util::{assert_fs_error, outcome};
-
-fn tmp() -> tempfile::TempDir {
-    tempfile::tempdir().expect("a temporary directory")
-}
-
-fn q(path: &Path) -> String {
-    path.display().to_string()
-}
 
 fn open(lp: &mut Loop, path: &Path, flags: &str) -> Result<File> {
     let flags = Flags::parse(flags).unwrap();
@@ -44,12 +37,6 @@ fn write(lp: &mut Loop, file: &File, buf: &[u8], at: Option<u64>) -> (Result<usi
 
 fn close(lp: &mut Loop, file: File) -> Result<()> {
     outcome(lp, move |lp, done| lp.fs().close(file, done))
-}
-
-fn file_with(dir: &Path, name: &str, contents: &[u8]) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, contents).unwrap();
-    path
 }
 
 fn opening_reading_and_closing_a_file_gives_its_bytes(lp: &mut Loop) {

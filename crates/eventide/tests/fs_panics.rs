@@ -16,10 +16,7 @@ use std::time::Duration;
 
 use eventide::Loop;
 use eventide::fs::{ReadStreamOptions, WriteStreamOptions};
-
-fn tmp() -> tempfile::TempDir {
-    tempfile::tempdir().expect("a temporary directory")
-}
+use fs_support::tmp;
 
 const LIMIT: &str = "the loop was still running after its time limit";
 

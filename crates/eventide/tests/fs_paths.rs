@@ -7,26 +7,13 @@ mod fs_support;
 mod util;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use eventide::Loop;
 use eventide::fs::{self, File, Flags, RmOptions};
+use fs_support::{file_with, q, tmp};
 use util::{assert_fs_error, outcome};
-
-fn tmp() -> tempfile::TempDir {
-    tempfile::tempdir().expect("a temporary directory")
-}
-
-fn q(path: &Path) -> String {
-    path.display().to_string()
-}
-
-fn file_with(dir: &Path, name: &str, contents: &[u8]) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, contents).unwrap();
-    path
-}
 
 fn open(lp: &mut Loop, path: &Path, flags: &str) -> File {
     let (path, flags) = (path.to_path_buf(), Flags::parse(flags).unwrap());

@@ -11,11 +11,8 @@ use std::time::Duration;
 
 use eventide::Loop;
 use eventide::fs::{Flags, ReadStream, ReadStreamOptions, WriteStream, WriteStreamOptions};
+use fs_support::tmp;
 use util::{assert_fs_error, outcome, run_within};
-
-fn tmp() -> tempfile::TempDir {
-    tempfile::tempdir().expect("a temporary directory")
-}
 
 fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 7 % 251) as u8).collect()

@@ -5,18 +5,9 @@
 mod fs_support;
 mod util;
 
-use std::path::Path;
-
 use eventide::Loop;
+use fs_support::{q, tmp};
 use util::{assert_fs_error, outcome};
-
-fn tmp() -> tempfile::TempDir {
-    tempfile::tempdir().expect("a temporary directory")
-}
-
-fn q(path: &Path) -> String {
-    path.display().to_string()
-}
 
 fn read_file_returns_a_large_file_whole(lp: &mut Loop) {
     let dir = tmp();

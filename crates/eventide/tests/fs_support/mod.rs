@@ -1,7 +1,27 @@
-//! Shared by the fs suites: re-running a suite's io_uring cases with every
-//! file operation routed to the blocking pool.
+//! Shared by the fs suites: temporary directories and files, and
+//! re-running a suite's io_uring cases with every file operation routed to
+//! the blocking pool.
 
 #![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+
+/// A fresh temporary directory, removed when dropped.
+pub fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().expect("a temporary directory")
+}
+
+/// A path as Node's messages quote it.
+pub fn q(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// Writes `contents` to `dir/name` and returns the path.
+pub fn file_with(dir: &Path, name: &str, contents: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
 
 /// Re-runs this test binary's `uring::` cases in a child process with
 /// `EVENTIDE_URING_FILE_OPS=none`: the reactor then runs no file operation
