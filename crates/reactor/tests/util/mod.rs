@@ -16,7 +16,16 @@ pub const CHILD: &str = "EVENTIDE_TEST_CHILD";
 /// (with `EVENTIDE_BACKEND` removed, [`CHILD`] and `env` set), asserts that it
 /// ran and passed, and returns its output.
 pub fn run_child(name: &str, env: &[(&str, &str)]) -> String {
+    run_child_without(name, &[], env)
+}
+
+/// As [`run_child`], with the variables `remove` also removed from the
+/// child's environment (whatever this process has).
+pub fn run_child_without(name: &str, remove: &[&str], env: &[(&str, &str)]) -> String {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
+    for k in remove {
+        cmd.env_remove(k);
+    }
     cmd.args([
         name,
         "--exact",
