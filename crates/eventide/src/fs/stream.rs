@@ -35,6 +35,23 @@ type OnEnd = Box<dyn FnOnce(&mut Loop, Result<()>)>;
 type OnDrain = Box<dyn FnMut(&mut Loop, WriteStream)>;
 type OnClose = Box<dyn FnOnce(&mut Loop)>;
 
+/// Chainable setters, one per named field, each documented as setting
+/// it: `name: Type` takes a `Type` (or, written `impl Into<..>`, anything
+/// that converts into the field's type).
+macro_rules! setters {
+    ($options:ident { $($field:ident: $arg:ty),* $(,)? }) => {
+        impl $options {
+            $(
+                #[doc = concat!("Sets [`", stringify!($options), "::", stringify!($field), "`].")]
+                pub fn $field(mut self, $field: $arg) -> $options {
+                    self.$field = $field.into();
+                    self
+                }
+            )*
+        }
+    };
+}
+
 /// Options of [`Fs::create_read_stream`] (Node's names and defaults):
 /// `ReadStreamOptions::default().start(100).end(199)`. New options may
 /// be added (it is `#[non_exhaustive]`): build it from `default()` with
@@ -81,55 +98,16 @@ impl Default for ReadStreamOptions {
     }
 }
 
-impl ReadStreamOptions {
-    /// Sets [`ReadStreamOptions::high_water_mark`].
-    pub fn high_water_mark(mut self, high_water_mark: usize) -> ReadStreamOptions {
-        self.high_water_mark = high_water_mark;
-        self
-    }
-
-    /// Sets [`ReadStreamOptions::start`] (a number or `None`).
-    pub fn start(mut self, start: impl Into<Option<u64>>) -> ReadStreamOptions {
-        self.start = start.into();
-        self
-    }
-
-    /// Sets [`ReadStreamOptions::end`] (a number or `None`).
-    pub fn end(mut self, end: impl Into<Option<u64>>) -> ReadStreamOptions {
-        self.end = end.into();
-        self
-    }
-
-    /// Sets [`ReadStreamOptions::flags`].
-    pub fn flags(mut self, flags: Flags) -> ReadStreamOptions {
-        self.flags = flags;
-        self
-    }
-
-    /// Sets [`ReadStreamOptions::mode`].
-    pub fn mode(mut self, mode: u32) -> ReadStreamOptions {
-        self.mode = mode;
-        self
-    }
-
-    /// Sets [`ReadStreamOptions::fd`] (a file or `None`).
-    pub fn fd(mut self, fd: impl Into<Option<File>>) -> ReadStreamOptions {
-        self.fd = fd.into();
-        self
-    }
-
-    /// Sets [`ReadStreamOptions::auto_close`].
-    pub fn auto_close(mut self, auto_close: bool) -> ReadStreamOptions {
-        self.auto_close = auto_close;
-        self
-    }
-
-    /// Sets [`ReadStreamOptions::emit_close`].
-    pub fn emit_close(mut self, emit_close: bool) -> ReadStreamOptions {
-        self.emit_close = emit_close;
-        self
-    }
-}
+setters!(ReadStreamOptions {
+    high_water_mark: usize,
+    start: impl Into<Option<u64>>,
+    end: impl Into<Option<u64>>,
+    flags: Flags,
+    mode: u32,
+    fd: impl Into<Option<File>>,
+    auto_close: bool,
+    emit_close: bool,
+});
 
 /// A file read chunk by chunk ([`Fs::create_read_stream`]): a small
 /// `Copy` key into its loop's table, as every eventide handle; its
@@ -528,49 +506,15 @@ impl Default for WriteStreamOptions {
     }
 }
 
-impl WriteStreamOptions {
-    /// Sets [`WriteStreamOptions::flags`].
-    pub fn flags(mut self, flags: Flags) -> WriteStreamOptions {
-        self.flags = flags;
-        self
-    }
-
-    /// Sets [`WriteStreamOptions::mode`].
-    pub fn mode(mut self, mode: u32) -> WriteStreamOptions {
-        self.mode = mode;
-        self
-    }
-
-    /// Sets [`WriteStreamOptions::high_water_mark`].
-    pub fn high_water_mark(mut self, high_water_mark: usize) -> WriteStreamOptions {
-        self.high_water_mark = high_water_mark;
-        self
-    }
-
-    /// Sets [`WriteStreamOptions::start`] (a number or `None`).
-    pub fn start(mut self, start: impl Into<Option<u64>>) -> WriteStreamOptions {
-        self.start = start.into();
-        self
-    }
-
-    /// Sets [`WriteStreamOptions::fd`] (a file or `None`).
-    pub fn fd(mut self, fd: impl Into<Option<File>>) -> WriteStreamOptions {
-        self.fd = fd.into();
-        self
-    }
-
-    /// Sets [`WriteStreamOptions::auto_close`].
-    pub fn auto_close(mut self, auto_close: bool) -> WriteStreamOptions {
-        self.auto_close = auto_close;
-        self
-    }
-
-    /// Sets [`WriteStreamOptions::emit_close`].
-    pub fn emit_close(mut self, emit_close: bool) -> WriteStreamOptions {
-        self.emit_close = emit_close;
-        self
-    }
-}
+setters!(WriteStreamOptions {
+    flags: Flags,
+    mode: u32,
+    high_water_mark: usize,
+    start: impl Into<Option<u64>>,
+    fd: impl Into<Option<File>>,
+    auto_close: bool,
+    emit_close: bool,
+});
 
 /// A file written through a queue ([`Fs::create_write_stream`]): a small
 /// `Copy` key into its loop's table, as every eventide handle; its
