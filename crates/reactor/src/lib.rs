@@ -348,6 +348,25 @@ impl Reactor {
         self.backend.recycle(buf);
     }
 
+    /// Takes a buffer a [`Op::recv_multi`] completion carried out of the
+    /// lending count, for a caller that keeps it beyond its delivery (a
+    /// stream piped into another sends the received buffer on as it is):
+    /// it then no longer holds back the receives of others while it waits
+    /// in a send queue. Returns it. Hand it back with [`Reactor::offer`],
+    /// not [`Reactor::recycle`] (it is no longer lent).
+    pub fn take_lent(&mut self, buf: Vec<u8>) -> Vec<u8> {
+        self.backend.take_lent();
+        buf
+    }
+
+    /// Offers a buffer that is not lent (one [`Reactor::take_lent`] took
+    /// out of the count) for future [`Op::recv_multi`] receives: kept if it
+    /// has their capacity and the reactor keeps fewer spares than it may
+    /// lend, else dropped.
+    pub fn offer(&mut self, buf: Vec<u8>) {
+        self.backend.offer(buf);
+    }
+
     /// The file operations this reactor runs natively: on io_uring what the
     /// kernel's probe reports, narrowed by `EVENTIDE_URING_FILE_OPS` (read
     /// at [`Reactor::new`]: a list as [`FileOps::parse`] takes, for testing

@@ -82,6 +82,90 @@ impl Unwind {
 trait Reader {
     fn data(&mut self, lp: &mut Loop, stream: Stream, chunk: &[u8]);
     fn end(self: Box<Self>, lp: &mut Loop, stream: Stream, result: Result<()>);
+
+    /// A chunk in the reactor's buffer (lent: see
+    /// `eventide_reactor::RECV_MULTI_LEND_LIMIT`): `data`, then the buffer
+    /// goes back to the reactor, even if `data` panics. A reader that has a
+    /// use for the buffer itself takes it (see `Piped`).
+    fn data_owned(&mut self, lp: &mut Loop, stream: Stream, chunk: Vec<u8>) {
+        let done = catch(|| self.data(lp, stream, &chunk));
+        lp.reactor.recycle(chunk);
+        if let Err(payload) = done {
+            std::panic::resume_unwind(payload);
+        }
+    }
+}
+
+/// The reader of [`Stream::pipe`]: each chunk is written to `dest` as it
+/// arrived, in the reactor's own buffer when that is worth it (no copy,
+/// no allocation: the echo server of W5 moves every message this way).
+struct Piped {
+    dest: Stream,
+}
+
+impl Reader for Piped {
+    fn data(&mut self, lp: &mut Loop, source: Stream, chunk: &[u8]) {
+        self.write_on(lp, source, chunk.to_vec());
+    }
+
+    fn end(self: Box<Self>, lp: &mut Loop, _: Stream, _: Result<()>) {
+        self.dest.end(lp);
+    }
+
+    fn data_owned(&mut self, lp: &mut Loop, source: Stream, chunk: Vec<u8>) {
+        // The buffer itself is sent when it is the only one this pipe holds
+        // (`dest`'s queue is empty) or mostly full: then a pipe keeps at
+        // most one half-empty 16 KiB buffer per stream, never one per
+        // small chunk queued behind a slow reader. Else a copy of the
+        // bytes, and the buffer goes back at once.
+        let idle = lp
+            .io
+            .net
+            .streams
+            .get(self.dest.0)
+            .is_some_and(|d| d.more.as_ref().is_none_or(|m| m.writes.is_empty()));
+        if idle || chunk.len() >= chunk.capacity() / 2 {
+            let chunk = lp.reactor.take_lent(chunk);
+            self.write_on(lp, source, chunk);
+        } else {
+            let copy = chunk.to_vec();
+            lp.reactor.recycle(chunk);
+            self.write_on(lp, source, copy);
+        }
+    }
+}
+
+impl Piped {
+    fn write_on(&self, lp: &mut Loop, source: Stream, chunk: Vec<u8>) {
+        let below = self
+            .dest
+            .enqueue(lp, chunk.into(), AfterWrite::Piped(source));
+        if !below {
+            source.read_stop(lp);
+        }
+    }
+}
+
+/// What runs once a write is out (or has failed).
+enum AfterWrite {
+    /// [`Stream::write`]'s callback.
+    Call(OnDone),
+    /// A chunk [`Stream::pipe`] wrote on from `source`: its buffer is
+    /// offered back to the reactor, and a failure closes `source`.
+    Piped(Stream),
+}
+
+impl AfterWrite {
+    fn run(self, lp: &mut Loop, result: Result<()>) {
+        match self {
+            AfterWrite::Call(on_written) => on_written(lp, result),
+            AfterWrite::Piped(source) => {
+                if result.is_err() {
+                    source.close(lp);
+                }
+            }
+        }
+    }
 }
 
 struct Callbacks<D, E> {
@@ -229,7 +313,7 @@ struct Write {
     /// send takes an owned buffer; see [`WriteBuf`]).
     buf: WriteBuf,
     sent: usize,
-    on_written: OnDone,
+    after: AfterWrite,
 }
 
 impl StreamState {
@@ -367,12 +451,17 @@ impl Stream {
         on_data: impl FnMut(&mut Loop, Stream, &[u8]) + 'static,
         on_end: impl FnOnce(&mut Loop, Stream, Result<()>) + 'static,
     ) {
+        self.start_reader(lp, Box::new(Callbacks { on_data, on_end }));
+    }
+
+    /// [`Stream::read_start`] with its reader.
+    fn start_reader(self, lp: &mut Loop, reader: OnRead) {
         let Some(s) = lp.io.net.streams.get_mut(self.0) else {
-            lp.defer(move |lp| on_end(lp, self, Err(STALE)));
+            lp.defer(move |lp| reader.end(lp, self, Err(STALE)));
             return;
         };
         s.set(READING, true);
-        s.reader = Some(Box::new(Callbacks { on_data, on_end }));
+        s.reader = Some(reader);
         if !s.stash_is_empty() || s.has(EOF) {
             // Known at once: delivered from the pending phase.
             lp.defer(move |lp| self.pump(lp));
@@ -423,14 +512,18 @@ impl Stream {
         buf: impl Into<WriteBuf>,
         on_written: impl FnOnce(&mut Loop, Result<()>) + 'static,
     ) -> bool {
-        let buf = buf.into();
+        self.enqueue(lp, buf.into(), AfterWrite::Call(Box::new(on_written)))
+    }
+
+    /// [`Stream::write`], with what runs after it.
+    fn enqueue(self, lp: &mut Loop, buf: WriteBuf, after: AfterWrite) -> bool {
         let Some(s) = lp.io.net.streams.get_mut(self.0) else {
-            lp.defer(move |lp| on_written(lp, Err(STALE)));
+            lp.defer(move |lp| after.run(lp, Err(STALE)));
             return false;
         };
         if s.has(ENDED) {
             let epipe = io::Error::from_raw_os_error(libc::EPIPE);
-            lp.defer(move |lp| on_written(lp, Err(Error::net("write", None, epipe))));
+            lp.defer(move |lp| after.run(lp, Err(Error::net("write", None, epipe))));
             return false;
         }
         let high_water = s.high_water();
@@ -440,7 +533,7 @@ impl Stream {
         m.writes.push_back(Write {
             buf,
             sent: 0,
-            on_written: Box::new(on_written),
+            after,
         });
         if reached {
             s.set(NEED_DRAIN, true);
@@ -715,22 +808,7 @@ impl Stream {
         } else {
             dest.on_drain(lp, move |lp, _| self.resume_reading(lp));
         }
-        self.read_start(
-            lp,
-            move |lp, source, data| {
-                let below = dest.write(lp, data.to_vec(), move |lp, written| {
-                    if written.is_err() {
-                        source.close(lp);
-                    }
-                });
-                if !below {
-                    source.read_stop(lp);
-                }
-            },
-            move |lp, _, _| {
-                dest.end(lp);
-            },
-        );
+        self.start_reader(lp, Box::new(Piped { dest }));
         true
     }
 
@@ -1049,8 +1127,7 @@ impl Stream {
         };
         self.touch(lp);
         let mut unwind = Unwind::default();
-        unwind.run(|| reader.data(lp, self, &chunk));
-        lp.reactor.recycle(chunk);
+        unwind.run(|| reader.data_owned(lp, self, chunk));
         match lp.io.net.streams.get_mut(self.0) {
             // Closed by the callback, or destroyed by an error meanwhile:
             // then `on_end` is owed that error (`Waiting::take` left it
@@ -1129,7 +1206,7 @@ impl Stream {
     /// emptied after reaching the mark, and the queue goes on (even if the
     /// callback panicked).
     fn written(self, lp: &mut Loop) {
-        let Some(head) = lp
+        let Some(mut head) = lp
             .io
             .net
             .streams
@@ -1139,7 +1216,11 @@ impl Stream {
         else {
             return;
         };
-        let panicked = catch(|| (head.on_written)(lp, Ok(())));
+        if let AfterWrite::Piped(_) = head.after {
+            // The reactor's buffer, when the pipe sent it on as it was.
+            lp.reactor.offer(head.buf.take_vec());
+        }
+        let panicked = catch(|| head.after.run(lp, Ok(())));
         self.drain_if_due(lp);
         self.flush(lp);
         if let Err(payload) = panicked {
@@ -1357,7 +1438,7 @@ impl Waiting {
             unwind.run(|| on_connect(lp, Err(error)));
         }
         for write in self.writes {
-            unwind.run(|| (write.on_written)(lp, Err(Error::net("write", None, os()))));
+            unwind.run(|| write.after.run(lp, Err(Error::net("write", None, os()))));
         }
         if let Some(on_done) = self.shutdown {
             unwind.run(|| on_done(lp, Err(Error::net("shutdown", None, os()))));
@@ -1377,7 +1458,7 @@ impl Waiting {
             unwind.run(|| on_connect(lp, Err(error)));
         } else if let Some(head) = self.writes.pop_front() {
             let error = error.take().expect("not taken yet");
-            unwind.run(|| (head.on_written)(lp, Err(error)));
+            unwind.run(|| head.after.run(lp, Err(error)));
         }
         let close_event = self.fail(lp, errno, &mut unwind);
         debug_assert!(close_event.is_none(), "taken by destroy");

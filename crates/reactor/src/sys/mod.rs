@@ -119,6 +119,12 @@ impl MultiBufs {
         }
     }
 
+    /// A lent buffer the caller keeps ([`Reactor::take_lent`](crate::Reactor::take_lent)):
+    /// it no longer counts against the limit.
+    pub(crate) fn take_lent(&mut self) {
+        self.lent = self.lent.saturating_sub(1);
+    }
+
     /// A buffer the reactor did not hand out (an empty or failed receive).
     pub(crate) fn keep(&mut self, mut buf: Vec<u8>) {
         if buf.capacity() == MULTI_BUF_SIZE && self.spare.len() < MULTI_SPARE_MAX {
@@ -236,6 +242,14 @@ impl Backend {
 
     pub(crate) fn recycle(&mut self, buf: Vec<u8>) {
         dispatch!(self, b => b.recycle(buf))
+    }
+
+    pub(crate) fn take_lent(&mut self) {
+        dispatch!(self, b => b.multi_bufs().take_lent())
+    }
+
+    pub(crate) fn offer(&mut self, buf: Vec<u8>) {
+        dispatch!(self, b => b.multi_bufs().keep(buf))
     }
 
     pub(crate) fn in_flight(&self) -> usize {
@@ -390,6 +404,32 @@ mod tests {
         for _ in 0..2 * crate::RECV_MULTI_LEND_LIMIT {
             bufs.keep(Vec::with_capacity(MULTI_BUF_SIZE));
         }
+        assert_eq!(bufs.spare.len(), crate::RECV_MULTI_LEND_LIMIT);
+    }
+
+    /// Buffers a caller keeps (a pipe sending them on) stop counting
+    /// against the budget, so the receives of others go on; offered back,
+    /// they are reused, and the count stays right.
+    #[test]
+    fn buffers_taken_out_of_the_count_do_not_hold_back_receives() {
+        let mut bufs = MultiBufs::default();
+        let kept: Vec<Vec<u8>> = (0..crate::RECV_MULTI_LEND_LIMIT)
+            .map(|_| {
+                let b = bufs.get().expect("within the lending budget");
+                bufs.lend();
+                b
+            })
+            .collect();
+        assert!(bufs.get().is_none(), "the budget is spent");
+        for _ in &kept {
+            bufs.take_lent();
+        }
+        assert_eq!(bufs.lent, 0);
+        assert!(bufs.get().is_some(), "kept buffers no longer count");
+        for b in kept {
+            bufs.keep(b);
+        }
+        assert_eq!(bufs.lent, 0, "offered back without touching the count");
         assert_eq!(bufs.spare.len(), crate::RECV_MULTI_LEND_LIMIT);
     }
 }

@@ -185,6 +185,10 @@ impl<S: Selector> Readiness<S> {
         self.q.bufs.give_back(buf);
     }
 
+    pub(crate) fn multi_bufs(&mut self) -> &mut MultiBufs {
+        &mut self.q.bufs
+    }
+
     pub(crate) fn submit(
         &mut self,
         token: Token,

@@ -565,6 +565,10 @@ impl Uring {
         self.bufs.give_back(buf);
     }
 
+    pub(crate) fn multi_bufs(&mut self) -> &mut MultiBufs {
+        &mut self.bufs
+    }
+
     pub(crate) fn file_ops(&self) -> FileOps {
         self.file_ops
     }
