@@ -204,8 +204,9 @@ impl Loop {
     ) -> Result<Loop> {
         let shared = Arc::new(Shared::new(reactor.waker()));
         let work = Work::new(Arc::clone(&shared), pool_threads, drop_timeout)?;
+        let id = NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed);
         Ok(Loop {
-            id: NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed),
+            id,
             reactor,
             now: Cell::new(0),
             now_stale: Cell::new(false),
@@ -221,7 +222,7 @@ impl Loop {
             hooks: Hooks::default(),
             closing: VecDeque::new(),
             work,
-            io: Io::default(),
+            io: Io::new(id),
             shared,
             channels: Vec::new(),
             panic_handler: None,

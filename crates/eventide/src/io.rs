@@ -61,7 +61,6 @@ struct Boxed {
 }
 
 /// The operations in flight on the reactor.
-#[derive(Default)]
 pub(crate) struct Io {
     /// Boxed handlers, by token (tag 0).
     handlers: Slab<Boxed>,
@@ -80,6 +79,19 @@ pub(crate) struct Io {
 }
 
 impl Io {
+    /// The I/O state of the loop `owner` (its id, which every key of its
+    /// tables carries).
+    pub(crate) fn new(owner: u32) -> Io {
+        Io {
+            handlers: Slab::default(),
+            uncounted: 0,
+            sockets: 0,
+            net: crate::net::Sockets::new(owner),
+            dgram: crate::dgram::new_table(owner),
+            fs: crate::fs::Table::new(owner),
+        }
+    }
+
     /// The operations in flight that keep the loop alive.
     pub(crate) fn in_flight(&self) -> usize {
         self.handlers.len() - self.uncounted + self.sockets
@@ -230,15 +242,15 @@ impl Loop {
             let (tag, id) = decode(completion.token);
             match tag {
                 RECEIVED => {
-                    let stream = Stream::from_id(id);
+                    let stream = Stream::from_id(self.io.net.key(id));
                     self.invoke(|lp: &mut Loop| stream.on_received(lp, completion));
                 }
                 SENT => {
-                    let stream = Stream::from_id(id);
+                    let stream = Stream::from_id(self.io.net.key(id));
                     self.invoke(|lp: &mut Loop| stream.on_sent(lp, completion));
                 }
                 ACCEPTED => {
-                    let listener = Listener::from_id(id);
+                    let listener = Listener::from_id(self.io.net.key(id));
                     self.invoke(|lp: &mut Loop| listener.on_accept(lp, completion));
                 }
                 _ => self.run_boxed(id, completion),

@@ -2,6 +2,8 @@
 //! hooks, work) are an index plus a generation, so a stale handle finds
 //! nothing instead of somebody else's entry.
 
+use crate::Error;
+
 /// An index and the generation it was issued at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct SlotId {
@@ -98,6 +100,82 @@ impl<T> Slab<T> {
     }
 }
 
+/// A key into one loop's [`Keyed`] slab: the slot, and the id of the loop
+/// whose slab issued it (`Loop::id`, unique in the process).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Key {
+    pub(crate) slot: SlotId,
+    pub(crate) owner: u32,
+}
+
+/// A [`Slab`] of one loop, addressed by [`Key`]s: a key another loop
+/// issued finds nothing here (as a stale one does), never an entry in the
+/// same slot.
+pub(crate) struct Keyed<T> {
+    owner: u32,
+    slab: Slab<T>,
+}
+
+impl<T> Keyed<T> {
+    /// An empty slab of the loop `owner`.
+    pub(crate) fn new(owner: u32) -> Keyed<T> {
+        Keyed {
+            owner,
+            slab: Slab::default(),
+        }
+    }
+
+    /// The key of `slot` in this slab.
+    pub(crate) fn key(&self, slot: SlotId) -> Key {
+        Key {
+            slot,
+            owner: self.owner,
+        }
+    }
+
+    /// The error for a `key` that finds nothing here: another loop's
+    /// ([`Error::ForeignHandle`]), or one whose entry is gone
+    /// ([`Error::Stale`]); `what` names the kind of handle.
+    pub(crate) fn miss(&self, key: Key, what: &'static str) -> Error {
+        if self.is_foreign(key) {
+            Error::ForeignHandle { what }
+        } else {
+            Error::Stale { what }
+        }
+    }
+
+    /// Whether another loop issued `key`.
+    pub(crate) fn is_foreign(&self, key: Key) -> bool {
+        key.owner != self.owner
+    }
+
+    pub(crate) fn insert(&mut self, value: T) -> Key {
+        let slot = self.slab.insert(value);
+        self.key(slot)
+    }
+
+    pub(crate) fn get(&self, key: Key) -> Option<&T> {
+        if self.is_foreign(key) {
+            return None;
+        }
+        self.slab.get(key.slot)
+    }
+
+    pub(crate) fn get_mut(&mut self, key: Key) -> Option<&mut T> {
+        if self.is_foreign(key) {
+            return None;
+        }
+        self.slab.get_mut(key.slot)
+    }
+
+    pub(crate) fn remove(&mut self, key: Key) -> Option<T> {
+        if self.is_foreign(key) {
+            return None;
+        }
+        self.slab.remove(key.slot)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,5 +191,20 @@ mod tests {
         assert_eq!(slab.remove(old), None);
         assert_eq!(slab.get(new), Some(&"new"));
         assert_eq!(slab.len(), 1);
+    }
+
+    #[test]
+    fn another_loops_key_finds_nothing_even_in_a_used_slot() {
+        let mut mine = Keyed::new(1);
+        let mut theirs = Keyed::new(2);
+        let a = mine.insert("mine");
+        let b = theirs.insert("theirs");
+        assert_eq!(a.slot, b.slot, "the same slot in both");
+        assert!(mine.is_foreign(b));
+        assert_eq!(mine.get(b), None);
+        assert_eq!(mine.get_mut(b), None);
+        assert_eq!(mine.remove(b), None);
+        assert_eq!(mine.get(a), Some(&"mine"));
+        assert_eq!(theirs.get(b), Some(&"theirs"));
     }
 }

@@ -91,7 +91,7 @@ mod table;
 
 pub use crate::net::WriteBuf;
 pub use socket::UdpSocket;
-pub(crate) use table::Table;
+pub(crate) use table::{Table, new_table};
 
 use std::net::{Ipv4Addr, SocketAddr};
 

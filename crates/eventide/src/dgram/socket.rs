@@ -23,7 +23,7 @@ use socket2::{MaybeUninitSlice, Socket};
 use super::{MulticastInterface, table};
 use crate::event_loop::{Loop, Task};
 use crate::net::WriteBuf;
-use crate::slab::SlotId;
+use crate::slab::Key;
 use crate::{Error, Result};
 
 type OnMessage = Box<dyn FnMut(&mut Loop, UdpSocket, &[u8], SocketAddr)>;
@@ -40,7 +40,7 @@ const READS_PER_WAKEUP: usize = 32;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[must_use = "dropping a UDP socket's handle does not close it: it stays bound until \
               closed with the handle"]
-pub struct UdpSocket(SlotId);
+pub struct UdpSocket(Key);
 
 pub(crate) struct Udp {
     socket: Socket,
@@ -124,8 +124,9 @@ impl UdpSocket {
         let table = table::of(lp);
         let mut sockets = table.borrow_mut();
         let Some(udp) = sockets.get_mut(self.0) else {
+            let error = sockets.miss(self.0, WHAT);
             drop(sockets);
-            lp.defer(move |lp| on_error(lp, self, STALE));
+            lp.defer(move |lp| on_error(lp, self, error));
             return;
         };
         udp.reading = true;
@@ -431,7 +432,9 @@ impl UdpSocket {
     pub fn local_addr(self, lp: &Loop) -> Result<SocketAddr> {
         let table = table::of(lp);
         let sockets = table.borrow();
-        let udp = sockets.get(self.0).ok_or(STALE)?;
+        let udp = sockets
+            .get(self.0)
+            .ok_or_else(|| sockets.miss(self.0, WHAT))?;
         as_socket_addr(udp.socket.local_addr()).map_err(|e| Error::net("getsockname", None, e))
     }
 
@@ -444,7 +447,9 @@ impl UdpSocket {
     pub fn remote_addr(self, lp: &Loop) -> Result<SocketAddr> {
         let table = table::of(lp);
         let sockets = table.borrow();
-        let udp = sockets.get(self.0).ok_or(STALE)?;
+        let udp = sockets
+            .get(self.0)
+            .ok_or_else(|| sockets.miss(self.0, WHAT))?;
         let error = |e| Error::net("getpeername", None, e);
         udp.peer.ok_or_else(|| error(errno(libc::ENOTCONN)))
     }
@@ -501,7 +506,8 @@ impl UdpSocket {
     fn with<T>(self, lp: &Loop, f: impl FnOnce(&mut Udp) -> Result<T>) -> Result<T> {
         let table = table::of(lp);
         let mut sockets = table.borrow_mut();
-        f(sockets.get_mut(self.0).ok_or(STALE)?)
+        let miss = sockets.miss(self.0, WHAT);
+        f(sockets.get_mut(self.0).ok_or(miss)?)
     }
 
     fn membership(
@@ -722,8 +728,9 @@ impl UdpSocket {
         let table = table::of(lp);
         let mut sockets = table.borrow_mut();
         let Some(udp) = sockets.get_mut(self.0) else {
+            let error = sockets.miss(self.0, WHAT);
             drop(sockets);
-            lp.defer(move |lp| on_sent(lp, Err(STALE)));
+            lp.defer(move |lp| on_sent(lp, Err(error)));
             return;
         };
         let refused = match (to, udp.peer) {
@@ -953,4 +960,5 @@ fn errno(code: i32) -> io::Error {
     io::Error::from_raw_os_error(code)
 }
 
-const STALE: Error = Error::Stale { what: "UDP socket" };
+/// What a UDP socket is called in errors.
+const WHAT: &str = "UDP socket";

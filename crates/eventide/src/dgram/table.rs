@@ -8,7 +8,7 @@ use std::ops::{Deref, DerefMut};
 use std::rc::Rc;
 
 use crate::event_loop::Loop;
-use crate::slab::Slab;
+use crate::slab::Keyed;
 
 use super::socket::Udp;
 
@@ -19,10 +19,17 @@ pub(crate) type Table = Rc<RefCell<Sockets>>;
 /// buffer they share: a datagram is delivered before the next is read,
 /// so one buffer per loop is enough (libuv's and Node's 64 KiB per read,
 /// without one per socket).
-#[derive(Default)]
 pub(crate) struct Sockets {
-    slab: Slab<Udp>,
+    slab: Keyed<Udp>,
     spare: Vec<u8>,
+}
+
+/// The UDP table of the loop `owner`.
+pub(crate) fn new_table(owner: u32) -> Table {
+    Rc::new(RefCell::new(Sockets {
+        slab: Keyed::new(owner),
+        spare: Vec::new(),
+    }))
 }
 
 impl Sockets {
@@ -45,15 +52,15 @@ impl Sockets {
 }
 
 impl Deref for Sockets {
-    type Target = Slab<Udp>;
+    type Target = Keyed<Udp>;
 
-    fn deref(&self) -> &Slab<Udp> {
+    fn deref(&self) -> &Keyed<Udp> {
         &self.slab
     }
 }
 
 impl DerefMut for Sockets {
-    fn deref_mut(&mut self) -> &mut Slab<Udp> {
+    fn deref_mut(&mut self) -> &mut Keyed<Udp> {
         &mut self.slab
     }
 }

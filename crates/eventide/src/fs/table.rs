@@ -3,23 +3,19 @@
 //! [`ReadStream`](super::ReadStream) and [`WriteStream`](super::WriteStream).
 //!
 //! A key is a slot and the generation it was issued at, plus the number
-//! of the table that issued it: a key whose entry is gone (a closed file,
+//! of the loop whose table issued it: a key whose entry is gone (a closed file,
 //! a finished stream) or that another loop issued finds nothing, never an
 //! entry that reused its slot. What is left open when the loop is dropped
 //! is closed then.
 
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::stream::{ReadState, WriteState};
 use super::types::{DeferredClose, File};
 use crate::slab::{Slab, SlotId};
 use crate::{Error, Result};
 
-/// Numbers the tables, so that a key of one loop is stale on another.
-static NEXT_TABLE: AtomicU32 = AtomicU32::new(1);
-
-/// A key into one of a table's slabs: the slot and the table's number.
+/// A key into one of a table's slabs: the slot and its loop's id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Key {
     pub(crate) slot: SlotId,
@@ -44,10 +40,12 @@ pub(crate) struct Table {
     writes: Slab<WriteState>,
 }
 
-impl Default for Table {
-    fn default() -> Table {
+impl Table {
+    /// The table of the loop `owner` (its id: a key of one loop is stale
+    /// on another).
+    pub(crate) fn new(owner: u32) -> Table {
         Table {
-            id: NEXT_TABLE.fetch_add(1, Ordering::Relaxed),
+            id: owner,
             files: Slab::default(),
             reads: Slab::default(),
             writes: Slab::default(),

@@ -12,7 +12,7 @@ use super::stream::{Stream, StreamState};
 use super::{TcpListener, TcpStream, UnixListener, UnixStream};
 use crate::event_loop::{Loop, Task};
 use crate::io::Direct;
-use crate::slab::SlotId;
+use crate::slab::{Key, SlotId};
 use crate::{Error, Result};
 
 type OnConnection = Box<dyn FnMut(&mut Loop, Result<Stream>)>;
@@ -78,15 +78,15 @@ impl Default for ListenOptions {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[must_use = "dropping a listener's handle does not close it: it listens (and keeps \
               the loop alive) until closed with the handle"]
-pub struct Listener(SlotId);
+pub struct Listener(Key);
 
 impl Listener {
     pub(crate) fn id(self) -> SlotId {
-        self.0
+        self.0.slot
     }
 
-    pub(crate) fn from_id(id: SlotId) -> Listener {
-        Listener(id)
+    pub(crate) fn from_id(key: Key) -> Listener {
+        Listener(key)
     }
 }
 
@@ -233,7 +233,12 @@ impl TcpListener {
     ///
     /// [`Error::Stale`] once closed; the system's error otherwise.
     pub fn local_addr(self, lp: &Loop) -> Result<SocketAddr> {
-        let listener = lp.io.net.listeners.get(self.0.0).ok_or(STALE)?;
+        let listener = lp
+            .io
+            .net
+            .listeners
+            .get(self.0.0)
+            .ok_or_else(|| lp.io.net.listeners.miss(self.0.0, WHAT))?;
         super::socket_addr(listener.socket.local_addr())
             .map_err(|e| Error::net("getsockname", None, e))
     }
@@ -246,7 +251,14 @@ impl UnixListener {
     ///
     /// [`Error::Stale`] once closed.
     pub fn path(self, lp: &Loop) -> Result<PathBuf> {
-        match &lp.io.net.listeners.get(self.0.0).ok_or(STALE)?.place {
+        match &lp
+            .io
+            .net
+            .listeners
+            .get(self.0.0)
+            .ok_or_else(|| lp.io.net.listeners.miss(self.0.0, WHAT))?
+            .place
+        {
             Place::Path(path) => Ok(path.clone()),
             Place::Ip(_) => unreachable!("a UnixListener listens on a path"),
         }
@@ -619,4 +631,5 @@ fn transient(error: &std::io::Error) -> bool {
     )
 }
 
-const STALE: Error = Error::Stale { what: "listener" };
+/// What a listener is called in errors.
+const WHAT: &str = "listener";

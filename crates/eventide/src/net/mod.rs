@@ -139,13 +139,12 @@ use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 
 use crate::event_loop::Loop;
-use crate::slab::Slab;
+use crate::slab::{Key, Keyed, SlotId};
 
 /// Every open socket of one loop.
-#[derive(Default)]
 pub(crate) struct Sockets {
-    streams: Slab<stream::StreamState>,
-    listeners: Slab<listener::ListenerState>,
+    streams: Keyed<stream::StreamState>,
+    listeners: Keyed<listener::ListenerState>,
     /// Each listener's count of open connections (Node's
     /// `server._connections`), kept until it is closed and drained.
     servers: listener::Servers,
@@ -159,6 +158,23 @@ pub(crate) struct Sockets {
 }
 
 impl Sockets {
+    /// The sockets of the loop `owner`.
+    pub(crate) fn new(owner: u32) -> Sockets {
+        Sockets {
+            streams: Keyed::new(owner),
+            listeners: Keyed::new(owner),
+            servers: listener::Servers::default(),
+            reserve: None,
+            owed: Vec::new(),
+        }
+    }
+
+    /// The key of a slot of this loop's streams or listeners (an
+    /// operation's token names the slot).
+    pub(crate) fn key(&self, slot: SlotId) -> Key {
+        self.streams.key(slot)
+    }
+
     /// Leaves `error` for `stream`'s reader, which is out running `on_data`.
     fn owe_end(&mut self, stream: stream::Stream, error: crate::Error) {
         self.owed.push((stream, error));

@@ -26,7 +26,7 @@ use socket2::Socket;
 use super::WriteBuf;
 use crate::event_loop::{Loop, Task};
 use crate::io::Direct;
-use crate::slab::SlotId;
+use crate::slab::{Key, SlotId};
 use crate::timers::TimerId;
 use crate::{Error, Result};
 
@@ -198,7 +198,7 @@ pub const DEFAULT_HIGH_WATER_MARK: usize = 16 * 1024;
 /// `Copy`, and stale once closed (see the [module documentation](super));
 /// dropping it does not close the connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Stream(pub(super) SlotId);
+pub struct Stream(pub(super) Key);
 
 /// Who a stream connects to, for its error messages.
 #[derive(Default)]
@@ -416,11 +416,11 @@ impl StreamState {
 
 impl Stream {
     pub(crate) fn id(self) -> SlotId {
-        self.0
+        self.0.slot
     }
 
-    pub(crate) fn from_id(id: SlotId) -> Stream {
-        Stream(id)
+    pub(crate) fn from_id(key: Key) -> Stream {
+        Stream(key)
     }
 
     pub(super) fn insert(lp: &mut Loop, state: StreamState) -> Stream {
@@ -457,7 +457,8 @@ impl Stream {
     /// [`Stream::read_start`] with its reader.
     fn start_reader(self, lp: &mut Loop, reader: OnRead) {
         let Some(s) = lp.io.net.streams.get_mut(self.0) else {
-            lp.defer(move |lp| reader.end(lp, self, Err(STALE)));
+            let error = lp.io.net.streams.miss(self.0, WHAT);
+            lp.defer(move |lp| reader.end(lp, self, Err(error)));
             return;
         };
         s.set(READING, true);
@@ -518,7 +519,8 @@ impl Stream {
     /// [`Stream::write`], with what runs after it.
     fn enqueue(self, lp: &mut Loop, buf: WriteBuf, after: AfterWrite) -> bool {
         let Some(s) = lp.io.net.streams.get_mut(self.0) else {
-            lp.defer(move |lp| after.run(lp, Err(STALE)));
+            let error = lp.io.net.streams.miss(self.0, WHAT);
+            lp.defer(move |lp| after.run(lp, Err(error)));
             return false;
         };
         if s.has(ENDED) {
@@ -685,7 +687,8 @@ impl Stream {
     /// shutdown with `EALREADY`.
     pub fn shutdown(self, lp: &mut Loop, on_done: impl FnOnce(&mut Loop, Result<()>) + 'static) {
         let Some(s) = lp.io.net.streams.get_mut(self.0) else {
-            lp.defer(move |lp| on_done(lp, Err(STALE)));
+            let error = lp.io.net.streams.miss(self.0, WHAT);
+            lp.defer(move |lp| on_done(lp, Err(error)));
             return;
         };
         if s.has(ENDED) {
@@ -846,7 +849,7 @@ impl Stream {
             .streams
             .get(self.0)
             .map(|s| &s.socket)
-            .ok_or(STALE)
+            .ok_or_else(|| lp.io.net.streams.miss(self.0, WHAT))
     }
 
     /// A pipe's source resumes reading (its destination drained), unless
@@ -1480,4 +1483,5 @@ fn shutdown_error(error: io::Error) -> Error {
     Error::net("shutdown", None, error)
 }
 
-pub(super) const STALE: Error = Error::Stale { what: "stream" };
+/// What a stream is called in errors.
+pub(super) const WHAT: &str = "stream";
