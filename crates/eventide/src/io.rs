@@ -186,6 +186,7 @@ impl Loop {
             token,
             result: Err(refused.error),
             buf,
+            owner: None,
             stat: None,
             more: false,
             file: None,

@@ -689,7 +689,7 @@ fn bytes_arriving_while_reading_is_stopped_wait_for_read_start(lp: &mut Loop) {
 
 /// Every form a write takes arrives, in order: a `Vec`, a literal, a
 /// `String`, an `Rc<[u8]>` and an `Arc<[u8]>` large enough for partial
-/// sends (a shared buffer is copied once when its send is submitted and
+/// sends (a shared buffer is sent from where it is, never copied, and
 /// continued from where the kernel stopped), and any owner of bytes; the
 /// shared buffers are still the caller's afterwards, untouched.
 fn every_write_form_arrives_in_order_through_partial_writes(lp: &mut Loop) {
@@ -753,7 +753,19 @@ fn every_write_form_arrives_in_order_through_partial_writes(lp: &mut Loop) {
         stream.write(lp, b"vec:".to_vec(), count(&w));
         stream.write(lp, b"static:", count(&w));
         stream.write(lp, String::from("string:"), count(&w));
-        stream.write(lp, rc2, count(&w));
+        // The stream holds the shared buffer itself until its last byte is
+        // out (a copy would have let it go when its send was submitted).
+        let weak = Rc::downgrade(&rc2);
+        let w2 = Rc::clone(&w);
+        stream.write(lp, rc2, move |_, res| {
+            res.expect("written");
+            assert_eq!(
+                weak.strong_count(),
+                2,
+                "sent from the caller's buffer, not a copy"
+            );
+            w2.set(w2.get() + 1);
+        });
         stream.write(lp, arc2, count(&w));
         stream.write(
             lp,

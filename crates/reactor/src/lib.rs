@@ -87,7 +87,9 @@ mod op;
 mod sys;
 pub mod uring_ext;
 
-pub use op::{Completion, FileOps, FileStat, Interest, Op, ReadFileStep, Shutdown, Token};
+pub use op::{
+    Completion, FileOps, FileStat, Interest, Op, ReadFileStep, SendOwner, Shutdown, Token,
+};
 
 /// How many [`Op::recv_multi`] buffers a reactor lends out at most before it
 /// waits for some to come back through [`Reactor::recycle`].

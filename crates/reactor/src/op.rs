@@ -325,7 +325,7 @@ pub(crate) enum OpKind {
     },
     Send {
         fd: RawFd,
-        buf: Vec<u8>,
+        buf: SendBytes,
         from: usize,
     },
     Shutdown {
@@ -453,6 +453,55 @@ impl OpKind {
     }
 }
 
+impl OpKind {
+    /// The owner of a [`Op::send_owned`]'s bytes, taken out for its
+    /// completion (an empty one is left: a boxed empty array allocates
+    /// nothing).
+    pub(crate) fn take_owner(&mut self) -> Option<SendOwner> {
+        match self {
+            OpKind::Send {
+                buf: SendBytes::Owner(owner),
+                ..
+            } => Some(std::mem::replace(owner, Box::new([]))),
+            _ => None,
+        }
+    }
+}
+
+/// The bytes of a send: the caller's `Vec` ([`Op::send`]) or an owner's
+/// ([`Op::send_owned`]); no larger than the `Vec` alone.
+pub(crate) enum SendBytes {
+    Vec(Vec<u8>),
+    Owner(SendOwner),
+}
+
+impl SendBytes {
+    /// The caller's `Vec`, taken out (`None` for an owner's bytes, which
+    /// [`OpKind::take_owner`] hands back).
+    pub(crate) fn take_vec(&mut self) -> Option<Vec<u8>> {
+        match self {
+            SendBytes::Vec(v) => Some(std::mem::take(v)),
+            SendBytes::Owner(_) => None,
+        }
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        match self {
+            SendBytes::Vec(v) => v,
+            SendBytes::Owner(o) => (**o).as_ref(),
+        }
+    }
+}
+
+impl fmt::Debug for SendBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendBytes::Vec(v) => write!(f, "Vec({} bytes)", v.len()),
+            SendBytes::Owner(o) => write!(f, "Owner({} bytes)", (**o).as_ref().len()),
+        }
+    }
+}
+
 impl Op {
     fn new(kind: OpKind) -> Op {
         Op { kind }
@@ -517,7 +566,20 @@ impl Op {
     pub fn send_from(socket: RawFd, buf: Vec<u8>, from: usize) -> Op {
         Op::new(OpKind::Send {
             fd: socket,
-            buf,
+            buf: SendBytes::Vec(buf),
+            from,
+        })
+    }
+
+    /// Send `owner`'s bytes from `from` on, as they are: no copy. The
+    /// reactor keeps the owner until the send's completion hands it back
+    /// ([`Completion::owner`]), so the memory stays where the kernel reads
+    /// it, whatever happens to the socket meanwhile. The result counts
+    /// bytes from `from`.
+    pub fn send_owned(socket: RawFd, owner: SendOwner, from: usize) -> Op {
+        Op::new(OpKind::Send {
+            fd: socket,
+            buf: SendBytes::Owner(owner),
             from,
         })
     }
@@ -686,8 +748,11 @@ impl Op {
     /// read_file; renameat's first).
     pub fn into_parts(self) -> (Option<Vec<u8>>, Option<CString>) {
         match self.kind {
-            OpKind::Recv { buf, .. }
-            | OpKind::Send { buf, .. }
+            OpKind::Send {
+                buf: SendBytes::Vec(buf),
+                ..
+            }
+            | OpKind::Recv { buf, .. }
             | OpKind::ReadAt { buf, .. }
             | OpKind::WriteAt { buf, .. } => (Some(buf), None),
             OpKind::ReadFile(rf) => (Some(rf.buf), Some(rf.path)),
@@ -701,8 +766,12 @@ impl Op {
     }
 }
 
+/// Who holds the bytes of an [`Op::send_owned`]: any owner that lends
+/// them (`Rc<[u8]>`, `Arc<[u8]>`, `&'static [u8]`, `bytes::Bytes`...),
+/// boxed, so the bytes do not move while the kernel reads them.
+pub type SendOwner = Box<dyn AsRef<[u8]>>;
+
 /// The outcome of one operation (or one shot of a multishot operation).
-#[derive(Debug)]
 pub struct Completion {
     /// The token the operation was submitted with.
     pub token: Token,
@@ -713,6 +782,9 @@ pub struct Completion {
     /// read_at and write_at (also on error and on cancel), or a
     /// reactor-provided one for [`Op::recv_multi`].
     pub buf: Option<Vec<u8>>,
+    /// The owner of an [`Op::send_owned`]'s bytes, handed back with its
+    /// completion (on success, error and cancel alike).
+    pub owner: Option<SendOwner>,
     /// The metadata of a successful [`Op::statx`].
     pub stat: Option<Box<FileStat>>,
     /// True when more completions will follow for this token (a multishot
@@ -729,12 +801,29 @@ pub struct Completion {
     pub path: Option<CString>,
 }
 
+impl fmt::Debug for Completion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Completion")
+            .field("token", &self.token)
+            .field("result", &self.result)
+            .field("buf", &self.buf.as_ref().map(Vec::len))
+            .field("owner", &self.owner.as_ref().map(|o| (**o).as_ref().len()))
+            .field("stat", &self.stat)
+            .field("more", &self.more)
+            .field("file", &self.file)
+            .field("step", &self.step)
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
 impl Completion {
     pub(crate) fn new(token: Token, result: io::Result<usize>) -> Completion {
         Completion {
             token,
             result,
             buf: None,
+            owner: None,
             stat: None,
             more: false,
             file: None,
@@ -745,6 +834,11 @@ impl Completion {
 
     pub(crate) fn with_buf(mut self, buf: Option<Vec<u8>>) -> Completion {
         self.buf = buf;
+        self
+    }
+
+    pub(crate) fn with_owner(mut self, owner: Option<SendOwner>) -> Completion {
+        self.owner = owner;
         self
     }
 

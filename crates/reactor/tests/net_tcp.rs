@@ -26,6 +26,8 @@ conformance!(
     a_reset_socket_nobody_waits_on_does_not_wake_every_wait,
     an_operation_on_a_negative_descriptor_is_a_bad_descriptor_error,
     close_with_a_receive_pending_releases_the_socket,
+    send_owned_sends_the_owners_bytes_in_place_and_hands_the_owner_back,
+    close_hands_back_the_owner_of_a_send_it_cancels,
 );
 
 /// The io_uring backend without a provided-buffer ring (the fallback for
@@ -542,4 +544,118 @@ fn an_operation_on_a_negative_descriptor_is_a_bad_descriptor_error(r: &mut React
         assert_eq!(e.raw_os_error(), Some(libc::EBADF), "op {i}: {e}");
     }
     assert_eq!(r.in_flight(), 0);
+}
+
+/// `send_owned`: 8 MiB of an `Rc<[u8]>` go out from where they are (no
+/// copy), partial sends continue from the offset, and every completion
+/// hands back the same owner (the same bytes, at the same address).
+fn send_owned_sends_the_owners_bytes_in_place_and_hands_the_owner_back(r: &mut Reactor) {
+    use std::rc::Rc;
+    const TOTAL: usize = 8 << 20;
+    let (c, s) = tcp_pair(r);
+    let bytes: Rc<[u8]> = (0..TOTAL).map(|i| (i % 251) as u8).collect();
+    let at = bytes.as_ptr();
+    let mut owner: Option<eventide_reactor::SendOwner> = Some(Box::new(Rc::clone(&bytes)));
+    let (mut sent, mut received, mut sends) = (0usize, 0usize, 0usize);
+    let mut recv_buf = Some(Vec::with_capacity(256 << 10));
+    let (mut send_busy, mut recv_busy) = (false, false);
+    let deadline = Instant::now() + LIMIT * 3;
+    while received < TOTAL {
+        assert!(Instant::now() < deadline, "timed out at {received}");
+        if !send_busy && sent < TOTAL {
+            let o = owner.take().expect("the owner came back");
+            r.submit(Token(10), Op::send_owned(c, o, sent)).unwrap();
+            send_busy = true;
+            sends += 1;
+        }
+        if !recv_busy {
+            let mut b = recv_buf.take().unwrap();
+            b.clear();
+            r.submit(Token(11), Op::recv(s, b)).unwrap();
+            recv_busy = true;
+        }
+        r.wait(Some(Duration::from_millis(500))).unwrap();
+        let done: Vec<Completion> = r.completions().collect();
+        for cpl in done {
+            match cpl.token {
+                Token(10) => {
+                    send_busy = false;
+                    sent += cpl.result.expect("send");
+                    assert!(cpl.buf.is_none(), "an owned send has no Vec to return");
+                    let o = cpl.owner.expect("the owner handed back");
+                    assert_eq!((*o).as_ref().as_ptr(), at, "the same bytes, not a copy");
+                    owner = Some(o);
+                }
+                Token(11) => {
+                    recv_busy = false;
+                    let n = cpl.result.expect("recv");
+                    assert!(n > 0, "early end of stream at {received}");
+                    let b = cpl.buf.expect("recv buffer back");
+                    assert!(
+                        b[..] == bytes[received..received + n],
+                        "bytes differ at stream offset {received}"
+                    );
+                    received += n;
+                    recv_buf = Some(b);
+                }
+                t => panic!("unexpected token {t:?}"),
+            }
+        }
+    }
+    assert_eq!(sent, TOTAL);
+    assert!(
+        sends > 1,
+        "8 MiB into a loopback socket takes several sends"
+    );
+    drop(owner);
+    assert_eq!(Rc::strong_count(&bytes), 1, "the reactor kept no reference");
+    close(c);
+    close(s);
+}
+
+/// A close cancels an owned send stuck on a full socket and hands its
+/// owner back: the bytes are released only once the kernel is done.
+fn close_hands_back_the_owner_of_a_send_it_cancels(r: &mut Reactor) {
+    use std::rc::Rc;
+    let (c, s) = tcp_pair(r);
+    // Nobody reads `s`: the first 64 MiB send fills both socket buffers
+    // and stays in flight (or completes partially: sent again until one
+    // stays).
+    let bytes: Rc<[u8]> = vec![7u8; 64 << 20].into();
+    let mut stash = Vec::new();
+    let mut from = 0;
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        assert!(Instant::now() < deadline, "the socket never filled");
+        r.submit(
+            Token(1),
+            Op::send_owned(c, Box::new(Rc::clone(&bytes)), from),
+        )
+        .unwrap();
+        r.wait(Some(Duration::from_millis(50))).unwrap();
+        let done: Vec<Completion> = r.completions().collect();
+        match done.into_iter().find(|c| c.token == Token(1)) {
+            Some(cpl) => from += cpl.result.expect("a partial send"),
+            None => break,
+        }
+    }
+    assert_eq!(
+        Rc::strong_count(&bytes),
+        2,
+        "the send in flight holds the owner"
+    );
+    r.submit(Token(2), Op::close(c)).unwrap();
+    let cancelled = wait_for(r, Token(1), &mut stash);
+    let _ = wait_for(r, Token(2), &mut stash);
+    assert!(
+        cancelled.result.is_err() || cancelled.result.as_ref().is_ok_and(|n| *n > 0),
+        "cancelled, or a last partial send: {:?}",
+        cancelled.result
+    );
+    let owner = cancelled.owner.expect("the owner handed back");
+    assert_eq!((*owner).as_ref().as_ptr(), bytes.as_ptr());
+    drop(owner);
+    assert_eq!(Rc::strong_count(&bytes), 1);
+    assert_eq!(r.in_flight(), 0);
+    close(s);
 }

@@ -4,6 +4,8 @@ use std::fmt;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use eventide_reactor::SendOwner;
+
 /// The bytes of a [`Stream::write`](super::Stream::write) or a
 /// [`UdpSocket::send_to`](crate::dgram::UdpSocket::send_to), in the form
 /// the caller has them; every form converts with `From` (`write(lp,
@@ -11,17 +13,26 @@ use std::sync::Arc;
 ///
 /// Which forms are sent without a copy:
 ///
+/// All of them, on streams and datagrams alike:
+///
 /// - A `Vec<u8>` (or a `String`, a `Box<[u8]>`, which become one without
-///   a copy) goes to the kernel as it is, on streams and datagrams alike.
+///   a copy) goes to the kernel as it is.
 /// - A `&'static [u8]` (a literal: `b"ping"`, `"pong"`), an `Rc<[u8]>`,
 ///   an `Arc<[u8]>` or any owner of bytes ([`WriteBuf::from_owner`]: a
-///   `bytes::Bytes`, say) is sent as it is by UDP sockets (the loop makes
-///   the `sendto` call itself); a stream write keeps the reference while
-///   it waits in the queue and copies it into an owned buffer when its
-///   send is submitted, since the reactor's send takes its buffer by value
-///   (a queued shared buffer costs a reference count, not a copy, until
-///   then).
+///   `bytes::Bytes`, say) is sent from where its bytes are: a UDP socket's
+///   `sendto` is the loop's own call; a stream's send hands the owner to
+///   the reactor (boxed: one small allocation for a reference, none for an
+///   owner already boxed), which keeps it until the kernel is done with
+///   the bytes, even if the stream is closed meanwhile. Writing the same
+///   `Rc<[u8]>` to a thousand streams costs a thousand reference counts,
+///   not a thousand copies.
 pub struct WriteBuf(Repr);
+
+/// A stream send's bytes ([`WriteBuf::take_for_send`]).
+pub(crate) enum ForSend {
+    Vec(Vec<u8>),
+    Owner(SendOwner),
+}
 
 enum Repr {
     Vec(Vec<u8>),
@@ -64,6 +75,23 @@ impl WriteBuf {
     #[cfg(test)]
     pub(crate) fn is_owned(&self) -> bool {
         matches!(self.0, Repr::Vec(_))
+    }
+
+    /// What a stream's send takes, leaving an empty `Vec`: the `Vec`
+    /// itself, or the bytes' owner, boxed (no copy either way).
+    pub(crate) fn take_for_send(&mut self) -> ForSend {
+        match std::mem::replace(&mut self.0, Repr::Vec(Vec::new())) {
+            Repr::Vec(v) => ForSend::Vec(v),
+            Repr::Static(s) => ForSend::Owner(Box::new(s)),
+            Repr::Rc(r) => ForSend::Owner(Box::new(r)),
+            Repr::Arc(a) => ForSend::Owner(Box::new(a)),
+            Repr::Owner(o) => ForSend::Owner(o),
+        }
+    }
+
+    /// An owner a send's completion handed back.
+    pub(crate) fn from_send_owner(owner: SendOwner) -> WriteBuf {
+        WriteBuf(Repr::Owner(owner))
     }
 
     /// The bytes as an owned `Vec`, leaving an empty one: the `Vec` itself

@@ -24,6 +24,7 @@ use eventide_reactor::{Completion, Op, Shutdown, Token};
 use socket2::Socket;
 
 use super::WriteBuf;
+use super::buf::ForSend;
 use crate::event_loop::{Loop, Task};
 use crate::io::Direct;
 use crate::slab::{Key, SlotId};
@@ -309,8 +310,8 @@ struct Idle {
 }
 
 struct Write {
-    /// A `Vec` while its send is in flight or after one (the reactor's
-    /// send takes an owned buffer; see [`WriteBuf`]).
+    /// Empty while its send is in flight (the reactor holds its `Vec` or
+    /// its owner until the send completes; see [`WriteBuf`]).
     buf: WriteBuf,
     sent: usize,
     after: AfterWrite,
@@ -1168,7 +1169,10 @@ impl Stream {
         };
         // An empty write is sent too (0 bytes), so that its callback runs
         // from the poll phase like any other.
-        let op = Op::send_from(fd, head.buf.take_vec(), head.sent);
+        let op = match head.buf.take_for_send() {
+            ForSend::Vec(buf) => Op::send_from(fd, buf, head.sent),
+            ForSend::Owner(owner) => Op::send_owned(fd, owner, head.sent),
+        };
         s.set(SENDING, true);
         if let Err(refused) = lp.submit_direct(op, Direct::Sent(self), true) {
             self.destroy(lp, Error::net("write", None, refused.error));
@@ -1193,7 +1197,10 @@ impl Stream {
         let Some(head) = m.writes.front_mut() else {
             return;
         };
-        head.buf = WriteBuf::from(c.buf.unwrap_or_default());
+        head.buf = match c.owner {
+            Some(owner) => WriteBuf::from_send_owner(owner),
+            None => WriteBuf::from(c.buf.unwrap_or_default()),
+        };
         head.sent += n;
         let done = head.sent == head.buf.len();
         m.queued -= n;

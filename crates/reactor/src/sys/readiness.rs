@@ -211,9 +211,15 @@ impl<S: Selector> Readiness<S> {
         if fd_of(&op.kind) < 0 {
             // No descriptor has a negative number (and the per-fd table is
             // indexed by it): the kernel's answer, as io_uring gives it.
+            let mut op = op;
+            let owner = op.kind.take_owner();
             let (buf, _) = op.into_parts();
             let ebadf = Err(io::Error::from_raw_os_error(libc::EBADF));
-            out.push_back(Completion::new(token, ebadf).with_buf(buf));
+            out.push_back(
+                Completion::new(token, ebadf)
+                    .with_buf(buf)
+                    .with_owner(owner),
+            );
             return Ok(());
         }
         match op.kind {
@@ -250,7 +256,9 @@ impl<S: Selector> Readiness<S> {
                     match attempt(&mut entry, W, &mut self.q.bufs) {
                         Step::Block | Step::Park => {}
                         Step::Done(res, buf) => {
-                            out.push_back(Completion::new(token, res).with_buf(buf));
+                            let owner = entry.kind.take_owner();
+                            let c = Completion::new(token, res).with_buf(buf).with_owner(owner);
+                            out.push_back(c);
                             return Ok(());
                         }
                         Step::Again(_) => unreachable!("send is single-shot"),
@@ -505,8 +513,10 @@ impl Queues {
         out: &mut VecDeque<Completion>,
     ) {
         if let Some(entry) = self.ops.remove(key, token) {
-            let buf = buf.or_else(|| Op { kind: entry.kind }.into_buf());
-            out.push_back(Completion::new(token, res).with_buf(buf));
+            let mut kind = entry.kind;
+            let owner = kind.take_owner();
+            let buf = buf.or_else(|| Op { kind }.into_buf());
+            out.push_back(Completion::new(token, res).with_buf(buf).with_owner(owner));
         }
     }
 
@@ -694,8 +704,8 @@ fn attempt(entry: &mut Entry, ready: u8, bufs: &mut MultiBufs) -> Step {
         }
         OpKind::Send { fd, buf, from } => {
             let fd = *fd;
-            let start = (*from).min(buf.len());
-            let data = &buf[start..];
+            let bytes = buf.as_slice();
+            let data = &bytes[(*from).min(bytes.len())..];
             let r = nonblocking(|| {
                 // SAFETY: the pointer and length describe the initialised
                 // bytes of `buf[start..]`, alive for the call.
@@ -710,7 +720,7 @@ fn attempt(entry: &mut Entry, ready: u8, bufs: &mut MultiBufs) -> Step {
             });
             match r {
                 None => Step::Block,
-                Some(r) => Step::Done(r, Some(std::mem::take(buf))),
+                Some(r) => Step::Done(r, buf.take_vec()),
             }
         }
         OpKind::Connect { fd, .. } => Step::Done(take_socket_error(*fd), None),

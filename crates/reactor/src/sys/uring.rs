@@ -779,7 +779,8 @@ impl Uring {
                 .build()
             }
             OpKind::Send { fd, buf, from } => {
-                let data = &buf[(*from).min(buf.len())..];
+                let bytes = buf.as_slice();
+                let data = &bytes[(*from).min(bytes.len())..];
                 opcode::Send::new(types::Fd(*fd), data.as_ptr(), clamp(data.len()))
                     .flags(libc::MSG_NOSIGNAL)
                     .build()
@@ -1530,8 +1531,11 @@ impl Uring {
         {
             self.bufs.keep(std::mem::take(b));
         }
+        let owner = kind.take_owner();
         let (own_buf, path) = Op { kind }.into_parts();
-        let mut c = Completion::new(e.token, result).with_buf(buf.or(own_buf));
+        let mut c = Completion::new(e.token, result)
+            .with_buf(buf.or(own_buf))
+            .with_owner(owner);
         c.stat = stat;
         c.path = path;
         Some(c)
