@@ -133,11 +133,14 @@ pub struct Loop {
     pub(crate) id: u32,
     pub(crate) reactor: Reactor,
     /// The cached time, in ms since the clock's epoch; read lazily (see `now`).
-    now: Cell<u64>,
+    pub(crate) now: Cell<u64>,
     /// Whether `now` must be read again before use: set at each turn's
     /// timers phase when there are no timers, so a turn without timers
     /// reads no clock unless somebody asks for the time.
     now_stale: Cell<bool>,
+    /// In the timers phase, after a fired timer's callback: when Node's
+    /// timer handle would be re-armed for (see `Loop::run_timers`).
+    pub(crate) timers_rearmed_at: Option<u64>,
     /// The millisecond clock (a calibrated TSC where it can be exact).
     clock: Clock,
     pub(crate) wheel: Wheel<Timer>,
@@ -210,6 +213,7 @@ impl Loop {
             reactor,
             now: Cell::new(0),
             now_stale: Cell::new(false),
+            timers_rearmed_at: None,
             clock: Clock::new(),
             wheel: Wheel::new(),
             ref_timers: 0,
@@ -271,6 +275,15 @@ impl Loop {
         } else {
             self.update_time();
         }
+    }
+
+    /// The clock now, also kept as the cached time: what Node's
+    /// `getLibuvNow()` does when a timer starts (libuv's `uv_update_time`).
+    pub(crate) fn clock_into_now(&self) -> u64 {
+        let now = self.clock();
+        self.now.set(now);
+        self.now_stale.set(false);
+        now
     }
 
     /// The clock now, in ms since the loop was made, without caching it.

@@ -4,8 +4,21 @@
 //! countdown starts when it is started (the clock is read then, as Node's
 //! `getLibuvNow()` does, not the turn's cached time); timers with equal
 //! deadlines fire in start order; an interval is rescheduled from the moment
-//! its callback started; a timer started inside the timers phase never
-//! fires in that same phase; clearing a fired or unknown timer does nothing.
+//! its callback started; a timer started inside the timers phase does not
+//! fire in that same phase, with Node's one exception (below); clearing a
+//! fired or unknown timer does nothing.
+//!
+//! The exception: Node's timers phase is one libuv timer, re-armed when
+//! the timers' JavaScript returns (for the next deadline, at least 1 ms
+//! after libuv's cached time), before the last timer's next-ticks run.
+//! Starting a timer reads the clock into that cached time
+//! (`getLibuvNow()`), so when such a tick starts one after a callback
+//! spun past the re-armed time, libuv runs the timers again within the
+//! same phase: an interval whose callback outlasted its period runs again
+//! before the immediates it queued. eventide keeps the same cached time
+//! (starting, refreshing or re-arming a timer reads the clock into it) and
+//! the same re-arm rule (`Loop::timers_rearmed_at`; own conformance case
+//! 37).
 //!
 //! One difference from Node, visible only when the loop runs late: Node
 //! runs all due timers of one duration before the next duration's list;
@@ -140,7 +153,7 @@ impl Loop {
         self.ref_timers += 1;
         let key = self
             .wheel
-            .insert(self.clock().saturating_add(duration), timer);
+            .insert(self.clock_into_now().saturating_add(duration), timer);
         self.timer_id(key)
     }
 
@@ -203,7 +216,7 @@ impl Loop {
         let Some(key) = self.own(id) else {
             return false;
         };
-        let now = self.clock();
+        let now = self.clock_into_now();
         let Some(timer) = self.wheel.get_mut(key) else {
             return false;
         };
@@ -281,14 +294,31 @@ impl Loop {
         }
         self.wheel.advance_to(self.now_ms());
         let mut ticks_held_for: Option<u64> = None;
-        while let Some((key, _)) = self.wheel.pop_expired_key() {
-            let id = self.timer_id(key);
-            if let Some(duration) = ticks_held_for.take()
-                && self.wheel.get(id.key).map(Timer::duration) != Some(duration)
-            {
-                self.drain_ticks();
+        loop {
+            while let Some((key, _)) = self.wheel.pop_expired_key() {
+                let id = self.timer_id(key);
+                if let Some(duration) = ticks_held_for.take()
+                    && self.wheel.get(id.key).map(Timer::duration) != Some(duration)
+                {
+                    self.drain_ticks();
+                }
+                ticks_held_for = self.fire(id);
             }
-            ticks_held_for = self.fire(id);
+            // Node's timers phase is one libuv timer, re-armed when its
+            // callback returns, before the last timer's next-ticks run: for
+            // the next deadline, at least 1 ms after libuv's cached time. If
+            // those ticks start a timer, that reads the clock into the
+            // cached time (`getLibuvNow`), and when the clock passed the
+            // re-armed time libuv runs the timers again in this same phase
+            // (an interval whose callback spun past its period runs again
+            // before the immediates its ticks queued).
+            match self.timers_rearmed_at.take() {
+                Some(due) if due <= self.now.get() => {
+                    self.update_time();
+                    self.wheel.advance_to(self.now.get());
+                }
+                _ => break,
+            }
         }
         if ticks_held_for.is_some() {
             self.drain_ticks();
@@ -317,10 +347,12 @@ impl Loop {
             let returned = self.catching(move |lp: &mut Loop| callback.call(lp, id));
             match returned {
                 Ok(callback) if !self.has_ticks() => {
+                    self.timers_rearmed_at = None;
                     self.end_timeout(id, callback);
                     return None;
                 }
                 Ok(callback) => {
+                    self.note_timers_rearm();
                     // Its next-ticks and microtasks may refresh it too (in
                     // Node the timeout object outlives its run): it stays
                     // refreshable until they are done, and only then goes
@@ -339,7 +371,8 @@ impl Loop {
                 }
             }
         }
-        let started = self.clock();
+        // Node reads the clock into libuv's time here (`getLibuvNow`).
+        let started = self.clock_into_now();
         let returned = self.catching(move |lp: &mut Loop| callback.call(lp, id));
         match returned {
             // Re-armed before its next-ticks run (as Node re-inserts an
@@ -347,6 +380,7 @@ impl Loop {
             // panics out of `run()` must not take the interval with it.
             Ok(callback) => {
                 self.rearm_interval(id, started, callback);
+                self.note_timers_rearm();
                 self.drain_ticks();
                 None
             }
@@ -360,6 +394,23 @@ impl Loop {
                 Some(duration)
             }
         }
+    }
+
+    /// Before a fired timer's next-ticks run: when Node's timer handle
+    /// would be re-armed for (see `run_timers`), or `None` if there are no
+    /// ticks (nothing can move the cached time before the phase ends). A
+    /// timeout whose callback ran is idle in the wheel (no deadline) unless
+    /// it refreshed itself.
+    fn note_timers_rearm(&mut self) {
+        if !self.has_ticks() {
+            self.timers_rearmed_at = None;
+            return;
+        }
+        let now = self.now.get();
+        self.timers_rearmed_at = self
+            .wheel
+            .next_deadline()
+            .map(|next| now + next.saturating_sub(now).max(1));
     }
 
     /// After a timeout's callback: a timeout it refreshed takes its

@@ -163,7 +163,54 @@ fn case_36_unref_immediate_lets_poll_block(lp: &mut Loop) {
     );
 }
 
+fn case_37_timers_phase_runs_again_after_a_tick_starts_a_timer(lp: &mut Loop) {
+    let trace = Trace::default();
+    let t = trace.clone();
+    let mut n = 0;
+    lp.set_interval(ms(1), move |lp, h| {
+        n += 1;
+        t.log(format!("interval {n}"));
+        if n == 3 {
+            lp.clear_timer(h);
+        }
+        spin(5);
+        let k = n;
+        let ti = t.clone();
+        lp.set_immediate(move |_| ti.log(format!("immediate {k}")));
+        let tt = t.clone();
+        lp.next_tick(move |lp| {
+            if k == 1 {
+                lp.set_timeout(ms(2), tt.at("timeout from a tick"));
+            } else {
+                lp.set_timeout(ms(50), |_| {});
+            }
+        });
+    });
+    let t = trace.clone();
+    lp.set_timeout(ms(100), move |lp| {
+        let mut m = 0;
+        let t = t.clone();
+        lp.set_interval(ms(1), move |lp, g| {
+            m += 1;
+            t.log(format!("quiet interval {m}"));
+            if m == 2 {
+                lp.clear_timer(g);
+            }
+            spin(5);
+            let k = m;
+            let ti = t.clone();
+            lp.set_immediate(move |_| ti.log(format!("quiet immediate {k}")));
+        });
+    });
+    run_within(lp, LIMIT);
+    assert_eq!(
+        trace.tokens(),
+        recorded("37-timers-phase-runs-again-after-a-tick-starts-a-timer")
+    );
+}
+
 on_every_backend!(
+    case_37_timers_phase_runs_again_after_a_tick_starts_a_timer,
     case_30_clear_immediate_same_phase,
     case_31_ticks_drain_between_immediates,
     case_32_interval_and_timeout_same_deadline,
