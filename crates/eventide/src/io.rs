@@ -77,6 +77,8 @@ pub(crate) struct Io {
     pub(crate) dgram: crate::dgram::Table,
     /// The open files and file streams of [`crate::fs`].
     pub(crate) fs: crate::fs::Table,
+    /// The event sources of [`crate::source`].
+    pub(crate) sources: crate::source::Table,
 }
 
 impl Io {
