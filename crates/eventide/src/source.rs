@@ -233,6 +233,7 @@ fn table(lp: &Loop) -> Table {
 const STALE: Error = Error::Stale {
     what: "event source",
 };
+const STALE_WATCHER: Error = Error::Stale { what: "fd watcher" };
 
 impl Loop {
     /// Adds `source` to the loop and returns its key, through which it
@@ -685,7 +686,7 @@ impl FdWatcher {
         interest: Interest,
         callback: impl FnMut(&mut Loop, FdWatcher, Result<Interest>) + 'static,
     ) -> Result<()> {
-        let watch = self.state(lp, |f, _| f.watch).ok_or(STALE)?;
+        let watch = self.state(lp, |f, _| f.watch).ok_or(STALE_WATCHER)?;
         if interest.is_empty() {
             self.stop(lp);
             return Ok(());

@@ -242,7 +242,7 @@ fn a_callback_may_stop_close_or_restart_its_watcher(lp: &mut Loop) {
             assert!(!me.stop(lp));
             assert!(matches!(
                 me.start(lp, Interest::READABLE, |_, _, _| {}),
-                Err(Error::Stale { .. })
+                Err(Error::Stale { what: "fd watcher" })
             ));
         })
         .expect("start");
