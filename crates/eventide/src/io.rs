@@ -76,6 +76,8 @@ pub(crate) struct Io {
     pub(crate) dgram: crate::dgram::Table,
     /// The open files and file streams of [`crate::fs`].
     pub(crate) fs: crate::fs::Table,
+    /// The event sources of [`crate::source`].
+    pub(crate) sources: crate::source::Table,
 }
 
 impl Io {
@@ -89,6 +91,7 @@ impl Io {
             net: crate::net::Sockets::new(owner),
             dgram: crate::dgram::new_table(owner),
             fs: crate::fs::Table::new(owner),
+            sources: crate::source::Table::default(),
         }
     }
 

@@ -109,6 +109,15 @@
 //! one peer, joins multicast groups and sets TTLs, with Node's errors
 //! (`bind EADDRINUSE 127.0.0.1:41234`).
 //!
+//! # Any descriptor, and sources of other crates
+//!
+//! [`source`] brings what the loop does not know to it: [`Loop::watch_fd`]
+//! watches a descriptor you own for readiness (libuv's `uv_poll_t`:
+//! readable, writable, priority, disconnect; level-triggered), and
+//! [`source::EventSource`] lets another crate add its own kind of source,
+//! built on the same reactor operations as the loop's sockets
+//! ([`Loop::insert_source`]).
+//!
 //! # Backends
 //!
 //! The cargo features `uring`, `epoll` (both Linux only) and `poll` (all on
@@ -130,6 +139,7 @@ mod hooks;
 mod io;
 pub mod net;
 mod slab;
+pub mod source;
 mod timer_callback;
 mod timers;
 mod work;

@@ -77,6 +77,17 @@ impl<T> Slab<T> {
         slot.value.as_mut()
     }
 
+    /// The values, with their ids.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (SlotId, &T)> + '_ {
+        self.slots.iter().enumerate().filter_map(|(index, slot)| {
+            let id = SlotId {
+                index: index as u32,
+                generation: slot.generation,
+            };
+            slot.value.as_ref().map(|value| (id, value))
+        })
+    }
+
     /// Takes every value out (for a table dropped with its loop).
     pub(crate) fn drain(&mut self) -> impl Iterator<Item = T> + '_ {
         self.len = 0;

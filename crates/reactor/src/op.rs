@@ -22,7 +22,12 @@ use std::os::fd::RawFd;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Token(pub u64);
 
-/// Readiness a [`Op::poll`] waits for, and reports back.
+/// Readiness a [`Op::poll`] or [`Op::poll_multi`] waits for, and reports
+/// back.
+///
+/// [`Op::poll`] (single-shot) waits for [`Interest::READABLE`] and
+/// [`Interest::WRITABLE`] only; [`Op::poll_multi`] also for
+/// [`Interest::PRIORITY`] and [`Interest::DISCONNECT`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Interest(u8);
 
@@ -33,6 +38,16 @@ impl Interest {
     pub const WRITABLE: Interest = Interest(2);
     /// Both readable and writable.
     pub const BOTH: Interest = Interest(3);
+    /// Priority data can be read (`EPOLLPRI`/`POLLPRI`: TCP urgent data,
+    /// a `sysfs` attribute that changed, a pseudo-terminal master's
+    /// packet-mode status).
+    pub const PRIORITY: Interest = Interest(4);
+    /// The peer shut its writing side down (`EPOLLRDHUP`/`POLLRDHUP` on a
+    /// stream socket), or the descriptor hung up (`POLLHUP`: a pipe whose
+    /// writers are all gone, a socket shut both ways).
+    pub const DISCONNECT: Interest = Interest(8);
+    /// No readiness at all.
+    pub const NONE: Interest = Interest(0);
 
     /// Whether this includes readability.
     pub fn is_readable(self) -> bool {
@@ -44,14 +59,55 @@ impl Interest {
         self.0 & 2 != 0
     }
 
-    /// The raw bits (1 readable, 2 writable), as a poll completion's result.
+    /// Whether this includes priority data.
+    pub fn is_priority(self) -> bool {
+        self.0 & 4 != 0
+    }
+
+    /// Whether this includes a disconnect.
+    pub fn is_disconnect(self) -> bool {
+        self.0 & 8 != 0
+    }
+
+    /// Whether this is [`Interest::NONE`].
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Whether every readiness of `other` is in `self`.
+    pub fn contains(self, other: Interest) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Both sets: `Interest::READABLE.union(Interest::DISCONNECT)`.
+    #[must_use]
+    pub const fn union(self, other: Interest) -> Interest {
+        Interest(self.0 | other.0)
+    }
+
+    /// What both sets have.
+    #[must_use]
+    pub const fn intersection(self, other: Interest) -> Interest {
+        Interest(self.0 & other.0)
+    }
+
+    /// The raw bits (1 readable, 2 writable, 4 priority, 8 disconnect), as
+    /// a poll completion's result.
     pub fn bits(self) -> u8 {
         self.0
     }
 
     /// From raw bits; unknown bits are dropped.
     pub fn from_bits(bits: u8) -> Interest {
-        Interest(bits & 3)
+        Interest(bits & 15)
+    }
+}
+
+impl std::ops::BitOr for Interest {
+    type Output = Interest;
+
+    fn bitor(self, other: Interest) -> Interest {
+        self.union(other)
     }
 }
 
@@ -339,6 +395,13 @@ pub(crate) enum OpKind {
         fd: RawFd,
         interest: Interest,
     },
+    /// A level-triggered readiness watch that stays armed (`Op::poll_multi`).
+    PollMulti {
+        fd: RawFd,
+        interest: Interest,
+        /// As `AcceptMulti`'s (io_uring re-arms it after each completion).
+        epoch: u32,
+    },
     OpenAt {
         dir: RawFd,
         path: CString,
@@ -440,6 +503,7 @@ impl OpKind {
             | OpKind::Shutdown { fd, .. }
             | OpKind::Close { fd }
             | OpKind::Poll { fd, .. }
+            | OpKind::PollMulti { fd, .. }
             | OpKind::ReadAt { fd, .. }
             | OpKind::WriteAt { fd, .. }
             | OpKind::Fsync { fd, .. } => Some(*fd),
@@ -597,9 +661,47 @@ impl Op {
     }
 
     /// Wait until `fd` is ready for `interest`; the result holds the
-    /// readiness bits ([`Interest::bits`]).
+    /// readiness bits ([`Interest::bits`]). Only [`Interest::READABLE`] and
+    /// [`Interest::WRITABLE`] count here (the other bits are dropped): see
+    /// [`Op::poll_multi`] for the rest.
     pub fn poll(fd: RawFd, interest: Interest) -> Op {
+        let interest = Interest::from_bits(interest.bits() & 3);
         Op::new(OpKind::Poll { fd, interest })
+    }
+
+    /// Watch `fd` for `interest` until cancelled, level-triggered (libuv's
+    /// `uv_poll_t`): one completion, with [`Completion::more`] set, each
+    /// time the reactor waits and finds the descriptor ready for some of
+    /// `interest`, for as long as it is; the result holds the readiness
+    /// bits ([`Completion::readiness`]), which may be spurious (the caller's
+    /// nonblocking call then says `EAGAIN`). A hang-up or an error on the
+    /// descriptor (`POLLHUP`, `POLLERR`) is reported as all of `interest`,
+    /// so that the caller's read or write meets it. The final completion
+    /// (`more == false`) is `ECANCELED` after [`Reactor::cancel`](crate::Reactor::cancel)
+    /// or an [`Op::close`] of `fd`, or the error that made watching
+    /// impossible (`EBADF`, `EPERM` for a regular file on the readiness
+    /// backends).
+    ///
+    /// On the readiness backends it is a persistent level-triggered
+    /// registration. On io_uring it is a single-shot `POLL_ADD` re-armed
+    /// after each completion: io_uring's multishot poll
+    /// (`IORING_POLL_ADD_MULTI`) reports each wake-up, not a condition
+    /// that holds, so a caller that reads only part of what is there would
+    /// never hear of the rest; the re-armed poll is submitted with the next
+    /// wait, after the caller has handled the completion, and so checks
+    /// the condition as it is then.
+    ///
+    /// [`Interest::DISCONNECT`] needs `EPOLLRDHUP`, which the `poll`
+    /// backend (the `polling` crate) cannot ask for: there a peer's
+    /// half-close is found by peeking when the socket is readable and the
+    /// watch includes [`Interest::READABLE`]; a hang-up is reported
+    /// everywhere.
+    pub fn poll_multi(fd: RawFd, interest: Interest) -> Op {
+        Op::new(OpKind::PollMulti {
+            fd,
+            interest,
+            epoch: 0,
+        })
     }
 
     /// `openat(2)`: open `path` relative to `dir` (`libc::AT_FDCWD` for the

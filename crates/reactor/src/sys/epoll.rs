@@ -27,7 +27,7 @@
 //! W4 (ping-pong) therefore costs per round trip two `epoll_wait`, two
 //! `recv` and two `send`: what libuv makes (docs/benchmarks.md).
 
-use super::readiness::{R, Readiness, Selector, W};
+use super::readiness::{PRI, R, RDHUP, Readiness, Selector, W, detail};
 use super::{Notify, WakeShared};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -65,7 +65,8 @@ pub(crate) struct EpollSelector {
 
 impl EpollSelector {
     /// One `epoll_ctl` for `fd` (`EPOLL_CTL_ADD` or `EPOLL_CTL_MOD`), with
-    /// `want` (`R | W` bits) as `EPOLLIN` / `EPOLLOUT`.
+    /// `want` (`R | W` bits) as `EPOLLIN` / `EPOLLOUT` (and a `poll_multi`
+    /// watch's `PRI | RDHUP` as `EPOLLPRI` / `EPOLLRDHUP`).
     fn ctl(&self, op: i32, fd: RawFd, want: u8) -> io::Result<()> {
         let mut ev = libc::epoll_event {
             events: (if want & R != 0 {
@@ -76,7 +77,7 @@ impl EpollSelector {
                 libc::EPOLLOUT as u32
             } else {
                 0
-            }),
+            }) | watch_events(want),
             u64: fd as u64,
         };
         // SAFETY: `ev` is a valid event for the call; a descriptor that is
@@ -96,8 +97,32 @@ impl EpollSelector {
     }
 }
 
+/// A `poll_multi` watch's `PRI | RDHUP` bits as epoll's.
+fn watch_events(want: u8) -> u32 {
+    (if want & PRI != 0 {
+        libc::EPOLLPRI as u32
+    } else {
+        0
+    }) | (if want & RDHUP != 0 {
+        libc::EPOLLRDHUP as u32
+    } else {
+        0
+    })
+}
+
+// The core reads a watched descriptor's events as epoll gives them.
+const _: () = assert!(
+    detail::IN == libc::EPOLLIN as u32
+        && detail::PRI == libc::EPOLLPRI as u32
+        && detail::OUT == libc::EPOLLOUT as u32
+        && detail::ERR == libc::EPOLLERR as u32
+        && detail::HUP == libc::EPOLLHUP as u32
+        && detail::RDHUP == libc::EPOLLRDHUP as u32
+);
+
 impl Selector for EpollSelector {
     const NAME: &'static str = "epoll";
+    const RDHUP: bool = true;
 
     fn open() -> io::Result<EpollSelector> {
         // SAFETY: epoll_create1 takes no pointers.
@@ -158,7 +183,7 @@ impl Selector for EpollSelector {
     fn select(
         &mut self,
         timeout: Option<Duration>,
-        mut on_event: impl FnMut(RawFd, bool, bool),
+        mut on_event: impl FnMut(RawFd, bool, bool, u32),
     ) -> io::Result<()> {
         // SAFETY: `events` holds MAX_EVENTS initialised entries the kernel
         // may overwrite; the epoll descriptor is open.
@@ -188,6 +213,7 @@ impl Selector for EpollSelector {
                 data as RawFd,
                 events & READ_EVENTS != 0,
                 events & WRITE_EVENTS != 0,
+                events,
             );
         }
         // After the eventfd was read, not before: a wake between the two

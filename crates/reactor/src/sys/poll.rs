@@ -15,7 +15,7 @@
 //!   are handled;
 //! - readable and writable are as polling maps the OS's events.
 
-use super::readiness::{R, Readiness, Selector, W};
+use super::readiness::{PRI, R, Readiness, Selector, W, detail};
 use super::{Notify, WakeShared};
 use polling::{Event, Events, PollMode, Poller};
 use std::io;
@@ -34,13 +34,34 @@ pub(crate) struct PollSelector {
     wake: Arc<WakeShared>,
 }
 
-/// `want` (`R | W` bits) as polling's event for `fd`.
+/// `want` (`R | W` bits, and a `poll_multi` watch's `PRI`) as polling's
+/// event for `fd`. (polling cannot ask for `RDHUP`: the core peeks.)
 fn event(fd: RawFd, want: u8) -> Event {
-    Event::new(fd as usize, want & R != 0, want & W != 0)
+    let mut ev = Event::new(fd as usize, want & R != 0, want & W != 0);
+    if want & PRI != 0 {
+        ev.set_priority(true);
+    }
+    ev
+}
+
+/// What polling says of an event, as the core's `detail` bits (readable
+/// includes what polling counts as readable: priority data, hang-ups and
+/// errors too).
+fn detail_of(ev: &Event) -> u32 {
+    (if ev.readable { detail::IN } else { 0 })
+        | (if ev.writable { detail::OUT } else { 0 })
+        | (if ev.is_priority() { detail::PRI } else { 0 })
+        | (if ev.is_interrupt() { detail::HUP } else { 0 })
+        | (if ev.is_err() == Some(true) {
+            detail::ERR
+        } else {
+            0
+        })
 }
 
 impl Selector for PollSelector {
     const NAME: &'static str = "polling";
+    const RDHUP: bool = false;
 
     fn open() -> io::Result<PollSelector> {
         let poller = Arc::new(Poller::new()?);
@@ -81,7 +102,7 @@ impl Selector for PollSelector {
     fn select(
         &mut self,
         timeout: Option<Duration>,
-        mut on_event: impl FnMut(RawFd, bool, bool),
+        mut on_event: impl FnMut(RawFd, bool, bool, u32),
     ) -> io::Result<()> {
         self.events.clear();
         let r = self.poller.wait(&mut self.events, timeout);
@@ -94,7 +115,7 @@ impl Selector for PollSelector {
             };
         }
         for ev in self.events.iter() {
-            on_event(ev.key as RawFd, ev.readable, ev.writable);
+            on_event(ev.key as RawFd, ev.readable, ev.writable, detail_of(&ev));
         }
         Ok(())
     }

@@ -34,6 +34,24 @@ use std::time::Duration;
 pub(crate) const R: u8 = 1;
 /// Writable direction (writers' queue).
 pub(crate) const W: u8 = 2;
+/// Priority data (`EPOLLPRI`): asked for by `poll_multi` watches only.
+pub(crate) const PRI: u8 = 4;
+/// The peer's half-close (`EPOLLRDHUP`): asked for by `poll_multi` watches
+/// only, on selectors that can (`Selector::RDHUP`).
+pub(crate) const RDHUP: u8 = 8;
+
+/// What a selector reports of an event besides readable and writable, for
+/// the `poll_multi` watches: epoll's bit values (`epoll.rs` passes its
+/// events as they are and checks that they match; `poll.rs` builds them).
+/// Only a watched descriptor's events are ever looked at.
+pub(crate) mod detail {
+    pub(crate) const IN: u32 = 0x1;
+    pub(crate) const PRI: u32 = 0x2;
+    pub(crate) const OUT: u32 = 0x4;
+    pub(crate) const ERR: u32 = 0x8;
+    pub(crate) const HUP: u32 = 0x10;
+    pub(crate) const RDHUP: u32 = 0x2000;
+}
 
 /// `FdState::flags`: the descriptor is registered with the selector.
 const REGISTERED: u8 = 1;
@@ -56,13 +74,18 @@ pub(crate) trait Selector: Sized + std::fmt::Debug {
     /// The backend's name in messages ("polling", "epoll").
     const NAME: &'static str;
 
+    /// Whether `RDHUP` can be asked for and is reported (else the core
+    /// peeks for a watch's disconnect).
+    const RDHUP: bool;
+
     /// Opens the interface, and the notifier its [`WakeShared`] uses.
     fn open() -> io::Result<Self>;
 
     /// The shared half of the backend's wakers.
     fn wake(&self) -> &Arc<WakeShared>;
 
-    /// Starts watching `fd` (open, non-negative) for `want` (not empty).
+    /// Starts watching `fd` (open, non-negative) for `want` (not empty;
+    /// `R | W`, and `PRI | RDHUP` for `poll_multi` watches).
     fn add(&mut self, fd: RawFd, want: u8) -> io::Result<()>;
 
     /// Changes what a watched `fd` is watched for (`want` not empty).
@@ -74,13 +97,14 @@ pub(crate) trait Selector: Sized + std::fmt::Debug {
 
     /// Blocks until a watched descriptor is ready, `timeout` passes (`None`:
     /// no timeout; zero: does not block) or a waker fires, calls
-    /// `on_event(fd, readable, writable)` for each ready descriptor, and
+    /// `on_event(fd, readable, writable, detail)` for each ready descriptor
+    /// (`detail`: the event as `detail::*` bits), and
     /// resets [`WakeShared`] so later wakes notify again. An interrupted
     /// wait is `Ok` (with no events).
     fn select(
         &mut self,
         timeout: Option<Duration>,
-        on_event: impl FnMut(RawFd, bool, bool),
+        on_event: impl FnMut(RawFd, bool, bool, u32),
     ) -> io::Result<()>;
 }
 
@@ -108,15 +132,20 @@ struct FdState {
     reader: u64,
     /// The first waiting writer (as `reader`).
     writer: u64,
-    /// Interest currently registered with the selector (`R | W` bits).
+    /// Interest currently registered with the selector (`R | W | PRI |
+    /// RDHUP` bits).
     registered: u8,
     /// `REGISTERED`, `DIRTY`, `SPURIOUS`, `MORE_R`, `MORE_W`.
     flags: u8,
+    /// What the `poll_multi` watches on the descriptor want together
+    /// (`Queues::watches` lists them); 0 for none, as for every socket of
+    /// the facade's own. (In room the alignment leaves anyway.)
+    watch: u8,
 }
 
 impl FdState {
     fn want(&self) -> u8 {
-        (if self.reader == 0 { 0 } else { R }) | (if self.writer == 0 { 0 } else { W })
+        (if self.reader == 0 { 0 } else { R }) | (if self.writer == 0 { 0 } else { W }) | self.watch
     }
 
     fn head(&self, dir: u8) -> u64 {
@@ -156,6 +185,9 @@ struct Queues {
     bufs: MultiBufs,
     /// `recv_multi` operations taken off their queue until buffers return.
     parked: VecDeque<Key>,
+    /// The `poll_multi` watches, by descriptor (flagged by `FdState::watch`,
+    /// so that no other descriptor's event looks here).
+    watches: HashMap<RawFd, Vec<Key>>,
 }
 
 impl<S: Selector> Readiness<S> {
@@ -169,6 +201,7 @@ impl<S: Selector> Readiness<S> {
                 dirty: Vec::new(),
                 bufs: MultiBufs::default(),
                 parked: VecDeque::new(),
+                watches: HashMap::new(),
             },
         })
     }
@@ -266,6 +299,10 @@ impl<S: Selector> Readiness<S> {
                 }
                 self.q.enqueue(token, entry.kind, W);
             }
+            kind @ OpKind::PollMulti { .. } => {
+                let want = kind_interest(&kind);
+                self.q.watch(token, kind, want);
+            }
             kind @ OpKind::Poll { interest, .. } => {
                 let dirs = (if interest.is_readable() { R } else { 0 })
                     | (if interest.is_writable() { W } else { 0 });
@@ -306,8 +343,8 @@ impl<S: Selector> Readiness<S> {
             Some(Duration::ZERO)
         };
         let q = &mut self.q;
-        self.sel.select(timeout, |fd, readable, writable| {
-            q.on_ready(fd, readable, writable, out);
+        self.sel.select(timeout, |fd, readable, writable, detail| {
+            q.on_ready::<S>(fd, readable, writable, detail, out);
         })
     }
 
@@ -377,6 +414,37 @@ impl<S: Selector> Readiness<S> {
 }
 
 impl Queues {
+    /// Adds a `poll_multi` watch wanting `want` on its descriptor.
+    fn watch(&mut self, token: Token, kind: OpKind, want: u8) {
+        let fd = fd_of(&kind);
+        let key = self.ops.insert(token, Entry { token, kind });
+        self.watches.entry(fd).or_default().push(key);
+        self.fd_state(fd).watch |= want;
+        self.mark_dirty(fd);
+    }
+
+    /// Takes the watch `key` off `fd`; the descriptor then wants what the
+    /// other watches want.
+    fn unwatch(&mut self, fd: RawFd, key: Key) {
+        let Some(list) = self.watches.get_mut(&fd) else {
+            return;
+        };
+        list.retain(|k| *k != key);
+        let mut want = 0;
+        for &k in list.iter() {
+            if let Some(e) = self.ops.get_mut(k) {
+                want |= kind_interest(&e.kind);
+            }
+        }
+        if list.is_empty() {
+            self.watches.remove(&fd);
+        }
+        if let Some(st) = self.fds.get_mut(fd as usize) {
+            st.watch = want;
+        }
+        self.mark_dirty(fd);
+    }
+
     fn enqueue(&mut self, token: Token, kind: OpKind, dirs: u8) {
         let fd = fd_of(&kind);
         let key = self.ops.insert(token, Entry { token, kind });
@@ -441,12 +509,17 @@ impl Queues {
         }
     }
 
-    /// Empties both of `fd`'s queues into a list, in order (readers first).
+    /// Empties both of `fd`'s queues into a list, in order (readers first),
+    /// then its watches.
     fn take_waiters(&mut self, fd: RawFd) -> Vec<Key> {
         let mut keys = Vec::new();
         let Some(st) = self.fds.get_mut(fd as usize) else {
             return keys;
         };
+        if st.watch != 0 {
+            st.watch = 0;
+            keys.extend(self.watches.remove(&fd).unwrap_or_default());
+        }
         for dir in [R, W] {
             let head = std::mem::take(st.head_mut(dir));
             if head != 0 {
@@ -467,10 +540,13 @@ impl Queues {
         let Some(key) = self.ops.key_of(token) else {
             return false;
         };
-        let fd = match self.ops.get_mut(key) {
-            Some(e) => fd_of(&e.kind),
+        let (fd, watch) = match self.ops.get_mut(key) {
+            Some(e) => (fd_of(&e.kind), matches!(e.kind, OpKind::PollMulti { .. })),
             None => return false,
         };
+        if watch {
+            self.unwatch(fd, key);
+        }
         self.unqueue(fd, key);
         self.parked.retain(|k| *k != key);
         self.finish(key, token, Err(cancelled()), None, out);
@@ -537,11 +613,12 @@ impl Queues {
         }
     }
 
-    fn on_ready(
+    fn on_ready<S: Selector>(
         &mut self,
         fd: RawFd,
         readable: bool,
         writable: bool,
+        detail: u32,
         out: &mut VecDeque<Completion>,
     ) {
         if fd < 0 || fd as usize >= self.fds.len() {
@@ -554,11 +631,61 @@ impl Queues {
         if writable {
             self.run_queue(fd, W, ready, out);
         }
+        if self.fds[fd as usize].watch != 0 {
+            self.run_watches::<S>(fd, detail, out);
+        }
         let st = &mut self.fds[fd as usize];
         if ready & !st.want() != 0 {
             st.flags |= SPURIOUS;
         }
         self.mark_dirty(fd);
+    }
+
+    /// Tells each `poll_multi` watch on `fd` what of its interest the event
+    /// (`detail`) says is ready, as libuv's `uv__io_poll` does: a hang-up
+    /// or an error alone counts as all of the watch's interest, so that
+    /// the caller's call meets it.
+    #[cold]
+    fn run_watches<S: Selector>(&mut self, fd: RawFd, detail: u32, out: &mut VecDeque<Completion>) {
+        let Some(list) = self.watches.get(&fd) else {
+            return;
+        };
+        let mut peeked = None;
+        for &key in list {
+            let Some(e) = self.ops.get_mut(key) else {
+                continue;
+            };
+            let want = kind_interest(&e.kind);
+            let mut got = 0;
+            if detail & detail::IN != 0 {
+                got |= R;
+            }
+            if detail & detail::OUT != 0 {
+                got |= W;
+            }
+            if detail & detail::PRI != 0 {
+                got |= PRI;
+            }
+            if detail & detail::RDHUP != 0 {
+                got |= RDHUP;
+            }
+            if detail & (detail::HUP | detail::ERR) != 0 {
+                got |= want;
+            }
+            if !S::RDHUP && want & (RDHUP | R) == RDHUP | R && got & R != 0 && got & RDHUP == 0 {
+                // No EPOLLRDHUP here: a readable socket at its end (a
+                // peek finds 0 bytes) has been shut down by its peer.
+                if *peeked.get_or_insert_with(|| at_end_of_stream(fd)) {
+                    got |= RDHUP;
+                }
+            }
+            let got = got & want;
+            if got != 0 {
+                let mut c = Completion::new(e.token, Ok(usize::from(got)));
+                c.more = true;
+                out.push_back(c);
+            }
+        }
     }
 
     /// Runs the head of one of `fd`'s queues while its calls do not block.
@@ -603,6 +730,32 @@ enum Step {
     Again(Completion),
     /// No buffer to receive into (lending budget spent): wait for one.
     Park,
+}
+
+/// What a `poll_multi` watch wants, as `R | W | PRI | RDHUP` bits (the
+/// same values as `Interest`'s); 0 for other operations.
+fn kind_interest(kind: &OpKind) -> u8 {
+    match kind {
+        OpKind::PollMulti { interest, .. } => interest.bits() & (R | W | PRI | RDHUP),
+        _ => 0,
+    }
+}
+
+/// Whether a peek at `fd` finds the end of the stream (a socket whose peer
+/// shut its writing side down); false for anything else, data included.
+fn at_end_of_stream(fd: RawFd) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: the pointer and length describe one writable byte, alive for
+    // the call; a descriptor that is not a socket is an error result.
+    let r = unsafe {
+        syscall!(recv(
+            fd,
+            (&raw mut byte).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT
+        ))
+    };
+    matches!(r, Ok(0))
 }
 
 /// The descriptor an operation waits on. Path operations never get here

@@ -48,6 +48,22 @@
 //! `ENOBUFS` completions). Once registered, the ring stays registered until
 //! drop, also when an `EINVAL` turns multishot recv off.
 //!
+//! # Readiness watches (`poll_multi`)
+//!
+//! `Op::poll_multi` is a single-shot `POLL_ADD` re-armed after each
+//! completion, not a multishot poll (`IORING_POLL_ADD_MULTI`, 5.13):
+//! measured on 6.18, a multishot poll posts one completion per wake-up of
+//! the file (a pipe with three unread bytes: one completion, then none
+//! until the next write), and `IORING_POLL_ADD_LEVEL` with `MULTI` is
+//! refused (`EINVAL`); the watch is level-triggered, as libuv's `uv_poll`.
+//! The re-armed poll goes in with the next wait, after the caller has
+//! handled the completion, and the kernel checks the file's state when it
+//! arms it. Two quirks of io_uring's poll are handled in `poll_mask` and
+//! `confirm_priority`: a wake-up is matched without `EPOLLPRI` (so priority
+//! is armed with `POLLRDBAND` too), and the result is the wake-up's key
+//! (a socket's ordinary data claims `EPOLLPRI`; such a claim is checked
+//! with `poll(2)`).
+//!
 //! # read_file on direct descriptors
 //!
 //! `Op::read_file` opens into a slot of a fixed-file table (256 slots,
@@ -673,7 +689,9 @@ impl Uring {
         match &mut kind {
             OpKind::Statx { stat, .. } => *stat = Some(FileStat::zeroed()),
             OpKind::ReadFile(rf) => rf.slot = self.take_direct_slot(),
-            OpKind::AcceptMulti { fd, epoch } | OpKind::RecvMulti { fd, epoch, .. } => {
+            OpKind::AcceptMulti { fd, epoch }
+            | OpKind::RecvMulti { fd, epoch, .. }
+            | OpKind::PollMulti { fd, epoch, .. } => {
                 *epoch = self.closes_of(*fd);
             }
             _ => {}
@@ -799,6 +817,11 @@ impl Uring {
                 }
                 opcode::PollAdd::new(types::Fd(*fd), mask).build()
             }
+            // Single-shot, re-armed after each completion (see
+            // `Op::poll_multi`: multishot poll is edge-triggered).
+            OpKind::PollMulti { fd, interest, .. } => {
+                opcode::PollAdd::new(types::Fd(*fd), poll_mask(*interest)).build()
+            }
             OpKind::OpenAt {
                 dir,
                 path,
@@ -895,9 +918,11 @@ impl Uring {
             return false;
         }
         match self.ops.get(key).map(|e| &e.kind) {
-            Some(OpKind::AcceptMulti { fd, epoch } | OpKind::RecvMulti { fd, epoch, .. }) => {
-                self.closes_of(*fd) == *epoch
-            }
+            Some(
+                OpKind::AcceptMulti { fd, epoch }
+                | OpKind::RecvMulti { fd, epoch, .. }
+                | OpKind::PollMulti { fd, epoch, .. },
+            ) => self.closes_of(*fd) == *epoch,
             Some(_) => true,
             None => false,
         }
@@ -1405,6 +1430,26 @@ impl Uring {
                 let result = result.map(|m| usize::from(readiness(m as i16, *interest).bits()));
                 self.finish(key, result, None, out);
             }
+            OpKind::PollMulti { fd, interest, .. } => match result {
+                Ok(mask) if !was_cancelled => {
+                    let mut mask = mask as u32;
+                    if mask & PRI_EVENTS != 0 {
+                        mask = confirm_priority(*fd, mask);
+                    }
+                    let got = watch_readiness(mask, *interest);
+                    if !got.is_empty() {
+                        let mut c = Completion::new(token, Ok(usize::from(got.bits())));
+                        c.more = true;
+                        out.push_back(c);
+                    }
+                    // Submitted with the next wait, after the caller has
+                    // handled this one: the poll then sees the condition
+                    // as it is (level-triggered).
+                    self.rearm(key, out);
+                }
+                Ok(_) => self.finish(key, Err(cancelled()), None, out),
+                Err(err) => self.finish(key, Err(err), None, out),
+            },
             _ => self.finish(key, result, None, out),
         }
     }
@@ -1607,6 +1652,76 @@ fn readiness(revents: i16, interest: Interest) -> Interest {
         bits |= Interest::WRITABLE.bits();
     }
     Interest::from_bits(bits & interest.bits())
+}
+
+/// What a priority watch is armed for and told of: `POLLPRI`, and
+/// `POLLRDBAND` beside it (see `poll_mask`).
+const PRI_EVENTS: u32 = (libc::POLLPRI | libc::POLLRDBAND) as u16 as u32;
+
+/// A poll's result that claims priority data, checked with `poll(2)`: the
+/// kernel's io_uring poll reports the wake-up's key, and a socket's every
+/// wake-up for ordinary data carries `EPOLLPRI` and `EPOLLRDBAND`; what the
+/// descriptor really has is what `poll(2)` finds (a system call only for
+/// watches that ask for priority data, which are rare).
+fn confirm_priority(fd: RawFd, mask: u32) -> u32 {
+    let mut p = libc::pollfd {
+        fd,
+        events: (mask & 0xffff) as i16,
+        revents: 0,
+    };
+    // SAFETY: `p` is one valid pollfd, alive for the call; a zero timeout
+    // does not block; a descriptor that is not open is reported in
+    // `revents` (POLLNVAL), not an error.
+    match unsafe { syscall!(poll(&raw mut p, 1, 0)) } {
+        Ok(_) => u32::from(p.revents as u16),
+        Err(_) => mask,
+    }
+}
+
+/// A `poll_multi` watch's interest as `poll(2)` events. Priority is asked
+/// for as `POLLPRI | POLLRDBAND`: io_uring leaves `EPOLLPRI` out when it
+/// matches a wake-up's key against what a poll waits for (it adds it to
+/// every internal poll), so a poll for `POLLPRI` alone is never woken by a
+/// socket's urgent data; `POLLRDBAND` is in that wake-up's key.
+fn poll_mask(interest: Interest) -> u32 {
+    let mut mask = 0;
+    if interest.is_readable() {
+        mask |= libc::POLLIN;
+    }
+    if interest.is_writable() {
+        mask |= libc::POLLOUT;
+    }
+    if interest.is_priority() {
+        mask |= libc::POLLPRI | libc::POLLRDBAND;
+    }
+    if interest.is_disconnect() {
+        mask |= libc::POLLRDHUP;
+    }
+    mask as u16 as u32
+}
+
+/// What of a watch's `interest` the kernel's `revents` say is ready; a
+/// hang-up or an error alone counts as all of it (as libuv's `uv__io_poll`
+/// does), so that the caller's call meets it.
+fn watch_readiness(revents: u32, interest: Interest) -> Interest {
+    let has = |bit: i16| revents & (bit as u16 as u32) != 0;
+    let mut got = Interest::NONE;
+    if has(libc::POLLIN) {
+        got = got | Interest::READABLE;
+    }
+    if has(libc::POLLOUT) {
+        got = got | Interest::WRITABLE;
+    }
+    if has(libc::POLLPRI) || has(libc::POLLRDBAND) {
+        got = got | Interest::PRIORITY;
+    }
+    if has(libc::POLLRDHUP) {
+        got = got | Interest::DISCONNECT;
+    }
+    if has(libc::POLLHUP) || has(libc::POLLERR) {
+        got = got | interest;
+    }
+    got.intersection(interest)
 }
 
 fn clamp(len: usize) -> u32 {
