@@ -138,9 +138,9 @@ pub struct Loop {
     /// timers phase when there are no timers, so a turn without timers
     /// reads no clock unless somebody asks for the time.
     now_stale: Cell<bool>,
-    /// In the timers phase, after a fired timer's callback: when Node's
-    /// timer handle would be re-armed for (see `Loop::run_timers`).
-    pub(crate) timers_rearmed_at: Option<u64>,
+    /// In the timers phase, while a fired timer's next-ticks run: Node's
+    /// timer handle, as re-armed (see `Loop::run_timers`).
+    pub(crate) timers_tail: Option<crate::timers::TimersTail>,
     /// The millisecond clock (a calibrated TSC where it can be exact).
     clock: Clock,
     pub(crate) wheel: Wheel<Timer>,
@@ -213,7 +213,7 @@ impl Loop {
             reactor,
             now: Cell::new(0),
             now_stale: Cell::new(false),
-            timers_rearmed_at: None,
+            timers_tail: None,
             clock: Clock::new(),
             wheel: Wheel::new(),
             ref_timers: 0,

@@ -110,6 +110,14 @@ impl Timer {
     }
 }
 
+/// Node's timer handle while the ticks of the timers phase's last timer
+/// run (see `Loop::run_timers`): JavaScript's `nextExpiry`, and the time
+/// libuv's timer was re-armed for.
+pub(crate) struct TimersTail {
+    next_expiry: u64,
+    rearmed_at: Option<u64>,
+}
+
 /// Node's delay coercion: below 1 ms (0 included) is 1 ms; fractions of a
 /// millisecond are truncated.
 fn delay_ms(delay: Duration) -> u64 {
@@ -151,9 +159,9 @@ impl Loop {
         let duration = delay_ms(delay);
         let timer = Timer::new(callback, duration, interval);
         self.ref_timers += 1;
-        let key = self
-            .wheel
-            .insert(self.clock_into_now().saturating_add(duration), timer);
+        let deadline = self.clock_into_now().saturating_add(duration);
+        self.note_timer_start(deadline);
+        let key = self.wheel.insert(deadline, timer);
         self.timer_id(key)
     }
 
@@ -228,7 +236,11 @@ impl Loop {
             timer.bits |= REFRESHED;
         }
         let deadline = now.saturating_add(timer.duration());
-        self.wheel.reset(key, deadline).is_ok()
+        let reset = self.wheel.reset(key, deadline).is_ok();
+        if reset {
+            self.note_timer_start(deadline);
+        }
+        reset
     }
 
     /// Lets the loop exit while this timer is pending (Node's
@@ -312,7 +324,7 @@ impl Loop {
             // re-armed time libuv runs the timers again in this same phase
             // (an interval whose callback spun past its period runs again
             // before the immediates its ticks queued).
-            match self.timers_rearmed_at.take() {
+            match self.timers_tail.take().and_then(|tail| tail.rearmed_at) {
                 Some(due) if due <= self.now.get() => {
                     self.update_time();
                     self.wheel.advance_to(self.now.get());
@@ -347,7 +359,7 @@ impl Loop {
             let returned = self.catching(move |lp: &mut Loop| callback.call(lp, id));
             match returned {
                 Ok(callback) if !self.has_ticks() => {
-                    self.timers_rearmed_at = None;
+                    self.timers_tail = None;
                     self.end_timeout(id, callback);
                     return None;
                 }
@@ -403,14 +415,28 @@ impl Loop {
     /// it refreshed itself.
     fn note_timers_rearm(&mut self) {
         if !self.has_ticks() {
-            self.timers_rearmed_at = None;
+            self.timers_tail = None;
             return;
         }
         let now = self.now.get();
-        self.timers_rearmed_at = self
-            .wheel
-            .next_deadline()
-            .map(|next| now + next.saturating_sub(now).max(1));
+        let next = self.wheel.next_deadline();
+        self.timers_tail = Some(TimersTail {
+            next_expiry: next.unwrap_or(u64::MAX),
+            rearmed_at: next.map(|next| now + next.saturating_sub(now).max(1)),
+        });
+    }
+
+    /// A timer starts (or is refreshed) with `deadline` while the ticks of
+    /// the phase's last timer run: as Node's `insert` does for a new list
+    /// due before `nextExpiry`, the handle is re-armed for it.
+    #[inline]
+    fn note_timer_start(&mut self, deadline: u64) {
+        if let Some(tail) = &mut self.timers_tail
+            && deadline < tail.next_expiry
+        {
+            tail.next_expiry = deadline;
+            tail.rearmed_at = Some(deadline);
+        }
     }
 
     /// After a timeout's callback: a timeout it refreshed takes its
