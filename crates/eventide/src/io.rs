@@ -77,6 +77,8 @@ pub(crate) struct Io {
     pub(crate) dgram: crate::dgram::Table,
     /// The open files and file streams of [`crate::fs`].
     pub(crate) fs: crate::fs::Table,
+    /// The file watchers of [`crate::fs`] (`watch`, `watch_file`).
+    pub(crate) watch: crate::fs::Watches,
 }
 
 impl Io {
