@@ -183,6 +183,23 @@ fn same(a: &Stats, b: &Stats) -> bool {
         && a.dev == b.dev
 }
 
+/// Node's `ERR_OUT_OF_RANGE` shows an integer over 2^32 with `_`
+/// between groups of three digits.
+fn received(n: u64) -> String {
+    let digits = n.to_string();
+    if n <= 1 << 32 {
+        return digits;
+    }
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push('_');
+        }
+        out.push(c);
+    }
+    out
+}
+
 impl Fs<'_> {
     /// Polls `path`'s stats (Node's `fs.watchFile`): `listener` runs with
     /// the current and the previous stats each time they change (zeroed
@@ -217,7 +234,7 @@ impl Fs<'_> {
             return Err(Error::OutOfRange {
                 name: "interval",
                 range: format!(">= 0 && <= {}", u32::MAX),
-                received: interval_ms.to_string(),
+                received: received(interval_ms),
             });
         }
         let path = super::watch::absolute(given);
