@@ -607,18 +607,20 @@ fn any_referenced(watches: &Watches) -> bool {
 #[cfg(target_os = "linux")]
 fn fail_all(lp: &mut Loop, error: io::Error) {
     let id = lp.io.watch.id;
-    let slots = lp.io.watch.order.clone();
     let code = error.raw_os_error().unwrap_or(libc::EIO);
+    // All go at once (the descriptor goes with them), then each hears it.
+    let slots = std::mem::take(&mut lp.io.watch.order);
+    lp.io.watch.wds.clear();
+    let mut closed = Vec::new();
     for slot in slots {
-        let watcher = FsWatcher { slot, table: id };
-        let Some(w) = lp.io.watch.watchers.get_mut(slot) else {
-            continue;
-        };
-        let path = w.path.clone();
-        let on_error = w.on_error.take();
-        watcher.close(lp);
-        if let Some(mut on_error) = on_error {
-            let error = watch_error(&path, errno(code));
+        if let Some(w) = lp.io.watch.watchers.remove(slot) {
+            closed.push((FsWatcher { slot, table: id }, w));
+        }
+    }
+    update_wait(lp);
+    for (watcher, w) in closed {
+        if let Some(mut on_error) = w.on_error {
+            let error = watch_error(&w.path, errno(code));
             lp.defer(move |lp| on_error(lp, watcher, error));
         }
     }
