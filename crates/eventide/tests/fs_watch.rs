@@ -657,7 +657,47 @@ fn a_queue_overflow_is_an_error_and_watching_goes_on(lp: &mut Loop) {
     assert!(*late.borrow(), "events after the overflow still come");
 }
 
+/// The loop's inotify descriptor is nonblocking and close-on-exec (read
+/// from `/proc/self/fdinfo`: every inotify descriptor of this process is
+/// one of the loops'), and a key of another loop names nothing.
+fn the_descriptor_is_nonblocking_and_cloexec_and_keys_are_per_loop(lp: &mut Loop) {
+    let dir = tmp();
+    let w = lp
+        .fs()
+        .watch(dir.path(), plain(), |_, _, _, _| {}, |_, _, _| {})
+        .unwrap();
+    let mut seen = 0;
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        if target != Path::new("anon_inode:inotify") {
+            continue;
+        }
+        let fd = entry.file_name().into_string().unwrap();
+        let Ok(info) = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")) else {
+            continue; // Closed meanwhile by another test's loop.
+        };
+        let flags = info
+            .lines()
+            .find_map(|l| l.strip_prefix("flags:"))
+            .map(|f| i32::from_str_radix(f.trim(), 8).unwrap())
+            .unwrap();
+        assert_ne!(flags & libc::O_NONBLOCK, 0, "fd {fd}: {flags:o}");
+        assert_ne!(flags & libc::O_CLOEXEC, 0, "fd {fd}: {flags:o}");
+        seen += 1;
+    }
+    assert!(seen >= 1, "this loop's inotify descriptor was found");
+    let mut other = Loop::new().unwrap();
+    assert!(!w.is_open(&other) && !w.close(&mut other) && !w.unref(&mut other));
+    assert!(w.is_open(lp) && w.path(lp).as_deref() == Some(dir.path()));
+    assert!(w.close(lp));
+    assert_eq!(w.path(lp), None);
+    run_within(lp, Duration::from_secs(5));
+}
+
 on_every_backend!(
+    the_descriptor_is_nonblocking_and_cloexec_and_keys_are_per_loop,
     a_file_created_in_a_directory,
     a_file_written_in_a_directory,
     a_file_renamed_in_a_directory,
