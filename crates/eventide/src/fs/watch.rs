@@ -17,6 +17,9 @@
 //!   so no user code runs while a structure is borrowed or half changed.
 //!   A panic that leaves `run()` leaves the rest of the backlog for the
 //!   next `run()`.
+//! - Off Linux only the types and `ENOSYS` remain.
+
+#![cfg_attr(not(target_os = "linux"), allow(dead_code, unused_imports))]
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::OsStr;
@@ -254,6 +257,29 @@ impl Fs<'_> {
     /// follows the kernel's coalescing of identical successive events, so
     /// how many `change` events one write gives depends on timing, as in
     /// Node.
+    ///
+    /// ```
+    /// use eventide::fs::WatchOptions;
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let dir = dir.path().to_path_buf();
+    /// let mut lp = eventide::Loop::new()?;
+    /// let watcher = lp.fs().watch(
+    ///     &dir,
+    ///     WatchOptions::new(),
+    ///     |lp, watcher, event, filename| {
+    ///         assert_eq!((event.as_str(), filename.to_str()), ("rename", Some("a.txt")));
+    ///         watcher.close(lp);
+    ///     },
+    ///     |_, _, error| panic!("{error}"),
+    /// )?;
+    /// let file = dir.join("a.txt");
+    /// lp.set_timeout(std::time::Duration::from_millis(10), move |_| {
+    ///     std::fs::File::create(&file).unwrap();
+    /// });
+    /// lp.run()?; // Ends once the watcher is closed.
+    /// assert!(!watcher.is_open(&lp));
+    /// # Ok::<(), eventide::Error>(())
+    /// ```
     ///
     /// # Errors
     ///

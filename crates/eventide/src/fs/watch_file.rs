@@ -215,6 +215,18 @@ impl Fs<'_> {
     /// [`StatListener::watcher`] is the shared poller (Node's returned
     /// `StatWatcher`), for [`StatWatcher::unref`].
     ///
+    /// ```
+    /// use eventide::fs::WatchFileOptions;
+    /// let mut lp = eventide::Loop::new()?;
+    /// // A missing file: called back once, both stats zeroed (as Node).
+    /// lp.fs().watch_file("no-such-file", WatchFileOptions::new(), |lp, current, previous| {
+    ///     assert_eq!((current.nlink, previous.nlink), (0, 0));
+    ///     lp.fs().unwatch_file("no-such-file", None);
+    /// })?;
+    /// lp.run()?; // Ends once nothing is watched.
+    /// # Ok::<(), eventide::Error>(())
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`Error::InvalidArgValue`] for a path with a NUL byte, and
