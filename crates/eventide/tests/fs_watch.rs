@@ -550,6 +550,65 @@ fn a_callback_closes_its_own_watcher(lp: &mut Loop) {
     );
 }
 
+/// A listener that closes its watcher and starts another on the same
+/// directory (the same kernel watch descriptor) from inside the
+/// delivery: the new one hears what comes next, not what was being
+/// delivered. A recursive watcher unreferenced lets the loop end (Node
+/// 20's recursive `unref()` does nothing: a deliberate difference).
+fn a_listener_replaces_its_watcher(lp: &mut Loop) {
+    let dir = tmp();
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let s = Rc::clone(&seen);
+    let d = dir.path().to_path_buf();
+    let _first = lp
+        .fs()
+        .watch(
+            dir.path(),
+            plain(),
+            move |lp, me, kind, name| {
+                s.borrow_mut()
+                    .push(format!("first {kind} {}", name.display()));
+                assert!(me.close(lp));
+                let s = Rc::clone(&s);
+                let second = lp
+                    .fs()
+                    .watch(
+                        &d,
+                        plain(),
+                        move |lp, me, kind, name| {
+                            s.borrow_mut()
+                                .push(format!("second {kind} {}", name.display()));
+                            me.close(lp);
+                        },
+                        |_, _, _| {},
+                    )
+                    .unwrap();
+                assert!(second.is_open(lp));
+            },
+            |_, _, _| {},
+        )
+        .unwrap();
+    let d = dir.path().to_path_buf();
+    lp.set_timeout(Duration::from_millis(50), move |_| create(&d));
+    let d = dir.path().to_path_buf();
+    lp.set_timeout(Duration::from_millis(150), move |_| {
+        std::fs::remove_file(j(&d, "a.txt")).unwrap()
+    });
+    run_within(lp, Duration::from_secs(20));
+    assert_eq!(
+        *seen.borrow(),
+        ["first rename a.txt", "second rename a.txt"],
+        "the first's `change a.txt` went with it; the second heard the delete"
+    );
+    let w = lp
+        .fs()
+        .watch(dir.path(), recursive(), |_, _, _, _| {}, |_, _, _| {})
+        .unwrap();
+    assert!(w.unref(lp));
+    run_within(lp, Duration::from_secs(5));
+    assert!(w.is_open(lp) && w.close(lp));
+}
+
 /// A callback that panics (no panic handler) leaves `run()`; the events
 /// read with it are delivered by the next `run()`.
 fn a_panicking_callback_loses_no_event(lp: &mut Loop) {
@@ -719,6 +778,7 @@ on_every_backend!(
     watching_a_missing_path_fails_as_node,
     a_watcher_keeps_the_loop_alive_unless_unreferenced,
     a_callback_closes_its_own_watcher,
+    a_listener_replaces_its_watcher,
     a_panicking_callback_loses_no_event,
     a_queue_overflow_is_an_error_and_watching_goes_on,
 );
