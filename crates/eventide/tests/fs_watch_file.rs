@@ -18,13 +18,13 @@
 mod fs_support;
 mod util;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::path::Path;
 use std::rc::Rc;
 use std::time::Duration;
 
 use eventide::Loop;
-use eventide::fs::{DEFAULT_INTERVAL, Stats, WatchFileOptions, zeroed_stats};
+use eventide::fs::{DEFAULT_INTERVAL, StatListener, Stats, WatchFileOptions, zeroed_stats};
 use fs_support::tmp;
 use util::run_within;
 
@@ -37,6 +37,16 @@ fn summary(s: &Stats) -> String {
     };
     let i = if s.ino > 0 { "i" } else { "0" };
     format!("{}/{}/{t}/{i}/{}", s.size, s.nlink, s.mode)
+}
+
+/// Writes `data` to `path` at once, as far as a stat on another thread
+/// can tell (a temporary file renamed into place): the poller's stat runs
+/// on the pool or in the kernel while the loop thread writes, and could
+/// see a plain write half done (created but empty), as Node's could.
+fn put(path: &Path, data: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, data).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
 }
 
 fn fast() -> WatchFileOptions {
@@ -53,60 +63,66 @@ fn logger(log: &Log, name: &'static str) -> impl FnMut(&mut Loop, &Stats, &Stats
     }
 }
 
-/// Runs `f` after `ms`, logging `--name` first.
-fn at(lp: &mut Loop, log: &Log, ms: u64, name: &'static str, f: impl FnOnce(&mut Loop) + 'static) {
-    let log = Rc::clone(log);
-    let mut f = Some(f);
-    lp.set_timeout(Duration::from_millis(ms), move |lp| {
-        log.borrow_mut().push(format!("--{name}"));
-        if let Some(f) = f.take() {
-            f(lp);
-        }
-    });
-}
-
 fn node_sequence_with_two_listeners(lp: &mut Loop) {
     let dir = tmp();
     let path = dir.path().join("a");
     let log: Log = Rc::default();
+    // Each step runs once l1 has seen the previous one (in an immediate,
+    // after the whole emit), so no step depends on timing.
+    let mut l1_log = logger(&log, "l1");
+    let calls = Rc::new(Cell::new(0));
+    let l2_slot: Rc<Cell<Option<StatListener>>> = Rc::default();
+    let (p, steps, c, l2_of) = (
+        path.clone(),
+        Rc::clone(&log),
+        Rc::clone(&calls),
+        Rc::clone(&l2_slot),
+    );
     let l1 = lp
         .fs()
-        .watch_file(&path, fast(), logger(&log, "l1"))
+        .watch_file(&path, fast(), move |lp, current, previous| {
+            l1_log(lp, current, previous);
+            c.set(c.get() + 1);
+            let (p, steps, n, l2) = (p.clone(), Rc::clone(&steps), c.get(), l2_of.get());
+            lp.set_immediate(move |lp| {
+                let step = |name: &str| steps.borrow_mut().push(format!("--{name}"));
+                match n {
+                    1 => {
+                        step("create");
+                        put(&p, "xy");
+                    }
+                    2 => {
+                        use std::io::Write;
+                        step("write");
+                        let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+                        f.write_all(b"z").unwrap();
+                    }
+                    3 => {
+                        step("unwatch l2");
+                        let l2 = l2.expect("l2 is set");
+                        assert!(lp.fs().unwatch_file(&p, Some(l2)));
+                        assert!(!lp.fs().unwatch_file(&p, Some(l2)), "already gone");
+                        step("delete");
+                        std::fs::remove_file(&p).unwrap();
+                    }
+                    _ => assert!(lp.fs().unwatch_file(&p, None)),
+                }
+            });
+        })
         .unwrap();
     // The second one's options are ignored: it shares the 50 ms poller.
     let l2 = lp
         .fs()
         .watch_file(&path, WatchFileOptions::new(), logger(&log, "l2"))
         .unwrap();
+    l2_slot.set(Some(l2));
     assert_eq!(l1.watcher(), l2.watcher(), "one poller per path");
-    let p = path.clone();
-    at(lp, &log, 200, "create", move |_| {
-        std::fs::write(&p, "xy").unwrap()
-    });
-    let p = path.clone();
-    at(lp, &log, 400, "write", move |_| {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
-        f.write_all(b"z").unwrap();
-    });
-    let p = path.clone();
-    at(lp, &log, 500, "unwatch l2", move |lp| {
-        assert!(lp.fs().unwatch_file(&p, Some(l2)));
-        assert!(!lp.fs().unwatch_file(&p, Some(l2)), "already gone");
-    });
-    let p = path.clone();
-    at(lp, &log, 600, "delete", move |_| {
-        std::fs::remove_file(&p).unwrap()
-    });
-    let p = path.clone();
-    lp.set_timeout(Duration::from_millis(800), move |lp| {
-        assert!(lp.fs().unwatch_file(&p, None));
-        assert!(
-            !l1.watcher().is_active(lp),
-            "stopped with its last listener"
-        );
-    });
     run_within(lp, Duration::from_secs(20));
+    assert!(
+        !l1.watcher().is_active(lp),
+        "stopped with its last listener"
+    );
+    assert_eq!(calls.get(), 4);
     let mode = 0o100000 | (0o666 & !umask());
     let full = |size| format!("{size}/1/t/i/{mode}");
     let zero = "0/0/0/0/0".to_string();
@@ -222,9 +238,17 @@ fn listeners_that_unwatch_or_panic(lp: &mut Loop) {
         .fs()
         .watch_file(&path, fast(), move |lp, current, _| {
             l1_log.borrow_mut().push(format!("l1 {}", current.size));
-            if current.size == 2 {
-                assert!(lp.fs().unwatch_file(&p, None), "all, itself included");
-            }
+            // The next step once this one is seen: no timing involved.
+            let next = match current.size {
+                0 => "x",
+                1 => "xy",
+                _ => {
+                    assert!(lp.fs().unwatch_file(&p, None), "all, itself included");
+                    return;
+                }
+            };
+            let p = p.clone();
+            lp.set_immediate(move |_| put(&p, next));
         })
         .unwrap();
     let l2_log = Rc::clone(&log);
@@ -237,14 +261,6 @@ fn listeners_that_unwatch_or_panic(lp: &mut Loop) {
             }
         })
         .unwrap();
-    let p = path.clone();
-    lp.set_timeout(Duration::from_millis(100), move |_| {
-        std::fs::write(&p, "x").unwrap()
-    });
-    let p = path.clone();
-    lp.set_timeout(Duration::from_millis(200), move |_| {
-        std::fs::write(&p, "xy").unwrap()
-    });
     let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         run_within(lp, Duration::from_secs(20))
     }));
@@ -265,18 +281,20 @@ fn a_path_through_a_file_fails_once(lp: &mut Loop) {
     let file = fs_support::file_with(dir.path(), "f", b"");
     let path = file.join("x");
     let log: Log = Rc::default();
+    let mut log_it = logger(&log, "l");
+    let (p, l) = (path.clone(), Rc::clone(&log));
     let _l = lp
         .fs()
-        .watch_file(&path, fast(), logger(&log, "l"))
+        .watch_file(&path, fast(), move |lp, current, previous| {
+            log_it(lp, current, previous);
+            // The next step once this one is seen: no timing involved.
+            if l.borrow().len() == 1 {
+                std::fs::remove_file(&file).unwrap();
+            } else {
+                assert!(lp.fs().unwatch_file(&p, None));
+            }
+        })
         .unwrap();
-    let p = path.clone();
-    let f = file.clone();
-    lp.set_timeout(Duration::from_millis(200), move |_| {
-        std::fs::remove_file(&f).unwrap();
-    });
-    lp.set_timeout(Duration::from_millis(400), move |lp| {
-        assert!(lp.fs().unwatch_file(&p, None));
-    });
     run_within(lp, Duration::from_secs(20));
     // ENOTDIR, then ENOENT: both have zeroed stats.
     assert_eq!(
