@@ -47,21 +47,45 @@ fn scenario(
             move |_, _, error| s2.borrow_mut().push(format!("error {error}")),
         )
         .expect("watching starts");
-    let n = steps.len() as u64;
-    for (i, (name, f)) in steps.into_iter().enumerate() {
-        let seen = Rc::clone(&seen);
-        let path = dir.path().to_path_buf();
-        lp.set_timeout(Duration::from_millis(100 * (i as u64 + 1)), move |_| {
-            seen.borrow_mut().push(format!("--{name}"));
-            f(&path);
-        });
-    }
-    lp.set_timeout(Duration::from_millis(100 * n + 200), move |lp| {
-        assert!(watcher.close(lp));
-        assert!(!watcher.close(lp), "a second close does nothing");
-    });
+    // Each step's timer is started by the previous one's: the events a
+    // step caused (all made before its callback returns) are read in the
+    // poll phase right after it, before the next step can be due.
+    next_step(
+        lp,
+        steps.into_iter().collect(),
+        Rc::clone(&seen),
+        dir.path().to_path_buf(),
+        watcher,
+    );
     run_within(lp, Duration::from_secs(20));
     seen.take()
+}
+
+/// Runs the first of `steps` in 100 ms, and from there the rest; closes
+/// the watcher 200 ms after the last.
+fn next_step(
+    lp: &mut Loop,
+    mut steps: std::collections::VecDeque<Step>,
+    seen: Rc<RefCell<Vec<String>>>,
+    path: PathBuf,
+    watcher: eventide::fs::FsWatcher,
+) {
+    let Some((name, f)) = steps.pop_front() else {
+        lp.set_timeout(Duration::from_millis(200), move |lp| {
+            assert!(watcher.close(lp));
+            assert!(!watcher.close(lp), "a second close does nothing");
+        });
+        return;
+    };
+    let mut step = Some((name, f, steps));
+    lp.set_timeout(Duration::from_millis(100), move |lp| {
+        let Some((name, f, steps)) = step.take() else {
+            return;
+        };
+        seen.borrow_mut().push(format!("--{name}"));
+        f(&path);
+        next_step(lp, steps, Rc::clone(&seen), path.clone(), watcher);
+    });
 }
 
 fn j(dir: &Path, name: &str) -> PathBuf {
@@ -495,7 +519,13 @@ fn a_watcher_keeps_the_loop_alive_unless_unreferenced(lp: &mut Loop) {
         .unwrap();
     let d = dir.path().to_path_buf();
     lp.set_timeout(Duration::from_millis(50), move |_| create(&d));
-    lp.set_timeout(Duration::from_millis(250), |_| {});
+    // Something else keeps the loop running until both events are in.
+    let s = Rc::clone(&seen);
+    lp.set_interval(Duration::from_millis(10), move |lp, me| {
+        if s.borrow().len() == 2 {
+            lp.clear_timer(me);
+        }
+    });
     run_within(lp, Duration::from_secs(5));
     assert_eq!(*seen.borrow(), ["rename a.txt", "change a.txt"]);
     assert!(q.close(lp) && p.close(lp));
@@ -584,16 +614,17 @@ fn a_listener_replaces_its_watcher(lp: &mut Loop) {
                     )
                     .unwrap();
                 assert!(second.is_open(lp));
+                // The next step once this one is seen.
+                let a = j(&d, "a.txt");
+                lp.set_timeout(Duration::from_millis(50), move |_| {
+                    std::fs::remove_file(&a).unwrap()
+                });
             },
             |_, _, _| {},
         )
         .unwrap();
     let d = dir.path().to_path_buf();
     lp.set_timeout(Duration::from_millis(50), move |_| create(&d));
-    let d = dir.path().to_path_buf();
-    lp.set_timeout(Duration::from_millis(150), move |_| {
-        std::fs::remove_file(j(&d, "a.txt")).unwrap()
-    });
     run_within(lp, Duration::from_secs(20));
     assert_eq!(
         *seen.borrow(),
@@ -669,20 +700,27 @@ fn a_queue_overflow_is_an_error_and_watching_goes_on(lp: &mut Loop) {
     let changes = Rc::new(RefCell::new(0usize));
     let late = Rc::new(RefCell::new(false));
     let (e, c, l) = (Rc::clone(&errors), Rc::clone(&changes), Rc::clone(&late));
-    let w = lp
+    let d = dir.path().to_path_buf();
+    // `late` is made once the overflow is told (its event then finds room
+    // in the queue), and the watcher closed once `late` is seen: no step
+    // depends on timing.
+    let _w = lp
         .fs()
         .watch(
             dir.path(),
             plain(),
-            move |_, _, _, name| {
+            move |lp, me, _, name| {
                 *c.borrow_mut() += 1;
                 if name == Path::new("late") {
                     *l.borrow_mut() = true;
+                    assert!(me.close(lp));
                 }
             },
             move |lp, me, error| {
                 assert!(me.is_open(lp), "still open when told");
                 e.borrow_mut().push(error);
+                let late = d.join("late");
+                lp.set_immediate(move |_| std::fs::write(late, "").unwrap());
             },
         )
         .unwrap();
@@ -693,13 +731,6 @@ fn a_queue_overflow_is_an_error_and_watching_goes_on(lp: &mut Loop) {
             std::fs::set_permissions(&a, std::fs::Permissions::from_mode(mode)).unwrap();
             std::fs::set_permissions(&b, std::fs::Permissions::from_mode(mode)).unwrap();
         }
-    });
-    let d = dir.path().to_path_buf();
-    lp.set_timeout(Duration::from_millis(300), move |_| {
-        std::fs::write(d.join("late"), "").unwrap();
-    });
-    lp.set_timeout(Duration::from_millis(600), move |lp| {
-        assert!(w.close(lp));
     });
     run_within(lp, Duration::from_secs(30));
     let errors = errors.borrow();
@@ -737,6 +768,9 @@ fn the_descriptor_is_nonblocking_and_cloexec_and_keys_are_per_loop(lp: &mut Loop
         let Ok(info) = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")) else {
             continue; // Closed meanwhile by another test's loop.
         };
+        if !info.contains("inotify wd:") {
+            continue; // Reused meanwhile, or a loop's without watches yet.
+        }
         let flags = info
             .lines()
             .find_map(|l| l.strip_prefix("flags:"))
