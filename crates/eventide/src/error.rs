@@ -498,6 +498,12 @@ impl fmt::Display for FsMessage<'_> {
             return Ok(());
         }
         match self.source.raw_os_error() {
+            // Node's own words for the watch limit (`fs.watch`).
+            Some(libc::ENOSPC) if self.syscall == "watch" => write!(
+                f,
+                "{}: System limit for number of file watchers reached, {}",
+                self.code, self.syscall
+            )?,
             Some(errno) => {
                 let (_, message) = crate::fs::error::describe(errno);
                 write!(f, "{}: {message}, {}", self.code, self.syscall)?;

@@ -78,6 +78,8 @@ pub(crate) struct Io {
     pub(crate) fs: crate::fs::Table,
     /// The event sources of [`crate::source`].
     pub(crate) sources: crate::source::Table,
+    /// The file watchers of [`crate::fs`] (`watch`, `watch_file`).
+    pub(crate) watch: crate::fs::Watches,
 }
 
 impl Io {
@@ -92,6 +94,7 @@ impl Io {
             dgram: crate::dgram::new_table(owner),
             fs: crate::fs::Table::new(owner),
             sources: crate::source::Table::default(),
+            watch: crate::fs::Watches::new(owner),
         }
     }
 

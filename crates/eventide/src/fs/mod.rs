@@ -75,13 +75,18 @@ mod stream;
 mod sys;
 mod table;
 mod types;
+mod watch;
+mod watch_file;
 
 pub use eventide_reactor::FileOps;
 pub use route::{FsStats, stats};
 pub use stream::{ReadStream, ReadStreamOptions, WriteStream, WriteStreamOptions};
 pub use types::{DirEntry, File, FileType, Flags, Stats};
+pub use watch::{FsWatcher, WatchEventType, WatchOptions};
+pub use watch_file::{DEFAULT_INTERVAL, StatListener, StatWatcher, WatchFileOptions, zeroed_stats};
 
 pub(crate) use table::Table;
+pub(crate) use watch::Watches;
 
 use crate::event_loop::Loop;
 
