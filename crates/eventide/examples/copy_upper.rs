@@ -41,8 +41,6 @@ use eventide::fs::{File, Flags, ReadStreamOptions, WriteStream, WriteStreamOptio
 struct Copy {
     output: WriteStream,
     upper: Utf8Upper,
-    /// Set when OUT is written and closed.
-    finished: bool,
 }
 
 fn main() -> ExitCode {
@@ -74,25 +72,7 @@ fn copy_upper(input: &str, output: &str) -> eventide::Result<()> {
             }
         });
     });
-    lp.run()?;
-    if let Some(&Copy {
-        output,
-        finished: false,
-        ..
-    }) = lp.state::<Copy>()
-    {
-        // The loop ran out of work with the copy unfinished: a write
-        // failed (ENOSPC, say) while reading waited for the write stream
-        // to drain, which it never will. A write stream reports its error
-        // to `end`.
-        output.end(&mut lp, |lp, finished| {
-            if let Err(error) = finished {
-                lp.fail(error);
-            }
-        });
-        lp.run()?;
-    }
-    Ok(())
+    lp.run()
 }
 
 /// Streams the open `input` upper-cased into the open `output`.
@@ -117,9 +97,10 @@ fn stream(lp: &mut Loop, input: File, output: File) {
             let copy = lp.state_mut::<Copy>().expect("inserted below");
             let (tail, output) = (copy.upper.finish(), copy.output);
             output.write(lp, tail);
-            output.end(lp, |lp, finished| match finished {
-                Ok(()) => lp.state_mut::<Copy>().expect("still there").finished = true,
-                Err(error) => lp.fail(error),
+            output.end(lp, |lp, finished| {
+                if let Err(error) = finished {
+                    lp.fail(error);
+                }
             });
         },
     );
@@ -129,12 +110,14 @@ fn stream(lp: &mut Loop, input: File, output: File) {
         WriteStreamOptions::default().fd(output),
         move |lp, _| reader.resume(lp),
     );
+    // A write that fails (ENOSPC, say) before the end, even while reading
+    // waits for a drain that will never come: Node's `'error'`.
+    writer.on_error(lp, |lp, error| lp.fail(error));
     // A stream given its file reads from the next turn: the state is
     // there before the first chunk.
     lp.insert_state(Copy {
         output: writer,
         upper: Utf8Upper::default(),
-        finished: false,
     });
 }
 

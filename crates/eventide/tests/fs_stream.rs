@@ -164,6 +164,57 @@ fn a_write_stream_applies_backpressure_and_writes_everything(lp: &mut Loop) {
     assert!(std::fs::read(&path).unwrap() == *data);
 }
 
+/// A write that fails before `end` (ENOSPC on /dev/full) destroys the
+/// stream at once and goes to `on_error` with Node's message, then the
+/// close callback runs; no drain comes; later writes are refused and
+/// `end` fails (checked with node: `error ENOSPC ENOSPC: no space left on
+/// device, write`, `close`; a later write or end gets
+/// ERR_STREAM_DESTROYED; here the stream is gone, so its key is stale).
+/// Before: the error waited for an `end` the paused writer never called,
+/// and `run()` returned `Ok`.
+fn a_write_error_before_end_goes_to_on_error_then_close(lp: &mut Loop) {
+    let events = Rc::new(RefCell::new(Vec::<String>::new()));
+    let e = Rc::clone(&events);
+    let stream =
+        lp.fs()
+            .create_write_stream("/dev/full", WriteStreamOptions::default(), move |_, _| {
+                e.borrow_mut().push("drain".into())
+            });
+    let e = Rc::clone(&events);
+    stream.on_error(lp, move |_, error| {
+        assert_fs_error(&error, "ENOSPC", "ENOSPC: no space left on device, write");
+        e.borrow_mut().push("error".into());
+    });
+    let e = Rc::clone(&events);
+    stream.on_close(lp, move |_| e.borrow_mut().push("close".into()));
+    assert!(
+        !stream.write(lp, vec![b'x'; 20_000]),
+        "above the high-water mark: wait for a drain"
+    );
+    run_within(lp, Duration::from_secs(20));
+    assert_eq!(*events.borrow(), ["error", "close"]);
+    assert!(stream.is_destroyed(lp));
+    assert!(
+        !stream.write(lp, b"after".to_vec()),
+        "no writes after the error"
+    );
+    let end = outcome(lp, move |lp, done| stream.end(lp, done));
+    let error = end.expect_err("end after the error");
+    assert!(matches!(error, eventide::Error::Stale { .. }), "{error:?}");
+}
+
+/// The same error with no `on_error`: `run()` returns it (Node's uncaught
+/// `'error'` ends the process), it is never lost.
+fn a_write_error_nobody_listens_to_ends_run(lp: &mut Loop) {
+    let stream = lp
+        .fs()
+        .create_write_stream("/dev/full", WriteStreamOptions::default(), |_, _| {});
+    stream.write(lp, b"lost".to_vec());
+    let error = lp.run().expect_err("run() returns the write's error");
+    assert_fs_error(&error, "ENOSPC", "ENOSPC: no space left on device, write");
+    run_within(lp, Duration::from_secs(20));
+}
+
 fn a_write_stream_that_cannot_open_reports_it_at_end(lp: &mut Loop) {
     let dir = tmp();
     let path = dir.path().join("no/such/dir/file");
@@ -564,6 +615,8 @@ fn an_ended_stream_without_auto_close_stays_until_destroyed(lp: &mut Loop) {
 }
 
 on_every_backend!(
+    a_write_error_before_end_goes_to_on_error_then_close,
+    a_write_error_nobody_listens_to_ends_run,
     read_stream_ranges_follow_node,
     read_stream_on_a_given_file_reads_from_its_position,
     read_stream_destroyed_in_a_chunk_ends_with_close_only,

@@ -34,6 +34,7 @@ type OnData = Box<dyn FnMut(&mut Loop, ReadStream, &[u8])>;
 type OnEnd = Box<dyn FnOnce(&mut Loop, Result<()>)>;
 type OnDrain = Box<dyn FnMut(&mut Loop, WriteStream)>;
 type OnClose = Box<dyn FnOnce(&mut Loop)>;
+type OnError = Box<dyn FnOnce(&mut Loop, Error)>;
 
 /// Chainable setters, one per named field, each documented as setting
 /// it: `name: Type` takes a `Type` (or, written `impl Into<..>`, anything
@@ -550,6 +551,7 @@ pub(crate) struct WriteState {
     on_drain: Option<OnDrain>,
     on_finish: Option<OnEnd>,
     on_close: Option<OnClose>,
+    on_error: Option<OnError>,
     ending: bool,
     finished: bool,
     destroyed: bool,
@@ -565,7 +567,10 @@ impl Fs<'_> {
     /// written and the file closed (with `auto_close`), with the first
     /// error of opening, writing or closing (after an error, queued and
     /// later chunks are dropped). Then the close callback runs
-    /// ([`WriteStream::on_close`], Node's `'close'`).
+    /// ([`WriteStream::on_close`], Node's `'close'`). An error before
+    /// `end` destroys the stream at once, as Node's `autoDestroy` does,
+    /// and goes to [`WriteStream::on_error`] (or, with no listener, ends
+    /// the loop's `run()` with it: Node's uncaught `'error'`).
     pub fn create_write_stream(
         self,
         path: impl AsRef<Path>,
@@ -589,6 +594,7 @@ impl Fs<'_> {
             on_drain: Some(Box::new(on_drain)),
             on_finish: None,
             on_close: None,
+            on_error: None,
             ending: false,
             finished: false,
             destroyed: false,
@@ -692,6 +698,24 @@ impl WriteStream {
         }
     }
 
+    /// Sets the error callback, Node's `'error'` event, for an error of
+    /// opening or writing that comes before [`WriteStream::end`]: the
+    /// stream is then destroyed (as Node's `autoDestroy` does: queued
+    /// chunks are dropped, the file is closed with `auto_close`), this
+    /// callback runs with the error, then the close callback. A writer
+    /// waiting for `on_drain` learns of the failure here (no drain comes
+    /// after an error). The stream is gone then (its key stale): later
+    /// writes return `false`, `end` answers [`Error::Stale`] (Node's
+    /// `ERR_STREAM_DESTROYED`). With no error callback set, the error ends
+    /// the loop's `run()` ([`Loop::fail`]), as an `'error'` nobody listens
+    /// to ends a Node process: it is never lost. An error while `end` is
+    /// pending goes to `end`'s callback instead.
+    pub fn on_error(self, lp: &mut Loop, callback: impl FnOnce(&mut Loop, Error) + 'static) {
+        if let Some(s) = self.state(lp) {
+            s.on_error = Some(Box::new(callback));
+        }
+    }
+
     /// Writes what is queued, closes the file (with `auto_close`), then
     /// runs `on_finish` with the first error, if any (Node's `end()` and
     /// `'finish'`/`'error'`). Called twice, after `destroy` (Node's
@@ -762,6 +786,9 @@ impl WriteStream {
         };
         if s.writing || s.opening || s.finished || s.destroyed {
             return;
+        }
+        if s.error.is_some() && !s.ending {
+            return self.errored(lp);
         }
         let Some(file) = s.file else {
             // Opening failed: nothing is written; `end` finishes.
@@ -865,6 +892,36 @@ impl WriteStream {
             }),
             // Maybe inside `end` itself: never call back from within it.
             None => lp.defer(move |lp| done(lp, result)),
+        }
+    }
+
+    /// The first error, with no `end` pending (Node's `autoDestroy`): the
+    /// stream goes, its file is closed (with `auto_close`), then the error
+    /// callback runs (or the loop fails with the error), then the close
+    /// callback. Nothing is in flight.
+    fn errored(self, lp: &mut Loop) {
+        let Some(s) = self.state(lp) else {
+            return;
+        };
+        let Some(error) = s.error.take() else {
+            return;
+        };
+        s.destroyed = true;
+        s.finished = true;
+        s.on_drain = None;
+        let on_error = s.on_error.take();
+        let on_close = s.on_close.take().filter(|_| s.emit_close);
+        let file = if s.auto_close { s.file.take() } else { None };
+        lp.io.fs.remove_write(self.0);
+        let report = move |lp: &mut Loop| match on_error {
+            Some(on_error) => on_error(lp, error),
+            None => lp.fail(error),
+        };
+        match file {
+            Some(file) => lp.fs().close(file, move |lp, _| {
+                end_then_close(lp, Some(report), on_close);
+            }),
+            None => lp.defer(move |lp| end_then_close(lp, Some(report), on_close)),
         }
     }
 
