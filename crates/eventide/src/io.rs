@@ -77,6 +77,8 @@ pub(crate) struct Io {
     pub(crate) dgram: crate::dgram::Table,
     /// The open files and file streams of [`crate::fs`].
     pub(crate) fs: crate::fs::Table,
+    /// The signal listeners of [`crate::signal`].
+    pub(crate) signals: crate::signal::Table,
 }
 
 impl Io {

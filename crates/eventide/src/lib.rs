@@ -129,6 +129,7 @@ mod handle;
 mod hooks;
 mod io;
 pub mod net;
+pub mod signal;
 mod slab;
 mod timer_callback;
 mod timers;
