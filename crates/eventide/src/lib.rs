@@ -109,6 +109,13 @@
 //! one peer, joins multicast groups and sets TTLs, with Node's errors
 //! (`bind EADDRINUSE 127.0.0.1:41234`).
 //!
+//! # Signals
+//!
+//! [`signal`] is Node's `process.on('SIGINT', f)`: [`Loop::on_signal`]
+//! adds a listener that runs on the loop once for every delivery of the
+//! signal to the process. The first loop also ignores SIGPIPE, as Node
+//! does: a write to a pipe or socket without a reader fails with `EPIPE`.
+//!
 //! # Backends
 //!
 //! The cargo features `uring`, `epoll` (both Linux only) and `poll` (all on
