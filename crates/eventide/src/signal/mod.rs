@@ -237,8 +237,8 @@ pub(crate) struct Listeners {
     wait: Option<Token>,
     /// Listeners that keep the loop alive.
     referenced: usize,
-    /// Calls still to make, in order: a listener and its signal. Filled
-    /// from the counts before any of them runs.
+    /// Calls still to make, in order (a listener once per delivery).
+    /// Filled from the counts before any of them runs.
     queue: VecDeque<SlotId>,
     /// Whether a deferred drain of `queue` is waiting (after a panic
     /// left one half done).
