@@ -205,6 +205,9 @@ impl Loop {
         pool_threads: Option<usize>,
         drop_timeout: Duration,
     ) -> Result<Loop> {
+        // As Node: a write to a pipe or socket without a reader is an
+        // `EPIPE` error, never the end of the process (docs/process.md).
+        crate::signal::ignore_sigpipe();
         let shared = Arc::new(Shared::new(reactor.waker()));
         let work = Work::new(Arc::clone(&shared), pool_threads, drop_timeout)?;
         let id = NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed);

@@ -80,6 +80,8 @@ pub(crate) struct Io {
     pub(crate) sources: crate::source::Table,
     /// The file watchers of [`crate::fs`] (`watch`, `watch_file`).
     pub(crate) watch: crate::fs::Watches,
+    /// The signal listeners of [`crate::signal`].
+    pub(crate) signals: crate::signal::Table,
 }
 
 impl Io {
@@ -95,6 +97,7 @@ impl Io {
             fs: crate::fs::Table::new(owner),
             sources: crate::source::Table::default(),
             watch: crate::fs::Watches::new(owner),
+            signals: crate::signal::Table::default(),
         }
     }
 

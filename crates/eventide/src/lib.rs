@@ -118,6 +118,13 @@
 //! built on the same reactor operations as the loop's sockets
 //! ([`Loop::insert_source`]).
 //!
+//! # Signals
+//!
+//! [`signal`] is Node's `process.on('SIGINT', f)`: [`Loop::on_signal`]
+//! adds a listener that runs on the loop once for every delivery of the
+//! signal to the process. The first loop also ignores SIGPIPE, as Node
+//! does: a write to a pipe or socket without a reader fails with `EPIPE`.
+//!
 //! # Backends
 //!
 //! The cargo features `uring`, `epoll` (both Linux only) and `poll` (all on
@@ -138,6 +145,7 @@ mod handle;
 mod hooks;
 mod io;
 pub mod net;
+pub mod signal;
 mod slab;
 pub mod source;
 mod timer_callback;
