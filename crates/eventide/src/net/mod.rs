@@ -119,6 +119,7 @@
 //! is closed at once, every callback still waiting gets the error, and
 //! the handle is stale from then on.
 
+mod adopt;
 mod buf;
 mod dns;
 mod kinds;
@@ -127,6 +128,7 @@ mod stream;
 mod tcp;
 mod unix;
 
+pub use adopt::{HandedBack, HandedBackListener};
 pub use buf::WriteBuf;
 pub use dns::Family;
 pub use kinds::{TcpListener, TcpStream, UnixListener, UnixStream};
@@ -155,6 +157,9 @@ pub(crate) struct Sockets {
     /// `on_data` ran (the reader was out of the slot then): taken by the
     /// delivery that comes back to find the stream gone.
     owed: Vec<(stream::Stream, crate::Error)>,
+    /// Sockets being handed back to std, waiting for their operation's
+    /// final completion (`into_std`, in adopt.rs).
+    hand_backs: adopt::HandBacks,
 }
 
 impl Sockets {
@@ -166,6 +171,7 @@ impl Sockets {
             servers: listener::Servers::default(),
             reserve: None,
             owed: Vec::new(),
+            hand_backs: adopt::HandBacks::default(),
         }
     }
 
