@@ -15,6 +15,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::time::Duration;
 
+use eventide::dgram::UdpSocket;
 use eventide::net::{ListenOptions, TcpListener, TcpStream, UnixListener, UnixStream};
 use eventide::{Error, Loop};
 use util::{outcome, run_within};
@@ -244,6 +245,27 @@ fn a_stream_with_writes_queued_is_refused_and_stays_open(lp: &mut Loop) {
     assert_eq!(error.to_string(), "into_std EBUSY");
 }
 
+fn a_stream_shutting_down_is_refused(lp: &mut Loop) {
+    let listener = std::net::TcpListener::bind(loopback()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let refused = Rc::new(RefCell::new(None));
+    let r = Rc::clone(&refused);
+    lp.tcp_connect(addr, move |lp, connected| {
+        let stream = connected.expect("connected");
+        // Nothing queued: the shutdown goes to the kernel at once.
+        stream.shutdown(lp, |_, _| {});
+        stream.into_std(lp, move |lp, back| {
+            *r.borrow_mut() = Some(back.map(drop));
+            assert!(stream.close(lp), "still open");
+        });
+    })
+    .unwrap();
+    run_within(lp, LIMIT);
+    drop(listener);
+    let error = refused.borrow_mut().take().unwrap().unwrap_err();
+    assert_eq!(error.to_string(), "into_std EBUSY");
+}
+
 fn a_listener_handed_back_accepts_with_std(lp: &mut Loop) {
     let server = lp
         .tcp_listen(loopback(), ListenOptions::default(), |_, _| {
@@ -430,34 +452,123 @@ fn wrong_kinds_are_refused_in_clear_words(lp: &mut Loop) {
     run_within(lp, LIMIT);
 }
 
-fn an_adopted_descriptor_is_closed_once_through_the_loop(lp: &mut Loop) {
-    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-    let fd = ours.as_raw_fd();
-    let stream = UnixStream::from_std(lp, ours).unwrap();
-    assert!(stream.close(lp));
+/// Closing an adopted socket through the loop closes its descriptor,
+/// once. Descriptor numbers are reused by every thread of the process, so
+/// the check runs in a child process alone (`child_closes_adopted_fds`).
+#[test]
+fn an_adopted_descriptor_is_closed_once_through_the_loop() {
+    util::run_child("child_closes_adopted_fds", &[]);
+}
+
+#[test]
+#[ignore = "child entry point: run by an_adopted_descriptor_is_closed_once_through_the_loop"]
+fn child_closes_adopted_fds() {
+    assert!(util::in_child());
+    for &backend in eventide::BackendKind::compiled() {
+        let Some(mut lp) = util::new_loop(backend) else {
+            continue;
+        };
+        let lp = &mut lp;
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let fd = ours.as_raw_fd();
+        let stream = UnixStream::from_std(lp, ours).unwrap();
+        assert!(stream.close(lp));
+        run_within(lp, LIMIT);
+        assert_eq!(fcntl(fd, libc::F_GETFD), Err(libc::EBADF), "closed");
+        // The number is free: the next descriptor takes it, and nothing
+        // of the loop closes it again.
+        let reused = std::fs::File::open("/dev/null").unwrap();
+        assert_eq!(reused.as_raw_fd(), fd);
+        lp.set_timeout(Duration::from_millis(5), |_| {});
+        run_within(lp, LIMIT);
+        assert!(fcntl(fd, libc::F_GETFD).is_ok(), "not closed twice");
+        drop(reused);
+        drop(theirs);
+    }
+}
+
+fn an_adopted_std_udp_socket_echoes_and_is_handed_back(lp: &mut Loop) {
+    let std_socket = std::net::UdpSocket::bind(loopback()).unwrap();
+    let addr = std_socket.local_addr().unwrap();
+    let socket = UdpSocket::from_std(lp, std_socket).expect("adopted");
+    assert_eq!(socket.local_addr(lp).unwrap(), addr);
+    assert_nonblocking_cloexec(socket.fd(lp).unwrap().as_raw_fd());
+    let client = std::net::UdpSocket::bind(loopback()).unwrap();
+    client.set_read_timeout(Some(LIMIT)).unwrap();
+    client.send_to(b"ping", addr).unwrap();
+    socket.recv_start(
+        lp,
+        |lp, socket, data, from| {
+            socket.send_to(lp, data.to_vec(), from, |_, sent| {
+                assert_eq!(sent.unwrap(), 4)
+            });
+            socket.recv_stop(lp);
+        },
+        |_, _, error| panic!("{error}"),
+    );
     run_within(lp, LIMIT);
-    assert_eq!(fcntl(fd, libc::F_GETFD), Err(libc::EBADF), "closed");
-    // The number is free: the next descriptor takes it, and nothing of
-    // the loop closes it again.
-    let reused = std::fs::File::open("/dev/null").unwrap();
-    let reused_fd = reused.as_raw_fd();
-    lp.set_timeout(Duration::from_millis(5), |_| {});
+    let mut buf = [0u8; 16];
+    let (n, from) = client.recv_from(&mut buf).unwrap();
+    assert_eq!((&buf[..n], from), (&b"ping"[..], addr));
+    // Handed back while receiving: the readable wait is cancelled first;
+    // the loop reads nothing more, so no datagram is lost.
+    socket.recv_start(
+        lp,
+        |_, _, _, _| panic!("nothing is read"),
+        |_, _, e| panic!("{e}"),
+    );
+    let back = outcome(lp, |lp, done| socket.into_std(lp, done));
+    let back = back.expect("handed back");
+    assert!(!socket.close(lp), "stale");
+    back.set_nonblocking(false).unwrap();
+    back.set_read_timeout(Some(LIMIT)).unwrap();
+    client.send_to(b"std", addr).unwrap();
+    let (n, _) = back.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"std");
+}
+
+fn a_connected_udp_socket_stays_connected_when_adopted(lp: &mut Loop) {
+    let peer = std::net::UdpSocket::bind(loopback()).unwrap();
+    peer.set_read_timeout(Some(LIMIT)).unwrap();
+    let std_socket = std::net::UdpSocket::bind(loopback()).unwrap();
+    std_socket.connect(peer.local_addr().unwrap()).unwrap();
+    let socket = UdpSocket::from_std(lp, std_socket).unwrap();
+    assert_eq!(socket.remote_addr(lp).unwrap(), peer.local_addr().unwrap());
+    socket.send(lp, b"connected".to_vec(), |_, sent| {
+        assert_eq!(sent.unwrap(), 9)
+    });
     run_within(lp, LIMIT);
-    assert!(fcntl(reused_fd, libc::F_GETFD).is_ok(), "not closed twice");
-    drop(reused);
-    drop(theirs);
+    let mut buf = [0u8; 16];
+    let n = peer.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"connected");
+    socket.close(lp);
+    let error = UdpSocket::from_fd(lp, OwnedFd::from(peer.try_clone().unwrap()))
+        .map(drop)
+        .and_then(|()| {
+            let tcp = std::net::TcpListener::bind(loopback()).unwrap();
+            UdpSocket::from_fd(lp, OwnedFd::from(tcp)).map(drop)
+        })
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "The argument 'socket' must be a UDP socket. \
+         Received a listening TCP socket (AF_INET, SOCK_STREAM)"
+    );
+    run_within(lp, LIMIT);
 }
 
 on_every_backend!(
+    an_adopted_std_udp_socket_echoes_and_is_handed_back,
+    a_connected_udp_socket_stays_connected_when_adopted,
     an_adopted_std_listener_accepts,
     an_adopted_connected_std_stream_echoes,
     a_stream_handed_back_while_reading_loses_no_byte,
     a_stream_handed_back_works_with_blocking_std_io,
     a_stream_with_writes_queued_is_refused_and_stays_open,
+    a_stream_shutting_down_is_refused,
     a_listener_handed_back_accepts_with_std,
     connections_waiting_when_a_listener_is_handed_back_never_hang,
     unix_streams_are_adopted_and_handed_back,
     an_adopted_unix_listener_accepts_and_keeps_its_file,
     wrong_kinds_are_refused_in_clear_words,
-    an_adopted_descriptor_is_closed_once_through_the_loop,
 );

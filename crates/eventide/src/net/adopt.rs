@@ -187,7 +187,8 @@ pub(super) fn accepted_while_handing_back(lp: &mut Loop, listener: Listener, c: 
 
 /// What a descriptor must be to be adopted.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Want {
+pub(crate) enum Want {
+    Udp,
     TcpStream,
     TcpListener,
     UnixStream,
@@ -271,7 +272,7 @@ fn set_cloexec(socket: &Socket) -> io::Result<()> {
 /// naming what it is (`The argument 'socket' must be a connected TCP
 /// socket. Received a UDP socket (AF_INET, SOCK_DGRAM)`); a failing
 /// `fcntl`: [`Error::Net`] with syscall `"adopt"`.
-fn adopt(fd: OwnedFd, want: Want) -> Result<Socket> {
+pub(crate) fn adopt(fd: OwnedFd, want: Want) -> Result<Socket> {
     let socket = Socket::from(fd);
     let refuse = |received: String| Error::InvalidArgValue {
         name: "socket",
@@ -280,6 +281,7 @@ fn adopt(fd: OwnedFd, want: Want) -> Result<Socket> {
             Want::TcpListener => "must be a listening TCP socket",
             Want::UnixStream => "must be a connected Unix domain stream socket",
             Want::UnixListener => "must be a listening Unix domain stream socket",
+            Want::Udp => "must be a UDP socket",
         },
         received,
     };
@@ -298,13 +300,18 @@ fn adopt(fd: OwnedFd, want: Want) -> Result<Socket> {
             i32::from(f) == libc::AF_INET || i32::from(f) == libc::AF_INET6
         }
         (Want::UnixStream | Want::UnixListener, Ok(f)) => i32::from(f) == libc::AF_UNIX,
+        (Want::Udp, Ok(f)) => i32::from(f) == libc::AF_INET || i32::from(f) == libc::AF_INET6,
         (_, Err(_)) => false,
     };
     let listening = is_listening(&socket).map_err(|e| Error::net("adopt", None, e))?;
     let wants_listener = matches!(want, Want::TcpListener | Want::UnixListener);
     let connected = !wants_listener && socket.peer_addr().is_ok();
-    let state_ok = if wants_listener { listening } else { connected };
-    if kind != Type::STREAM || !family_ok || !state_ok {
+    let (want_type, state_ok) = match want {
+        Want::Udp => (Type::DGRAM, true),
+        _ if wants_listener => (Type::STREAM, listening),
+        _ => (Type::STREAM, connected),
+    };
+    if kind != want_type || !family_ok || !state_ok {
         let mut received = describe(&socket);
         if family_ok && kind == Type::STREAM && !wants_listener && !listening {
             received = format!("{received}, not connected");

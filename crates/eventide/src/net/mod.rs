@@ -119,7 +119,7 @@
 //! is closed at once, every callback still waiting gets the error, and
 //! the handle is stale from then on.
 
-mod adopt;
+pub(crate) mod adopt;
 mod buf;
 mod dns;
 mod kinds;
