@@ -130,7 +130,7 @@ mod unix;
 
 pub use adopt::{HandedBack, HandedBackListener};
 pub use buf::WriteBuf;
-pub use dns::Family;
+pub use dns::{Family, Hints, LookupOptions};
 pub use kinds::{TcpListener, TcpStream, UnixListener, UnixStream};
 pub use listener::{ListenOptions, Listener};
 pub use stream::{DEFAULT_END_TIMEOUT, DEFAULT_HIGH_WATER_MARK, Stream};
