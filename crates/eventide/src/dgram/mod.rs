@@ -221,11 +221,7 @@ impl Loop {
 /// A nonblocking, close-on-exec UDP socket configured by `options` and
 /// bound to `addr`.
 fn udp_socket(addr: SocketAddr, options: &UdpOptions) -> std::io::Result<Socket> {
-    let socket = Socket::new(
-        Domain::for_address(addr),
-        Type::DGRAM.nonblocking().cloexec(),
-        None,
-    )?;
+    let socket = crate::net::new_socket(Domain::for_address(addr), Type::DGRAM)?;
     if options.reuse_addr {
         socket.set_reuse_address(true)?;
     }

@@ -266,7 +266,11 @@ fn dns_error(failure: Failure, syscall: &'static str, hostname: String) -> Error
 /// name that has no address.
 fn resolver_code(code: i32) -> &'static str {
     match code {
-        libc::EAI_NONAME | libc::EAI_NODATA => "ENOTFOUND",
+        libc::EAI_NONAME => "ENOTFOUND",
+        // glibc's and musl's code for a name without an address of the
+        // family asked (other systems answer EAI_NONAME).
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        libc::EAI_NODATA => "ENOTFOUND",
         libc::EAI_AGAIN => "EAI_AGAIN",
         libc::EAI_FAIL => "EAI_FAIL",
         libc::EAI_FAMILY => "EAI_FAMILY",
@@ -370,9 +374,9 @@ fn getnameinfo(addr: SocketAddr) -> std::result::Result<(String, String), Failur
             addr.as_ptr().cast(),
             addr.len(),
             host.as_mut_ptr(),
-            host.len() as libc::socklen_t,
+            host.len() as _,
             service.as_mut_ptr(),
-            service.len() as libc::socklen_t,
+            service.len() as _,
             libc::NI_NAMEREQD,
         )
     };

@@ -604,17 +604,7 @@ impl super::Sockets {
             return false;
         }
         loop {
-            // SAFETY: accept4 with null address pointers only returns a new
-            // descriptor, which is owned below; `listener` is the
-            // listener's open socket.
-            let fd = unsafe {
-                libc::accept4(
-                    listener,
-                    std::ptr::null_mut(),
-                    std::ptr::null_mut(),
-                    libc::SOCK_CLOEXEC,
-                )
-            };
+            let fd = accept_and_close_on_exec(listener);
             if fd < 0 {
                 if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
                     continue;
@@ -660,6 +650,45 @@ impl Listener {
         }
         drop(lp.io.net.servers.close(listener.server, None));
         Ok((listener.socket, listener.accepting))
+    }
+}
+
+/// One `accept` on `listener` for a connection closed at once: close-on-
+/// exec from the start where `accept4` exists, else (macOS) not at all
+/// for the instant it lives.
+fn accept_and_close_on_exec(listener: RawFd) -> RawFd {
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly"
+    ))]
+    {
+        // SAFETY: accept4 with null address pointers only returns a new
+        // descriptor, which the caller owns; `listener` is the listener's
+        // open socket.
+        unsafe {
+            libc::accept4(
+                listener,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC,
+            )
+        }
+    }
+    #[cfg(not(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly"
+    )))]
+    {
+        // SAFETY: as above, with accept.
+        unsafe { libc::accept(listener, std::ptr::null_mut(), std::ptr::null_mut()) }
     }
 }
 

@@ -195,16 +195,43 @@ impl Sockets {
 
 /// A nonblocking, close-on-exec TCP socket for `addr`'s family.
 fn tcp_socket(addr: SocketAddr) -> std::io::Result<Socket> {
-    Socket::new(
-        Domain::for_address(addr),
-        Type::STREAM.nonblocking().cloexec(),
-        None,
-    )
+    new_socket(Domain::for_address(addr), Type::STREAM)
 }
 
 /// A nonblocking, close-on-exec Unix domain stream socket.
 fn unix_socket() -> std::io::Result<Socket> {
-    Socket::new(Domain::UNIX, Type::STREAM.nonblocking().cloexec(), None)
+    new_socket(Domain::UNIX, Type::STREAM)
+}
+
+/// A nonblocking, close-on-exec socket: both flags at once where
+/// `socket(2)` takes them (`SOCK_NONBLOCK | SOCK_CLOEXEC`: Linux and the
+/// BSDs), else set right after (macOS, as libuv does there).
+pub(crate) fn new_socket(domain: Domain, kind: Type) -> std::io::Result<Socket> {
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly"
+    ))]
+    {
+        Socket::new(domain, kind.nonblocking().cloexec(), None)
+    }
+    #[cfg(not(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly"
+    )))]
+    {
+        let socket = Socket::new(domain, kind, None)?;
+        socket.set_nonblocking(true)?;
+        socket.set_cloexec(true)?;
+        Ok(socket)
+    }
 }
 
 /// Hands `socket` to the reactor to close (after cancelling what runs on

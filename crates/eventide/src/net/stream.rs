@@ -1372,7 +1372,10 @@ impl Stream {
 /// ended: its state is `TCP_CLOSE` although this side sent no FIN (a
 /// peer's FIN leaves it in `CLOSE_WAIT`). A send that failed on the reset
 /// took the socket's error first; the receive then reads 0 (io_uring
-/// runs both at once). Not a TCP socket: `false`.
+/// runs both at once). Not a TCP socket: `false`. Linux only (its
+/// `TCP_INFO` states; io_uring is Linux's): elsewhere `false`, the
+/// readiness backends' receive meeting the reset error itself.
+#[cfg(any(target_os = "linux", target_os = "android"))]
 fn was_reset(socket: &Socket) -> bool {
     /// `TCP_CLOSE` of the kernel's `tcp_states.h`.
     const TCP_CLOSE: u8 = 7;
@@ -1391,6 +1394,11 @@ fn was_reset(socket: &Socket) -> bool {
         )
     };
     rc == 0 && len > 0 && info.tcpi_state == TCP_CLOSE
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn was_reset(_: &Socket) -> bool {
+    false
 }
 
 /// A stream a listener delivered is going away: the listener counts one
