@@ -52,10 +52,13 @@ pub struct HandedBack<S> {
 pub struct HandedBackListener<L, S> {
     /// The listening socket, still nonblocking and close-on-exec.
     pub listener: L,
-    /// Connections the kernel handed to the loop's accept while it was
-    /// being cancelled, not delivered to the connection callback: they
-    /// are the caller's now (nonblocking, close-on-exec), as if accepted
-    /// from `listener`.
+    /// Connections the loop's accept had taken and not yet delivered to
+    /// the connection callback when it was cancelled: they are the
+    /// caller's now (nonblocking, close-on-exec), as if accepted from
+    /// `listener`. The others wait in its backlog. (On io_uring, one the
+    /// kernel accepts after the cancel was asked is closed by the
+    /// reactor, its rule for a cancelled accept: that client sees its
+    /// connection end, as the backlog's do when a listener closes.)
     pub accepted: Vec<S>,
 }
 

@@ -94,8 +94,20 @@
 //! # Names
 //!
 //! [`Loop::lookup`] resolves a host name on the pool's slow lane (Node's
-//! `dns.lookup` with `all: true`); [`Loop::tcp_connect_host`] connects to
+//! `dns.lookup` with `all: true`; [`Loop::lookup_with`] takes Node's
+//! options, [`LookupOptions`]); [`Loop::tcp_connect_host`] connects to
 //! a name through it, trying its addresses in order.
+//! [`Loop::lookup_service`] is Node's `dns.lookupService` (getnameinfo).
+//!
+//! # Sockets made elsewhere
+//!
+//! `from_std` and `from_fd` ([`TcpStream::from_std`],
+//! [`TcpListener::from_std`], [`UnixStream::from_std`],
+//! [`UnixListener::from_std`]) adopt a socket made by other code, checked
+//! for its kind; `into_std` ([`TcpStream::into_std`], ...) hands it back
+//! once nothing of the loop runs on it any more ([`HandedBack`],
+//! [`HandedBackListener`]); `fd` borrows the descriptor as a
+//! [`BorrowedFd`](std::os::fd::BorrowedFd).
 //!
 //! # Liveness
 //!
