@@ -221,6 +221,53 @@ fn a_stream_handed_back_works_with_blocking_std_io(lp: &mut Loop) {
     peer.join().unwrap();
 }
 
+/// `read_stop` then `into_std` in the same callback: the receive is
+/// already cancelled, and the hand-back waits for its final completion;
+/// a second `into_std` on the now stale handle gets `Error::Stale`.
+fn into_std_after_read_stop_and_on_a_stale_handle(lp: &mut Loop) {
+    let (addr, peer) = std_echo_server();
+    let results = Rc::new(RefCell::new(Vec::new()));
+    let r = Rc::clone(&results);
+    lp.tcp_connect(addr, move |lp, connected| {
+        let stream = connected.expect("connected");
+        stream.write(lp, b"x".to_vec(), |_, w| w.unwrap());
+        stream.read_start(
+            lp,
+            move |lp, stream, data| {
+                assert_eq!(data, b"x");
+                assert!(stream.read_stop(lp));
+                let (r1, r2) = (Rc::clone(&r), Rc::clone(&r));
+                stream.into_std(lp, move |_, back| {
+                    r1.borrow_mut().push(back.map(|b| (b.socket, b.unread)));
+                });
+                stream.into_std(lp, move |_, back| {
+                    r2.borrow_mut().push(back.map(|b| (b.socket, b.unread)));
+                });
+            },
+            |_, _, _| {},
+        );
+    })
+    .unwrap();
+    run_within(lp, LIMIT);
+    let mut results = results.borrow_mut();
+    assert_eq!(results.len(), 2);
+    // The stale one is reported from the pending phase, the hand-back
+    // once its receive's final completion came: either order is allowed.
+    let stale = results.iter().position(Result::is_err).expect("one stale");
+    let error = results.remove(stale).unwrap_err();
+    assert!(matches!(error, Error::Stale { .. }), "{error}");
+    let (mut socket, unread) = results.pop().unwrap().expect("handed back");
+    assert!(unread.is_empty());
+    socket.set_nonblocking(false).unwrap();
+    socket.set_read_timeout(Some(LIMIT)).unwrap();
+    socket.write_all(b"y").unwrap();
+    let mut buf = [0u8; 1];
+    socket.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"y");
+    drop(socket);
+    peer.join().unwrap();
+}
+
 fn a_stream_with_writes_queued_is_refused_and_stays_open(lp: &mut Loop) {
     // A peer that does not read: a large write stays queued.
     let listener = std::net::TcpListener::bind(loopback()).unwrap();
@@ -564,6 +611,7 @@ on_every_backend!(
     an_adopted_connected_std_stream_echoes,
     a_stream_handed_back_while_reading_loses_no_byte,
     a_stream_handed_back_works_with_blocking_std_io,
+    into_std_after_read_stop_and_on_a_stale_handle,
     a_stream_with_writes_queued_is_refused_and_stays_open,
     a_stream_shutting_down_is_refused,
     a_listener_handed_back_accepts_with_std,
