@@ -68,6 +68,13 @@
 //! `socket.unref()`) lets the loop end while the socket receives;
 //! [`UdpSocket::set_ref`] and [`UdpSocket::has_ref`] as for streams.
 //!
+//! # Sockets made elsewhere
+//!
+//! [`UdpSocket::from_std`] adopts a std UDP socket (checked, made
+//! nonblocking and close-on-exec, owned by the loop from then on);
+//! [`UdpSocket::into_std`] hands it back once the loop's readiness waits
+//! on it have completed; [`UdpSocket::fd`] borrows the descriptor.
+//!
 //! # Closing
 //!
 //! `close` releases the socket at once; the handle is stale from then on.
@@ -221,11 +228,7 @@ impl Loop {
 /// A nonblocking, close-on-exec UDP socket configured by `options` and
 /// bound to `addr`.
 fn udp_socket(addr: SocketAddr, options: &UdpOptions) -> std::io::Result<Socket> {
-    let socket = Socket::new(
-        Domain::for_address(addr),
-        Type::DGRAM.nonblocking().cloexec(),
-        None,
-    )?;
+    let socket = crate::net::new_socket(Domain::for_address(addr), Type::DGRAM)?;
     if options.reuse_addr {
         socket.set_reuse_address(true)?;
     }

@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, IntoRawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
 
 use eventide_reactor::{Completion, Interest, Op, Token};
 use socket2::{MaybeUninitSlice, Socket};
@@ -65,6 +65,9 @@ pub(crate) struct Udp {
     queued: usize,
     /// The writable wait in flight.
     send_wait: Option<Token>,
+    /// Readable waits cancelled by `recv_stop` whose completion is still
+    /// to come (for `into_std`, which waits for them).
+    stray: u32,
 }
 
 struct Queued {
@@ -102,6 +105,7 @@ impl UdpSocket {
             sends: VecDeque::new(),
             queued: 0,
             send_wait: None,
+            stray: 0,
         };
         UdpSocket(sockets.insert(udp))
     }
@@ -187,6 +191,10 @@ impl UdpSocket {
             // Its completion (ECANCELED, or readiness that came first)
             // finds `recv_wait` no longer naming it, and ends there.
             lp.reactor.cancel(token);
+            // Until its completion comes, it keeps the loop alive (as a
+            // closing handle's operations do), for `into_std`'s sake.
+            lp.io.set_counted(token, true);
+            udp.stray += 1;
         }
         true
     }
@@ -591,9 +599,17 @@ impl UdpSocket {
             let table = table::of(lp);
             let mut sockets = table.borrow_mut();
             let Some(udp) = sockets.get_mut(self.0) else {
-                return; // Closed.
+                // Closed, or being handed back (`into_std`): then this may
+                // be the last wait it was waiting for.
+                let handed_back = sockets.hand_back_waited(self);
+                drop(sockets);
+                if let Some(handed_back) = handed_back {
+                    handed_back.finish(lp);
+                }
+                return;
             };
             if udp.recv_wait != Some(c.token) {
+                udp.stray = udp.stray.saturating_sub(1);
                 return; // Cancelled by recv_stop (whatever it says).
             }
             udp.recv_wait = None;
@@ -962,3 +978,141 @@ fn errno(code: i32) -> io::Error {
 
 /// What a UDP socket is called in errors.
 const WHAT: &str = "UDP socket";
+
+// ---- Adopting a std UDP socket and handing it back. ----
+
+type OnHandedBack = Box<dyn FnOnce(&mut Loop, Result<std::net::UdpSocket>)>;
+
+/// A UDP socket on its way back to the user ([`UdpSocket::into_std`]):
+/// out of the table, waiting for the completions of its cancelled
+/// readiness waits.
+pub(crate) struct HandingBack {
+    id: UdpSocket,
+    socket: Socket,
+    /// Waits whose completion is still to come.
+    pending: u32,
+    on_done: OnHandedBack,
+}
+
+impl HandingBack {
+    fn finish(self, lp: &mut Loop) {
+        (self.on_done)(lp, Ok(self.socket.into()));
+    }
+}
+
+impl table::Sockets {
+    /// One wait of `id` completed after it left the table: if it is being
+    /// handed back and that was its last wait, returns it to finish.
+    fn hand_back_waited(&mut self, id: UdpSocket) -> Option<HandingBack> {
+        let at = self.hand_backs.iter().position(|h| h.id == id)?;
+        let h = &mut self.hand_backs[at];
+        h.pending -= 1;
+        (h.pending == 0).then(|| self.hand_backs.swap_remove(at))
+    }
+}
+
+impl UdpSocket {
+    /// Adopts a std UDP socket (Node's `dgram.createSocket` then
+    /// `bind({ fd })`, tokio's `UdpSocket::from_std`): made nonblocking
+    /// and close-on-exec, owned by the loop from now on (closing the
+    /// handle closes it), not receiving until [`UdpSocket::recv_start`].
+    /// A connected socket stays connected ([`UdpSocket::send`] works).
+    /// The receive buffer is [`UdpOptions::default`](super::UdpOptions)'s.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgValue`] if it is not a UDP socket (`The
+    /// argument 'socket' must be a UDP socket. Received a TCP socket
+    /// (AF_INET, SOCK_STREAM)`): the descriptor is then closed.
+    pub fn from_std(lp: &mut Loop, socket: std::net::UdpSocket) -> Result<UdpSocket> {
+        UdpSocket::from_fd(lp, socket.into())
+    }
+
+    /// [`UdpSocket::from_std`] for a descriptor (checked).
+    ///
+    /// # Errors
+    ///
+    /// As [`UdpSocket::from_std`].
+    pub fn from_fd(lp: &mut Loop, fd: OwnedFd) -> Result<UdpSocket> {
+        let socket = crate::net::adopt::adopt(fd, crate::net::adopt::Want::Udp)?;
+        let ipv6 = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .is_some_and(|a| a.is_ipv6());
+        let peer = socket.peer_addr().ok().and_then(|a| a.as_socket());
+        let table = table::of(lp);
+        let mut sockets = table.borrow_mut();
+        let max_datagram = super::UdpOptions::default().max_datagram;
+        let id = UdpSocket::insert(&mut sockets, socket, ipv6, max_datagram);
+        if let Some(udp) = sockets.get_mut(id.0) {
+            udp.peer = peer;
+        }
+        Ok(id)
+    }
+
+    /// Hands the socket back to std: the handle is stale at once, its
+    /// callbacks dropped (as [`UdpSocket::close`] drops them); `on_done`
+    /// runs, never inside this call, with the socket (still nonblocking)
+    /// once no readiness wait of the loop is in flight on it any more
+    /// (a receive's is cancelled first). A datagram is never lost: the
+    /// waits only watch, the loop reads nothing more.
+    ///
+    /// # Errors
+    ///
+    /// In `on_done`: `into_std EBUSY` while sends are queued (nothing is
+    /// changed); [`Error::Stale`] once closed.
+    pub fn into_std(
+        self,
+        lp: &mut Loop,
+        on_done: impl FnOnce(&mut Loop, Result<std::net::UdpSocket>) + 'static,
+    ) {
+        let table = table::of(lp);
+        let mut sockets = table.borrow_mut();
+        let refused = match sockets.get(self.0) {
+            None => Some(sockets.miss(self.0, WHAT)),
+            Some(udp) if !udp.sends.is_empty() || udp.send_wait.is_some() => {
+                Some(Error::net("into_std", None, errno(libc::EBUSY)))
+            }
+            Some(_) => None,
+        };
+        if let Some(error) = refused {
+            drop(sockets);
+            return lp.defer(move |lp| on_done(lp, Err(error)));
+        }
+        let udp = sockets.remove(self.0).expect("just found");
+        let mut pending = udp.stray;
+        if let Some(token) = udp.recv_wait {
+            lp.reactor.cancel(token);
+            // Its completion must come before the loop may end.
+            lp.io.set_counted(token, true);
+            pending += 1;
+        }
+        let on_done: OnHandedBack = Box::new(on_done);
+        if pending == 0 {
+            drop(sockets);
+            let socket = udp.socket;
+            return lp.defer(move |lp| on_done(lp, Ok(socket.into())));
+        }
+        sockets.hand_backs.push(HandingBack {
+            id: self,
+            socket: udp.socket,
+            pending,
+            on_done,
+        });
+    }
+
+    /// The socket's descriptor, borrowed from the loop (for a socket
+    /// option eventide does not wrap): the loop owns it; it must not be
+    /// closed, read or made blocking through it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Stale`] once closed.
+    pub fn fd(self, lp: &Loop) -> Result<BorrowedFd<'_>> {
+        let fd = self.with(lp, |udp| Ok(udp.socket.as_raw_fd()))?;
+        // SAFETY: the socket is open and stays open while `lp` is
+        // borrowed: closing it (or handing it back) takes `&mut Loop`.
+        Ok(unsafe { BorrowedFd::borrow_raw(fd) })
+    }
+}

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use crate::event_loop::Loop;
 use crate::slab::Keyed;
 
-use super::socket::Udp;
+use super::socket::{HandingBack, Udp};
 
 /// One loop's UDP sockets.
 pub(crate) type Table = Rc<RefCell<Sockets>>;
@@ -22,6 +22,8 @@ pub(crate) type Table = Rc<RefCell<Sockets>>;
 pub(crate) struct Sockets {
     slab: Keyed<Udp>,
     spare: Vec<u8>,
+    /// Sockets being handed back (`UdpSocket::into_std`).
+    pub(super) hand_backs: Vec<HandingBack>,
 }
 
 /// The UDP table of the loop `owner`.
@@ -29,6 +31,7 @@ pub(crate) fn new_table(owner: u32) -> Table {
     Rc::new(RefCell::new(Sockets {
         slab: Keyed::new(owner),
         spare: Vec::new(),
+        hand_backs: Vec::new(),
     }))
 }
 

@@ -91,17 +91,20 @@ impl Listener {
 }
 
 /// Where a listener listens, for its messages.
-enum Place {
+pub(super) enum Place {
     Ip(SocketAddr),
     /// Unlinked when the listener closes, as libuv does.
     Path(PathBuf),
+    /// An adopted Unix domain listener's path (empty if unnamed): its
+    /// file belongs to whoever made it, and is never unlinked here.
+    Adopted(PathBuf),
 }
 
 impl Place {
     fn error(&self, syscall: &'static str, e: std::io::Error) -> Error {
         match self {
             Place::Ip(addr) => Error::net(syscall, Some(*addr), e),
-            Place::Path(path) => Error::net_path(syscall, path, e),
+            Place::Path(path) | Place::Adopted(path) => Error::net_path(syscall, path, e),
         }
     }
 }
@@ -186,7 +189,7 @@ impl Loop {
             .map(UnixListener)
     }
 
-    fn listen_on(
+    pub(super) fn listen_on(
         &mut self,
         socket: Socket,
         place: Place,
@@ -259,7 +262,7 @@ impl UnixListener {
             .ok_or_else(|| lp.io.net.listeners.miss(self.0.0, WHAT))?
             .place
         {
-            Place::Path(path) => Ok(path.clone()),
+            Place::Path(path) | Place::Adopted(path) => Ok(path.clone()),
             Place::Ip(_) => unreachable!("a UnixListener listens on a path"),
         }
     }
@@ -374,6 +377,9 @@ impl Listener {
     pub(crate) fn on_accept(self, lp: &mut Loop, c: Completion) {
         if !c.more {
             self.accept_ended(lp);
+        }
+        if lp.io.net.hand_backs.has_listener(self) {
+            return super::adopt::accepted_while_handing_back(lp, self, c);
         }
         let accepted = match c.result {
             Ok(fd) => {
@@ -598,17 +604,7 @@ impl super::Sockets {
             return false;
         }
         loop {
-            // SAFETY: accept4 with null address pointers only returns a new
-            // descriptor, which is owned below; `listener` is the
-            // listener's open socket.
-            let fd = unsafe {
-                libc::accept4(
-                    listener,
-                    std::ptr::null_mut(),
-                    std::ptr::null_mut(),
-                    libc::SOCK_CLOEXEC,
-                )
-            };
+            let fd = accept_and_close_on_exec(listener);
             if fd < 0 {
                 if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
                     continue;
@@ -620,6 +616,79 @@ impl super::Sockets {
         }
         self.ensure_reserve();
         true
+    }
+}
+
+impl Listener {
+    /// The listening socket's descriptor, borrowed from the loop.
+    pub(super) fn socket_fd(self, lp: &Loop) -> Result<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        lp.io
+            .net
+            .listeners
+            .get(self.0)
+            .map(|l| l.socket.as_fd())
+            .ok_or_else(|| lp.io.net.listeners.miss(self.0, WHAT))
+    }
+
+    /// Takes the listener out of the table for `into_std`: the handle is
+    /// stale from now on, its connection callback dropped, the
+    /// connections it delivered stay open (and [`Listener::close_then`]
+    /// no longer applies); a Unix socket's file is kept. Its accept, if
+    /// armed, is cancelled: its final completion is still to come (`true`).
+    pub(super) fn take_for_std(self, lp: &mut Loop) -> Result<(Socket, bool)> {
+        let Some(listener) = lp.io.net.listeners.remove(self.0) else {
+            return Err(lp.io.net.listeners.miss(self.0, WHAT));
+        };
+        if listener.accepting && !listener.referenced {
+            // Its accept's final completion is still to come and finds no
+            // listener: it keeps the loop alive from now on.
+            lp.io.sockets += 1;
+        }
+        if listener.accepting {
+            lp.reactor.cancel(Direct::Accepted(self).token());
+        }
+        drop(lp.io.net.servers.close(listener.server, None));
+        Ok((listener.socket, listener.accepting))
+    }
+}
+
+/// One `accept` on `listener` for a connection closed at once: close-on-
+/// exec from the start where `accept4` exists, else (macOS) not at all
+/// for the instant it lives.
+fn accept_and_close_on_exec(listener: RawFd) -> RawFd {
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly"
+    ))]
+    {
+        // SAFETY: accept4 with null address pointers only returns a new
+        // descriptor, which the caller owns; `listener` is the listener's
+        // open socket.
+        unsafe {
+            libc::accept4(
+                listener,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC,
+            )
+        }
+    }
+    #[cfg(not(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly"
+    )))]
+    {
+        // SAFETY: as above, with accept.
+        unsafe { libc::accept(listener, std::ptr::null_mut(), std::ptr::null_mut()) }
     }
 }
 

@@ -94,8 +94,20 @@
 //! # Names
 //!
 //! [`Loop::lookup`] resolves a host name on the pool's slow lane (Node's
-//! `dns.lookup` with `all: true`); [`Loop::tcp_connect_host`] connects to
+//! `dns.lookup` with `all: true`; [`Loop::lookup_with`] takes Node's
+//! options, [`LookupOptions`]); [`Loop::tcp_connect_host`] connects to
 //! a name through it, trying its addresses in order.
+//! [`Loop::lookup_service`] is Node's `dns.lookupService` (getnameinfo).
+//!
+//! # Sockets made elsewhere
+//!
+//! `from_std` and `from_fd` ([`TcpStream::from_std`],
+//! [`TcpListener::from_std`], [`UnixStream::from_std`],
+//! [`UnixListener::from_std`]) adopt a socket made by other code, checked
+//! for its kind; `into_std` ([`TcpStream::into_std`], ...) hands it back
+//! once nothing of the loop runs on it any more ([`HandedBack`],
+//! [`HandedBackListener`]); `fd` borrows the descriptor as a
+//! [`BorrowedFd`](std::os::fd::BorrowedFd).
 //!
 //! # Liveness
 //!
@@ -119,6 +131,7 @@
 //! is closed at once, every callback still waiting gets the error, and
 //! the handle is stale from then on.
 
+pub(crate) mod adopt;
 mod buf;
 mod dns;
 mod kinds;
@@ -127,8 +140,9 @@ mod stream;
 mod tcp;
 mod unix;
 
+pub use adopt::{HandedBack, HandedBackListener};
 pub use buf::WriteBuf;
-pub use dns::Family;
+pub use dns::{Family, Hints, LookupOptions};
 pub use kinds::{TcpListener, TcpStream, UnixListener, UnixStream};
 pub use listener::{ListenOptions, Listener};
 pub use stream::{DEFAULT_END_TIMEOUT, DEFAULT_HIGH_WATER_MARK, Stream};
@@ -155,6 +169,9 @@ pub(crate) struct Sockets {
     /// `on_data` ran (the reader was out of the slot then): taken by the
     /// delivery that comes back to find the stream gone.
     owed: Vec<(stream::Stream, crate::Error)>,
+    /// Sockets being handed back to std, waiting for their operation's
+    /// final completion (`into_std`, in adopt.rs).
+    hand_backs: adopt::HandBacks,
 }
 
 impl Sockets {
@@ -166,6 +183,7 @@ impl Sockets {
             servers: listener::Servers::default(),
             reserve: None,
             owed: Vec::new(),
+            hand_backs: adopt::HandBacks::default(),
         }
     }
 
@@ -189,16 +207,43 @@ impl Sockets {
 
 /// A nonblocking, close-on-exec TCP socket for `addr`'s family.
 fn tcp_socket(addr: SocketAddr) -> std::io::Result<Socket> {
-    Socket::new(
-        Domain::for_address(addr),
-        Type::STREAM.nonblocking().cloexec(),
-        None,
-    )
+    new_socket(Domain::for_address(addr), Type::STREAM)
 }
 
 /// A nonblocking, close-on-exec Unix domain stream socket.
 fn unix_socket() -> std::io::Result<Socket> {
-    Socket::new(Domain::UNIX, Type::STREAM.nonblocking().cloexec(), None)
+    new_socket(Domain::UNIX, Type::STREAM)
+}
+
+/// A nonblocking, close-on-exec socket: both flags at once where
+/// `socket(2)` takes them (`SOCK_NONBLOCK | SOCK_CLOEXEC`: Linux and the
+/// BSDs), else set right after (macOS, as libuv does there).
+pub(crate) fn new_socket(domain: Domain, kind: Type) -> std::io::Result<Socket> {
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly"
+    ))]
+    {
+        Socket::new(domain, kind.nonblocking().cloexec(), None)
+    }
+    #[cfg(not(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly"
+    )))]
+    {
+        let socket = Socket::new(domain, kind, None)?;
+        socket.set_nonblocking(true)?;
+        socket.set_cloexec(true)?;
+        Ok(socket)
+    }
 }
 
 /// Hands `socket` to the reactor to close (after cancelling what runs on

@@ -254,6 +254,9 @@ const FIN_SENT: u16 = 1 << 13;
 /// Piped to itself (an echo): its drain resumes its reading (no drain
 /// callback, so an idle echo connection allocates nothing more: W10).
 const PIPED_TO_SELF: u16 = 1 << 14;
+/// The shutdown operation is in flight (for `into_std`, which waits for
+/// no operation).
+const SHUTTING: u16 = 1 << 15;
 
 /// A stream's slot in the socket table: 32 bytes, what an idle connection
 /// costs here (W10); everything else is in `more`.
@@ -1055,8 +1058,13 @@ impl Stream {
             if !c.more {
                 lp.io.sockets -= 1;
             }
+            // Handed back to std (`into_std`): its bytes are kept for the user.
+            let handed_back = super::adopt::received_while_handing_back(lp, self, &c);
             if let Some(buf) = c.buf {
                 lp.reactor.recycle(buf);
+            }
+            if let Some(handed_back) = handed_back {
+                handed_back.finish(lp);
             }
             return;
         };
@@ -1278,7 +1286,7 @@ impl Stream {
         let Some(on_done) = s.more.as_mut().and_then(|m| m.shutdown.take()) else {
             return;
         };
-        s.set(SHUT_SUBMITTED, true);
+        s.set(SHUT_SUBMITTED | SHUTTING, true);
         let op = Op::shutdown(s.socket.as_raw_fd(), Shutdown::Write);
         let mut on_done = Some(on_done);
         let submitted = lp.submit_io(op, move |lp, c| {
@@ -1287,7 +1295,10 @@ impl Stream {
             };
             let result = c.result.map(drop);
             let failed = result.as_ref().err().and_then(io::Error::raw_os_error);
-            let s = lp.io.net.streams.get_mut(self.0);
+            let mut s = lp.io.net.streams.get_mut(self.0);
+            if let Some(s) = s.as_mut() {
+                s.set(SHUTTING, false);
+            }
             let ending = s.as_ref().is_some_and(|s| s.has(END_REQUESTED));
             if let Some(s) = s
                 && failed.is_none()
@@ -1361,7 +1372,10 @@ impl Stream {
 /// ended: its state is `TCP_CLOSE` although this side sent no FIN (a
 /// peer's FIN leaves it in `CLOSE_WAIT`). A send that failed on the reset
 /// took the socket's error first; the receive then reads 0 (io_uring
-/// runs both at once). Not a TCP socket: `false`.
+/// runs both at once). Not a TCP socket: `false`. Linux only (its
+/// `TCP_INFO` states; io_uring is Linux's): elsewhere `false`, the
+/// readiness backends' receive meeting the reset error itself.
+#[cfg(any(target_os = "linux", target_os = "android"))]
 fn was_reset(socket: &Socket) -> bool {
     /// `TCP_CLOSE` of the kernel's `tcp_states.h`.
     const TCP_CLOSE: u8 = 7;
@@ -1380,6 +1394,11 @@ fn was_reset(socket: &Socket) -> bool {
         )
     };
     rc == 0 && len > 0 && info.tcpi_state == TCP_CLOSE
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn was_reset(_: &Socket) -> bool {
+    false
 }
 
 /// A stream a listener delivered is going away: the listener counts one
@@ -1492,3 +1511,52 @@ fn shutdown_error(error: io::Error) -> Error {
 
 /// What a stream is called in errors.
 pub(super) const WHAT: &str = "stream";
+
+// ---- Handing a stream back to std (h-adopt; the rest is in adopt.rs). ----
+impl Stream {
+    /// Takes the stream out of the table for [`Stream::into_std`]-like
+    /// hand-backs: refused (`EBUSY`, nothing changed) while it connects,
+    /// has writes queued or in flight, or shuts down; else the handle is
+    /// stale from now on, the reader is dropped (as `close` drops it), the
+    /// chunks already received are returned, and the receive, if armed, is
+    /// cancelled: its final completion is still to come (`true`).
+    pub(super) fn take_for_std(self, lp: &mut Loop) -> Result<(Socket, Vec<u8>, bool)> {
+        let Some(s) = lp.io.net.streams.get(self.0) else {
+            return Err(lp.io.net.streams.miss(self.0, WHAT));
+        };
+        let writing = s
+            .more
+            .as_ref()
+            .is_some_and(|m| !m.writes.is_empty() || m.queued > 0 || m.shutdown.is_some());
+        if writing || s.has(CONNECTING | SENDING | END_REQUESTED | SHUTTING) {
+            let busy = io::Error::from_raw_os_error(libc::EBUSY);
+            return Err(Error::net("into_std", None, busy));
+        }
+        let mut s = lp.io.net.streams.remove(self.0).expect("just found");
+        left_server(lp, &s);
+        let recv = s.recv(self);
+        if let Some(token) = recv
+            && !s.has(RECV_CANCELLED)
+        {
+            lp.reactor.cancel(token);
+        }
+        let mut unread = Vec::new();
+        if let Some(m) = s.more.as_mut() {
+            for buf in m.stash.drain(..) {
+                unread.extend_from_slice(&buf);
+                lp.reactor.recycle(buf);
+            }
+        }
+        let waiting = Waiting::take(lp, &mut s, false);
+        // Node's `'close'` event: the handle's life ended (its descriptor
+        // lives on, in the user's hands).
+        lp.push_closing(Some(Box::new(move |lp: &mut Loop| {
+            let mut unwind = Unwind::default();
+            if let Some(close_event) = waiting.fail(lp, libc::ECANCELED, &mut unwind) {
+                unwind.run(|| close_event(lp, self, false));
+            }
+            unwind.resume();
+        })));
+        Ok((s.socket, unread, recv.is_some()))
+    }
+}

@@ -95,37 +95,18 @@ pub struct PeerCred {
 }
 
 impl UnixStream {
-    /// The peer process's credentials (`SO_PEERCRED`): who is on the
-    /// other end, for a server that serves some users only.
+    /// The peer process's credentials (`SO_PEERCRED` on Linux,
+    /// `LOCAL_PEERCRED` on FreeBSD, `getpeereid` and `LOCAL_PEERPID` on
+    /// macOS): who is on the other end, for a server that serves some
+    /// users only.
     ///
     /// # Errors
     ///
-    /// [`Error::Stale`] once closed; the system's error otherwise.
+    /// [`Error::Stale`] once closed; the system's error otherwise
+    /// (`getsockopt ENOTSUP` on a system without a way to ask).
     pub fn peer_cred(self, lp: &Loop) -> Result<PeerCred> {
         let socket = self.0.socket(lp)?;
-        // SAFETY: ucred is plain old data; all zeroes is a valid value.
-        let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-        // SAFETY: getsockopt writes at most `len` bytes into `cred`, which
-        // is that large, and the descriptor is open (the stream owns it).
-        let rc = unsafe {
-            libc::getsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_PEERCRED,
-                (&raw mut cred).cast(),
-                &mut len,
-            )
-        };
-        if rc != 0 {
-            let e = std::io::Error::last_os_error();
-            return Err(Error::net("getsockopt", None, e));
-        }
-        Ok(PeerCred {
-            pid: cred.pid,
-            uid: cred.uid,
-            gid: cred.gid,
-        })
+        peer_cred_of(socket.as_raw_fd()).map_err(|e| Error::net("getsockopt", None, e))
     }
 
     /// The path this end is bound to: the listener's path on a connection
@@ -153,4 +134,69 @@ impl UnixStream {
         let addr = addr.map_err(|e| Error::net("getpeername", None, e))?;
         Ok(addr.as_pathname().map(Path::to_path_buf))
     }
+}
+
+/// `getsockopt(fd, level, name)` into a `T` (plain old data).
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_vendor = "apple"
+))]
+fn getsockopt<T>(fd: std::os::fd::RawFd, level: i32, name: i32) -> std::io::Result<T> {
+    // SAFETY: every `T` this is called with is a C struct or integer of
+    // plain old data, for which all zeroes is a valid value.
+    let mut value: T = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<T>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `value`, which
+    // is that large; `fd` is open (the stream owns it).
+    let rc = unsafe { libc::getsockopt(fd, level, name, (&raw mut value).cast(), &mut len) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(value)
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn peer_cred_of(fd: std::os::fd::RawFd) -> std::io::Result<PeerCred> {
+    let cred: libc::ucred = getsockopt(fd, libc::SOL_SOCKET, libc::SO_PEERCRED)?;
+    Ok(PeerCred {
+        pid: cred.pid,
+        uid: cred.uid,
+        gid: cred.gid,
+    })
+}
+
+#[cfg(target_os = "freebsd")]
+fn peer_cred_of(fd: std::os::fd::RawFd) -> std::io::Result<PeerCred> {
+    let cred: libc::xucred = getsockopt(fd, libc::SOL_LOCAL, libc::LOCAL_PEERCRED)?;
+    // SAFETY: the kernel fills `cr_pid` (FreeBSD 13 and later; zero, from
+    // the zeroed record, before); the union holds plain integers.
+    let pid = unsafe { cred.cr_pid__c_anonymous_union.cr_pid };
+    Ok(PeerCred {
+        pid,
+        uid: cred.cr_uid,
+        gid: cred.cr_groups[0],
+    })
+}
+
+#[cfg(target_vendor = "apple")]
+fn peer_cred_of(fd: std::os::fd::RawFd) -> std::io::Result<PeerCred> {
+    let (mut uid, mut gid) = (0, 0);
+    // SAFETY: getpeereid writes two ids; `fd` is open.
+    if unsafe { libc::getpeereid(fd, &mut uid, &mut gid) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let pid: libc::pid_t = getsockopt(fd, libc::SOL_LOCAL, libc::LOCAL_PEERPID)?;
+    Ok(PeerCred { pid, uid, gid })
+}
+
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_vendor = "apple"
+)))]
+fn peer_cred_of(_: std::os::fd::RawFd) -> std::io::Result<PeerCred> {
+    Err(std::io::Error::from_raw_os_error(libc::ENOTSUP))
 }

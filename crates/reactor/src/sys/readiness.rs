@@ -778,6 +778,14 @@ fn nonblocking(mut call: impl FnMut() -> io::Result<isize>) -> Option<io::Result
 }
 
 /// One nonblocking `accept4` (nonblocking, close-on-exec socket).
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly"
+))]
 fn accept_one(fd: RawFd) -> Option<io::Result<usize>> {
     nonblocking(|| {
         let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
@@ -791,6 +799,42 @@ fn accept_one(fd: RawFd) -> Option<io::Result<usize>> {
             ))
         };
         r.map(|v| v as isize)
+    })
+}
+
+/// One nonblocking `accept`, then the flags `accept4` would have set
+/// (systems without `accept4`: macOS). The descriptor is close-on-exec
+/// only from the `fcntl` on: a `fork` + `exec` on another thread in
+/// between would inherit it, as with libuv on these systems.
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly"
+)))]
+fn accept_one(fd: RawFd) -> Option<io::Result<usize>> {
+    nonblocking(|| {
+        // SAFETY: null address pointers ask for no peer address.
+        let new = unsafe { syscall!(accept(fd, std::ptr::null_mut(), std::ptr::null_mut())) }?;
+        let set = || -> io::Result<()> {
+            // SAFETY: fcntl with F_GETFD/F_SETFD/F_GETFL/F_SETFL and int
+            // arguments on the descriptor accept just made.
+            unsafe {
+                let fd_flags = syscall!(fcntl(new, libc::F_GETFD))?;
+                syscall!(fcntl(new, libc::F_SETFD, fd_flags | libc::FD_CLOEXEC))?;
+                let fl = syscall!(fcntl(new, libc::F_GETFL))?;
+                syscall!(fcntl(new, libc::F_SETFL, fl | libc::O_NONBLOCK))?;
+            }
+            Ok(())
+        };
+        if let Err(e) = set() {
+            // SAFETY: `new` is ours (just accepted) and closed once.
+            unsafe { libc::close(new) };
+            return Err(e);
+        }
+        Ok(new as isize)
     })
 }
 
