@@ -152,6 +152,58 @@ fn child_socket_write() {
     println!("socket write: {code}, and alive");
 }
 
+/// A write past the file-size limit (RLIMIT_FSIZE): with SIGXFSZ at its
+/// default the kernel kills the process; the loop ignores it, as Node
+/// does (`node -e` with `ulimit -f 1` writing 2 KiB: `EFBIG: file too
+/// large, write`), so the write's callback gets EFBIG.
+#[test]
+#[ignore = "run in a child process by write_past_the_file_size_limit_is_efbig"]
+fn child_file_too_large() {
+    if !in_child() {
+        return;
+    }
+    // SAFETY: an all-zero sigaction with SIG_DFL is valid.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = libc::SIG_DFL;
+        assert_eq!(
+            libc::sigaction(libc::SIGXFSZ, &action, std::ptr::null_mut()),
+            0
+        );
+    }
+    let limit = libc::rlimit {
+        rlim_cur: 1024,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: a valid rlimit for this process.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &limit) }, 0);
+    let mut lp = child_loop();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big");
+    let got = Rc::new(RefCell::new(None));
+    let g = Rc::clone(&got);
+    lp.fs()
+        .open(&path, Flags::parse("w").unwrap(), 0o600, move |lp, file| {
+            let file = file.expect("open for writing");
+            lp.fs()
+                .write(file, vec![b'x'; 4096], Some(2048), move |lp, result, _| {
+                    *g.borrow_mut() = Some(result.map_err(|e| e.to_string()));
+                    lp.fs().close(file, |_, r| r.unwrap());
+                });
+        });
+    run_within(&mut lp, LIMIT);
+    let result = got.borrow_mut().take().expect("the write called back");
+    assert_eq!(result, Err("EFBIG: file too large, write".to_string()));
+    println!("file too large: EFBIG, and alive");
+}
+
+#[test]
+fn write_past_the_file_size_limit_is_efbig() {
+    in_a_child("child_file_too_large", "uring", BackendKind::Uring);
+    in_a_child("child_file_too_large", "epoll", BackendKind::Epoll);
+    in_a_child("child_file_too_large", "poll", BackendKind::Poll);
+}
+
 fn in_a_child(test: &str, backend: &str, kind: BackendKind) {
     if util::new_loop(kind).is_none() {
         return;

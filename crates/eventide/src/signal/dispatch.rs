@@ -309,24 +309,33 @@ pub(crate) fn release(signal: i32) {
 pub(crate) fn ignore_sigpipe() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        let mut current = MaybeUninit::<libc::sigaction>::uninit();
-        // SAFETY: a null new action only queries; `current` is a live local
-        // that sigaction(2) fills on success.
-        if unsafe { libc::sigaction(libc::SIGPIPE, ptr::null(), current.as_mut_ptr()) } != 0 {
-            return;
-        }
-        // SAFETY: filled by the successful call above.
-        let current = unsafe { current.assume_init() };
-        if current.sa_sigaction == libc::SIG_DFL {
-            // SAFETY: an all-zero sigaction is valid; SIG_IGN is a valid
-            // disposition for SIGPIPE.
-            unsafe {
-                let mut ignore: libc::sigaction = std::mem::zeroed();
-                ignore.sa_sigaction = libc::SIG_IGN;
-                libc::sigaction(libc::SIGPIPE, &ignore, ptr::null_mut());
-            }
+        // SIGXFSZ too, as Node does: a write past RLIMIT_FSIZE is then an
+        // EFBIG error to its callback, not the end of the process.
+        for signal in [libc::SIGPIPE, libc::SIGXFSZ] {
+            ignore_if_default(signal);
         }
     });
+}
+
+/// Sets `signal` to SIG_IGN if its disposition is the default.
+fn ignore_if_default(signal: libc::c_int) {
+    let mut current = MaybeUninit::<libc::sigaction>::uninit();
+    // SAFETY: a null new action only queries; `current` is a live local
+    // that sigaction(2) fills on success.
+    if unsafe { libc::sigaction(signal, ptr::null(), current.as_mut_ptr()) } != 0 {
+        return;
+    }
+    // SAFETY: filled by the successful call above.
+    let current = unsafe { current.assume_init() };
+    if current.sa_sigaction == libc::SIG_DFL {
+        // SAFETY: an all-zero sigaction is valid; SIG_IGN is a valid
+        // disposition for SIGPIPE and SIGXFSZ.
+        unsafe {
+            let mut ignore: libc::sigaction = std::mem::zeroed();
+            ignore.sa_sigaction = libc::SIG_IGN;
+            libc::sigaction(signal, &ignore, ptr::null_mut());
+        }
+    }
 }
 
 /// `errno`, read and written the way each libc names its location.
