@@ -542,6 +542,7 @@ pub(crate) enum SendBytes {
 impl SendBytes {
     /// The caller's `Vec`, taken out (`None` for an owner's bytes, which
     /// [`OpKind::take_owner`] hands back).
+    #[cfg(any(feature = "poll", all(feature = "epoll", target_os = "linux")))]
     pub(crate) fn take_vec(&mut self) -> Option<Vec<u8>> {
         match self {
             SendBytes::Vec(v) => Some(std::mem::take(v)),
