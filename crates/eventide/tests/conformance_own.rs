@@ -180,7 +180,7 @@ fn case_37_timers_phase_runs_again_after_a_tick_starts_a_timer(lp: &mut Loop) {
         let tt = t.clone();
         lp.next_tick(move |lp| {
             if k == 1 {
-                lp.set_timeout(ms(2), tt.at("timeout from a tick"));
+                lp.set_timeout(ms(30), tt.at("timeout from a tick"));
             } else {
                 lp.set_timeout(ms(50), |_| {});
             }

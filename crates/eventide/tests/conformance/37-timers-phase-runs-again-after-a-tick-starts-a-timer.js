@@ -4,8 +4,8 @@
 // such a tick reads the clock into libuv's time (getLibuvNow), so after a
 // callback that spun past its period libuv finds its timer due again and
 // runs the timers once more in the same phase: the interval runs three
-// times, and the 2 ms timeout started from the first tick once, before the
-// immediates queued by the callbacks. Without a tick starting a timer
+// times before the immediates queued by the callbacks (the 30 ms timeout
+// started from the first tick comes later). Without a tick starting a timer
 // (second part), the interval runs once per turn, each immediate between.
 const log = (s) => console.log(s);
 const spin = (ms) => { const end = Date.now() + ms; while (Date.now() < end); };
@@ -17,7 +17,7 @@ const h = setInterval(() => {
   const k = n;
   setImmediate(() => log(`immediate ${k}`));
   process.nextTick(() => {
-    if (n === 1) setTimeout(() => log('timeout from a tick'), 2);
+    if (n === 1) setTimeout(() => log('timeout from a tick'), 30);
     else setTimeout(() => {}, 50);
   });
 }, 1);
