@@ -123,14 +123,16 @@ mod buf;
 mod dns;
 mod kinds;
 mod listener;
+pub mod pipe;
 mod stream;
 mod tcp;
 mod unix;
 
 pub use buf::WriteBuf;
 pub use dns::Family;
-pub use kinds::{TcpListener, TcpStream, UnixListener, UnixStream};
+pub use kinds::{Pipe, TcpListener, TcpStream, UnixListener, UnixStream};
 pub use listener::{ListenOptions, Listener};
+pub use pipe::WindowSize;
 pub use stream::{DEFAULT_END_TIMEOUT, DEFAULT_HIGH_WATER_MARK, Stream};
 pub use unix::PeerCred;
 
@@ -155,6 +157,8 @@ pub(crate) struct Sockets {
     /// `on_data` ran (the reader was out of the slot then): taken by the
     /// delivery that comes back to find the stream gone.
     owed: Vec<(stream::Stream, crate::Error)>,
+    /// The terminal pipes' resize callbacks (`pipe::window_changed`).
+    resize: Vec<(Pipe, pipe::OnResize)>,
 }
 
 impl Sockets {
@@ -166,6 +170,7 @@ impl Sockets {
             servers: listener::Servers::default(),
             reserve: None,
             owed: Vec::new(),
+            resize: Vec::new(),
         }
     }
 
