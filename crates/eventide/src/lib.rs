@@ -138,6 +138,7 @@ mod handle;
 mod hooks;
 mod io;
 pub mod net;
+pub mod process;
 mod slab;
 pub mod source;
 mod timer_callback;

@@ -307,6 +307,10 @@ struct Extras {
     linger: Option<TimerId>,
     /// `None`: [`DEFAULT_END_TIMEOUT`].
     end_timeout: Option<Duration>,
+    /// The crate's own close watcher (a child process counting its
+    /// stdio's closes for Node's `'close'`): runs in the close phase,
+    /// before `on_close`, whoever set that.
+    watcher: Option<Task>,
 }
 
 /// An armed idle timeout: an unreferenced timer on the wheel, refreshed
@@ -871,6 +875,20 @@ impl Stream {
             .ok_or_else(|| lp.io.net.streams.miss(self.0, WHAT))
     }
 
+    /// Sets the crate's own close watcher (see `Extras::watcher`);
+    /// `false` for a closed stream.
+    pub(crate) fn watch_close(
+        self,
+        lp: &mut Loop,
+        watcher: impl FnOnce(&mut Loop) + 'static,
+    ) -> bool {
+        let Some(s) = lp.io.net.streams.get_mut(self.0) else {
+            return false;
+        };
+        s.more().watcher = Some(Box::new(watcher));
+        true
+    }
+
     /// A pipe's source resumes reading (its destination drained), unless
     /// it was closed or its reader ended meanwhile.
     fn resume_reading(self, lp: &mut Loop) {
@@ -1411,7 +1429,8 @@ impl Stream {
             return false;
         };
         left_server(lp, &s);
-        let waiting = Waiting::take(lp, &mut s, false);
+        let mut waiting = Waiting::take(lp, &mut s, false);
+        let watcher = waiting.watcher.take();
         if s.has(NOT_SOCKET) {
             super::pipe::releasing(s.socket.as_raw_fd());
         }
@@ -1419,6 +1438,9 @@ impl Stream {
         lp.push_closing(Some(Box::new(move |lp: &mut Loop| {
             let mut unwind = Unwind::default();
             let close_event = waiting.fail(lp, libc::ECANCELED, &mut unwind);
+            if let Some(watcher) = watcher {
+                unwind.run(|| watcher(lp));
+            }
             if let Some(close_event) = close_event {
                 unwind.run(|| close_event(lp, self, false));
             }
@@ -1444,9 +1466,18 @@ impl Stream {
             super::pipe::releasing(s.socket.as_raw_fd());
         }
         super::close_socket(lp, s.socket);
-        if let Some(close_event) = waiting.on_close.take() {
+        let watcher = waiting.watcher.take();
+        let close_event = waiting.on_close.take();
+        if watcher.is_some() || close_event.is_some() {
             lp.push_closing(Some(Box::new(move |lp: &mut Loop| {
-                close_event(lp, self, true);
+                let mut unwind = Unwind::default();
+                if let Some(watcher) = watcher {
+                    unwind.run(|| watcher(lp));
+                }
+                if let Some(close_event) = close_event {
+                    unwind.run(|| close_event(lp, self, true));
+                }
+                unwind.resume();
             })));
         }
         let errno = error.errno().unwrap_or(libc::EIO);
@@ -1502,6 +1533,7 @@ struct Waiting {
     /// `deliver` to hand to `on_end` (see `Sockets::owed_end`).
     reader_out: bool,
     on_close: Option<OnClose>,
+    watcher: Option<Task>,
 }
 
 impl Waiting {
@@ -1532,6 +1564,7 @@ impl Waiting {
             reader: if with_reader { s.reader.take() } else { None },
             reader_out: with_reader && s.has(DELIVERING),
             on_close: more.on_close,
+            watcher: more.watcher,
         }
     }
 
