@@ -105,7 +105,9 @@ pub(crate) fn w11_spawn(run: &mut Run) {
 
 pub(crate) fn w12_pipe(run: &mut Run) {
     struct State {
-        patterns: Vec<Vec<u8>>,
+        /// Leaked: each write sends its chunk where it is (a `&'static`
+        /// slice is sent without a copy), as the C peer does.
+        patterns: &'static [Vec<u8>],
         written: Cell<usize>,
         /// Bytes read and checked.
         read: Cell<usize>,
@@ -116,7 +118,7 @@ pub(crate) fn w12_pipe(run: &mut Run) {
         while st.written.get() < W12_CHUNKS {
             let j = st.written.get();
             st.written.set(j + 1);
-            let chunk: Rc<[u8]> = Rc::from(&st.patterns[j % 256][..]);
+            let chunk: &'static [u8] = &st.patterns[j % 256];
             let s = Rc::clone(st);
             let below = stdin.write(lp, chunk, move |_, r| {
                 if let Err(e) = r {
@@ -130,7 +132,7 @@ pub(crate) fn w12_pipe(run: &mut Run) {
         stdin.end(lp);
     }
     let st = Rc::new(State {
-        patterns: w12_patterns(),
+        patterns: Vec::leak(w12_patterns()),
         written: Cell::new(0),
         read: Cell::new(0),
         ended: Cell::new(false),

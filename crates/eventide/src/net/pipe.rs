@@ -253,8 +253,14 @@ impl Loop {
         let socket = unsafe { Socket::from_raw_fd(fd.into_raw_fd()) };
         let state = if is_socket {
             // A socket (a socketpair's end) keeps the sockets' path: its
-            // end is a real half-close.
-            StreamState::new(socket)
+            // end is a real half-close. One that is only written (a
+            // child's stdin) has its input ended at once, so that its end
+            // closes it once the FIN is out.
+            let mut state = StreamState::new(socket);
+            if !readable {
+                state.mark_ended_input();
+            }
+            state
         } else {
             StreamState::pipe(socket, readable, writable)
         };

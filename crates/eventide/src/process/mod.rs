@@ -79,6 +79,12 @@ use crate::{Error, Result};
 
 /// What a child's standard descriptor is connected to (Node's `stdio`
 /// option).
+///
+/// [`Stdio::Pipe`] is a Unix socketpair, as libuv's `UV_CREATE_PIPE` (so
+/// Node's `'pipe'`) is: its end in the loop takes the sockets' path (a
+/// multishot receive, a real half-close for the stdin's end), and a socket
+/// buffers more than a pipe's 64 KiB, which W12 measures. The loop's end
+/// is shut down in the direction it does not use.
 #[derive(Debug, Default)]
 pub enum Stdio {
     /// A new pipe; the loop's end is a [`Pipe`] on the [`Child`]
@@ -513,10 +519,21 @@ impl Loop {
                 Stdio::Ignore => std::process::Stdio::null(),
                 Stdio::Fd(fd) => std::process::Stdio::from(fd),
                 Stdio::Pipe => {
-                    let (r, w) = crate::net::pipe::cloexec_pipe().map_err(error)?;
-                    let (mine, child) = if i == 0 { (w, r) } else { (r, w) };
-                    ours[i] = Some(mine);
-                    std::process::Stdio::from(child)
+                    // A socketpair, as libuv's (and so Node's) child stdio:
+                    // the loop's end is a stream on the sockets' path, whose
+                    // end is a real half-close, and whose buffers hold more
+                    // than a pipe's 64 KiB.
+                    let (mine, child) = std::os::unix::net::UnixStream::pair().map_err(error)?;
+                    // Each end one way: the loop writes the child's stdin
+                    // and reads its stdout and stderr.
+                    let ours_how = if i == 0 {
+                        std::net::Shutdown::Read
+                    } else {
+                        std::net::Shutdown::Write
+                    };
+                    mine.shutdown(ours_how).map_err(error)?;
+                    ours[i] = Some(OwnedFd::from(mine));
+                    std::process::Stdio::from(OwnedFd::from(child))
                 }
             };
             match i {
