@@ -626,7 +626,8 @@ impl Op {
 
     /// [`Op::recv_multi`] for any readable descriptor (a pipe, a FIFO, a
     /// terminal, a socket): `read(2)` instead of `recv(2)`, with the same
-    /// lent buffers and completions. io_uring runs single-shot
+    /// completions, in lent buffers of 64 KiB (a pipe's capacity; the
+    /// lending budget is the same count). io_uring runs single-shot
     /// `IORING_OP_READ` rounds at the descriptor's current position
     /// (offset -1), each in one of the reactor's buffers, re-armed as the
     /// rounds of `recv_multi` without provided buffers are. A descriptor

@@ -247,6 +247,25 @@ impl Loop {
     /// A pipe's stream over `fd`, already nonblocking and close-on-exec.
     pub(crate) fn pipe_insert(&mut self, fd: OwnedFd, readable: bool, writable: bool) -> Pipe {
         let is_socket = is_socket(fd.as_raw_fd());
+        self.pipe_insert_as(fd, readable, writable, is_socket)
+    }
+
+    /// A stream over `fd` (nonblocking, close-on-exec) on the `read(2)`/
+    /// `write(2)` path even if it is a socket: a child's stdio socketpair
+    /// end, which only reads or only writes (its end is its close), and
+    /// reads 64 KiB at a time (`Op::read_multi`) where a socket's receive
+    /// takes 16 KiB.
+    pub(crate) fn pipe_insert_rw(&mut self, fd: OwnedFd, readable: bool, writable: bool) -> Pipe {
+        self.pipe_insert_as(fd, readable, writable, false)
+    }
+
+    fn pipe_insert_as(
+        &mut self,
+        fd: OwnedFd,
+        readable: bool,
+        writable: bool,
+        is_socket: bool,
+    ) -> Pipe {
         // SAFETY: the descriptor is owned (an `OwnedFd`); `Socket` only
         // holds it and closes it once, and the stream uses no socket call
         // on it unless it is one (`NOT_SOCKET`).

@@ -81,10 +81,10 @@ use crate::{Error, Result};
 /// option).
 ///
 /// [`Stdio::Pipe`] is a Unix socketpair, as libuv's `UV_CREATE_PIPE` (so
-/// Node's `'pipe'`) is: its end in the loop takes the sockets' path (a
-/// multishot receive, a real half-close for the stdin's end), and a socket
-/// buffers more than a pipe's 64 KiB, which W12 measures. The loop's end
-/// is shut down in the direction it does not use.
+/// Node's `'pipe'`) is: a socket buffers more than a pipe's 64 KiB, which
+/// W12 measures. The loop's end is shut down in the direction it does not
+/// use, and is a [`Pipe`] on the `read(2)`/`write(2)` path (64 KiB reads;
+/// ending the stdin closes it).
 #[derive(Debug, Default)]
 pub enum Stdio {
     /// A new pipe; the loop's end is a [`Pipe`] on the [`Child`]
@@ -572,7 +572,7 @@ impl Loop {
             let Some(fd) = fd else { continue };
             let _ = set_nonblocking(fd.as_raw_fd());
             let (readable, writable) = (i != 0, i == 0);
-            let pipe = self.pipe_insert(fd, readable, writable);
+            let pipe = self.pipe_insert_rw(fd, readable, writable);
             if readable {
                 state.borrow_mut().open_readers += 1;
                 let st = Rc::clone(&state);

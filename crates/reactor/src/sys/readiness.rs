@@ -846,7 +846,8 @@ fn attempt(entry: &mut Entry, ready: u8, bufs: &mut MultiBufs) -> Step {
             Some(r) => Step::Done(r, Some(std::mem::take(buf))),
         },
         OpKind::RecvMulti { fd, read, .. } => {
-            let Some(mut buf) = bufs.get() else {
+            let got = if *read { bufs.get_read() } else { bufs.get() };
+            let Some(mut buf) = got else {
                 return Step::Park;
             };
             let got = if *read {

@@ -716,7 +716,12 @@ impl Uring {
             && (!pbuf || *read)
             && round_buf.is_none()
         {
-            match self.bufs.get() {
+            let got = if *read {
+                self.bufs.get_read()
+            } else {
+                self.bufs.get()
+            };
+            match got {
                 Some(b) => *round_buf = Some(b),
                 None => {
                     // Lending budget spent: wait for recycled buffers.
