@@ -19,7 +19,7 @@ const LIMIT: Duration = Duration::from_secs(30);
 /// A pseudo-terminal: (master, slave), the slave sized 100x30.
 fn pty() -> (OwnedFd, OwnedFd) {
     let (mut master, mut slave) = (0, 0);
-    let mut ws = libc::winsize {
+    let ws = libc::winsize {
         ws_row: 30,
         ws_col: 100,
         ws_xpixel: 0,
@@ -33,7 +33,7 @@ fn pty() -> (OwnedFd, OwnedFd) {
             &mut slave,
             std::ptr::null_mut(),
             std::ptr::null(),
-            &mut ws,
+            &ws,
         )
     };
     assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
