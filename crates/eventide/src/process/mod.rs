@@ -45,7 +45,7 @@
 //! signal handler, nothing process-wide, any number of loops. The poll
 //! keeps the loop alive until the exit (unless [`Child::unref`]). Where
 //! `pidfd_open` is `ENOSYS`, exits need `SIGCHLD`: that path belongs to
-//! the signal module and is not wired yet; [`sigchld_fallback`] is where
+//! the signal module and is not wired yet; `sigchld_fallback` (private) is where
 //! it goes, and until then a spawn on such a kernel fails with
 //! `spawn <program> ENOSYS` before any child is made.
 //!
