@@ -326,7 +326,32 @@ fn stdin_to_cat_and_back(lp: &mut Loop) {
     assert_eq!(*got.borrow(), data);
 }
 
+/// `unref`: a child's exit does not keep the loop alive; `set_ref(true)`
+/// makes it so again, and the exit is then observed and reaped.
+fn unref_child_lets_the_loop_end(lp: &mut Loop) {
+    let status = Rc::new(Cell::new(None));
+    let s = Rc::clone(&status);
+    let child = lp
+        .spawn(SpawnOptions::new("sleep").arg("30"), move |_, st| {
+            s.set(Some(st))
+        })
+        .unwrap();
+    child.unref(lp);
+    run_within(lp, LIMIT);
+    // Had the watch kept the loop alive, it would have run to the exit
+    // 30 s later (within LIMIT) and the status would be in.
+    assert!(status.get().is_none(), "the loop ended before the exit");
+    child.set_ref(lp, true);
+    child.kill(libc::SIGTERM).unwrap();
+    run_within(lp, LIMIT);
+    assert_eq!(
+        status.get().and_then(ExitStatus::signal_name),
+        Some("SIGTERM")
+    );
+}
+
 on_every_backend!(
+    unref_child_lets_the_loop_end,
     output_and_exit_code,
     spawn_errors_are_nodes,
     env_inherit_extend_remove_clear,
