@@ -25,6 +25,8 @@ mod net;
 mod pool;
 #[path = "workloads/post.rs"]
 mod post;
+#[path = "workloads/process.rs"]
+mod process;
 #[path = "workloads/timers.rs"]
 mod timers;
 
@@ -50,6 +52,10 @@ workloads (shared/bench/WORKLOADS.md):
   W7   cross-thread-post   1M LoopHandle posts from a foreign thread (msgs/s)
   W8   fs-read-small       read_file of 10,000 files of 4 KiB, 64 in flight (files/s)
   W9   fs-stat             100,000 stats over those files, 64 in flight (stats/s)
+  W11  spawn               /bin/true 2,000 times, 8 alive at once (spawns/s)
+  W12  pipe                1 GiB through a cat child, every byte checked (MB/s)
+  W12-blocking             W12 without a loop: one thread, blocking write and
+                           read of each 64 KiB chunk (system=blocking)
   W8-raw SHAPE             W8's files, the same setup, read on raw io_uring
                            without eventide (Linux): SHAPE 3op (the anchors'
                            floor: open, read, close; a short read is the end),
@@ -165,6 +171,9 @@ fn main() -> ExitCode {
         "W7" => post::w7_cross_thread_post,
         "W8" => fs::w8_fs_read_small,
         "W9" => fs::w9_fs_stat,
+        "W11" => process::w11_spawn,
+        "W12" => process::w12_pipe,
+        "W12-BLOCKING" => process::w12_blocking,
         "W5" | "W10" => {
             return usage_error(&format!(
                 "{workload} needs the anchors' load generator: run `workloads echo-server` \
@@ -175,6 +184,7 @@ fn main() -> ExitCode {
     };
     let name = match workload.to_ascii_uppercase().as_str() {
         "W2B" => "W2b".to_owned(),
+        "W12-BLOCKING" => "W12".to_owned(),
         upper => upper.to_owned(),
     };
     let mut run = Run::new(name, backend);

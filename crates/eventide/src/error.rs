@@ -82,6 +82,30 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A child process could not be spawned or signalled
+    /// (`eventide::process`). Displays as Node's message does:
+    /// `spawn nosuchprog ENOENT`, `kill ESRCH`.
+    #[error("{syscall} {code}")]
+    Process {
+        /// Node's code for the errno, e.g. `"ENOENT"`.
+        code: &'static str,
+        /// The system call as Node names it: `"spawn nosuchprog"` (with
+        /// the program, as Node's `err.syscall`), `"kill"`.
+        syscall: String,
+        /// The program, for a spawn (Node's `err.path`).
+        path: Option<PathBuf>,
+        /// What the system said (with its raw errno).
+        #[source]
+        source: io::Error,
+    },
+    /// A child's output went past `exec_file`'s max buffer. Displays as
+    /// Node's message does: `stdout maxBuffer length exceeded`; its code
+    /// is Node's `ERR_CHILD_PROCESS_STDIO_MAXBUFFER`.
+    #[error("{stream} maxBuffer length exceeded")]
+    MaxBuffer {
+        /// `"stdout"` or `"stderr"`.
+        stream: &'static str,
+    },
     /// A host name could not be resolved (`eventide::net::Loop::lookup`,
     /// and connects to a host name). Displays as Node's message does:
     /// `getaddrinfo ENOTFOUND nosuchhost.invalid`.
@@ -259,6 +283,15 @@ impl Error {
     }
 
     /// A network error on a Unix domain socket, as Node reports it.
+    pub(crate) fn process(syscall: String, path: Option<PathBuf>, source: io::Error) -> Error {
+        Error::Process {
+            code: code_of(&source),
+            syscall,
+            path,
+            source,
+        }
+    }
+
     pub(crate) fn net_path(syscall: &'static str, path: &Path, source: io::Error) -> Error {
         Error::NetPath {
             code: code_of(&source),
@@ -276,7 +309,9 @@ impl Error {
             Error::Fs { code, .. }
             | Error::Net { code, .. }
             | Error::NetPath { code, .. }
-            | Error::Dns { code, .. } => Some(code),
+            | Error::Dns { code, .. }
+            | Error::Process { code, .. } => Some(code),
+            Error::MaxBuffer { .. } => Some("ERR_CHILD_PROCESS_STDIO_MAXBUFFER"),
             Error::InvalidArgValue { .. } => Some("ERR_INVALID_ARG_VALUE"),
             Error::OutOfRange { .. } => Some("ERR_OUT_OF_RANGE"),
             Error::StreamDestroyed { .. } => Some("ERR_STREAM_DESTROYED"),
@@ -290,7 +325,8 @@ impl Error {
             Error::Fs { source, .. }
             | Error::Io { source, .. }
             | Error::Net { source, .. }
-            | Error::NetPath { source, .. } => source.raw_os_error(),
+            | Error::NetPath { source, .. }
+            | Error::Process { source, .. } => source.raw_os_error(),
             _ => None,
         }
     }
@@ -326,7 +362,9 @@ impl Error {
             Error::Io { source, .. }
             | Error::Fs { source, .. }
             | Error::Net { source, .. }
-            | Error::NetPath { source, .. } => source.kind(),
+            | Error::NetPath { source, .. }
+            | Error::Process { source, .. } => source.kind(),
+            Error::MaxBuffer { .. } => io::ErrorKind::FileTooLarge,
             Error::Dns { code, .. } if *code == "ENOTFOUND" => io::ErrorKind::NotFound,
             Error::Dns { .. } => io::ErrorKind::Other,
             Error::InvalidArgValue { .. } | Error::OutOfRange { .. } => io::ErrorKind::InvalidInput,

@@ -145,6 +145,7 @@ mod handle;
 mod hooks;
 mod io;
 pub mod net;
+pub mod process;
 pub mod signal;
 mod slab;
 pub mod source;

@@ -378,11 +378,15 @@ pub(crate) enum OpKind {
         /// The buffer of a single-shot round (io_uring without provided
         /// buffers), while one is in flight.
         round_buf: Option<Vec<u8>>,
+        /// `read(2)` instead of `recv(2)`: any descriptor ([`Op::read_multi`]).
+        read: bool,
     },
     Send {
         fd: RawFd,
         buf: SendBytes,
         from: usize,
+        /// `write(2)` instead of `send(2)`: any descriptor ([`Op::write_from`]).
+        write: bool,
     },
     Shutdown {
         fd: RawFd,
@@ -617,6 +621,25 @@ impl Op {
             fd: socket,
             epoch: 0,
             round_buf: None,
+            read: false,
+        })
+    }
+
+    /// [`Op::recv_multi`] for any readable descriptor (a pipe, a FIFO, a
+    /// terminal, a socket): `read(2)` instead of `recv(2)`, with the same
+    /// completions, in lent buffers of 64 KiB (a pipe's capacity; the
+    /// lending budget is the same count). io_uring runs single-shot
+    /// `IORING_OP_READ` rounds at the descriptor's current position
+    /// (offset -1), each in one of the reactor's buffers, re-armed as the
+    /// rounds of `recv_multi` without provided buffers are. A descriptor
+    /// io_uring cannot wait on (a terminal opened nonblocking) may end the
+    /// operation with `EAGAIN`: wait with [`Op::poll`] and submit again.
+    pub fn read_multi(fd: RawFd) -> Op {
+        Op::new(OpKind::RecvMulti {
+            fd,
+            epoch: 0,
+            round_buf: None,
+            read: true,
         })
     }
 
@@ -633,6 +656,7 @@ impl Op {
             fd: socket,
             buf: SendBytes::Vec(buf),
             from,
+            write: false,
         })
     }
 
@@ -646,6 +670,35 @@ impl Op {
             fd: socket,
             buf: SendBytes::Owner(owner),
             from,
+            write: false,
+        })
+    }
+
+    /// [`Op::send_from`] for any writable descriptor (a pipe, a FIFO, a
+    /// terminal, a socket): `write(2)` of `buf[from..]` at the current
+    /// position (io_uring: `IORING_OP_WRITE` with offset -1). The result
+    /// counts bytes from `from` and may be short. A write to a pipe
+    /// without a reader fails with `EPIPE` (and raises `SIGPIPE`, which
+    /// Rust programs ignore from the start). A descriptor io_uring cannot
+    /// wait on may fail with `EAGAIN`: wait with [`Op::poll`] and submit
+    /// again.
+    pub fn write_from(fd: RawFd, buf: Vec<u8>, from: usize) -> Op {
+        Op::new(OpKind::Send {
+            fd,
+            buf: SendBytes::Vec(buf),
+            from,
+            write: true,
+        })
+    }
+
+    /// [`Op::send_owned`] for any writable descriptor, as
+    /// [`Op::write_from`].
+    pub fn write_owned(fd: RawFd, owner: SendOwner, from: usize) -> Op {
+        Op::new(OpKind::Send {
+            fd,
+            buf: SendBytes::Owner(owner),
+            from,
+            write: true,
         })
     }
 

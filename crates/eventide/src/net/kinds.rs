@@ -219,6 +219,20 @@ stream_kind! {
     UnixStream
 }
 
+stream_kind! {
+    /// A stream over any descriptor: one end of a pipe, a FIFO, a
+    /// terminal, the process's stdin/stdout/stderr, a child's stdio
+    /// ([`Loop::pipe_open`], [`Loop::pipe_pair`], [`Loop::stdin`],
+    /// [`Loop::stdout`], [`Loop::stderr`]; Node's `net.Socket` on a
+    /// descriptor, `process.stdin`/`stdout`, `tty` streams): `Copy`, and
+    /// stale once closed. It has the API of every [`Stream`] (reads and
+    /// writes are `read(2)`/`write(2)`, see [`super::pipe`]) and a
+    /// terminal's: [`Pipe::is_tty`], [`Pipe::set_raw_mode`],
+    /// [`Pipe::window_size`], [`Pipe::on_resize`]. Dropping it does not
+    /// close the descriptor: [`Pipe::close`] or [`Pipe::end`] does.
+    Pipe
+}
+
 /// The API every listener kind shares, forwarded to [`Listener`].
 macro_rules! listener_kind {
     ($(#[$doc:meta])* $T:ident) => {

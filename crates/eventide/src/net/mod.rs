@@ -136,6 +136,7 @@ mod buf;
 mod dns;
 mod kinds;
 mod listener;
+pub mod pipe;
 mod stream;
 mod tcp;
 mod unix;
@@ -143,8 +144,9 @@ mod unix;
 pub use adopt::{HandedBack, HandedBackListener};
 pub use buf::WriteBuf;
 pub use dns::{Family, Hints, LookupOptions};
-pub use kinds::{TcpListener, TcpStream, UnixListener, UnixStream};
+pub use kinds::{Pipe, TcpListener, TcpStream, UnixListener, UnixStream};
 pub use listener::{ListenOptions, Listener};
+pub use pipe::WindowSize;
 pub use stream::{DEFAULT_END_TIMEOUT, DEFAULT_HIGH_WATER_MARK, Stream};
 pub use unix::PeerCred;
 
@@ -172,6 +174,8 @@ pub(crate) struct Sockets {
     /// Sockets being handed back to std, waiting for their operation's
     /// final completion (`into_std`, in adopt.rs).
     hand_backs: adopt::HandBacks,
+    /// The terminal pipes' resize callbacks (`pipe::window_changed`).
+    resize: Vec<(Pipe, pipe::OnResize)>,
 }
 
 impl Sockets {
@@ -184,6 +188,7 @@ impl Sockets {
             reserve: None,
             owed: Vec::new(),
             hand_backs: adopt::HandBacks::default(),
+            resize: Vec::new(),
         }
     }
 

@@ -254,9 +254,13 @@ const FIN_SENT: u16 = 1 << 13;
 /// Piped to itself (an echo): its drain resumes its reading (no drain
 /// callback, so an idle echo connection allocates nothing more: W10).
 const PIPED_TO_SELF: u16 = 1 << 14;
-/// The shutdown operation is in flight (for `into_std`, which waits for
-/// no operation).
-const SHUTTING: u16 = 1 << 15;
+/// Not a socket (a pipe, a FIFO, a terminal: [`super::pipe`]): reads and
+/// writes are `read(2)`/`write(2)` (`Op::read_multi`, `Op::write_from`),
+/// there is no FIN (its shutdown ends it: see `start_shutdown`), and
+/// `EAGAIN` from io_uring means: wait for readiness (`wait_ready`).
+/// Chosen at creation: the sockets' path never looks at it but to pick
+/// their ops.
+pub(crate) const NOT_SOCKET: u16 = 1 << 15;
 
 /// A stream's slot in the socket table: 32 bytes, what an idle connection
 /// costs here (W10); everything else is in `more`.
@@ -303,6 +307,13 @@ struct Extras {
     linger: Option<TimerId>,
     /// `None`: [`DEFAULT_END_TIMEOUT`].
     end_timeout: Option<Duration>,
+    /// The shutdown operation is in flight (for `into_std`, which waits
+    /// for no operation).
+    shutting: bool,
+    /// The crate's own close watcher (a child process counting its
+    /// stdio's closes for Node's `'close'`): runs in the close phase,
+    /// before `on_close`, whoever set that.
+    watcher: Option<Task>,
 }
 
 /// An armed idle timeout: an unreferenced timer on the wheel, refreshed
@@ -350,6 +361,17 @@ impl StreamState {
             Some(Ok(tag)) => self.server = tag,
             _ => self.more().server = Some(index),
         }
+    }
+
+    /// Sets `flag` (a pipe's `NOT_SOCKET`).
+    pub(super) fn add_flags(&mut self, flag: u16) {
+        self.flags |= flag;
+    }
+
+    /// A pipe that cannot be read: its input has ended, and that end does
+    /// not end the stream (it ends when its writing does).
+    pub(super) fn mark_ended_input(&mut self) {
+        self.flags |= EOF | HALF_OPEN;
     }
 
     /// Node's `allowHalfOpen`, from the listener's options.
@@ -856,6 +878,20 @@ impl Stream {
             .ok_or_else(|| lp.io.net.streams.miss(self.0, WHAT))
     }
 
+    /// Sets the crate's own close watcher (see `Extras::watcher`);
+    /// `false` for a closed stream.
+    pub(crate) fn watch_close(
+        self,
+        lp: &mut Loop,
+        watcher: impl FnOnce(&mut Loop) + 'static,
+    ) -> bool {
+        let Some(s) = lp.io.net.streams.get_mut(self.0) else {
+            return false;
+        };
+        s.more().watcher = Some(Box::new(watcher));
+        true
+    }
+
     /// A pipe's source resumes reading (its destination drained), unless
     /// it was closed or its reader ended meanwhile.
     fn resume_reading(self, lp: &mut Loop) {
@@ -989,7 +1025,11 @@ impl Stream {
             return;
         }
         let counted = !s.has(UNREF);
-        let op = Op::recv_multi(s.socket.as_raw_fd());
+        let op = if s.has(NOT_SOCKET) {
+            Op::read_multi(s.socket.as_raw_fd())
+        } else {
+            Op::recv_multi(s.socket.as_raw_fd())
+        };
         match lp.submit_direct(op, Direct::Received(self), counted) {
             Ok(token) => {
                 debug_assert_eq!(token, Direct::Received(self).token());
@@ -1106,6 +1146,16 @@ impl Stream {
                 Some(buf) => s.more().stash.push_back(buf),
                 None => {}
             },
+            // io_uring cannot wait on this descriptor (a terminal opened
+            // nonblocking): read again once it is readable.
+            Err(error)
+                if error.raw_os_error() == Some(libc::EAGAIN) && s.has(NOT_SOCKET) && !c.more =>
+            {
+                if let Some(buf) = c.buf {
+                    lp.reactor.recycle(buf);
+                }
+                return self.wait_ready(lp, eventide_reactor::Interest::READABLE);
+            }
             // A cancel (read_stop), or ENOBUFS: the reactor parks receives
             // starved of buffers itself; a final ENOBUFS is the system's
             // (out of socket memory): receive again.
@@ -1177,9 +1227,11 @@ impl Stream {
         };
         // An empty write is sent too (0 bytes), so that its callback runs
         // from the poll phase like any other.
-        let op = match head.buf.take_for_send() {
-            ForSend::Vec(buf) => Op::send_from(fd, buf, head.sent),
-            ForSend::Owner(owner) => Op::send_owned(fd, owner, head.sent),
+        let op = match (head.buf.take_for_send(), s.flags & NOT_SOCKET != 0) {
+            (ForSend::Vec(buf), false) => Op::send_from(fd, buf, head.sent),
+            (ForSend::Owner(owner), false) => Op::send_owned(fd, owner, head.sent),
+            (ForSend::Vec(buf), true) => Op::write_from(fd, buf, head.sent),
+            (ForSend::Owner(owner), true) => Op::write_owned(fd, owner, head.sent),
         };
         s.set(SENDING, true);
         if let Err(refused) = lp.submit_direct(op, Direct::Sent(self), true) {
@@ -1195,8 +1247,11 @@ impl Stream {
             return;
         };
         s.set(SENDING, false);
+        let again = s.has(NOT_SOCKET)
+            && matches!(&c.result, Err(e) if e.raw_os_error() == Some(libc::EAGAIN));
         let n = match c.result {
             Ok(n) => n,
+            Err(_) if again => 0,
             Err(error) => return self.destroy(lp, Error::net("write", None, error)),
         };
         let Some(m) = s.more.as_mut() else {
@@ -1209,6 +1264,12 @@ impl Stream {
             Some(owner) => WriteBuf::from_send_owner(owner),
             None => WriteBuf::from(c.buf.unwrap_or_default()),
         };
+        if again {
+            // io_uring cannot wait on this descriptor (a terminal opened
+            // nonblocking): the write goes again once it is writable.
+            s.set(SENDING, true);
+            return self.wait_ready(lp, eventide_reactor::Interest::WRITABLE);
+        }
         head.sent += n;
         let done = head.sent == head.buf.len();
         m.queued -= n;
@@ -1286,43 +1347,92 @@ impl Stream {
         let Some(on_done) = s.more.as_mut().and_then(|m| m.shutdown.take()) else {
             return;
         };
-        s.set(SHUT_SUBMITTED | SHUTTING, true);
+        s.set(SHUT_SUBMITTED, true);
+        s.more().shutting = true;
+        if s.has(NOT_SOCKET) {
+            // No FIN on a pipe: its end is the close of this descriptor,
+            // which `end` (which `shutdown` is here) does once the peer's
+            // end is in (at once for a writing end, see `super::pipe`).
+            s.set(END_REQUESTED, true);
+            lp.defer(move |lp| self.shut(lp, on_done, Ok(())));
+            return;
+        }
         let op = Op::shutdown(s.socket.as_raw_fd(), Shutdown::Write);
         let mut on_done = Some(on_done);
         let submitted = lp.submit_io(op, move |lp, c| {
             let Some(on_done) = on_done.take() else {
                 return;
             };
-            let result = c.result.map(drop);
-            let failed = result.as_ref().err().and_then(io::Error::raw_os_error);
-            let mut s = lp.io.net.streams.get_mut(self.0);
-            if let Some(s) = s.as_mut() {
-                s.set(SHUTTING, false);
-            }
-            let ending = s.as_ref().is_some_and(|s| s.has(END_REQUESTED));
-            if let Some(s) = s
-                && failed.is_none()
-            {
-                s.set(FIN_SENT, true);
-            }
-            let panicked = catch(|| on_done(lp, result.map_err(shutdown_error)));
-            match failed {
-                None => self.after_fin(lp),
-                // `end` cannot finish: the stream is destroyed, as Node's
-                // is by a failed shutdown.
-                Some(errno) if ending => {
-                    let error = io::Error::from_raw_os_error(errno);
-                    self.destroy(lp, Error::net("shutdown", None, error));
-                }
-                Some(_) => {}
-            }
-            if let Err(payload) = panicked {
-                std::panic::resume_unwind(payload);
-            }
+            self.shut(lp, on_done, c.result.map(drop));
         });
         if let Err(refused) = submitted {
             // The callback went with the refused operation's handler.
             self.destroy(lp, Error::net("shutdown", None, refused.error));
+        }
+    }
+
+    /// The shutdown is done (or failed): `on_done` runs, then the end goes
+    /// on.
+    fn shut(self, lp: &mut Loop, on_done: OnDone, result: io::Result<()>) {
+        let failed = result.as_ref().err().and_then(io::Error::raw_os_error);
+        let mut s = lp.io.net.streams.get_mut(self.0);
+        if let Some(m) = s.as_mut().and_then(|s| s.more.as_mut()) {
+            m.shutting = false;
+        }
+        let ending = s.as_ref().is_some_and(|s| s.has(END_REQUESTED));
+        if let Some(s) = s
+            && failed.is_none()
+        {
+            s.set(FIN_SENT, true);
+        }
+        let panicked = catch(|| on_done(lp, result.map_err(shutdown_error)));
+        match failed {
+            None => self.after_fin(lp),
+            // `end` cannot finish: the stream is destroyed, as Node's
+            // is by a failed shutdown.
+            Some(errno) if ending => {
+                let error = io::Error::from_raw_os_error(errno);
+                self.destroy(lp, Error::net("shutdown", None, error));
+            }
+            Some(_) => {}
+        }
+        if let Err(payload) = panicked {
+            std::panic::resume_unwind(payload);
+        }
+    }
+
+    /// io_uring returned `EAGAIN` on a descriptor that is not a socket:
+    /// a one-shot readiness wait, then the read or the write goes again
+    /// (the write is still `SENDING`, so nothing else sends meanwhile). A
+    /// close meanwhile cancels the wait (the reactor's close cancels what
+    /// runs on the descriptor), which then finds no stream.
+    fn wait_ready(self, lp: &mut Loop, interest: eventide_reactor::Interest) {
+        let Ok(fd) = self.raw_fd(lp) else {
+            return;
+        };
+        let writable = interest.is_writable();
+        let submitted = lp.submit_io(Op::poll(fd, interest), move |lp, c| {
+            if lp.io.net.streams.get(self.0).is_none() {
+                return;
+            }
+            if let Err(error) = c.result
+                && error.raw_os_error() != Some(libc::ECANCELED)
+            {
+                let syscall = if writable { "write" } else { "read" };
+                return self.destroy(lp, Error::net(syscall, None, error));
+            }
+            if writable {
+                if let Some(s) = lp.io.net.streams.get_mut(self.0) {
+                    s.set(SENDING, false);
+                }
+                self.flush(lp);
+            } else {
+                self.pump(lp);
+            }
+        });
+        if let Err(refused) = submitted {
+            let syscall = if writable { "write" } else { "read" };
+            self.destroy(lp, Error::net(syscall, None, refused.error));
         }
     }
 
@@ -1331,11 +1441,18 @@ impl Stream {
             return false;
         };
         left_server(lp, &s);
-        let waiting = Waiting::take(lp, &mut s, false);
+        let mut waiting = Waiting::take(lp, &mut s, false);
+        let watcher = waiting.watcher.take();
+        if s.has(NOT_SOCKET) {
+            super::pipe::releasing(s.socket.as_raw_fd());
+        }
         super::close_socket(lp, s.socket);
         lp.push_closing(Some(Box::new(move |lp: &mut Loop| {
             let mut unwind = Unwind::default();
             let close_event = waiting.fail(lp, libc::ECANCELED, &mut unwind);
+            if let Some(watcher) = watcher {
+                unwind.run(|| watcher(lp));
+            }
             if let Some(close_event) = close_event {
                 unwind.run(|| close_event(lp, self, false));
             }
@@ -1357,10 +1474,22 @@ impl Stream {
         };
         left_server(lp, &s);
         let mut waiting = Waiting::take(lp, &mut s, true);
+        if s.has(NOT_SOCKET) {
+            super::pipe::releasing(s.socket.as_raw_fd());
+        }
         super::close_socket(lp, s.socket);
-        if let Some(close_event) = waiting.on_close.take() {
+        let watcher = waiting.watcher.take();
+        let close_event = waiting.on_close.take();
+        if watcher.is_some() || close_event.is_some() {
             lp.push_closing(Some(Box::new(move |lp: &mut Loop| {
-                close_event(lp, self, true);
+                let mut unwind = Unwind::default();
+                if let Some(watcher) = watcher {
+                    unwind.run(|| watcher(lp));
+                }
+                if let Some(close_event) = close_event {
+                    unwind.run(|| close_event(lp, self, true));
+                }
+                unwind.resume();
             })));
         }
         let errno = error.errno().unwrap_or(libc::EIO);
@@ -1424,6 +1553,7 @@ struct Waiting {
     /// `deliver` to hand to `on_end` (see `Sockets::owed_end`).
     reader_out: bool,
     on_close: Option<OnClose>,
+    watcher: Option<Task>,
 }
 
 impl Waiting {
@@ -1454,6 +1584,7 @@ impl Waiting {
             reader: if with_reader { s.reader.take() } else { None },
             reader_out: with_reader && s.has(DELIVERING),
             on_close: more.on_close,
+            watcher: more.watcher,
         }
     }
 
@@ -1528,7 +1659,8 @@ impl Stream {
             .more
             .as_ref()
             .is_some_and(|m| !m.writes.is_empty() || m.queued > 0 || m.shutdown.is_some());
-        if writing || s.has(CONNECTING | SENDING | END_REQUESTED | SHUTTING) {
+        let shutting = s.more.as_ref().is_some_and(|m| m.shutting);
+        if writing || shutting || s.has(CONNECTING | SENDING | END_REQUESTED) {
             let busy = io::Error::from_raw_os_error(libc::EBUSY);
             return Err(Error::net("into_std", None, busy));
         }

@@ -66,6 +66,14 @@ pub(crate) mod slab;
 /// Capacity of the buffers `recv_multi` hands out (and takes back).
 pub(crate) const MULTI_BUF_SIZE: usize = 16 * 1024;
 
+/// Capacity of the buffers `Op::read_multi` reads into: a pipe holds
+/// 64 KiB, and a reader of a pipe or a child's output gains from taking it
+/// in one `read` (W12).
+pub(crate) const READ_BUF_SIZE: usize = 64 * 1024;
+
+/// How many recycled `read_multi` buffers the reactor keeps for reuse.
+const READ_SPARE_MAX: usize = 8;
+
 /// How many recycled `recv_multi` buffers the reactor keeps for reuse: as
 /// many as it may lend, so a turn in which more connections than that
 /// received at once (W5 with 500 connections on a readiness backend) does
@@ -88,6 +96,9 @@ const MULTI_SPARE_MAX: usize = crate::RECV_MULTI_LEND_LIMIT;
 #[derive(Debug, Default)]
 pub(crate) struct MultiBufs {
     spare: Vec<Vec<u8>>,
+    /// Spare `read_multi` buffers ([`READ_BUF_SIZE`]).
+    read_spare: Vec<Vec<u8>>,
+    /// Lent buffers of both sizes (one budget).
     lent: usize,
 }
 
@@ -99,6 +110,15 @@ impl MultiBufs {
             return Some(b);
         }
         (self.lent < crate::RECV_MULTI_LEND_LIMIT).then(|| Vec::with_capacity(MULTI_BUF_SIZE))
+    }
+
+    /// A buffer for the next `read_multi` round ([`READ_BUF_SIZE`]),
+    /// within the same lending budget as [`MultiBufs::get`].
+    pub(crate) fn get_read(&mut self) -> Option<Vec<u8>> {
+        if let Some(b) = self.read_spare.pop() {
+            return Some(b);
+        }
+        (self.lent < crate::RECV_MULTI_LEND_LIMIT).then(|| Vec::with_capacity(READ_BUF_SIZE))
     }
 
     /// Whether [`MultiBufs::get`] would give a buffer.
@@ -113,7 +133,7 @@ impl MultiBufs {
 
     /// The caller gives a buffer back ([`Reactor::recycle`](crate::Reactor::recycle)).
     pub(crate) fn give_back(&mut self, buf: Vec<u8>) {
-        if buf.capacity() == MULTI_BUF_SIZE {
+        if buf.capacity() == MULTI_BUF_SIZE || buf.capacity() == READ_BUF_SIZE {
             self.lent = self.lent.saturating_sub(1);
             self.keep(buf);
         }
@@ -130,6 +150,9 @@ impl MultiBufs {
         if buf.capacity() == MULTI_BUF_SIZE && self.spare.len() < MULTI_SPARE_MAX {
             buf.clear();
             self.spare.push(buf);
+        } else if buf.capacity() == READ_BUF_SIZE && self.read_spare.len() < READ_SPARE_MAX {
+            buf.clear();
+            self.read_spare.push(buf);
         }
     }
 }
@@ -431,5 +454,36 @@ mod tests {
         }
         assert_eq!(bufs.lent, 0, "offered back without touching the count");
         assert_eq!(bufs.spare.len(), crate::RECV_MULTI_LEND_LIMIT);
+    }
+
+    /// `read_multi`'s 64 KiB buffers share the lending budget with
+    /// `recv_multi`'s, come back to their own spares (a few), and are
+    /// never handed to a receive that wants 16 KiB.
+    #[test]
+    fn read_buffers_share_the_budget_and_keep_their_size() {
+        let mut bufs = MultiBufs::default();
+        let r = bufs.get_read().expect("within the budget");
+        assert_eq!(r.capacity(), READ_BUF_SIZE);
+        bufs.lend();
+        let small: Vec<Vec<u8>> = (1..crate::RECV_MULTI_LEND_LIMIT)
+            .map(|_| {
+                let b = bufs.get().expect("within the budget");
+                bufs.lend();
+                b
+            })
+            .collect();
+        assert!(bufs.get_read().is_none(), "one budget for both sizes");
+        bufs.give_back(r);
+        assert_eq!(bufs.read_spare.len(), 1);
+        assert_eq!(bufs.spare.len(), 0, "not a spare for receives");
+        let again = bufs.get_read().expect("the spare");
+        assert_eq!(again.capacity(), READ_BUF_SIZE);
+        for b in small {
+            bufs.give_back(b);
+        }
+        for _ in 0..2 * READ_SPARE_MAX {
+            bufs.keep(Vec::with_capacity(READ_BUF_SIZE));
+        }
+        assert_eq!(bufs.read_spare.len(), READ_SPARE_MAX);
     }
 }

@@ -853,6 +853,21 @@ fn recv_into(fd: RawFd, buf: &mut Vec<u8>) -> Option<io::Result<usize>> {
     Some(res)
 }
 
+/// One nonblocking `read` into `buf`'s spare capacity (any descriptor).
+fn read_into(fd: RawFd, buf: &mut Vec<u8>) -> Option<io::Result<usize>> {
+    let res = nonblocking(|| {
+        let spare = buf.spare_capacity_mut();
+        // SAFETY: the pointer and length describe the spare capacity of
+        // `buf`, writable memory owned by this call for its duration.
+        unsafe { syscall!(read(fd, spare.as_mut_ptr().cast(), spare.len())) }
+    })?;
+    if let Ok(n) = res {
+        // SAFETY: the kernel initialised `n` bytes of the spare capacity.
+        unsafe { buf.set_len(buf.len() + n) };
+    }
+    Some(res)
+}
+
 /// Tries `entry`'s system call once (or a burst, for multishot ones).
 fn attempt(entry: &mut Entry, ready: u8, bufs: &mut MultiBufs) -> Step {
     let token = entry.token;
@@ -874,11 +889,17 @@ fn attempt(entry: &mut Entry, ready: u8, bufs: &mut MultiBufs) -> Step {
             None => Step::Block,
             Some(r) => Step::Done(r, Some(std::mem::take(buf))),
         },
-        OpKind::RecvMulti { fd, .. } => {
-            let Some(mut buf) = bufs.get() else {
+        OpKind::RecvMulti { fd, read, .. } => {
+            let got = if *read { bufs.get_read() } else { bufs.get() };
+            let Some(mut buf) = got else {
                 return Step::Park;
             };
-            match recv_into(*fd, &mut buf) {
+            let got = if *read {
+                read_into(*fd, &mut buf)
+            } else {
+                recv_into(*fd, &mut buf)
+            };
+            match got {
                 None => {
                     bufs.keep(buf);
                     Step::Block
@@ -899,7 +920,25 @@ fn attempt(entry: &mut Entry, ready: u8, bufs: &mut MultiBufs) -> Step {
                 }
             }
         }
-        OpKind::Send { fd, buf, from } => {
+        OpKind::Send {
+            fd,
+            buf,
+            from,
+            write: true,
+        } => {
+            let fd = *fd;
+            let bytes = buf.as_slice();
+            let data = &bytes[(*from).min(bytes.len())..];
+            // SAFETY: the pointer and length describe the initialised bytes
+            // of `buf[start..]`, alive for the call.
+            let r =
+                nonblocking(|| unsafe { syscall!(write(fd, data.as_ptr().cast(), data.len())) });
+            match r {
+                None => Step::Block,
+                Some(r) => Step::Done(r, buf.take_vec()),
+            }
+        }
+        OpKind::Send { fd, buf, from, .. } => {
             let fd = *fd;
             let bytes = buf.as_slice();
             let data = &bytes[(*from).min(bytes.len())..];

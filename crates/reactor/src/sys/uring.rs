@@ -708,13 +708,20 @@ impl Uring {
         let multishot_accept = self.info.multishot_accept;
         let pbuf = self.info.multishot_recv && self.pbuf.is_some();
         if let Some(Inflight {
-            kind: OpKind::RecvMulti { round_buf, .. },
+            kind: OpKind::RecvMulti {
+                round_buf, read, ..
+            },
             ..
         }) = self.ops.get_mut(key)
-            && !pbuf
+            && (!pbuf || *read)
             && round_buf.is_none()
         {
-            match self.bufs.get() {
+            let got = if *read {
+                self.bufs.get_read()
+            } else {
+                self.bufs.get()
+            };
+            match got {
                 Some(b) => *round_buf = Some(b),
                 None => {
                     // Lending budget spent: wait for recycled buffers.
@@ -783,8 +790,26 @@ impl Uring {
                 )
                 .build()
             }
-            OpKind::RecvMulti { fd, .. } if pbuf => {
-                opcode::RecvMulti::new(types::Fd(*fd), BGID).build()
+            OpKind::RecvMulti {
+                fd, read: false, ..
+            } if pbuf => opcode::RecvMulti::new(types::Fd(*fd), BGID).build(),
+            // `Op::read_multi`: a round of `read(2)` at the current position
+            // (offset -1), for descriptors that are not sockets.
+            OpKind::RecvMulti {
+                fd,
+                round_buf,
+                read: true,
+                ..
+            } => {
+                let b = round_buf.as_mut().expect("a round buffer was just set");
+                let spare = b.spare_capacity_mut();
+                opcode::Read::new(
+                    types::Fd(*fd),
+                    spare.as_mut_ptr().cast(),
+                    clamp(spare.len()),
+                )
+                .offset(u64::MAX)
+                .build()
             }
             OpKind::RecvMulti { fd, round_buf, .. } => {
                 let b = round_buf.as_mut().expect("a round buffer was just set");
@@ -796,7 +821,20 @@ impl Uring {
                 )
                 .build()
             }
-            OpKind::Send { fd, buf, from } => {
+            // `Op::write_from`: `write(2)` at the current position.
+            OpKind::Send {
+                fd,
+                buf,
+                from,
+                write: true,
+            } => {
+                let bytes = buf.as_slice();
+                let data = &bytes[(*from).min(bytes.len())..];
+                opcode::Write::new(types::Fd(*fd), data.as_ptr(), clamp(data.len()))
+                    .offset(u64::MAX)
+                    .build()
+            }
+            OpKind::Send { fd, buf, from, .. } => {
                 let bytes = buf.as_slice();
                 let data = &bytes[(*from).min(bytes.len())..];
                 opcode::Send::new(types::Fd(*fd), data.as_ptr(), clamp(data.len()))
@@ -1466,6 +1504,7 @@ impl Uring {
             return;
         };
         let token = e.token;
+        let read = matches!(e.kind, OpKind::RecvMulti { read: true, .. });
         // Where the bytes are: a provided buffer, or this round's own buffer.
         let buf = match (cqueue::buffer_select(flags), &mut e.kind) {
             (Some(bid), _) => self.pbuf.as_mut().and_then(|br| br.take(bid)),
@@ -1518,7 +1557,7 @@ impl Uring {
                 } else if code == Some(libc::ENOBUFS) {
                     // Parked until buffers are published (see `refill`).
                     self.starved.push_back(key);
-                } else if code == Some(libc::EINVAL) && self.info.multishot_recv {
+                } else if code == Some(libc::EINVAL) && self.info.multishot_recv && !read {
                     // Multishot recv refused: single-shot rounds from now on.
                     // The buffer ring stays registered (other receives may
                     // hold its buffers) and is freed at drop.

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# W11 (spawn) and W12 (pipe) of shared/bench/WORKLOADS.md: eventide on
+# each reactor backend beside its peers in benches/peers/ (libuv in C,
+# Node 20, tokio) and W12's blocking baseline (the runner's W12-blocking:
+# one thread, blocking write and read), back to back in one run; then the
+# RESULT lines and the ratios of each eventide backend to each peer.
+#
+#   benches/run-processes.sh                  one round
+#   ROUNDS=3 benches/run-processes.sh         ratios are medians over rounds
+#   BACKENDS="uring epoll" benches/run-processes.sh
+#
+# Needs: gcc and libuv1-dev, node, cargo, python3. Builds: the runner with
+# cargo build --release (CARGO_TARGET_DIR honoured); benches/peers/libuv/*.c
+# with gcc -O2 -luv into /tmp/process-peers/; benches/peers/tokio with
+# cargo --release in its own target directory (not the workspace's).
+# Every RESULT line, tagged round=N, is kept in $OUT (default
+# /tmp/processes-<date>.txt). Exits 1 if a program failed or printed no
+# RESULT line.
+set -u
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+peers="$repo/benches/peers"
+rounds="${ROUNDS:-1}"
+read -ra backends <<<"${BACKENDS:-uring epoll poll}"
+out="${OUT:-/tmp/processes-$(date +%Y%m%d-%H%M%S).txt}"
+cbin=/tmp/process-peers
+mkdir -p "$cbin"
+
+echo "== building eventide's workloads binary" >&2
+(cd "$repo" && cargo build --release --quiet -p eventide-benches --bin workloads) || exit 1
+bin="${CARGO_TARGET_DIR:-$repo/target}/release/workloads"
+echo "== building the libuv peers" >&2
+for w in w11_spawn w12_pipe; do
+  gcc -O2 -Wall -Wextra -o "$cbin/$w" "$peers/libuv/$w.c" -luv || exit 1
+done
+echo "== building the tokio peers" >&2
+(cd "$peers/tokio" && env -u CARGO_TARGET_DIR cargo build --release --quiet) || exit 1
+tokio="$peers/tokio/target/release"
+
+failed=0
+: >"$out"
+keep() { # ROUND: RESULT lines from stdin to $out and stdout, tagged
+  local n
+  n="$(grep '^RESULT ' | sed "s/\$/ round=$1/" | tee -a "$out" | tee /dev/stderr | wc -l)"
+  [ "$n" -gt 0 ] || { echo "FAIL: no RESULT line (round $1)" >&2; failed=1; }
+}
+
+for round in $(seq 1 "$rounds"); do
+  echo "== round $round/$rounds: W11" >&2
+  timeout 60 "$cbin/w11_spawn" | keep "$round"
+  timeout 60 node "$peers/node/w11_spawn.js" | keep "$round"
+  timeout 60 "$tokio/w11_spawn" | keep "$round"
+  for b in "${backends[@]}"; do timeout 60 "$bin" W11 --backend "$b" | keep "$round"; done
+  echo "== round $round/$rounds: W12" >&2
+  timeout 60 "$cbin/w12_pipe" | keep "$round"
+  timeout 60 node "$peers/node/w12_pipe.js" | keep "$round"
+  timeout 60 "$tokio/w12_pipe" | keep "$round"
+  timeout 60 "$bin" W12-blocking | keep "$round"
+  for b in "${backends[@]}"; do timeout 60 "$bin" W12 --backend "$b" | keep "$round"; done
+done
+
+python3 - "$out" <<'PY'
+import re, statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    kv = dict(re.findall(r'(\w+)=(\S+)', line))
+    rows.setdefault((kv['workload'], kv['system']), {})[kv['round']] = float(kv['value'])
+print()
+print('| workload | system | value (median) | vs libuv | vs tokio | vs node | vs blocking |')
+print('|---|---|---|---|---|---|---|')
+for (w, s), byround in sorted(rows.items()):
+    med = statistics.median(byround.values())
+    cells = []
+    for peer in ('libuv', 'tokio', 'node', 'blocking'):
+        ref = rows.get((w, peer))
+        if not s.startswith('eventide') or not ref:
+            cells.append('')
+            continue
+        ratios = [byround[r] / ref[r] for r in byround if r in ref]
+        cells.append(f'{statistics.median(ratios):.2f}x' if ratios else '')
+    unit = 'spawns/s' if w == 'W11' else 'MB/s'
+    print(f'| {w} | {s} | {med:.1f} {unit} | ' + ' | '.join(cells) + ' |')
+PY
+echo "RESULT lines in $out" >&2
+exit "$failed"

@@ -1,0 +1,717 @@
+//! Child processes: Node's `child_process.spawn` and `execFile`, libuv's
+//! `uv_spawn`, on the loop.
+//!
+//! ```no_run
+//! use eventide::process::{SpawnOptions, Stdio};
+//!
+//! let mut lp = eventide::Loop::new()?;
+//! let child = lp.spawn(
+//!     SpawnOptions::new("sort").stdin(Stdio::Pipe).stdout(Stdio::Pipe),
+//!     |_, status| println!("sort exited: {status:?}"),
+//! )?;
+//! let stdin = child.stdin().unwrap();
+//! stdin.write(&mut lp, b"b\na\n".to_vec(), |_, r| r.unwrap());
+//! stdin.end(&mut lp);
+//! child.stdout().unwrap().read_start(
+//!     &mut lp,
+//!     |_, _, data| print!("{}", String::from_utf8_lossy(data)),
+//!     |_, _, _| {},
+//! );
+//! lp.run()?;
+//! # Ok::<(), eventide::Error>(())
+//! ```
+//!
+//! # How a child is made
+//!
+//! With `std::process::Command`, which keeps both guarantees eventide
+//! needs: a failed spawn leaves no child behind (the error, an exec's
+//! included, comes back from the spawn call itself, read from a
+//! close-on-exec pipe, and a child that failed to exec is reaped before
+//! the call returns), and nothing but the descriptors asked for reaches
+//! the child (every descriptor the loop owns is close-on-exec; the stdio
+//! ends are put on 0, 1 and 2). On Linux with glibc it spawns with
+//! `posix_spawn` (a `clone(CLONE_VM | CLONE_VFORK)`: no copy of the
+//! parent's page tables) whenever it can, which is whenever neither
+//! [`SpawnOptions::uid`], [`SpawnOptions::gid`] nor
+//! [`SpawnOptions::detached`] is asked for; those need a `fork`, then
+//! `setsid`/`setgid`/`setuid` in the child (async-signal-safe calls only)
+//! before the `exec`.
+//!
+//! # How an exit is observed
+//!
+//! Linux 5.3 and later: the child's `pidfd` (`pidfd_open`), watched for
+//! readability through the reactor with a one-shot `Op::poll` (io_uring
+//! `POLL_ADD`, or epoll/poll), then `waitpid(pid, WNOHANG)` reaps it: no
+//! signal handler, nothing process-wide, any number of loops. The poll
+//! keeps the loop alive until the exit (unless [`Child::unref`]). Where
+//! `pidfd_open` is `ENOSYS`, exits need `SIGCHLD`: that path belongs to
+//! the signal module and is not wired yet; `sigchld_fallback` (private) is where
+//! it goes, and until then a spawn on such a kernel fails with
+//! `spawn <program> ENOSYS` before any child is made.
+//!
+//! # Events, as Node's
+//!
+//! The exit callback of [`Loop::spawn`] is Node's `'exit'` (code, or the
+//! signal that ended it). [`Child::on_close`] is Node's `'close'`: once
+//! the child has exited and each of its readable stdio pipes (stdout,
+//! stderr) has closed, in that order whatever order they happened in.
+//! Unlike Node, a spawn that fails returns the error from
+//! [`Loop::spawn`] (libuv's `uv_spawn` does too; Node turns it into an
+//! `'error'` event and a `'close'` with the negative errno).
+
+mod exec;
+
+pub use exec::{DEFAULT_MAX_BUFFER, ExecOptions, Output};
+
+use std::cell::RefCell;
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use eventide_reactor::{Interest, Op, Token};
+
+use crate::event_loop::Loop;
+use crate::net::Pipe;
+use crate::{Error, Result};
+
+/// What a child's standard descriptor is connected to (Node's `stdio`
+/// option).
+///
+/// [`Stdio::Pipe`] is a Unix socketpair, as libuv's `UV_CREATE_PIPE` (so
+/// Node's `'pipe'`) is: a socket buffers more than a pipe's 64 KiB, which
+/// W12 measures. The loop's end is shut down in the direction it does not
+/// use, and is a [`Pipe`] on the `read(2)`/`write(2)` path (64 KiB reads;
+/// ending the stdin closes it).
+#[derive(Debug, Default)]
+pub enum Stdio {
+    /// A new pipe; the loop's end is a [`Pipe`] on the [`Child`]
+    /// (Node's `'pipe'`).
+    Pipe,
+    /// The parent's own descriptor (Node's `'inherit'`); the default.
+    #[default]
+    Inherit,
+    /// `/dev/null` (Node's `'ignore'`).
+    Ignore,
+    /// This descriptor (Node's stream or number): the child gets a copy
+    /// of it; it is closed in the parent once the child is made.
+    Fd(OwnedFd),
+}
+
+/// What a child is to run and how (Node's `spawn(command, args, options)`).
+#[derive(Debug)]
+pub struct SpawnOptions {
+    program: OsString,
+    args: Vec<OsString>,
+    env_clear: bool,
+    env: Vec<(OsString, Option<OsString>)>,
+    cwd: Option<PathBuf>,
+    stdio: [Stdio; 3],
+    detached: bool,
+    uid: Option<u32>,
+    gid: Option<u32>,
+}
+
+impl SpawnOptions {
+    /// Runs `program` (looked up in `PATH` unless it has a `/`), with no
+    /// arguments, the parent's environment and working directory, and
+    /// the parent's stdio.
+    pub fn new(program: impl AsRef<OsStr>) -> SpawnOptions {
+        SpawnOptions {
+            program: program.as_ref().to_owned(),
+            args: Vec::new(),
+            env_clear: false,
+            env: Vec::new(),
+            cwd: None,
+            stdio: [Stdio::Inherit, Stdio::Inherit, Stdio::Inherit],
+            detached: false,
+            uid: None,
+            gid: None,
+        }
+    }
+
+    /// Adds an argument.
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> SpawnOptions {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    /// Adds arguments.
+    pub fn args<I, S>(mut self, args: I) -> SpawnOptions
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Sets an environment variable for the child (extends, or overrides,
+    /// the inherited environment).
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> SpawnOptions {
+        self.env
+            .push((key.as_ref().to_owned(), Some(value.as_ref().to_owned())));
+        self
+    }
+
+    /// Removes an inherited environment variable.
+    pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> SpawnOptions {
+        self.env.push((key.as_ref().to_owned(), None));
+        self
+    }
+
+    /// Inherits no environment: the child has only the variables set
+    /// with [`SpawnOptions::env`] (Node's `env: {...}`).
+    pub fn env_clear(mut self) -> SpawnOptions {
+        self.env_clear = true;
+        self.env.clear();
+        self
+    }
+
+    /// The child's working directory (Node's `cwd`).
+    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> SpawnOptions {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    /// The child's standard input.
+    pub fn stdin(mut self, stdio: Stdio) -> SpawnOptions {
+        self.stdio[0] = stdio;
+        self
+    }
+
+    /// The child's standard output.
+    pub fn stdout(mut self, stdio: Stdio) -> SpawnOptions {
+        self.stdio[1] = stdio;
+        self
+    }
+
+    /// The child's standard error.
+    pub fn stderr(mut self, stdio: Stdio) -> SpawnOptions {
+        self.stdio[2] = stdio;
+        self
+    }
+
+    /// Node's `detached`: the child leads a new session (`setsid`), so
+    /// that it outlives its parent's terminal and process group.
+    pub fn detached(mut self, detached: bool) -> SpawnOptions {
+        self.detached = detached;
+        self
+    }
+
+    /// The child's user id (`setuid` before the exec).
+    pub fn uid(mut self, uid: u32) -> SpawnOptions {
+        self.uid = Some(uid);
+        self
+    }
+
+    /// The child's group id (`setgid` before the exec).
+    pub fn gid(mut self, gid: u32) -> SpawnOptions {
+        self.gid = Some(gid);
+        self
+    }
+
+    /// The program, as given.
+    pub fn program(&self) -> &OsStr {
+        &self.program
+    }
+}
+
+/// How a child ended: an exit code, or the signal that killed it (Node's
+/// `'exit'` arguments `code, signal`: exactly one is `Some`, but for a
+/// child that something outside the loop reaped first, a `SIGCHLD` set
+/// to `SIG_IGN` say, whose status is lost: then both are `None`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitStatus {
+    /// The exit code, if it exited.
+    pub code: Option<i32>,
+    /// The signal's number, if a signal ended it.
+    pub signal: Option<i32>,
+}
+
+impl ExitStatus {
+    fn from_wait(status: libc::c_int) -> ExitStatus {
+        if libc::WIFSIGNALED(status) {
+            ExitStatus {
+                code: None,
+                signal: Some(libc::WTERMSIG(status)),
+            }
+        } else {
+            ExitStatus {
+                code: Some(libc::WEXITSTATUS(status)),
+                signal: None,
+            }
+        }
+    }
+
+    /// Whether it exited with code 0.
+    pub fn success(self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// The signal's name as Node gives it (`"SIGTERM"`), if a signal
+    /// ended it.
+    pub fn signal_name(self) -> Option<&'static str> {
+        self.signal.map(signal_name)
+    }
+}
+
+/// Node's name of a signal number (`"SIGKILL"`), `"UNKNOWN"` for one
+/// without a name here.
+pub fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGCHLD => "SIGCHLD",
+        libc::SIGCONT => "SIGCONT",
+        libc::SIGSTOP => "SIGSTOP",
+        libc::SIGTSTP => "SIGTSTP",
+        libc::SIGTTIN => "SIGTTIN",
+        libc::SIGTTOU => "SIGTTOU",
+        libc::SIGURG => "SIGURG",
+        libc::SIGXCPU => "SIGXCPU",
+        libc::SIGXFSZ => "SIGXFSZ",
+        libc::SIGVTALRM => "SIGVTALRM",
+        libc::SIGPROF => "SIGPROF",
+        libc::SIGWINCH => "SIGWINCH",
+        libc::SIGIO => "SIGIO",
+        libc::SIGPWR => "SIGPWR",
+        libc::SIGSYS => "SIGSYS",
+        _ => "UNKNOWN",
+    }
+}
+
+type OnExit = Box<dyn FnOnce(&mut Loop, ExitStatus)>;
+type OnClose = Box<dyn FnOnce(&mut Loop, ExitStatus)>;
+
+/// A child's shared state (the handle and the loop's callbacks hold it).
+struct State {
+    pid: u32,
+    /// Open until reaped.
+    pidfd: Option<OwnedFd>,
+    /// The exit's poll, while in flight.
+    watch: Option<Token>,
+    status: Option<ExitStatus>,
+    /// Readable stdio pipes not closed yet (Node's `_closesNeeded`
+    /// without the exit).
+    open_readers: usize,
+    on_close: Option<OnClose>,
+    closed: bool,
+    unref: bool,
+}
+
+/// A child process (Node's `ChildProcess`): its pid, its stdio pipes,
+/// [`Child::kill`], [`Child::on_close`]. Cloning it clones the handle;
+/// dropping every clone neither kills nor forgets the child: the loop
+/// still reaps it and runs its callbacks.
+#[derive(Clone)]
+pub struct Child {
+    state: Rc<RefCell<State>>,
+    stdio: [Option<Pipe>; 3],
+}
+
+impl std::fmt::Debug for Child {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Child")
+            .field("pid", &self.pid())
+            .field("stdio", &self.stdio)
+            .finish()
+    }
+}
+
+impl Child {
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.state.borrow().pid
+    }
+
+    /// The loop's end of the child's standard input, if [`Stdio::Pipe`].
+    pub fn stdin(&self) -> Option<Pipe> {
+        self.stdio[0]
+    }
+
+    /// The loop's end of the child's standard output, if [`Stdio::Pipe`].
+    pub fn stdout(&self) -> Option<Pipe> {
+        self.stdio[1]
+    }
+
+    /// The loop's end of the child's standard error, if [`Stdio::Pipe`].
+    pub fn stderr(&self) -> Option<Pipe> {
+        self.stdio[2]
+    }
+
+    /// How it ended, once its exit was observed (the exit callback ran).
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        self.state.borrow().status
+    }
+
+    /// Sends `signal` (`libc::SIGTERM`, ...) to the child (Node's
+    /// `child.kill(signal)`), through its pidfd: never to another process
+    /// that reused its pid. Signal 0 checks that it is still there.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Process`] `kill ESRCH` once it has been reaped (its exit
+    /// callback ran); `kill EINVAL` for a signal that does not exist.
+    pub fn kill(&self, signal: i32) -> Result<()> {
+        let st = self.state.borrow();
+        let error = |e| Error::process("kill".into(), None, e);
+        let Some(pidfd) = st.pidfd.as_ref() else {
+            return Err(error(io::Error::from_raw_os_error(libc::ESRCH)));
+        };
+        // SAFETY: pidfd_send_signal with a null siginfo takes no other
+        // pointer; the pidfd is open (owned by the state).
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                pidfd.as_raw_fd(),
+                signal,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if rc < 0 {
+            return Err(error(io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    /// Node's `'close'` event: `on_close` runs once the child has exited
+    /// and each of its readable stdio pipes (stdout, stderr: Node counts
+    /// the readable ones) has closed, after the exit callback, with the
+    /// same status. Replaces an earlier one. A pipe that nobody reads
+    /// never ends: read it (or close it) for the close to come.
+    pub fn on_close(&self, on_close: impl FnOnce(&mut Loop, ExitStatus) + 'static) {
+        let mut st = self.state.borrow_mut();
+        if !st.closed {
+            st.on_close = Some(Box::new(on_close));
+        }
+    }
+
+    /// Node's `child.unref()`: waiting for its exit does not keep the
+    /// loop alive (its pipes are streams, with their own
+    /// [`Pipe::unref`]).
+    pub fn unref(&self, lp: &mut Loop) {
+        self.set_ref(lp, false);
+    }
+
+    /// Node's `child.ref()`, or `unref` with `false`.
+    pub fn set_ref(&self, lp: &mut Loop, referenced: bool) {
+        let mut st = self.state.borrow_mut();
+        st.unref = !referenced;
+        if let Some(token) = st.watch {
+            lp.io.set_counted(token, referenced);
+        }
+    }
+}
+
+/// Whether this kernel has `pidfd_open` (probed once).
+fn pidfd_supported() -> bool {
+    use std::sync::OnceLock;
+    static SUPPORTED: OnceLock<bool> = OnceLock::new();
+    *SUPPORTED.get_or_init(|| match pidfd_open(std::process::id()) {
+        Ok(_) => true,
+        Err(e) => e.raw_os_error() != Some(libc::ENOSYS),
+    })
+}
+
+fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes no pointers.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = fd as RawFd;
+    // A pidfd is close-on-exec from the kernel.
+    // SAFETY: a new descriptor, owned here.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Where exits are observed without `pidfd_open` (Linux before 5.3, or a
+/// sandbox refusing it): `SIGCHLD`, then `waitpid(pid, WNOHANG)` for each
+/// child of the loop. It needs the process-wide signal dispatcher of the
+/// signal module, which is not part of this branch: the lead wires it
+/// when both are merged. Until then this reports `ENOSYS`, and
+/// [`Loop::spawn`] checks for it before making a child, so no child is
+/// ever made that nobody would reap.
+fn sigchld_fallback() -> io::Result<()> {
+    Err(io::Error::from_raw_os_error(libc::ENOSYS))
+}
+
+impl Loop {
+    /// Spawns a child process (Node's `child_process.spawn`, libuv's
+    /// `uv_spawn`); `on_exit` runs once, on this loop, when it has exited
+    /// (Node's `'exit'`), after which it is reaped. Its stdio pipes are
+    /// on the returned [`Child`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Process`] worded as Node's: `spawn nosuchprog ENOENT`
+    /// (no such program, or no such working directory), `spawn ./x
+    /// EACCES`, ..., with the errno and the program as the path. No child
+    /// is left behind: a failed exec is reported by the spawn itself and
+    /// the failed child already reaped.
+    pub fn spawn(
+        &mut self,
+        options: SpawnOptions,
+        on_exit: impl FnOnce(&mut Loop, ExitStatus) + 'static,
+    ) -> Result<Child> {
+        let program = options.program.clone();
+        let error = |e: io::Error| {
+            let name = program.to_string_lossy();
+            Error::process(format!("spawn {name}"), Some(PathBuf::from(&program)), e)
+        };
+        if !pidfd_supported() {
+            sigchld_fallback().map_err(error)?;
+        }
+        let mut cmd = std::process::Command::new(&options.program);
+        cmd.args(&options.args);
+        if options.env_clear {
+            cmd.env_clear();
+        }
+        for (k, v) in &options.env {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        if let Some(cwd) = &options.cwd {
+            cmd.current_dir(cwd);
+        }
+        if let Some(uid) = options.uid {
+            cmd.uid(uid);
+        }
+        if let Some(gid) = options.gid {
+            cmd.gid(gid);
+        }
+        if options.detached {
+            // SAFETY: the closure runs in the forked child before exec and
+            // only calls setsid, which is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::setsid() < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut ours: [Option<OwnedFd>; 3] = [None, None, None];
+        for (i, stdio) in options.stdio.into_iter().enumerate() {
+            let theirs = match stdio {
+                Stdio::Inherit => std::process::Stdio::inherit(),
+                Stdio::Ignore => std::process::Stdio::null(),
+                Stdio::Fd(fd) => std::process::Stdio::from(fd),
+                Stdio::Pipe => {
+                    // A socketpair, as libuv's (and so Node's) child stdio:
+                    // the loop's end is a stream on the sockets' path, whose
+                    // end is a real half-close, and whose buffers hold more
+                    // than a pipe's 64 KiB.
+                    let (mine, child) = std::os::unix::net::UnixStream::pair().map_err(error)?;
+                    // Each end one way: the loop writes the child's stdin
+                    // and reads its stdout and stderr.
+                    let ours_how = if i == 0 {
+                        std::net::Shutdown::Read
+                    } else {
+                        std::net::Shutdown::Write
+                    };
+                    mine.shutdown(ours_how).map_err(error)?;
+                    ours[i] = Some(OwnedFd::from(mine));
+                    std::process::Stdio::from(OwnedFd::from(child))
+                }
+            };
+            match i {
+                0 => cmd.stdin(theirs),
+                1 => cmd.stdout(theirs),
+                _ => cmd.stderr(theirs),
+            };
+        }
+        let child = cmd.spawn().map_err(error)?;
+        // The child's ends are closed here with the command.
+        drop(cmd);
+        let pid = child.id();
+        let pidfd = match pidfd_open(pid) {
+            Ok(fd) => fd,
+            Err(e) => {
+                // Made, but not watchable (out of descriptors): killed and
+                // reaped here, so that the failure leaves no child.
+                let mut child = child;
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(error(e));
+            }
+        };
+        let state = Rc::new(RefCell::new(State {
+            pid,
+            pidfd: Some(pidfd),
+            watch: None,
+            status: None,
+            open_readers: 0,
+            on_close: None,
+            closed: false,
+            unref: false,
+        }));
+        let mut stdio = [None, None, None];
+        for (i, fd) in ours.into_iter().enumerate() {
+            let Some(fd) = fd else { continue };
+            let _ = set_nonblocking(fd.as_raw_fd());
+            let (readable, writable) = (i != 0, i == 0);
+            let pipe = self.pipe_insert_rw(fd, readable, writable);
+            if readable {
+                state.borrow_mut().open_readers += 1;
+                let st = Rc::clone(&state);
+                pipe.stream().watch_close(self, move |lp| {
+                    st.borrow_mut().open_readers -= 1;
+                    maybe_close(lp, &st);
+                });
+            }
+            stdio[i] = Some(pipe);
+        }
+        let handle = Child {
+            state: Rc::clone(&state),
+            stdio,
+        };
+        watch_exit(self, state, Box::new(on_exit));
+        Ok(handle)
+    }
+}
+
+fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl with F_GETFL/F_SETFL takes no pointers.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Arms the one-shot readability poll of the child's pidfd; on it, reaps
+/// and runs `on_exit` (or polls again if it was not an exit).
+fn watch_exit(lp: &mut Loop, state: Rc<RefCell<State>>, on_exit: OnExit) {
+    let fd = match state.borrow().pidfd.as_ref() {
+        Some(fd) => fd.as_raw_fd(),
+        None => return,
+    };
+    let st = Rc::clone(&state);
+    let mut on_exit = Some(on_exit);
+    let submitted = lp.submit_io(Op::poll(fd, Interest::READABLE), move |lp, _c| {
+        let Some(on_exit) = on_exit.take() else {
+            return;
+        };
+        st.borrow_mut().watch = None;
+        reaped(lp, &st, on_exit);
+    });
+    match submitted {
+        Ok(token) => {
+            let mut s = state.borrow_mut();
+            s.watch = Some(token);
+            if s.unref {
+                lp.io.set_counted(token, false);
+            }
+        }
+        // Refused (should not happen for a poll): waited for on the pool
+        // would need another thread per child; reap by blocking instead is
+        // wrong on the loop. Report it as the exit's absence: the child is
+        // killed and reaped so that none is left behind.
+        Err(refused) => {
+            log::error!("cannot watch a child's exit: {}", refused.error);
+            let pid = state.borrow().pid;
+            // SAFETY: kill and waitpid take no pointers but the status,
+            // which is valid.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                let mut status = 0;
+                libc::waitpid(pid as libc::pid_t, &mut status, 0);
+            }
+        }
+    }
+}
+
+/// The pidfd is readable (or its poll ended): reap the child; if it has
+/// not exited after all (the poll ended otherwise), poll again.
+fn reaped(lp: &mut Loop, state: &Rc<RefCell<State>>, on_exit: OnExit) {
+    let pid = state.borrow().pid;
+    let mut status: libc::c_int = 0;
+    let rc = loop {
+        // SAFETY: `status` is valid for the write waitpid makes.
+        let rc = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) };
+        if rc < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        break rc;
+    };
+    if rc == 0 {
+        // Not exited yet (a spurious wake-up): watch again.
+        return watch_exit(lp, Rc::clone(state), on_exit);
+    }
+    let exit = if rc < 0 {
+        // ECHILD: somebody else reaped it (a SIGCHLD set to SIG_IGN, a
+        // waitpid(-1) elsewhere); the status is lost.
+        log::warn!(
+            "child {pid} was reaped elsewhere: {}",
+            io::Error::last_os_error()
+        );
+        ExitStatus {
+            code: None,
+            signal: None,
+        }
+    } else {
+        ExitStatus::from_wait(status)
+    };
+    let pidfd = {
+        let mut s = state.borrow_mut();
+        s.status = Some(exit);
+        s.pidfd.take()
+    };
+    if let Some(pidfd) = pidfd {
+        // Closed through the reactor, which forgets its registration
+        // first (the readiness backends keep one per descriptor number,
+        // and the next pidfd may get the same number).
+        let fd = pidfd.as_raw_fd();
+        if lp.submit_io(Op::close(fd), |_, _| {}).is_ok() {
+            // The reactor owns the descriptor now.
+            let _ = std::os::fd::IntoRawFd::into_raw_fd(pidfd);
+        }
+    }
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| on_exit(lp, exit)));
+    maybe_close(lp, state);
+    if let Err(payload) = panicked {
+        std::panic::resume_unwind(payload);
+    }
+}
+
+/// Node's `'close'`: once the exit is in and every readable pipe closed.
+fn maybe_close(lp: &mut Loop, state: &Rc<RefCell<State>>) {
+    let (status, on_close) = {
+        let mut s = state.borrow_mut();
+        let Some(status) = s.status else { return };
+        if s.open_readers > 0 || s.closed {
+            return;
+        }
+        s.closed = true;
+        (status, s.on_close.take())
+    };
+    if let Some(on_close) = on_close {
+        on_close(lp, status);
+    }
+}

@@ -1,0 +1,128 @@
+//! Terminals through a pseudo-terminal on every backend: `is_tty`, the
+//! window size, raw mode on and off and restored at the close, and
+//! reading and writing the terminal (on io_uring a terminal answers
+//! `EAGAIN`, and the stream waits for readiness with a poll).
+
+mod util;
+
+use std::cell::RefCell;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::rc::Rc;
+use std::time::Duration;
+
+use eventide::Loop;
+use eventide::net::WindowSize;
+use util::run_within;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// A pseudo-terminal: (master, slave), the slave sized 100x30.
+fn pty() -> (OwnedFd, OwnedFd) {
+    let (mut master, mut slave) = (0, 0);
+    let ws = libc::winsize {
+        ws_row: 30,
+        ws_col: 100,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty writes the two descriptors; null name and termios
+    // ask for none and the defaults; `ws` is a valid winsize.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &ws,
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: two new descriptors, owned here.
+    unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
+}
+
+fn lflag(fd: i32) -> libc::tcflag_t {
+    // SAFETY: termios is plain old data; tcgetattr fills it.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: `t` is a valid termios to fill.
+    assert_eq!(unsafe { libc::tcgetattr(fd, &mut t) }, 0);
+    t.c_lflag
+}
+
+fn terminal_queries_and_raw_mode(lp: &mut Loop) {
+    let (master, slave) = pty();
+    let watch = slave.try_clone().unwrap();
+    let tty = lp.pipe_open(slave).unwrap();
+    assert!(tty.is_tty(lp));
+    assert_eq!(
+        tty.window_size(lp).unwrap(),
+        WindowSize {
+            columns: 100,
+            rows: 30
+        }
+    );
+    let cooked = lflag(watch.as_raw_fd());
+    assert_ne!(cooked & libc::ICANON, 0, "cooked to begin with");
+    tty.set_raw_mode(lp, true).unwrap();
+    assert_eq!(lflag(watch.as_raw_fd()) & (libc::ICANON | libc::ECHO), 0);
+    tty.set_raw_mode(lp, false).unwrap();
+    assert_eq!(lflag(watch.as_raw_fd()), cooked, "off puts it back");
+    tty.set_raw_mode(lp, true).unwrap();
+    tty.close(lp);
+    run_within(lp, LIMIT);
+    assert_eq!(lflag(watch.as_raw_fd()), cooked, "the close puts it back");
+    drop(master);
+}
+
+/// Bytes typed at the terminal (written to the master) reach the
+/// reader, in raw mode byte for byte; what the terminal stream writes
+/// comes out of the master.
+fn reading_and_writing_a_terminal(lp: &mut Loop) {
+    let (master, slave) = pty();
+    let tty = lp.pipe_open(slave).unwrap();
+    tty.set_raw_mode(lp, true).unwrap();
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let g = Rc::clone(&got);
+    tty.read_start(
+        lp,
+        move |lp, tty, data| {
+            g.borrow_mut().extend_from_slice(data);
+            if g.borrow().len() >= 3 {
+                tty.write(lp, b"ok", |_, r| r.unwrap());
+                tty.read_stop(lp);
+            }
+        },
+        |_, _, _| {},
+    );
+    // Typed after the loop has started waiting (io_uring's read of a
+    // terminal answers EAGAIN first).
+    let mfd = master.as_raw_fd();
+    lp.set_timeout(Duration::from_millis(50), move |_| {
+        // SAFETY: writes 3 bytes from a live buffer to the master.
+        let n = unsafe { libc::write(mfd, b"abc".as_ptr().cast(), 3) };
+        assert_eq!(n, 3);
+    });
+    let answer = Rc::new(RefCell::new(Vec::new()));
+    let a = Rc::clone(&answer);
+    // The master is read on the loop too.
+    let m = lp.pipe_open(master).unwrap();
+    m.read_start(
+        lp,
+        move |lp, m, data| {
+            a.borrow_mut().extend_from_slice(data);
+            if a.borrow().ends_with(b"ok") {
+                m.close(lp);
+                tty.close(lp);
+            }
+        },
+        |_, _, _| {},
+    );
+    run_within(lp, LIMIT);
+    assert_eq!(&*got.borrow(), b"abc");
+    assert!(answer.borrow().ends_with(b"ok"));
+}
+
+on_every_backend!(
+    terminal_queries_and_raw_mode,
+    reading_and_writing_a_terminal
+);

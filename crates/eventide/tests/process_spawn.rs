@@ -1,0 +1,365 @@
+//! Child processes on every backend: output and exit codes, Node's spawn
+//! errors, env/cwd/stdio options, kill, detached, close-on-exec of the
+//! loop's descriptors, and `exec_file`'s timeout and max buffer (the
+//! 1,000-spawn leak check is in `process_leaks.rs`, alone in its binary).
+
+mod util;
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeSet;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::rc::Rc;
+use std::time::Duration;
+
+use eventide::Loop;
+use eventide::process::{ExecOptions, ExitStatus, Output, SpawnOptions, Stdio};
+use util::run_within;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs `options` to its close; returns its stdout, stderr, and the
+/// statuses the exit and close callbacks got, in the order they ran.
+fn run_child(lp: &mut Loop, options: SpawnOptions) -> (Vec<u8>, Vec<u8>, Vec<String>) {
+    let out = Rc::new(RefCell::new((Vec::new(), Vec::new())));
+    let events = Rc::new(RefCell::new(Vec::new()));
+    let ev = Rc::clone(&events);
+    let child = lp
+        .spawn(options, move |_, st| {
+            ev.borrow_mut().push(format!("exit {st:?}"))
+        })
+        .expect("spawned");
+    for (k, pipe) in [child.stdout(), child.stderr()].into_iter().enumerate() {
+        let Some(pipe) = pipe else { continue };
+        let o = Rc::clone(&out);
+        pipe.read_start(
+            lp,
+            move |_, _, data| {
+                let mut o = o.borrow_mut();
+                if k == 0 { &mut o.0 } else { &mut o.1 }.extend_from_slice(data);
+            },
+            |_, _, end| end.unwrap(),
+        );
+    }
+    let ev = Rc::clone(&events);
+    child.on_close(move |_, st| ev.borrow_mut().push(format!("close {st:?}")));
+    run_within(lp, LIMIT);
+    let (o, e) = out.borrow().clone();
+    let ev = events.borrow().clone();
+    (o, e, ev)
+}
+
+fn exited(code: i32) -> ExitStatus {
+    ExitStatus {
+        code: Some(code),
+        signal: None,
+    }
+}
+
+fn piped(program: &str) -> SpawnOptions {
+    SpawnOptions::new(program)
+        .stdout(Stdio::Pipe)
+        .stderr(Stdio::Pipe)
+}
+
+/// Output on both pipes, the exit code, then the close with it.
+fn output_and_exit_code(lp: &mut Loop) {
+    let (o, e, ev) = run_child(
+        lp,
+        piped("sh").args(["-c", "echo out; echo err >&2; exit 3"]),
+    );
+    assert_eq!(o, b"out\n");
+    assert_eq!(e, b"err\n");
+    let st = exited(3);
+    assert_eq!(ev, [format!("exit {st:?}"), format!("close {st:?}")]);
+}
+
+/// Node's error for a program that does not exist, with its errno and
+/// path, and for a working directory that does not exist.
+fn spawn_errors_are_nodes(lp: &mut Loop) {
+    let e = lp
+        .spawn(SpawnOptions::new("nosuchprog"), |_, _| {
+            panic!("no child, no exit")
+        })
+        .unwrap_err();
+    assert_eq!(e.to_string(), "spawn nosuchprog ENOENT");
+    assert_eq!(e.code(), Some("ENOENT"));
+    assert_eq!(e.errno(), Some(libc::ENOENT));
+    match &e {
+        eventide::Error::Process { syscall, path, .. } => {
+            assert_eq!(syscall, "spawn nosuchprog");
+            assert_eq!(path.as_deref(), Some(std::path::Path::new("nosuchprog")));
+        }
+        other => panic!("not a process error: {other:?}"),
+    }
+    let e = lp
+        .spawn(
+            SpawnOptions::new("/bin/true").cwd("/nonexistent/dir"),
+            |_, _| panic!("no child, no exit"),
+        )
+        .unwrap_err();
+    assert_eq!(e.to_string(), "spawn /bin/true ENOENT");
+    let e = lp
+        .spawn(SpawnOptions::new("/etc/passwd"), |_, _| {
+            panic!("no child, no exit")
+        })
+        .unwrap_err();
+    assert_eq!(e.to_string(), "spawn /etc/passwd EACCES");
+    // Nothing in flight: the loop ends at once.
+    run_within(lp, LIMIT);
+}
+
+/// The environment: inherited and extended, one removed, or cleared.
+fn env_inherit_extend_remove_clear(lp: &mut Loop) {
+    let show = "echo \"${EVENTIDE_A-unset} ${EVENTIDE_B-unset} ${HOME:+home}\"";
+    // SAFETY: the variable is set before any thread of this test reads the
+    // environment concurrently (tests only read it through children).
+    unsafe { std::env::set_var("EVENTIDE_B", "b") };
+    let (o, _, _) = run_child(
+        lp,
+        piped("/bin/sh").args(["-c", show]).env("EVENTIDE_A", "a"),
+    );
+    assert_eq!(String::from_utf8(o).unwrap(), "a b home\n");
+    let (o, _, _) = run_child(
+        lp,
+        piped("/bin/sh").args(["-c", show]).env_remove("EVENTIDE_B"),
+    );
+    assert_eq!(String::from_utf8(o).unwrap(), "unset unset home\n");
+    let (o, _, _) = run_child(
+        lp,
+        piped("/bin/sh")
+            .args(["-c", show])
+            .env_clear()
+            .env("EVENTIDE_A", "only"),
+    );
+    assert_eq!(String::from_utf8(o).unwrap(), "only unset \n");
+}
+
+/// `cwd`, `Stdio::Ignore` and `Stdio::Fd`.
+fn cwd_ignore_and_fd(lp: &mut Loop) {
+    let (o, _, _) = run_child(lp, piped("pwd").cwd("/usr"));
+    assert_eq!(o, b"/usr\n");
+    // stdout to a descriptor of ours (a pipe's writing end), stderr ignored.
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: two new descriptors, owned here.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let r = lp.pipe_open(r).unwrap();
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let g = Rc::clone(&got);
+    r.read_start(
+        lp,
+        move |_, _, d| g.borrow_mut().extend_from_slice(d),
+        |_, _, _| {},
+    );
+    let opts = SpawnOptions::new("sh")
+        .args(["-c", "echo via-fd; echo hidden >&2"])
+        .stdout(Stdio::Fd(w))
+        .stderr(Stdio::Ignore);
+    let child = lp.spawn(opts, |_, st| assert!(st.success())).unwrap();
+    assert!(child.stdout().is_none());
+    run_within(lp, LIMIT);
+    assert_eq!(&*got.borrow(), b"via-fd\n");
+}
+
+/// kill with a signal: the exit reports it by name; after the reap,
+/// kill is `ESRCH`.
+fn kill_reports_the_signal(lp: &mut Loop) {
+    let status = Rc::new(Cell::new(None));
+    let s = Rc::clone(&status);
+    let child = lp
+        .spawn(SpawnOptions::new("sleep").arg("30"), move |_, st| {
+            s.set(Some(st))
+        })
+        .unwrap();
+    child.kill(libc::SIGKILL).unwrap();
+    run_within(lp, LIMIT);
+    let st = status.get().expect("exited");
+    assert_eq!(st.code, None);
+    assert_eq!(st.signal_name(), Some("SIGKILL"));
+    assert_eq!(child.exit_status(), Some(st));
+    assert_eq!(
+        child.kill(libc::SIGTERM).unwrap_err().to_string(),
+        "kill ESRCH"
+    );
+}
+
+/// `detached`: the child leads a session of its own.
+fn detached_child_leads_a_session(lp: &mut Loop) {
+    let script = "echo $$ $(cut -d' ' -f6 /proc/$$/stat)";
+    let (o, _, _) = run_child(lp, piped("sh").args(["-c", script]).detached(true));
+    let o = String::from_utf8(o).unwrap();
+    let v: Vec<&str> = o.split_whitespace().collect();
+    assert_eq!(v.len(), 2, "{o}");
+    assert_eq!(v[0], v[1], "session id is the child's pid");
+    let (o, _, _) = run_child(lp, piped("sh").args(["-c", script]));
+    let o = String::from_utf8(o).unwrap();
+    let v: Vec<&str> = o.split_whitespace().collect();
+    assert_ne!(v[0], v[1], "not detached: the parent's session");
+}
+
+/// uid/gid: as root the child runs as `nobody`; otherwise the spawn
+/// fails with `EPERM` and leaves no child.
+fn uid_and_gid(lp: &mut Loop) {
+    // SAFETY: getuid takes no arguments.
+    let root = unsafe { libc::getuid() } == 0;
+    let opts = piped("id").arg("-u").uid(65534).gid(65534);
+    if root {
+        let (o, _, _) = run_child(lp, opts);
+        assert_eq!(o, b"65534\n");
+    } else {
+        let e = lp.spawn(opts, |_, _| panic!("no child")).unwrap_err();
+        assert_eq!(e.to_string(), "spawn id EPERM");
+    }
+}
+
+/// Every descriptor the loop owns is close-on-exec: a child lists its
+/// `/proc/self/fd`, and besides 0-2 and descriptors the test process
+/// inherited without close-on-exec, only `ls`'s own directory handle is
+/// there.
+fn loop_descriptors_do_not_leak_into_children(lp: &mut Loop) {
+    // Descriptors of the loop's making: pipes, a listener, a UDP socket.
+    let (r, w) = lp.pipe_pair().unwrap();
+    let l = lp
+        .tcp_listen(
+            "127.0.0.1:0".parse().unwrap(),
+            eventide::net::ListenOptions::default(),
+            |_, _| {},
+        )
+        .unwrap();
+    // Accepting must not keep the loop running while the child runs.
+    l.unref(lp);
+    let (o, _, _) = run_child(lp, piped("ls").args(["-1", "/proc/self/fd"]));
+    l.close(lp);
+    r.close(lp);
+    w.close(lp);
+    run_within(lp, LIMIT);
+    let listed: BTreeSet<i32> = String::from_utf8(o)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    let inherited = |fd: i32| {
+        // SAFETY: fcntl with F_GETFD takes no pointers.
+        let f = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        f >= 0 && f & libc::FD_CLOEXEC == 0
+    };
+    let others: BTreeSet<i32> = listed
+        .iter()
+        .copied()
+        .filter(|&fd| fd > 2 && !inherited(fd))
+        .collect();
+    assert!(
+        others.len() <= 1,
+        "leaked into the child: {others:?} of {listed:?}"
+    );
+    if let Some(&dir) = others.iter().next() {
+        let lowest_free = (0..).find(|fd| !listed.contains(fd) || *fd == dir).unwrap();
+        assert_eq!(dir, lowest_free, "only ls's directory: {listed:?}");
+    }
+}
+
+/// `exec_file`: output collected; a timeout kills with SIGTERM
+/// (`killed`); too much output is Node's max buffer error.
+fn exec_file_collects_times_out_and_limits(lp: &mut Loop) {
+    let got: Rc<RefCell<Vec<eventide::Result<Output>>>> = Rc::default();
+    let g = Rc::clone(&got);
+    lp.exec_file(
+        SpawnOptions::new("sh").args(["-c", "echo hi; echo err >&2; exit 3"]),
+        ExecOptions::default(),
+        move |_, r| g.borrow_mut().push(r),
+    )
+    .unwrap();
+    let g = Rc::clone(&got);
+    lp.exec_file(
+        SpawnOptions::new("sleep").arg("30"),
+        ExecOptions {
+            timeout: Some(Duration::from_millis(100)),
+            ..ExecOptions::default()
+        },
+        move |_, r| g.borrow_mut().push(r),
+    )
+    .unwrap();
+    run_within(lp, LIMIT);
+    let g = Rc::clone(&got);
+    lp.exec_file(
+        SpawnOptions::new("yes"),
+        ExecOptions {
+            max_buffer: 100,
+            ..ExecOptions::default()
+        },
+        move |_, r| g.borrow_mut().push(r),
+    )
+    .unwrap();
+    run_within(lp, LIMIT);
+    let got = got.borrow();
+    let first = got[0].as_ref().unwrap();
+    assert_eq!(first.status, exited(3));
+    assert_eq!(first.stdout, b"hi\n");
+    assert_eq!(first.stderr, b"err\n");
+    assert!(!first.killed);
+    let second = got[1].as_ref().unwrap();
+    assert!(second.killed);
+    assert_eq!(second.status.signal_name(), Some("SIGTERM"));
+    let third = got[2].as_ref().unwrap_err();
+    assert_eq!(third.to_string(), "stdout maxBuffer length exceeded");
+    assert_eq!(third.code(), Some("ERR_CHILD_PROCESS_STDIO_MAXBUFFER"));
+}
+
+/// A child's stdin piped: what is written comes back through `cat`, and
+/// the end of stdin is `cat`'s end.
+fn stdin_to_cat_and_back(lp: &mut Loop) {
+    let opts = piped("cat").stdin(Stdio::Pipe);
+    let child = lp.spawn(opts, |_, st| assert!(st.success())).unwrap();
+    let stdin = child.stdin().unwrap();
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    stdin.write(lp, data.clone(), |_, r| r.unwrap());
+    stdin.end(lp);
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let g = Rc::clone(&got);
+    child.stdout().unwrap().read_start(
+        lp,
+        move |_, _, d| g.borrow_mut().extend_from_slice(d),
+        |_, _, e| e.unwrap(),
+    );
+    run_within(lp, LIMIT);
+    assert_eq!(*got.borrow(), data);
+}
+
+/// `unref`: a child's exit does not keep the loop alive; `set_ref(true)`
+/// makes it so again, and the exit is then observed and reaped.
+fn unref_child_lets_the_loop_end(lp: &mut Loop) {
+    let status = Rc::new(Cell::new(None));
+    let s = Rc::clone(&status);
+    let child = lp
+        .spawn(SpawnOptions::new("sleep").arg("30"), move |_, st| {
+            s.set(Some(st))
+        })
+        .unwrap();
+    child.unref(lp);
+    run_within(lp, LIMIT);
+    // Had the watch kept the loop alive, it would have run to the exit
+    // 30 s later (within LIMIT) and the status would be in.
+    assert!(status.get().is_none(), "the loop ended before the exit");
+    child.set_ref(lp, true);
+    child.kill(libc::SIGTERM).unwrap();
+    run_within(lp, LIMIT);
+    assert_eq!(
+        status.get().and_then(ExitStatus::signal_name),
+        Some("SIGTERM")
+    );
+}
+
+on_every_backend!(
+    unref_child_lets_the_loop_end,
+    output_and_exit_code,
+    spawn_errors_are_nodes,
+    env_inherit_extend_remove_clear,
+    cwd_ignore_and_fd,
+    kill_reports_the_signal,
+    detached_child_leads_a_session,
+    uid_and_gid,
+    loop_descriptors_do_not_leak_into_children,
+    exec_file_collects_times_out_and_limits,
+    stdin_to_cat_and_back,
+);
