@@ -122,7 +122,51 @@ fn reading_and_writing_a_terminal(lp: &mut Loop) {
     assert!(answer.borrow().ends_with(b"ok"));
 }
 
+/// The terminal's size changes (TIOCSWINSZ on the master) and the process
+/// gets SIGWINCH: `on_resize` runs with the new size. (The test raises
+/// the signal itself: the pseudo-terminal is not this process's
+/// controlling terminal.)
+fn a_window_change_reaches_on_resize(lp: &mut Loop) {
+    let (master, slave) = pty();
+    let tty = lp.pipe_open(slave).unwrap();
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let s = Rc::clone(&seen);
+    // Keeps the loop alive until the event (a signal listener does not).
+    let waiting = lp.set_timeout(Duration::from_secs(10), |_| {
+        panic!("no resize event within 10 s")
+    });
+    assert!(tty.on_resize(lp, move |lp, tty, size| {
+        s.borrow_mut().push(size);
+        lp.clear_timer(waiting);
+        tty.close(lp);
+    }));
+    let ws = libc::winsize {
+        ws_row: 40,
+        ws_col: 120,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a valid winsize; the master is open.
+    assert_eq!(
+        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) },
+        0
+    );
+    // SAFETY: raise takes no pointers; SIGWINCH's default is to ignore.
+    assert_eq!(unsafe { libc::raise(libc::SIGWINCH) }, 0);
+    run_within(lp, LIMIT);
+    assert!(
+        seen.borrow().contains(&WindowSize {
+            columns: 120,
+            rows: 40
+        }),
+        "{:?}",
+        seen.borrow()
+    );
+    drop(master);
+}
+
 on_every_backend!(
+    a_window_change_reaches_on_resize,
     terminal_queries_and_raw_mode,
     reading_and_writing_a_terminal
 );

@@ -176,6 +176,9 @@ pub(crate) struct Sockets {
     hand_backs: adopt::HandBacks,
     /// The terminal pipes' resize callbacks (`pipe::window_changed`).
     resize: Vec<(Pipe, pipe::OnResize)>,
+    /// The loop's own `SIGWINCH` listener, made with the first resize
+    /// callback (it keeps nothing alive).
+    winch: Option<crate::signal::SignalListener>,
 }
 
 impl Sockets {
@@ -189,6 +192,7 @@ impl Sockets {
             owed: Vec::new(),
             hand_backs: adopt::HandBacks::default(),
             resize: Vec::new(),
+            winch: None,
         }
     }
 

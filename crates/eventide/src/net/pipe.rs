@@ -49,9 +49,10 @@
 //!
 //! [`Pipe::is_tty`], [`Pipe::set_raw_mode`] (restored when the pipe
 //! closes, and at process exit), [`Pipe::window_size`] and
-//! [`Pipe::on_resize`]. The resize event needs `SIGWINCH`:
-//! [`window_changed`] is the hook the signal handling calls on the loop's
-//! thread when the signal arrives.
+//! [`Pipe::on_resize`]. The resize event comes from `SIGWINCH`: the first
+//! resize callback of a loop adds the loop's own listener of the signal
+//! (an unreferenced one, beside any of the program's), which runs every
+//! open terminal pipe's callback with its new size.
 
 use std::collections::HashMap;
 use std::io;
@@ -419,10 +420,10 @@ impl Pipe {
     }
 
     /// Node's `'resize'` event of a terminal's stream: `on_resize` runs
-    /// with the new size each time the terminal's size changed, once the
-    /// loop hears of it from [`window_changed`] (called on `SIGWINCH`).
-    /// Replaces an earlier one; dropped when the pipe closes. Returns
-    /// `false` for a closed pipe.
+    /// with the new size each time the process receives `SIGWINCH` (the
+    /// terminal's size changed). Replaces an earlier one; dropped when the
+    /// pipe closes. Returns `false` for a closed pipe, or if the signal
+    /// cannot be listened to (then nothing is set).
     pub fn on_resize(
         self,
         lp: &mut Loop,
@@ -431,6 +432,16 @@ impl Pipe {
         if self.raw_fd(lp).is_err() {
             return false;
         }
+        if lp.io.net.winch.is_none() {
+            let winch = crate::signal::Signal::WINCH;
+            match lp.on_signal_internal(winch, |lp, _| window_changed(lp)) {
+                Ok(listener) => lp.io.net.winch = Some(listener),
+                Err(error) => {
+                    log::warn!("no resize events: {error}");
+                    return false;
+                }
+            }
+        }
         let list = &mut lp.io.net.resize;
         list.retain(|(p, _)| *p != self);
         list.push((self, Box::new(on_resize)));
@@ -438,11 +449,10 @@ impl Pipe {
     }
 }
 
-/// The hook for `SIGWINCH` (the signal handling calls it on the loop's
-/// thread, once per signal delivered to this loop): each open terminal
-/// pipe with an [`Pipe::on_resize`] callback gets its current size.
-/// Callbacks of closed pipes are dropped here.
-pub fn window_changed(lp: &mut Loop) {
+/// On `SIGWINCH` (the loop's own listener, once per signal delivered):
+/// each open terminal pipe with an [`Pipe::on_resize`] callback gets its
+/// current size. Callbacks of closed pipes are dropped here.
+fn window_changed(lp: &mut Loop) {
     let list = std::mem::take(&mut lp.io.net.resize);
     let mut keep = Vec::with_capacity(list.len());
     let mut unwind = super::stream::Unwind::default();

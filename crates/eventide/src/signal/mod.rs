@@ -294,7 +294,6 @@ impl Loop {
     /// never keeps the loop alive, and counts as a listener for the
     /// disposition like any other (so a program's last listener of the
     /// signal leaves it handled while this one is there).
-    #[cfg_attr(not(test), allow(dead_code))] // Until the process module uses it.
     pub(crate) fn on_signal_internal(
         &mut self,
         signal: Signal,
