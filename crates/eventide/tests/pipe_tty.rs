@@ -147,10 +147,8 @@ fn a_window_change_reaches_on_resize(lp: &mut Loop) {
         ws_ypixel: 0,
     };
     // SAFETY: TIOCSWINSZ reads a valid winsize; the master is open.
-    assert_eq!(
-        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) },
-        0
-    );
+    let rc = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    assert_eq!(rc, 0);
     // SAFETY: raise takes no pointers; SIGWINCH's default is to ignore.
     assert_eq!(unsafe { libc::raise(libc::SIGWINCH) }, 0);
     run_within(lp, LIMIT);
