@@ -220,6 +220,41 @@ fn std_streams_open_and_close(lp: &mut Loop) {
 }
 
 /// A plain blocking pipe: (read end, write end).
+/// Two pipes over one open file (a descriptor and its duplicate, as
+/// stdout and stderr are in a `2>&1` process): closing one while a write
+/// of the other waits in flight loses nothing. (io_uring cancels by file:
+/// the close of the duplicate cancelled the other's write too, which then
+/// failed with `ECANCELED`; the stream now sends it again.)
+fn closing_a_duplicate_does_not_fail_the_others_write(lp: &mut Loop) {
+    let (r, w) = blocking_pipe();
+    let dup = w.try_clone().unwrap();
+    let a = lp.pipe_open(w).unwrap();
+    let b = lp.pipe_open(dup).unwrap();
+    // More than a pipe holds (64 KiB): the write waits for the reader.
+    let data: Vec<u8> = (0..256 << 10).map(pattern).collect();
+    let written = Rc::new(Cell::new(None));
+    let wr = Rc::clone(&written);
+    a.write(lp, data.clone(), move |_, res| {
+        wr.set(Some(res.map_err(|e| e.to_string())))
+    });
+    a.end(lp);
+    lp.set_timeout(Duration::from_millis(20), move |lp| {
+        b.close(lp);
+    });
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        std::thread::sleep(Duration::from_millis(150));
+        let mut got = Vec::new();
+        std::fs::File::from(r).read_to_end(&mut got).unwrap();
+        got
+    });
+    run_within(lp, LIMIT);
+    assert_eq!(written.take(), Some(Ok(())), "the write went out");
+    let got = reader.join().unwrap();
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "every byte, in order");
+}
+
 fn blocking_pipe() -> (OwnedFd, OwnedFd) {
     use std::os::fd::FromRawFd;
     let mut fds = [0; 2];
@@ -249,4 +284,5 @@ on_every_backend!(
     descriptors_are_nonblocking_and_cloexec,
     a_pipe_is_not_a_tty,
     std_streams_open_and_close,
+    closing_a_duplicate_does_not_fail_the_others_write,
 );

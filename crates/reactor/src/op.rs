@@ -710,6 +710,14 @@ impl Op {
     /// Close a descriptor, cancelling the operations in flight on it first
     /// (they complete with `ECANCELED`). The descriptor belongs to the
     /// reactor from the submission on, also if the close fails.
+    ///
+    /// On io_uring with cancel-by-descriptor (5.19 and later) the kernel
+    /// matches by open file, not by number: operations in flight on a
+    /// *duplicate* of `fd` (`dup`, or stdout and stderr of a `2>&1`
+    /// process) are cancelled too, and complete with `ECANCELED` although
+    /// their descriptor is still open. A caller that shares open files
+    /// between descriptors submits such an operation again (the facade's
+    /// streams do).
     pub fn close(fd: RawFd) -> Op {
         Op::new(OpKind::Close { fd })
     }

@@ -1249,9 +1249,14 @@ impl Stream {
         s.set(SENDING, false);
         let again = s.has(NOT_SOCKET)
             && matches!(&c.result, Err(e) if e.raw_os_error() == Some(libc::EAGAIN));
+        // Cancelled, with the stream still open: not by this stream (its
+        // close removes it first), but by the close of another descriptor
+        // of the same open file (io_uring cancels by file: stdout and
+        // stderr of a `2>&1` process, a watcher's duplicate). Sent again.
+        let cancelled = matches!(&c.result, Err(e) if e.raw_os_error() == Some(libc::ECANCELED));
         let n = match c.result {
             Ok(n) => n,
-            Err(_) if again => 0,
+            Err(_) if again || cancelled => 0,
             Err(error) => return self.destroy(lp, Error::net("write", None, error)),
         };
         let Some(m) = s.more.as_mut() else {
