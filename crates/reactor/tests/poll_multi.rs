@@ -18,6 +18,7 @@ conformance!(
     a_hang_up_is_reported_to_a_disconnect_watch,
     priority_data_is_reported,
     a_close_ends_the_watch_cancelled,
+    a_close_of_a_duplicate_leaves_the_watch_on,
     watches_and_receives_share_a_descriptor,
     a_regular_file_is_refused_or_always_ready,
 );
@@ -211,6 +212,36 @@ fn a_close_ends_the_watch_cancelled(r: &mut Reactor) {
     assert!(watch_end.unwrap().is_cancelled());
     closed.unwrap().result.expect("closed");
     assert_eq!(r.in_flight(), 0);
+}
+
+/// A watch on one descriptor, and a close of its duplicate (the same open
+/// file): the watch goes on (io_uring's close cancels by file, so the
+/// watch's poll was cancelled too; it is armed again, since its own
+/// descriptor is still open), and reports the data written after.
+fn a_close_of_a_duplicate_leaves_the_watch_on(r: &mut Reactor) {
+    let (rd, wr) = pipe();
+    let dup = rd.try_clone().unwrap();
+    r.submit(WATCH, Op::poll_multi(rd.as_raw_fd(), Interest::READABLE))
+        .expect("submit");
+    let _ = turn(r, 10);
+    let dup_fd = dup.as_raw_fd();
+    std::mem::forget(dup);
+    r.submit(Token(2), Op::close(dup_fd)).expect("submit close");
+    let closed = next_for(r, Token(2));
+    closed.result.expect("closed");
+    for c in turn(r, 20) {
+        assert!(
+            c.token != WATCH || c.more,
+            "the watch ended: {:?}",
+            c.result
+        );
+    }
+    write_all(wr.as_raw_fd(), b"x");
+    let c = next_for(r, WATCH);
+    assert!(c.more, "still armed: {:?}", c.result);
+    assert!(readiness(&c).is_readable());
+    r.cancel(WATCH);
+    while next_for(r, WATCH).more {}
 }
 
 /// Two watches and the reactor's own receive on one socket: each hears

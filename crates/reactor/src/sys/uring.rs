@@ -1451,6 +1451,9 @@ impl Uring {
                         }
                     }
                     Err(_) if more => {}
+                    // As a watch's: a cancel not by us is re-armed (or ends
+                    // it, if it was ours or the descriptor is closed).
+                    Err(err) if err.raw_os_error() == Some(libc::ECANCELED) => self.rearm(key, out),
                     Err(err) => self.finish(key, Err(err), None, out),
                 }
             }
@@ -1486,6 +1489,9 @@ impl Uring {
                     self.rearm(key, out);
                 }
                 Ok(_) => self.finish(key, Err(cancelled()), None, out),
+                // Not by us (the close of a duplicate: a close cancels by
+                // open file): armed again while its descriptor is open.
+                Err(err) if err.raw_os_error() == Some(libc::ECANCELED) => self.rearm(key, out),
                 Err(err) => self.finish(key, Err(err), None, out),
             },
             _ => self.finish(key, result, None, out),
