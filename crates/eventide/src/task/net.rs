@@ -320,6 +320,10 @@ impl AsyncStream {
     /// Starts reading, the callbacks feeding `io`.
     fn start(stream: Stream, io: &Rc<RefCell<StreamIo>>, lp: &mut Loop) {
         io.borrow_mut().reading = true;
+        // The writer decides when its side ends (`poll_close`, or the
+        // drop): the peer's end must not end it while bytes read before
+        // that end are still to be answered.
+        stream.set_allow_half_open(lp, true);
         let data_io = Rc::clone(io);
         let end_io = Rc::clone(io);
         stream.read_start(
@@ -348,12 +352,8 @@ impl AsyncStream {
     }
 }
 
-impl futures_io::AsyncRead for AsyncStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
+impl AsyncStream {
+    fn read_some(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         let mut io = self.io.borrow_mut();
         if io.buffered() > 0 {
             let n = buf.len().min(io.buffered());
@@ -389,12 +389,8 @@ fn to_io(error: Error) -> io::Error {
     io::Error::new(error.kind(), error.to_string())
 }
 
-impl futures_io::AsyncWrite for AsyncStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+impl AsyncStream {
+    fn write_some(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let stream = self.stream;
         let mut io = self.io.borrow_mut();
         if let Some(error) = io.write_error.take() {
@@ -434,7 +430,7 @@ impl futures_io::AsyncWrite for AsyncStream {
         Poll::Ready(Ok(buf.len()))
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn flush_all(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut io = self.io.borrow_mut();
         if let Some(error) = io.write_error.take() {
             return Poll::Ready(Err(to_io(error)));
@@ -446,8 +442,8 @@ impl futures_io::AsyncWrite for AsyncStream {
         Poll::Pending
     }
 
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if let Poll::Ready(Err(e)) = self.as_mut().poll_flush(cx) {
+    fn shut(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Poll::Ready(Err(e)) = self.flush_all(cx) {
             return Poll::Ready(Err(e));
         }
         let stream = self.stream;
@@ -464,7 +460,9 @@ impl futures_io::AsyncWrite for AsyncStream {
             with_loop(|lp| {
                 stream.shutdown(lp, move |_, result| {
                     let mut io = shut_io.borrow_mut();
-                    io.shut = Some(result);
+                    // Already shut (an `end`): the writing side is done.
+                    let already = matches!(&result, Err(e) if e.errno() == Some(libc::EALREADY));
+                    io.shut = Some(if already { Ok(()) } else { result });
                     wake(&mut io.write_waker);
                 });
             });
@@ -472,6 +470,43 @@ impl futures_io::AsyncWrite for AsyncStream {
         Poll::Pending
     }
 }
+
+/// Reading and writing go through the stream's shared state, so a shared
+/// reference does both: one task may read while another writes (hold the
+/// `AsyncStream` in an `Rc` and use `&*rc` in each).
+macro_rules! io_traits {
+    ($($T:ty),*) => {$(
+        impl futures_io::AsyncRead for $T {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut [u8],
+            ) -> Poll<io::Result<usize>> {
+                self.read_some(cx, buf)
+            }
+        }
+
+        impl futures_io::AsyncWrite for $T {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                self.write_some(cx, buf)
+            }
+
+            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                self.flush_all(cx)
+            }
+
+            fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                self.shut(cx)
+            }
+        }
+    )*};
+}
+
+io_traits!(AsyncStream, &AsyncStream);
 
 impl Drop for AsyncStream {
     fn drop(&mut self) {
