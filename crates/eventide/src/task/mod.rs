@@ -2,6 +2,27 @@
 //! [`Loop::block_on`]) and awaitable forms of what the loop does (timers,
 //! pool work, the file system, sockets).
 //!
+//! ```
+//! use std::time::Duration;
+//! use eventide::task::{self, fs};
+//!
+//! let mut lp = eventide::Loop::new()?;
+//! let sum = lp.block_on(async {
+//!     task::sleep(Duration::from_millis(1)).await; // a loop timer
+//!     let bytes = fs::read_file("Cargo.toml").await?; // io_uring or the pool
+//!     task::work(move || bytes.iter().map(|&b| u64::from(b)).sum::<u64>()).await
+//! })??;
+//! assert!(sum > 0);
+//! # Ok::<(), eventide::Error>(())
+//! ```
+//!
+//! A `Loop` never leaves its thread, which the executor relies on:
+//!
+//! ```compile_fail
+//! fn send<T: Send>(_: T) {}
+//! send(eventide::Loop::new().unwrap());
+//! ```
+//!
 //! # The executor
 //!
 //! A task is a `!Send`, `'static` future owned by the loop. It is polled
@@ -104,8 +125,10 @@ struct ExecShared {
     /// Tasks woken on the loop thread, not yet moved into the microtask
     /// queue. Touched only on `owner`.
     woken: UnsafeCell<VecDeque<Arc<Header>>>,
-    /// The loop's cross-thread wake-up.
-    shared: Arc<Shared>,
+    /// The loop's cross-thread wake-up. Weak: a wake posted there holds
+    /// a header, which holds this; a strong reference would be a cycle
+    /// keeping both alive after the loop is gone.
+    shared: std::sync::Weak<Shared>,
 }
 
 // SAFETY: `woken` is the only field that is not `Sync`; it is read and
@@ -148,10 +171,13 @@ impl Header {
         if self.exec.on_owner() {
             self.exec.push_woken(Arc::clone(self));
         } else {
+            let Some(shared) = self.exec.shared.upgrade() else {
+                return; // The loop is gone.
+            };
             let header = Arc::clone(self);
             // The posted closure runs on the loop thread; if the loop is
             // gone the closure (and the header) is just dropped.
-            self.exec.shared.post(Box::new(move |_lp: &mut Loop| {
+            shared.post(Box::new(move |_lp: &mut Loop| {
                 let exec = Arc::clone(&header.exec);
                 exec.push_woken(header);
             }));
@@ -199,7 +225,7 @@ impl Executor {
             exec: Arc::new(ExecShared {
                 owner: thread::current().id(),
                 woken: UnsafeCell::new(VecDeque::new()),
-                shared,
+                shared: Arc::downgrade(&shared),
             }),
             tasks: Slab::default(),
         }
