@@ -128,6 +128,7 @@
 //! [`LoopBuilder::backend`] decide instead. [`Loop::backend`] says which
 //! one runs.
 
+pub mod abort;
 mod channel;
 mod clock;
 pub mod dgram;

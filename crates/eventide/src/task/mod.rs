@@ -440,6 +440,15 @@ impl fmt::Display for TaskError {
 impl std::error::Error for TaskError {}
 
 impl TaskError {
+    /// Node's code: `ABORT_ERR` for [`TaskError::Aborted`] (Node's
+    /// `AbortError`), none for the others.
+    pub fn code(&self) -> Option<&'static str> {
+        match self {
+            TaskError::Aborted => Some("ABORT_ERR"),
+            _ => None,
+        }
+    }
+
     /// The [`TaskError`] inside `error`, if it is one.
     pub fn of(error: &Error) -> Option<&TaskError> {
         error.get_ref()?.downcast_ref()
