@@ -333,7 +333,30 @@ fn dropping_a_sleep_inside_a_task_clears_it(lp: &mut Loop) {
     assert!(!woke.get());
 }
 
+/// Connections accepted but never taken are closed with the listener
+/// stream: the peer reads its end instead of waiting forever.
+fn dropping_incoming_closes_untaken_connections(lp: &mut Loop) {
+    use std::io::Read;
+    let incoming = net::tcp_listen(lp, LOCAL, ListenOptions::default()).expect("listen");
+    let addr = incoming.local_addr().expect("bound");
+    let mut client = std::net::TcpStream::connect(addr).expect("connect");
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    run(lp, async move {
+        while incoming.pending() == 0 {
+            task::sleep(ms(1)).await;
+        }
+        drop(incoming);
+    });
+    util::run_within(lp, Duration::from_secs(20));
+    let mut buf = [0u8; 8];
+    let n = client.read(&mut buf).expect("an end, not a timeout");
+    assert_eq!(n, 0);
+}
+
 on_every_backend!(
+    dropping_incoming_closes_untaken_connections,
     sleep_waits_its_delay,
     timeout_both_ways,
     interval_is_a_stream,

@@ -100,6 +100,8 @@ struct Accepted<S> {
 #[must_use = "streams do nothing unless polled"]
 pub struct Incoming<S> {
     listener: Listener,
+    /// The accepted kind as a [`Stream`], to close the ones never taken.
+    to_stream: fn(S) -> Stream,
     local: Option<SocketAddr>,
     accepted: Rc<RefCell<Accepted<S>>>,
 }
@@ -147,6 +149,7 @@ pub fn tcp_listen(
     let listener: TcpListener = lp.tcp_listen(addr, options, on_connection(&accepted))?;
     Ok(Incoming {
         local: listener.local_addr(lp).ok(),
+        to_stream: TcpStream::stream,
         listener: listener.into(),
         accepted,
     })
@@ -169,6 +172,7 @@ pub fn unix_listen(
     let listener: UnixListener = lp.unix_listen(path, options, on_connection(&accepted))?;
     Ok(Incoming {
         local: None,
+        to_stream: UnixStream::stream,
         listener: listener.into(),
         accepted,
     })
@@ -178,6 +182,11 @@ impl<S> Incoming<S> {
     /// The address a TCP listener is bound to (`None` for Unix).
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local
+    }
+
+    /// Connections accepted and not yet taken.
+    pub fn pending(&self) -> usize {
+        self.accepted.borrow().queue.len()
     }
 
     /// The listener, for its callback API (`unref`, `connections`).
@@ -215,7 +224,20 @@ impl<S> futures_core::Stream for Incoming<S> {
 impl<S> Drop for Incoming<S> {
     fn drop(&mut self) {
         let listener = self.listener;
-        try_with_loop(|lp| listener.close(lp));
+        // Connections accepted and never taken are closed with it.
+        let left: Vec<Stream> = self
+            .accepted
+            .borrow_mut()
+            .queue
+            .drain(..)
+            .filter_map(|r| r.ok().map(|s| (self.to_stream)(s)))
+            .collect();
+        try_with_loop(|lp| {
+            listener.close(lp);
+            for stream in left {
+                stream.close(lp);
+            }
+        });
     }
 }
 
@@ -240,6 +262,8 @@ struct StreamIo {
     /// The shutdown's result, once done.
     shut: Option<Result<()>>,
     shutdown_started: bool,
+    /// [`AsyncStream::close`] destroyed the stream: the drop ends nothing.
+    destroyed: bool,
 }
 
 impl StreamIo {
@@ -313,8 +337,8 @@ impl AsyncStream {
     /// writes are dropped.
     pub fn close(self) {
         let stream = self.stream;
+        self.io.borrow_mut().destroyed = true;
         try_with_loop(|lp| stream.close(lp));
-        std::mem::forget(self);
     }
 
     /// Starts reading, the callbacks feeding `io`.
@@ -510,6 +534,9 @@ io_traits!(AsyncStream, &AsyncStream);
 
 impl Drop for AsyncStream {
     fn drop(&mut self) {
+        if self.io.borrow().destroyed {
+            return;
+        }
         let stream = self.stream;
         try_with_loop(|lp| stream.end(lp));
     }
