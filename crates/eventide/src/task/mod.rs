@@ -139,7 +139,9 @@ unsafe impl Sync for ExecShared {}
 
 impl ExecShared {
     fn on_owner(&self) -> bool {
-        THREAD.with(|id| *id == self.owner)
+        // During the thread's TLS teardown: treated as another thread (a
+        // post, harmless), never a panic in a waker.
+        THREAD.try_with(|id| *id == self.owner).unwrap_or(false)
     }
 
     /// Pushes a woken task. Only on the loop thread.
@@ -309,7 +311,10 @@ pub fn with_loop<R>(f: impl FnOnce(&mut Loop) -> R) -> R {
 /// [`with_loop`], or `None` (and `f` not called) where there is no loop
 /// to lend.
 pub fn try_with_loop<R>(f: impl FnOnce(&mut Loop) -> R) -> Option<R> {
-    let ptr = CURRENT.with(|c| c.replace(std::ptr::null_mut()));
+    // During the thread's TLS teardown there is no loop to lend.
+    let ptr = CURRENT
+        .try_with(|c| c.replace(std::ptr::null_mut()))
+        .unwrap_or(std::ptr::null_mut());
     if ptr.is_null() {
         return None;
     }
