@@ -355,7 +355,68 @@ fn dropping_incoming_closes_untaken_connections(lp: &mut Loop) {
     assert_eq!(n, 0);
 }
 
+/// A reader that does not read stops the loop reading (past
+/// `READ_HIGH_WATER` buffered): the kernel buffers fill and the writing
+/// peer's queue stays full, instead of the loop buffering all 32 MiB.
+/// Then the reader takes everything, in order.
+fn async_read_applies_backpressure(lp: &mut Loop) {
+    const TOTAL: usize = 32 * 1024 * 1024;
+    let mut incoming = net::tcp_listen(lp, LOCAL, ListenOptions::default()).expect("listen");
+    let addr = incoming.local_addr().expect("bound");
+    let got = run(lp, async move {
+        let sender = with_loop(|lp| {
+            lp.spawn_local(async move {
+                let stream = incoming.accept().await.expect("accept");
+                let done = Rc::new(Cell::new(false));
+                let d = Rc::clone(&done);
+                with_loop(|lp| {
+                    let data: Vec<u8> = (0..TOTAL).map(|i| (i % 239) as u8).collect();
+                    stream.write(lp, data, move |_, r| {
+                        r.expect("the big write");
+                        d.set(true);
+                    });
+                });
+                (stream, done)
+            })
+        });
+        let client = net::tcp_connect(addr).await.expect("connect");
+        let mut c = net::AsyncStream::new(client);
+        let mut first = [0u8; 1];
+        let n = poll_fn(|cx| Pin::new(&mut c).poll_read(cx, &mut first))
+            .await
+            .expect("first byte");
+        assert_eq!(n, 1);
+        let (server, done) = sender.await.expect("sender");
+        // Give the loop time to read on, were it to ignore the mark.
+        task::sleep(ms(200)).await;
+        assert!(!done.get(), "32 MiB went into a reader that took 1 byte");
+        assert!(with_loop(|lp| server.write_queue_size(lp)) > 0);
+        let mut rest = vec![0u8; 64 * 1024];
+        let mut total = 1usize;
+        let mut ok = first[0] == 0;
+        while total < TOTAL {
+            let n = poll_fn(|cx| Pin::new(&mut c).poll_read(cx, &mut rest))
+                .await
+                .expect("read");
+            assert!(n > 0, "early end at {total}");
+            ok &= rest[..n]
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| b == ((total + i) % 239) as u8);
+            total += n;
+        }
+        // The write's callback may follow the last bytes' arrival.
+        while !done.get() {
+            task::sleep(ms(1)).await;
+        }
+        with_loop(|lp| server.close(lp));
+        (total, ok, done.get())
+    });
+    assert_eq!(got, (TOTAL, true, true));
+}
+
 on_every_backend!(
+    async_read_applies_backpressure,
     dropping_incoming_closes_untaken_connections,
     sleep_waits_its_delay,
     timeout_both_ways,
