@@ -446,6 +446,35 @@ fn block_on_inside_a_callback_is_reentrant(lp: &mut Loop) {
     assert_eq!(lp.tasks_pending(), 0);
 }
 
+/// A loop dropped with tasks pending (a timer, queued work, a woken
+/// task not yet polled, a waker held by another thread) drops them
+/// without reaching the loop, and a late wake from the thread is harmless.
+#[test]
+fn dropping_a_loop_with_pending_tasks() {
+    let Some(mut lp) = util::new_loop(eventide::BackendKind::Poll) else {
+        return;
+    };
+    let (waker_tx, waker_rx) = std::sync::mpsc::channel::<Waker>();
+    let sleeper = lp.spawn_local(async {
+        task::sleep(Duration::from_secs(60)).await;
+    });
+    let _held = lp.spawn_local(std::future::poll_fn(move |cx| {
+        let _ = waker_tx.send(cx.waker().clone());
+        Poll::<()>::Pending
+    }));
+    let _queued = lp.spawn_local(async { task::work(|| 1).await });
+    lp.set_immediate(|_| {});
+    lp.run_mode(eventide::RunMode::NoWait).expect("one turn");
+    let _never_polled = lp.spawn_local(async {});
+    let waker = waker_rx.recv().expect("the task's waker");
+    assert!(!sleeper.is_finished());
+    drop(lp);
+    std::thread::spawn(move || waker.wake())
+        .join()
+        .expect("a late wake");
+    drop(sleeper);
+}
+
 #[test]
 #[should_panic(expected = "no loop here")]
 fn awaitables_outside_a_task_panic() {
