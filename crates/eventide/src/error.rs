@@ -315,6 +315,10 @@ impl Error {
             Error::InvalidArgValue { .. } => Some("ERR_INVALID_ARG_VALUE"),
             Error::OutOfRange { .. } => Some("ERR_OUT_OF_RANGE"),
             Error::StreamDestroyed { .. } => Some("ERR_STREAM_DESTROYED"),
+            // An aborted operation's error (`task::TaskError`): ABORT_ERR.
+            Error::Other(inner) => inner
+                .downcast_ref::<crate::task::TaskError>()
+                .and_then(crate::task::TaskError::code),
             _ => None,
         }
     }

@@ -153,7 +153,9 @@ pub struct Loop {
     pub(crate) unref_immediates: std::collections::HashSet<SlotId>,
     pub(crate) immediate_order: VecDeque<SlotId>,
     ticks: VecDeque<Task>,
-    microtasks: VecDeque<Task>,
+    microtasks: VecDeque<crate::task::Micro>,
+    /// The tasks of [`Loop::spawn_local`] (see the `task` module).
+    pub(crate) tasks: crate::task::Executor,
     pending: VecDeque<Task>,
     pub(crate) hooks: Hooks,
     pub(crate) closing: VecDeque<Option<Task>>,
@@ -225,6 +227,7 @@ impl Loop {
             immediate_order: VecDeque::new(),
             ticks: VecDeque::new(),
             microtasks: VecDeque::new(),
+            tasks: crate::task::Executor::new(Arc::clone(&shared)),
             pending: VecDeque::new(),
             hooks: Hooks::default(),
             closing: VecDeque::new(),
@@ -486,7 +489,10 @@ impl Loop {
     /// every next-tick, then every microtask, and repeats until both are
     /// empty.
     pub fn queue_microtask(&mut self, callback: impl FnOnce(&mut Loop) + 'static) {
-        self.microtasks.push_back(Box::new(callback));
+        // Tasks woken before this call go first: one FIFO (task module).
+        self.tasks.flush_woken(&mut self.microtasks);
+        self.microtasks
+            .push_back(crate::task::Micro::Call(Box::new(callback)));
     }
 
     /// Whether anything keeps the loop alive: referenced timers, pending
@@ -830,7 +836,7 @@ impl Loop {
     /// Whether next-ticks or microtasks are queued.
     #[inline]
     pub(crate) fn has_ticks(&self) -> bool {
-        !self.ticks.is_empty() || !self.microtasks.is_empty()
+        !self.ticks.is_empty() || !self.microtasks.is_empty() || self.tasks.has_woken()
     }
 
     /// Node's `processTicksAndRejections`: all ticks (including new ones),
@@ -852,15 +858,25 @@ impl Loop {
         if self.failure.is_some() {
             return true;
         }
-        while !self.ticks.is_empty() || !self.microtasks.is_empty() {
+        while self.has_ticks() {
             while let Some(tick) = self.ticks.pop_front() {
                 self.guarded(tick);
                 if self.failure.is_some() {
                     return true;
                 }
             }
-            while let Some(microtask) = self.microtasks.pop_front() {
-                self.guarded(microtask);
+            loop {
+                // Tasks woken since the last push join the queue's end.
+                self.tasks.flush_woken(&mut self.microtasks);
+                let Some(microtask) = self.microtasks.pop_front() else {
+                    break;
+                };
+                match microtask {
+                    crate::task::Micro::Call(call) => self.guarded(call),
+                    crate::task::Micro::Poll(task) => {
+                        self.guarded(|lp| crate::task::poll(lp, task))
+                    }
+                };
                 if self.failure.is_some() {
                     return true;
                 }

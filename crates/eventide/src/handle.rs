@@ -117,6 +117,18 @@ impl Shared {
         self.closed.store(true, Ordering::Release);
     }
 
+    /// Posts `f` as [`LoopHandle::post`] does, for the loop's own
+    /// cross-thread wake-ups (a task's waker); `false` (and `f` dropped)
+    /// once the loop is gone.
+    pub(crate) fn post(&self, f: Posted) -> bool {
+        if self.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        self.queue.push(f);
+        self.wake();
+        true
+    }
+
     fn wake(&self) {
         if !self.wake_pending.load(Ordering::Acquire)
             && !self.wake_pending.swap(true, Ordering::AcqRel)

@@ -135,6 +135,7 @@
 //! [`LoopBuilder::backend`] decide instead. [`Loop::backend`] says which
 //! one runs.
 
+pub mod abort;
 mod channel;
 mod clock;
 pub mod dgram;
@@ -149,6 +150,7 @@ pub mod process;
 pub mod signal;
 mod slab;
 pub mod source;
+pub mod task;
 mod timer_callback;
 mod timers;
 mod work;
@@ -160,5 +162,6 @@ pub use event_loop::{Loop, LoopBuilder, RunMode};
 pub use eventide_reactor::{BackendChoice, BackendKind};
 pub use handle::{LoopGone, LoopHandle};
 pub use hooks::{Handle, HookId, ImmediateId, Phase};
+pub use task::{JoinHandle, TaskError};
 pub use timers::TimerId;
 pub use work::{WorkClass, WorkId};

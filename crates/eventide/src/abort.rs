@@ -1,0 +1,361 @@
+//! Node's `AbortController` and `AbortSignal`: one signal cancels many
+//! operations, callback-style or awaited.
+//!
+//! ```
+//! use std::time::Duration;
+//! use eventide::abort::AbortController;
+//! use eventide::task::{self, TaskError};
+//!
+//! let mut lp = eventide::Loop::new()?;
+//! let controller = AbortController::new();
+//! let signal = controller.signal();
+//! lp.set_timeout(Duration::from_millis(5), move |lp| controller.abort(lp));
+//! let slept = lp.block_on(signal.run(task::sleep(Duration::from_secs(60))))?;
+//! let error = slept.unwrap_err();
+//! assert_eq!(error.to_string(), "The operation was aborted");
+//! assert_eq!(TaskError::of(&error), Some(&TaskError::Aborted));
+//! # Ok::<(), eventide::Error>(())
+//! ```
+//!
+//! - [`AbortController::abort`] runs the signal's listeners at once, in
+//!   the order they were added (Node dispatches its `'abort'` event
+//!   synchronously); each runs once.
+//! - An operation given an already-aborted signal calls back with the
+//!   abort error from the next-tick queue: never inside the call that
+//!   scheduled it. (Node 20's `fs.readFile` calls back synchronously
+//!   then; eventide does not.)
+//! - [`AbortSignal::run`] wraps any future of the loop: once the signal
+//!   is aborted the future is dropped, which cancels its operation as a
+//!   drop does (a timer cleared, queued work cancelled, a connect's
+//!   socket closed; an operation already in the kernel completes into
+//!   the loop's buffers, its result dropped), and the wrapper resolves to
+//!   the abort error.
+//! - [`AbortSignal::guard`] does the same for the callback API: the
+//!   callback runs once, with the operation's result or, if the signal
+//!   aborts first, with the abort error.
+//!
+//! The error is [`TaskError::Aborted`](crate::task::TaskError::Aborted)
+//! inside an [`Error`](crate::Error): `The operation was aborted`, code
+//! `ABORT_ERR` (Node's `AbortError`).
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use crate::task::TaskError;
+use crate::{Error, Loop, Result};
+
+type Listener = Box<dyn FnOnce(&mut Loop)>;
+
+/// The completion [`AbortSignal::guard`] hands the operation it starts.
+pub type Done<T> = Box<dyn FnOnce(&mut Loop, Result<T>)>;
+
+#[derive(Default)]
+struct SignalState {
+    aborted: Cell<bool>,
+    /// Listeners by id; `None` once run or removed.
+    listeners: RefCell<Vec<Option<Listener>>>,
+    wakers: RefCell<Vec<Waker>>,
+}
+
+/// Node's `AbortController`: makes a signal and aborts it.
+#[derive(Default)]
+pub struct AbortController {
+    signal: AbortSignal,
+}
+
+impl fmt::Debug for AbortController {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AbortController")
+            .field("aborted", &self.signal.aborted())
+            .finish()
+    }
+}
+
+impl AbortController {
+    /// A controller with a fresh signal.
+    pub fn new() -> AbortController {
+        AbortController::default()
+    }
+
+    /// Its signal (a cheap clone), to hand to operations.
+    pub fn signal(&self) -> AbortSignal {
+        self.signal.clone()
+    }
+
+    /// Aborts the signal: its listeners run now, in order, once; the
+    /// futures waiting on it are woken. A second abort does nothing.
+    pub fn abort(&self, lp: &mut Loop) {
+        self.signal.abort(lp);
+    }
+}
+
+/// Node's `AbortSignal`: a cheap, cloneable handle that operations watch.
+/// It lives on the loop thread (not `Send`).
+#[derive(Clone, Default)]
+pub struct AbortSignal(Rc<SignalState>);
+
+impl fmt::Debug for AbortSignal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AbortSignal")
+            .field("aborted", &self.aborted())
+            .finish()
+    }
+}
+
+/// A listener added with [`AbortSignal::on_abort`], to remove it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ListenerId(usize);
+
+/// The abort error: `The operation was aborted`, code `ABORT_ERR`.
+pub fn abort_error() -> Error {
+    TaskError::Aborted.into()
+}
+
+impl AbortSignal {
+    /// A signal already aborted (Node's `AbortSignal.abort()`).
+    pub fn aborted_signal() -> AbortSignal {
+        let signal = AbortSignal::default();
+        signal.0.aborted.set(true);
+        signal
+    }
+
+    /// A signal that aborts after `delay` (Node's `AbortSignal.timeout`,
+    /// though with the abort error rather than Node's `TimeoutError`). The
+    /// timer is unreferenced: it does not keep the loop alive.
+    pub fn timeout(lp: &mut Loop, delay: Duration) -> AbortSignal {
+        let signal = AbortSignal::default();
+        let s = signal.clone();
+        let timer = lp.set_timeout(delay, move |lp| s.abort(lp));
+        lp.unref_timer(timer);
+        signal
+    }
+
+    /// Whether it has been aborted (Node's `signal.aborted`).
+    pub fn aborted(&self) -> bool {
+        self.0.aborted.get()
+    }
+
+    /// The abort error if aborted (Node's `signal.throwIfAborted()`).
+    ///
+    /// # Errors
+    ///
+    /// The abort error, once aborted.
+    pub fn check(&self) -> Result<()> {
+        if self.aborted() {
+            Err(abort_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Runs `listener` when the signal aborts (Node's
+    /// `signal.addEventListener('abort', .., { once: true })`). On a
+    /// signal already aborted it runs from the next-tick queue.
+    pub fn on_abort(
+        &self,
+        lp: &mut Loop,
+        listener: impl FnOnce(&mut Loop) + 'static,
+    ) -> ListenerId {
+        let mut listeners = self.0.listeners.borrow_mut();
+        let id = ListenerId(listeners.len());
+        if self.aborted() {
+            listeners.push(None);
+            drop(listeners);
+            lp.next_tick(listener);
+        } else {
+            listeners.push(Some(Box::new(listener)));
+        }
+        id
+    }
+
+    /// Removes a listener that has not run; returns whether it was there.
+    pub fn remove(&self, id: ListenerId) -> bool {
+        self.0
+            .listeners
+            .borrow_mut()
+            .get_mut(id.0)
+            .and_then(Option::take)
+            .is_some()
+    }
+
+    fn abort(&self, lp: &mut Loop) {
+        if self.0.aborted.replace(true) {
+            return;
+        }
+        for waker in self.0.wakers.take() {
+            waker.wake();
+        }
+        // One at a time, the list released: a listener may add or remove
+        // others (added ones run at once through the aborted path).
+        let mut i = 0;
+        loop {
+            let listener = {
+                let mut listeners = self.0.listeners.borrow_mut();
+                if i >= listeners.len() {
+                    break;
+                }
+                listeners[i].take()
+            };
+            if let Some(listener) = listener {
+                listener(lp);
+            }
+            i += 1;
+        }
+    }
+
+    /// Calls `callback` once: with the result `start`'s operation gives
+    /// its `done`, or with the abort error if the signal aborts first
+    /// (from the next-tick queue; the operation's late result is then
+    /// dropped). `start` runs now unless the signal is aborted already.
+    ///
+    /// ```
+    /// use eventide::abort::AbortController;
+    ///
+    /// let mut lp = eventide::Loop::new()?;
+    /// let controller = AbortController::new();
+    /// controller.signal().guard(
+    ///     &mut lp,
+    ///     |lp, done| lp.fs().read_file("Cargo.toml", done),
+    ///     |_, result| assert_eq!(result.unwrap_err().to_string(), "The operation was aborted"),
+    /// );
+    /// controller.abort(&mut lp);
+    /// lp.run()?;
+    /// # Ok::<(), eventide::Error>(())
+    /// ```
+    pub fn guard<T: 'static>(
+        &self,
+        lp: &mut Loop,
+        start: impl FnOnce(&mut Loop, Done<T>),
+        callback: impl FnOnce(&mut Loop, Result<T>) + 'static,
+    ) {
+        if self.aborted() {
+            lp.next_tick(move |lp| callback(lp, Err(abort_error())));
+            return;
+        }
+        let slot: Rc<RefCell<Option<Done<T>>>> = Rc::new(RefCell::new(Some(Box::new(callback))));
+        let on_abort = Rc::clone(&slot);
+        let id = self.on_abort(lp, move |lp| {
+            if let Some(callback) = on_abort.borrow_mut().take() {
+                lp.next_tick(move |lp| callback(lp, Err(abort_error())));
+            }
+        });
+        let signal = self.clone();
+        start(
+            lp,
+            Box::new(move |lp, result| {
+                signal.remove(id);
+                if let Some(callback) = slot.borrow_mut().take() {
+                    callback(lp, result);
+                }
+            }),
+        );
+    }
+
+    /// [`Loop::set_timeout`] with this signal: the timer is cleared when
+    /// the signal aborts, and `callback` gets the abort error instead
+    /// (Node's `timersPromises.setTimeout(ms, value, { signal })`).
+    pub fn set_timeout(
+        &self,
+        lp: &mut Loop,
+        delay: Duration,
+        callback: impl FnOnce(&mut Loop, Result<()>) + 'static,
+    ) {
+        let timer = Rc::new(Cell::new(None));
+        let t = Rc::clone(&timer);
+        self.guard(
+            lp,
+            move |lp, done| {
+                let mut done = Some(done);
+                t.set(Some(lp.set_timeout(delay, move |lp| {
+                    if let Some(done) = done.take() {
+                        done(lp, Ok(()));
+                    }
+                })));
+            },
+            callback,
+        );
+        if let Some(id) = timer.get() {
+            self.on_abort(lp, move |lp| {
+                lp.clear_timer(id);
+            });
+        }
+    }
+
+    /// [`Loop::queue_work`] with this signal: work still queued when the
+    /// signal aborts is cancelled ([`Loop::cancel_work`]); `after` gets
+    /// the abort error (a job already running runs to its end, its result
+    /// dropped).
+    pub fn queue_work<R: Send + 'static>(
+        &self,
+        lp: &mut Loop,
+        work: impl FnOnce() -> R + Send + 'static,
+        after: impl FnOnce(&mut Loop, Result<R>) + 'static,
+    ) {
+        let queued = Rc::new(Cell::new(None));
+        let q = Rc::clone(&queued);
+        self.guard(
+            lp,
+            move |lp, done| q.set(Some(lp.queue_work(work, done))),
+            after,
+        );
+        if let Some(id) = queued.get() {
+            self.on_abort(lp, move |lp| {
+                let _ = lp.cancel_work(id);
+            });
+        }
+    }
+
+    /// Runs `future` until it completes or the signal aborts: then the
+    /// future is dropped (its operation cancelled as a drop does) and
+    /// this resolves to the abort error. An already-aborted signal never
+    /// polls the future.
+    pub fn run<F: Future>(&self, future: F) -> Abortable<F> {
+        Abortable {
+            signal: self.clone(),
+            future: Some(Box::pin(future)),
+        }
+    }
+}
+
+/// The future of [`AbortSignal::run`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct Abortable<F> {
+    signal: AbortSignal,
+    future: Option<Pin<Box<F>>>,
+}
+
+impl<F> fmt::Debug for Abortable<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Abortable")
+            .field("signal", &self.signal)
+            .finish()
+    }
+}
+
+impl<F: Future> Future for Abortable<F> {
+    type Output = Result<F::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.signal.aborted() {
+            self.future = None;
+            return Poll::Ready(Err(abort_error()));
+        }
+        let Some(future) = self.future.as_mut() else {
+            panic!("eventide: Abortable polled after it completed");
+        };
+        if let Poll::Ready(value) = future.as_mut().poll(cx) {
+            self.future = None;
+            return Poll::Ready(Ok(value));
+        }
+        let mut wakers = self.signal.0.wakers.borrow_mut();
+        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
