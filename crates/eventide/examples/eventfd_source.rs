@@ -9,6 +9,8 @@
 //! the loop takes the counter (what was added since the last read, so two
 //! writes close together read as their sum). It prints what it read and
 //! ends once the four values are in (or after five seconds, as a failure).
+//! macOS has no eventfd: there the values go through a pipe instead, 8
+//! bytes each (one read per write, no summing).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
@@ -18,19 +20,47 @@ use eventide::source::Interest;
 
 const VALUES: [u64; 4] = [1, 2, 3, 4];
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // SAFETY: eventfd takes no pointers.
-    let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-    if raw < 0 {
-        return Err(std::io::Error::last_os_error().into());
+type Ends = (std::sync::Arc<OwnedFd>, std::sync::Arc<OwnedFd>);
+
+/// The (read, write) ends: one eventfd for both; macOS: a pipe.
+fn counter() -> std::io::Result<Ends> {
+    #[cfg(not(target_vendor = "apple"))]
+    {
+        // SAFETY: eventfd takes no pointers.
+        let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if raw < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a new descriptor nobody else owns.
+        let efd = std::sync::Arc::new(unsafe { OwnedFd::from_raw_fd(raw) });
+        Ok((std::sync::Arc::clone(&efd), efd))
     }
-    // SAFETY: a new descriptor nobody else owns.
-    let efd = std::sync::Arc::new(unsafe { OwnedFd::from_raw_fd(raw) });
+    #[cfg(target_vendor = "apple")]
+    {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe writes.
+        if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: two new descriptors nobody else owns.
+        let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        for fd in [&rd, &wr] {
+            // SAFETY: fcntl with integer arguments on an open descriptor.
+            unsafe {
+                libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC);
+                libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK);
+            }
+        }
+        Ok((std::sync::Arc::new(rd), std::sync::Arc::new(wr)))
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let (reader, writer) = counter()?;
 
     let mut lp = Loop::new()?;
     println!("backend: {}", lp.backend());
-    let watcher = lp.watch_fd(&*efd)?;
-    let reader = std::sync::Arc::clone(&efd);
+    let watcher = lp.watch_fd(&*reader)?;
     let want: u64 = VALUES.iter().sum();
     let mut total = 0;
     watcher.start(&mut lp, Interest::READABLE, move |lp, me, ready| {
@@ -56,7 +86,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     lp.unref_timer(deadline);
 
-    let writer = std::sync::Arc::clone(&efd);
     let thread = std::thread::spawn(move || {
         for value in VALUES {
             // SAFETY: writes the 8 bytes of `value`, alive for the call.

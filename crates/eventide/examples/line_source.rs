@@ -127,8 +127,7 @@ fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
 /// A pipe's read and write ends.
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+    if pipe2(&mut fds, libc::O_CLOEXEC) != 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: two new descriptors, owned by nobody else.
@@ -159,4 +158,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     lp.run()?;
     thread.join().expect("the writer thread");
     Ok(())
+}
+
+/// `pipe2(2)`; macOS has none: `pipe(2)`, then the same flags by `fcntl`.
+fn pipe2(fds: &mut [libc::c_int; 2], flags: libc::c_int) -> libc::c_int {
+    #[cfg(not(target_vendor = "apple"))]
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    return unsafe { libc::pipe2(fds.as_mut_ptr(), flags) };
+    #[cfg(target_vendor = "apple")]
+    {
+        // SAFETY: `fds` has room for the two descriptors pipe writes.
+        if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+            return -1;
+        }
+        for &fd in fds.iter() {
+            // SAFETY: fcntl with integer arguments on a descriptor just made.
+            unsafe {
+                if flags & libc::O_CLOEXEC != 0 {
+                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                }
+                if flags & libc::O_NONBLOCK != 0 {
+                    libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK);
+                }
+            }
+        }
+        0
+    }
 }

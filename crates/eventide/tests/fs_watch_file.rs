@@ -149,6 +149,8 @@ fn umask() -> u32 {
     let mask = unsafe { libc::umask(0o022) };
     // SAFETY: as above.
     unsafe { libc::umask(mask) };
+    #[allow(clippy::unnecessary_cast)] // `mode_t` is `u16` on macOS and FreeBSD
+    let mask = mask as u32;
     mask
 }
 

@@ -41,7 +41,7 @@ fn fd_limits() -> libc::rlimit {
 }
 
 /// Sets the soft limit on open descriptors.
-fn set_soft_fd_limit(soft: u64) {
+fn set_soft_fd_limit(soft: libc::rlim_t) {
     let mut limit = fd_limits();
     limit.rlim_cur = soft;
     // SAFETY: setrlimit reads one valid rlimit.
@@ -366,7 +366,7 @@ fn a_server_out_of_descriptors() {
     let clients: Vec<StdStream> = (0..CLIENTS)
         .map(|_| StdStream::connect(addr).unwrap())
         .collect();
-    set_soft_fd_limit((lowest_free_fd() + ROOM) as u64);
+    set_soft_fd_limit((lowest_free_fd() + ROOM) as libc::rlim_t);
     let handle = lp.handle();
     let worker = std::thread::spawn(move || {
         let result = exercise(clients, addr);

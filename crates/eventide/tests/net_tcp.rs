@@ -207,7 +207,8 @@ fn assert_refused(lp: &mut Loop, addr: SocketAddr) {
 /// Node's message. Offline, on loopback: a listener whose accept queue is
 /// full drops SYNs, and `TCP_SYNCNT` 1 (set through `raw_fd` before the
 /// first retransmission) makes the kernel give up after about 3 s instead
-/// of about 2 minutes.
+/// of about 2 minutes. FreeBSD: `TCP_KEEPINIT` 3 (seconds); macOS:
+/// `TCP_CONNECTIONTIMEOUT` 3 (seconds) — type-checked, not run there.
 fn a_connect_nobody_answers_times_out_with_the_address(lp: &mut Loop) {
     let (_listener, _queued, addr) = a_listener_that_drops_syns();
     let result = Rc::new(RefCell::new(None));
@@ -216,15 +217,21 @@ fn a_connect_nobody_answers_times_out_with_the_address(lp: &mut Loop) {
         .tcp_connect(addr, move |_, res| *r.borrow_mut() = Some(res))
         .expect("the connect is submitted");
     let fd = stream.raw_fd(lp).expect("open while connecting");
-    let one: libc::c_int = 1;
+    #[cfg(target_os = "linux")]
+    let (option, value): (libc::c_int, libc::c_int) = (libc::TCP_SYNCNT, 1);
+    #[cfg(target_os = "freebsd")]
+    let (option, value): (libc::c_int, libc::c_int) = (libc::TCP_KEEPINIT, 3);
+    // <netinet/tcp.h>: TCP_CONNECTIONTIMEOUT 0x20 (not in the libc crate).
+    #[cfg(target_vendor = "apple")]
+    let (option, value): (libc::c_int, libc::c_int) = (0x20, 3);
     // SAFETY: `fd` is the stream's open socket; the option value is a
     // c_int that lives across the call, and its size is passed.
     let set = unsafe {
         libc::setsockopt(
             fd,
             libc::IPPROTO_TCP,
-            libc::TCP_SYNCNT,
-            (&raw const one).cast(),
+            option,
+            (&raw const value).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };

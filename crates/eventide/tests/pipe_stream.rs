@@ -258,8 +258,7 @@ fn closing_a_duplicate_does_not_fail_the_others_write(lp: &mut Loop) {
 fn blocking_pipe() -> (OwnedFd, OwnedFd) {
     use std::os::fd::FromRawFd;
     let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    assert_eq!(pipe2(&mut fds, libc::O_CLOEXEC), 0);
     // SAFETY: two new descriptors, owned here.
     unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
 }
@@ -286,3 +285,29 @@ on_every_backend!(
     std_streams_open_and_close,
     closing_a_duplicate_does_not_fail_the_others_write,
 );
+
+/// `pipe2(2)`; macOS has none: `pipe(2)`, then the same flags by `fcntl`.
+fn pipe2(fds: &mut [libc::c_int; 2], flags: libc::c_int) -> libc::c_int {
+    #[cfg(not(target_vendor = "apple"))]
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    return unsafe { libc::pipe2(fds.as_mut_ptr(), flags) };
+    #[cfg(target_vendor = "apple")]
+    {
+        // SAFETY: `fds` has room for the two descriptors pipe writes.
+        if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+            return -1;
+        }
+        for &fd in fds.iter() {
+            // SAFETY: fcntl with integer arguments on a descriptor just made.
+            unsafe {
+                if flags & libc::O_CLOEXEC != 0 {
+                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                }
+                if flags & libc::O_NONBLOCK != 0 {
+                    libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK);
+                }
+            }
+        }
+        0
+    }
+}

@@ -19,21 +19,22 @@ const LIMIT: Duration = Duration::from_secs(30);
 /// A pseudo-terminal: (master, slave), the slave sized 100x30.
 fn pty() -> (OwnedFd, OwnedFd) {
     let (mut master, mut slave) = (0, 0);
-    let ws = libc::winsize {
+    let mut ws = libc::winsize {
         ws_row: 30,
         ws_col: 100,
         ws_xpixel: 0,
         ws_ypixel: 0,
     };
     // SAFETY: openpty writes the two descriptors; null name and termios
-    // ask for none and the defaults; `ws` is a valid winsize.
+    // ask for none and the defaults; `ws` is a valid winsize (only read).
     let rc = unsafe {
         libc::openpty(
             &mut master,
             &mut slave,
             std::ptr::null_mut(),
-            std::ptr::null(),
-            &ws,
+            // `*mut` for the BSDs and macOS; Linux takes `*const`.
+            std::ptr::null_mut(),
+            &raw mut ws,
         )
     };
     assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());

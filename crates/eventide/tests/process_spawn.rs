@@ -140,8 +140,7 @@ fn cwd_ignore_and_fd(lp: &mut Loop) {
     assert_eq!(o, b"/usr\n");
     // stdout to a descriptor of ours (a pipe's writing end), stderr ignored.
     let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    assert_eq!(pipe2(&mut fds, libc::O_CLOEXEC), 0);
     // SAFETY: two new descriptors, owned here.
     let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     let r = lp.pipe_open(r).unwrap();
@@ -363,3 +362,29 @@ on_every_backend!(
     exec_file_collects_times_out_and_limits,
     stdin_to_cat_and_back,
 );
+
+/// `pipe2(2)`; macOS has none: `pipe(2)`, then the same flags by `fcntl`.
+fn pipe2(fds: &mut [libc::c_int; 2], flags: libc::c_int) -> libc::c_int {
+    #[cfg(not(target_vendor = "apple"))]
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    return unsafe { libc::pipe2(fds.as_mut_ptr(), flags) };
+    #[cfg(target_vendor = "apple")]
+    {
+        // SAFETY: `fds` has room for the two descriptors pipe writes.
+        if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+            return -1;
+        }
+        for &fd in fds.iter() {
+            // SAFETY: fcntl with integer arguments on a descriptor just made.
+            unsafe {
+                if flags & libc::O_CLOEXEC != 0 {
+                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                }
+                if flags & libc::O_NONBLOCK != 0 {
+                    libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK);
+                }
+            }
+        }
+        0
+    }
+}

@@ -36,8 +36,7 @@ on_every_backend!(
 
 fn pipe() -> (OwnedFd, std::fs::File) {
     let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    let rc = pipe2(&mut fds, libc::O_CLOEXEC);
     assert_eq!(rc, 0, "pipe2: {}", std::io::Error::last_os_error());
     // SAFETY: two new descriptors, owned by nobody else.
     unsafe {
@@ -285,4 +284,30 @@ fn a_panicking_source_is_kept(lp: &mut Loop) {
     assert_eq!(*calls.borrow(), 2);
     assert!(!key.is_alive(lp));
     b.write_all(b"x").ok();
+}
+
+/// `pipe2(2)`; macOS has none: `pipe(2)`, then the same flags by `fcntl`.
+fn pipe2(fds: &mut [libc::c_int; 2], flags: libc::c_int) -> libc::c_int {
+    #[cfg(not(target_vendor = "apple"))]
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    return unsafe { libc::pipe2(fds.as_mut_ptr(), flags) };
+    #[cfg(target_vendor = "apple")]
+    {
+        // SAFETY: `fds` has room for the two descriptors pipe writes.
+        if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+            return -1;
+        }
+        for &fd in fds.iter() {
+            // SAFETY: fcntl with integer arguments on a descriptor just made.
+            unsafe {
+                if flags & libc::O_CLOEXEC != 0 {
+                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                }
+                if flags & libc::O_NONBLOCK != 0 {
+                    libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK);
+                }
+            }
+        }
+        0
+    }
 }

@@ -37,8 +37,7 @@ on_every_backend!(
 
 fn pipe() -> (OwnedFd, OwnedFd) {
     let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
+    let rc = pipe2(&mut fds, libc::O_NONBLOCK | libc::O_CLOEXEC);
     assert_eq!(rc, 0, "pipe2: {}", std::io::Error::last_os_error());
     // SAFETY: two new descriptors, owned by nobody else.
     unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
@@ -73,15 +72,30 @@ fn run_for(lp: &mut Loop, ms: u64) {
     lp.clear_timer(stopper);
 }
 
+/// Where 8-byte values are written and read: an eventfd (both ends the
+/// same descriptor); macOS, which has none: a nonblocking pipe.
+fn counter() -> (std::sync::Arc<OwnedFd>, std::sync::Arc<OwnedFd>) {
+    #[cfg(not(target_vendor = "apple"))]
+    {
+        // SAFETY: eventfd takes no pointers.
+        let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        assert!(raw >= 0);
+        // SAFETY: a new descriptor owned by nobody else.
+        let efd = std::sync::Arc::new(unsafe { OwnedFd::from_raw_fd(raw) });
+        (std::sync::Arc::clone(&efd), efd)
+    }
+    #[cfg(target_vendor = "apple")]
+    {
+        let (rd, wr) = pipe(); // nonblocking
+        (std::sync::Arc::new(rd), std::sync::Arc::new(wr))
+    }
+}
+
 fn an_eventfd_written_from_a_thread_is_read_on_the_loop(lp: &mut Loop) {
-    // SAFETY: eventfd takes no pointers.
-    let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-    assert!(raw >= 0);
-    // SAFETY: a new descriptor owned by nobody else.
-    let efd = std::sync::Arc::new(unsafe { OwnedFd::from_raw_fd(raw) });
-    let watcher = lp.watch_fd(&*efd).expect("watch");
+    let (reader, writer) = counter();
+    let watcher = lp.watch_fd(&*reader).expect("watch");
     let total = Rc::new(Cell::new(0u64));
-    let (t, reader) = (Rc::clone(&total), std::sync::Arc::clone(&efd));
+    let t = Rc::clone(&total);
     watcher
         .start(lp, Interest::READABLE, move |lp, me, ready| {
             assert_eq!(ready.expect("no error"), Interest::READABLE);
@@ -96,7 +110,6 @@ fn an_eventfd_written_from_a_thread_is_read_on_the_loop(lp: &mut Loop) {
             }
         })
         .expect("start");
-    let writer = std::sync::Arc::clone(&efd);
     let thread = std::thread::spawn(move || {
         for value in [1u64, 2, 3, 4] {
             // SAFETY: writes the 8 bytes of `value`, alive for the call.
@@ -492,4 +505,30 @@ fn a_number_reused_after_the_descriptor_closed_is_not_watched(lp: &mut Loop) {
     );
     assert!(stale.close(lp));
     run_within(lp, LIMIT);
+}
+
+/// `pipe2(2)`; macOS has none: `pipe(2)`, then the same flags by `fcntl`.
+fn pipe2(fds: &mut [libc::c_int; 2], flags: libc::c_int) -> libc::c_int {
+    #[cfg(not(target_vendor = "apple"))]
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    return unsafe { libc::pipe2(fds.as_mut_ptr(), flags) };
+    #[cfg(target_vendor = "apple")]
+    {
+        // SAFETY: `fds` has room for the two descriptors pipe writes.
+        if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+            return -1;
+        }
+        for &fd in fds.iter() {
+            // SAFETY: fcntl with integer arguments on a descriptor just made.
+            unsafe {
+                if flags & libc::O_CLOEXEC != 0 {
+                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                }
+                if flags & libc::O_NONBLOCK != 0 {
+                    libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK);
+                }
+            }
+        }
+        0
+    }
 }

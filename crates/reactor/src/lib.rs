@@ -88,7 +88,7 @@ mod sys;
 pub mod uring_ext;
 
 pub use op::{
-    Completion, FileOps, FileStat, Interest, Op, ReadFileStep, SendOwner, Shutdown, Token,
+    Completion, FileOps, FileStat, Interest, Op, RawStat, ReadFileStep, SendOwner, Shutdown, Token,
 };
 
 /// How many [`Op::recv_multi`] buffers a reactor lends out at most before it

@@ -8,7 +8,7 @@
 //! `CString` does not move when the value itself moves, so the pointer the
 //! kernel was given stays valid for as long as the reactor holds the value.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -132,65 +132,143 @@ impl Shutdown {
     }
 }
 
-/// File metadata as `statx(2)` returned it (the io_uring backend's statx).
+/// File metadata: on Linux as `statx(2)` returned it (the io_uring
+/// backend's statx); elsewhere a `struct stat` filled by `fstatat(2)`
+/// ([`FileStat::stat_at`]). The accessors are the same on every system.
 #[derive(Clone, Copy)]
 #[repr(transparent)]
-pub struct FileStat(pub(crate) libc::statx);
+pub struct FileStat(pub(crate) RawStat);
+
+/// The record behind a [`FileStat`]: `statx` on Linux.
+#[cfg(target_os = "linux")]
+pub type RawStat = libc::statx;
+
+/// The record behind a [`FileStat`]: `struct stat` outside Linux.
+#[cfg(not(target_os = "linux"))]
+pub type RawStat = libc::stat;
 
 impl FileStat {
     #[cfg_attr(not(all(feature = "uring", target_os = "linux")), allow(dead_code))]
     pub(crate) fn zeroed() -> Box<FileStat> {
-        // SAFETY: `statx` is a plain C struct of integers; all-zero is a valid value.
+        // SAFETY: `statx`/`stat` is a plain C struct of integers; all-zero is a valid value.
         Box::new(FileStat(unsafe { std::mem::zeroed() }))
+    }
+
+    /// The metadata of `path` relative to `dir` (`flags` as `AT_*`, e.g.
+    /// `AT_SYMLINK_NOFOLLOW`), synchronously: `statx(2)` with the basic
+    /// fields on Linux (the mask the io_uring statx asks for), `fstatat(2)`
+    /// elsewhere.
+    pub fn stat_at(dir: RawFd, path: &CStr, flags: i32) -> io::Result<FileStat> {
+        let mut st = FileStat::zeroed();
+        #[cfg(target_os = "linux")]
+        // SAFETY: `path` is NUL-terminated and `st.0` is a writable statx record.
+        let rc = unsafe {
+            libc::statx(
+                dir,
+                path.as_ptr(),
+                flags,
+                libc::STATX_BASIC_STATS,
+                &mut st.0,
+            )
+        };
+        #[cfg(not(target_os = "linux"))]
+        // SAFETY: `path` is NUL-terminated and `st.0` is a writable stat record.
+        let rc = unsafe { libc::fstatat(dir, path.as_ptr(), &mut st.0, flags) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(*st)
+    }
+
+    /// The metadata of the open descriptor `fd`: `statx(2)` with
+    /// `AT_EMPTY_PATH` on Linux, `fstat(2)` elsewhere.
+    pub fn of_fd(fd: RawFd) -> io::Result<FileStat> {
+        #[cfg(target_os = "linux")]
+        return FileStat::stat_at(fd, c"", libc::AT_EMPTY_PATH);
+        #[cfg(not(target_os = "linux"))]
+        {
+            let mut st = FileStat::zeroed();
+            // SAFETY: `st.0` is a writable stat record.
+            if unsafe { libc::fstat(fd, &mut st.0) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(*st)
+        }
     }
 
     /// Size in bytes.
     pub fn size(&self) -> u64 {
-        self.0.stx_size
+        #[cfg(target_os = "linux")]
+        return self.0.stx_size;
+        #[cfg(not(target_os = "linux"))]
+        return self.0.st_size as u64;
     }
 
     /// File type and permission bits (`st_mode`).
     pub fn mode(&self) -> u32 {
-        u32::from(self.0.stx_mode)
+        #[cfg(target_os = "linux")]
+        return u32::from(self.0.stx_mode);
+        #[cfg(not(target_os = "linux"))]
+        return u32::from(self.0.st_mode);
     }
 
     /// Whether this is a regular file.
+    #[allow(clippy::unnecessary_cast)] // `mode_t` is `u16` on macOS and FreeBSD
     pub fn is_file(&self) -> bool {
-        self.mode() & libc::S_IFMT == libc::S_IFREG
+        self.mode() & (libc::S_IFMT as u32) == libc::S_IFREG as u32
     }
 
     /// Whether this is a directory.
+    #[allow(clippy::unnecessary_cast)] // `mode_t` is `u16` on macOS and FreeBSD
     pub fn is_dir(&self) -> bool {
-        self.mode() & libc::S_IFMT == libc::S_IFDIR
+        self.mode() & (libc::S_IFMT as u32) == libc::S_IFDIR as u32
     }
 
     /// Number of hard links.
     pub fn nlink(&self) -> u32 {
-        self.0.stx_nlink
+        #[cfg(target_os = "linux")]
+        return self.0.stx_nlink;
+        #[cfg(not(target_os = "linux"))]
+        #[allow(clippy::unnecessary_cast)]
+        return self.0.st_nlink as u32;
     }
 
     /// Inode number.
     pub fn ino(&self) -> u64 {
-        self.0.stx_ino
+        #[cfg(target_os = "linux")]
+        return self.0.stx_ino;
+        #[cfg(not(target_os = "linux"))]
+        #[allow(clippy::unnecessary_cast)]
+        return self.0.st_ino as u64;
     }
 
     /// Owner user id.
     pub fn uid(&self) -> u32 {
-        self.0.stx_uid
+        #[cfg(target_os = "linux")]
+        return self.0.stx_uid;
+        #[cfg(not(target_os = "linux"))]
+        return self.0.st_uid;
     }
 
     /// Owner group id.
     pub fn gid(&self) -> u32 {
-        self.0.stx_gid
+        #[cfg(target_os = "linux")]
+        return self.0.stx_gid;
+        #[cfg(not(target_os = "linux"))]
+        return self.0.st_gid;
     }
 
     /// Last modification time, seconds and nanoseconds since the epoch.
     pub fn mtime(&self) -> (i64, u32) {
-        (self.0.stx_mtime.tv_sec, self.0.stx_mtime.tv_nsec)
+        #[cfg(target_os = "linux")]
+        return (self.0.stx_mtime.tv_sec, self.0.stx_mtime.tv_nsec);
+        #[cfg(not(target_os = "linux"))]
+        #[allow(clippy::unnecessary_cast)]
+        return (self.0.st_mtime as i64, self.0.st_mtime_nsec as u32);
     }
 
-    /// The raw `statx` record.
-    pub fn raw(&self) -> &libc::statx {
+    /// The raw record: `statx` on Linux, `struct stat` elsewhere.
+    pub fn raw(&self) -> &RawStat {
         &self.0
     }
 }

@@ -36,6 +36,18 @@ conformance!(
 const FILLERS: u64 = 4096;
 const FILLER: u64 = 1_000_000;
 
+/// A descriptor that is always writable: an unbound Unix datagram socket
+/// (macOS has no eventfd).
+#[cfg(target_vendor = "apple")]
+fn eventfd() -> OwnedFd {
+    std::os::unix::net::UnixDatagram::unbound()
+        .expect("an unbound datagram socket")
+        .into()
+}
+
+/// A descriptor that is always writable: an eventfd (an unbound Unix
+/// datagram socket on macOS, which has no eventfd).
+#[cfg(not(target_vendor = "apple"))]
 fn eventfd() -> OwnedFd {
     // SAFETY: eventfd takes no pointers.
     let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };

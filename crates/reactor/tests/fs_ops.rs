@@ -3,12 +3,15 @@
 
 mod util;
 
-use eventide_reactor::{BackendKind, FileOps, Op, Reactor, Token};
+use eventide_reactor::{BackendKind, FileOps, FileStat, Op, Reactor, Token};
 use std::ffi::CString;
 use std::io::ErrorKind;
 use util::*;
 
-conformance!(file_operations_run_natively_or_come_back_unsupported);
+conformance!(
+    file_operations_run_natively_or_come_back_unsupported,
+    file_stat_synchronously_agrees_with_std_and_the_ring,
+);
 
 fn cpath(p: &std::path::Path) -> CString {
     CString::new(p.as_os_str().as_encoded_bytes()).unwrap()
@@ -95,4 +98,48 @@ fn file_operations_run_natively_or_come_back_unsupported(r: &mut Reactor) {
     assert!(missing.stat.is_none());
     assert_eq!(missing.path, Some(cpath(&file)), "the path comes back");
     run_op(r, Token(12), Op::close(fd)).result.unwrap();
+}
+
+/// `FileStat::stat_at`/`of_fd` (statx on Linux, fstatat/fstat elsewhere)
+/// give what std's metadata gives, and on io_uring what its statx gives.
+fn file_stat_synchronously_agrees_with_std_and_the_ring(r: &mut Reactor) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.txt");
+    std::fs::write(&file, b"twelve bytes").unwrap();
+    let link = dir.path().join("l");
+    std::os::unix::fs::symlink(&file, &link).unwrap();
+    let meta = std::fs::metadata(&file).unwrap();
+    let check = |st: &FileStat| {
+        assert_eq!(st.size(), 12);
+        assert!(st.is_file() && !st.is_dir());
+        assert_eq!(st.mode(), meta.mode());
+        assert_eq!(st.ino(), meta.ino());
+        assert_eq!(u64::from(st.nlink()), meta.nlink());
+        assert_eq!((st.uid(), st.gid()), (meta.uid(), meta.gid()));
+        assert_eq!(st.mtime(), (meta.mtime(), meta.mtime_nsec() as u32));
+    };
+    check(&FileStat::stat_at(libc::AT_FDCWD, &cpath(&file), 0).unwrap());
+    check(&FileStat::stat_at(libc::AT_FDCWD, &cpath(&link), 0).unwrap());
+    let open = std::fs::File::open(&file).unwrap();
+    check(&FileStat::of_fd(open.as_raw_fd()).unwrap());
+    let nofollow = FileStat::stat_at(libc::AT_FDCWD, &cpath(&link), libc::AT_SYMLINK_NOFOLLOW);
+    let nofollow = nofollow.unwrap();
+    assert!(!nofollow.is_file() && !nofollow.is_dir(), "the link itself");
+    assert!(
+        FileStat::stat_at(libc::AT_FDCWD, &cpath(dir.path()), 0)
+            .unwrap()
+            .is_dir()
+    );
+    let missing = FileStat::stat_at(libc::AT_FDCWD, &cpath(&dir.path().join("no")), 0);
+    assert_eq!(missing.unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        FileStat::of_fd(-1).unwrap_err().raw_os_error(),
+        Some(libc::EBADF)
+    );
+    if r.backend() == BackendKind::Uring && r.file_ops().contains(FileOps::STATX) {
+        let ring = run_op(r, Token(1), Op::statx(libc::AT_FDCWD, cpath(&file), 0));
+        check(&ring.stat.expect("statx record"));
+    }
 }

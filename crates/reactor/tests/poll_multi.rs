@@ -47,8 +47,7 @@ fn next_for(r: &mut Reactor, token: Token) -> Completion {
 
 fn pipe() -> (OwnedFd, OwnedFd) {
     let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
+    let rc = pipe2(&mut fds, libc::O_NONBLOCK | libc::O_CLOEXEC);
     assert_eq!(rc, 0, "pipe2: {}", std::io::Error::last_os_error());
     // SAFETY: two new descriptors, owned by nobody else.
     unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
@@ -295,4 +294,30 @@ fn a_regular_file_is_refused_or_always_ready(r: &mut Reactor) {
         assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}");
     }
     assert_eq!(r.in_flight(), 0);
+}
+
+/// `pipe2(2)`; macOS has none: `pipe(2)`, then the same flags by `fcntl`.
+fn pipe2(fds: &mut [libc::c_int; 2], flags: libc::c_int) -> libc::c_int {
+    #[cfg(not(target_vendor = "apple"))]
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    return unsafe { libc::pipe2(fds.as_mut_ptr(), flags) };
+    #[cfg(target_vendor = "apple")]
+    {
+        // SAFETY: `fds` has room for the two descriptors pipe writes.
+        if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+            return -1;
+        }
+        for &fd in fds.iter() {
+            // SAFETY: fcntl with integer arguments on a descriptor just made.
+            unsafe {
+                if flags & libc::O_CLOEXEC != 0 {
+                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                }
+                if flags & libc::O_NONBLOCK != 0 {
+                    libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK);
+                }
+            }
+        }
+        0
+    }
 }

@@ -101,7 +101,7 @@ fn running_out_of_descriptors_is_an_error_and_the_reactor_keeps_working(r: &mut 
     // SAFETY: valid out-pointer.
     unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut old) };
     let lim = libc::rlimit {
-        rlim_cur: (open_fds() + 64) as u64,
+        rlim_cur: (open_fds() + 64) as libc::rlim_t,
         rlim_max: old.rlim_max,
     };
     // SAFETY: valid pointer to a limit below the hard limit.

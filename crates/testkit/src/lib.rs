@@ -22,6 +22,7 @@ use std::io;
 ///
 /// The `prctl` or `seccomp` call's error; `Unsupported` on an architecture
 /// this filter does not know (it names x86-64 and AArch64).
+#[cfg(target_os = "linux")]
 pub fn deny_io_uring_setup() -> io::Result<()> {
     #[cfg(target_arch = "x86_64")]
     const ARCH: u32 = 0xc000_003e; // AUDIT_ARCH_X86_64
@@ -73,6 +74,7 @@ pub fn deny_io_uring_setup() -> io::Result<()> {
 
 /// Whether `io_uring_setup` is refused here (a filter, a sysctl): asks the
 /// kernel for a one-entry ring and closes it.
+#[cfg(target_os = "linux")]
 pub fn io_uring_refused() -> bool {
     let mut params = [0u8; 120]; // struct io_uring_params, zeroed
     // SAFETY: io_uring_setup writes at most sizeof(io_uring_params) = 120
@@ -84,4 +86,17 @@ pub fn io_uring_refused() -> bool {
     // SAFETY: `fd` is the ring descriptor just made, owned by nobody else.
     unsafe { libc::close(fd as i32) };
     false
+}
+
+/// Outside Linux there is no io_uring: nothing to refuse, `Ok` at once
+/// (the Linux version installs a seccomp filter).
+#[cfg(not(target_os = "linux"))]
+pub fn deny_io_uring_setup() -> io::Result<()> {
+    Ok(())
+}
+
+/// Outside Linux there is no io_uring: always refused.
+#[cfg(not(target_os = "linux"))]
+pub fn io_uring_refused() -> bool {
+    true
 }

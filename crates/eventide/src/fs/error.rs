@@ -40,8 +40,11 @@ pub(crate) fn describe(errno: i32) -> (&'static str, &'static str) {
         libc::ENOSYS => ("ENOSYS", "function not implemented"),
         libc::ENOTEMPTY => ("ENOTEMPTY", "directory not empty"),
         libc::ELOOP => ("ELOOP", "too many symbolic links encountered"),
+        #[cfg(target_os = "linux")]
         libc::EUNATCH => ("EUNATCH", "protocol driver not attached"),
+        #[cfg(any(target_os = "linux", target_vendor = "apple"))]
         libc::ENODATA => ("ENODATA", "no data available"),
+        #[cfg(target_os = "linux")]
         libc::ENONET => ("ENONET", "machine is not on the network"),
         libc::EPROTO => ("EPROTO", "protocol error"),
         libc::EOVERFLOW => ("EOVERFLOW", "value too large for defined data type"),
@@ -70,6 +73,7 @@ pub(crate) fn describe(errno: i32) -> (&'static str, &'static str) {
         libc::EHOSTDOWN => ("EHOSTDOWN", "host is down"),
         libc::EHOSTUNREACH => ("EHOSTUNREACH", "host is unreachable"),
         libc::EALREADY => ("EALREADY", "connection already in progress"),
+        #[cfg(target_os = "linux")]
         libc::EREMOTEIO => ("EREMOTEIO", "remote I/O error"),
         libc::ECANCELED => ("ECANCELED", "operation canceled"),
         _ => ("UNKNOWN", "unknown error"),

@@ -375,6 +375,9 @@ impl Req {
                 let flags = if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
                 Op::statx(CWD, path, flags)
             }
+            // Native only where the ring runs statx (Linux); elsewhere no
+            // backend offers `FileOps::STATX` and fstat goes to the pool.
+            #[cfg(target_os = "linux")]
             Req::Fstat { fd } => Op::statx(fd, CString::default(), libc::AT_EMPTY_PATH),
             Req::Fsync { fd, data_only } => Op::fsync(fd, data_only),
             Req::Unlink { path } => Op::unlinkat(CWD, path, 0),
@@ -616,7 +619,7 @@ fn decode(
         Kind::Open => Out::Fd(n as RawFd),
         Kind::Read | Kind::Write => Out::Size(n),
         Kind::Stat | Kind::Fstat => match stat {
-            Some(stat) => Out::Stat(Stats::from_statx(stat.raw())),
+            Some(stat) => Out::Stat(Stats::from_raw(stat.raw())),
             None => unreachable!("a successful statx carries its record"),
         },
         _ => Out::Unit,

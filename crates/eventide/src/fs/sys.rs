@@ -8,6 +8,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use eventide_reactor::FileStat;
+
 use super::route::{Done, Out, Req};
 use super::types::{DirEntry, FileType, Stats};
 
@@ -179,18 +181,21 @@ fn run_unbuffered(req: &Req) -> io::Result<Out> {
             } else {
                 libc::AT_SYMLINK_NOFOLLOW
             };
-            statx(libc::AT_FDCWD, path, flags)
+            stat_at(libc::AT_FDCWD, path, flags)
         }
-        Req::Fstat { fd } => statx(*fd, c"", libc::AT_EMPTY_PATH),
+        Req::Fstat { fd } => fstat(*fd).map(Out::Stat),
+        #[cfg(not(target_vendor = "apple"))]
         Req::Fsync { fd, data_only } => match *data_only {
             true => unit(syscall!(fdatasync(*fd))),
             false => unit(syscall!(fsync(*fd))),
         },
+        #[cfg(target_vendor = "apple")]
+        Req::Fsync { fd, .. } => unit(full_fsync(*fd)),
         // `path`, `from`, `to`, `target`: live C strings, in every arm below.
         Req::Unlink { path } => unit(syscall!(unlink(path.as_ptr()))),
         Req::Rmdir { path } => unit(syscall!(rmdir(path.as_ptr()))),
         Req::Rename { from, to } => unit(syscall!(rename(from.as_ptr(), to.as_ptr()))),
-        Req::Mkdir { path, mode } => unit(syscall!(mkdir(path.as_ptr(), *mode))),
+        Req::Mkdir { path, mode } => unit(syscall!(mkdir(path.as_ptr(), *mode as libc::mode_t))),
         Req::Mkdtemp { prefix } => mkdtemp(prefix).map(Out::Path),
         Req::Readdir { path } => readdir(path).map(Out::Entries),
         Req::Ftruncate { fd, len } => unit(syscall!(ftruncate(*fd, *len as libc::off_t))),
@@ -199,8 +204,8 @@ fn run_unbuffered(req: &Req) -> io::Result<Out> {
         Req::Readlink { path } => std::fs::read_link(path).map(Out::Path),
         Req::Realpath { path } => std::fs::canonicalize(path).map(Out::Path),
         Req::Link { from, to } => unit(syscall!(link(from.as_ptr(), to.as_ptr()))),
-        Req::Chmod { path, mode } => unit(syscall!(chmod(path.as_ptr(), *mode))),
-        Req::Fchmod { fd, mode } => unit(syscall!(fchmod(*fd, *mode))),
+        Req::Chmod { path, mode } => unit(syscall!(chmod(path.as_ptr(), *mode as libc::mode_t))),
+        Req::Fchmod { fd, mode } => unit(syscall!(fchmod(*fd, *mode as libc::mode_t))),
         Req::Chown {
             path,
             uid,
@@ -239,19 +244,52 @@ fn run_unbuffered(req: &Req) -> io::Result<Out> {
     }
 }
 
-fn statx(dir: RawFd, path: &CStr, flags: i32) -> io::Result<Out> {
-    // SAFETY: `statx` is a plain C struct of integers; all-zero is valid.
-    let mut st: libc::statx = unsafe { std::mem::zeroed() };
-    // `path` is a live C string and `st` a record statx may write. The
-    // mask is the reactor's (basic stats), so both routes agree.
-    syscall!(statx(
-        dir,
-        path.as_ptr(),
-        flags,
-        libc::STATX_BASIC_STATS,
-        &mut st
-    ))?;
-    Ok(Out::Stat(Stats::from_statx(&st)))
+/// `statx(2)` on Linux (the reactor's mask, basic stats, so both routes
+/// agree), `fstatat(2)` elsewhere.
+fn stat_at(dir: RawFd, path: &CStr, flags: i32) -> io::Result<Out> {
+    let st = FileStat::stat_at(dir, path, flags)?;
+    Ok(Out::Stat(Stats::from_raw(st.raw())))
+}
+
+/// The metadata of an open descriptor: `statx(2)` with `AT_EMPTY_PATH` on
+/// Linux, `fstat(2)` elsewhere.
+fn fstat(fd: RawFd) -> io::Result<Stats> {
+    let st = FileStat::of_fd(fd)?;
+    Ok(Stats::from_raw(st.raw()))
+}
+
+/// This thread's `errno` (readdir reports errors only through it).
+#[cfg(target_os = "linux")]
+fn errno_location() -> *mut libc::c_int {
+    // SAFETY: returns this thread's errno address; no preconditions.
+    unsafe { libc::__errno_location() }
+}
+
+/// This thread's `errno` (readdir reports errors only through it).
+#[cfg(any(
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_vendor = "apple"
+))]
+fn errno_location() -> *mut libc::c_int {
+    // SAFETY: returns this thread's errno address; no preconditions.
+    unsafe { libc::__error() }
+}
+
+/// This thread's `errno` (readdir reports errors only through it).
+#[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
+fn errno_location() -> *mut libc::c_int {
+    // SAFETY: returns this thread's errno address; no preconditions.
+    unsafe { libc::__errno() }
+}
+
+/// macOS's `fsync` (and `fdatasync`, which it lacks) as libuv does it:
+/// `fcntl(F_FULLFSYNC)` to reach the medium, and plain `fsync(2)` on file
+/// systems that refuse it.
+#[cfg(target_vendor = "apple")]
+fn full_fsync(fd: RawFd) -> io::Result<libc::c_int> {
+    // `fd` is the caller's open descriptor.
+    syscall!(fcntl(fd, libc::F_FULLFSYNC)).or_else(|_| syscall!(fsync(fd)))
 }
 
 fn timespec(t: SystemTime) -> libc::timespec {
@@ -293,7 +331,7 @@ fn mkdir_all(path: &Path, mode: u32) -> Result<Option<PathBuf>, (io::Error, Path
             Err(_) => return fail(io::ErrorKind::InvalidInput.into()),
         };
         // `c` is a live C string.
-        let error = match syscall!(mkdir(c.as_ptr(), mode)) {
+        let error = match syscall!(mkdir(c.as_ptr(), mode as libc::mode_t)) {
             Ok(_) => {
                 first.get_or_insert_with(|| as_path(&at));
                 continue;
@@ -378,7 +416,7 @@ fn child_path(dir: &Path, name: &CStr) -> PathBuf {
 }
 
 /// The type bits of `name` under `dir`, not following a final link.
-fn lstat_at(dir: RawFd, name: &CStr) -> io::Result<u32> {
+fn lstat_at(dir: RawFd, name: &CStr) -> io::Result<libc::mode_t> {
     // SAFETY: `stat` is a plain C struct; all-zero is a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // `name` is a live C string, `st` a record fstatat may write.
@@ -436,7 +474,7 @@ fn remove_at(
     dir: RawFd,
     name: &CStr,
     shown: &Path,
-    kind: Option<u32>,
+    kind: Option<libc::mode_t>,
     top: bool,
 ) -> Result<(), RmFailed> {
     let kind = match kind {
@@ -534,9 +572,13 @@ fn remove_children(dir: RawFd, name: &CStr, shown: &Path, top: bool) -> Result<(
     loop {
         // readdir reports an error only through errno: clear it first.
         // SAFETY: errno is this thread's.
-        unsafe { *libc::__errno_location() = 0 };
+        unsafe { *errno_location() = 0 };
+        #[cfg(target_os = "linux")]
         // SAFETY: `stream.0` is an open directory stream.
         let entry = unsafe { libc::readdir64(stream.0) };
+        #[cfg(not(target_os = "linux"))]
+        // SAFETY: `stream.0` is an open directory stream.
+        let entry = unsafe { libc::readdir(stream.0) };
         if entry.is_null() {
             let error = io::Error::last_os_error();
             if error.raw_os_error().is_some_and(|n| n != 0) {
@@ -608,9 +650,7 @@ fn copy_file(from: &CStr, to: &CStr, exclusive: bool) -> io::Result<()> {
         from.as_ptr(),
         libc::O_RDONLY | libc::O_CLOEXEC
     ))?);
-    let Out::Stat(stat) = statx(src.0, c"", libc::AT_EMPTY_PATH)? else {
-        unreachable!("statx gives a Stat")
-    };
+    let stat = fstat(src.0)?;
     let (dst, created) = open_destination(to, exclusive, stat.permissions())?;
     let result = fill_destination(&src, &dst, &stat, exclusive, created);
     drop(dst);
@@ -650,9 +690,7 @@ fn fill_destination(
     created: bool,
 ) -> io::Result<()> {
     if !exclusive && !created {
-        let Out::Stat(dst_stat) = statx(dst.0, c"", libc::AT_EMPTY_PATH)? else {
-            unreachable!("statx gives a Stat")
-        };
+        let dst_stat = fstat(dst.0)?;
         if (dst_stat.dev, dst_stat.ino) == (stat.dev, stat.ino) {
             // The same file: nothing to copy (libuv succeeds too).
             return Ok(());
@@ -664,8 +702,15 @@ fn fill_destination(
     if !created {
         syscall!(ftruncate(dst.0, 0))?;
     }
-    syscall!(fchmod(dst.0, stat.permissions()))?;
-    let mut left = stat.size;
+    syscall!(fchmod(dst.0, stat.permissions() as libc::mode_t))?;
+    copy_bytes(src, dst, stat.size)
+}
+
+/// The bytes, by `copy_file_range(2)` where the kernel can (Linux,
+/// FreeBSD), else a read/write loop.
+#[cfg(any(target_os = "linux", target_os = "freebsd"))]
+fn copy_bytes(src: &Owned, dst: &Owned, size: u64) -> io::Result<()> {
+    let mut left = size;
     while left > 0 {
         let chunk = left.min(1 << 30) as usize;
         // Null offsets: both descriptors' own positions are used.
@@ -686,6 +731,13 @@ fn fill_destination(
     Ok(())
 }
 
+/// The bytes by a read/write loop (no `copy_file_range` here).
+#[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+fn copy_bytes(src: &Owned, dst: &Owned, _size: u64) -> io::Result<()> {
+    copy_by_reads(src.0, dst.0)
+}
+
+#[cfg(any(target_os = "linux", target_os = "freebsd"))]
 fn copy_range_unusable(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),

@@ -222,15 +222,24 @@ pub enum FileType {
 
 impl FileType {
     /// From the type bits of a mode (`st_mode & S_IFMT`).
+    #[allow(clippy::unnecessary_cast)] // `mode_t` is `u16` on macOS and FreeBSD
     pub fn from_mode(mode: u32) -> FileType {
-        match mode & libc::S_IFMT {
-            libc::S_IFREG => FileType::File,
-            libc::S_IFDIR => FileType::Dir,
-            libc::S_IFLNK => FileType::Symlink,
-            libc::S_IFBLK => FileType::BlockDevice,
-            libc::S_IFCHR => FileType::CharDevice,
-            libc::S_IFIFO => FileType::Fifo,
-            libc::S_IFSOCK => FileType::Socket,
+        const FMT: u32 = libc::S_IFMT as u32;
+        const REG: u32 = libc::S_IFREG as u32;
+        const DIR: u32 = libc::S_IFDIR as u32;
+        const LNK: u32 = libc::S_IFLNK as u32;
+        const BLK: u32 = libc::S_IFBLK as u32;
+        const CHR: u32 = libc::S_IFCHR as u32;
+        const FIFO: u32 = libc::S_IFIFO as u32;
+        const SOCK: u32 = libc::S_IFSOCK as u32;
+        match mode & FMT {
+            REG => FileType::File,
+            DIR => FileType::Dir,
+            LNK => FileType::Symlink,
+            BLK => FileType::BlockDevice,
+            CHR => FileType::CharDevice,
+            FIFO => FileType::Fifo,
+            SOCK => FileType::Socket,
             _ => FileType::Unknown,
         }
     }
@@ -267,7 +276,7 @@ pub struct DirEntry {
 }
 
 /// File metadata (Node's `fs.Stats`), the same from io_uring's statx and
-/// from the pool's `statx(2)`.
+/// from the pool's `statx(2)` (Linux) or `fstatat(2)`/`fstat(2)` (elsewhere).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stats {
     /// The device holding the file.
@@ -302,17 +311,64 @@ pub struct Stats {
 
 /// A statx time: `tv_sec` seconds (negative before the epoch) plus
 /// `tv_nsec` nanoseconds, always forward (-1.5 s is `-2` and `500000000`).
+#[cfg(target_os = "linux")]
 fn time_of(t: libc::statx_timestamp) -> SystemTime {
-    let secs = Duration::from_secs(t.tv_sec.unsigned_abs());
-    let whole = if t.tv_sec >= 0 {
-        SystemTime::UNIX_EPOCH + secs
+    time_from(t.tv_sec, u64::from(t.tv_nsec))
+}
+
+/// `secs` seconds since the epoch (negative before it) plus `nanos`
+/// nanoseconds forward.
+fn time_from(secs: i64, nanos: u64) -> SystemTime {
+    let whole_secs = Duration::from_secs(secs.unsigned_abs());
+    let whole = if secs >= 0 {
+        SystemTime::UNIX_EPOCH + whole_secs
     } else {
-        SystemTime::UNIX_EPOCH - secs
+        SystemTime::UNIX_EPOCH - whole_secs
     };
-    whole + Duration::from_nanos(u64::from(t.tv_nsec))
+    whole + Duration::from_nanos(nanos)
 }
 
 impl Stats {
+    /// From the reactor's raw record: `statx` on Linux, `struct stat`
+    /// elsewhere.
+    pub(crate) fn from_raw(s: &eventide_reactor::RawStat) -> Stats {
+        #[cfg(target_os = "linux")]
+        return Stats::from_statx(s);
+        #[cfg(not(target_os = "linux"))]
+        return Stats::from_stat(s);
+    }
+
+    /// From `struct stat` (FreeBSD, macOS and the other BSDs all have
+    /// `st_birthtime`; its `-1` or `0` means "not recorded").
+    #[cfg(not(target_os = "linux"))]
+    #[allow(clippy::unnecessary_cast)] // field widths differ per system
+    fn from_stat(s: &libc::stat) -> Stats {
+        let time =
+            |secs: libc::time_t, nsec: libc::c_long| time_from(secs as i64, nsec.max(0) as u64);
+        let birth = if s.st_birthtime > 0 {
+            time(s.st_birthtime, s.st_birthtime_nsec)
+        } else {
+            SystemTime::UNIX_EPOCH
+        };
+        Stats {
+            dev: s.st_dev as u64,
+            ino: s.st_ino as u64,
+            mode: u32::from(s.st_mode),
+            nlink: s.st_nlink as u64,
+            uid: s.st_uid,
+            gid: s.st_gid,
+            rdev: s.st_rdev as u64,
+            size: s.st_size as u64,
+            blksize: s.st_blksize as u64,
+            blocks: s.st_blocks as u64,
+            atime: time(s.st_atime, s.st_atime_nsec),
+            mtime: time(s.st_mtime, s.st_mtime_nsec),
+            ctime: time(s.st_ctime, s.st_ctime_nsec),
+            birthtime: birth,
+        }
+    }
+
+    #[cfg(target_os = "linux")]
     pub(crate) fn from_statx(s: &libc::statx) -> Stats {
         let dev = |major, minor| libc::makedev(major, minor);
         let birth = if s.stx_mask & libc::STATX_BTIME != 0 {

@@ -315,12 +315,29 @@ fn is_socket(fd: RawFd) -> bool {
 }
 
 /// `pipe2(O_CLOEXEC)`: (read end, write end).
+#[cfg(not(target_vendor = "apple"))]
 pub(crate) fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: `fds` has room for the two descriptors pipe2 writes.
     cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
     // SAFETY: pipe2 succeeded: both are new descriptors owned here.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// macOS has no `pipe2`: `pipe`, then `FD_CLOEXEC` on each end (as libuv
+/// does there; not atomic against a concurrent fork+exec).
+#[cfg(target_vendor = "apple")]
+pub(crate) fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe writes.
+    cvt(unsafe { libc::pipe(fds.as_mut_ptr()) })?;
+    // SAFETY: pipe succeeded: both are new descriptors owned here.
+    let ends = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    for fd in [&ends.0, &ends.1] {
+        // SAFETY: F_SETFD takes an integer; the descriptor is open.
+        cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) })?;
+    }
+    Ok(ends)
 }
 
 /// A close-on-exec duplicate of `fd`, numbered 3 or above.

@@ -47,7 +47,9 @@
 //! `pidfd_open` is `ENOSYS`, exits need `SIGCHLD`: that path belongs to
 //! the signal module and is not wired yet; `sigchld_fallback` (private) is where
 //! it goes, and until then a spawn on such a kernel fails with
-//! `spawn <program> ENOSYS` before any child is made.
+//! `spawn <program> ENOSYS` before any child is made. Pidfds are
+//! Linux-only: on FreeBSD, macOS and the other systems every spawn fails
+//! that way (`ENOSYS`) until the `SIGCHLD` path is wired.
 //!
 //! # Events, as Node's
 //!
@@ -66,7 +68,9 @@ pub use exec::{DEFAULT_MAX_BUFFER, ExecOptions, Output};
 use std::cell::RefCell;
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+#[cfg(target_os = "linux")]
+use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -291,6 +295,7 @@ pub fn signal_name(signal: i32) -> &'static str {
         libc::SIGPROF => "SIGPROF",
         libc::SIGWINCH => "SIGWINCH",
         libc::SIGIO => "SIGIO",
+        #[cfg(target_os = "linux")]
         libc::SIGPWR => "SIGPWR",
         libc::SIGSYS => "SIGSYS",
         _ => "UNKNOWN",
@@ -375,21 +380,7 @@ impl Child {
         let Some(pidfd) = st.pidfd.as_ref() else {
             return Err(error(io::Error::from_raw_os_error(libc::ESRCH)));
         };
-        // SAFETY: pidfd_send_signal with a null siginfo takes no other
-        // pointer; the pidfd is open (owned by the state).
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                pidfd.as_raw_fd(),
-                signal,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
-        if rc < 0 {
-            return Err(error(io::Error::last_os_error()));
-        }
-        Ok(())
+        pidfd_send_signal(pidfd.as_raw_fd(), signal).map_err(error)
     }
 
     /// Node's `'close'` event: `on_close` runs once the child has exited
@@ -431,6 +422,35 @@ fn pidfd_supported() -> bool {
     })
 }
 
+/// `pidfd_send_signal(2)`, Linux 5.1 and later.
+#[cfg(target_os = "linux")]
+fn pidfd_send_signal(pidfd: RawFd, signal: i32) -> io::Result<()> {
+    // SAFETY: pidfd_send_signal with a null siginfo takes no other
+    // pointer; the caller's pidfd is open.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd,
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Pidfds are Linux's: elsewhere no child ever has one (spawn refuses
+/// with `ENOSYS` first), so this is never reached with a live child.
+#[cfg(not(target_os = "linux"))]
+fn pidfd_send_signal(_pidfd: RawFd, _signal: i32) -> io::Result<()> {
+    Err(io::Error::from_raw_os_error(libc::ENOSYS))
+}
+
+/// `pidfd_open(2)`, Linux 5.3 and later.
+#[cfg(target_os = "linux")]
 fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes no pointers.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
@@ -441,6 +461,14 @@ fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     // A pidfd is close-on-exec from the kernel.
     // SAFETY: a new descriptor, owned here.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Pidfds are Linux's: elsewhere `pidfd_open` is `ENOSYS`, and exits go
+/// the `SIGCHLD` way ([`sigchld_fallback`]), not wired yet, so a spawn
+/// there fails with `spawn <program> ENOSYS` before making a child.
+#[cfg(not(target_os = "linux"))]
+fn pidfd_open(_pid: u32) -> io::Result<OwnedFd> {
+    Err(io::Error::from_raw_os_error(libc::ENOSYS))
 }
 
 /// Where exits are observed without `pidfd_open` (Linux before 5.3, or a

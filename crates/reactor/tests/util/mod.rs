@@ -176,12 +176,26 @@ pub fn listener() -> (TcpListener, SocketAddr) {
 
 /// A fresh nonblocking TCP socket (raw fd, caller closes).
 pub fn tcp_socket(addr: &SocketAddr) -> RawFd {
+    #[cfg(not(target_vendor = "apple"))]
     let s = Socket::new(
         Domain::for_address(*addr),
         Type::STREAM.nonblocking().cloexec(),
         Some(Protocol::TCP),
     )
     .expect("socket");
+    // macOS: no SOCK_NONBLOCK/SOCK_CLOEXEC; socket2 sets close-on-exec
+    // itself there, and nonblocking follows.
+    #[cfg(target_vendor = "apple")]
+    let s = {
+        let s = Socket::new(
+            Domain::for_address(*addr),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )
+        .expect("socket");
+        s.set_nonblocking(true).expect("nonblocking");
+        s
+    };
     s.set_tcp_nodelay(true).expect("nodelay");
     s.into_raw_fd()
 }
