@@ -148,10 +148,10 @@ impl Clock {
     /// The time in ms since the epoch: what a real read would give.
     #[inline]
     pub(crate) fn ms(&self) -> u64 {
-        if let Some(tsc) = &self.tsc {
-            if let Some(ms) = tsc.estimate(rdtsc()) {
-                return ms;
-            }
+        if let Some(tsc) = &self.tsc
+            && let Some(ms) = tsc.estimate(rdtsc())
+        {
+            return ms;
         }
         self.read()
     }

@@ -85,10 +85,11 @@ impl Shared {
     /// flag that the loop looks at before it sleeps (see the module docs).
     pub(crate) fn wake_if_sleeping(&self) {
         fence(Ordering::SeqCst);
-        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::AcqRel) {
-            if let Err(error) = self.waker.wake() {
-                log::error!("eventide: could not wake the loop: {error}");
-            }
+        if self.sleeping.load(Ordering::Relaxed)
+            && self.sleeping.swap(false, Ordering::AcqRel)
+            && let Err(error) = self.waker.wake()
+        {
+            log::error!("eventide: could not wake the loop: {error}");
         }
     }
 

@@ -313,7 +313,7 @@ fn read_file_reuses_direct_slots_and_overflows_to_ordinary_descriptors(r: &mut R
     const FILES: u64 = 300;
     let content = |i: u64| -> Vec<u8> {
         // Every 10th file goes on past the 64-byte buffer.
-        let len = if i % 10 == 0 {
+        let len = if i.is_multiple_of(10) {
             100 + i as usize
         } else {
             (i % 60) as usize

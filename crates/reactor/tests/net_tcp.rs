@@ -376,7 +376,7 @@ fn a_token_in_flight_cannot_be_submitted_twice(r: &mut Reactor) {
 /// nothing: far more than the lend limit's worth (plus io_uring's ring and
 /// the socket buffers), so receiving must pause before the end.
 const FLOOD: usize = (RECV_MULTI_LEND_LIMIT + 256) * 16 * 1024 + (24 << 20);
-const _: () = assert!(FLOOD % PERIOD == 0);
+const _: () = assert!(FLOOD.is_multiple_of(PERIOD));
 
 /// Starts a writer thread sending `FLOOD` bytes of `pattern` to a
 /// connection accepted through the reactor, and a `recv_multi` (token 50)
