@@ -34,8 +34,8 @@
 //!   callback runs once, with the operation's result or, if the signal
 //!   aborts first, with the abort error.
 //!
-//! The error is [`TaskError::Aborted`](crate::task::TaskError::Aborted)
-//! inside an [`Error`](crate::Error): `The operation was aborted`, code
+//! The error is [`TaskError::Aborted`]
+//! inside an [`Error`]: `The operation was aborted`, code
 //! `ABORT_ERR` (Node's `AbortError`).
 
 use std::cell::{Cell, RefCell};
