@@ -205,6 +205,26 @@ fn a_write_error_before_end_goes_to_on_error_then_close(lp: &mut Loop) {
 
 /// The same error with no `on_error`: `run()` returns it (Node's uncaught
 /// `'error'` ends the process), it is never lost.
+/// An `on_error` callback that panics: the panic leaves `run()`, the
+/// close callback still runs (from the next pending phase), and the
+/// stream is gone, its key stale; the loop runs on afterwards.
+fn a_panicking_on_error_still_closes_the_stream(lp: &mut Loop) {
+    let closed = Rc::new(Cell::new(false));
+    let stream = lp
+        .fs()
+        .create_write_stream("/dev/full", WriteStreamOptions::default(), |_, _| {});
+    stream.on_error(lp, |_, _| panic!("on_error panics"));
+    let c = Rc::clone(&closed);
+    stream.on_close(lp, move |_| c.set(true));
+    stream.write(lp, b"lost".to_vec());
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lp.run()));
+    assert!(unwound.is_err(), "the panic left run()");
+    run_within(lp, Duration::from_secs(20));
+    assert!(closed.get(), "the close callback ran after the panic");
+    assert!(stream.is_destroyed(lp));
+    assert!(!stream.write(lp, b"after".to_vec()));
+}
+
 fn a_write_error_nobody_listens_to_ends_run(lp: &mut Loop) {
     let stream = lp
         .fs()
@@ -617,6 +637,7 @@ fn an_ended_stream_without_auto_close_stays_until_destroyed(lp: &mut Loop) {
 on_every_backend!(
     a_write_error_before_end_goes_to_on_error_then_close,
     a_write_error_nobody_listens_to_ends_run,
+    a_panicking_on_error_still_closes_the_stream,
     read_stream_ranges_follow_node,
     read_stream_on_a_given_file_reads_from_its_position,
     read_stream_destroyed_in_a_chunk_ends_with_close_only,
