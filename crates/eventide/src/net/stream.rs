@@ -104,9 +104,15 @@ struct Piped {
     dest: Stream,
 }
 
+/// The reader of a stream piped into itself (an echo): as [`Piped`], with
+/// the source as the destination. Its calls carry the stream, so it holds
+/// nothing: a zero-sized reader, whose box allocates nothing (W10 counts
+/// the 32-byte heap chunk a `Piped` takes at every idle connection).
+struct PipedToSelf;
+
 impl Reader for Piped {
     fn data(&mut self, lp: &mut Loop, source: Stream, chunk: &[u8]) {
-        self.write_on(lp, source, chunk.to_vec());
+        pipe_on(lp, self.dest, source, chunk.to_vec());
     }
 
     fn end(self: Box<Self>, lp: &mut Loop, _: Stream, _: Result<()>) {
@@ -114,36 +120,52 @@ impl Reader for Piped {
     }
 
     fn data_owned(&mut self, lp: &mut Loop, source: Stream, chunk: Vec<u8>) {
-        // The buffer itself is sent when it is the only one this pipe holds
-        // (`dest`'s queue is empty) or mostly full: then a pipe keeps at
-        // most one half-empty 16 KiB buffer per stream, never one per
-        // small chunk queued behind a slow reader. Else a copy of the
-        // bytes, and the buffer goes back at once.
-        let idle = lp
-            .io
-            .net
-            .streams
-            .get(self.dest.0)
-            .is_some_and(|d| d.more.as_ref().is_none_or(|m| m.writes.is_empty()));
-        if idle || chunk.len() >= chunk.capacity() / 2 {
-            let chunk = lp.reactor.take_lent(chunk);
-            self.write_on(lp, source, chunk);
-        } else {
-            let copy = chunk.to_vec();
-            lp.reactor.recycle(chunk);
-            self.write_on(lp, source, copy);
-        }
+        pipe_owned(lp, self.dest, source, chunk);
     }
 }
 
-impl Piped {
-    fn write_on(&self, lp: &mut Loop, source: Stream, chunk: Vec<u8>) {
-        let below = self
-            .dest
-            .enqueue(lp, chunk.into(), AfterWrite::Piped(source));
-        if !below {
-            source.read_stop(lp);
-        }
+impl Reader for PipedToSelf {
+    fn data(&mut self, lp: &mut Loop, source: Stream, chunk: &[u8]) {
+        pipe_on(lp, source, source, chunk.to_vec());
+    }
+
+    fn end(self: Box<Self>, lp: &mut Loop, source: Stream, _: Result<()>) {
+        source.end(lp);
+    }
+
+    fn data_owned(&mut self, lp: &mut Loop, source: Stream, chunk: Vec<u8>) {
+        pipe_owned(lp, source, source, chunk);
+    }
+}
+
+/// A chunk in the reactor's buffer, piped from `source` to `dest`.
+fn pipe_owned(lp: &mut Loop, dest: Stream, source: Stream, chunk: Vec<u8>) {
+    // The buffer itself is sent when it is the only one this pipe holds
+    // (`dest`'s queue is empty) or mostly full: then a pipe keeps at most
+    // one half-empty 16 KiB buffer per stream, never one per small chunk
+    // queued behind a slow reader. Else a copy of the bytes, and the
+    // buffer goes back at once.
+    let idle = lp
+        .io
+        .net
+        .streams
+        .get(dest.0)
+        .is_some_and(|d| d.more.as_ref().is_none_or(|m| m.writes.is_empty()));
+    if idle || chunk.len() >= chunk.capacity() / 2 {
+        let chunk = lp.reactor.take_lent(chunk);
+        pipe_on(lp, dest, source, chunk);
+    } else {
+        let copy = chunk.to_vec();
+        lp.reactor.recycle(chunk);
+        pipe_on(lp, dest, source, copy);
+    }
+}
+
+/// Queues `chunk` on `dest`; reading `source` pauses above the mark.
+fn pipe_on(lp: &mut Loop, dest: Stream, source: Stream, chunk: Vec<u8>) {
+    let below = dest.enqueue(lp, chunk.into(), AfterWrite::Piped(source));
+    if !below {
+        source.read_stop(lp);
     }
 }
 
@@ -834,10 +856,11 @@ impl Stream {
             if let Some(s) = lp.io.net.streams.get_mut(self.0) {
                 s.set(PIPED_TO_SELF, true);
             }
+            self.start_reader(lp, Box::new(PipedToSelf));
         } else {
             dest.on_drain(lp, move |lp, _| self.resume_reading(lp));
+            self.start_reader(lp, Box::new(Piped { dest }));
         }
-        self.start_reader(lp, Box::new(Piped { dest }));
         true
     }
 

@@ -121,7 +121,7 @@ impl Tokened for Entry {
     }
 }
 
-/// One descriptor's state, in a `Vec` indexed by descriptor: 24 bytes (W10
+/// One descriptor's state, in a `Vec` indexed by descriptor: 20 bytes (W10
 /// counts it per idle connection). The first waiting operation of each
 /// direction is kept inline; the rare second and later ones (several sends
 /// queued on a full socket, many polls) live in `Queues::more`, flagged by
@@ -129,9 +129,9 @@ impl Tokened for Entry {
 #[derive(Debug, Default, Clone, Copy)]
 struct FdState {
     /// The first waiting reader (`Key::to_u64`; 0, which no key is: none).
-    reader: u64,
+    reader: Head,
     /// The first waiting writer (as `reader`).
-    writer: u64,
+    writer: Head,
     /// Interest currently registered with the selector (`R | W | PRI |
     /// RDHUP` bits).
     registered: u8,
@@ -143,20 +143,46 @@ struct FdState {
     watch: u8,
 }
 
+/// A queue head: a `Key::to_u64` (0: none) kept as two `u32` halves, so
+/// `FdState` is 4-byte aligned and 20 bytes rather than 24: 40 KB less at
+/// W10's 10,000 idle connections.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Head([u32; 2]);
+
+impl Head {
+    fn get(self) -> u64 {
+        u64::from(self.0[0]) | (u64::from(self.0[1]) << 32)
+    }
+
+    fn set(&mut self, v: u64) {
+        self.0 = [v as u32, (v >> 32) as u32];
+    }
+
+    fn is_none(self) -> bool {
+        self.0 == [0, 0]
+    }
+}
+
 impl FdState {
     fn want(&self) -> u8 {
-        (if self.reader == 0 { 0 } else { R }) | (if self.writer == 0 { 0 } else { W }) | self.watch
+        (if self.reader.is_none() { 0 } else { R })
+            | (if self.writer.is_none() { 0 } else { W })
+            | self.watch
     }
 
     fn head(&self, dir: u8) -> u64 {
-        if dir == R { self.reader } else { self.writer }
+        if dir == R {
+            self.reader.get()
+        } else {
+            self.writer.get()
+        }
     }
 
-    fn head_mut(&mut self, dir: u8) -> &mut u64 {
+    fn set_head(&mut self, dir: u8, v: u64) {
         if dir == R {
-            &mut self.reader
+            self.reader.set(v);
         } else {
-            &mut self.writer
+            self.writer.set(v);
         }
     }
 }
@@ -283,7 +309,11 @@ impl<S: Selector> Readiness<S> {
             }
             kind @ OpKind::Send { .. } => {
                 let fd = fd_of(&kind);
-                let idle = self.q.fds.get(fd as usize).is_none_or(|s| s.writer == 0);
+                let idle = self
+                    .q
+                    .fds
+                    .get(fd as usize)
+                    .is_none_or(|s| s.writer.is_none());
                 let mut entry = Entry { token, kind };
                 if idle {
                     match attempt(&mut entry, W, &mut self.q.bufs) {
@@ -477,9 +507,8 @@ impl Queues {
     /// Appends `key` to `fd`'s queue for `dir` (its state exists).
     fn push_back(&mut self, fd: RawFd, dir: u8, key: Key) {
         let st = &mut self.fds[fd as usize];
-        let head = st.head_mut(dir);
-        if *head == 0 {
-            *head = key.to_u64();
+        if st.head(dir) == 0 {
+            st.set_head(dir, key.to_u64());
         } else {
             st.flags |= more_flag(dir);
             self.more.entry((fd, dir)).or_default().push_back(key);
@@ -499,7 +528,7 @@ impl Queues {
             } else {
                 None
             };
-            *st.head_mut(dir) = next.map_or(0, Key::to_u64);
+            st.set_head(dir, next.map_or(0, Key::to_u64));
         } else if has_more && let Some(rest) = self.more.get_mut(&(fd, dir)) {
             rest.retain(|k| *k != key);
         }
@@ -521,7 +550,8 @@ impl Queues {
             keys.extend(self.watches.remove(&fd).unwrap_or_default());
         }
         for dir in [R, W] {
-            let head = std::mem::take(st.head_mut(dir));
+            let head = st.head(dir);
+            st.set_head(dir, 0);
             if head != 0 {
                 keys.push(Key::from_u64(head));
             }
@@ -998,7 +1028,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_descriptor_state_is_24_bytes() {
-        assert_eq!(std::mem::size_of::<FdState>(), 24);
+    fn a_descriptor_state_is_20_bytes() {
+        assert_eq!(std::mem::size_of::<FdState>(), 20);
     }
 }
