@@ -846,7 +846,12 @@ impl Loop {
     /// structures back in order; so this is where a failure
     /// ([`Loop::fail`]) leaves the loop: before the failed callback's
     /// ticks, or right after the tick that failed, the rest staying queued.
+    #[inline]
     pub(crate) fn drain_ticks(&mut self) {
+        // The common case, after nearly every callback: nothing queued.
+        if self.failure.is_none() && !self.has_ticks() {
+            return;
+        }
         if self.drain_ticks_until_failed() {
             Self::unwind_failed();
         }

@@ -262,10 +262,16 @@ impl Loop {
     }
 
     /// Runs the hooks of `phase` that were active when the phase began.
+    #[inline]
     pub(crate) fn run_hooks(&mut self, phase: Phase) {
         if self.hooks.order[phase as usize].is_empty() {
             return;
         }
+        self.run_hooks_of(phase);
+    }
+
+    #[inline(never)]
+    fn run_hooks_of(&mut self, phase: Phase) {
         let mut running = std::mem::take(&mut self.hooks.running);
         running.extend_from_slice(&self.hooks.order[phase as usize]);
         for &id in &running {

@@ -594,7 +594,7 @@ fn case_35_close_callbacks_of_one_phase_run_in_reverse_order(lp: &mut Loop) {
     ]);
 }
 
-on_every_backend!(
+on_every_backend_serial!(
     case_01_ticks_then_microtasks_after_the_main_program,
     case_02_whole_tick_queue_then_whole_microtask_queue_repeatedly,
     case_04_recursive_ticks_and_promise_chains_finish_before_the_loop,

@@ -209,7 +209,7 @@ fn case_37_timers_phase_runs_again_after_a_tick_starts_a_timer(lp: &mut Loop) {
     );
 }
 
-on_every_backend!(
+on_every_backend_serial!(
     case_37_timers_phase_runs_again_after_a_tick_starts_a_timer,
     case_30_clear_immediate_same_phase,
     case_31_ticks_drain_between_immediates,

@@ -61,7 +61,7 @@ fn late_timers_run_in_deadline_order_not_per_duration_list(lp: &mut Loop) {
     trace.assert(&["A", "B", "C"]);
 }
 
-on_every_backend!(
+on_every_backend_serial!(
     late_timers_run_in_deadline_order_not_per_duration_list,
     refreshing_a_timeout_that_fired_earlier_does_nothing,
     has_ref_of_a_timer_that_is_gone_is_false,

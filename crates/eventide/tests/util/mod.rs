@@ -75,6 +75,57 @@ pub fn run_within(lp: &mut Loop, limit: Duration) {
     lp.run().expect("the loop runs");
 }
 
+/// One at a time: held by the scenarios whose orderings depend on time
+/// (`spin`s against millisecond timers), so the three backends' copies of
+/// a scenario do not preempt one another on a 2-core machine and turn a
+/// 5 ms spin into 30. (A panicking holder leaves it usable.)
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// As [`on_every_backend!`], each scenario run under [`serial`], the loop
+/// made once the lock is held: for scenarios that spin against timers.
+#[macro_export]
+macro_rules! on_every_backend_serial {
+    ($($name:ident),* $(,)?) => {
+        mod uring {
+            $(
+                #[test]
+                fn $name() {
+                    let _serial = $crate::util::serial();
+                    if let Some(mut lp) = $crate::util::new_loop(eventide::BackendKind::Uring) {
+                        super::$name(&mut lp);
+                    }
+                }
+            )*
+        }
+        mod poll {
+            $(
+                #[test]
+                fn $name() {
+                    let _serial = $crate::util::serial();
+                    if let Some(mut lp) = $crate::util::new_loop(eventide::BackendKind::Poll) {
+                        super::$name(&mut lp);
+                    }
+                }
+            )*
+        }
+        mod epoll {
+            $(
+                #[test]
+                fn $name() {
+                    let _serial = $crate::util::serial();
+                    if let Some(mut lp) = $crate::util::new_loop(eventide::BackendKind::Epoll) {
+                        super::$name(&mut lp);
+                    }
+                }
+            )*
+        }
+    };
+}
+
 /// Instantiates each named scenario `fn name(lp: &mut Loop)` once per
 /// backend, as `uring::name`, `epoll::name` and `poll::name`.
 #[macro_export]
