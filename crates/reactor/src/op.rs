@@ -1060,6 +1060,7 @@ impl fmt::Debug for Completion {
 }
 
 impl Completion {
+    #[inline]
     pub(crate) fn new(token: Token, result: io::Result<usize>) -> Completion {
         Completion {
             token,
@@ -1074,11 +1075,13 @@ impl Completion {
         }
     }
 
+    #[inline]
     pub(crate) fn with_buf(mut self, buf: Option<Vec<u8>>) -> Completion {
         self.buf = buf;
         self
     }
 
+    #[inline]
     pub(crate) fn with_owner(mut self, owner: Option<SendOwner>) -> Completion {
         self.owner = owner;
         self
