@@ -123,12 +123,17 @@ tree_ticks() { # utime+stime (clock ticks) of every process of the tree, all thr
 # one NAME CPUS COMMAND ROUND CASE CONNS SIZE
 one() {
   local name="$1" cpus="$2" cmd="$3" round="$4" case="$5" conns="$6" size="$7"
-  local port want i n t0 t1 line rc
+  local port want want_line log i n t0 t1 line rc
   port="$(pick_port)" || { echo "FAIL: no free port" >&2; failed=1; return; }
   want=1
-  case "$cmd" in *"--loops 2"*) want=2 ;; esac
+  want_line=""
+  case "$cmd" in
+    *"--loops 2"*) want=2 ;;
+    *w14_echo_cluster*) want_line="workers listening" ;;
+  esac
+  log="$(mktemp "${TMPDIR:-/tmp}/scaling-server.XXXXXX")"
   # shellcheck disable=SC2086 # the command is words
-  timeout -s KILL 120 taskset -c "$cpus" $cmd "$port" 100 &
+  timeout -s KILL 120 taskset -c "$cpus" $cmd "$port" 100 2>"$log" &
   WPID=$!
   SPID=""
   for i in $(seq 1 200); do
@@ -137,17 +142,17 @@ one() {
     sleep 0.02
   done
   n=0
-  for i in $(seq 1 250); do
+  for i in $(seq 1 500); do
     n="$(listeners "$port")"
-    [ "$n" -ge "$want" ] && break
+    # Node cluster: the primary listens for the first worker; wait for all
+    [ "$n" -ge "$want" ] && { [ "$want_line" = "" ] || grep -q "$want_line" "$log"; } && break
     [ -n "$SPID" ] && ! kill -0 "$SPID" 2>/dev/null && break
     sleep 0.02
   done
-  if [ -z "$SPID" ] || [ "$n" -lt "$want" ]; then
+  if [ -z "$SPID" ] || [ "$n" -lt "$want" ] || { [ -n "$want_line" ] && ! grep -q "$want_line" "$log"; }; then
     echo "FAIL: $name is not listening on 127.0.0.1:$port ($n of $want listeners)" >&2
     failed=1
   else
-    sleep 0.3 # Node cluster: let the workers settle
     t0="$(tree_ticks "$SPID")"
     line="$(timeout -s KILL 60 taskset -c 1 "$loadgen" echo --port "$port" --conns "$conns" --size "$size" \
       --secs "$secs" --system "$name" --case "$case" --server-pid "$SPID" --workload W14)"
@@ -172,6 +177,8 @@ one() {
   done
   kill -0 "$SPID" 2>/dev/null && kill -KILL "$SPID" 2>/dev/null
   wait "$WPID" 2>/dev/null
+  cat "$log" >&2
+  rm -f "$log"
   WPID=""
   SPID=""
 }

@@ -62,7 +62,9 @@ fn main() -> Result<(), BoxError> {
 }
 
 /// The server on `addr` with `loops` loops, until a signal stops it;
-/// returns the number of connections served, in all.
+/// returns the number of connections served, in all. A loop that cannot
+/// be built or cannot listen is an error returned at once (the loops
+/// already listening are left to the process's exit, which `main` is).
 pub(crate) fn run(addr: &str, loops: usize) -> Result<u64, BoxError> {
     let addr: SocketAddr = addr.parse()?;
     // Loop 0, on this thread, listens first: with port 0 the kernel picks
