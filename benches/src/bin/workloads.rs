@@ -8,7 +8,8 @@
 //!
 //! W1, W2, W2b, W3, W4, W6, W7, W8 and W9 run whole here; for W5 and W10,
 //! which need the anchors' load generator, `echo-server` is the server
-//! their harness drives.
+//! their harness drives, and `echo-server --loops 2` W14's
+//! (`benches/run-scaling.sh`).
 
 #[path = "workloads/common.rs"]
 mod common;
@@ -39,7 +40,7 @@ use crate::common::Run;
 
 const USAGE: &str = "\
 usage: workloads <WORKLOAD> [--backend uring|epoll|poll|auto]
-       workloads echo-server [--backend uring|epoll|poll|auto] PORT LIFETIME_S
+       workloads echo-server [--backend uring|epoll|poll|auto] [--loops N] PORT LIFETIME_S
 
 workloads (shared/bench/WORKLOADS.md):
   W1   timers-fire         1M one-shot timers, run until all fired (CPU s)
@@ -65,7 +66,9 @@ workloads (shared/bench/WORKLOADS.md):
   echo-server PORT LIFETIME_S
                            the W5/W10 echo server on 127.0.0.1:PORT, for the
                            anchors' harness (anchors/io/run, system 'custom');
-                           exits by itself after LIFETIME_S seconds
+                           exits by itself after LIFETIME_S seconds; with
+                           --loops N (W14), N loops on N threads, each with
+                           its own listener on the port (SO_REUSEPORT)
 
 --backend: the reactor backend (default auto: io_uring if allowed, else
 epoll, else poll).
@@ -103,8 +106,23 @@ fn usage_error(message: &str) -> ExitCode {
 fn main() -> ExitCode {
     let mut positional: Vec<String> = Vec::new();
     let mut backend = BackendChoice::Auto;
+    let mut loops: Option<usize> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
+        if arg == "--loops" || arg.starts_with("--loops=") {
+            let value = match arg.strip_prefix("--loops=") {
+                Some(value) => value.to_owned(),
+                None => match args.next() {
+                    Some(value) => value,
+                    None => return usage_error("--loops needs a count"),
+                },
+            };
+            match value.parse::<usize>() {
+                Ok(n) if n >= 1 => loops = Some(n),
+                _ => return usage_error(&format!("bad --loops '{value}' (a count >= 1)")),
+            }
+            continue;
+        }
         let value = match arg.as_str() {
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -150,8 +168,11 @@ fn main() -> ExitCode {
             _ => return usage_error(&format!("bad LIFETIME_S '{lifetime}'")),
         };
         let mut run = Run::new("echo-server".to_owned(), backend);
-        net::echo_server(&mut run, port, lifetime);
+        net::echo_server(&mut run, port, lifetime, loops.unwrap_or(1));
         return ExitCode::SUCCESS;
+    }
+    if loops.is_some() {
+        return usage_error("--loops is for echo-server only");
     }
     if workload.eq_ignore_ascii_case("W8-raw") {
         return w8_raw(&positional, backend);

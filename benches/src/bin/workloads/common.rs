@@ -16,6 +16,8 @@ pub(crate) struct Run {
     /// False for a run that does not go through eventide (its RESULT line
     /// then names no backend or eventide version).
     through_eventide: bool,
+    /// The backend asked for (another loop of the same run is built alike).
+    backend: BackendChoice,
     /// The loop under test, built with the chosen backend and 4 pool threads.
     pub(crate) lp: Loop,
 }
@@ -41,8 +43,14 @@ impl Run {
             workload,
             system,
             through_eventide: true,
+            backend,
             lp,
         }
+    }
+
+    /// The backend this run was asked for.
+    pub(crate) fn backend_choice(&self) -> BackendChoice {
+        self.backend
     }
 
     /// Names the system measured when it is not eventide (a raw baseline

@@ -4,6 +4,7 @@
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use eventide::net::{ListenOptions, TcpListener, TcpStream};
@@ -280,35 +281,84 @@ fn raise_nofile() {
     }
 }
 
-/// `echo-server PORT LIFETIME_S`: the W5/W10 server. One loop on this
-/// thread, listening on 127.0.0.1:PORT (backlog 511); every accepted
-/// connection gets TCP_NODELAY and echoes every byte back through
-/// `Stream::pipe` (reading pauses while the client's echoes wait above the
-/// high-water mark); at the client's end the queued echoes still go out,
-/// then the FIN; an error closes it. After LIFETIME_S seconds a timer
-/// closes the listener and stops the loop, and the process exits 0 (the
-/// remaining connections close with it). Prints nothing on stdout.
-pub(crate) fn echo_server(run: &mut Run, port: u16, lifetime: Duration) {
+/// `echo-server [--loops N] PORT LIFETIME_S`: the W5/W10 server, and
+/// W14's. One loop on this thread, listening on 127.0.0.1:PORT (backlog
+/// 511); every accepted connection gets TCP_NODELAY and echoes every byte
+/// back through `Stream::pipe` (reading pauses while the client's echoes
+/// wait above the high-water mark); at the client's end the queued echoes
+/// still go out, then the FIN; an error closes it. After LIFETIME_S seconds
+/// a timer closes the listener and stops the loop, and the process exits 0
+/// (the remaining connections close with it). Prints nothing on stdout.
+///
+/// With `loops` > 1 (W14), `loops - 1` more threads each build a loop of
+/// their own (same backend, own pool) and every loop listens on the same
+/// port with `SO_REUSEPORT`, so that the kernel spreads the connections
+/// over the loops; nothing is shared between them. The loops are all built
+/// before any of them listens, so that the group of listeners is complete
+/// (within microseconds) before the first client can see the port open.
+pub(crate) fn echo_server(run: &mut Run, port: u16, lifetime: Duration, loops: usize) {
     raise_nofile();
+    if loops <= 1 {
+        serve_echo(run, port, lifetime, false, None);
+        return;
+    }
+    let backend = run.backend_choice();
+    let ready = Arc::new(Barrier::new(loops));
+    let others: Vec<_> = (1..loops)
+        .map(|i| {
+            let ready = Arc::clone(&ready);
+            std::thread::Builder::new()
+                .name(format!("echo-loop-{i}"))
+                .spawn(move || {
+                    // h-config: one pool shared by every loop (LoopBuilder) would be given here.
+                    let mut run = Run::new("echo-server".to_owned(), backend);
+                    serve_echo(&mut run, port, lifetime, true, Some(&ready));
+                })
+        })
+        .collect();
+    let others: Vec<_> = match others.into_iter().collect() {
+        Ok(others) => others,
+        Err(error) => run.fail(format!("cannot start a loop thread: {error}")),
+    };
+    serve_echo(run, port, lifetime, true, Some(&ready));
+    for thread in others {
+        if thread.join().is_err() {
+            run.fail("a loop thread panicked");
+        }
+    }
+}
+
+/// One loop of the echo server: listens (with `SO_REUSEPORT` if
+/// `reuse_port`, once every loop is built when `ready` is given) and runs
+/// until its lifetime is over.
+fn serve_echo(
+    run: &mut Run,
+    port: u16,
+    lifetime: Duration,
+    reuse_port: bool,
+    ready: Option<&Barrier>,
+) {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let listener = match run
-        .lp
-        .tcp_listen(addr, ListenOptions::default(), |lp, accepted| {
-            let stream = match accepted {
-                Ok(stream) => stream,
-                Err(error) => {
-                    eprintln!("workloads echo-server: {error}");
-                    return;
-                }
-            };
-            // A failure here leaves Nagle on: slower, still correct.
-            let _ = stream.set_nodelay(lp, true);
-            // Every byte back, with backpressure (reading pauses while the
-            // client has not taken its echoes); at the client's end, the
-            // queued echoes go out, then the FIN, then the stream closes.
-            // An error destroys it.
-            stream.pipe(lp, stream);
-        }) {
+    if let Some(ready) = ready {
+        ready.wait();
+    }
+    let options = ListenOptions::default().reuse_port(reuse_port);
+    let listener = match run.lp.tcp_listen(addr, options, |lp, accepted| {
+        let stream = match accepted {
+            Ok(stream) => stream,
+            Err(error) => {
+                eprintln!("workloads echo-server: {error}");
+                return;
+            }
+        };
+        // A failure here leaves Nagle on: slower, still correct.
+        let _ = stream.set_nodelay(lp, true);
+        // Every byte back, with backpressure (reading pauses while the
+        // client has not taken its echoes); at the client's end, the
+        // queued echoes go out, then the FIN, then the stream closes.
+        // An error destroys it.
+        stream.pipe(lp, stream);
+    }) {
         Ok(listener) => listener,
         Err(error) => run.fail(error),
     };
@@ -318,9 +368,10 @@ pub(crate) fn echo_server(run: &mut Run, port: u16, lifetime: Duration) {
         lp.stop();
     });
     eprintln!(
-        "workloads echo-server: listening on {addr} (backend {}, eventide {})",
+        "workloads echo-server: listening on {addr} (backend {}, eventide {}{})",
         run.lp.backend(),
-        env!("CARGO_PKG_VERSION")
+        env!("CARGO_PKG_VERSION"),
+        if reuse_port { ", SO_REUSEPORT" } else { "" }
     );
     if let Err(error) = run.lp.run() {
         run.fail(format!("the loop failed: {error}"));
