@@ -141,6 +141,7 @@ impl<T, F: FnMut(&mut Loop, T)> Receive for Receiver<T, F> {
         std::mem::swap(&mut *self.chan.lock(), &mut self.spare);
         let mut values = self.spare.drain(..);
         while let Some(value) = values.next() {
+            lp.metrics.callbacks.channels += 1;
             let handler = &mut self.handler;
             let outcome = lp
                 .catching(|lp: &mut Loop| handler(lp, value))

@@ -249,6 +249,7 @@ impl Loop {
             match self.shared.queue.steal() {
                 Steal::Success(posted) => {
                     left -= 1;
+                    self.metrics.callbacks.posted += 1;
                     let outcome = self
                         .catching(posted)
                         .and_then(|()| self.drain_ticks_catching());
