@@ -75,13 +75,48 @@ fn idle_time_grows_while_waiting_not_while_busy(lp: &mut Loop) {
     let waited = lp.metrics().idle_time;
     assert!(waited >= ms(50), "idle {waited:?} while waiting 100 ms");
 
-    // A busy callback: the poll phase never blocks (an immediate is
-    // queued), so not one nanosecond is idle.
+    // Busy callbacks: a chain of immediates, 20 of 5 ms, while a listener
+    // keeps an accept in flight. The poll phase calls the reactor every
+    // turn (a delay sample each) but never blocks: not one nanosecond is
+    // idle.
     let before = lp.utilization();
-    lp.set_immediate(|_| spin(100));
+    let samples = lp.delay_histogram().count();
+    let listener = lp
+        .tcp_listen(
+            "127.0.0.1:0".parse().unwrap(),
+            ListenOptions::default(),
+            |_, _| {},
+        )
+        .expect("listening");
+    // The idle time when the last callback of the chain runs, with the
+    // listener still open (its close waits for the kernel, legitimately
+    // idle).
+    let idle_at_end = Rc::new(Cell::new(None));
+    fn busy(
+        lp: &mut Loop,
+        left: u32,
+        listener: eventide::net::TcpListener,
+        end: Rc<Cell<Option<(Duration, Utilization)>>>,
+    ) {
+        lp.set_immediate(move |lp| {
+            spin(5);
+            if left > 1 {
+                busy(lp, left - 1, listener, end);
+            } else {
+                end.set(Some((lp.metrics().idle_time, lp.utilization())));
+                listener.close(lp);
+            }
+        });
+    }
+    busy(lp, 20, listener, Rc::clone(&idle_at_end));
     run_within(lp, Duration::from_secs(20));
-    assert_eq!(lp.metrics().idle_time, waited);
-    let busy = lp.utilization_since(before);
+    let (idle, at_end) = idle_at_end.get().expect("the chain ran");
+    assert_eq!(idle, waited);
+    assert!(
+        lp.delay_histogram().count() >= samples + 19,
+        "the reactor was called each turn"
+    );
+    let busy = Utilization::between(at_end, before);
     assert_eq!(busy.idle, 0.0);
     assert!(busy.active >= 100.0, "{busy:?}");
     assert_eq!(busy.utilization, 1.0);
@@ -124,9 +159,18 @@ fn delay_histogram_from_known_busy_turns(lp: &mut Loop) {
         });
     }
     chain(lp, 5);
+    let started = Instant::now();
     run_within(lp, Duration::from_secs(20));
+    let elapsed = started.elapsed();
+    let idle = lp.metrics().idle_time;
     let h = lp.delay_histogram();
     assert_eq!(h.count(), 5, "{h:?}");
+    // The samples lie between the waits: with the idle time they never
+    // add up to more than the run took.
+    assert!(
+        h.mean() * 5 + idle <= elapsed,
+        "{h:?} + {idle:?} > {elapsed:?}"
+    );
     assert!(h.min() <= h.percentile(50.0));
     assert!(h.percentile(50.0) >= ms(20), "{h:?}");
     assert!(h.max() >= ms(20), "{h:?}");
