@@ -41,11 +41,11 @@ fn main() -> Result<()> {
     // maximum.
     lp.set_timeout(Duration::from_millis(30), |_| spin(40));
 
-    // Pool work: 32 jobs of 2 ms each, on 4 threads (they queue).
+    // Pool work: 32 jobs of 10 ms each, on 4 threads (they queue).
     for i in 0..32u64 {
         lp.queue_work(
             move || {
-                std::thread::sleep(Duration::from_millis(2));
+                std::thread::sleep(Duration::from_millis(10));
                 i * i
             },
             |_, result| {
