@@ -145,13 +145,14 @@ fn utilization_differences_are_nodes(lp: &mut Loop) {
     assert!(since.active >= 0.0);
 }
 
-/// Five timers in a chain, each 10 ms after the last one's callback, each
+/// Five timers in a chain, each 50 ms after the last one's callback (so
+/// the loop waits for each: it reaches the poll phase long before), each
 /// busy for 20 ms. Samples: the run's start to the first wait, then the
 /// stretch after each of the first four callbacks (the fifth is followed
 /// by no wait: the loop ends).
 fn delay_histogram_from_known_busy_turns(lp: &mut Loop) {
     fn chain(lp: &mut Loop, left: u32) {
-        lp.set_timeout(ms(10), move |lp| {
+        lp.set_timeout(ms(50), move |lp| {
             spin(20);
             if left > 1 {
                 chain(lp, left - 1);
