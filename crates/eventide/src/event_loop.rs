@@ -171,6 +171,8 @@ pub struct Loop {
     states: HashMap<TypeId, Box<dyn Any>>,
     stop_requested: bool,
     running: bool,
+    /// The counters and clocks of [`Loop::metrics`].
+    pub(crate) metrics: crate::metrics::State,
 }
 
 impl fmt::Debug for Loop {
@@ -240,6 +242,7 @@ impl Loop {
             states: HashMap::new(),
             stop_requested: false,
             running: false,
+            metrics: Default::default(),
         })
     }
 
@@ -578,6 +581,19 @@ impl Loop {
     /// check, close. (Like libuv's `uv_run`, the default mode runs the
     /// timers once before the first turn, and each turn ends with them.)
     fn turns(&mut self, mode: RunMode) -> Result<bool> {
+        self.metrics.run_started();
+        if self.metrics.phase_timing() {
+            self.turns_marked::<crate::metrics::Timed>(mode)
+        } else {
+            self.turns_marked::<crate::metrics::Untimed>(mode)
+        }
+    }
+
+    /// [`Loop::turns`], with `M` at the phase boundaries (see the metrics
+    /// module: nothing, or a clock read).
+    fn turns_marked<M: crate::metrics::PhaseMarks>(&mut self, mode: RunMode) -> Result<bool> {
+        use crate::metrics::PhaseKind;
+        M::begin(self);
         // Work the main program queued outside any callback starts now.
         self.work.end_burst();
         // What the main program queued with next_tick runs before the loop.
@@ -592,12 +608,16 @@ impl Loop {
             self.run_timers();
             self.check_failed()?;
         }
+        M::mark(self, PhaseKind::Timers);
         while alive && !self.stop_requested {
+            self.metrics.turns += 1;
             let can_sleep = self.pending.is_empty() && !self.hooks.has_idle();
             self.run_pending();
+            M::mark(self, PhaseKind::Pending);
             self.run_hooks(crate::hooks::Phase::Idle);
             self.run_hooks(crate::hooks::Phase::Prepare);
             self.check_failed()?;
+            M::mark(self, PhaseKind::IdlePrepare);
             let block = mode == RunMode::Default || (mode == RunMode::Once && can_sleep);
             let timeout = if block {
                 self.poll_timeout()
@@ -605,13 +625,18 @@ impl Loop {
                 Some(Duration::ZERO)
             };
             self.poll(timeout)?;
+            M::mark(self, PhaseKind::Poll);
             self.run_pending();
+            M::mark(self, PhaseKind::Pending);
             self.run_check();
+            M::mark(self, PhaseKind::Check);
             self.run_closing();
             self.check_failed()?;
+            M::mark(self, PhaseKind::Close);
             self.update_time_lazily();
             self.run_timers();
             self.check_failed()?;
+            M::mark(self, PhaseKind::Timers);
             alive = self.alive();
             if mode != RunMode::Default {
                 break;
@@ -624,6 +649,9 @@ impl Loop {
     /// How long the poll phase may block: not at all when something is
     /// ready to run; until the next timer otherwise; forever when only
     /// I/O or other threads can wake the loop.
+    // Inlined into both compilations of the turn loop (metrics: with and
+    // without phase timing), as into the one loop there was before.
+    #[inline(always)]
     fn poll_timeout(&mut self) -> Option<Duration> {
         let busy = self.stop_requested
             || self.failure.is_some()
@@ -644,6 +672,9 @@ impl Loop {
 
     /// The poll phase: wait for I/O (or a wake-up), then run what arrived:
     /// finished pool work, closures posted from other threads.
+    // Inlined into both compilations of the turn loop (metrics: with and
+    // without phase timing), as into the one loop there was before.
+    #[inline(always)]
     fn poll(&mut self, timeout: Option<Duration>) -> Result<()> {
         // Callbacks end their bursts; this is for work queued elsewhere.
         self.work.end_burst();
@@ -662,7 +693,13 @@ impl Loop {
                     timeout = Some(Duration::ZERO);
                 }
             }
+            let start = std::time::Instant::now();
             let waited = self.reactor.wait(timeout);
+            self.metrics.waited(
+                start,
+                std::time::Instant::now(),
+                timeout != Some(Duration::ZERO),
+            );
             if blocking {
                 self.shared.wake_up();
             }
@@ -686,12 +723,16 @@ impl Loop {
             let Some(task) = self.pending.pop_front() else {
                 break;
             };
+            self.metrics.callbacks.pending += 1;
             self.invoke(task);
         }
     }
 
     /// The check phase: check hooks, then the immediates queued before the
     /// phase began (one queued meanwhile waits for the next turn).
+    // Inlined into both compilations of the turn loop (metrics: with and
+    // without phase timing), as into the one loop there was before.
+    #[inline(always)]
     fn run_check(&mut self) {
         self.run_hooks(crate::hooks::Phase::Check);
         for _ in 0..self.immediate_order.len() {
@@ -702,6 +743,7 @@ impl Loop {
                 if !self.unref_immediates.is_empty() {
                     self.unref_immediates.remove(&id);
                 }
+                self.metrics.callbacks.immediates += 1;
                 self.invoke(task);
             }
         }
@@ -728,6 +770,7 @@ impl Loop {
             let Some(task) = self.closing.get_mut(i).and_then(Option::take) else {
                 continue;
             };
+            self.metrics.callbacks.closes += 1;
             let outcome = self
                 .catching(task)
                 .and_then(|()| self.drain_ticks_catching());
@@ -865,6 +908,7 @@ impl Loop {
         }
         while self.has_ticks() {
             while let Some(tick) = self.ticks.pop_front() {
+                self.metrics.callbacks.next_ticks += 1;
                 self.guarded(tick);
                 if self.failure.is_some() {
                     return true;
@@ -876,6 +920,7 @@ impl Loop {
                 let Some(microtask) = self.microtasks.pop_front() else {
                     break;
                 };
+                self.metrics.callbacks.microtasks += 1;
                 match microtask {
                     crate::task::Micro::Call(call) => self.guarded(call),
                     crate::task::Micro::Poll(task) => {

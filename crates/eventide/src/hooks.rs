@@ -281,6 +281,7 @@ impl Loop {
             let Some(mut callback) = hook.callback.take() else {
                 continue;
             };
+            self.metrics.callbacks.hooks += 1;
             let returned = self.catching(move |lp: &mut Loop| {
                 callback(lp, id);
                 callback

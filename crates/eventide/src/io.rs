@@ -249,6 +249,7 @@ impl Loop {
     /// Hands every ready completion to its handler.
     pub(crate) fn run_io_completions(&mut self) {
         while let Some(completion) = self.reactor.next_completion() {
+            self.metrics.callbacks.io += 1;
             let (tag, id) = decode(completion.token);
             match tag {
                 RECEIVED => {

@@ -145,6 +145,7 @@ pub mod fs;
 mod handle;
 mod hooks;
 mod io;
+pub mod metrics;
 pub mod net;
 pub mod process;
 pub mod signal;

@@ -185,6 +185,11 @@ impl<T> Keyed<T> {
         }
         self.slab.remove(key.slot)
     }
+
+    /// Every value, in slot order.
+    pub(crate) fn values(&self) -> impl Iterator<Item = &T> + '_ {
+        self.slab.iter().map(|(_, value)| value)
+    }
 }
 
 #[cfg(test)]

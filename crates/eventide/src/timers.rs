@@ -347,6 +347,7 @@ impl Loop {
     /// them may have cleared it. Then there is nothing to run.
     fn fire(&mut self, id: TimerId) -> Option<u64> {
         let timer = self.wheel.get_mut(id.key)?;
+        self.metrics.callbacks.timers += 1;
         if timer.referenced() {
             self.ref_timers -= 1;
         }

@@ -22,8 +22,8 @@
 use std::cell::UnsafeCell;
 use std::collections::VecDeque;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use eventide_pool::{Completions, Job, JobError, Pool, PoolBuilder, Submitter};
 use std::sync::Arc;
@@ -57,6 +57,15 @@ enum WorkCell<F, R> {
 struct Header {
     vtable: &'static ItemVtable,
     state: AtomicU8,
+    /// Queued in the slow lane (for the metrics).
+    slow: bool,
+    /// When the job was queued, if its queue wait is measured (one job in
+    /// `metrics::QUEUE_WAIT_SAMPLING`); set before the pool sees the item.
+    queued_at: Option<Instant>,
+    /// The measured wait in ns, written by the worker that claimed the
+    /// job (before the completion that hands the item back); `u64::MAX`
+    /// while not measured.
+    waited_ns: AtomicU64,
 }
 
 /// A callback ready to run on the loop.
@@ -120,6 +129,13 @@ where
             .is_err()
         {
             return;
+        }
+        // SAFETY: as `state` above; `queued_at` is not written after the
+        // item was given to the pool, and `waited_ns` is an atomic.
+        let header = unsafe { &(*item).header };
+        if let Some(queued_at) = header.queued_at {
+            let waited = u64::try_from(queued_at.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
+            header.waited_ns.store(waited, Ordering::Relaxed);
         }
         // SAFETY: winning the claim makes this worker the only one to touch
         // the cell until it hands the item back (the loop reads it only
@@ -363,6 +379,18 @@ impl Work {
         self.live
     }
 
+    /// This loop's jobs not started by a worker yet: (normal, slow).
+    pub(crate) fn queued(&self) -> (usize, usize) {
+        let mut queued = [0; 2];
+        for (_, item) in self.requests.iter() {
+            let header = item.header();
+            if header.state.load(Ordering::Acquire) == QUEUED {
+                queued[usize::from(header.slow)] += 1;
+            }
+        }
+        (queued[0], queued[1])
+    }
+
     /// Whether the next poll phase has callbacks to run: the pool has
     /// announced completions that no drain has taken (it notifies only when
     /// this goes from false to true, so the loop must drain whenever it is
@@ -410,10 +438,15 @@ impl Loop {
         W: FnOnce() -> R + Send + 'static,
         A: FnOnce(&mut Loop, Result<R>) + 'static,
     {
+        let slow = class == WorkClass::SlowIo;
+        let sampled = self.metrics.lanes[usize::from(slow)].sample_next();
         let item = Box::new(Item {
             header: Header {
                 vtable: &Item::<W, R, A>::VTABLE,
                 state: AtomicU8::new(QUEUED),
+                slow,
+                queued_at: sampled.then(Instant::now),
+                waited_ns: AtomicU64::new(u64::MAX),
             },
             cell: UnsafeCell::new(WorkCell::<W, R>::Job(work)),
             after: Some(after),
@@ -481,6 +514,9 @@ impl Loop {
 
     /// Runs the callbacks of the work the pool has finished, then those of
     /// cancelled work.
+    // Inlined into both compilations of the turn loop (metrics: with and
+    // without phase timing), as into the one loop there was before.
+    #[inline(always)]
     pub(crate) fn run_work_completions(&mut self) {
         if !self.work.completions_due() {
             return;
@@ -504,6 +540,15 @@ impl Loop {
                 continue;
             }
             self.work.live -= 1;
+            self.metrics.callbacks.pool += 1;
+            let measured = item.header();
+            if measured.queued_at.is_some() {
+                let waited = measured.waited_ns.load(Ordering::Relaxed);
+                if waited != u64::MAX {
+                    let lane = &mut self.metrics.lanes[usize::from(measured.slow)];
+                    lane.record(Duration::from_nanos(waited));
+                }
+            }
             let header = item.into_raw();
             // SAFETY: the pool has handed the item back (or reported that it
             // failed without it), so the loop owns it alone; `complete`
@@ -515,6 +560,7 @@ impl Loop {
                 item.header().state.store(CANCEL_DONE, Ordering::Release);
             }
             self.work.live -= 1;
+            self.metrics.callbacks.pool += 1;
             self.invoke(after);
         }
     }

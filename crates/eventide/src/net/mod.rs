@@ -182,6 +182,11 @@ pub(crate) struct Sockets {
 }
 
 impl Sockets {
+    /// Bytes queued in every stream's write queue (for the metrics).
+    pub(crate) fn write_queue_bytes(&self) -> usize {
+        self.streams.values().map(stream::StreamState::queued).sum()
+    }
+
     /// The sockets of the loop `owner`.
     pub(crate) fn new(owner: u32) -> Sockets {
         Sockets {

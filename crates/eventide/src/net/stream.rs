@@ -435,7 +435,7 @@ impl StreamState {
         !self.has(READING) && self.has(END_REQUESTED) && self.has(FIN_SENT)
     }
 
-    fn queued(&self) -> usize {
+    pub(crate) fn queued(&self) -> usize {
         self.more.as_ref().map_or(0, |m| m.queued)
     }
 
