@@ -3,6 +3,7 @@
 //! loop's descriptors, and `exec_file`'s timeout and max buffer (the
 //! 1,000-spawn leak check is in `process_leaks.rs`, alone in its binary).
 
+mod process_support;
 mod util;
 
 use std::cell::{Cell, RefCell};
@@ -387,4 +388,14 @@ fn pipe2(fds: &mut [libc::c_int; 2], flags: libc::c_int) -> libc::c_int {
         }
         0
     }
+}
+
+/// This binary again, with exits watched the `SIGCHLD` way (the
+/// fallback where there is no `pidfd_open`; `EVENTIDE_NO_PIDFD=1`).
+#[test]
+fn whole_binary_again_without_pidfd() {
+    if process_support::forced_sigchld() {
+        return;
+    }
+    process_support::rerun_without_pidfd("whole_binary_again_without_pidfd", 33);
 }
