@@ -350,7 +350,58 @@ fn unref_child_lets_the_loop_end(lp: &mut Loop) {
     );
 }
 
+/// A child starts with every signal at its default disposition and none
+/// blocked, as Node's (libuv resets them all): not with the `SIGPIPE` and
+/// `SIGXFSZ` the loop ignores, nor a handler's signal blocked.
+fn child_starts_with_default_dispositions(lp: &mut Loop) {
+    let listener = lp
+        .on_signal(eventide::signal::Signal::USR2, |_, _| {})
+        .unwrap();
+    let (o, _, _) = run_child(
+        lp,
+        piped("grep").args(["-E", "^Sig(Ign|Blk):", "/proc/self/status"]),
+    );
+    listener.remove(lp);
+    assert_eq!(
+        String::from_utf8(o).unwrap(),
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
+    );
+}
+
+/// The program is looked up in the child's `PATH`, as Node's
+/// (recorded: `spawn('sh', [], {env: {PATH: '/nonexistent'}})` is
+/// `spawn sh ENOENT`; a file found but not executable is `EACCES`; a
+/// later directory that has it wins).
+fn path_lookup_uses_the_childs_path(lp: &mut Loop) {
+    let dir = std::env::temp_dir().join(format!(
+        "eventide-path-{}-{}",
+        std::process::id(),
+        lp.backend()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let noexec = dir.join("eventide-noexec");
+    std::fs::write(&noexec, "#!/bin/sh\necho hi\n").unwrap();
+    let path = |p: &str| SpawnOptions::new("sh").env_clear().env("PATH", p);
+    let e = lp
+        .spawn(path("/nonexistent"), |_, _| panic!("no child"))
+        .unwrap_err();
+    assert_eq!(e.to_string(), "spawn sh ENOENT");
+    let both = format!("/nonexistent:{}", dir.display());
+    let opts = SpawnOptions::new("eventide-noexec").env("PATH", &both);
+    let e = lp.spawn(opts, |_, _| panic!("no child")).unwrap_err();
+    assert_eq!(e.to_string(), "spawn eventide-noexec EACCES");
+    let status = Rc::new(Cell::new(None));
+    let s = Rc::clone(&status);
+    let opts = path(&format!("{both}:/bin:/usr/bin")).args(["-c", "exit 5"]);
+    lp.spawn(opts, move |_, st| s.set(Some(st))).unwrap();
+    run_within(lp, LIMIT);
+    assert_eq!(status.get(), Some(exited(5)));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 on_every_backend!(
+    path_lookup_uses_the_childs_path,
+    child_starts_with_default_dispositions,
     unref_child_lets_the_loop_end,
     output_and_exit_code,
     spawn_errors_are_nodes,
@@ -397,5 +448,5 @@ fn whole_binary_again_without_pidfd() {
     if process_support::forced_sigchld() {
         return;
     }
-    process_support::rerun_without_pidfd("whole_binary_again_without_pidfd", 33);
+    process_support::rerun_without_pidfd("whole_binary_again_without_pidfd", 39);
 }

@@ -23,19 +23,18 @@
 //!
 //! # How a child is made
 //!
-//! With `std::process::Command`, which keeps both guarantees eventide
-//! needs: a failed spawn leaves no child behind (the error, an exec's
-//! included, comes back from the spawn call itself, read from a
-//! close-on-exec pipe, and a child that failed to exec is reaped before
-//! the call returns), and nothing but the descriptors asked for reaches
-//! the child (every descriptor the loop owns is close-on-exec; the stdio
-//! ends are put on 0, 1 and 2). On Linux with glibc it spawns with
-//! `posix_spawn` (a `clone(CLONE_VM | CLONE_VFORK)`: no copy of the
-//! parent's page tables) whenever it can, which is whenever neither
-//! [`SpawnOptions::uid`], [`SpawnOptions::gid`] nor
-//! [`SpawnOptions::detached`] is asked for; those need a `fork`, then
-//! `setsid`/`setgid`/`setuid` in the child (async-signal-safe calls only)
-//! before the `exec`.
+//! On Linux with `clone(CLONE_VM | CLONE_VFORK | CLONE_PIDFD)` and only
+//! async-signal-safe calls in the child before its `exec` (the private
+//! `direct` module): no copy of the parent's page tables, the pidfd from
+//! the same call, everything the child needs made beforehand. A failed
+//! spawn leaves no child behind: the error, an exec's included, comes
+//! back from the spawn call itself (the child writes its errno into the
+//! suspended parent's memory), and a child that failed is reaped before
+//! the call returns. Nothing but the descriptors asked for reaches the
+//! child (every descriptor the loop owns is close-on-exec; the stdio ends
+//! are put on 0, 1 and 2). The child starts, as Node's, with every
+//! signal at its default disposition and none blocked. Elsewhere,
+//! `std::process::Command`, with the same guarantees.
 //!
 //! # How an exit is observed
 //!
@@ -75,6 +74,8 @@
 //! [`Loop::spawn`] (libuv's `uv_spawn` does too; Node turns it into an
 //! `'error'` event and a `'close'` with the negative errno).
 
+#[cfg(target_os = "linux")]
+mod direct;
 mod exec;
 
 pub use exec::{DEFAULT_MAX_BUFFER, ExecOptions, Output};
@@ -86,6 +87,7 @@ use std::io;
 #[cfg(target_os = "linux")]
 use std::os::fd::FromRawFd;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+#[cfg(not(target_os = "linux"))]
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -672,6 +674,164 @@ fn run_ready(lp: &mut Loop) {
     }
 }
 
+/// A child just made: its pid, and its pidfd when exits are watched
+/// through pidfds.
+struct Made {
+    pid: u32,
+    pidfd: Option<OwnedFd>,
+}
+
+/// What the child gets on one of 0, 1, 2.
+enum Theirs {
+    Inherit,
+    Null,
+    Fd(OwnedFd),
+}
+
+/// The stdio ends: the loop's (for pipes) and the child's.
+fn stdio_ends(stdio: [Stdio; 3]) -> io::Result<([Option<OwnedFd>; 3], [Theirs; 3])> {
+    let mut ours: [Option<OwnedFd>; 3] = [None, None, None];
+    let mut theirs = [Theirs::Inherit, Theirs::Inherit, Theirs::Inherit];
+    for (i, stdio) in stdio.into_iter().enumerate() {
+        theirs[i] = match stdio {
+            Stdio::Inherit => Theirs::Inherit,
+            Stdio::Ignore => Theirs::Null,
+            Stdio::Fd(fd) => Theirs::Fd(fd),
+            Stdio::Pipe => {
+                // A socketpair, as libuv's (and so Node's) child stdio:
+                // the loop's end is a stream on the sockets' path, whose
+                // end is a real half-close, and whose buffers hold more
+                // than a pipe's 64 KiB.
+                let (mine, child) = std::os::unix::net::UnixStream::pair()?;
+                // Each end one way: the loop writes the child's stdin
+                // and reads its stdout and stderr.
+                let ours_how = if i == 0 {
+                    std::net::Shutdown::Read
+                } else {
+                    std::net::Shutdown::Write
+                };
+                mine.shutdown(ours_how)?;
+                ours[i] = Some(OwnedFd::from(mine));
+                Theirs::Fd(OwnedFd::from(child))
+            }
+        };
+    }
+    Ok((ours, theirs))
+}
+
+/// `/dev/null`, opened once per process (close-on-exec), for
+/// [`Stdio::Ignore`].
+#[cfg(target_os = "linux")]
+fn dev_null() -> io::Result<RawFd> {
+    use std::sync::OnceLock;
+    static NULL: OnceLock<std::result::Result<OwnedFd, i32>> = OnceLock::new();
+    let opened = NULL.get_or_init(|| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .map(OwnedFd::from)
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
+    });
+    match opened {
+        Ok(fd) => Ok(fd.as_raw_fd()),
+        Err(errno) => Err(io::Error::from_raw_os_error(*errno)),
+    }
+}
+
+/// Makes the child (Linux: [`direct::spawn`], with its pidfd from the
+/// same call when `pidfd_way`); returns it and the loop's stdio ends.
+#[cfg(target_os = "linux")]
+fn make_child(options: SpawnOptions, pidfd_way: bool) -> io::Result<(Made, [Option<OwnedFd>; 3])> {
+    let (ours, theirs) = stdio_ends(options.stdio)?;
+    let null = if theirs.iter().any(|t| matches!(t, Theirs::Null)) {
+        dev_null()?
+    } else {
+        -1
+    };
+    let raw = |t: &Theirs| match t {
+        Theirs::Inherit => -1,
+        Theirs::Null => null,
+        Theirs::Fd(fd) => fd.as_raw_fd(),
+    };
+    let made = direct::spawn(&direct::Request {
+        program: &options.program,
+        args: &options.args,
+        env_clear: options.env_clear,
+        env: &options.env,
+        cwd: options.cwd.as_deref(),
+        stdio: [raw(&theirs[0]), raw(&theirs[1]), raw(&theirs[2])],
+        detached: options.detached,
+        uid: options.uid,
+        gid: options.gid,
+        pidfd: pidfd_way,
+    })?;
+    // The child's ends are closed here: it has its copies.
+    drop(theirs);
+    Ok((made, ours))
+}
+
+/// Makes the child with `std::process::Command` (exits are watched the
+/// `SIGCHLD` way here: no pidfds); returns it and the loop's stdio ends.
+#[cfg(not(target_os = "linux"))]
+fn make_child(options: SpawnOptions, _pidfd_way: bool) -> io::Result<(Made, [Option<OwnedFd>; 3])> {
+    let (ours, theirs) = stdio_ends(options.stdio)?;
+    let mut cmd = std::process::Command::new(&options.program);
+    cmd.args(&options.args);
+    if options.env_clear {
+        cmd.env_clear();
+    }
+    for (k, v) in &options.env {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    if let Some(cwd) = &options.cwd {
+        cmd.current_dir(cwd);
+    }
+    if let Some(uid) = options.uid {
+        cmd.uid(uid);
+    }
+    if let Some(gid) = options.gid {
+        cmd.gid(gid);
+    }
+    if options.detached {
+        // SAFETY: the closure runs in the forked child before exec and
+        // only calls setsid, which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    for (i, t) in theirs.into_iter().enumerate() {
+        let t = match t {
+            Theirs::Inherit => std::process::Stdio::inherit(),
+            Theirs::Null => std::process::Stdio::null(),
+            Theirs::Fd(fd) => std::process::Stdio::from(fd),
+        };
+        match i {
+            0 => cmd.stdin(t),
+            1 => cmd.stdout(t),
+            _ => cmd.stderr(t),
+        };
+    }
+    let child = cmd.spawn()?;
+    // The child's ends are closed here with the command.
+    drop(cmd);
+    Ok((
+        Made {
+            pid: child.id(),
+            pidfd: None,
+        },
+        ours,
+    ))
+}
+
 impl Loop {
     /// Spawns a child process (Node's `child_process.spawn`, libuv's
     /// `uv_spawn`); `on_exit` runs once, on this loop, when it has exited
@@ -699,87 +859,8 @@ impl Loop {
         if !pidfd_way {
             sigchld_listen(self).map_err(error)?;
         }
-        let mut cmd = std::process::Command::new(&options.program);
-        cmd.args(&options.args);
-        if options.env_clear {
-            cmd.env_clear();
-        }
-        for (k, v) in &options.env {
-            match v {
-                Some(v) => cmd.env(k, v),
-                None => cmd.env_remove(k),
-            };
-        }
-        if let Some(cwd) = &options.cwd {
-            cmd.current_dir(cwd);
-        }
-        if let Some(uid) = options.uid {
-            cmd.uid(uid);
-        }
-        if let Some(gid) = options.gid {
-            cmd.gid(gid);
-        }
-        if options.detached {
-            // SAFETY: the closure runs in the forked child before exec and
-            // only calls setsid, which is async-signal-safe.
-            unsafe {
-                cmd.pre_exec(|| {
-                    if libc::setsid() < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
-        let mut ours: [Option<OwnedFd>; 3] = [None, None, None];
-        for (i, stdio) in options.stdio.into_iter().enumerate() {
-            let theirs = match stdio {
-                Stdio::Inherit => std::process::Stdio::inherit(),
-                Stdio::Ignore => std::process::Stdio::null(),
-                Stdio::Fd(fd) => std::process::Stdio::from(fd),
-                Stdio::Pipe => {
-                    // A socketpair, as libuv's (and so Node's) child stdio:
-                    // the loop's end is a stream on the sockets' path, whose
-                    // end is a real half-close, and whose buffers hold more
-                    // than a pipe's 64 KiB.
-                    let (mine, child) = std::os::unix::net::UnixStream::pair().map_err(error)?;
-                    // Each end one way: the loop writes the child's stdin
-                    // and reads its stdout and stderr.
-                    let ours_how = if i == 0 {
-                        std::net::Shutdown::Read
-                    } else {
-                        std::net::Shutdown::Write
-                    };
-                    mine.shutdown(ours_how).map_err(error)?;
-                    ours[i] = Some(OwnedFd::from(mine));
-                    std::process::Stdio::from(OwnedFd::from(child))
-                }
-            };
-            match i {
-                0 => cmd.stdin(theirs),
-                1 => cmd.stdout(theirs),
-                _ => cmd.stderr(theirs),
-            };
-        }
-        let child = cmd.spawn().map_err(error)?;
-        // The child's ends are closed here with the command.
-        drop(cmd);
-        let pid = child.id();
-        let pidfd = if !pidfd_way {
-            None
-        } else {
-            match pidfd_open(pid) {
-                Ok(fd) => Some(fd),
-                Err(e) => {
-                    // Made, but not watchable (out of descriptors): killed and
-                    // reaped here, so that the failure leaves no child.
-                    let mut child = child;
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(error(e));
-                }
-            }
-        };
+        let (made, ours) = make_child(options, pidfd_way).map_err(error)?;
+        let (pid, pidfd) = (made.pid, made.pidfd);
         let state = Rc::new(RefCell::new(State {
             pid,
             pidfd,
