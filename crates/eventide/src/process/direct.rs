@@ -329,13 +329,20 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         if plan.detached && libc::setsid() < 0 {
             return fail(plan, errno());
         }
-        if plan.setgroups && libc::setgroups(0, std::ptr::null()) < 0 {
+        // The system calls themselves, not glibc's wrappers: those
+        // broadcast the change to every thread they know of, which in a
+        // child sharing the parent's memory are the parent's threads.
+        // The kernel's call changes the calling thread's credentials: the
+        // child's, its only thread.
+        if plan.setgroups
+            && libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) < 0
+        {
             return fail(plan, errno());
         }
-        if plan.has_gid && libc::setgid(plan.gid) < 0 {
+        if plan.has_gid && libc::syscall(libc::SYS_setgid, plan.gid) < 0 {
             return fail(plan, errno());
         }
-        if plan.has_uid && libc::setuid(plan.uid) < 0 {
+        if plan.has_uid && libc::syscall(libc::SYS_setuid, plan.uid) < 0 {
             return fail(plan, errno());
         }
         // Sources on 0-2 that go elsewhere move out of the way first.
