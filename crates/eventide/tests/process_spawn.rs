@@ -399,7 +399,30 @@ fn path_lookup_uses_the_childs_path(lp: &mut Loop) {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// The loop's ends of a child's stdio: nonblocking on the readiness
+/// backends (which read until `EAGAIN`), blocking on io_uring, which then
+/// waits inside the kernel instead of failing each read or write that
+/// would wait with `EAGAIN` (a poll and a second submission each: W12).
+/// Data flows both ways either way (`stdin_to_cat_and_back`).
+fn stdio_ends_block_only_on_uring(lp: &mut Loop) {
+    let opts = piped("cat").stdin(Stdio::Pipe);
+    let child = lp.spawn(opts, |_, _| {}).unwrap();
+    for pipe in [child.stdin(), child.stdout(), child.stderr()] {
+        let fd = pipe.unwrap().stream().raw_fd(lp).unwrap();
+        // SAFETY: fcntl with F_GETFL takes no pointers.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        let nonblocking = flags & libc::O_NONBLOCK != 0;
+        assert_eq!(nonblocking, lp.backend() != eventide::BackendKind::Uring);
+    }
+    child.stdin().unwrap().end(lp);
+    for pipe in [child.stdout(), child.stderr()] {
+        pipe.unwrap().read_start(lp, |_, _, _| {}, |_, _, _| {});
+    }
+    run_within(lp, LIMIT);
+}
+
 on_every_backend!(
+    stdio_ends_block_only_on_uring,
     path_lookup_uses_the_childs_path,
     child_starts_with_default_dispositions,
     unref_child_lets_the_loop_end,
@@ -448,5 +471,5 @@ fn whole_binary_again_without_pidfd() {
     if process_support::forced_sigchld() {
         return;
     }
-    process_support::rerun_without_pidfd("whole_binary_again_without_pidfd", 39);
+    process_support::rerun_without_pidfd("whole_binary_again_without_pidfd", 42);
 }

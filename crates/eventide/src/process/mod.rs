@@ -874,7 +874,16 @@ impl Loop {
         let mut stdio = [None, None, None];
         for (i, fd) in ours.into_iter().enumerate() {
             let Some(fd) = fd else { continue };
-            let _ = set_nonblocking(fd.as_raw_fd());
+            // io_uring waits inside the kernel (its internal poll) on a
+            // blocking descriptor, where a nonblocking one ends each read
+            // or write that would wait with EAGAIN, and the stream then
+            // waits with a poll of its own and submits again: three
+            // operations for one (W12). The end is the loop's alone (a
+            // socketpair it made), so its flag changes nothing for
+            // anyone else. The readiness backends need it nonblocking.
+            if self.backend() != crate::BackendKind::Uring {
+                let _ = set_nonblocking(fd.as_raw_fd());
+            }
             let (readable, writable) = (i != 0, i == 0);
             let pipe = self.pipe_insert_rw(fd, readable, writable);
             if readable {
