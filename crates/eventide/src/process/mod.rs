@@ -106,7 +106,8 @@ use crate::{Error, Result};
 /// Node's `'pipe'`) is: a socket buffers more than a pipe's 64 KiB, which
 /// W12 measures. The loop's end is shut down in the direction it does not
 /// use, and is a [`Pipe`] on the `read(2)`/`write(2)` path (64 KiB reads;
-/// ending the stdin closes it).
+/// ending the stdin closes it); nonblocking on the readiness backends,
+/// blocking on io_uring (the ring waits in the kernel).
 #[derive(Debug, Default)]
 pub enum Stdio {
     /// A new pipe; the loop's end is a [`Pipe`] on the [`Child`]
