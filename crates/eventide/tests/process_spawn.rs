@@ -421,7 +421,34 @@ fn stdio_ends_block_only_on_uring(lp: &mut Loop) {
     run_within(lp, LIMIT);
 }
 
+/// One descriptor given for both stdout and stderr (two copies of it):
+/// both streams reach it, and stdin from `/dev/null` ends at once.
+fn one_descriptor_for_stdout_and_stderr(lp: &mut Loop) {
+    let mut fds = [0; 2];
+    assert_eq!(pipe2(&mut fds, libc::O_CLOEXEC), 0);
+    // SAFETY: two new descriptors, owned here.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let w2 = w.try_clone().unwrap();
+    let r = lp.pipe_open(r).unwrap();
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let g = Rc::clone(&got);
+    r.read_start(
+        lp,
+        move |_, _, d| g.borrow_mut().extend_from_slice(d),
+        |_, _, _| {},
+    );
+    let opts = SpawnOptions::new("sh")
+        .args(["-c", "cat; echo out; echo err >&2"])
+        .stdin(Stdio::Ignore)
+        .stdout(Stdio::Fd(w))
+        .stderr(Stdio::Fd(w2));
+    lp.spawn(opts, |_, st| assert!(st.success())).unwrap();
+    run_within(lp, LIMIT);
+    assert_eq!(&*got.borrow(), b"out\nerr\n");
+}
+
 on_every_backend!(
+    one_descriptor_for_stdout_and_stderr,
     stdio_ends_block_only_on_uring,
     path_lookup_uses_the_childs_path,
     child_starts_with_default_dispositions,
@@ -471,5 +498,5 @@ fn whole_binary_again_without_pidfd() {
     if process_support::forced_sigchld() {
         return;
     }
-    process_support::rerun_without_pidfd("whole_binary_again_without_pidfd", 42);
+    process_support::rerun_without_pidfd("whole_binary_again_without_pidfd", 45);
 }
