@@ -82,6 +82,8 @@ pub(crate) struct Io {
     pub(crate) watch: crate::fs::Watches,
     /// The signal listeners of [`crate::signal`].
     pub(crate) signals: crate::signal::Table,
+    /// The children of [`crate::process`] watched the `SIGCHLD` way.
+    pub(crate) children: crate::process::Reapers,
 }
 
 impl Io {
@@ -98,6 +100,7 @@ impl Io {
             sources: crate::source::Table::default(),
             watch: crate::fs::Watches::new(owner),
             signals: crate::signal::Table::default(),
+            children: crate::process::Reapers::default(),
         }
     }
 

@@ -2,6 +2,7 @@
 //! data and end, `'close'`), ported from `tests/conformance/process-*.js`
 //! with the traces Node v20 printed, on every compiled backend.
 
+mod process_support;
 mod util;
 
 use std::cell::{Cell, RefCell};
@@ -135,3 +136,13 @@ on_every_backend!(
     process_2_killed_close_after_both_ends,
     process_3_stdin_through_cat,
 );
+
+/// This binary again, with exits watched the `SIGCHLD` way (the
+/// fallback where there is no `pidfd_open`; `EVENTIDE_NO_PIDFD=1`).
+#[test]
+fn whole_binary_again_without_pidfd() {
+    if process_support::forced_sigchld() {
+        return;
+    }
+    process_support::rerun_without_pidfd("whole_binary_again_without_pidfd", 9);
+}

@@ -2,6 +2,7 @@
 //! were, and no zombie, on every backend. Alone in its test binary, and
 //! the backends one at a time: it measures the whole process.
 
+mod process_support;
 mod util;
 
 use std::cell::{Cell, RefCell};
@@ -93,3 +94,14 @@ fn thousand_spawns_leak_nothing(lp: &mut Loop) {
 }
 
 on_every_backend!(thousand_spawns_leak_nothing);
+
+/// This binary again, with exits watched the `SIGCHLD` way (the
+/// fallback where there is no `pidfd_open`; `EVENTIDE_NO_PIDFD=1`).
+#[test]
+fn whole_binary_again_without_pidfd() {
+    if process_support::forced_sigchld() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    process_support::rerun_without_pidfd("whole_binary_again_without_pidfd", 3);
+}

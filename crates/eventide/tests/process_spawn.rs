@@ -3,6 +3,7 @@
 //! loop's descriptors, and `exec_file`'s timeout and max buffer (the
 //! 1,000-spawn leak check is in `process_leaks.rs`, alone in its binary).
 
+mod process_support;
 mod util;
 
 use std::cell::{Cell, RefCell};
@@ -349,7 +350,108 @@ fn unref_child_lets_the_loop_end(lp: &mut Loop) {
     );
 }
 
+/// A child starts with every signal at its default disposition and none
+/// blocked, as Node's (libuv resets them all): not with the `SIGPIPE` and
+/// `SIGXFSZ` the loop ignores, nor a handler's signal blocked.
+fn child_starts_with_default_dispositions(lp: &mut Loop) {
+    let listener = lp
+        .on_signal(eventide::signal::Signal::USR2, |_, _| {})
+        .unwrap();
+    let (o, _, _) = run_child(
+        lp,
+        piped("grep").args(["-E", "^Sig(Ign|Blk):", "/proc/self/status"]),
+    );
+    listener.remove(lp);
+    assert_eq!(
+        String::from_utf8(o).unwrap(),
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
+    );
+}
+
+/// The program is looked up in the child's `PATH`, as Node's
+/// (recorded: `spawn('sh', [], {env: {PATH: '/nonexistent'}})` is
+/// `spawn sh ENOENT`; a file found but not executable is `EACCES`; a
+/// later directory that has it wins).
+fn path_lookup_uses_the_childs_path(lp: &mut Loop) {
+    let dir = std::env::temp_dir().join(format!(
+        "eventide-path-{}-{}",
+        std::process::id(),
+        lp.backend()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let noexec = dir.join("eventide-noexec");
+    std::fs::write(&noexec, "#!/bin/sh\necho hi\n").unwrap();
+    let path = |p: &str| SpawnOptions::new("sh").env_clear().env("PATH", p);
+    let e = lp
+        .spawn(path("/nonexistent"), |_, _| panic!("no child"))
+        .unwrap_err();
+    assert_eq!(e.to_string(), "spawn sh ENOENT");
+    let both = format!("/nonexistent:{}", dir.display());
+    let opts = SpawnOptions::new("eventide-noexec").env("PATH", &both);
+    let e = lp.spawn(opts, |_, _| panic!("no child")).unwrap_err();
+    assert_eq!(e.to_string(), "spawn eventide-noexec EACCES");
+    let status = Rc::new(Cell::new(None));
+    let s = Rc::clone(&status);
+    let opts = path(&format!("{both}:/bin:/usr/bin")).args(["-c", "exit 5"]);
+    lp.spawn(opts, move |_, st| s.set(Some(st))).unwrap();
+    run_within(lp, LIMIT);
+    assert_eq!(status.get(), Some(exited(5)));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The loop's ends of a child's stdio: nonblocking on the readiness
+/// backends (which read until `EAGAIN`), blocking on io_uring, which then
+/// waits inside the kernel instead of failing each read or write that
+/// would wait with `EAGAIN` (a poll and a second submission each: W12).
+/// Data flows both ways either way (`stdin_to_cat_and_back`).
+fn stdio_ends_block_only_on_uring(lp: &mut Loop) {
+    let opts = piped("cat").stdin(Stdio::Pipe);
+    let child = lp.spawn(opts, |_, _| {}).unwrap();
+    for pipe in [child.stdin(), child.stdout(), child.stderr()] {
+        let fd = pipe.unwrap().stream().raw_fd(lp).unwrap();
+        // SAFETY: fcntl with F_GETFL takes no pointers.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        let nonblocking = flags & libc::O_NONBLOCK != 0;
+        assert_eq!(nonblocking, lp.backend() != eventide::BackendKind::Uring);
+    }
+    child.stdin().unwrap().end(lp);
+    for pipe in [child.stdout(), child.stderr()] {
+        pipe.unwrap().read_start(lp, |_, _, _| {}, |_, _, _| {});
+    }
+    run_within(lp, LIMIT);
+}
+
+/// One descriptor given for both stdout and stderr (two copies of it):
+/// both streams reach it, and stdin from `/dev/null` ends at once.
+fn one_descriptor_for_stdout_and_stderr(lp: &mut Loop) {
+    let mut fds = [0; 2];
+    assert_eq!(pipe2(&mut fds, libc::O_CLOEXEC), 0);
+    // SAFETY: two new descriptors, owned here.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let w2 = w.try_clone().unwrap();
+    let r = lp.pipe_open(r).unwrap();
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let g = Rc::clone(&got);
+    r.read_start(
+        lp,
+        move |_, _, d| g.borrow_mut().extend_from_slice(d),
+        |_, _, _| {},
+    );
+    let opts = SpawnOptions::new("sh")
+        .args(["-c", "cat; echo out; echo err >&2"])
+        .stdin(Stdio::Ignore)
+        .stdout(Stdio::Fd(w))
+        .stderr(Stdio::Fd(w2));
+    lp.spawn(opts, |_, st| assert!(st.success())).unwrap();
+    run_within(lp, LIMIT);
+    assert_eq!(&*got.borrow(), b"out\nerr\n");
+}
+
 on_every_backend!(
+    one_descriptor_for_stdout_and_stderr,
+    stdio_ends_block_only_on_uring,
+    path_lookup_uses_the_childs_path,
+    child_starts_with_default_dispositions,
     unref_child_lets_the_loop_end,
     output_and_exit_code,
     spawn_errors_are_nodes,
@@ -387,4 +489,14 @@ fn pipe2(fds: &mut [libc::c_int; 2], flags: libc::c_int) -> libc::c_int {
         }
         0
     }
+}
+
+/// This binary again, with exits watched the `SIGCHLD` way (the
+/// fallback where there is no `pidfd_open`; `EVENTIDE_NO_PIDFD=1`).
+#[test]
+fn whole_binary_again_without_pidfd() {
+    if process_support::forced_sigchld() {
+        return;
+    }
+    process_support::rerun_without_pidfd("whole_binary_again_without_pidfd", 45);
 }

@@ -23,19 +23,18 @@
 //!
 //! # How a child is made
 //!
-//! With `std::process::Command`, which keeps both guarantees eventide
-//! needs: a failed spawn leaves no child behind (the error, an exec's
-//! included, comes back from the spawn call itself, read from a
-//! close-on-exec pipe, and a child that failed to exec is reaped before
-//! the call returns), and nothing but the descriptors asked for reaches
-//! the child (every descriptor the loop owns is close-on-exec; the stdio
-//! ends are put on 0, 1 and 2). On Linux with glibc it spawns with
-//! `posix_spawn` (a `clone(CLONE_VM | CLONE_VFORK)`: no copy of the
-//! parent's page tables) whenever it can, which is whenever neither
-//! [`SpawnOptions::uid`], [`SpawnOptions::gid`] nor
-//! [`SpawnOptions::detached`] is asked for; those need a `fork`, then
-//! `setsid`/`setgid`/`setuid` in the child (async-signal-safe calls only)
-//! before the `exec`.
+//! On Linux with `clone(CLONE_VM | CLONE_VFORK | CLONE_PIDFD)` and only
+//! async-signal-safe calls in the child before its `exec` (the private
+//! `direct` module): no copy of the parent's page tables, the pidfd from
+//! the same call, everything the child needs made beforehand. A failed
+//! spawn leaves no child behind: the error, an exec's included, comes
+//! back from the spawn call itself (the child writes its errno into the
+//! suspended parent's memory), and a child that failed is reaped before
+//! the call returns. Nothing but the descriptors asked for reaches the
+//! child (every descriptor the loop owns is close-on-exec; the stdio ends
+//! are put on 0, 1 and 2). The child starts, as Node's, with every
+//! signal at its default disposition and none blocked. Elsewhere,
+//! `std::process::Command`, with the same guarantees.
 //!
 //! # How an exit is observed
 //!
@@ -43,13 +42,27 @@
 //! readability through the reactor with a one-shot `Op::poll` (io_uring
 //! `POLL_ADD`, or epoll/poll), then `waitpid(pid, WNOHANG)` reaps it: no
 //! signal handler, nothing process-wide, any number of loops. The poll
-//! keeps the loop alive until the exit (unless [`Child::unref`]). Where
-//! `pidfd_open` is `ENOSYS`, exits need `SIGCHLD`: that path belongs to
-//! the signal module and is not wired yet; `sigchld_fallback` (private) is where
-//! it goes, and until then a spawn on such a kernel fails with
-//! `spawn <program> ENOSYS` before any child is made. Pidfds are
-//! Linux-only: on FreeBSD, macOS and the other systems every spawn fails
-//! that way (`ENOSYS`) until the `SIGCHLD` path is wired.
+//! keeps the loop alive until the exit (unless [`Child::unref`]).
+//!
+//! Where there is no `pidfd_open` (probed once per process: `ENOSYS` on
+//! Linux before 5.3 or in a sandbox that refuses it; every other system)
+//! exits are observed with `SIGCHLD`: a loop's first child made this way
+//! adds the loop's internal `SIGCHLD` listener (the signal module's
+//! process-wide dispatcher, so the program's own `SIGCHLD` listeners
+//! still hear every delivery), before the child is made so that no exit
+//! is missed; on each delivery the loop calls `waitpid(pid, WNOHANG)`
+//! for each child it made and has not reaped yet, never `waitpid(-1)`:
+//! children the program made otherwise are left to it. A delivery may
+//! stand for several exits (the kernel merges a pending `SIGCHLD`), and
+//! every loop hears every delivery, so each loop reaps its own children
+//! and only those. The listener keeps the loop alive while the loop has
+//! referenced children not reaped yet. [`Child::kill`] is then `kill(2)`
+//! by pid, which cannot hit another process before the loop has reaped
+//! the child.
+//!
+//! `EVENTIDE_NO_PIDFD=1` in the environment (read once, at the first
+//! spawn) forces the `SIGCHLD` way where pidfds exist: a test hook, with
+//! which the process tests run a second time.
 //!
 //! # Events, as Node's
 //!
@@ -61,16 +74,20 @@
 //! [`Loop::spawn`] (libuv's `uv_spawn` does too; Node turns it into an
 //! `'error'` event and a `'close'` with the negative errno).
 
+#[cfg(target_os = "linux")]
+mod direct;
 mod exec;
 
 pub use exec::{DEFAULT_MAX_BUFFER, ExecOptions, Output};
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::io;
 #[cfg(target_os = "linux")]
 use std::os::fd::FromRawFd;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+#[cfg(not(target_os = "linux"))]
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -79,6 +96,7 @@ use eventide_reactor::{Interest, Op, Token};
 
 use crate::event_loop::Loop;
 use crate::net::Pipe;
+use crate::signal::{Signal, SignalListener};
 use crate::{Error, Result};
 
 /// What a child's standard descriptor is connected to (Node's `stdio`
@@ -88,7 +106,8 @@ use crate::{Error, Result};
 /// Node's `'pipe'`) is: a socket buffers more than a pipe's 64 KiB, which
 /// W12 measures. The loop's end is shut down in the direction it does not
 /// use, and is a [`Pipe`] on the `read(2)`/`write(2)` path (64 KiB reads;
-/// ending the stdin closes it).
+/// ending the stdin closes it); nonblocking on the readiness backends,
+/// blocking on io_uring (the ring waits in the kernel).
 #[derive(Debug, Default)]
 pub enum Stdio {
     /// A new pipe; the loop's end is a [`Pipe`] on the [`Child`]
@@ -377,10 +396,19 @@ impl Child {
     pub fn kill(&self, signal: i32) -> Result<()> {
         let st = self.state.borrow();
         let error = |e| Error::process("kill".into(), None, e);
-        let Some(pidfd) = st.pidfd.as_ref() else {
+        if let Some(pidfd) = st.pidfd.as_ref() {
+            return pidfd_send_signal(pidfd.as_raw_fd(), signal).map_err(error);
+        }
+        if st.status.is_some() {
             return Err(error(io::Error::from_raw_os_error(libc::ESRCH)));
-        };
-        pidfd_send_signal(pidfd.as_raw_fd(), signal).map_err(error)
+        }
+        // Watched the SIGCHLD way: not reaped yet, so the pid is still
+        // this child's (a zombie at worst).
+        // SAFETY: kill takes no pointers.
+        if unsafe { libc::kill(st.pid as libc::pid_t, signal) } < 0 {
+            return Err(error(io::Error::last_os_error()));
+        }
+        Ok(())
     }
 
     /// Node's `'close'` event: `on_close` runs once the child has exited
@@ -405,9 +433,22 @@ impl Child {
     /// Node's `child.ref()`, or `unref` with `false`.
     pub fn set_ref(&self, lp: &mut Loop, referenced: bool) {
         let mut st = self.state.borrow_mut();
+        let was = !st.unref;
         st.unref = !referenced;
         if let Some(token) = st.watch {
             lp.io.set_counted(token, referenced);
+        } else if st.status.is_none() && st.pidfd.is_none() && was != referenced {
+            // In the loop's SIGCHLD list, not reaped yet.
+            drop(st);
+            let children = Rc::clone(&lp.io.children);
+            let mut c = children.borrow_mut();
+            if referenced {
+                c.referenced += 1;
+            } else {
+                c.referenced -= 1;
+            }
+            drop(c);
+            sigchld_ref(lp);
         }
     }
 }
@@ -418,7 +459,12 @@ fn pidfd_supported() -> bool {
     static SUPPORTED: OnceLock<bool> = OnceLock::new();
     *SUPPORTED.get_or_init(|| match pidfd_open(std::process::id()) {
         Ok(_) => true,
-        Err(e) => e.raw_os_error() != Some(libc::ENOSYS),
+        // Missing, or refused by a sandbox (seccomp says ENOSYS or
+        // EPERM); any other error (out of descriptors) is momentary.
+        Err(e) => !matches!(
+            e.raw_os_error(),
+            Some(libc::ENOSYS | libc::EPERM | libc::EACCES)
+        ),
     })
 }
 
@@ -442,8 +488,8 @@ fn pidfd_send_signal(pidfd: RawFd, signal: i32) -> io::Result<()> {
     Ok(())
 }
 
-/// Pidfds are Linux's: elsewhere no child ever has one (spawn refuses
-/// with `ENOSYS` first), so this is never reached with a live child.
+/// Pidfds are Linux's: elsewhere no child ever has one (exits go the
+/// `SIGCHLD` way and `kill` by pid), so this is never reached.
 #[cfg(not(target_os = "linux"))]
 fn pidfd_send_signal(_pidfd: RawFd, _signal: i32) -> io::Result<()> {
     Err(io::Error::from_raw_os_error(libc::ENOSYS))
@@ -464,22 +510,327 @@ fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
 }
 
 /// Pidfds are Linux's: elsewhere `pidfd_open` is `ENOSYS`, and exits go
-/// the `SIGCHLD` way ([`sigchld_fallback`]), not wired yet, so a spawn
-/// there fails with `spawn <program> ENOSYS` before making a child.
+/// the `SIGCHLD` way.
 #[cfg(not(target_os = "linux"))]
 fn pidfd_open(_pid: u32) -> io::Result<OwnedFd> {
     Err(io::Error::from_raw_os_error(libc::ENOSYS))
 }
 
-/// Where exits are observed without `pidfd_open` (Linux before 5.3, or a
-/// sandbox refusing it): `SIGCHLD`, then `waitpid(pid, WNOHANG)` for each
-/// child of the loop. It needs the process-wide signal dispatcher of the
-/// signal module, which is not part of this branch: the lead wires it
-/// when both are merged. Until then this reports `ENOSYS`, and
-/// [`Loop::spawn`] checks for it before making a child, so no child is
-/// ever made that nobody would reap.
-fn sigchld_fallback() -> io::Result<()> {
-    Err(io::Error::from_raw_os_error(libc::ENOSYS))
+/// Whether exits are watched through pidfds: the kernel has
+/// `pidfd_open` and `EVENTIDE_NO_PIDFD` (a test hook) does not say
+/// otherwise. Decided once per process: the two ways never mix.
+fn use_pidfd() -> bool {
+    use std::sync::OnceLock;
+    static PIDFD: OnceLock<bool> = OnceLock::new();
+    *PIDFD.get_or_init(|| {
+        let forced_off =
+            std::env::var_os("EVENTIDE_NO_PIDFD").is_some_and(|v| !v.is_empty() && v != "0");
+        !forced_off && pidfd_supported()
+    })
+}
+
+/// One loop's children watched the `SIGCHLD` way (`Io::children`).
+#[derive(Default)]
+pub(crate) struct Reaper {
+    /// The loop's internal `SIGCHLD` listener, from its first such child
+    /// on (removed with the loop).
+    listener: Option<SignalListener>,
+    /// Children made and not reaped yet, in spawn order, with their exit
+    /// callbacks.
+    waiting: Vec<(Rc<RefCell<State>>, OnExit)>,
+    /// Reaped children whose exit callbacks have not run yet (left by a
+    /// callback that panicked: run from the next pending phase).
+    ready: VecDeque<(Rc<RefCell<State>>, OnExit)>,
+    /// Of `waiting`, those that keep the loop alive (not unref'd).
+    referenced: usize,
+    /// `ready`'s run is deferred to the pending phase.
+    drain_deferred: bool,
+}
+
+/// A loop's [`Reaper`], shared so that a borrow can be held while the
+/// loop runs something else.
+pub(crate) type Reapers = Rc<RefCell<Reaper>>;
+
+/// Adds the loop's internal `SIGCHLD` listener if it has none: before a
+/// child is made, so that its exit is counted by the dispatcher.
+fn sigchld_listen(lp: &mut Loop) -> io::Result<()> {
+    if lp.io.children.borrow().listener.is_some() {
+        return Ok(());
+    }
+    let listener = lp
+        .on_signal_internal(Signal::CHLD, |lp, _| on_sigchld(lp))
+        .map_err(|e| match e.errno() {
+            Some(errno) => io::Error::from_raw_os_error(errno),
+            None => io::Error::other(e.to_string()),
+        })?;
+    lp.io.children.borrow_mut().listener = Some(listener);
+    Ok(())
+}
+
+/// The internal listener keeps the loop alive while a referenced child
+/// is not reaped.
+fn sigchld_ref(lp: &mut Loop) {
+    let (listener, referenced) = {
+        let c = lp.io.children.borrow();
+        (c.listener, c.referenced > 0)
+    };
+    if let Some(listener) = listener {
+        listener.set_ref(lp, referenced);
+    }
+}
+
+/// `waitpid(pid, WNOHANG)`: `None` while it runs; its status once
+/// reaped here; both codes `None` if something else reaped it.
+fn try_reap(pid: u32) -> Option<ExitStatus> {
+    let mut status: libc::c_int = 0;
+    let rc = loop {
+        // SAFETY: `status` is valid for the write waitpid makes.
+        let rc = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) };
+        if rc < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        break rc;
+    };
+    if rc == 0 {
+        return None;
+    }
+    if rc < 0 {
+        // ECHILD: somebody else reaped it (a SIGCHLD set to SIG_IGN, a
+        // waitpid(-1) elsewhere); the status is lost.
+        log::warn!(
+            "child {pid} was reaped elsewhere: {}",
+            io::Error::last_os_error()
+        );
+        return Some(ExitStatus {
+            code: None,
+            signal: None,
+        });
+    }
+    Some(ExitStatus::from_wait(status))
+}
+
+/// A `SIGCHLD` reached this loop: reap whichever of its children exited
+/// (each by its pid), then run their exit callbacks in spawn order.
+fn on_sigchld(lp: &mut Loop) {
+    let children = Rc::clone(&lp.io.children);
+    {
+        let mut c = children.borrow_mut();
+        let mut i = 0;
+        while i < c.waiting.len() {
+            let pid = c.waiting[i].0.borrow().pid;
+            let Some(exit) = try_reap(pid) else {
+                i += 1;
+                continue;
+            };
+            let (state, on_exit) = c.waiting.remove(i);
+            let unref = {
+                let mut s = state.borrow_mut();
+                s.status = Some(exit);
+                s.unref
+            };
+            if !unref {
+                c.referenced -= 1;
+            }
+            c.ready.push_back((state, on_exit));
+        }
+    }
+    sigchld_ref(lp);
+    run_ready(lp);
+}
+
+/// Runs the exit callbacks (then the closes) of the reaped children, one
+/// by one, each followed by its ticks. A panic leaves the rest queued, to
+/// run in the next pending phase.
+fn run_ready(lp: &mut Loop) {
+    let children = Rc::clone(&lp.io.children);
+    loop {
+        let Some((state, on_exit)) = children.borrow_mut().ready.pop_front() else {
+            return;
+        };
+        let Some(exit) = state.borrow().status else {
+            continue;
+        };
+        let outcome = lp.catching(|lp: &mut Loop| {
+            let panicked =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| on_exit(lp, exit)));
+            maybe_close(lp, &state);
+            if let Err(payload) = panicked {
+                std::panic::resume_unwind(payload);
+            }
+        });
+        if let Err(payload) = outcome.and_then(|()| lp.drain_ticks_catching()) {
+            let mut c = children.borrow_mut();
+            if !c.ready.is_empty() && !c.drain_deferred {
+                c.drain_deferred = true;
+                drop(c);
+                lp.defer(|lp| {
+                    lp.io.children.borrow_mut().drain_deferred = false;
+                    run_ready(lp);
+                });
+            } else {
+                drop(c);
+            }
+            lp.panicked(payload);
+        }
+    }
+}
+
+/// A child just made: its pid, and its pidfd when exits are watched
+/// through pidfds.
+struct Made {
+    pid: u32,
+    pidfd: Option<OwnedFd>,
+}
+
+/// What the child gets on one of 0, 1, 2.
+enum Theirs {
+    Inherit,
+    Null,
+    Fd(OwnedFd),
+}
+
+/// The stdio ends: the loop's (for pipes) and the child's.
+fn stdio_ends(stdio: [Stdio; 3]) -> io::Result<([Option<OwnedFd>; 3], [Theirs; 3])> {
+    let mut ours: [Option<OwnedFd>; 3] = [None, None, None];
+    let mut theirs = [Theirs::Inherit, Theirs::Inherit, Theirs::Inherit];
+    for (i, stdio) in stdio.into_iter().enumerate() {
+        theirs[i] = match stdio {
+            Stdio::Inherit => Theirs::Inherit,
+            Stdio::Ignore => Theirs::Null,
+            Stdio::Fd(fd) => Theirs::Fd(fd),
+            Stdio::Pipe => {
+                // A socketpair, as libuv's (and so Node's) child stdio:
+                // the loop's end is a stream on the sockets' path, whose
+                // end is a real half-close, and whose buffers hold more
+                // than a pipe's 64 KiB.
+                let (mine, child) = std::os::unix::net::UnixStream::pair()?;
+                // Each end one way: the loop writes the child's stdin
+                // and reads its stdout and stderr.
+                let ours_how = if i == 0 {
+                    std::net::Shutdown::Read
+                } else {
+                    std::net::Shutdown::Write
+                };
+                mine.shutdown(ours_how)?;
+                ours[i] = Some(OwnedFd::from(mine));
+                Theirs::Fd(OwnedFd::from(child))
+            }
+        };
+    }
+    Ok((ours, theirs))
+}
+
+/// `/dev/null`, opened once per process (close-on-exec), for
+/// [`Stdio::Ignore`].
+#[cfg(target_os = "linux")]
+fn dev_null() -> io::Result<RawFd> {
+    use std::sync::OnceLock;
+    static NULL: OnceLock<std::result::Result<OwnedFd, i32>> = OnceLock::new();
+    let opened = NULL.get_or_init(|| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .map(OwnedFd::from)
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
+    });
+    match opened {
+        Ok(fd) => Ok(fd.as_raw_fd()),
+        Err(errno) => Err(io::Error::from_raw_os_error(*errno)),
+    }
+}
+
+/// Makes the child (Linux: [`direct::spawn`], with its pidfd from the
+/// same call when `pidfd_way`); returns it and the loop's stdio ends.
+#[cfg(target_os = "linux")]
+fn make_child(options: SpawnOptions, pidfd_way: bool) -> io::Result<(Made, [Option<OwnedFd>; 3])> {
+    let (ours, theirs) = stdio_ends(options.stdio)?;
+    let null = if theirs.iter().any(|t| matches!(t, Theirs::Null)) {
+        dev_null()?
+    } else {
+        -1
+    };
+    let raw = |t: &Theirs| match t {
+        Theirs::Inherit => -1,
+        Theirs::Null => null,
+        Theirs::Fd(fd) => fd.as_raw_fd(),
+    };
+    let made = direct::spawn(&direct::Request {
+        program: &options.program,
+        args: &options.args,
+        env_clear: options.env_clear,
+        env: &options.env,
+        cwd: options.cwd.as_deref(),
+        stdio: [raw(&theirs[0]), raw(&theirs[1]), raw(&theirs[2])],
+        detached: options.detached,
+        uid: options.uid,
+        gid: options.gid,
+        pidfd: pidfd_way,
+    })?;
+    // The child's ends are closed here: it has its copies.
+    drop(theirs);
+    Ok((made, ours))
+}
+
+/// Makes the child with `std::process::Command` (exits are watched the
+/// `SIGCHLD` way here: no pidfds); returns it and the loop's stdio ends.
+#[cfg(not(target_os = "linux"))]
+fn make_child(options: SpawnOptions, _pidfd_way: bool) -> io::Result<(Made, [Option<OwnedFd>; 3])> {
+    let (ours, theirs) = stdio_ends(options.stdio)?;
+    let mut cmd = std::process::Command::new(&options.program);
+    cmd.args(&options.args);
+    if options.env_clear {
+        cmd.env_clear();
+    }
+    for (k, v) in &options.env {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    if let Some(cwd) = &options.cwd {
+        cmd.current_dir(cwd);
+    }
+    if let Some(uid) = options.uid {
+        cmd.uid(uid);
+    }
+    if let Some(gid) = options.gid {
+        cmd.gid(gid);
+    }
+    if options.detached {
+        // SAFETY: the closure runs in the forked child before exec and
+        // only calls setsid, which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    for (i, t) in theirs.into_iter().enumerate() {
+        let t = match t {
+            Theirs::Inherit => std::process::Stdio::inherit(),
+            Theirs::Null => std::process::Stdio::null(),
+            Theirs::Fd(fd) => std::process::Stdio::from(fd),
+        };
+        match i {
+            0 => cmd.stdin(t),
+            1 => cmd.stdout(t),
+            _ => cmd.stderr(t),
+        };
+    }
+    let child = cmd.spawn()?;
+    // The child's ends are closed here with the command.
+    drop(cmd);
+    Ok((
+        Made {
+            pid: child.id(),
+            pidfd: None,
+        },
+        ours,
+    ))
 }
 
 impl Loop {
@@ -505,89 +856,15 @@ impl Loop {
             let name = program.to_string_lossy();
             Error::process(format!("spawn {name}"), Some(PathBuf::from(&program)), e)
         };
-        if !pidfd_supported() {
-            sigchld_fallback().map_err(error)?;
+        let pidfd_way = use_pidfd();
+        if !pidfd_way {
+            sigchld_listen(self).map_err(error)?;
         }
-        let mut cmd = std::process::Command::new(&options.program);
-        cmd.args(&options.args);
-        if options.env_clear {
-            cmd.env_clear();
-        }
-        for (k, v) in &options.env {
-            match v {
-                Some(v) => cmd.env(k, v),
-                None => cmd.env_remove(k),
-            };
-        }
-        if let Some(cwd) = &options.cwd {
-            cmd.current_dir(cwd);
-        }
-        if let Some(uid) = options.uid {
-            cmd.uid(uid);
-        }
-        if let Some(gid) = options.gid {
-            cmd.gid(gid);
-        }
-        if options.detached {
-            // SAFETY: the closure runs in the forked child before exec and
-            // only calls setsid, which is async-signal-safe.
-            unsafe {
-                cmd.pre_exec(|| {
-                    if libc::setsid() < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
-        let mut ours: [Option<OwnedFd>; 3] = [None, None, None];
-        for (i, stdio) in options.stdio.into_iter().enumerate() {
-            let theirs = match stdio {
-                Stdio::Inherit => std::process::Stdio::inherit(),
-                Stdio::Ignore => std::process::Stdio::null(),
-                Stdio::Fd(fd) => std::process::Stdio::from(fd),
-                Stdio::Pipe => {
-                    // A socketpair, as libuv's (and so Node's) child stdio:
-                    // the loop's end is a stream on the sockets' path, whose
-                    // end is a real half-close, and whose buffers hold more
-                    // than a pipe's 64 KiB.
-                    let (mine, child) = std::os::unix::net::UnixStream::pair().map_err(error)?;
-                    // Each end one way: the loop writes the child's stdin
-                    // and reads its stdout and stderr.
-                    let ours_how = if i == 0 {
-                        std::net::Shutdown::Read
-                    } else {
-                        std::net::Shutdown::Write
-                    };
-                    mine.shutdown(ours_how).map_err(error)?;
-                    ours[i] = Some(OwnedFd::from(mine));
-                    std::process::Stdio::from(OwnedFd::from(child))
-                }
-            };
-            match i {
-                0 => cmd.stdin(theirs),
-                1 => cmd.stdout(theirs),
-                _ => cmd.stderr(theirs),
-            };
-        }
-        let child = cmd.spawn().map_err(error)?;
-        // The child's ends are closed here with the command.
-        drop(cmd);
-        let pid = child.id();
-        let pidfd = match pidfd_open(pid) {
-            Ok(fd) => fd,
-            Err(e) => {
-                // Made, but not watchable (out of descriptors): killed and
-                // reaped here, so that the failure leaves no child.
-                let mut child = child;
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(error(e));
-            }
-        };
+        let (made, ours) = make_child(options, pidfd_way).map_err(error)?;
+        let (pid, pidfd) = (made.pid, made.pidfd);
         let state = Rc::new(RefCell::new(State {
             pid,
-            pidfd: Some(pidfd),
+            pidfd,
             watch: None,
             status: None,
             open_readers: 0,
@@ -598,7 +875,16 @@ impl Loop {
         let mut stdio = [None, None, None];
         for (i, fd) in ours.into_iter().enumerate() {
             let Some(fd) = fd else { continue };
-            let _ = set_nonblocking(fd.as_raw_fd());
+            // io_uring waits inside the kernel (its internal poll) on a
+            // blocking descriptor, where a nonblocking one ends each read
+            // or write that would wait with EAGAIN, and the stream then
+            // waits with a poll of its own and submits again: three
+            // operations for one (W12). The end is the loop's alone (a
+            // socketpair it made), so its flag changes nothing for
+            // anyone else. The readiness backends need it nonblocking.
+            if self.backend() != crate::BackendKind::Uring {
+                let _ = set_nonblocking(fd.as_raw_fd());
+            }
             let (readable, writable) = (i != 0, i == 0);
             let pipe = self.pipe_insert_rw(fd, readable, writable);
             if readable {
@@ -615,7 +901,16 @@ impl Loop {
             state: Rc::clone(&state),
             stdio,
         };
-        watch_exit(self, state, Box::new(on_exit));
+        if pidfd_way {
+            watch_exit(self, state, Box::new(on_exit));
+        } else {
+            let children = Rc::clone(&self.io.children);
+            let mut c = children.borrow_mut();
+            c.waiting.push((state, Box::new(on_exit)));
+            c.referenced += 1;
+            drop(c);
+            sigchld_ref(self);
+        }
         Ok(handle)
     }
 }
@@ -679,32 +974,9 @@ fn watch_exit(lp: &mut Loop, state: Rc<RefCell<State>>, on_exit: OnExit) {
 /// not exited after all (the poll ended otherwise), poll again.
 fn reaped(lp: &mut Loop, state: &Rc<RefCell<State>>, on_exit: OnExit) {
     let pid = state.borrow().pid;
-    let mut status: libc::c_int = 0;
-    let rc = loop {
-        // SAFETY: `status` is valid for the write waitpid makes.
-        let rc = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) };
-        if rc < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-            continue;
-        }
-        break rc;
-    };
-    if rc == 0 {
+    let Some(exit) = try_reap(pid) else {
         // Not exited yet (a spurious wake-up): watch again.
         return watch_exit(lp, Rc::clone(state), on_exit);
-    }
-    let exit = if rc < 0 {
-        // ECHILD: somebody else reaped it (a SIGCHLD set to SIG_IGN, a
-        // waitpid(-1) elsewhere); the status is lost.
-        log::warn!(
-            "child {pid} was reaped elsewhere: {}",
-            io::Error::last_os_error()
-        );
-        ExitStatus {
-            code: None,
-            signal: None,
-        }
-    } else {
-        ExitStatus::from_wait(status)
     };
     let pidfd = {
         let mut s = state.borrow_mut();
