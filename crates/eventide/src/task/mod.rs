@@ -70,10 +70,11 @@
 //! runtime. [`with_loop`] gives a task the loop for a moment, to use the
 //! callback API from `async` code. Dropping one of these futures cancels
 //! its operation where the loop can (a timer is cleared, queued work is
-//! cancelled, a listener closed); an operation already handed to the
-//! kernel (an io_uring read, say) completes into the loop's own buffers,
-//! which the callback owns, and its result is dropped: no buffer the
-//! kernel may still write is ever freed early.
+//! cancelled, a listener closed, an io_uring file read or write
+//! cancelled in the kernel); an operation the kernel still holds
+//! completes into the loop's own buffers, which the callback owns, and
+//! its result is dropped: no buffer the kernel may still write is ever
+//! freed early.
 
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::collections::VecDeque;
