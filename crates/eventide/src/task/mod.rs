@@ -174,23 +174,45 @@ impl Header {
         if self.exec.on_owner() {
             self.exec.push_woken(Arc::clone(self));
         } else {
-            let Some(shared) = self.exec.shared.upgrade() else {
-                return; // The loop is gone.
-            };
-            let header = Arc::clone(self);
-            // The posted closure runs on the loop thread; if the loop is
-            // gone the closure (and the header) is just dropped.
-            shared.post(Box::new(move |_lp: &mut Loop| {
-                let exec = Arc::clone(&header.exec);
-                exec.push_woken(header);
-            }));
+            Arc::clone(self).post();
         }
+    }
+
+    /// [`Header::schedule`] for a waker woken by value: the waker's own
+    /// reference is the one queued (no count taken and given back).
+    fn schedule_owned(self: Arc<Self>) {
+        if self.queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if self.exec.on_owner() {
+            let woken = self.exec.woken.get();
+            // SAFETY: on the owner thread (just checked), as
+            // `push_woken`; the queue lives in the `ExecShared` this
+            // header holds, which stays alive once the header is moved
+            // into that queue (moving the `Arc` moves a pointer).
+            unsafe { (*woken).push_back(self) }
+        } else {
+            self.post();
+        }
+    }
+
+    /// Queues a poll from another thread, through the loop's wake-up.
+    fn post(self: Arc<Self>) {
+        let Some(shared) = self.exec.shared.upgrade() else {
+            return; // The loop is gone.
+        };
+        // The posted closure runs on the loop thread; if the loop is
+        // gone the closure (and the header) is just dropped.
+        shared.post(Box::new(move |_lp: &mut Loop| {
+            let exec = Arc::clone(&self.exec);
+            exec.push_woken(self);
+        }));
     }
 }
 
 impl Wake for Header {
     fn wake(self: Arc<Self>) {
-        self.schedule();
+        self.schedule_owned();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
@@ -395,7 +417,9 @@ pub(crate) fn poll(lp: &mut Loop, header: Arc<Header>) {
         }
         return;
     }
-    let waker = Waker::from(Arc::clone(&header));
+    // The queue's reference becomes the poll's waker (nothing below
+    // needs the header).
+    let waker = Waker::from(header);
     let mut cx = Context::from_waker(&waker);
     let outcome = enter(lp, || task.poll_task(&mut cx));
     match outcome {
