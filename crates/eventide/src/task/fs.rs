@@ -3,7 +3,7 @@
 //! Each function starts its operation at the first poll, on the loop
 //! polling the task, through the callback API of [`crate::fs`]: same
 //! backends, same results, same errors (`ENOENT: no such file or
-//! directory, open 'missing.txt'`). Dropping a [`read`] or [`write`]
+//! directory, open 'missing.txt'`). Dropping a [`read()`] or [`write()`]
 //! future (or aborting it with [`AbortSignal::run`]) once its operation
 //! is in io_uring cancels it in the kernel (`IORING_OP_ASYNC_CANCEL`);
 //! its buffer stays the kernel's until the completion comes back to the
