@@ -6,7 +6,7 @@
 //! cargo run --release -p eventide-benches --bin workloads -- W1 --backend uring
 //! ```
 //!
-//! W1, W2, W2b, W3, W4, W6, W7, W8 and W9 run whole here; for W5 and W10,
+//! W1, W2, W2b, W3, W4, W4-async, W6, W7, W8 and W9 run whole here; for W5 and W10,
 //! which need the anchors' load generator, `echo-server` is the server
 //! their harness drives, and `echo-server --loops 2` W14's
 //! (`benches/run-scaling.sh`).
@@ -22,6 +22,8 @@ mod fs;
 mod fs_raw;
 #[path = "workloads/net.rs"]
 mod net;
+#[path = "workloads/net_async.rs"]
+mod net_async;
 #[path = "workloads/pool.rs"]
 mod pool;
 #[path = "workloads/post.rs"]
@@ -49,6 +51,8 @@ workloads (shared/bench/WORKLOADS.md):
   W3   dispatch            a 10M setImmediate chain (ns per callback)
   W4   tcp-pingpong        64 bytes there and back over one 127.0.0.1
                            connection, both ends on one loop, 5 s (round trips/s)
+  W4-async                 W4 with async/await: both ends tasks on the loop's
+                           executor, through task::net::AsyncStream
   W6   pool-throughput     1M queue_work items on 4 pool threads (items/s)
   W7   cross-thread-post   1M LoopHandle posts from a foreign thread (msgs/s)
   W8   fs-read-small       read_file of 10,000 files of 4 KiB, 64 in flight (files/s)
@@ -188,6 +192,7 @@ fn main() -> ExitCode {
         "W2B" => timers::w2b_timers_rearm,
         "W3" => dispatch::w3_dispatch,
         "W4" => net::w4_tcp_pingpong,
+        "W4-ASYNC" => net_async::w4_async_pingpong,
         "W6" => pool::w6_pool_throughput,
         "W7" => post::w7_cross_thread_post,
         "W8" => fs::w8_fs_read_small,
@@ -206,6 +211,7 @@ fn main() -> ExitCode {
     let name = match workload.to_ascii_uppercase().as_str() {
         "W2B" => "W2b".to_owned(),
         "W12-BLOCKING" => "W12".to_owned(),
+        "W4-ASYNC" => "W4-async".to_owned(),
         upper => upper.to_owned(),
     };
     let mut run = Run::new(name, backend);

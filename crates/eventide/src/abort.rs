@@ -27,9 +27,14 @@
 //! - [`AbortSignal::run`] wraps any future of the loop: once the signal
 //!   is aborted the future is dropped, which cancels its operation as a
 //!   drop does (a timer cleared, queued work cancelled, a connect's
-//!   socket closed; an operation already in the kernel completes into
-//!   the loop's buffers, its result dropped), and the wrapper resolves to
-//!   the abort error.
+//!   socket closed, an io_uring file read or write cancelled in the
+//!   kernel; what the kernel still holds completes into the loop's
+//!   buffers, its result dropped), and the wrapper resolves to the abort
+//!   error.
+//! - [`AbortSignal::read`] and [`AbortSignal::write`] are the callback
+//!   forms for files: on io_uring the abort cancels the operation in the
+//!   kernel (`IORING_OP_ASYNC_CANCEL`) and the callback runs once the
+//!   kernel's completion is back, with the abort error and the buffer.
 //! - [`AbortSignal::guard`] does the same for the callback API: the
 //!   callback runs once, with the operation's result or, if the signal
 //!   aborts first, with the abort error.
@@ -46,6 +51,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use crate::fs::File;
 use crate::task::TaskError;
 use crate::{Error, Loop, Result};
 
@@ -307,6 +313,85 @@ impl AbortSignal {
             self.on_abort(lp, move |lp| {
                 let _ = lp.cancel_work(id);
             });
+        }
+    }
+
+    /// [`Fs::read`](crate::fs::Fs::read) with this signal: a read still
+    /// in flight when the signal aborts is cancelled. On io_uring the
+    /// kernel is asked to end it (`IORING_OP_ASYNC_CANCEL`): the buffer
+    /// stays the kernel's until its completion (`ECANCELED`, or the
+    /// read's own end if it won the race) comes back, and only then does
+    /// `callback` run, once, with the abort error (`The operation was
+    /// aborted`, `ABORT_ERR`) and the buffer, at its length before the
+    /// read (bytes a read got before the cancel took effect are dropped,
+    /// as Node drops an aborted read's). On the pool a running system
+    /// call cannot be interrupted: the callback gets the abort error when
+    /// it returns. An already-aborted signal starts nothing and calls
+    /// back from the next-tick queue.
+    pub fn read(
+        &self,
+        lp: &mut Loop,
+        file: File,
+        buf: Vec<u8>,
+        position: Option<u64>,
+        callback: impl FnOnce(&mut Loop, Result<usize>, Vec<u8>) + 'static,
+    ) {
+        self.transfer(lp, false, file, buf, position, callback);
+    }
+
+    /// [`Fs::write`](crate::fs::Fs::write) with this signal, cancelled as
+    /// [`AbortSignal::read`] is: the buffer comes back with the abort
+    /// error once the kernel (or the pool) is done with it. Some of the
+    /// bytes may have been written when the abort won the race.
+    pub fn write(
+        &self,
+        lp: &mut Loop,
+        file: File,
+        buf: Vec<u8>,
+        position: Option<u64>,
+        callback: impl FnOnce(&mut Loop, Result<usize>, Vec<u8>) + 'static,
+    ) {
+        self.transfer(lp, true, file, buf, position, callback);
+    }
+
+    fn transfer(
+        &self,
+        lp: &mut Loop,
+        write: bool,
+        file: File,
+        buf: Vec<u8>,
+        position: Option<u64>,
+        callback: impl FnOnce(&mut Loop, Result<usize>, Vec<u8>) + 'static,
+    ) {
+        if self.aborted() {
+            lp.next_tick(move |lp| callback(lp, Err(abort_error()), buf));
+            return;
+        }
+        let len = buf.len();
+        let listener: Rc<Cell<Option<ListenerId>>> = Rc::default();
+        let signal = self.clone();
+        let on_done = Rc::clone(&listener);
+        let token = lp
+            .fs()
+            .transfer(write, file, buf, position, move |lp, result, mut buf| {
+                if let Some(id) = on_done.take() {
+                    signal.remove(id);
+                }
+                if signal.aborted() {
+                    if !write {
+                        buf.truncate(len);
+                    }
+                    return callback(lp, Err(abort_error()), buf);
+                }
+                callback(lp, result, buf);
+            });
+        // On the ring: the abort cancels it in the kernel. The listener
+        // goes at the completion, so a later abort never names a token
+        // that is done (a stale token would find nothing anyway).
+        if let Some(token) = token {
+            listener.set(Some(self.on_abort(lp, move |lp| {
+                lp.cancel_io(token);
+            })));
         }
     }
 

@@ -916,8 +916,7 @@ impl Loop {
             }
             loop {
                 // Tasks woken since the last push join the queue's end.
-                self.tasks.flush_woken(&mut self.microtasks);
-                let Some(microtask) = self.microtasks.pop_front() else {
+                let Some(microtask) = self.tasks.next_micro(&mut self.microtasks) else {
                     break;
                 };
                 self.metrics.callbacks.microtasks += 1;

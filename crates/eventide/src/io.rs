@@ -159,6 +159,22 @@ impl Direct {
 }
 
 impl Loop {
+    /// How many operations the reactor has in flight: submitted (to
+    /// io_uring, or waiting for readiness) and not yet completed for the
+    /// last time. A diagnostic: an operation cancelled in the kernel
+    /// leaves this count only when its completion comes back.
+    pub fn ops_in_flight(&self) -> usize {
+        self.reactor.in_flight()
+    }
+
+    /// Asks the reactor to end the operation under `token` (on io_uring,
+    /// `IORING_OP_ASYNC_CANCEL`); its completion still comes back to its
+    /// handler, which owns the buffer until then. A token already done
+    /// is ignored.
+    pub(crate) fn cancel_io(&mut self, token: Token) {
+        self.reactor.cancel(token);
+    }
+
     /// Submits `op` to the reactor; `on_complete` runs on the loop, in the
     /// poll phase, with each of its completions. Returns the token it runs
     /// under.

@@ -3,15 +3,22 @@
 //! Each function starts its operation at the first poll, on the loop
 //! polling the task, through the callback API of [`crate::fs`]: same
 //! backends, same results, same errors (`ENOENT: no such file or
-//! directory, open 'missing.txt'`). Dropping a future once its operation
-//! is started does not stop the operation (the file system cannot take it
-//! back): it completes into buffers the loop owns, and its result is
-//! dropped; a file opened for a dropped [`open`] is closed.
+//! directory, open 'missing.txt'`). Dropping a [`read()`] or [`write()`]
+//! future (or aborting it with [`AbortSignal::run`]) once its operation
+//! is in io_uring cancels it in the kernel (`IORING_OP_ASYNC_CANCEL`);
+//! its buffer stays the kernel's until the completion comes back to the
+//! loop, which then drops it. Other operations, and any on the pool, are
+//! not taken back: they complete into buffers the loop owns, and their
+//! results are dropped; a file opened for a dropped [`open`] is closed.
+//!
+//! [`AbortSignal::run`]: crate::abort::AbortSignal::run
 
 use std::path::{Path, PathBuf};
 
+use eventide_reactor::Token;
+
 use super::oneshot;
-use super::with_loop;
+use super::{try_with_loop, with_loop};
 use crate::Result;
 use crate::fs::{DirEntry, File, Flags, Stats};
 
@@ -46,25 +53,56 @@ pub async fn close(file: File) -> Result<()> {
 /// file) and the buffer, which grew by it (Node's `filehandle.read`).
 /// The buffer belongs to the operation until it completes.
 pub async fn read(file: File, buf: Vec<u8>, position: Option<u64>) -> (Result<usize>, Vec<u8>) {
-    let (tx, rx) = oneshot::channel();
-    with_loop(|lp| {
-        lp.fs().read(file, buf, position, move |_, result, buf| {
-            tx.send((result, buf))
-        });
-    });
-    rx.await
+    transfer(false, file, buf, position).await
 }
 
 /// Writes `buf` at `position` in one system call (Node's
 /// `filehandle.write`): the count may be short. The buffer comes back.
 pub async fn write(file: File, buf: Vec<u8>, position: Option<u64>) -> (Result<usize>, Vec<u8>) {
+    transfer(true, file, buf, position).await
+}
+
+/// A read or a write; dropped before its completion, its io_uring
+/// operation is cancelled in the kernel ([`CancelOnDrop`]).
+async fn transfer(
+    write: bool,
+    file: File,
+    buf: Vec<u8>,
+    position: Option<u64>,
+) -> (Result<usize>, Vec<u8>) {
     let (tx, rx) = oneshot::channel();
-    with_loop(|lp| {
-        lp.fs().write(file, buf, position, move |_, result, buf| {
-            tx.send((result, buf))
-        });
+    let token = with_loop(|lp| {
+        lp.fs()
+            .transfer(write, file, buf, position, move |_, result, buf| {
+                tx.send((result, buf))
+            })
     });
-    rx.await
+    let guard = CancelOnDrop(token);
+    let out = rx.await;
+    guard.disarm();
+    out
+}
+
+/// The ring operation of a read or write future: dropped while armed
+/// (the future dropped before its result came), it asks the kernel to
+/// end the operation (`IORING_OP_ASYNC_CANCEL`). The buffer stays the
+/// operation's until the kernel's completion comes back to the loop,
+/// which then drops it with the result nobody awaits. A token whose
+/// operation is already done names nothing (its generation is stale).
+struct CancelOnDrop(Option<Token>);
+
+impl CancelOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(token) = self.0.take() {
+            try_with_loop(|lp| lp.cancel_io(token));
+        }
+    }
 }
 
 /// The whole contents of `path` (Node's `fsPromises.readFile`).

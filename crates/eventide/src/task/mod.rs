@@ -70,10 +70,11 @@
 //! runtime. [`with_loop`] gives a task the loop for a moment, to use the
 //! callback API from `async` code. Dropping one of these futures cancels
 //! its operation where the loop can (a timer is cleared, queued work is
-//! cancelled, a listener closed); an operation already handed to the
-//! kernel (an io_uring read, say) completes into the loop's own buffers,
-//! which the callback owns, and its result is dropped: no buffer the
-//! kernel may still write is ever freed early.
+//! cancelled, a listener closed, an io_uring file read or write
+//! cancelled in the kernel); an operation the kernel still holds
+//! completes into the loop's own buffers, which the callback owns, and
+//! its result is dropped: no buffer the kernel may still write is ever
+//! freed early.
 
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::collections::VecDeque;
@@ -173,23 +174,45 @@ impl Header {
         if self.exec.on_owner() {
             self.exec.push_woken(Arc::clone(self));
         } else {
-            let Some(shared) = self.exec.shared.upgrade() else {
-                return; // The loop is gone.
-            };
-            let header = Arc::clone(self);
-            // The posted closure runs on the loop thread; if the loop is
-            // gone the closure (and the header) is just dropped.
-            shared.post(Box::new(move |_lp: &mut Loop| {
-                let exec = Arc::clone(&header.exec);
-                exec.push_woken(header);
-            }));
+            Arc::clone(self).post();
         }
+    }
+
+    /// [`Header::schedule`] for a waker woken by value: the waker's own
+    /// reference is the one queued (no count taken and given back).
+    fn schedule_owned(self: Arc<Self>) {
+        if self.queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if self.exec.on_owner() {
+            let woken = self.exec.woken.get();
+            // SAFETY: on the owner thread (just checked), as
+            // `push_woken`; the queue lives in the `ExecShared` this
+            // header holds, which stays alive once the header is moved
+            // into that queue (moving the `Arc` moves a pointer).
+            unsafe { (*woken).push_back(self) }
+        } else {
+            self.post();
+        }
+    }
+
+    /// Queues a poll from another thread, through the loop's wake-up.
+    fn post(self: Arc<Self>) {
+        let Some(shared) = self.exec.shared.upgrade() else {
+            return; // The loop is gone.
+        };
+        // The posted closure runs on the loop thread; if the loop is
+        // gone the closure (and the header) is just dropped.
+        shared.post(Box::new(move |_lp: &mut Loop| {
+            let exec = Arc::clone(&self.exec);
+            exec.push_woken(self);
+        }));
     }
 }
 
 impl Wake for Header {
     fn wake(self: Arc<Self>) {
-        self.schedule();
+        self.schedule_owned();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
@@ -249,6 +272,22 @@ impl Executor {
             let woken = unsafe { &mut *self.exec.woken.get() };
             microtasks.extend(woken.drain(..).map(Micro::Poll));
         }
+    }
+
+    /// The next microtask to run: the front of `microtasks` once the woken
+    /// tasks joined its end ([`Executor::flush_woken`]). With `microtasks`
+    /// empty, the first woken task is taken as it is (the same order,
+    /// without moving the others: the common case of a task woken by an
+    /// I/O callback).
+    #[inline]
+    pub(crate) fn next_micro(&self, microtasks: &mut VecDeque<Micro>) -> Option<Micro> {
+        if microtasks.is_empty() {
+            // SAFETY: as in `has_woken`; the pop calls no user code.
+            let woken = unsafe { &mut *self.exec.woken.get() };
+            return woken.pop_front().map(Micro::Poll);
+        }
+        self.flush_woken(microtasks);
+        microtasks.pop_front()
     }
 
     /// The number of tasks not finished.
@@ -378,7 +417,9 @@ pub(crate) fn poll(lp: &mut Loop, header: Arc<Header>) {
         }
         return;
     }
-    let waker = Waker::from(Arc::clone(&header));
+    // The queue's reference becomes the poll's waker (nothing below
+    // needs the header).
+    let waker = Waker::from(header);
     let mut cx = Context::from_waker(&waker);
     let outcome = enter(lp, || task.poll_task(&mut cx));
     match outcome {

@@ -423,21 +423,20 @@ impl AsyncStream {
         if let Some(Err(error)) = &io.end {
             return Poll::Ready(Err(io::Error::new(error.kind(), error.to_string())));
         }
-        if with_loop(|lp| stream.need_drain(lp)) {
-            set_waker(&mut io.write_waker, cx);
-            if !io.drain_set {
-                io.drain_set = true;
-                let drain_io = Rc::clone(&self.io);
-                with_loop(|lp| {
-                    stream.on_drain(lp, move |_, _| wake(&mut drain_io.borrow_mut().write_waker))
-                });
-            }
-            return Poll::Pending;
-        }
-        io.writes += 1;
-        drop(io);
-        let written_io = Rc::clone(&self.io);
+        // One visit to the loop: the drain check and the write.
         with_loop(|lp| {
+            if stream.need_drain(lp) {
+                set_waker(&mut io.write_waker, cx);
+                if !io.drain_set {
+                    io.drain_set = true;
+                    let drain_io = Rc::clone(&self.io);
+                    stream.on_drain(lp, move |_, _| wake(&mut drain_io.borrow_mut().write_waker));
+                }
+                return Poll::Pending;
+            }
+            io.writes += 1;
+            drop(io);
+            let written_io = Rc::clone(&self.io);
             stream.write(lp, buf.to_vec(), move |_, result| {
                 let mut io = written_io.borrow_mut();
                 io.writes -= 1;
@@ -450,8 +449,8 @@ impl AsyncStream {
                     wake(&mut io.write_waker);
                 }
             });
-        });
-        Poll::Ready(Ok(buf.len()))
+            Poll::Ready(Ok(buf.len()))
+        })
     }
 
     fn flush_all(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
