@@ -180,14 +180,14 @@ fn case_37_timers_phase_runs_again_after_a_tick_starts_a_timer(lp: &mut Loop) {
         let tt = t.clone();
         lp.next_tick(move |lp| {
             if k == 1 {
-                lp.set_timeout(ms(30), tt.at("timeout from a tick"));
+                lp.set_timeout(ms(300), tt.at("timeout from a tick"));
             } else {
                 lp.set_timeout(ms(50), |_| {});
             }
         });
     });
     let t = trace.clone();
-    lp.set_timeout(ms(100), move |lp| {
+    lp.set_timeout(ms(600), move |lp| {
         let mut m = 0;
         let t = t.clone();
         lp.set_interval(ms(1), move |lp, g| {

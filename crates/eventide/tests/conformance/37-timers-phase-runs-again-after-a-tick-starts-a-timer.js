@@ -4,7 +4,7 @@
 // such a tick reads the clock into libuv's time (getLibuvNow), so after a
 // callback that spun past its period libuv finds its timer due again and
 // runs the timers once more in the same phase: the interval runs three
-// times before the immediates queued by the callbacks (the 30 ms timeout
+// times before the immediates queued by the callbacks (the 300 ms timeout
 // started from the first tick comes later). Without a tick starting a timer
 // (second part), the interval runs once per turn, each immediate between.
 const log = (s) => console.log(s);
@@ -17,7 +17,7 @@ const h = setInterval(() => {
   const k = n;
   setImmediate(() => log(`immediate ${k}`));
   process.nextTick(() => {
-    if (n === 1) setTimeout(() => log('timeout from a tick'), 30);
+    if (n === 1) setTimeout(() => log('timeout from a tick'), 300);
     else setTimeout(() => {}, 50);
   });
 }, 1);
@@ -30,4 +30,4 @@ setTimeout(() => {
     const k = m;
     setImmediate(() => log(`quiet immediate ${k}`));
   }, 1);
-}, 100);
+}, 600);
