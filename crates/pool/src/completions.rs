@@ -73,17 +73,20 @@ pub(crate) struct CompletionQueue<T> {
     foreign: Injector<Done<T>>,
     pending: AtomicBool,
     notifier: Arc<dyn Notify>,
+    /// Completions are dropped, not queued (`PoolBuilder::discard_results`).
+    discard: bool,
 }
 
 impl<T> CompletionQueue<T> {
     /// A queue with one lane per worker.
-    pub(crate) fn new(pool: u64, lanes: usize, notifier: Arc<dyn Notify>) -> Self {
+    pub(crate) fn new(pool: u64, lanes: usize, notifier: Arc<dyn Notify>, discard: bool) -> Self {
         CompletionQueue {
             lanes: (0..lanes).map(|_| Mutex::new(Vec::new())).collect(),
             pool,
             foreign: Injector::new(),
             pending: AtomicBool::new(false),
             notifier,
+            discard,
         }
     }
 
@@ -94,6 +97,9 @@ impl<T> CompletionQueue<T> {
 
     /// Delivers a completion from worker `index` through its lane.
     pub(crate) fn push_from_worker(&self, index: usize, id: u64, result: Result<T, JobError>) {
+        if self.discard {
+            return;
+        }
         let packed = (id, result.map_err(Box::new));
         let was_empty = {
             let mut lane = lock(&self.lanes[index]);
@@ -107,6 +113,9 @@ impl<T> CompletionQueue<T> {
 
     /// Delivers a completion from any thread.
     pub(crate) fn push(&self, handle: Handle, result: Result<T, JobError>) {
+        if self.discard {
+            return;
+        }
         self.foreign.push((handle, result));
         self.announce();
     }

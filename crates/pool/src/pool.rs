@@ -103,9 +103,10 @@ impl<J: Job> Pool<J> {
         thread_name: String,
         notifier: Arc<dyn Notify>,
         spawn: Arc<SpawnHandler>,
+        discard: bool,
     ) -> (Self, Completions<J::Output>) {
         let id = NEXT_POOL_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let queue = Arc::new(CompletionQueue::new(id, threads, notifier));
+        let queue = Arc::new(CompletionQueue::new(id, threads, notifier, discard));
         let core = Core {
             shared: Arc::new(Shared::new(threads, Arc::clone(&queue))),
             threads: Mutex::new(Threads {
@@ -141,6 +142,16 @@ impl<J: Job> Pool<J> {
     pub fn submit_slow_io(&self, job: J) -> Handle {
         let handle = self.core.next_handle();
         self.core.enqueue(Task::new(handle, None, job, Lane::Slow));
+        handle
+    }
+
+    /// As [`Pool::submit`], under an id the caller chose, as
+    /// [`Submitter::submit_with_id`] explains: for callers that share the
+    /// pool and so cannot each own its one [`Submitter`].
+    pub fn submit_with_id(&self, id: u64, job: J) -> Handle {
+        let handle = Handle::new(self.core.id, id);
+        self.core
+            .enqueue(Task::new(handle, None, job, Lane::Normal));
         handle
     }
 
