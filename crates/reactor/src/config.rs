@@ -128,6 +128,7 @@ fn invalid(setting: &'static str, value: &str, expected: String) -> BackendError
 /// A setting's refused value, carried inside an `io::Error` out of a
 /// backend's setup (see [`BadSetting::from_io`]).
 #[derive(Debug)]
+#[cfg_attr(not(all(feature = "uring", target_os = "linux")), allow(dead_code))]
 pub(crate) struct BadSetting {
     pub(crate) setting: &'static str,
     pub(crate) value: String,
@@ -147,6 +148,7 @@ impl std::fmt::Display for BadSetting {
 
 impl std::error::Error for BadSetting {}
 
+#[cfg_attr(not(all(feature = "uring", target_os = "linux")), allow(dead_code))]
 impl BadSetting {
     /// The backend's setup error as a [`BackendError`]: an invalid setting
     /// when it carries a [`BadSetting`], else `Refused`.
