@@ -366,19 +366,24 @@ impl Drop for Work {
 
 /// Hands a dropped loop's requests over to its inbox, all under the
 /// inbox's lock (so no delivery comes in between): the items the pool has
-/// delivered are freed; the others are cancelled if still queued (the
-/// worker that reaches one skips it), their `after` is dropped here on the
-/// loop thread (it may be `!Send`), and they become orphans, which the
-/// delivery of each frees on whatever thread delivers it (what is left
-/// of them, the work closure or its result, is `Send`).
+/// delivered are taken back; the others are cancelled if still queued (the
+/// worker that reaches one skips it), their `after` is taken out, and they
+/// become orphans, which the delivery of each frees on whatever thread
+/// delivers it (what is left of them, the work closure or its result, is
+/// `Send`). Only then, with the lock released and every item the pool
+/// holds an orphan, are the taken-back items and the `after`s dropped,
+/// here on the loop thread (they may be `!Send`): a `Drop` of the user's
+/// that panics cannot leave an item the pool holds in the loop's hands.
 fn orphan_all(
     inbox: &Inbox,
     round: VecDeque<(u64, Option<JobError>)>,
     requests: &mut Slab<OwnedItem>,
 ) {
+    let mut delivered = Vec::new();
+    let mut afters = Vec::new();
     let mut state = inbox.lock();
     for (id, _) in round.into_iter().chain(state.done.drain(..)) {
-        drop(requests.remove(id_to_slot(id)));
+        delivered.extend(requests.remove(id_to_slot(id)));
     }
     let slots: Vec<SlotId> = requests.iter().map(|(slot, _)| slot).collect();
     let mut orphans = HashMap::with_capacity(slots.len());
@@ -392,20 +397,22 @@ fn orphan_all(
                 .state
                 .compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Acquire);
         // SAFETY: loop thread; the item is alive (the pool has not handed
-        // it back); `take_cancelled` reaches only `after`, which no worker
-        // touches.
-        let after = unsafe { (header.vtable.take_cancelled)(item.0) };
-        drop(after);
+        // it back, and cannot free it: it is not an orphan yet);
+        // `take_cancelled` reaches only `after`, which no worker touches.
+        afters.extend(unsafe { (header.vtable.take_cancelled)(item.0) });
         orphans.insert(slot_to_id(slot), Orphan(item.into_raw()));
     }
-    if !orphans.is_empty() {
+    let count = orphans.len();
+    state.orphans = Some(orphans);
+    drop(state);
+    if count > 0 {
         log::debug!(
-            "eventide: a loop was dropped with {} request(s) on its shared pool: cancelled if \
-             queued, freed when the pool lets go of them",
-            orphans.len()
+            "eventide: a loop was dropped with {count} request(s) on its shared pool: \
+             cancelled if queued, freed when the pool lets go of them"
         );
     }
-    state.orphans = Some(orphans);
+    drop(delivered);
+    drop(afters);
 }
 
 /// How long dropping a loop waits for its pool's running jobs by default.
