@@ -24,12 +24,13 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use eventide_pool::{
-    Completions, Job, JobError, MAX_THREADS, Pool, PoolBuilder, Submitter, THREADPOOL_SIZE_ENV,
+    Completer, Completions, Job, JobError, MAX_THREADS, Pool, PoolBuilder, Submitter,
+    THREADPOOL_SIZE_ENV,
 };
 
 use crate::event_loop::Loop;
@@ -265,40 +266,33 @@ fn id_to_slot(id: u64) -> SlotId {
     }
 }
 
-/// The pool the loop's work runs on: its own, or one shared with other
-/// loops.
-///
-/// Field order matters in `Own`: fields drop in declaration order, so the
-/// submitter hands back what it holds, the pool shuts down and joins its
-/// threads, and only then (`Work` drops its `source` before its
-/// `requests`) are the items still owned by `requests` freed.
-enum Source {
+/// Where the loop's jobs go: its own pool, or one shared with other loops.
+enum Target {
     /// The loop's own pool.
-    Own {
-        /// The loop thread's own deque into the pool.
-        submitter: Submitter<JobPtr>,
-        pool: Pool<JobPtr>,
-        completions: Completions<JobPtr>,
-    },
-    /// A pool shared with other loops: each job delivers itself into this
-    /// loop's inbox ([`Routed`]).
-    Shared {
-        pool: SharedPool,
-        inbox: Arc<Inbox>,
-        /// Completions taken from the inbox whose callbacks have not run
-        /// yet (a panicking callback leaves the rest here).
-        round: VecDeque<(u64, Option<JobError>)>,
-    },
+    Own(Pool<JobPtr>),
+    /// A pool shared with other loops: each job delivers itself through
+    /// this loop's inbox ([`Routed`]) into the loop's completion channel.
+    Shared { pool: SharedPool, inbox: Arc<Inbox> },
 }
 
 /// The pool, its completions, and the requests in flight.
 ///
-/// The `Drop` impl first shuts an own pool down with a bounded wait; if
-/// that leaves workers running, the items they may touch are leaked
-/// instead. On a shared pool, it hands the items the pool still holds to
-/// the inbox (see [`Inbox`]).
+/// Field order matters: fields drop in declaration order, so the
+/// submitter hands back what it holds, an own pool shuts down and joins
+/// its threads, and only then are the items still owned by `requests`
+/// freed. (The `Drop` impl first shuts an own pool down with a bounded
+/// wait; if that leaves workers running, the items they may touch are
+/// leaked instead. On a shared pool it hands the items the pool still
+/// holds to the inbox: see [`orphan_all`].)
 pub(crate) struct Work {
-    source: Source,
+    /// The loop thread's own deque into its own pool; `None` on a shared
+    /// pool (a pool has one submitter).
+    submitter: Option<Submitter<JobPtr>>,
+    target: Target,
+    /// The own pool's completions, or, on a shared pool, the loop's own
+    /// channel (`eventide_pool::channel`) that its jobs deliver into: the
+    /// loop drains both the same way, at the same cost.
+    completions: Completions<JobPtr>,
     /// Every item the pool may still hold, by request.
     requests: Slab<OwnedItem>,
     /// Requests whose `after` has not run yet (a cancelled item stays in
@@ -321,22 +315,19 @@ impl Drop for Work {
     /// headers' ids), so every item the pool has not handed back is leaked
     /// rather than freed: its memory, work closure and `after` stay
     /// allocated, never dropped. The items it did hand back are freed as
-    /// usual. Then the fields drop in order (see [`Source`]).
+    /// usual. Then the fields drop in order (see [`Work`]).
     ///
-    /// Shared pool: see [`Work::orphan_all`]; then the loop lets go of the
+    /// Shared pool: see [`orphan_all`]; then the loop lets go of the
     /// pool, and if it held the last handle, shuts it down as an own pool.
     fn drop(&mut self) {
-        let (pool, completions) = match &mut self.source {
-            Source::Own {
-                pool, completions, ..
-            } => (pool, completions),
-            Source::Shared { inbox, round, pool } => {
+        let pool = match &mut self.target {
+            Target::Own(pool) => pool,
+            Target::Shared { inbox, pool } => {
                 let inbox = Arc::clone(inbox);
-                let round = std::mem::take(round);
                 // A placeholder that holds no pool: the loop's handle is
                 // released below, after the items are handed over.
                 let pool = std::mem::replace(pool, SharedPool::placeholder());
-                orphan_all(&inbox, round, &mut self.requests);
+                orphan_all(&inbox, &mut self.completions, &mut self.requests);
                 pool.release(self.drop_timeout);
                 return;
             }
@@ -347,10 +338,10 @@ impl Drop for Work {
         }
         let requests = &mut self.requests;
         // What a round cut short by a panic still holds, then the rest.
-        while let Some((handle, _)) = completions.next_in_round() {
+        while let Some((handle, _)) = self.completions.next_in_round() {
             drop(requests.remove(id_to_slot(handle.id())));
         }
-        completions.drain(|handle, _| {
+        self.completions.drain(|handle, _| {
             drop(requests.remove(id_to_slot(handle.id())));
         });
         let leaked = requests.len();
@@ -376,15 +367,18 @@ impl Drop for Work {
 /// that panics cannot leave an item the pool holds in the loop's hands.
 fn orphan_all(
     inbox: &Inbox,
-    round: VecDeque<(u64, Option<JobError>)>,
+    completions: &mut Completions<JobPtr>,
     requests: &mut Slab<OwnedItem>,
 ) {
     let mut delivered = Vec::new();
     let mut afters = Vec::new();
     let mut state = inbox.lock();
-    for (id, _) in round.into_iter().chain(state.done.drain(..)) {
-        delivered.extend(requests.remove(id_to_slot(id)));
+    while let Some((handle, _)) = completions.next_in_round() {
+        delivered.extend(requests.remove(id_to_slot(handle.id())));
     }
+    completions.drain(|handle, _| {
+        delivered.extend(requests.remove(id_to_slot(handle.id())));
+    });
     let slots: Vec<SlotId> = requests.iter().map(|(slot, _)| slot).collect();
     let mut orphans = HashMap::with_capacity(slots.len());
     for slot in slots {
@@ -403,7 +397,7 @@ fn orphan_all(
         orphans.insert(slot_to_id(slot), Orphan(item.into_raw()));
     }
     let count = orphans.len();
-    state.orphans = Some(orphans);
+    *state = Some(orphans);
     drop(state);
     if count > 0 {
         log::debug!(
@@ -429,33 +423,34 @@ impl Work {
         pool: Option<SharedPool>,
         drop_timeout: Duration,
     ) -> Result<Work> {
-        let source = match pool {
-            Some(pool) => Source::Shared {
-                pool,
-                inbox: Arc::new(Inbox::new(shared)),
-                round: VecDeque::new(),
-            },
+        let notify = move || shared.wake_if_sleeping();
+        let (submitter, target, completions) = match pool {
+            Some(pool) => {
+                let (completer, completions) = eventide_pool::channel(notify);
+                let inbox = Arc::new(Inbox {
+                    orphans: Mutex::new(None),
+                    completer,
+                });
+                (None, Target::Shared { pool, inbox }, completions)
+            }
             None => {
                 let threads = match threads {
                     Some(threads) => threads,
                     None => threads_from_env()?,
                 };
-                let notify = move || shared.wake_if_sleeping();
                 let (pool, completions) = PoolBuilder::new()
                     .threads(threads)
                     .thread_name("eventide-pool")
                     .notifier(notify)
                     .build()?;
                 let submitter = pool.submitter().expect("a new pool's submitter is free");
-                Source::Own {
-                    submitter,
-                    pool,
-                    completions,
-                }
+                (Some(submitter), Target::Own(pool), completions)
             }
         };
         Ok(Work {
-            source,
+            submitter,
+            target,
+            completions,
             requests: Slab::default(),
             live: 0,
             cancelled: VecDeque::new(),
@@ -474,18 +469,14 @@ impl Work {
     /// set, even if an earlier drain took them, or it would never hear
     /// again), or a cancel left an `after` to run.
     pub(crate) fn completions_due(&self) -> bool {
-        let due = match &self.source {
-            Source::Own { completions, .. } => completions.is_due(),
-            Source::Shared { inbox, .. } => inbox.pending.load(Ordering::Acquire),
-        };
-        due || self.has_ready()
+        self.completions.is_due() || self.has_ready()
     }
 
     /// Wakes a pool worker for the jobs queued since the first of this
     /// burst, if need be (see `Submitter::submit_in_burst`).
     #[inline]
     pub(crate) fn end_burst(&mut self) {
-        if let Source::Own { submitter, .. } = &mut self.source
+        if let Some(submitter) = &mut self.submitter
             && submitter.in_burst()
         {
             submitter.end_burst();
@@ -496,37 +487,26 @@ impl Work {
     /// cancel left an `after`, or a panic cut the last round of
     /// completions short. The poll phase must not block.
     pub(crate) fn has_ready(&self) -> bool {
-        let in_round = match &self.source {
-            Source::Own { completions, .. } => completions.in_round(),
-            Source::Shared { round, .. } => !round.is_empty(),
-        };
-        !self.cancelled.is_empty() || in_round
+        !self.cancelled.is_empty() || self.completions.in_round()
     }
 
-    /// The next completion to handle: its request's id and failure, if
-    /// any. Starts a round when one is due and none is in progress.
-    fn next_completion(&mut self) -> Option<(u64, Option<JobError>)> {
-        match &mut self.source {
-            Source::Own { completions, .. } => completions
-                .next_in_round()
-                .map(|(handle, result)| (handle.id(), result.err())),
-            Source::Shared { round, .. } => round.pop_front(),
-        }
-    }
-
-    /// Starts a round of completions if the pool has announced some.
-    fn start_round(&mut self) {
-        match &mut self.source {
-            Source::Own { completions, .. } => {
-                if completions.is_due() {
-                    // Continues a round a panic cut short, or starts one.
-                    completions.start_round();
-                }
+    /// Queues item `header` under request `id` where the loop's normal
+    /// jobs do not go through its submitter: slow I/O, or a shared pool.
+    fn submit_elsewhere(&self, id: u64, header: NonNull<Header>, class: WorkClass) {
+        match &self.target {
+            Target::Own(pool) => {
+                pool.submit_slow_io_with_id(id, JobPtr(header));
             }
-            Source::Shared { inbox, round, .. } => {
-                if inbox.pending.swap(false, Ordering::AcqRel) {
-                    round.extend(inbox.lock().done.drain(..));
-                }
+            Target::Shared { pool, inbox } => {
+                let job = Routed {
+                    item: JobPtr(header),
+                    id,
+                    inbox: Some(Arc::clone(inbox)),
+                };
+                match class {
+                    WorkClass::Normal => pool.get().submit_with_id(id, job),
+                    WorkClass::SlowIo => pool.get().submit_slow_io_with_id(id, job),
+                };
             }
         }
     }
@@ -694,22 +674,15 @@ impl fmt::Debug for SharedPool {
 
 /// A loop's inbox on a shared pool: where its jobs deliver themselves.
 ///
-/// While the loop lives, a delivery queues `(request id, failure)` and
-/// wakes the loop if it sleeps. Once it is dropped, `orphans` holds the
-/// items the pool still had, and a delivery frees its item instead.
+/// While the loop lives, a delivery goes into the loop's completion
+/// channel, which wakes the loop if it sleeps. Once the loop is dropped,
+/// `orphans` holds the items the pool still had, and a delivery frees its
+/// item instead. The lock makes the two exclusive: a delivery never lands
+/// in the channel of a loop that has already handed its items over.
 pub(crate) struct Inbox {
-    state: Mutex<InboxState>,
-    /// Deliveries wait in `state.done` that no round has taken.
-    pending: AtomicBool,
-    /// The loop's wake-up.
-    loop_shared: Arc<Shared>,
-}
-
-#[derive(Default)]
-struct InboxState {
-    done: Vec<(u64, Option<JobError>)>,
     /// `Some` once the loop is gone: its items the pool still holds.
-    orphans: Option<HashMap<u64, Orphan>>,
+    orphans: Mutex<Option<HashMap<u64, Orphan>>>,
+    completer: Completer<JobPtr>,
 }
 
 /// An item of a dropped loop, its `after` already dropped.
@@ -730,36 +703,25 @@ impl Orphan {
 }
 
 impl Inbox {
-    fn new(loop_shared: Arc<Shared>) -> Inbox {
-        Inbox {
-            state: Mutex::default(),
-            pending: AtomicBool::new(false),
-            loop_shared,
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, InboxState> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<HashMap<u64, Orphan>>> {
         // Nothing panics while holding it but an allocation failure; the
         // state is consistent between statements anyway.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.orphans.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A job of this inbox's loop is done (or will never run): from a
     /// pool thread, or the thread that shuts the pool down.
-    fn deliver(&self, id: u64, failure: Option<JobError>) {
-        let mut state = self.lock();
-        if let Some(orphans) = &mut state.orphans {
-            let orphan = orphans.remove(&id);
-            drop(state);
-            if let Some(orphan) = orphan {
-                orphan.free();
+    fn deliver(&self, id: u64, result: std::result::Result<JobPtr, JobError>) {
+        let mut orphans = self.lock();
+        match orphans.as_mut() {
+            None => self.completer.complete(id, result),
+            Some(orphans_now) => {
+                let orphan = orphans_now.remove(&id);
+                drop(orphans);
+                if let Some(orphan) = orphan {
+                    orphan.free();
+                }
             }
-            return;
-        }
-        state.done.push((id, failure));
-        drop(state);
-        if !self.pending.swap(true, Ordering::AcqRel) {
-            self.loop_shared.wake_if_sleeping();
         }
     }
 }
@@ -789,17 +751,20 @@ impl Job for Routed {
             // delivered), and the pool runs each job once.
             unsafe { (header.as_ref().vtable.run)(header) }
         }));
-        let failure = outcome.err().map(|payload| JobError::Panicked {
-            message: panic_message(payload),
-        });
-        inbox.deliver(self.id, failure);
+        let result = match outcome {
+            Ok(()) => Ok(JobPtr(header)),
+            Err(payload) => Err(JobError::Panicked {
+                message: panic_message(payload),
+            }),
+        };
+        inbox.deliver(self.id, result);
     }
 }
 
 impl Drop for Routed {
     fn drop(&mut self) {
         if let Some(inbox) = self.inbox.take() {
-            inbox.deliver(self.id, Some(JobError::ShutDown));
+            inbox.deliver(self.id, Err(JobError::ShutDown));
         }
     }
 }
@@ -849,26 +814,13 @@ impl Loop {
         let slot = work.requests.insert(OwnedItem(header));
         work.live += 1;
         let id = slot_to_id(slot);
-        match (&mut work.source, class) {
+        match (&mut work.submitter, class) {
             // The loop ends the burst after the running callback (or at
             // the next turn), see `Loop::guarded`.
-            (Source::Own { submitter, .. }, WorkClass::Normal) => {
+            (Some(submitter), WorkClass::Normal) => {
                 submitter.submit_in_burst(id, JobPtr(header));
             }
-            (Source::Own { pool, .. }, WorkClass::SlowIo) => {
-                pool.submit_slow_io_with_id(id, JobPtr(header));
-            }
-            (Source::Shared { pool, inbox, .. }, class) => {
-                let job = Routed {
-                    item: JobPtr(header),
-                    id,
-                    inbox: Some(Arc::clone(inbox)),
-                };
-                match class {
-                    WorkClass::Normal => pool.get().submit_with_id(id, job),
-                    WorkClass::SlowIo => pool.get().submit_slow_io_with_id(id, job),
-                };
-            }
+            _ => work.submit_elsewhere(id, header, class),
         }
         WorkId {
             slot,
@@ -926,12 +878,16 @@ impl Loop {
         if !self.work.completions_due() {
             return;
         }
-        self.work.start_round();
-        // One at a time, straight from the pool's lanes (or the inbox): a
-        // callback's panic leaves the rest of the round for the next poll
-        // phase.
-        while let Some((id, failure)) = self.work.next_completion() {
-            let Some(item) = self.work.requests.remove(id_to_slot(id)) else {
+        if self.work.completions.is_due() {
+            // Continues a round a panic cut short, or starts one.
+            self.work.completions.start_round();
+        }
+        // One at a time, straight from the pool's lanes (or the loop's
+        // channel, on a shared pool): a callback's panic leaves the rest
+        // of the round for the next poll phase.
+        while let Some((handle, result)) = self.work.completions.next_in_round() {
+            let failure = result.err();
+            let Some(item) = self.work.requests.remove(id_to_slot(handle.id())) else {
                 // Not ours: the pool never hands back a request twice.
                 debug_assert!(false, "a work completion for no request");
                 continue;

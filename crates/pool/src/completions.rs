@@ -140,6 +140,51 @@ impl<T> CompletionQueue<T> {
     }
 }
 
+/// Makes a completion queue with no pool behind it: the [`Completer`]
+/// delivers into it from any thread, the [`Completions`] takes what was
+/// delivered, and `notifier` is told as a pool's notifier is (once per
+/// batch). For jobs that deliver their own results (a pool built with
+/// [`PoolBuilder::discard_results`](crate::PoolBuilder::discard_results)
+/// shared by several consumers, each with its own channel).
+pub fn channel<T>(notifier: impl Notify) -> (Completer<T>, Completions<T>) {
+    let id = crate::pool::next_pool_id();
+    let queue = Arc::new(CompletionQueue::new(id, 0, Arc::new(notifier), false));
+    (
+        Completer {
+            queue: Arc::clone(&queue),
+        },
+        Completions::new(queue),
+    )
+}
+
+/// The producers' side of a [`channel`]: cheap to clone, `Send + Sync`
+/// when `T` is `Send`.
+pub struct Completer<T> {
+    queue: Arc<CompletionQueue<T>>,
+}
+
+impl<T> Clone for Completer<T> {
+    fn clone(&self) -> Self {
+        Completer {
+            queue: Arc::clone(&self.queue),
+        }
+    }
+}
+
+impl<T> Completer<T> {
+    /// Delivers job `id`'s result: the [`Completions`] hand it out with a
+    /// [`Handle`] whose [`id`](Handle::id) is `id`.
+    pub fn complete(&self, id: u64, result: Result<T, JobError>) {
+        self.queue.push(self.queue.handle(id), result);
+    }
+}
+
+impl<T> fmt::Debug for Completer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Completer").finish_non_exhaustive()
+    }
+}
+
 /// The consumer's side of the completion queue: every job submitted to the
 /// pool is delivered here exactly once, as `(handle, result)`.
 ///

@@ -18,6 +18,11 @@ use crate::worker::{Lane, Shared, Task, run_worker};
 /// Numbers pools, so that a handle from one pool is refused by another.
 static NEXT_POOL_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// A fresh pool id (also for a completion [`channel`](crate::channel)).
+pub(crate) fn next_pool_id() -> u64 {
+    NEXT_POOL_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A work-stealing pool of blocking threads running jobs of type `J`.
 ///
 /// Build one with [`PoolBuilder`](crate::PoolBuilder); it comes with the
@@ -105,7 +110,7 @@ impl<J: Job> Pool<J> {
         spawn: Arc<SpawnHandler>,
         discard: bool,
     ) -> (Self, Completions<J::Output>) {
-        let id = NEXT_POOL_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = next_pool_id();
         let queue = Arc::new(CompletionQueue::new(id, threads, notifier, discard));
         let core = Core {
             shared: Arc::new(Shared::new(threads, Arc::clone(&queue))),
