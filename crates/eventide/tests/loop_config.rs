@@ -201,6 +201,7 @@ fn the_pool_size_variable_decides_unless_the_code_does() {
     let out = child("child_runs_pool_jobs", &[("EVENTIDE_THREADPOOL_SIZE", "2")]);
     assert!(out.contains("env: 2 at once true, names ok true"), "{out}");
     assert!(out.contains("code: 3 at once true"), "{out}");
+    assert!(out.contains("shared from env: 2"), "{out}");
 }
 
 #[test]
@@ -217,6 +218,8 @@ fn child_runs_pool_jobs() {
     let mut lp = Loop::builder().pool_threads(3).build().unwrap();
     let (together, _) = run_concurrently(&mut lp, 3);
     println!("code: 3 at once {together}");
+    let shared = eventide::SharedPool::from_env().unwrap();
+    println!("shared from env: {}", shared.threads());
 }
 
 #[test]
@@ -243,6 +246,27 @@ fn an_invalid_pool_size_variable_is_an_error_naming_it_unless_the_code_sets_the_
         ],
     );
     assert!(out.contains("BUILT"), "{out}");
+}
+
+#[test]
+fn a_shared_pool_from_an_invalid_variable_is_an_error_naming_it() {
+    let out = child(
+        "child_reports_the_shared_pool_error",
+        &[("EVENTIDE_THREADPOOL_SIZE", "0")],
+    );
+    assert!(
+        out.contains(
+            "SHARED EVENTIDE_THREADPOOL_SIZE=\"0\": expected a whole number from 1 to 1024"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+#[ignore = "child entry point"]
+fn child_reports_the_shared_pool_error() {
+    assert!(in_child());
+    println!("SHARED {}", eventide::SharedPool::from_env().unwrap_err());
 }
 
 /// A loop whose every user setting is set in code builds whatever those
