@@ -134,15 +134,26 @@ pub(crate) struct Clock {
 }
 
 impl Clock {
-    /// A clock whose epoch is now.
-    pub(crate) fn new() -> Clock {
+    /// A clock whose epoch is now, reading the TSC where it is exact when
+    /// `source` allows it.
+    pub(crate) fn new(source: ClockSource) -> Clock {
+        let tsc = source == ClockSource::Tsc && Tsc::usable();
         let clock = Clock {
             epoch: Instant::now(),
-            tsc: Tsc::usable().then(Tsc::default),
+            tsc: tsc.then(Tsc::default),
         };
         // The first real read is the calibration base.
         clock.read();
         clock
+    }
+
+    /// The clock it reads.
+    pub(crate) fn source(&self) -> ClockSource {
+        if self.tsc.is_some() {
+            ClockSource::Tsc
+        } else {
+            ClockSource::Std
+        }
     }
 
     /// The time in ms since the epoch: what a real read would give.
@@ -190,20 +201,33 @@ struct Tsc {
     ticks_per_ms: Cell<u64>,
 }
 
-/// `EVENTIDE_CLOCK`: unset or empty (the default) or `tsc` let the TSC be
-/// used where it is exact; `std` reads the system clock every time. Any
-/// other value is logged, naming the variable, and the default kept (the
-/// clock has no error path: a loop must be able to start).
-fn clock_choice_allows_tsc() -> bool {
-    let value = std::env::var("EVENTIDE_CLOCK").unwrap_or_default();
-    match value.trim() {
-        "" | "tsc" => true,
-        "std" => false,
-        other => {
-            log::warn!(
-                "eventide: EVENTIDE_CLOCK={other:?}: expected std or tsc; using the default"
-            );
-            true
+/// The environment variable that chooses the loop's clock when
+/// [`LoopBuilder::clock`](crate::LoopBuilder::clock) does not.
+pub(crate) const CLOCK_ENV: &str = "EVENTIDE_CLOCK";
+
+/// Which clock a loop reads its time from ([`crate::LoopBuilder::clock`],
+/// or the `EVENTIDE_CLOCK` environment variable: `tsc` or `std`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum ClockSource {
+    /// The default: the CPU's time-stamp counter between two reads of the
+    /// system's monotonic clock, where that counter is invariant and the
+    /// millisecond it gives is certain; the system clock otherwise (so the
+    /// time is the same as [`ClockSource::Std`] gives, read more cheaply).
+    #[default]
+    Tsc,
+    /// The system's monotonic clock (`std::time::Instant`) at every read.
+    Std,
+}
+
+impl ClockSource {
+    /// Parses `EVENTIDE_CLOCK`'s value: `tsc` or `std` (blank is the
+    /// default, `tsc`).
+    pub(crate) fn parse(value: &str) -> Option<ClockSource> {
+        match value.trim() {
+            "" | "tsc" => Some(ClockSource::Tsc),
+            "std" => Some(ClockSource::Std),
+            _ => None,
         }
     }
 }
@@ -213,7 +237,7 @@ impl Tsc {
     /// process: it reads CPUID and a sysfs file).
     fn usable() -> bool {
         static USABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *USABLE.get_or_init(|| clock_choice_allows_tsc() && invariant_tsc())
+        *USABLE.get_or_init(invariant_tsc)
     }
 
     /// The ms at TSC reading `now`, if it can be told exactly.
@@ -376,7 +400,7 @@ mod tests {
     fn the_clock_agrees_with_real_reads() {
         // Whatever the machine: every reading lies between real reads
         // taken just before and just after it.
-        let clock = Clock::new();
+        let clock = Clock::new(ClockSource::Tsc);
         let epoch = clock.epoch;
         let start = Instant::now();
         let mut readings = 0u64;

@@ -192,9 +192,22 @@ pub enum Error {
     /// The reactor backend could not be set up.
     #[error(transparent)]
     Backend(#[from] BackendError),
-    /// The pool configuration is invalid (e.g. `EVENTIDE_THREADPOOL_SIZE`).
+    /// The pool configuration is invalid.
     #[error(transparent)]
     PoolConfig(#[from] ConfigError),
+    /// A setting of [`crate::LoopBuilder`] or an environment variable it
+    /// reads holds a value it does not accept (see
+    /// `docs/configuration.md`): `EVENTIDE_CLOCK="fast": expected std or tsc`.
+    #[error("{setting}={value:?}: expected {expected}")]
+    InvalidConfig {
+        /// The environment variable (`EVENTIDE_CLOCK`) or the builder
+        /// method (`LoopBuilder::pool_threads`).
+        setting: &'static str,
+        /// The refused value, as text.
+        value: String,
+        /// What the setting accepts.
+        expected: String,
+    },
     /// An error of the program's own, made with [`Error::other`]: what a
     /// callback hands [`crate::Loop::fail`] for `run()` to return.
     /// Displays as the inner error does; `downcast_ref` it back with
@@ -381,7 +394,9 @@ impl Error {
             Error::Reentrant => io::ErrorKind::Other,
             Error::Backend(BackendError::Refused { source, .. }) => source.kind(),
             Error::Backend(BackendError::NotCompiled(_)) => io::ErrorKind::Unsupported,
-            Error::Backend(_) | Error::PoolConfig(_) => io::ErrorKind::InvalidInput,
+            Error::Backend(_) | Error::PoolConfig(_) | Error::InvalidConfig { .. } => {
+                io::ErrorKind::InvalidInput
+            }
             // The program's own: an io::Error keeps its kind.
             Error::Other(inner) => inner
                 .downcast_ref::<io::Error>()

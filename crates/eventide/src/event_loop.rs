@@ -53,10 +53,22 @@ pub enum RunMode {
     NoWait,
 }
 
-/// Builds a [`Loop`]: which reactor backend, how many pool threads.
+/// Builds a [`Loop`]: its backend, its pool, its clock, its io_uring
+/// settings. Every setting has an environment variable that decides when
+/// the code does not; a value set here wins over the environment, as a
+/// Node program that sets `process.env.UV_THREADPOOL_SIZE` wins over the
+/// inherited one (the io_uring switches are the exception: their
+/// variables can only turn features off). See `docs/configuration.md`.
 ///
 /// ```
-/// let lp = eventide::Loop::builder().pool_threads(2).build()?;
+/// use eventide::{BackendChoice, ClockSource, Loop};
+///
+/// let lp = Loop::builder()
+///     .backend(BackendChoice::Auto)
+///     .pool_threads(2)
+///     .clock(ClockSource::Std)
+///     .uring_entries(128)
+///     .build()?;
 /// # drop(lp);
 /// # Ok::<(), eventide::Error>(())
 /// ```
@@ -65,7 +77,10 @@ pub enum RunMode {
 pub struct LoopBuilder {
     backend: Option<BackendChoice>,
     pool_threads: Option<usize>,
+    pool: Option<crate::work::SharedPool>,
     pool_drop_timeout: Option<Duration>,
+    clock: Option<crate::clock::ClockSource>,
+    uring: eventide_reactor::UringConfig,
 }
 
 impl LoopBuilder {
@@ -78,10 +93,20 @@ impl LoopBuilder {
         self
     }
 
-    /// Sets the number of blocking-pool threads (1..=1024). Without this
-    /// call `EVENTIDE_THREADPOOL_SIZE` decides, and by default there are 4.
+    /// Sets the number of threads of the loop's own blocking pool
+    /// (1..=1024). Without this call `EVENTIDE_THREADPOOL_SIZE` decides,
+    /// and by default there are 4. Not with [`LoopBuilder::pool`].
     pub fn pool_threads(mut self, threads: usize) -> Self {
         self.pool_threads = Some(threads);
+        self
+    }
+
+    /// Runs the loop's pool work on `pool`, shared with other loops,
+    /// instead of a pool of its own (see [`SharedPool`](crate::SharedPool)).
+    /// `EVENTIDE_THREADPOOL_SIZE` is then not read: the pool's size was
+    /// set when it was made. Not with [`LoopBuilder::pool_threads`].
+    pub fn pool(mut self, pool: crate::work::SharedPool) -> Self {
+        self.pool = Some(pool);
         self
     }
 
@@ -92,9 +117,52 @@ impl LoopBuilder {
     /// returns, a warning is logged, and the memory of the work requests
     /// that thread may still touch is leaked (never freed, their callbacks
     /// never run or dropped). Without the bound the drop would wait for
-    /// such a job forever.
+    /// such a job forever. On a [`SharedPool`](crate::SharedPool), the
+    /// drop waits for nothing unless the loop held the pool's last handle.
     pub fn pool_drop_timeout(mut self, timeout: Duration) -> Self {
         self.pool_drop_timeout = Some(timeout);
+        self
+    }
+
+    /// Chooses the loop's clock (see [`ClockSource`](crate::ClockSource)).
+    /// Without this call `EVENTIDE_CLOCK` decides (`tsc`, the default, or
+    /// `std`).
+    pub fn clock(mut self, source: crate::clock::ClockSource) -> Self {
+        self.clock = Some(source);
+        self
+    }
+
+    /// On io_uring, runs natively only the file operations of `ops` that
+    /// the kernel has; the others go to the pool, as on epoll (default:
+    /// all). `EVENTIDE_URING_FILE_OPS` narrows this further.
+    pub fn uring_file_ops(mut self, ops: eventide_reactor::FileOps) -> Self {
+        self.uring.file_ops = ops;
+        self
+    }
+
+    /// On io_uring, whether whole-file reads open into direct descriptors
+    /// where the kernel has them (6.8+; default: true).
+    /// `EVENTIDE_URING_NO_DIRECT=1` turns them off whatever this says.
+    pub fn uring_direct_descriptors(mut self, on: bool) -> Self {
+        self.uring.direct_descriptors = on;
+        self
+    }
+
+    /// On io_uring, whether socket receives use multishot recv from a
+    /// provided-buffer ring where the kernel has it (6.0+; default: true).
+    /// `EVENTIDE_URING_NO_PBUF=1` turns it off whatever this says.
+    pub fn uring_provided_buffers(mut self, on: bool) -> Self {
+        self.uring.provided_buffers = on;
+        self
+    }
+
+    /// On io_uring, the submission queue's size: 1 to 32768 entries (the
+    /// kernel rounds up to a power of two; default 256); the completion
+    /// queue gets 16 times as many. A full submission queue is submitted
+    /// early, so this bounds a system call's batch, not the operations in
+    /// flight.
+    pub fn uring_entries(mut self, entries: u32) -> Self {
+        self.uring.sq_entries = entries;
         self
     }
 
@@ -102,21 +170,107 @@ impl LoopBuilder {
     ///
     /// # Errors
     ///
+    /// [`Error::InvalidConfig`] naming the method or the environment
+    /// variable, the value and what it accepts, for an invalid setting:
+    /// a pool size outside 1..=1024, both [`LoopBuilder::pool`] and
+    /// [`LoopBuilder::pool_threads`], an io_uring size outside 1..=32768,
+    /// or a variable that does not parse (`EVENTIDE_BACKEND`,
+    /// `EVENTIDE_THREADPOOL_SIZE`, `EVENTIDE_CLOCK`, the `EVENTIDE_URING_*`
+    /// ones), read only when the code leaves its setting unset.
     /// [`Error::Backend`] when the chosen backend is not compiled in or the
-    /// system refuses it (a forced `uring` under a seccomp profile, say),
-    /// or when `EVENTIDE_BACKEND` holds something else than the four names;
-    /// [`Error::PoolConfig`] for a pool size outside 1..=1024. (An invalid
-    /// `EVENTIDE_THREADPOOL_SIZE` is logged and the default used, as libuv
-    /// does with `UV_THREADPOOL_SIZE`.)
+    /// system refuses it (a forced `uring` under a seccomp profile, say).
     #[must_use = "the loop runs nothing until `run()` is called on it"]
     pub fn build(self) -> Result<Loop> {
-        let reactor = match self.backend {
-            Some(choice) => Reactor::with_choice(choice)?,
-            None => Reactor::new()?,
-        };
+        let config = self.resolve()?;
+        let reactor = Reactor::with_config(config.backend, &config.uring).map_err(config_error)?;
         log::debug!("eventide loop on the {} backend", reactor.backend());
-        let drop_timeout = self.pool_drop_timeout.unwrap_or(crate::work::DROP_TIMEOUT);
-        Loop::with_reactor(reactor, self.pool_threads, drop_timeout)
+        Loop::with_reactor(reactor, config)
+    }
+
+    /// Every setting, from the code or else the environment, checked.
+    fn resolve(self) -> Result<Resolved> {
+        use crate::work::check_threads;
+        let backend = match self.backend {
+            Some(choice) => choice,
+            None => BackendChoice::from_env().map_err(config_error)?,
+        };
+        let threads = match (self.pool_threads, &self.pool) {
+            (Some(threads), None) => Some(check_threads("LoopBuilder::pool_threads", threads)?),
+            (Some(threads), Some(_)) => {
+                return Err(Error::InvalidConfig {
+                    setting: "LoopBuilder::pool_threads",
+                    value: threads.to_string(),
+                    expected: "no pool size with LoopBuilder::pool (a shared pool has its own)"
+                        .to_owned(),
+                });
+            }
+            (None, _) => None,
+        };
+        let clock = match self.clock {
+            Some(source) => source,
+            None => {
+                let name = crate::clock::CLOCK_ENV;
+                let value = std::env::var_os(name).unwrap_or_default();
+                value
+                    .to_str()
+                    .and_then(crate::clock::ClockSource::parse)
+                    .ok_or_else(|| Error::InvalidConfig {
+                        setting: name,
+                        value: value.to_string_lossy().into_owned(),
+                        expected: "tsc or std".to_owned(),
+                    })?
+            }
+        };
+        if !(1..=eventide_reactor::MAX_SQ_ENTRIES).contains(&self.uring.sq_entries) {
+            return Err(Error::InvalidConfig {
+                setting: "LoopBuilder::uring_entries",
+                value: self.uring.sq_entries.to_string(),
+                expected: format!("a number from 1 to {}", eventide_reactor::MAX_SQ_ENTRIES),
+            });
+        }
+        let uring = self.uring.with_env().map_err(config_error)?;
+        Ok(Resolved {
+            backend,
+            uring,
+            threads,
+            pool: self.pool,
+            clock,
+            drop_timeout: self.pool_drop_timeout.unwrap_or(crate::work::DROP_TIMEOUT),
+        })
+    }
+}
+
+/// A [`LoopBuilder`]'s settings once resolved.
+struct Resolved {
+    backend: BackendChoice,
+    uring: eventide_reactor::UringConfig,
+    /// The own pool's size; `None` for the environment's or the default.
+    threads: Option<usize>,
+    pool: Option<crate::work::SharedPool>,
+    clock: crate::clock::ClockSource,
+    drop_timeout: Duration,
+}
+
+/// A reactor's refusal of a setting as [`Error::InvalidConfig`]; other
+/// reactor errors as [`Error::Backend`].
+fn config_error(error: eventide_reactor::BackendError) -> Error {
+    use eventide_reactor::{BACKEND_ENV, BackendError};
+    match error {
+        BackendError::InvalidSetting {
+            setting,
+            value,
+            expected,
+        } => Error::InvalidConfig {
+            setting,
+            value,
+            expected,
+        },
+        BackendError::BadChoice(value) => Error::InvalidConfig {
+            setting: BACKEND_ENV,
+            value,
+            expected: "uring, epoll, poll or auto".to_owned(),
+        },
+        other => Error::Backend(other),
     }
 }
 
@@ -204,16 +358,17 @@ impl Loop {
         LoopBuilder::default()
     }
 
-    fn with_reactor(
-        reactor: Reactor,
-        pool_threads: Option<usize>,
-        drop_timeout: Duration,
-    ) -> Result<Loop> {
+    fn with_reactor(reactor: Reactor, config: Resolved) -> Result<Loop> {
         // As Node: a write to a pipe or socket without a reader is an
         // `EPIPE` error, never the end of the process (docs/process.md).
         crate::signal::ignore_sigpipe();
         let shared = Arc::new(Shared::new(reactor.waker()));
-        let work = Work::new(Arc::clone(&shared), pool_threads, drop_timeout)?;
+        let work = Work::new(
+            Arc::clone(&shared),
+            config.threads,
+            config.pool,
+            config.drop_timeout,
+        )?;
         let id = NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed);
         Ok(Loop {
             id,
@@ -221,7 +376,7 @@ impl Loop {
             now: Cell::new(0),
             now_stale: Cell::new(false),
             timers_tail: None,
-            clock: Clock::new(),
+            clock: Clock::new(config.clock),
             wheel: Wheel::new(),
             ref_timers: 0,
             immediates: Slab::default(),
@@ -249,6 +404,18 @@ impl Loop {
     /// The backend this loop's I/O runs on.
     pub fn backend(&self) -> BackendKind {
         self.reactor.backend()
+    }
+
+    /// The clock this loop reads: [`ClockSource::Tsc`](crate::ClockSource)
+    /// only where it was allowed and the machine has an invariant TSC.
+    pub fn clock_source(&self) -> crate::clock::ClockSource {
+        self.clock.source()
+    }
+
+    /// How the io_uring backend set itself up (its queue sizes, which
+    /// features it uses); `None` on the other backends.
+    pub fn uring_info(&self) -> Option<eventide_reactor::uring_ext::UringInfo> {
+        self.reactor.uring_info()
     }
 
     /// The loop's cached time, in milliseconds since the loop was made

@@ -157,12 +157,13 @@ mod timers;
 mod work;
 
 pub use channel::{SendError, Sender};
-pub use clock::LoopTime;
+pub use clock::{ClockSource, LoopTime};
 pub use error::{Error, Result};
 pub use event_loop::{Loop, LoopBuilder, RunMode};
+pub use eventide_reactor::uring_ext::UringInfo;
 pub use eventide_reactor::{BackendChoice, BackendKind};
 pub use handle::{LoopGone, LoopHandle};
 pub use hooks::{Handle, HookId, ImmediateId, Phase};
 pub use task::{JoinHandle, TaskError};
 pub use timers::TimerId;
-pub use work::{WorkClass, WorkId};
+pub use work::{SharedPool, WorkClass, WorkId};

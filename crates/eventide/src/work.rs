@@ -20,13 +20,18 @@
 //! order).
 
 use std::cell::UnsafeCell;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use eventide_pool::{Completions, Job, JobError, Pool, PoolBuilder, Submitter};
-use std::sync::Arc;
+use eventide_pool::{
+    Completer, Completions, Job, JobError, MAX_THREADS, Pool, PoolBuilder, Submitter,
+    THREADPOOL_SIZE_ENV,
+};
 
 use crate::event_loop::Loop;
 use crate::handle::Shared;
@@ -80,8 +85,9 @@ struct ItemVtable {
     /// took it) with the result, or with `failure` when the pool says the
     /// work could not run or panicked.
     complete: unsafe fn(NonNull<Header>, &mut Loop, Option<JobError>),
-    /// Loop thread, after a successful cancel: takes `after` out, as a
-    /// closure that calls it with [`Error::Cancelled`].
+    /// Loop thread, after a successful cancel (or when the loop is
+    /// dropped, to drop `after` there): takes `after` out, as a closure
+    /// that calls it with [`Error::Cancelled`].
     take_cancelled: unsafe fn(NonNull<Header>) -> Option<Deferred>,
     /// Loop thread: frees the item without calling `after`.
     free: unsafe fn(NonNull<Header>),
@@ -172,9 +178,9 @@ where
 
     /// # Safety
     ///
-    /// Loop thread; `header` is a live `Item<F, R, A>` that the loop has
-    /// just claimed with a cancel, so no worker will touch it but for its
-    /// state.
+    /// Loop thread; `header` is a live `Item<F, R, A>`. A worker may run
+    /// it at the same time (when the loop is dropped under a running job):
+    /// a worker touches only the state and the cell, never `after`.
     unsafe fn take_cancelled(header: NonNull<Header>) -> Option<Deferred> {
         let item = header.cast::<Self>().as_ptr();
         // SAFETY: `after` is only ever reached from the loop thread, and
@@ -276,17 +282,32 @@ fn id_to_slot(id: u64) -> SlotId {
     }
 }
 
+/// Where the loop's jobs go: its own pool, or one shared with other loops.
+enum Target {
+    /// The loop's own pool.
+    Own(Pool<JobPtr>),
+    /// A pool shared with other loops: each job delivers itself through
+    /// this loop's inbox ([`Routed`]) into the loop's completion channel.
+    Shared { pool: SharedPool, inbox: Arc<Inbox> },
+}
+
 /// The pool, its completions, and the requests in flight.
 ///
-/// Field order matters: fields drop in declaration order, so the submitter
-/// hands back what it holds, the pool shuts down and joins its threads, and
-/// only then are the items still owned by `requests` freed. (The `Drop`
-/// impl first shuts the pool down with a bounded wait; if that leaves
-/// workers running, the items they may touch are leaked instead.)
+/// Field order matters: fields drop in declaration order, so the
+/// submitter hands back what it holds, an own pool shuts down and joins
+/// its threads, and only then are the items still owned by `requests`
+/// freed. (The `Drop` impl first shuts an own pool down with a bounded
+/// wait; if that leaves workers running, the items they may touch are
+/// leaked instead. On a shared pool it hands the items the pool still
+/// holds to the inbox: see [`orphan_all`].)
 pub(crate) struct Work {
-    /// The loop thread's own deque into the pool.
-    submitter: Submitter<JobPtr>,
-    pool: Pool<JobPtr>,
+    /// The loop thread's own deque into its own pool; `None` on a shared
+    /// pool (a pool has one submitter).
+    submitter: Option<Submitter<JobPtr>>,
+    target: Target,
+    /// The own pool's completions, or, on a shared pool, the loop's own
+    /// channel (`eventide_pool::channel`) that its jobs deliver into: the
+    /// loop drains both the same way, at the same cost.
     completions: Completions<JobPtr>,
     /// Every item the pool may still hold, by request.
     requests: Slab<OwnedItem>,
@@ -301,18 +322,33 @@ pub(crate) struct Work {
 }
 
 impl Drop for Work {
-    /// Shuts the pool down, waiting at most `drop_timeout` for the jobs
-    /// still running (a FIFO's open, a hung `getaddrinfo`, a user job that
-    /// never returns would otherwise hold the drop forever). Workers still
-    /// in a job then are detached by the pool; such a worker may still
-    /// write into the item of its job, and may still take the jobs queued
-    /// on its own deque (to fail them, touching only their headers' ids),
-    /// so every item the pool has not handed back is leaked rather than
-    /// freed: its memory, work closure and `after` stay allocated, never
-    /// dropped. The items it did hand back are freed as usual. Then the
-    /// fields drop in order (see [`Work`]).
+    /// Own pool: shuts the pool down, waiting at most `drop_timeout` for
+    /// the jobs still running (a FIFO's open, a hung `getaddrinfo`, a user
+    /// job that never returns would otherwise hold the drop forever).
+    /// Workers still in a job then are detached by the pool; such a worker
+    /// may still write into the item of its job, and may still take the
+    /// jobs queued on its own deque (to fail them, touching only their
+    /// headers' ids), so every item the pool has not handed back is leaked
+    /// rather than freed: its memory, work closure and `after` stay
+    /// allocated, never dropped. The items it did hand back are freed as
+    /// usual. Then the fields drop in order (see [`Work`]).
+    ///
+    /// Shared pool: see [`orphan_all`]; then the loop lets go of the
+    /// pool, and if it held the last handle, shuts it down as an own pool.
     fn drop(&mut self) {
-        let detached = self.pool.shut_down_within(self.drop_timeout);
+        let pool = match &mut self.target {
+            Target::Own(pool) => pool,
+            Target::Shared { inbox, pool } => {
+                let inbox = Arc::clone(inbox);
+                // A placeholder that holds no pool: the loop's handle is
+                // released below, after the items are handed over.
+                let pool = std::mem::replace(pool, SharedPool::placeholder());
+                orphan_all(&inbox, &mut self.completions, &mut self.requests);
+                pool.release(self.drop_timeout);
+                return;
+            }
+        };
+        let detached = pool.shut_down_within(self.drop_timeout);
         if detached == 0 {
             return;
         }
@@ -335,37 +371,101 @@ impl Drop for Work {
     }
 }
 
+/// Hands a dropped loop's requests over to its inbox, all under the
+/// inbox's lock (so no delivery comes in between): the items the pool has
+/// delivered are taken back; the others are cancelled if still queued (the
+/// worker that reaches one skips it), their `after` is taken out, and they
+/// become orphans, which the delivery of each frees on whatever thread
+/// delivers it (what is left of them, the work closure or its result, is
+/// `Send`). Only then, with the lock released and every item the pool
+/// holds an orphan, are the taken-back items and the `after`s dropped,
+/// here on the loop thread (they may be `!Send`): a `Drop` of the user's
+/// that panics cannot leave an item the pool holds in the loop's hands.
+fn orphan_all(
+    inbox: &Inbox,
+    completions: &mut Completions<JobPtr>,
+    requests: &mut Slab<OwnedItem>,
+) {
+    let mut delivered = Vec::new();
+    let mut afters = Vec::new();
+    let mut state = inbox.lock();
+    while let Some((handle, _)) = completions.next_in_round() {
+        delivered.extend(requests.remove(id_to_slot(handle.id())));
+    }
+    completions.drain(|handle, _| {
+        delivered.extend(requests.remove(id_to_slot(handle.id())));
+    });
+    let slots: Vec<SlotId> = requests.iter().map(|(slot, _)| slot).collect();
+    let mut orphans = HashMap::with_capacity(slots.len());
+    for slot in slots {
+        let Some(item) = requests.remove(slot) else {
+            continue;
+        };
+        let header = item.header();
+        let _ =
+            header
+                .state
+                .compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Acquire);
+        // SAFETY: loop thread; the item is alive (the pool has not handed
+        // it back, and cannot free it: it is not an orphan yet);
+        // `take_cancelled` reaches only `after`, which no worker touches.
+        afters.extend(unsafe { (header.vtable.take_cancelled)(item.0) });
+        orphans.insert(slot_to_id(slot), Orphan(item.into_raw()));
+    }
+    let count = orphans.len();
+    *state = Some(orphans);
+    drop(state);
+    if count > 0 {
+        log::debug!(
+            "eventide: a loop was dropped with {count} request(s) on its shared pool: \
+             cancelled if queued, freed when the pool lets go of them"
+        );
+    }
+    drop(delivered);
+    drop(afters);
+}
+
 /// How long dropping a loop waits for its pool's running jobs by default.
 pub(crate) const DROP_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Work {
     /// A pool whose completions wake the loop through `shared` (only when
-    /// it sleeps: see the handle module).
+    /// it sleeps: see the handle module): `threads` threads of its own
+    /// (validated by the caller; `EVENTIDE_THREADPOOL_SIZE` or 4 when
+    /// `None`), or the shared `pool`.
     pub(crate) fn new(
         shared: Arc<Shared>,
         threads: Option<usize>,
+        pool: Option<SharedPool>,
         drop_timeout: Duration,
     ) -> Result<Work> {
-        let builder = PoolBuilder::from_env();
-        if let Some(problem) = builder.config_warning() {
-            log::warn!(
-                "eventide: {problem}; using {} pool threads",
-                builder.thread_count()
-            );
-        }
-        let builder = match threads {
-            Some(threads) => builder.threads(threads),
-            None => builder,
-        };
         let notify = move || shared.wake_if_sleeping();
-        let (pool, completions) = builder
-            .thread_name("eventide-pool")
-            .notifier(notify)
-            .build()?;
-        let submitter = pool.submitter().expect("a new pool's submitter is free");
+        let (submitter, target, completions) = match pool {
+            Some(pool) => {
+                let (completer, completions) = eventide_pool::channel(notify);
+                let inbox = Arc::new(Inbox {
+                    orphans: Mutex::new(None),
+                    completer,
+                });
+                (None, Target::Shared { pool, inbox }, completions)
+            }
+            None => {
+                let threads = match threads {
+                    Some(threads) => threads,
+                    None => threads_from_env()?,
+                };
+                let (pool, completions) = PoolBuilder::new()
+                    .threads(threads)
+                    .thread_name("eventide-pool")
+                    .notifier(notify)
+                    .build()?;
+                let submitter = pool.submitter().expect("a new pool's submitter is free");
+                (Some(submitter), Target::Own(pool), completions)
+            }
+        };
         Ok(Work {
             submitter,
-            pool,
+            target,
             completions,
             requests: Slab::default(),
             live: 0,
@@ -404,8 +504,10 @@ impl Work {
     /// burst, if need be (see `Submitter::submit_in_burst`).
     #[inline]
     pub(crate) fn end_burst(&mut self) {
-        if self.submitter.in_burst() {
-            self.submitter.end_burst();
+        if let Some(submitter) = &mut self.submitter
+            && submitter.in_burst()
+        {
+            submitter.end_burst();
         }
     }
 
@@ -414,6 +516,295 @@ impl Work {
     /// completions short. The poll phase must not block.
     pub(crate) fn has_ready(&self) -> bool {
         !self.cancelled.is_empty() || self.completions.in_round()
+    }
+
+    /// Queues item `header` under request `id` where the loop's normal
+    /// jobs do not go through its submitter: slow I/O, or a shared pool.
+    fn submit_elsewhere(&self, id: u64, header: NonNull<Header>, class: WorkClass) {
+        match &self.target {
+            Target::Own(pool) => {
+                pool.submit_slow_io_with_id(id, JobPtr(header));
+            }
+            Target::Shared { pool, inbox } => {
+                let job = Routed {
+                    item: JobPtr(header),
+                    id,
+                    inbox: Some(Arc::clone(inbox)),
+                };
+                match class {
+                    WorkClass::Normal => pool.get().submit_with_id(id, job),
+                    WorkClass::SlowIo => pool.get().submit_slow_io_with_id(id, job),
+                };
+            }
+        }
+    }
+}
+
+/// `EVENTIDE_THREADPOOL_SIZE`, or [`eventide_pool::DEFAULT_THREADS`] when
+/// unset or blank.
+///
+/// # Errors
+///
+/// [`Error::InvalidConfig`] naming the variable when it holds anything
+/// but a whole number from 1 to 1024.
+pub(crate) fn threads_from_env() -> Result<usize> {
+    let builder = PoolBuilder::from_env();
+    match builder.config_warning() {
+        None => Ok(builder.thread_count()),
+        Some(_) => Err(Error::InvalidConfig {
+            setting: THREADPOOL_SIZE_ENV,
+            value: std::env::var_os(THREADPOOL_SIZE_ENV)
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
+            expected: format!("a whole number from 1 to {MAX_THREADS}"),
+        }),
+    }
+}
+
+/// Checks a thread count set in code (`setting` names the method).
+pub(crate) fn check_threads(setting: &'static str, threads: usize) -> Result<usize> {
+    if (1..=MAX_THREADS).contains(&threads) {
+        Ok(threads)
+    } else {
+        Err(Error::InvalidConfig {
+            setting,
+            value: threads.to_string(),
+            expected: format!("a number from 1 to {MAX_THREADS}"),
+        })
+    }
+}
+
+/// A blocking pool that several loops share (libuv has one per process):
+/// N loops on one `SharedPool` of 4 threads run 4 pool threads, not 4N.
+/// Give it to each loop with [`LoopBuilder::pool`](crate::LoopBuilder::pool).
+///
+/// A clone is another handle to the same pool. Each loop's work comes
+/// back to that loop only, whatever thread ran it: every job carries its
+/// loop's inbox. The pool lives while a handle or a loop using it does;
+/// dropping one loop does not disturb the others. When a loop is dropped
+/// with work still on the pool, its queued jobs are cancelled (skipped,
+/// their `after` dropped without running, on the loop's thread), and a
+/// job that is running finishes on its pool thread, which then frees it.
+/// When the last user goes (handle or loop), the pool shuts down as a
+/// loop's own pool does: if a loop lets it go, waiting at most that loop's
+/// [`LoopBuilder::pool_drop_timeout`](crate::LoopBuilder::pool_drop_timeout)
+/// for running jobs; if the last handle is dropped elsewhere, waiting for
+/// them.
+///
+/// The submission is a little dearer than on a loop's own pool (a shared
+/// queue, a wakeup per job rather than per burst), and each completion
+/// takes a lock the loops share with the pool.
+///
+/// ```
+/// use eventide::{Loop, SharedPool};
+///
+/// let pool = SharedPool::new(2)?;
+/// let handles: Vec<_> = (0..2)
+///     .map(|i| {
+///         let pool = pool.clone();
+///         std::thread::spawn(move || -> eventide::Result<u64> {
+///             let mut lp = Loop::builder().pool(pool).build()?;
+///             let got = std::rc::Rc::new(std::cell::Cell::new(0));
+///             let g = got.clone();
+///             lp.queue_work(move || i * 10, move |_, r| g.set(r.unwrap()));
+///             lp.run()?;
+///             Ok(got.get())
+///         })
+///     })
+///     .collect();
+/// let results: Vec<u64> = handles.into_iter().map(|h| h.join().unwrap().unwrap()).collect();
+/// assert_eq!(results, [0, 10]);
+/// assert_eq!(pool.threads(), 2);
+/// # Ok::<(), eventide::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct SharedPool {
+    /// `None` only in the placeholder a dropped loop leaves behind.
+    pool: Option<Arc<Pool<Routed>>>,
+}
+
+impl SharedPool {
+    /// A pool of `threads` threads (started on the first job).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] naming `SharedPool::new` when `threads`
+    /// is outside 1..=1024.
+    pub fn new(threads: usize) -> Result<SharedPool> {
+        let threads = check_threads("SharedPool::new", threads)?;
+        let (pool, _completions) = PoolBuilder::new()
+            .threads(threads)
+            .thread_name("eventide-pool")
+            .discard_results()
+            .build::<Routed>()?;
+        Ok(SharedPool {
+            pool: Some(Arc::new(pool)),
+        })
+    }
+
+    /// A pool of as many threads as `EVENTIDE_THREADPOOL_SIZE` says, or 4
+    /// when it is unset.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] naming the variable when it holds anything
+    /// but a whole number from 1 to 1024.
+    pub fn from_env() -> Result<SharedPool> {
+        SharedPool::new(threads_from_env()?)
+    }
+
+    /// The number of threads the pool runs once started.
+    pub fn threads(&self) -> usize {
+        self.pool.as_ref().map_or(0, |pool| pool.threads())
+    }
+
+    /// The number of threads started so far (0 before the first job).
+    pub fn started_threads(&self) -> usize {
+        self.pool.as_ref().map_or(0, |pool| pool.started_threads())
+    }
+
+    /// Whether `self` and `other` are handles to the same pool.
+    pub fn same_pool(&self, other: &SharedPool) -> bool {
+        match (&self.pool, &other.pool) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
+    fn placeholder() -> SharedPool {
+        SharedPool { pool: None }
+    }
+
+    fn get(&self) -> &Pool<Routed> {
+        self.pool
+            .as_ref()
+            .expect("only a dropped loop holds no pool")
+    }
+
+    /// Lets go of this handle: the last one shuts the pool down, waiting
+    /// at most `timeout` for running jobs.
+    fn release(mut self, timeout: Duration) {
+        if let Some(pool) = self.pool.take().and_then(Arc::into_inner) {
+            pool.shut_down_within(timeout);
+        }
+    }
+}
+
+impl fmt::Debug for SharedPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedPool")
+            .field("threads", &self.threads())
+            .field("started_threads", &self.started_threads())
+            .finish()
+    }
+}
+
+/// A loop's inbox on a shared pool: where its jobs deliver themselves.
+///
+/// While the loop lives, a delivery goes into the loop's completion
+/// channel, which wakes the loop if it sleeps. Once the loop is dropped,
+/// `orphans` holds the items the pool still had, and a delivery frees its
+/// item instead. The lock makes the two exclusive: a delivery never lands
+/// in the channel of a loop that has already handed its items over.
+pub(crate) struct Inbox {
+    /// `Some` once the loop is gone: its items the pool still holds.
+    orphans: Mutex<Option<HashMap<u64, Orphan>>>,
+    completer: Completer<JobPtr>,
+}
+
+/// An item of a dropped loop, its `after` already dropped.
+struct Orphan(NonNull<Header>);
+
+// SAFETY: an orphan's `after` was taken out and dropped on its loop's
+// thread (see `orphan_all`); what is left, the header, the work closure or
+// its result, is `Send` (`queue_work_in` requires it), so the item may be
+// freed on any thread.
+unsafe impl Send for Orphan {}
+
+impl Orphan {
+    fn free(self) {
+        // SAFETY: the pool has handed the item back (its job was delivered)
+        // and its loop is gone, so this is its only owner; `after` is gone.
+        unsafe { (self.0.as_ref().vtable.free)(self.0) }
+    }
+}
+
+impl Inbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<HashMap<u64, Orphan>>> {
+        // Nothing panics while holding it but an allocation failure; the
+        // state is consistent between statements anyway.
+        self.orphans.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A job of this inbox's loop is done (or will never run): from a
+    /// pool thread, or the thread that shuts the pool down.
+    fn deliver(&self, id: u64, result: std::result::Result<JobPtr, JobError>) {
+        let mut orphans = self.lock();
+        match orphans.as_mut() {
+            None => self.completer.complete(id, result),
+            Some(orphans_now) => {
+                let orphan = orphans_now.remove(&id);
+                drop(orphans);
+                if let Some(orphan) = orphan {
+                    orphan.free();
+                }
+            }
+        }
+    }
+}
+
+/// A job on a shared pool: the item, and the inbox its completion goes
+/// to. It reports itself exactly once: from `run`, or from `Drop` when the
+/// pool drops it unrun (at shutdown).
+pub(crate) struct Routed {
+    item: JobPtr,
+    id: u64,
+    inbox: Option<Arc<Inbox>>,
+}
+
+impl Job for Routed {
+    type Output = ();
+
+    fn run(mut self) {
+        let Some(inbox) = self.inbox.take() else {
+            return;
+        };
+        let header = self.item.0;
+        // The pool would catch a panic, but drops its report (see
+        // `PoolBuilder::discard_results`): catch it here to route it.
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            // SAFETY: the header belongs to a live item its loop gave the
+            // pool (a dropped loop's items live on as orphans until
+            // delivered), and the pool runs each job once.
+            unsafe { (header.as_ref().vtable.run)(header) }
+        }));
+        let result = match outcome {
+            Ok(()) => Ok(JobPtr(header)),
+            Err(payload) => Err(JobError::Panicked {
+                message: panic_message(payload),
+            }),
+        };
+        inbox.deliver(self.id, result);
+    }
+}
+
+impl Drop for Routed {
+    fn drop(&mut self) {
+        if let Some(inbox) = self.inbox.take() {
+            inbox.deliver(self.id, Err(JobError::ShutDown));
+        }
+    }
+}
+
+/// A caught panic's message, as the pool gives it.
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(message) => *message,
+        Err(payload) => match payload.downcast::<&'static str>() {
+            Ok(message) => (*message).to_owned(),
+            Err(_) => "<non-string panic payload>".to_owned(),
+        },
     }
 }
 
@@ -456,12 +847,14 @@ impl Loop {
         let slot = work.requests.insert(OwnedItem(header));
         work.live += 1;
         let id = slot_to_id(slot);
-        match class {
+        match (&mut work.submitter, class) {
             // The loop ends the burst after the running callback (or at
             // the next turn), see `Loop::guarded`.
-            WorkClass::Normal => work.submitter.submit_in_burst(id, JobPtr(header)),
-            WorkClass::SlowIo => work.pool.submit_slow_io_with_id(id, JobPtr(header)),
-        };
+            (Some(submitter), WorkClass::Normal) => {
+                submitter.submit_in_burst(id, JobPtr(header));
+            }
+            _ => work.submit_elsewhere(id, header, class),
+        }
         WorkId {
             slot,
             loop_id: self.id,
@@ -525,8 +918,9 @@ impl Loop {
             // Continues a round a panic cut short, or starts one.
             self.work.completions.start_round();
         }
-        // One at a time, straight from the pool's lanes: a callback's panic
-        // leaves the rest of the round for the next poll phase.
+        // One at a time, straight from the pool's lanes (or the loop's
+        // channel, on a shared pool): a callback's panic leaves the rest
+        // of the round for the next poll phase.
         while let Some((handle, result)) = self.work.completions.next_in_round() {
             let failure = result.err();
             let Some(item) = self.work.requests.remove(id_to_slot(handle.id())) else {

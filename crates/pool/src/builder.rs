@@ -97,6 +97,7 @@ pub struct PoolBuilder {
     notifier: Option<Arc<dyn Notify>>,
     spawn: Option<Arc<SpawnHandler>>,
     warning: Option<ConfigError>,
+    discard: bool,
 }
 
 impl PoolBuilder {
@@ -109,6 +110,7 @@ impl PoolBuilder {
             notifier: None,
             spawn: None,
             warning: None,
+            discard: false,
         }
     }
 
@@ -188,6 +190,18 @@ impl PoolBuilder {
         self
     }
 
+    /// Drops every job's result instead of queueing it for the
+    /// [`Completions`], which then stay empty and never notify: for jobs
+    /// that deliver their results themselves (the event loop's jobs on a
+    /// pool shared by several loops each send theirs to their own loop).
+    /// A job that panics or never runs is then reported by nobody: such a
+    /// job must catch its own panics, and tell its owner from its `Drop`
+    /// when it is dropped unrun (at shutdown).
+    pub fn discard_results(mut self) -> Self {
+        self.discard = true;
+        self
+    }
+
     /// Builds the pool (no thread starts yet) and the receiver of its
     /// completions.
     pub fn build<J: Job>(self) -> Result<(Pool<J>, Completions<J::Output>), ConfigError> {
@@ -200,7 +214,14 @@ impl PoolBuilder {
         }
         let notifier = self.notifier.unwrap_or_else(|| Arc::new(|| {}));
         let spawn = self.spawn.unwrap_or_else(|| Arc::new(ThreadSpawn::spawn));
-        Ok(Pool::new(self.threads, self.thread_name, notifier, spawn))
+        let discard = self.discard;
+        Ok(Pool::new(
+            self.threads,
+            self.thread_name,
+            notifier,
+            spawn,
+            discard,
+        ))
     }
 }
 
@@ -225,6 +246,7 @@ impl fmt::Debug for PoolBuilder {
             .field("notifier", &self.notifier.is_some())
             .field("spawn_handler", &self.spawn.is_some())
             .field("warning", &self.warning)
+            .field("discard_results", &self.discard)
             .finish()
     }
 }

@@ -73,17 +73,20 @@ pub(crate) struct CompletionQueue<T> {
     foreign: Injector<Done<T>>,
     pending: AtomicBool,
     notifier: Arc<dyn Notify>,
+    /// Completions are dropped, not queued (`PoolBuilder::discard_results`).
+    discard: bool,
 }
 
 impl<T> CompletionQueue<T> {
     /// A queue with one lane per worker.
-    pub(crate) fn new(pool: u64, lanes: usize, notifier: Arc<dyn Notify>) -> Self {
+    pub(crate) fn new(pool: u64, lanes: usize, notifier: Arc<dyn Notify>, discard: bool) -> Self {
         CompletionQueue {
             lanes: (0..lanes).map(|_| Mutex::new(Vec::new())).collect(),
             pool,
             foreign: Injector::new(),
             pending: AtomicBool::new(false),
             notifier,
+            discard,
         }
     }
 
@@ -94,6 +97,9 @@ impl<T> CompletionQueue<T> {
 
     /// Delivers a completion from worker `index` through its lane.
     pub(crate) fn push_from_worker(&self, index: usize, id: u64, result: Result<T, JobError>) {
+        if self.discard {
+            return;
+        }
         let packed = (id, result.map_err(Box::new));
         let was_empty = {
             let mut lane = lock(&self.lanes[index]);
@@ -107,6 +113,9 @@ impl<T> CompletionQueue<T> {
 
     /// Delivers a completion from any thread.
     pub(crate) fn push(&self, handle: Handle, result: Result<T, JobError>) {
+        if self.discard {
+            return;
+        }
         self.foreign.push((handle, result));
         self.announce();
     }
@@ -128,6 +137,51 @@ impl<T> CompletionQueue<T> {
     fn waiting(&self) -> usize {
         let in_lanes: usize = self.lanes.iter().map(|lane| lock(lane).len()).sum();
         in_lanes + self.foreign.len()
+    }
+}
+
+/// Makes a completion queue with no pool behind it: the [`Completer`]
+/// delivers into it from any thread, the [`Completions`] takes what was
+/// delivered, and `notifier` is told as a pool's notifier is (once per
+/// batch). For jobs that deliver their own results (a pool built with
+/// [`PoolBuilder::discard_results`](crate::PoolBuilder::discard_results)
+/// shared by several consumers, each with its own channel).
+pub fn channel<T>(notifier: impl Notify) -> (Completer<T>, Completions<T>) {
+    let id = crate::pool::next_pool_id();
+    let queue = Arc::new(CompletionQueue::new(id, 0, Arc::new(notifier), false));
+    (
+        Completer {
+            queue: Arc::clone(&queue),
+        },
+        Completions::new(queue),
+    )
+}
+
+/// The producers' side of a [`channel`]: cheap to clone, `Send + Sync`
+/// when `T` is `Send`.
+pub struct Completer<T> {
+    queue: Arc<CompletionQueue<T>>,
+}
+
+impl<T> Clone for Completer<T> {
+    fn clone(&self) -> Self {
+        Completer {
+            queue: Arc::clone(&self.queue),
+        }
+    }
+}
+
+impl<T> Completer<T> {
+    /// Delivers job `id`'s result: the [`Completions`] hand it out with a
+    /// [`Handle`] whose [`id`](Handle::id) is `id`.
+    pub fn complete(&self, id: u64, result: Result<T, JobError>) {
+        self.queue.push(self.queue.handle(id), result);
+    }
+}
+
+impl<T> fmt::Debug for Completer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Completer").finish_non_exhaustive()
     }
 }
 

@@ -72,6 +72,10 @@
 //!   consumer drains in batches, with a notification coalesced per batch:
 //!   however many jobs finish between two drains, the notifier is called
 //!   once (see the `completions` module).
+//! - Sharing: a pool built with [`PoolBuilder::discard_results`] runs jobs
+//!   that deliver their own results, each into its consumer's
+//!   [`channel`], so several event loops share one pool and each drains
+//!   only its own completions.
 //! - Size: [`DEFAULT_THREADS`] (4); [`THREADPOOL_SIZE_ENV`]
 //!   (`EVENTIDE_THREADPOOL_SIZE=1..=1024`) or [`PoolBuilder::threads`]
 //!   change it; threads start on the first submission (see [`PoolBuilder`]).
@@ -114,7 +118,7 @@ mod sync;
 mod worker;
 
 pub use builder::{DEFAULT_THREADS, MAX_THREADS, PoolBuilder, THREADPOOL_SIZE_ENV, ThreadSpawn};
-pub use completions::{Completions, Notify};
+pub use completions::{Completer, Completions, Notify, channel};
 pub use error::{CancelError, ConfigError, JobError};
 pub use handle::{CancelToken, Handle};
 pub use pool::Pool;

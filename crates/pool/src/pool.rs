@@ -18,6 +18,11 @@ use crate::worker::{Lane, Shared, Task, run_worker};
 /// Numbers pools, so that a handle from one pool is refused by another.
 static NEXT_POOL_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// A fresh pool id (also for a completion [`channel`](crate::channel)).
+pub(crate) fn next_pool_id() -> u64 {
+    NEXT_POOL_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A work-stealing pool of blocking threads running jobs of type `J`.
 ///
 /// Build one with [`PoolBuilder`](crate::PoolBuilder); it comes with the
@@ -103,9 +108,10 @@ impl<J: Job> Pool<J> {
         thread_name: String,
         notifier: Arc<dyn Notify>,
         spawn: Arc<SpawnHandler>,
+        discard: bool,
     ) -> (Self, Completions<J::Output>) {
-        let id = NEXT_POOL_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let queue = Arc::new(CompletionQueue::new(id, threads, notifier));
+        let id = next_pool_id();
+        let queue = Arc::new(CompletionQueue::new(id, threads, notifier, discard));
         let core = Core {
             shared: Arc::new(Shared::new(threads, Arc::clone(&queue))),
             threads: Mutex::new(Threads {
@@ -141,6 +147,16 @@ impl<J: Job> Pool<J> {
     pub fn submit_slow_io(&self, job: J) -> Handle {
         let handle = self.core.next_handle();
         self.core.enqueue(Task::new(handle, None, job, Lane::Slow));
+        handle
+    }
+
+    /// As [`Pool::submit`], under an id the caller chose, as
+    /// [`Submitter::submit_with_id`] explains: for callers that share the
+    /// pool and so cannot each own its one [`Submitter`].
+    pub fn submit_with_id(&self, id: u64, job: J) -> Handle {
+        let handle = Handle::new(self.core.id, id);
+        self.core
+            .enqueue(Task::new(handle, None, job, Lane::Normal));
         handle
     }
 

@@ -83,9 +83,15 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod config;
 mod op;
 mod sys;
 pub mod uring_ext;
+
+pub use config::{
+    DEFAULT_SQ_ENTRIES, MAX_SQ_ENTRIES, URING_FILE_OPS_ENV, URING_NO_DIRECT_ENV, URING_NO_PBUF_ENV,
+    UringConfig,
+};
 
 pub use op::{
     Completion, FileOps, FileStat, Interest, Op, RawStat, ReadFileStep, SendOwner, Shutdown, Token,
@@ -199,6 +205,17 @@ pub enum BackendError {
     /// auto.
     #[error("{BACKEND_ENV}={0:?}: expected uring, epoll, poll or auto")]
     BadChoice(String),
+    /// A setting (an environment variable, or a value set in code) holds
+    /// something it does not accept.
+    #[error("{setting}={value:?}: expected {expected}")]
+    InvalidSetting {
+        /// The environment variable or the setting's name in code.
+        setting: &'static str,
+        /// The refused value.
+        value: String,
+        /// What it accepts.
+        expected: String,
+    },
 }
 
 impl From<BackendError> for io::Error {
@@ -206,7 +223,9 @@ impl From<BackendError> for io::Error {
         let kind = match &e {
             BackendError::NotCompiled(_) => io::ErrorKind::Unsupported,
             BackendError::Refused { source, .. } => source.kind(),
-            BackendError::BadChoice(_) => io::ErrorKind::InvalidInput,
+            BackendError::BadChoice(_) | BackendError::InvalidSetting { .. } => {
+                io::ErrorKind::InvalidInput
+            }
         };
         io::Error::new(kind, e)
     }
@@ -263,7 +282,9 @@ impl fmt::Debug for Reactor {
 }
 
 impl Reactor {
-    /// A reactor on the backend `EVENTIDE_BACKEND` names, `auto` if unset.
+    /// A reactor on the backend `EVENTIDE_BACKEND` names, `auto` if unset,
+    /// with the io_uring settings the environment gives (see
+    /// [`UringConfig::with_env`]).
     pub fn new() -> Result<Reactor, BackendError> {
         Reactor::with_choice(BackendChoice::from_env()?)
     }
@@ -274,11 +295,30 @@ impl Reactor {
         Reactor::with_choice(BackendChoice::Only(kind))
     }
 
-    /// A reactor as `choice` says. Ignores `EVENTIDE_BACKEND`.
+    /// A reactor as `choice` says, with the io_uring settings the
+    /// environment gives (see [`UringConfig::with_env`]). Ignores
+    /// `EVENTIDE_BACKEND`.
     pub fn with_choice(choice: BackendChoice) -> Result<Reactor, BackendError> {
+        Reactor::with_config(choice, &UringConfig::default().with_env()?)
+    }
+
+    /// A reactor as `choice` says, its io_uring backend set up as `uring`
+    /// says (the environment is not read, but for the test hooks
+    /// `EVENTIDE_URING_AS_KERNEL` and `EVENTIDE_URING_FILE_OPS_EINVAL`).
+    ///
+    /// # Errors
+    ///
+    /// As [`Reactor::with_choice`], and [`BackendError::InvalidSetting`]
+    /// for a value of `uring` out of range ([`UringConfig::validate`]) or
+    /// an invalid test hook.
+    pub fn with_config(
+        choice: BackendChoice,
+        uring: &UringConfig,
+    ) -> Result<Reactor, BackendError> {
+        uring.validate()?;
         let backend = match choice {
-            BackendChoice::Only(kind) => sys::Backend::open(kind)?,
-            BackendChoice::Auto => open_auto()?,
+            BackendChoice::Only(kind) => sys::Backend::open(kind, uring)?,
+            BackendChoice::Auto => open_auto(uring)?,
         };
         Ok(Reactor {
             backend,
@@ -396,16 +436,19 @@ impl Reactor {
     }
 }
 
-fn open_auto() -> Result<sys::Backend, BackendError> {
+fn open_auto(uring: &UringConfig) -> Result<sys::Backend, BackendError> {
     let mut last = None;
     for &kind in sys::compiled() {
-        match sys::Backend::open(kind) {
+        match sys::Backend::open(kind, uring) {
             Ok(b) => {
                 if let Some(e) = &last {
                     log_fallback_once(e, kind);
                 }
                 return Ok(b);
             }
+            // A setting that does not parse is the caller's mistake, not
+            // the system's refusal: no fallback hides it.
+            Err(e @ BackendError::InvalidSetting { .. }) => return Err(e),
             Err(e) => last = Some(e),
         }
     }

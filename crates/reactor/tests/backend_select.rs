@@ -50,6 +50,14 @@ fn child_reports_its_backend() {
         Err(BackendError::Refused { backend, source }) => {
             println!("refused {backend}: {source}")
         }
+        Err(e @ BackendError::InvalidSetting { .. }) => {
+            println!("invalid: {e}");
+            match Reactor::with_choice(eventide_reactor::BackendChoice::Auto) {
+                Err(BackendError::InvalidSetting { .. }) => println!("auto: invalid setting"),
+                Ok(r) => println!("auto: fell back to {}", r.backend()),
+                Err(other) => println!("auto: {other}"),
+            }
+        }
         Err(e) => panic!("{e}"),
     }
 }
@@ -97,9 +105,11 @@ fn an_empty_variable_means_the_default_and_a_bad_one_is_named() {
     ] {
         let out = run_child("child_reports_what_it_uses", &[(name, value)]);
         assert!(
-            out.contains(&format!("refused uring: {name}={value:?}: expected")),
+            out.contains(&format!("invalid: {name}={value:?}: expected")),
             "{out}"
         );
+        // `auto` does not fall back over it: the mistake is the caller's.
+        assert!(out.contains("auto: invalid setting"), "{out}");
     }
 }
 
@@ -120,6 +130,14 @@ fn child_reports_what_it_uses() {
         }
         Err(BackendError::Refused { backend, source }) => {
             println!("refused {backend}: {source}")
+        }
+        Err(e @ BackendError::InvalidSetting { .. }) => {
+            println!("invalid: {e}");
+            match Reactor::with_choice(eventide_reactor::BackendChoice::Auto) {
+                Err(BackendError::InvalidSetting { .. }) => println!("auto: invalid setting"),
+                Ok(r) => println!("auto: fell back to {}", r.backend()),
+                Err(other) => println!("auto: {other}"),
+            }
         }
         Err(e) => panic!("{e}"),
     }

@@ -193,17 +193,15 @@ macro_rules! dispatch {
 }
 
 impl Backend {
-    pub(crate) fn open(kind: BackendKind) -> Result<Backend, BackendError> {
+    pub(crate) fn open(
+        kind: BackendKind,
+        #[allow(unused_variables)] uring: &crate::UringConfig,
+    ) -> Result<Backend, BackendError> {
         match kind {
             #[cfg(all(feature = "uring", target_os = "linux"))]
-            BackendKind::Uring => {
-                uring::Uring::new()
-                    .map(Backend::Uring)
-                    .map_err(|source| BackendError::Refused {
-                        backend: kind,
-                        source,
-                    })
-            }
+            BackendKind::Uring => uring::Uring::new(uring)
+                .map(Backend::Uring)
+                .map_err(|source| crate::config::BadSetting::from_io(kind, source)),
             #[cfg(all(feature = "epoll", target_os = "linux"))]
             BackendKind::Epoll => {
                 epoll::Epoll::new()

@@ -81,7 +81,7 @@ use super::uring_probe::{self as kprobe, Opcodes, Release};
 use super::{MULTI_BUF_SIZE, MultiBufs, Notify, WakeShared, close_fd};
 use crate::op::{OpKind, cancelled};
 use crate::uring_ext::UringInfo;
-use crate::{Completion, FileOps, FileStat, Interest, Op, ReadFileStep, Token};
+use crate::{Completion, FileOps, FileStat, Interest, Op, ReadFileStep, Token, UringConfig};
 use io_uring::{IoUring, Probe, cqueue, opcode, squeue, types};
 use std::collections::VecDeque;
 use std::io;
@@ -89,8 +89,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const SQ_ENTRIES: u32 = 256;
-const CQ_ENTRIES: u32 = SQ_ENTRIES * 16;
+/// Completion queue entries per submission queue entry.
+const CQ_PER_SQ: u32 = 16;
 /// user_data with this bit set belongs to the backend itself.
 const INTERNAL: u64 = 1 << 63;
 const UD_WAKE: u64 = INTERNAL | 1;
@@ -111,14 +111,6 @@ const STEP_INSTALL: u64 = 4;
 /// Slots of the fixed-file table `read_file` opens into (registered on the
 /// first one). More files in flight at once take ordinary descriptors.
 const DIRECT_SLOTS: u32 = 256;
-/// Set (to 1): `recv_multi` never uses a provided-buffer ring (testing,
-/// diagnosis).
-const NO_PBUF_ENV: &str = "EVENTIDE_URING_NO_PBUF";
-/// Set (to 1): `read_file` never uses direct descriptors (testing, diagnosis).
-const NO_DIRECT_ENV: &str = "EVENTIDE_URING_NO_DIRECT";
-/// The environment variable that narrows the natively run file operations
-/// (testing and diagnosis; see `FileOps`).
-const FILE_OPS_ENV: &str = "EVENTIDE_URING_FILE_OPS";
 /// The environment variable naming file operations to answer `EINVAL`, as
 /// a kernel without them does when its probe did not say so (testing and
 /// diagnosis of a caller's fallback).
@@ -287,7 +279,7 @@ enum DirectFiles {
     /// Not registered yet: the first `read_file` does it.
     Untried,
     /// Not available (the kernel lacks `IORING_OP_FIXED_FD_INSTALL`,
-    /// registering failed, or `NO_DIRECT_ENV`): ordinary descriptors.
+    /// registering failed, or `UringConfig::direct_descriptors` off): ordinary descriptors.
     Unavailable,
     /// Registered; the slots free now. A slot is free again only once
     /// its open failed or its close was reaped, so an open never lands on
@@ -304,7 +296,7 @@ impl std::fmt::Debug for Uring {
     }
 }
 
-fn setup(limit: Option<Release>) -> io::Result<(IoUring, bool, bool)> {
+fn setup(limit: Option<Release>, sq_entries: u32) -> io::Result<(IoUring, bool, bool)> {
     let attempts: [(bool, bool); 3] = [(true, false), (false, true), (false, false)];
     let mut last = None;
     for (defer, coop) in attempts {
@@ -314,7 +306,8 @@ fn setup(limit: Option<Release>) -> io::Result<(IoUring, bool, bool)> {
             continue;
         }
         let mut b = IoUring::builder();
-        b.setup_cqsize(CQ_ENTRIES).setup_clamp();
+        b.setup_cqsize(sq_entries.saturating_mul(CQ_PER_SQ))
+            .setup_clamp();
         if defer {
             b.setup_single_issuer()
                 .setup_defer_taskrun()
@@ -323,7 +316,7 @@ fn setup(limit: Option<Release>) -> io::Result<(IoUring, bool, bool)> {
         if coop {
             b.setup_coop_taskrun().setup_taskrun_flag();
         }
-        match b.build(SQ_ENTRIES) {
+        match b.build(sq_entries) {
             Ok(ring) => return Ok((ring, defer, coop)),
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = Some(e),
             Err(e) => return Err(explain(e)),
@@ -387,9 +380,13 @@ fn explain(e: io::Error) -> io::Error {
 }
 
 impl Uring {
-    pub(crate) fn new() -> io::Result<Uring> {
+    /// A ring set up as `config` says (already narrowed by the
+    /// environment: see `UringConfig::with_env`); the test hooks
+    /// `EVENTIDE_URING_AS_KERNEL` and `EVENTIDE_URING_FILE_OPS_EINVAL` are
+    /// read here.
+    pub(crate) fn new(config: &UringConfig) -> io::Result<Uring> {
         let limit = kprobe::as_kernel()?;
-        let (mut ring, defer, coop) = setup(limit)?;
+        let (mut ring, defer, coop) = setup(limit, config.sq_entries)?;
         kprobe::log_limit(limit);
         let mut probe = Probe::new();
         if let Err(e) = ring.submitter().register_probe(&mut probe) {
@@ -444,15 +441,14 @@ impl Uring {
                 .filter(|(code, _)| opcodes.has(*code))
                 .fold(FileOps::NONE, |set, (_, ops)| set.union(*ops))
         };
-        let file_ops = file_ops.intersection(env_ops(FILE_OPS_ENV)?.unwrap_or(FileOps::ALL));
-        let direct =
-            if opcodes.has(opcode::FixedFdInstall::CODE) && !kprobe::env_flag(NO_DIRECT_ENV)? {
-                DirectFiles::Untried
-            } else {
-                DirectFiles::Unavailable
-            };
+        let file_ops = file_ops.intersection(config.file_ops);
+        let direct = if opcodes.has(opcode::FixedFdInstall::CODE) && config.direct_descriptors {
+            DirectFiles::Untried
+        } else {
+            DirectFiles::Unavailable
+        };
         let einval_ops = env_ops(EINVAL_ENV)?.unwrap_or(FileOps::NONE);
-        let no_pbuf = kprobe::env_flag(NO_PBUF_ENV)?;
+        let no_pbuf = !config.provided_buffers;
         // SAFETY: eventfd takes no pointers.
         let efd = unsafe { syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK)) }?;
         // SAFETY: `efd` is a new descriptor nobody else owns.
@@ -1657,7 +1653,7 @@ fn ud_of(key: Key, step: u64) -> u64 {
 /// A file operation set from the environment variable `name`; `None` when
 /// unset or empty; an error naming the variable for a list that does not
 /// parse.
-fn env_ops(name: &str) -> io::Result<Option<FileOps>> {
+fn env_ops(name: &'static str) -> io::Result<Option<FileOps>> {
     let Some(value) = kprobe::env_value(name)? else {
         return Ok(None);
     };

@@ -116,7 +116,7 @@ pub(crate) const DEFER_TASKRUN_SINCE: Release = Release(6, 1);
 /// empty means the default, as unset does; a value that does not parse is
 /// an error naming the variable (the backend is then refused, and `auto`
 /// says why as it falls back).
-pub(crate) fn env_value(name: &str) -> io::Result<Option<String>> {
+pub(crate) fn env_value(name: &'static str) -> io::Result<Option<String>> {
     match std::env::var(name) {
         Ok(v) if v.trim().is_empty() => Ok(None),
         Ok(v) => Ok(Some(v.trim().to_owned())),
@@ -127,24 +127,17 @@ pub(crate) fn env_value(name: &str) -> io::Result<Option<String>> {
     }
 }
 
-/// A switch: `1`/`true`/`yes`/`on` turn it on, `0`/`false`/`no`/`off` (or
-/// empty, or unset) leave it off.
-pub(crate) fn env_flag(name: &str) -> io::Result<bool> {
-    match env_value(name)?.as_deref() {
-        None => Ok(false),
-        Some(v) => match v.to_ascii_lowercase().as_str() {
-            "1" | "true" | "yes" | "on" => Ok(true),
-            "0" | "false" | "no" | "off" => Ok(false),
-            _ => Err(bad_value(name, v, "1 or 0")),
-        },
-    }
-}
-
-/// The error for `name=value` where `expected` was.
-pub(crate) fn bad_value(name: &str, value: &str, expected: &str) -> io::Error {
+/// The error for `name=value` where `expected` was: made into
+/// [`BackendError::InvalidSetting`](crate::BackendError::InvalidSetting)
+/// when the backend is opened, so that `auto` does not fall back over it.
+pub(crate) fn bad_value(name: &'static str, value: &str, expected: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidInput,
-        format!("{name}={value:?}: expected {expected}"),
+        crate::config::BadSetting {
+            setting: name,
+            value: value.to_owned(),
+            expected: expected.to_owned(),
+        },
     )
 }
 
