@@ -54,11 +54,11 @@ pub enum RunMode {
 }
 
 /// Builds a [`Loop`]: its backend, its pool, its clock, its io_uring
-/// settings. Every setting has an environment variable that decides when
-/// the code does not; a value set here wins over the environment, as a
-/// Node program that sets `process.env.UV_THREADPOOL_SIZE` wins over the
-/// inherited one (the io_uring switches are the exception: their
-/// variables can only turn features off). See `docs/configuration.md`.
+/// settings. Most settings also have an environment variable, which
+/// overrides what the code set (so an operator can move a built program to
+/// another backend, pool size or clock without rebuilding it; an unset or
+/// empty variable leaves the code's value); the io_uring switches'
+/// variables can only turn features off. See `docs/configuration.md`.
 ///
 /// ```
 /// use eventide::{BackendChoice, ClockSource, Loop};
@@ -85,17 +85,17 @@ pub struct LoopBuilder {
 
 impl LoopBuilder {
     /// Chooses the backend: [`BackendChoice::Auto`] (io_uring if the system
-    /// allows it, else epoll, else polling), or exactly one. Without this
-    /// call the `EVENTIDE_BACKEND` environment variable decides (`uring`,
-    /// `epoll`, `poll`, `auto`; unset means auto).
+    /// allows it, else epoll, else polling), or exactly one (default:
+    /// auto). The `EVENTIDE_BACKEND` environment variable, when set
+    /// (`uring`, `epoll`, `poll`, `auto`), overrides this.
     pub fn backend(mut self, choice: BackendChoice) -> Self {
         self.backend = Some(choice);
         self
     }
 
     /// Sets the number of threads of the loop's own blocking pool
-    /// (1..=1024). Without this call `EVENTIDE_THREADPOOL_SIZE` decides,
-    /// and by default there are 4. Not with [`LoopBuilder::pool`].
+    /// (1..=1024; default 4). `EVENTIDE_THREADPOOL_SIZE`, when set,
+    /// overrides this. Not with [`LoopBuilder::pool`].
     pub fn pool_threads(mut self, threads: usize) -> Self {
         self.pool_threads = Some(threads);
         self
@@ -103,8 +103,9 @@ impl LoopBuilder {
 
     /// Runs the loop's pool work on `pool`, shared with other loops,
     /// instead of a pool of its own (see [`SharedPool`](crate::SharedPool)).
-    /// `EVENTIDE_THREADPOOL_SIZE` is then not read: the pool's size was
-    /// set when it was made. Not with [`LoopBuilder::pool_threads`].
+    /// Its size was settled when it was made ([`SharedPool::new`](crate::SharedPool::new),
+    /// which `EVENTIDE_THREADPOOL_SIZE` overrides too). Not with
+    /// [`LoopBuilder::pool_threads`].
     pub fn pool(mut self, pool: crate::work::SharedPool) -> Self {
         self.pool = Some(pool);
         self
@@ -125,8 +126,8 @@ impl LoopBuilder {
     }
 
     /// Chooses the loop's clock (see [`ClockSource`](crate::ClockSource)).
-    /// Without this call `EVENTIDE_CLOCK` decides (`tsc`, the default, or
-    /// `std`).
+    /// `EVENTIDE_CLOCK`, when set (`tsc`, the default, or `std`),
+    /// overrides this.
     pub fn clock(mut self, source: crate::clock::ClockSource) -> Self {
         self.clock = Some(source);
         self
@@ -190,12 +191,16 @@ impl LoopBuilder {
     /// Every setting, from the code or else the environment, checked.
     fn resolve(self) -> Result<Resolved> {
         use crate::work::check_threads;
-        let backend = match self.backend {
-            Some(choice) => choice,
-            None => BackendChoice::from_env().map_err(config_error)?,
+        // The environment overrides the code (docs/configuration.md): an
+        // operator can move a built program to another backend, pool size
+        // or clock without rebuilding it. An unset or empty variable
+        // leaves the code's setting (or the default).
+        let backend = if env_set(eventide_reactor::BACKEND_ENV) {
+            BackendChoice::from_env().map_err(config_error)?
+        } else {
+            self.backend.unwrap_or(BackendChoice::Auto)
         };
         let threads = match (self.pool_threads, &self.pool) {
-            (Some(threads), None) => Some(check_threads("LoopBuilder::pool_threads", threads)?),
             (Some(threads), Some(_)) => {
                 return Err(Error::InvalidConfig {
                     setting: "LoopBuilder::pool_threads",
@@ -204,12 +209,18 @@ impl LoopBuilder {
                         .to_owned(),
                 });
             }
-            (None, _) => None,
+            // A shared pool took the variable into account when it was made.
+            (None, Some(_)) => None,
+            _ if env_set(eventide_pool::THREADPOOL_SIZE_ENV) => {
+                Some(crate::work::threads_from_env()?)
+            }
+            (Some(threads), None) => Some(check_threads("LoopBuilder::pool_threads", threads)?),
+            (None, None) => None,
         };
+        let name = crate::clock::CLOCK_ENV;
         let clock = match self.clock {
-            Some(source) => source,
-            None => {
-                let name = crate::clock::CLOCK_ENV;
+            Some(source) if !env_set(name) => source,
+            _ => {
                 let value = std::env::var_os(name).unwrap_or_default();
                 value
                     .to_str()
@@ -238,6 +249,12 @@ impl LoopBuilder {
             drop_timeout: self.pool_drop_timeout.unwrap_or(crate::work::DROP_TIMEOUT),
         })
     }
+}
+
+/// Whether the variable `name` is set to something (an empty value counts
+/// as unset, as a blank line in an environment file).
+fn env_set(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| !v.is_empty())
 }
 
 /// A [`LoopBuilder`]'s settings once resolved.

@@ -130,10 +130,9 @@
 //! The cargo features `uring`, `epoll` (both Linux only) and `poll` (all on
 //! by default) compile the reactor backends. At run time the loop takes
 //! io_uring if the system allows it and falls back to epoll (then polling)
-//! otherwise (logged once); the `EVENTIDE_BACKEND` variable (`uring`,
-//! `epoll`, `poll`, `auto`) or
-//! [`LoopBuilder::backend`] decide instead. [`Loop::backend`] says which
-//! one runs.
+//! otherwise (logged once); [`LoopBuilder::backend`] decides instead,
+//! and the `EVENTIDE_BACKEND` variable (`uring`, `epoll`, `poll`, `auto`)
+//! overrides both. [`Loop::backend`] says which one runs.
 
 pub mod abort;
 mod channel;

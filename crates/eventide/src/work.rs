@@ -625,14 +625,22 @@ pub struct SharedPool {
 }
 
 impl SharedPool {
-    /// A pool of `threads` threads (started on the first job).
+    /// A pool of `threads` threads (started on the first job), or as many
+    /// as `EVENTIDE_THREADPOOL_SIZE` says when it is set: the variable
+    /// overrides the code, as for [`LoopBuilder::pool_threads`](crate::LoopBuilder::pool_threads).
     ///
     /// # Errors
     ///
     /// [`Error::InvalidConfig`] naming `SharedPool::new` when `threads`
-    /// is outside 1..=1024.
+    /// is outside 1..=1024, or naming the variable when its value is not
+    /// a whole number in that range.
     pub fn new(threads: usize) -> Result<SharedPool> {
-        let threads = check_threads("SharedPool::new", threads)?;
+        // The variable overrides the code, as for a loop's own pool.
+        let threads = if std::env::var_os(THREADPOOL_SIZE_ENV).is_some_and(|v| !v.is_empty()) {
+            threads_from_env()?
+        } else {
+            check_threads("SharedPool::new", threads)?
+        };
         let (pool, _completions) = PoolBuilder::new()
             .threads(threads)
             .thread_name("eventide-pool")
