@@ -144,6 +144,8 @@ mod event_loop;
 pub mod fs;
 mod handle;
 mod hooks;
+#[cfg(feature = "hyper")]
+pub mod hyper;
 mod io;
 pub mod net;
 pub mod process;
