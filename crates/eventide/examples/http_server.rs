@@ -7,8 +7,8 @@
 //!     curl -i http://127.0.0.1:8080/
 //!
 //! Routes: `GET /` answers `Hello, World!`; `POST /echo` answers with the
-//! request's body (chunked or not); `GET /slow/MS` answers `Hello, World!`
-//! after MS milliseconds (a handler awaiting a loop timer); anything else
+//! request's body (chunked or not); `GET /slow/MS` answers `Hello, ` at once
+//! and `World!` MS milliseconds later (a body awaiting a loop timer); anything else
 //! is a 404.
 //!
 //! On SIGTERM or SIGINT it stops gracefully: it stops accepting, tells
@@ -20,6 +20,8 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
@@ -34,8 +36,8 @@ use eventide::net::{ListenOptions, TcpStream};
 use eventide::signal::{Signal, SignalListener};
 use eventide::task::{self, net, with_loop};
 use futures_core::Stream as _;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -56,7 +58,8 @@ pub(crate) struct Stop {
 }
 
 impl Stop {
-    fn trigger(&self) {
+    /// Stops: every watcher is woken.
+    pub(crate) fn trigger(&self) {
         self.stopped.set(true);
         let watchers = std::mem::take(&mut *self.watchers.borrow_mut());
         for waker in watchers.into_values() {
@@ -130,7 +133,7 @@ pub(crate) fn run(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
 
 /// Accepts until stopped, a task per connection; the listener closes
 /// when `incoming` is dropped, at the end.
-async fn accept(mut incoming: net::Incoming<TcpStream>, stop: Rc<Stop>, timer: LoopTimer) {
+pub(crate) async fn accept(mut incoming: net::Incoming<TcpStream>, stop: Rc<Stop>, timer: LoopTimer) {
     let me = stop.watcher();
     loop {
         let next = poll_fn(|cx| {
@@ -180,8 +183,56 @@ async fn connection(stream: TcpStream, stop: Rc<Stop>, timer: LoopTimer) {
     }
 }
 
-fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body.into()));
+/// A response body: all of it at once, or (`GET /slow/MS`) a first
+/// part at once and the rest after a loop timer, as two chunks.
+pub(crate) enum Reply {
+    /// The whole body, taken by the first frame.
+    Full(Option<Bytes>),
+    /// A part now, then `rest` once `sleep` is done.
+    Slow {
+        first: Option<Bytes>,
+        sleep: task::Sleep,
+        rest: Option<Bytes>,
+    },
+}
+
+impl Body for Reply {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Reply::Full(body) => Poll::Ready(body.take().map(|b| Ok(Frame::data(b)))),
+            Reply::Slow { first, sleep, rest } => {
+                if let Some(first) = first.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(first))));
+                }
+                if rest.is_none() {
+                    return Poll::Ready(None);
+                }
+                std::task::ready!(Pin::new(sleep).poll(cx));
+                Poll::Ready(rest.take().map(|b| Ok(Frame::data(b))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, Reply::Full(None))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Reply::Full(body) => SizeHint::with_exact(body.as_ref().map_or(0, |b| b.len() as u64)),
+            Reply::Slow { .. } => SizeHint::default(),
+        }
+    }
+}
+
+fn text(status: StatusCode, body: Reply) -> Response<Reply> {
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
@@ -190,21 +241,29 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     response
 }
 
-async fn respond(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
+fn full(body: impl Into<Bytes>) -> Reply {
+    Reply::Full(Some(body.into()))
+}
+
+async fn respond(req: Request<Incoming>) -> Result<Response<Reply>, hyper::Error> {
     let path = req.uri().path();
     if req.method() == Method::GET && path == "/" {
-        return Ok(text(StatusCode::OK, "Hello, World!"));
+        return Ok(text(StatusCode::OK, full("Hello, World!")));
     }
     if req.method() == Method::POST && path == "/echo" {
         let body = req.into_body().collect().await?.to_bytes();
-        return Ok(text(StatusCode::OK, body));
+        return Ok(text(StatusCode::OK, full(body)));
     }
     if req.method() == Method::GET
         && let Some(ms) = path.strip_prefix("/slow/")
         && let Ok(ms) = ms.parse::<u64>()
     {
-        task::sleep(Duration::from_millis(ms.min(60_000))).await;
-        return Ok(text(StatusCode::OK, "Hello, World!"));
+        let body = Reply::Slow {
+            first: Some(Bytes::from_static(b"Hello, ")),
+            sleep: task::sleep(Duration::from_millis(ms.min(60_000))),
+            rest: Some(Bytes::from_static(b"World!")),
+        };
+        return Ok(text(StatusCode::OK, body));
     }
-    Ok(text(StatusCode::NOT_FOUND, "Not Found"))
+    Ok(text(StatusCode::NOT_FOUND, full("Not Found")))
 }
