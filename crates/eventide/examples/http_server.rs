@@ -133,7 +133,11 @@ pub(crate) fn run(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
 
 /// Accepts until stopped, a task per connection; the listener closes
 /// when `incoming` is dropped, at the end.
-pub(crate) async fn accept(mut incoming: net::Incoming<TcpStream>, stop: Rc<Stop>, timer: LoopTimer) {
+pub(crate) async fn accept(
+    mut incoming: net::Incoming<TcpStream>,
+    stop: Rc<Stop>,
+    timer: LoopTimer,
+) {
     let me = stop.watcher();
     loop {
         let next = poll_fn(|cx| {
@@ -169,10 +173,18 @@ async fn connection(stream: TcpStream, stop: Rc<Stop>, timer: LoopTimer) {
     let mut conn = pin!(conn);
     let me = stop.watcher();
     let mut stopping = false;
+    // The waker given to `stop`, kept here so that a poll with the same
+    // waker (every poll, with eventide's tasks) skips the map.
+    let mut watching: Option<Waker> = None;
     let served = poll_fn(|cx| {
-        if !stopping && stop.poll_stopped(me, cx).is_ready() {
-            stopping = true;
-            conn.as_mut().graceful_shutdown();
+        if !stopping {
+            if stop.stopped.get() {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            } else if !watching.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                let _ = stop.poll_stopped(me, cx);
+                watching = Some(cx.waker().clone());
+            }
         }
         conn.as_mut().poll(cx)
     })

@@ -392,8 +392,11 @@ where
     }
 }
 
-/// hyper's [`Timer`](hyper::rt::Timer) on a loop: every sleep is a loop
-/// timer ([`Loop::set_timeout`], millisecond resolution, never early).
+/// hyper's [`Timer`](hyper::rt::Timer) on a loop: a sleep waits on a loop
+/// timer ([`Loop::set_timeout`], millisecond resolution, never early),
+/// started at its first poll, not at its creation: hyper starts a
+/// header-read timeout for every request and drops it, unpolled, when
+/// the head came in one read, which then costs the loop nothing.
 ///
 /// hyper wants its timer and its sleeps `Send + Sync`, though its
 /// HTTP/1 connections, polled by a task of the loop, create, reset, poll
@@ -447,19 +450,19 @@ impl LoopTimer {
     /// A sleep until `deadline`, as a concrete type (what
     /// [`hyper::rt::Timer::sleep_until`] boxes).
     pub fn sleep_until(&self, deadline: Instant) -> LoopSleep {
-        let sleep = LoopSleep {
+        LoopSleep {
             shared: self.shared.clone(),
             state: Arc::new(SleepState {
                 inner: Mutex::new(SleepInner {
+                    deadline,
                     generation: 0,
+                    armed: false,
                     fired: false,
                     timer: None,
                     waker: None,
                 }),
             }),
-        };
-        sleep.on_loop(move |lp, state| arm(lp, state, deadline, 0));
-        sleep
+        }
     }
 }
 
@@ -494,9 +497,12 @@ struct SleepState {
 }
 
 struct SleepInner {
+    deadline: Instant,
     /// Bumped by every reset and by the drop: a timer (or a posted
     /// arming) of an older generation does nothing.
     generation: u64,
+    /// The current generation's timer was asked for (at the first poll).
+    armed: bool,
     /// The current generation's timer fired.
     fired: bool,
     /// The current generation's loop timer, once started.
@@ -590,21 +596,23 @@ impl LoopSleep {
         shared.post(Box::new(move |lp: &mut Loop| f(lp, &state)));
     }
 
-    /// Moves the deadline (hyper's `Timer::reset`): not fired any more,
-    /// the old timer cleared, a new one started.
+    /// Moves the deadline (hyper's `Timer::reset`): not fired any more;
+    /// the old loop timer, if any, is cleared, and the next poll starts
+    /// one for the new deadline.
     pub fn reset(&mut self, deadline: Instant) {
-        let (old, generation) = {
+        let old = {
             let mut inner = self.state.lock();
+            inner.deadline = deadline;
             inner.generation += 1;
+            inner.armed = false;
             inner.fired = false;
-            (inner.timer.take(), inner.generation)
+            inner.timer.take()
         };
-        self.on_loop(move |lp, state| {
-            if let Some(id) = old {
+        if let Some(id) = old {
+            self.on_loop(move |lp, _| {
                 lp.clear_timer(id);
-            }
-            arm(lp, state, deadline, generation);
-        });
+            });
+        }
     }
 }
 
@@ -612,11 +620,23 @@ impl Future for LoopSleep {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut inner = self.state.lock();
-        if inner.fired {
-            return Poll::Ready(());
-        }
-        set_waker(&mut inner.waker, cx);
+        let (deadline, generation) = {
+            let mut inner = self.state.lock();
+            if inner.fired {
+                return Poll::Ready(());
+            }
+            if Instant::now() >= inner.deadline {
+                inner.fired = true;
+                return Poll::Ready(());
+            }
+            set_waker(&mut inner.waker, cx);
+            if inner.armed {
+                return Poll::Pending;
+            }
+            inner.armed = true;
+            (inner.deadline, inner.generation)
+        };
+        self.on_loop(move |lp, state| arm(lp, state, deadline, generation));
         Poll::Pending
     }
 }
