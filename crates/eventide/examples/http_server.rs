@@ -191,7 +191,7 @@ async fn connection(stream: TcpStream, stop: Rc<Stop>, timer: LoopTimer) {
     .await;
     stop.forget(me);
     if let Err(error) = served {
-        eprintln!("connection: {error}");
+        eprintln!("connection: {error:?}");
     }
 }
 

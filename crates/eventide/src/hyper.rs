@@ -142,8 +142,11 @@ fn to_io(error: &Error) -> io::Error {
 ///   shutdown.
 /// - **Shutting down** waits until the queue is out, then shuts the
 ///   writing side ([`Stream::shutdown`]).
-/// - **Dropping** it ends the stream gracefully ([`Stream::end`]: what is
-///   queued still goes out); [`HyperStream::close`] destroys it instead.
+/// - **Dropping** it after a completed shutdown (hyper's orderly close of
+///   a connection) closes the stream: the FIN is out, nothing is left to
+///   send. Dropped otherwise, it ends the stream gracefully
+///   ([`Stream::end`]: what is queued still goes out, then the FIN).
+///   [`HyperStream::close`] destroys it at once instead.
 pub struct HyperStream {
     stream: Stream,
     io: Rc<RefCell<Io>>,
@@ -360,11 +363,23 @@ impl hyper::rt::Write for HyperStream {
 
 impl Drop for HyperStream {
     fn drop(&mut self) {
-        if self.io.borrow().destroyed {
+        let (destroyed, shut) = {
+            let io = self.io.borrow();
+            (io.destroyed, matches!(io.shut, Some(Ok(()))))
+        };
+        if destroyed {
             return;
         }
         let stream = self.stream;
-        try_with_loop(|lp| stream.end(lp));
+        if shut {
+            // hyper closed the connection in order (every write out, the
+            // FIN sent): nothing is left to do with it, so the descriptor
+            // goes now, as a dropped socket's does, instead of lingering
+            // until the peer ends (up to the end timeout).
+            try_with_loop(|lp| stream.close(lp));
+        } else {
+            try_with_loop(|lp| stream.end(lp));
+        }
     }
 }
 
@@ -530,10 +545,18 @@ fn arm(lp: &mut Loop, state: &Arc<SleepState>, deadline: Instant, generation: u6
     let ms = left.as_nanos().div_ceil(1_000_000);
     let delay = Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX));
     let fired = Arc::clone(state);
-    let id = lp.set_timeout(delay, move |_| {
+    let id = lp.set_timeout(delay, move |lp| {
         let waker = {
             let mut inner = fired.lock();
             if inner.generation != generation {
+                return;
+            }
+            if Instant::now() < deadline {
+                // The loop's clock runs a little behind the monotonic
+                // one it samples: wait for the rest.
+                inner.timer = None;
+                drop(inner);
+                arm(lp, &fired, deadline, generation);
                 return;
             }
             inner.fired = true;
