@@ -467,16 +467,8 @@ impl LoopTimer {
     pub fn sleep_until(&self, deadline: Instant) -> LoopSleep {
         LoopSleep {
             shared: self.shared.clone(),
-            state: Arc::new(SleepState {
-                inner: Mutex::new(SleepInner {
-                    deadline,
-                    generation: 0,
-                    armed: false,
-                    fired: false,
-                    timer: None,
-                    waker: None,
-                }),
-            }),
+            deadline,
+            state: None,
         }
     }
 }
@@ -579,27 +571,36 @@ fn arm(lp: &mut Loop, state: &Arc<SleepState>, deadline: Instant, generation: u6
 }
 
 /// A sleep of a [`LoopTimer`]: completes once its deadline has passed
-/// (see [`LoopTimer`] for how it reaches the loop).
+/// (see [`LoopTimer`] for how it reaches the loop). Until its first poll
+/// it is just its deadline: no state is shared, no timer started.
 pub struct LoopSleep {
     shared: Weak<Shared>,
-    state: Arc<SleepState>,
+    deadline: Instant,
+    /// Made at the first poll that has to wait.
+    state: Option<Arc<SleepState>>,
 }
 
 impl std::fmt::Debug for LoopSleep {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let inner = self.state.lock();
-        f.debug_struct("LoopSleep")
-            .field("fired", &inner.fired)
-            .field("timer", &inner.timer)
-            .finish()
+        let mut d = f.debug_struct("LoopSleep");
+        d.field("deadline", &self.deadline);
+        if let Some(state) = &self.state {
+            let inner = state.lock();
+            d.field("fired", &inner.fired).field("timer", &inner.timer);
+        }
+        d.finish()
     }
 }
 
 impl LoopSleep {
     /// Runs `f` on the sleep's loop: at once where that loop is lent to
     /// the running task, posted to it otherwise (dropped if it is gone).
-    fn on_loop(&self, f: impl FnOnce(&mut Loop, &Arc<SleepState>) + Send + 'static) {
-        let state = Arc::clone(&self.state);
+    fn on_loop(
+        &self,
+        state: &Arc<SleepState>,
+        f: impl FnOnce(&mut Loop, &Arc<SleepState>) + Send + 'static,
+    ) {
+        let state = Arc::clone(state);
         let mut f = Some(f);
         let here = try_with_loop(|lp| {
             if self.shared.as_ptr() != Arc::as_ptr(&lp.shared) {
@@ -619,32 +620,61 @@ impl LoopSleep {
         shared.post(Box::new(move |lp: &mut Loop| f(lp, &state)));
     }
 
+    /// Clears the loop timer `old`, if any.
+    fn clear(&self, state: &Arc<SleepState>, old: Option<TimerId>) {
+        if let Some(id) = old {
+            self.on_loop(state, move |lp, _| {
+                lp.clear_timer(id);
+            });
+        }
+    }
+
     /// Moves the deadline (hyper's `Timer::reset`): not fired any more;
-    /// the old loop timer, if any, is cleared, and the next poll starts
-    /// one for the new deadline.
+    /// the old loop timer, if any, is cleared, and the next poll that
+    /// has to wait starts one for the new deadline.
     pub fn reset(&mut self, deadline: Instant) {
+        self.deadline = deadline;
+        let Some(state) = &self.state else {
+            return;
+        };
         let old = {
-            let mut inner = self.state.lock();
+            let mut inner = state.lock();
             inner.deadline = deadline;
             inner.generation += 1;
             inner.armed = false;
             inner.fired = false;
             inner.timer.take()
         };
-        if let Some(id) = old {
-            self.on_loop(move |lp, _| {
-                lp.clear_timer(id);
-            });
-        }
+        self.clear(state, old);
     }
 }
 
 impl Future for LoopSleep {
     type Output = ();
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let state = match &self.state {
+            Some(state) => Arc::clone(state),
+            None => {
+                if Instant::now() >= self.deadline {
+                    return Poll::Ready(());
+                }
+                let state = Arc::new(SleepState {
+                    inner: Mutex::new(SleepInner {
+                        deadline: self.deadline,
+                        generation: 0,
+                        armed: false,
+                        fired: false,
+                        timer: None,
+                        waker: None,
+                    }),
+                });
+                self.state = Some(Arc::clone(&state));
+                state
+            }
+        };
         let (deadline, generation) = {
-            let mut inner = self.state.lock();
+            let mut inner = state.lock();
             if inner.fired {
                 return Poll::Ready(());
             }
@@ -659,7 +689,9 @@ impl Future for LoopSleep {
             inner.armed = true;
             (inner.deadline, inner.generation)
         };
-        self.on_loop(move |lp, state| arm(lp, state, deadline, generation));
+        self.on_loop(&state, move |lp, state| {
+            arm(lp, state, deadline, generation)
+        });
         Poll::Pending
     }
 }
@@ -669,16 +701,15 @@ impl hyper::rt::Sleep for LoopSleep {}
 
 impl Drop for LoopSleep {
     fn drop(&mut self) {
+        let Some(state) = &self.state else {
+            return;
+        };
         let old = {
-            let mut inner = self.state.lock();
+            let mut inner = state.lock();
             inner.generation += 1;
             inner.waker = None;
             inner.timer.take()
         };
-        if let Some(id) = old {
-            self.on_loop(move |lp, _| {
-                lp.clear_timer(id);
-            });
-        }
+        self.clear(state, old);
     }
 }
