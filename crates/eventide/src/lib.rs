@@ -134,6 +134,9 @@
 //! `epoll`, `poll`, `auto`) or
 //! [`LoopBuilder::backend`] decide instead. [`Loop::backend`] says which
 //! one runs.
+//!
+//! The optional feature `hyper` adds `eventide::hyper`: hyper 1.x's
+//! runtime traits (I/O, executor, timer) on the loop.
 
 pub mod abort;
 mod channel;
