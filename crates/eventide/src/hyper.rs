@@ -656,9 +656,9 @@ impl Future for LoopSleep {
         let state = match &self.state {
             Some(state) => Arc::clone(state),
             None => {
-                if Instant::now() >= self.deadline {
-                    return Poll::Ready(());
-                }
+                // Even a deadline already past goes through the loop
+                // timer (of 1 ms), whose callback checks the clock: one
+                // clock read per wait, none per poll.
                 let state = Arc::new(SleepState {
                     inner: Mutex::new(SleepInner {
                         deadline: self.deadline,
@@ -676,10 +676,6 @@ impl Future for LoopSleep {
         let (deadline, generation) = {
             let mut inner = state.lock();
             if inner.fired {
-                return Poll::Ready(());
-            }
-            if Instant::now() >= inner.deadline {
-                inner.fired = true;
                 return Poll::Ready(());
             }
             set_waker(&mut inner.waker, cx);
