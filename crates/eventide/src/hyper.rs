@@ -422,8 +422,9 @@ where
 /// loop is at hand (a task of this loop is being polled on this thread)
 /// the timer is started, restarted and cleared at once; from anywhere
 /// else (another thread, a plain callback) the same is posted to the
-/// loop through its cross-thread wake-up, and a generation number makes
-/// a late-running post or callback of a superseded deadline a no-op.
+/// loop through its cross-thread wake-up, and a generation number (and
+/// the current timer's id) makes a late-running post or timer of a
+/// superseded deadline a no-op.
 ///
 /// The timers are unreferenced ([`Loop::unref_timer`]): a hyper timeout
 /// guards a connection whose socket keeps the loop alive; the timeout
@@ -505,14 +506,15 @@ struct SleepState {
 
 struct SleepInner {
     deadline: Instant,
-    /// Bumped by every reset and by the drop: a timer (or a posted
-    /// arming) of an older generation does nothing.
+    /// Bumped by every reset and by the drop: a posted arming of an
+    /// older generation does nothing.
     generation: u64,
     /// The current generation's timer was asked for (at the first poll).
     armed: bool,
     /// The current generation's timer fired.
     fired: bool,
-    /// The current generation's loop timer, once started.
+    /// The current generation's loop timer, once started: a timer that
+    /// runs and is not this one was superseded, and does nothing.
     timer: Option<TimerId>,
     waker: Option<Waker>,
 }
@@ -537,22 +539,28 @@ fn arm(lp: &mut Loop, state: &Arc<SleepState>, deadline: Instant, generation: u6
     let ms = left.as_nanos().div_ceil(1_000_000);
     let delay = Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX));
     let fired = Arc::clone(state);
-    let id = lp.set_timeout(delay, move |lp| {
+    // An interval cleared at its first run: its callback gets its own id
+    // (to tell the current timer from a superseded one), so the closure
+    // holds only the state and is stored inline (no allocation).
+    let id = lp.set_interval(delay, move |lp, me| {
+        lp.clear_timer(me);
         let waker = {
             let mut inner = fired.lock();
-            if inner.generation != generation {
+            if inner.timer != Some(me) {
+                // Superseded (reset or dropped from another thread, the
+                // clear posted and not yet run).
                 return;
             }
-            if Instant::now() < deadline {
+            inner.timer = None;
+            if Instant::now() < inner.deadline {
                 // The loop's clock runs a little behind the monotonic
                 // one it samples: wait for the rest.
-                inner.timer = None;
+                let (deadline, generation) = (inner.deadline, inner.generation);
                 drop(inner);
                 arm(lp, &fired, deadline, generation);
                 return;
             }
             inner.fired = true;
-            inner.timer = None;
             inner.waker.take()
         };
         if let Some(waker) = waker {
