@@ -79,10 +79,11 @@ struct Io {
     end: Option<Result<()>>,
     /// Whether reading is on (`read_start` without `read_stop`).
     reading: bool,
+    /// Whether the reader is installed (the first `read_start`): from
+    /// then on, a failure of the stream (a send's included) reaches its
+    /// end callback, into `end`.
+    started: bool,
     read_waker: Option<Waker>,
-    /// The first write error, reported by the next write, flush or
-    /// shutdown.
-    write_error: Option<Error>,
     /// Waits for a drain or the shutdown.
     write_waker: Option<Waker>,
     /// Whether `on_drain` is installed.
@@ -138,8 +139,9 @@ fn to_io(error: &Error) -> io::Error {
 ///   value (its drop ends the stream after them), as the kernel sends
 ///   what a socket's buffer holds; waiting for each send's completion
 ///   would cost every response a wake-up and changes nothing hyper can
-///   observe. A send that fails is reported by the next write, flush or
-///   shutdown.
+///   observe. A send that fails destroys the stream: the next read,
+///   write, flush or shutdown reports its error (reading starts at the
+///   first write at the latest, so that the failure is heard).
 /// - **Shutting down** waits until the queue is out, then shuts the
 ///   writing side ([`Stream::shutdown`]).
 /// - **Dropping** it after a completed shutdown (hyper's orderly close of
@@ -188,7 +190,11 @@ impl HyperStream {
 
     /// Starts reading, the callbacks feeding `io`.
     fn start(stream: Stream, io: &Rc<RefCell<Io>>, lp: &mut Loop) {
-        io.borrow_mut().reading = true;
+        {
+            let mut io = io.borrow_mut();
+            io.reading = true;
+            io.started = true;
+        }
         // hyper decides when its side ends (`poll_shutdown`, or the
         // drop): the peer's end must not end it while a response to what
         // came before that end is still to be written.
@@ -256,9 +262,6 @@ impl HyperStream {
     fn write_some(&self, cx: &Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let stream = self.stream;
         let mut io = self.io.borrow_mut();
-        if let Some(error) = io.write_error.take() {
-            return Poll::Ready(Err(to_io(&error)));
-        }
         if let Some(Err(error)) = &io.end {
             return Poll::Ready(Err(to_io(error)));
         }
@@ -266,7 +269,7 @@ impl HyperStream {
             return Poll::Ready(Ok(0));
         }
         let io_rc = &self.io;
-        let queued = with_loop(|lp| {
+        with_loop(|lp| {
             if stream.need_drain(lp) {
                 set_waker(&mut io.write_waker, cx);
                 if !io.drain_set {
@@ -274,41 +277,42 @@ impl HyperStream {
                     let drain_io = Rc::clone(io_rc);
                     stream.on_drain(lp, move |_, _| wake(&mut drain_io.borrow_mut().write_waker));
                 }
-                return false;
+                return Poll::Pending;
             }
+            let started = io.started;
             drop(io);
-            let written_io = Rc::clone(io_rc);
-            stream.write(lp, buf.to_vec(), move |_, result| {
-                if let Err(error) = result {
-                    let mut io = written_io.borrow_mut();
-                    if io.write_error.is_none() {
-                        io.write_error = Some(error);
-                    }
-                    wake(&mut io.write_waker);
-                }
-            });
-            true
-        });
-        if queued {
-            Poll::Ready(Ok(buf.len()))
-        } else {
-            Poll::Pending
-        }
+            if !started {
+                // The reader is what hears of a failed send (below).
+                HyperStream::start(stream, io_rc, lp);
+            }
+            // No callback of its own (a closure without captures: no
+            // allocation): a send that fails destroys the stream, and
+            // the reader's end callback gets the error.
+            if stream.write(lp, buf.to_vec(), |_, _| {}) || stream.need_drain(lp) {
+                return Poll::Ready(Ok(buf.len()));
+            }
+            // Refused at once (its callback would get the error).
+            Poll::Ready(Err(if stream.raw_fd(lp).is_err() {
+                io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    "Cannot call write after a stream was destroyed",
+                )
+            } else {
+                io::Error::new(io::ErrorKind::BrokenPipe, "write after end")
+            }))
+        })
     }
 
     fn flush_queued(&self) -> Poll<io::Result<()>> {
-        match self.io.borrow_mut().write_error.take() {
-            Some(error) => Poll::Ready(Err(to_io(&error))),
-            None => Poll::Ready(Ok(())),
+        match &self.io.borrow().end {
+            Some(Err(error)) => Poll::Ready(Err(to_io(error))),
+            _ => Poll::Ready(Ok(())),
         }
     }
 
     fn shut(&self, cx: &Context<'_>) -> Poll<io::Result<()>> {
         let stream = self.stream;
         let mut io = self.io.borrow_mut();
-        if let Some(error) = io.write_error.take() {
-            return Poll::Ready(Err(to_io(&error)));
-        }
         if let Some(result) = io.shut.take() {
             io.shut = Some(Ok(()));
             return Poll::Ready(result.map_err(|e| to_io(&e)));

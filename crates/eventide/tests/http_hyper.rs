@@ -356,6 +356,47 @@ fn header_timeout(lp: &mut Loop) {
     assert!(error.is_timeout(), "{error}");
 }
 
+/// A client that resets the connection while a large answer is being
+/// sent: the failed send (or receive) ends hyper's connection with an
+/// error; it does not wait forever for a drain that cannot come.
+fn reset_while_answering(lp: &mut Loop) {
+    let mut incoming =
+        net::tcp_listen(lp, "127.0.0.1:0".parse().unwrap(), ListenOptions::default()).unwrap();
+    let addr = incoming.local_addr().unwrap();
+    let served = lp.spawn_local(async move {
+        let stream = incoming.accept().await.expect("accept");
+        drop(incoming);
+        hyper::server::conn::http1::Builder::new()
+            .serve_connection(
+                HyperStream::new(stream),
+                hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(Bytes::from(vec![b'x'; 8 << 20])),
+                    ))
+                }),
+            )
+            .await
+    });
+    let client = thread::spawn(move || {
+        let mut client = Client::connect(addr);
+        client.send(GET);
+        let (code, _) = client.head();
+        assert_eq!(code, 200);
+        // A reset (RST, not FIN): linger on, with a zero timeout.
+        socket2::SockRef::from(&client.writer)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+    });
+    let result = Rc::new(std::cell::RefCell::new(None));
+    let slot = Rc::clone(&result);
+    served.on_done(lp, move |_, r| *slot.borrow_mut() = Some(r));
+    util::run_within(lp, Duration::from_secs(30));
+    client.join().unwrap();
+    let outcome = result.borrow_mut().take().expect("the connection ended");
+    let error = outcome.expect("the task ran").expect_err("an error");
+    eprintln!("the connection ended with: {error:?}");
+}
+
 /// Wakes a thread parked in [`block_on_thread`].
 struct Unpark(thread::Thread);
 
@@ -423,6 +464,7 @@ on_every_backend!(
     slow_client,
     hyper_client,
     header_timeout,
+    reset_while_answering,
     timer_from_another_thread
 );
 
