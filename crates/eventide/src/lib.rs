@@ -133,6 +133,9 @@
 //! otherwise (logged once); [`LoopBuilder::backend`] decides instead,
 //! and the `EVENTIDE_BACKEND` variable (`uring`, `epoll`, `poll`, `auto`)
 //! overrides both. [`Loop::backend`] says which one runs.
+//!
+//! The optional feature `hyper` adds `eventide::hyper`: hyper 1.x's
+//! runtime traits (I/O, executor, timer) on the loop.
 
 pub mod abort;
 mod channel;
@@ -143,6 +146,8 @@ mod event_loop;
 pub mod fs;
 mod handle;
 mod hooks;
+#[cfg(feature = "hyper")]
+pub mod hyper;
 mod io;
 pub mod metrics;
 pub mod net;

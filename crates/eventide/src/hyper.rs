@@ -1,0 +1,723 @@
+//! hyper 1.x on the loop (the `hyper` feature): hyper's runtime traits
+//! for eventide's sockets, tasks and timers.
+//!
+//! hyper is written against three small traits instead of a runtime; this
+//! module gives each an eventide form:
+//!
+//! - **I/O**: [`HyperStream`] is [`hyper::rt::Read`] and
+//!   [`hyper::rt::Write`] over a loop [`Stream`] (TCP or Unix).
+//! - **Executor**: [`LocalExecutor`] spawns what hyper hands it as a task
+//!   of the loop ([`Loop::spawn_local`]); the futures need not be `Send`.
+//! - **Timer**: [`LoopTimer`] is a [`hyper::rt::Timer`] whose sleeps are
+//!   loop timers ([`Loop::set_timeout`]).
+//!
+//! An HTTP/1.1 server is then a task per connection:
+//!
+//! ```no_run
+//! use std::convert::Infallible;
+//! use eventide::hyper::{HyperStream, LoopTimer};
+//! use eventide::net::ListenOptions;
+//! use eventide::task::{net, with_loop};
+//! use hyper::server::conn::http1;
+//! use hyper::service::service_fn;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut lp = eventide::Loop::new()?;
+//! let mut incoming =
+//!     net::tcp_listen(&mut lp, "127.0.0.1:8080".parse()?, ListenOptions::default())?;
+//! let timer = LoopTimer::new(&lp);
+//! lp.block_on(async move {
+//!     while let Ok(stream) = incoming.accept().await {
+//!         let timer = timer.clone();
+//!         with_loop(|lp| {
+//!             lp.spawn_local(async move {
+//!                 let service = service_fn(|_req| async {
+//!                     Ok::<_, Infallible>(hyper::Response::new("Hello, World!".to_string()))
+//!                 });
+//!                 let served = http1::Builder::new()
+//!                     .timer(timer)
+//!                     .serve_connection(HyperStream::new(stream), service)
+//!                     .await;
+//!                 if let Err(error) = served {
+//!                     eprintln!("connection: {error}");
+//!                 }
+//!             })
+//!         });
+//!     }
+//! })?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! `examples/http_server.rs` adds a graceful stop on SIGTERM, and the
+//! guide's async chapter says more. hyper's HTTP/1 server needs no
+//! executor at all (a connection is one future); its HTTP/2 server and
+//! its clients' connections take one, and [`LocalExecutor`] is what hyper
+//! calls a local (`!Send`) executor.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use crate::handle::Shared;
+use crate::net::Stream;
+use crate::task::{try_with_loop, with_loop};
+use crate::{Error, Loop, Result, TimerId};
+
+/// What a [`HyperStream`] shares with its stream's callbacks.
+#[derive(Default)]
+struct Io {
+    /// Bytes read and not yet taken, from `taken` on.
+    inbox: Vec<u8>,
+    taken: usize,
+    /// The peer ended (`Ok`) or the stream failed.
+    end: Option<Result<()>>,
+    /// Whether reading is on (`read_start` without `read_stop`).
+    reading: bool,
+    /// Whether the reader is installed (the first `read_start`): from
+    /// then on, a failure of the stream (a send's included) reaches its
+    /// end callback, into `end`.
+    started: bool,
+    read_waker: Option<Waker>,
+    /// Waits for a drain or the shutdown.
+    write_waker: Option<Waker>,
+    /// Whether `on_drain` is installed.
+    drain_set: bool,
+    /// The shutdown's result, once done.
+    shut: Option<Result<()>>,
+    shutdown_started: bool,
+    /// [`HyperStream::close`] destroyed the stream: the drop ends nothing.
+    destroyed: bool,
+}
+
+impl Io {
+    fn buffered(&self) -> usize {
+        self.inbox.len() - self.taken
+    }
+}
+
+fn wake(slot: &mut Option<Waker>) {
+    if let Some(waker) = slot.take() {
+        waker.wake();
+    }
+}
+
+fn set_waker(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(waker) if waker.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
+    }
+}
+
+fn to_io(error: &Error) -> io::Error {
+    io::Error::new(error.kind(), error.to_string())
+}
+
+/// hyper's [`Read`](hyper::rt::Read) and [`Write`](hyper::rt::Write) over
+/// a loop [`Stream`] (a `TcpStream` or a `UnixStream`), for hyper's
+/// connections (`serve_connection`, `handshake`). It must be polled by a
+/// task of the stream's loop.
+///
+/// - **Reading** starts at the first read. What the loop reads waits in
+///   a buffer until hyper takes it (copied straight into hyper's own
+///   buffer); past [`HyperStream::READ_HIGH_WATER`] bytes buffered,
+///   reading stops until hyper has taken them (backpressure towards the
+///   peer). The peer's end is a read of nothing; a reset is an error.
+/// - **Writing** queues the bytes on the stream ([`Stream::write`]) and
+///   returns at once while the write queue is below its high-water mark;
+///   at the mark, a write waits for the queue's drain. hyper gathers a
+///   response (head and body) in its own buffer and writes it in one call
+///   (this type is not "write vectored": a vectored write would cost the
+///   same copy into one send).
+/// - **Flushing** is done once the bytes are in the loop's write queue:
+///   from there the loop sends them, in order, whatever happens to this
+///   value (its drop ends the stream after them), as the kernel sends
+///   what a socket's buffer holds; waiting for each send's completion
+///   would cost every response a wake-up and changes nothing hyper can
+///   observe. A send that fails destroys the stream: the next read,
+///   write, flush or shutdown reports its error (reading starts at the
+///   first write at the latest, so that the failure is heard).
+/// - **Shutting down** waits until the queue is out, then shuts the
+///   writing side ([`Stream::shutdown`]).
+/// - **Dropping** it after a completed shutdown (hyper's orderly close of
+///   a connection) closes the stream: the FIN is out, nothing is left to
+///   send. Dropped otherwise, it ends the stream gracefully
+///   ([`Stream::end`]: what is queued still goes out, then the FIN).
+///   [`HyperStream::close`] destroys it at once instead.
+pub struct HyperStream {
+    stream: Stream,
+    io: Rc<RefCell<Io>>,
+}
+
+impl std::fmt::Debug for HyperStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HyperStream")
+            .field("stream", &self.stream)
+            .finish()
+    }
+}
+
+impl HyperStream {
+    /// Bytes buffered past which reading pauses (64 KiB).
+    pub const READ_HIGH_WATER: usize = 64 * 1024;
+
+    /// Wraps `stream`, which must not have another reader
+    /// ([`Stream::read_start`] replaces its callbacks).
+    pub fn new(stream: impl Into<Stream>) -> HyperStream {
+        HyperStream {
+            stream: stream.into(),
+            io: Rc::default(),
+        }
+    }
+
+    /// The stream, for the callback API.
+    pub fn stream(&self) -> Stream {
+        self.stream
+    }
+
+    /// Destroys the stream at once (Node's `socket.destroy()`): queued
+    /// writes are dropped.
+    pub fn close(self) {
+        let stream = self.stream;
+        self.io.borrow_mut().destroyed = true;
+        try_with_loop(|lp| stream.close(lp));
+    }
+
+    /// Starts reading, the callbacks feeding `io`.
+    fn start(stream: Stream, io: &Rc<RefCell<Io>>, lp: &mut Loop) {
+        {
+            let mut io = io.borrow_mut();
+            io.reading = true;
+            io.started = true;
+        }
+        // hyper decides when its side ends (`poll_shutdown`, or the
+        // drop): the peer's end must not end it while a response to what
+        // came before that end is still to be written.
+        stream.set_allow_half_open(lp, true);
+        let data_io = Rc::clone(io);
+        let end_io = Rc::clone(io);
+        stream.read_start(
+            lp,
+            move |lp, s, chunk| {
+                let mut io = data_io.borrow_mut();
+                if io.taken == io.inbox.len() {
+                    io.inbox.clear();
+                    io.taken = 0;
+                }
+                io.inbox.extend_from_slice(chunk);
+                if io.buffered() >= HyperStream::READ_HIGH_WATER && io.reading {
+                    io.reading = false;
+                    s.read_stop(lp);
+                }
+                wake(&mut io.read_waker);
+            },
+            move |_, _, result| {
+                let mut io = end_io.borrow_mut();
+                io.end = Some(result);
+                io.reading = false;
+                wake(&mut io.read_waker);
+                wake(&mut io.write_waker);
+            },
+        );
+    }
+
+    fn read_into(
+        &self,
+        cx: &Context<'_>,
+        buf: &mut hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        let mut io = self.io.borrow_mut();
+        if io.buffered() > 0 {
+            let n = buf.remaining().min(io.buffered());
+            let from = io.taken;
+            buf.put_slice(&io.inbox[from..from + n]);
+            io.taken += n;
+            let resume = !io.reading && io.end.is_none() && io.buffered() == 0;
+            drop(io);
+            if resume {
+                let stream = self.stream;
+                with_loop(|lp| HyperStream::start(stream, &self.io, lp));
+            }
+            return Poll::Ready(Ok(()));
+        }
+        match &io.end {
+            Some(Ok(())) => return Poll::Ready(Ok(())),
+            Some(Err(error)) => return Poll::Ready(Err(to_io(error))),
+            None => {}
+        }
+        set_waker(&mut io.read_waker, cx);
+        if !io.reading {
+            drop(io);
+            let stream = self.stream;
+            with_loop(|lp| HyperStream::start(stream, &self.io, lp));
+        }
+        Poll::Pending
+    }
+
+    fn write_some(&self, cx: &Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let stream = self.stream;
+        let mut io = self.io.borrow_mut();
+        if let Some(Err(error)) = &io.end {
+            return Poll::Ready(Err(to_io(error)));
+        }
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let io_rc = &self.io;
+        with_loop(|lp| {
+            if stream.need_drain(lp) {
+                set_waker(&mut io.write_waker, cx);
+                if !io.drain_set {
+                    io.drain_set = true;
+                    let drain_io = Rc::clone(io_rc);
+                    stream.on_drain(lp, move |_, _| wake(&mut drain_io.borrow_mut().write_waker));
+                }
+                return Poll::Pending;
+            }
+            let started = io.started;
+            drop(io);
+            if !started {
+                // The reader is what hears of a failed send (below).
+                HyperStream::start(stream, io_rc, lp);
+            }
+            // No callback of its own (a closure without captures: no
+            // allocation): a send that fails destroys the stream, and
+            // the reader's end callback gets the error.
+            if stream.write(lp, buf.to_vec(), |_, _| {}) || stream.need_drain(lp) {
+                return Poll::Ready(Ok(buf.len()));
+            }
+            // Refused at once (its callback would get the error).
+            Poll::Ready(Err(if stream.raw_fd(lp).is_err() {
+                io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    "Cannot call write after a stream was destroyed",
+                )
+            } else {
+                io::Error::new(io::ErrorKind::BrokenPipe, "write after end")
+            }))
+        })
+    }
+
+    fn flush_queued(&self) -> Poll<io::Result<()>> {
+        match &self.io.borrow().end {
+            Some(Err(error)) => Poll::Ready(Err(to_io(error))),
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn shut(&self, cx: &Context<'_>) -> Poll<io::Result<()>> {
+        let stream = self.stream;
+        let mut io = self.io.borrow_mut();
+        if let Some(result) = io.shut.take() {
+            io.shut = Some(Ok(()));
+            return Poll::Ready(result.map_err(|e| to_io(&e)));
+        }
+        set_waker(&mut io.write_waker, cx);
+        if !io.shutdown_started {
+            io.shutdown_started = true;
+            drop(io);
+            let shut_io = Rc::clone(&self.io);
+            // The shutdown runs once every queued write is out.
+            with_loop(|lp| {
+                stream.shutdown(lp, move |_, result| {
+                    let mut io = shut_io.borrow_mut();
+                    // Already shut (an `end`): the writing side is done.
+                    let already = matches!(&result, Err(e) if e.errno() == Some(libc::EALREADY));
+                    io.shut = Some(if already { Ok(()) } else { result });
+                    wake(&mut io.write_waker);
+                });
+            });
+        }
+        Poll::Pending
+    }
+}
+
+impl hyper::rt::Read for HyperStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.read_into(cx, &mut buf)
+    }
+}
+
+impl hyper::rt::Write for HyperStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.write_some(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.flush_queued()
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.shut(cx)
+    }
+}
+
+impl Drop for HyperStream {
+    fn drop(&mut self) {
+        let (destroyed, shut) = {
+            let io = self.io.borrow();
+            (io.destroyed, matches!(io.shut, Some(Ok(()))))
+        };
+        if destroyed {
+            return;
+        }
+        let stream = self.stream;
+        if shut {
+            // hyper closed the connection in order (every write out, the
+            // FIN sent): nothing is left to do with it, so the descriptor
+            // goes now, as a dropped socket's does, instead of lingering
+            // until the peer ends (up to the end timeout).
+            try_with_loop(|lp| stream.close(lp));
+        } else {
+            try_with_loop(|lp| stream.end(lp));
+        }
+    }
+}
+
+/// hyper's [`Executor`](hyper::rt::Executor) on the loop: each future
+/// becomes a task ([`Loop::spawn_local`], detached), so it need not be
+/// `Send` (hyper's "local executor"). [`execute`](hyper::rt::Executor::execute)
+/// must be called from a task of a loop (where hyper calls it: inside a
+/// connection's poll); it panics elsewhere, as eventide's futures do.
+///
+/// A detached task's panic is an unhandled one: it goes to the loop's
+/// panic handler, or out of [`Loop::run`] without one.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LocalExecutor;
+
+impl<F> hyper::rt::Executor<F> for LocalExecutor
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    fn execute(&self, future: F) {
+        with_loop(|lp| {
+            // Detached: dropping the handle lets the task run on.
+            drop(lp.spawn_local(future));
+        });
+    }
+}
+
+/// hyper's [`Timer`](hyper::rt::Timer) on a loop: a sleep waits on a loop
+/// timer ([`Loop::set_timeout`], millisecond resolution, never early),
+/// started at its first poll, not at its creation: hyper starts a
+/// header-read timeout for every request and drops it, unpolled, when
+/// the head came in one read, which then costs the loop nothing.
+///
+/// hyper wants its timer and its sleeps `Send + Sync`, though its
+/// HTTP/1 connections, polled by a task of the loop, create, reset, poll
+/// and drop them on the loop's thread. A [`LoopSleep`] is therefore a
+/// small state shared under a mutex (uncontended on that path) between
+/// the future and its loop timer's callback: the callback, on the loop
+/// thread, marks it fired and calls the waker the future left. Where the
+/// loop is at hand (a task of this loop is being polled on this thread)
+/// the timer is started, restarted and cleared at once; from anywhere
+/// else (another thread, a plain callback) the same is posted to the
+/// loop through its cross-thread wake-up, and a generation number (and
+/// the current timer's id) makes a late-running post or timer of a
+/// superseded deadline a no-op.
+///
+/// The timers are unreferenced ([`Loop::unref_timer`]): a hyper timeout
+/// guards a connection whose socket keeps the loop alive; the timeout
+/// itself never does. A sleep whose loop is gone never completes.
+///
+/// A `LoopTimer` does not keep the loop alive (unlike a
+/// [`crate::LoopHandle`]); cloning it is cheap.
+#[derive(Clone)]
+pub struct LoopTimer {
+    shared: Weak<Shared>,
+}
+
+impl std::fmt::Debug for LoopTimer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoopTimer")
+            .field("loop_gone", &(self.shared.strong_count() == 0))
+            .finish()
+    }
+}
+
+impl LoopTimer {
+    /// A timer whose sleeps run on `lp`.
+    pub fn new(lp: &Loop) -> LoopTimer {
+        LoopTimer {
+            shared: Arc::downgrade(&lp.shared),
+        }
+    }
+
+    /// A timer on the loop whose task is being polled (see
+    /// [`with_loop`]).
+    ///
+    /// # Panics
+    ///
+    /// Outside a task's poll, as [`with_loop`].
+    pub fn current() -> LoopTimer {
+        with_loop(|lp| LoopTimer::new(lp))
+    }
+
+    /// A sleep until `deadline`, as a concrete type (what
+    /// [`hyper::rt::Timer::sleep_until`] boxes).
+    pub fn sleep_until(&self, deadline: Instant) -> LoopSleep {
+        LoopSleep {
+            shared: self.shared.clone(),
+            deadline,
+            state: None,
+        }
+    }
+}
+
+impl hyper::rt::Timer for LoopTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        let deadline = Instant::now()
+            .checked_add(duration)
+            .unwrap_or_else(far_future);
+        Box::pin(LoopTimer::sleep_until(self, deadline))
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(LoopTimer::sleep_until(self, deadline))
+    }
+
+    fn reset(&self, sleep: &mut Pin<Box<dyn hyper::rt::Sleep>>, new_deadline: Instant) {
+        match sleep.as_mut().downcast_mut_pin::<LoopSleep>() {
+            Some(ours) => ours.get_mut().reset(new_deadline),
+            None => *sleep = hyper::rt::Timer::sleep_until(self, new_deadline),
+        }
+    }
+}
+
+/// A deadline no program waits for (about 30 years on).
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365 * 30)
+}
+
+/// What a [`LoopSleep`] and its loop timer's callback share.
+struct SleepState {
+    inner: Mutex<SleepInner>,
+}
+
+struct SleepInner {
+    deadline: Instant,
+    /// Bumped by every reset and by the drop: a posted arming of an
+    /// older generation does nothing.
+    generation: u64,
+    /// The current generation's timer was asked for (at the first poll).
+    armed: bool,
+    /// The current generation's timer fired.
+    fired: bool,
+    /// The current generation's loop timer, once started: a timer that
+    /// runs and is not this one was superseded, and does nothing.
+    timer: Option<TimerId>,
+    waker: Option<Waker>,
+}
+
+impl SleepState {
+    fn lock(&self) -> MutexGuard<'_, SleepInner> {
+        // A panic while the lock is held leaves plain data, still
+        // consistent: go on with it.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Starts the loop timer of `generation` for `deadline`, unless the
+/// sleep has moved on (reset or dropped) meanwhile.
+fn arm(lp: &mut Loop, state: &Arc<SleepState>, deadline: Instant, generation: u64) {
+    if state.lock().generation != generation {
+        return;
+    }
+    // Rounded up: the loop's timers count whole milliseconds, and a
+    // sleep must not end before its deadline.
+    let left = deadline.saturating_duration_since(Instant::now());
+    let ms = left.as_nanos().div_ceil(1_000_000);
+    let delay = Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX));
+    let fired = Arc::clone(state);
+    // An interval cleared at its first run: its callback gets its own id
+    // (to tell the current timer from a superseded one), so the closure
+    // holds only the state and is stored inline (no allocation).
+    let id = lp.set_interval(delay, move |lp, me| {
+        lp.clear_timer(me);
+        let waker = {
+            let mut inner = fired.lock();
+            if inner.timer != Some(me) {
+                // Superseded (reset or dropped from another thread, the
+                // clear posted and not yet run).
+                return;
+            }
+            inner.timer = None;
+            if Instant::now() < inner.deadline {
+                // The loop's clock runs a little behind the monotonic
+                // one it samples: wait for the rest.
+                let (deadline, generation) = (inner.deadline, inner.generation);
+                drop(inner);
+                arm(lp, &fired, deadline, generation);
+                return;
+            }
+            inner.fired = true;
+            inner.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    });
+    lp.unref_timer(id);
+    let mut inner = state.lock();
+    if inner.generation == generation {
+        inner.timer = Some(id);
+    } else {
+        // Reset or dropped from another thread meanwhile.
+        drop(inner);
+        lp.clear_timer(id);
+    }
+}
+
+/// A sleep of a [`LoopTimer`]: completes once its deadline has passed
+/// (see [`LoopTimer`] for how it reaches the loop). Until its first poll
+/// it is just its deadline: no state is shared, no timer started.
+pub struct LoopSleep {
+    shared: Weak<Shared>,
+    deadline: Instant,
+    /// Made at the first poll that has to wait.
+    state: Option<Arc<SleepState>>,
+}
+
+impl std::fmt::Debug for LoopSleep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("LoopSleep");
+        d.field("deadline", &self.deadline);
+        if let Some(state) = &self.state {
+            let inner = state.lock();
+            d.field("fired", &inner.fired).field("timer", &inner.timer);
+        }
+        d.finish()
+    }
+}
+
+impl LoopSleep {
+    /// Runs `f` on the sleep's loop: at once where that loop is lent to
+    /// the running task, posted to it otherwise (dropped if it is gone).
+    fn on_loop(
+        &self,
+        state: &Arc<SleepState>,
+        f: impl FnOnce(&mut Loop, &Arc<SleepState>) + Send + 'static,
+    ) {
+        let state = Arc::clone(state);
+        let mut f = Some(f);
+        let here = try_with_loop(|lp| {
+            if self.shared.as_ptr() != Arc::as_ptr(&lp.shared) {
+                return false;
+            }
+            if let Some(f) = f.take() {
+                f(lp, &state);
+            }
+            true
+        });
+        if here == Some(true) {
+            return;
+        }
+        let (Some(shared), Some(f)) = (self.shared.upgrade(), f) else {
+            return;
+        };
+        shared.post(Box::new(move |lp: &mut Loop| f(lp, &state)));
+    }
+
+    /// Clears the loop timer `old`, if any.
+    fn clear(&self, state: &Arc<SleepState>, old: Option<TimerId>) {
+        if let Some(id) = old {
+            self.on_loop(state, move |lp, _| {
+                lp.clear_timer(id);
+            });
+        }
+    }
+
+    /// Moves the deadline (hyper's `Timer::reset`): not fired any more;
+    /// the old loop timer, if any, is cleared, and the next poll that
+    /// has to wait starts one for the new deadline.
+    pub fn reset(&mut self, deadline: Instant) {
+        self.deadline = deadline;
+        let Some(state) = &self.state else {
+            return;
+        };
+        let old = {
+            let mut inner = state.lock();
+            inner.deadline = deadline;
+            inner.generation += 1;
+            inner.armed = false;
+            inner.fired = false;
+            inner.timer.take()
+        };
+        self.clear(state, old);
+    }
+}
+
+impl Future for LoopSleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let state = match &self.state {
+            Some(state) => Arc::clone(state),
+            None => {
+                // Even a deadline already past goes through the loop
+                // timer (of 1 ms), whose callback checks the clock: one
+                // clock read per wait, none per poll.
+                let state = Arc::new(SleepState {
+                    inner: Mutex::new(SleepInner {
+                        deadline: self.deadline,
+                        generation: 0,
+                        armed: false,
+                        fired: false,
+                        timer: None,
+                        waker: None,
+                    }),
+                });
+                self.state = Some(Arc::clone(&state));
+                state
+            }
+        };
+        let (deadline, generation) = {
+            let mut inner = state.lock();
+            if inner.fired {
+                return Poll::Ready(());
+            }
+            set_waker(&mut inner.waker, cx);
+            if inner.armed {
+                return Poll::Pending;
+            }
+            inner.armed = true;
+            (inner.deadline, inner.generation)
+        };
+        self.on_loop(&state, move |lp, state| {
+            arm(lp, state, deadline, generation)
+        });
+        Poll::Pending
+    }
+}
+
+/// `Send + Sync` (its state is behind an `Arc<Mutex<_>>`), as hyper asks.
+impl hyper::rt::Sleep for LoopSleep {}
+
+impl Drop for LoopSleep {
+    fn drop(&mut self) {
+        let Some(state) = &self.state else {
+            return;
+        };
+        let old = {
+            let mut inner = state.lock();
+            inner.generation += 1;
+            inner.waker = None;
+            inner.timer.take()
+        };
+        self.clear(state, old);
+    }
+}
