@@ -66,6 +66,8 @@ pub struct LoopBuilder {
     backend: Option<BackendChoice>,
     pool_threads: Option<usize>,
     pool_drop_timeout: Option<Duration>,
+    /// The blocked-loop detector's settings (see `diag`), if on.
+    pub(crate) blocking: Option<crate::diag::BlockingConfig>,
 }
 
 impl LoopBuilder {
@@ -116,7 +118,11 @@ impl LoopBuilder {
         };
         log::debug!("eventide loop on the {} backend", reactor.backend());
         let drop_timeout = self.pool_drop_timeout.unwrap_or(crate::work::DROP_TIMEOUT);
-        Loop::with_reactor(reactor, self.pool_threads, drop_timeout)
+        let mut lp = Loop::with_reactor(reactor, self.pool_threads, drop_timeout)?;
+        if let Some(config) = &self.blocking {
+            lp.detector = Some(crate::diag::Detector::start(config)?);
+        }
+        Ok(lp)
     }
 }
 
@@ -146,17 +152,18 @@ pub struct Loop {
     pub(crate) wheel: Wheel<Timer>,
     /// Armed, referenced timers: they keep the loop alive.
     pub(crate) ref_timers: usize,
-    pub(crate) immediates: Slab<Task>,
+    /// The pending immediates, with where each was set.
+    pub(crate) immediates: Slab<(Task, crate::diag::Site)>,
     /// The pending immediates that were unref'd (`Loop::unref_immediate`):
     /// they neither keep the loop alive nor keep the poll phase from
     /// blocking.
     pub(crate) unref_immediates: std::collections::HashSet<SlotId>,
     pub(crate) immediate_order: VecDeque<SlotId>,
-    ticks: VecDeque<Task>,
+    ticks: VecDeque<(Task, crate::diag::Site)>,
     microtasks: VecDeque<crate::task::Micro>,
     /// The tasks of [`Loop::spawn_local`] (see the `task` module).
     pub(crate) tasks: crate::task::Executor,
-    pending: VecDeque<Task>,
+    pending: VecDeque<(Task, crate::diag::Site)>,
     pub(crate) hooks: Hooks,
     pub(crate) closing: VecDeque<Option<Task>>,
     pub(crate) work: Work,
@@ -171,17 +178,25 @@ pub struct Loop {
     states: HashMap<TypeId, Box<dyn Any>>,
     stop_requested: bool,
     running: bool,
+    /// The blocked-loop detector, when on (see `diag`).
+    pub(crate) detector: Option<Box<crate::diag::Detector>>,
+    /// The callback about to run, for the detector and tracing.
+    pub(crate) call: crate::diag::Call,
 }
 
 impl fmt::Debug for Loop {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Loop")
-            .field("backend", &format_args!("{}", self.reactor.backend()))
+        let alternate = f.alternate();
+        let mut s = f.debug_struct("Loop");
+        s.field("backend", &format_args!("{}", self.reactor.backend()))
             .field("now", &self.now())
             .field("timers", &self.wheel.len())
             .field("immediates", &self.immediates.len())
-            .field("alive", &self.alive())
-            .finish_non_exhaustive()
+            .field("alive", &self.alive());
+        if alternate {
+            s.field("handles", &self.handles());
+        }
+        s.finish_non_exhaustive()
     }
 }
 
@@ -240,6 +255,8 @@ impl Loop {
             states: HashMap::new(),
             stop_requested: false,
             running: false,
+            detector: None,
+            call: crate::diag::Call::default(),
         })
     }
 
@@ -473,15 +490,19 @@ impl Loop {
     /// timers and before idle hooks: libuv's pending callbacks (deferred I/O
     /// results). Used for results that are known at once, so that no
     /// callback runs inside the call that asked for it.
+    #[track_caller]
     pub fn defer(&mut self, callback: impl FnOnce(&mut Loop) + 'static) {
-        self.pending.push_back(Box::new(callback));
+        self.pending
+            .push_back((Box::new(callback), std::panic::Location::caller()));
     }
 
     /// Queues `callback` to run right after the current callback, before
     /// any other callback, timer or I/O (Node's `process.nextTick`). The
     /// queue drains completely, ticks added meanwhile included.
+    #[track_caller]
     pub fn next_tick(&mut self, callback: impl FnOnce(&mut Loop) + 'static) {
-        self.ticks.push_back(Box::new(callback));
+        self.ticks
+            .push_back((Box::new(callback), std::panic::Location::caller()));
     }
 
     /// Queues `callback` as a microtask (Node's `queueMicrotask`, and what a
@@ -543,6 +564,9 @@ impl Loop {
         // before the panic goes on.
         let result = panic::catch_unwind(AssertUnwindSafe(|| self.turns(mode)));
         self.running = false;
+        // A callback's panic (or a failure) that left the run: the
+        // callback is over.
+        self.diag_leave();
         match result {
             Ok(Ok(alive)) => Ok(alive),
             Ok(Err(error)) => {
@@ -683,9 +707,10 @@ impl Loop {
         // Only what was deferred before this phase began: a callback that
         // defers again waits for the next turn.
         for _ in 0..self.pending.len() {
-            let Some(task) = self.pending.pop_front() else {
+            let Some((task, site)) = self.pending.pop_front() else {
                 break;
             };
+            self.note_call(crate::diag::Kind::Pending, Some(site));
             self.invoke(task);
         }
     }
@@ -698,10 +723,11 @@ impl Loop {
             let Some(id) = self.immediate_order.pop_front() else {
                 break;
             };
-            if let Some(task) = self.immediates.remove(id) {
+            if let Some((task, site)) = self.immediates.remove(id) {
                 if !self.unref_immediates.is_empty() {
                     self.unref_immediates.remove(&id);
                 }
+                self.note_call(crate::diag::Kind::Immediate, Some(site));
                 self.invoke(task);
             }
         }
@@ -761,7 +787,15 @@ impl Loop {
         if self.panic_handler.is_none() {
             // Nothing to catch the panic for: it may unwind from here. (The
             // most common path, W3's: no `catch_unwind` frame to set up.)
+            // A panic unwinding from here skips `diag_leave`: `run_mode`
+            // calls it.
+            #[cfg(feature = "tracing")]
+            let span = self.callback_span();
+            #[cfg(feature = "tracing")]
+            let _entered = span.enter();
+            self.diag_enter();
             let value = f(self);
+            self.diag_leave();
             self.work.end_burst();
             return Some(value);
         }
@@ -781,7 +815,13 @@ impl Loop {
     /// So the state is the same whether or not a handler is installed, and
     /// a `run()` after an uncaught panic finds a consistent loop.
     pub(crate) fn catching<R>(&mut self, f: impl FnOnce(&mut Loop) -> R) -> Result<R, Panic> {
+        #[cfg(feature = "tracing")]
+        let span = self.callback_span();
+        #[cfg(feature = "tracing")]
+        let _entered = span.enter();
+        self.diag_enter();
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| f(self)));
+        self.diag_leave();
         self.work.end_burst();
         outcome
     }
@@ -859,7 +899,8 @@ impl Loop {
             return true;
         }
         while self.has_ticks() {
-            while let Some(tick) = self.ticks.pop_front() {
+            while let Some((tick, site)) = self.ticks.pop_front() {
+                self.note_call(crate::diag::Kind::NextTick, Some(site));
                 self.guarded(tick);
                 if self.failure.is_some() {
                     return true;
@@ -872,8 +913,12 @@ impl Loop {
                     break;
                 };
                 match microtask {
-                    crate::task::Micro::Call(call) => self.guarded(call),
+                    crate::task::Micro::Call(call) => {
+                        self.note_call(crate::diag::Kind::Microtask, None);
+                        self.guarded(call)
+                    }
                     crate::task::Micro::Poll(task) => {
+                        self.note_call(crate::diag::Kind::Task, None);
                         self.guarded(|lp| crate::task::poll(lp, task))
                     }
                 };
@@ -898,5 +943,39 @@ impl Loop {
 impl Drop for Loop {
     fn drop(&mut self) {
         self.shared.close();
+    }
+}
+
+impl Loop {
+    /// The loop's own queues, for [`Loop::handles`]: immediates, pending
+    /// and closing callbacks, open loop handles and channels, tasks.
+    pub(crate) fn list_loop(&self, listing: &mut crate::diag::Listing) {
+        use crate::diag::Kind;
+        for (id, (_, site)) in self.immediates.iter() {
+            let referenced = !self.unref_immediates.contains(&id);
+            listing.add(
+                Kind::Immediate,
+                crate::slab::raw(id),
+                referenced,
+                referenced,
+                Some(site),
+            );
+        }
+        for (n, (_, site)) in self.pending.iter().enumerate() {
+            listing.add(Kind::Pending, n as u64, true, true, Some(site));
+        }
+        for n in 0..self.closing.iter().filter(|c| c.is_some()).count() {
+            listing.add(Kind::Close, n as u64, true, true, None);
+        }
+        let (handles, posted) = self.shared.counts();
+        for n in 0..handles + posted {
+            listing.add(Kind::Posted, n as u64, true, true, None);
+        }
+        for n in 0..self.channels.iter().filter(|c| c.is_some()).count() {
+            listing.add(Kind::Channel, n as u64, true, true, None);
+        }
+        for n in 0..self.tasks.len() {
+            listing.add(Kind::Task, n as u64, false, false, None);
+        }
     }
 }

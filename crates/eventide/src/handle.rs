@@ -68,6 +68,11 @@ impl Shared {
         self.handles.load(Ordering::Acquire) > 0 || !self.queue.is_empty()
     }
 
+    /// The open handles, and the closures posted and not run yet.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        (self.handles.load(Ordering::Acquire), self.queue.len())
+    }
+
     pub(crate) fn wake_pending(&self) -> bool {
         self.wake_pending.load(Ordering::Acquire) || self.channels_pending.load(Ordering::Acquire)
     }

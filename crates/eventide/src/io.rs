@@ -404,3 +404,23 @@ mod panic_tests {
         completions_after_a_panicking_handler(BackendKind::Poll);
     }
 }
+
+impl Loop {
+    /// The I/O in flight, for [`Loop::handles`]: each boxed operation (a
+    /// file system request, a watcher's or a source's wait), then the
+    /// socket operations that keep the loop alive, one entry each.
+    pub(crate) fn list_io(&self, listing: &mut crate::diag::Listing) {
+        for (slot, boxed) in self.io.handlers.iter() {
+            listing.add(
+                crate::diag::Kind::Io,
+                crate::slab::raw(slot),
+                boxed.counted,
+                boxed.counted,
+                None,
+            );
+        }
+        for n in 0..self.io.sockets {
+            listing.add(crate::diag::Kind::Io, n as u64, true, true, None);
+        }
+    }
+}

@@ -17,6 +17,11 @@ struct Slot<T> {
     value: Option<T>,
 }
 
+/// A slot id as one number (generation in the high half), for listings.
+pub(crate) fn raw(id: SlotId) -> u64 {
+    (u64::from(id.generation) << 32) | u64::from(id.index)
+}
+
 /// Values addressed by [`SlotId`]; freed slots are reused with a new generation.
 #[derive(Debug)]
 pub(crate) struct Slab<T> {

@@ -1,0 +1,701 @@
+//! Seeing inside the loop: what keeps it alive ([`Loop::handles`], libuv's
+//! `uv_walk`, Node's why-is-node-running), the blocked-loop detector
+//! ([`LoopBuilder::detect_blocking`]) and, with the `tracing` feature, a
+//! span per callback. The design and its cost are in `docs/diagnostics.md`.
+//!
+//! # Registration sites
+//!
+//! The public calls that register a callback (`set_timeout`,
+//! `set_interval`, `set_immediate`, `start_hook`, `next_tick`,
+//! `queue_work`, ...) are `#[track_caller]`: each handle keeps the
+//! [`Site`] of the call that made it, a `&'static Location` (one pointer),
+//! shown in the listing and in the detector's reports.
+//!
+//! # The detector
+//!
+//! With the detector on, the loop thread writes two words per callback
+//! into memory a watchdog thread samples: the callback's site pointer and
+//! a sequence word (a counter and the callback's kind; kind 0 = between
+//! callbacks), and one word when the callback returns. No clock is read
+//! per callback. The watchdog samples every tenth of the threshold; a
+//! sequence word it sees unchanged for the threshold is one callback
+//! running that long: it reports once (so far), and the callback's end
+//! reports again (in all). Off, the loop stores nothing per callback.
+
+use std::fmt;
+use std::panic::Location;
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering, fence};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::event_loop::{Loop, LoopBuilder};
+
+/// Where a handle or request was registered: the file, line and column of
+/// the call (`#[track_caller]`), as [`std::panic::Location::caller`] gives
+/// it. A `&'static`, one pointer wide.
+pub type Site = &'static Location<'static>;
+
+/// What a handle, request or callback is.
+///
+/// Non-exhaustive: kinds may be added.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+#[repr(u8)]
+pub enum Kind {
+    /// A timeout ([`Loop::set_timeout`]).
+    Timeout = 1,
+    /// An interval ([`Loop::set_interval`]).
+    Interval,
+    /// An immediate ([`Loop::set_immediate`]).
+    Immediate,
+    /// An idle, prepare or check hook ([`Loop::start_hook`]).
+    Hook,
+    /// A next-tick ([`Loop::next_tick`]).
+    NextTick,
+    /// A microtask ([`Loop::queue_microtask`]) or a task's poll.
+    Microtask,
+    /// A deferred callback of the pending phase ([`Loop::defer`]).
+    Pending,
+    /// Work on the pool, and its `after` callback ([`Loop::queue_work`]).
+    Work,
+    /// A close callback ([`Loop::close_then`]).
+    Close,
+    /// A closure posted from another thread ([`crate::LoopHandle::post`]),
+    /// or an open [`crate::LoopHandle`].
+    Posted,
+    /// A channel's receiver ([`Loop::channel`]).
+    Channel,
+    /// A task ([`Loop::spawn_local`]).
+    Task,
+    /// An I/O operation in flight on the reactor (a file system request,
+    /// a socket's wait) and its completion callback.
+    Io,
+    /// A TCP or Unix stream.
+    Stream,
+    /// A TCP or Unix listener.
+    Listener,
+    /// A UDP socket.
+    Udp,
+    /// A signal listener.
+    Signal,
+    /// An event source ([`Loop::watch_fd`], [`Loop::insert_source`]).
+    Source,
+    /// A file watcher (`fs().watch`, `fs().watch_file`).
+    Watch,
+    /// A callback the loop does not classify further.
+    Callback,
+}
+
+impl Kind {
+    /// The kind's name, in lower case: `"timeout"`, `"immediate"`, ...
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Timeout => "timeout",
+            Kind::Interval => "interval",
+            Kind::Immediate => "immediate",
+            Kind::Hook => "hook",
+            Kind::NextTick => "next-tick",
+            Kind::Microtask => "microtask",
+            Kind::Pending => "pending",
+            Kind::Work => "work",
+            Kind::Close => "close",
+            Kind::Posted => "posted",
+            Kind::Channel => "channel",
+            Kind::Task => "task",
+            Kind::Io => "io",
+            Kind::Stream => "stream",
+            Kind::Listener => "listener",
+            Kind::Udp => "udp",
+            Kind::Signal => "signal",
+            Kind::Source => "source",
+            Kind::Watch => "watch",
+            Kind::Callback => "callback",
+        }
+    }
+
+    const ALL: [Kind; 20] = [
+        Kind::Timeout,
+        Kind::Interval,
+        Kind::Immediate,
+        Kind::Hook,
+        Kind::NextTick,
+        Kind::Microtask,
+        Kind::Pending,
+        Kind::Work,
+        Kind::Close,
+        Kind::Posted,
+        Kind::Channel,
+        Kind::Task,
+        Kind::Io,
+        Kind::Stream,
+        Kind::Listener,
+        Kind::Udp,
+        Kind::Signal,
+        Kind::Source,
+        Kind::Watch,
+        Kind::Callback,
+    ];
+
+    fn from_u8(value: u8) -> Kind {
+        Kind::ALL
+            .get(usize::from(value).wrapping_sub(1))
+            .copied()
+            .unwrap_or(Kind::Callback)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One live handle or request of a loop, as [`Loop::handles`] lists it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HandleInfo {
+    /// What it is.
+    pub kind: Kind,
+    /// Its number among the loop's handles of its kind (for timers, the
+    /// same as [`crate::TimerId`]'s; for kinds the loop only counts, such
+    /// as open [`crate::LoopHandle`]s, 0, 1, 2, ...).
+    pub id: u64,
+    /// Whether it is referenced (libuv's `uv_has_ref`): an unreferenced
+    /// handle is listed, but does not keep the loop alive.
+    pub referenced: bool,
+    /// Whether it keeps the loop alive now. A referenced handle that is
+    /// not active (a timer whose callback is running, say) does not.
+    pub keeps_alive: bool,
+    /// Where it was registered, when the loop knows it.
+    pub site: Option<Site>,
+}
+
+impl fmt::Display for HandleInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} #{}", self.kind, self.id)?;
+        if !self.referenced {
+            f.write_str(" (unref)")?;
+        }
+        match self.site {
+            Some(site) => write!(f, " at {site}"),
+            None => f.write_str(" at an unknown site"),
+        }
+    }
+}
+
+/// Every live handle and request of a loop ([`Loop::handles`]): what
+/// keeps it alive, and what does not.
+///
+/// `Display` prints it as why-is-node-running does: the ones that keep the
+/// loop alive first, each with its registration site.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Handles {
+    list: Vec<HandleInfo>,
+}
+
+impl Handles {
+    /// The handles and requests that keep the loop alive.
+    pub fn keeping_alive(&self) -> impl Iterator<Item = &HandleInfo> {
+        self.list.iter().filter(|h| h.keeps_alive)
+    }
+
+    /// The entry for the handle of `kind` numbered `id`, if it is live.
+    pub fn find(&self, kind: Kind, id: u64) -> Option<&HandleInfo> {
+        self.list.iter().find(|h| h.kind == kind && h.id == id)
+    }
+
+    /// The entry for a timer, if it is live.
+    pub fn timer(&self, id: crate::TimerId) -> Option<&HandleInfo> {
+        let raw = id.raw();
+        self.list
+            .iter()
+            .find(|h| matches!(h.kind, Kind::Timeout | Kind::Interval) && h.id == raw)
+    }
+
+    /// Takes the list out.
+    pub fn into_vec(self) -> Vec<HandleInfo> {
+        self.list
+    }
+}
+
+impl std::ops::Deref for Handles {
+    type Target = [HandleInfo];
+
+    fn deref(&self) -> &[HandleInfo] {
+        &self.list
+    }
+}
+
+impl fmt::Display for Handles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let alive = self.keeping_alive().count();
+        writeln!(
+            f,
+            "{alive} handle(s) keep the loop alive{}",
+            if alive == 0 { "" } else { ":" }
+        )?;
+        for h in self.keeping_alive() {
+            writeln!(f, "  {h}")?;
+        }
+        let others = self.list.len() - alive;
+        if others > 0 {
+            writeln!(f, "{others} more do not:")?;
+            for h in self.list.iter().filter(|h| !h.keeps_alive) {
+                writeln!(f, "  {h}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Collects the listing; each part of the loop adds its own.
+pub(crate) struct Listing {
+    pub(crate) list: Vec<HandleInfo>,
+}
+
+impl Listing {
+    /// Adds one entry.
+    pub(crate) fn add(
+        &mut self,
+        kind: Kind,
+        id: u64,
+        referenced: bool,
+        keeps_alive: bool,
+        site: Option<Site>,
+    ) {
+        self.list.push(HandleInfo {
+            kind,
+            id,
+            referenced,
+            keeps_alive,
+            site,
+        });
+    }
+}
+
+impl Loop {
+    /// Every live handle and request of the loop, and which of them keep
+    /// it alive (libuv's `uv_walk`, Node's why-is-node-running): timers,
+    /// immediates, hooks, pool work, tasks, closing handles, open
+    /// [`crate::LoopHandle`]s and channels, I/O operations in flight,
+    /// sockets, watchers, signal listeners and sources, with their kind,
+    /// number, reference state and, where known, registration site.
+    ///
+    /// ```
+    /// let mut lp = eventide::Loop::new()?;
+    /// let t = lp.set_timeout(std::time::Duration::from_secs(60), |_| {});
+    /// let handles = lp.handles();
+    /// let info = handles.timer(t).expect("listed");
+    /// assert!(info.keeps_alive);
+    /// assert_eq!(info.site.unwrap().file(), file!());
+    /// println!("{handles}");
+    /// lp.clear_timer(t);
+    /// assert!(lp.handles().timer(t).is_none());
+    /// # Ok::<(), eventide::Error>(())
+    /// ```
+    ///
+    /// It walks every table: O(handles), for a human or a test, not a hot
+    /// path. `{:#?}` of the loop prints it too.
+    pub fn handles(&self) -> Handles {
+        let mut listing = Listing { list: Vec::new() };
+        self.list_timers(&mut listing);
+        self.list_hooks(&mut listing);
+        self.list_work(&mut listing);
+        self.list_loop(&mut listing);
+        self.list_io(&mut listing);
+        Handles { list: listing.list }
+    }
+
+    /// The threshold of the blocked-loop detector, or `None` when it is
+    /// off ([`LoopBuilder::detect_blocking`]).
+    pub fn blocking_threshold(&self) -> Option<Duration> {
+        self.detector.as_ref().map(|d| d.watch.threshold)
+    }
+
+    /// Before a callback runs: marks it as running for the detector (and,
+    /// with the `tracing` feature, the span is made by the caller).
+    #[inline]
+    pub(crate) fn diag_enter(&mut self) {
+        #[cfg(feature = "tracing")]
+        let call = std::mem::take(&mut self.call);
+        if let Some(detector) = self.detector.as_deref_mut() {
+            #[cfg(not(feature = "tracing"))]
+            let call = std::mem::take(&mut self.call);
+            detector.begin(call);
+        }
+    }
+
+    /// After a callback (returned or panicked): the loop is between
+    /// callbacks again.
+    #[inline]
+    pub(crate) fn diag_leave(&mut self) {
+        if let Some(detector) = self.detector.as_deref_mut() {
+            detector.end();
+        }
+    }
+
+    /// Says what the next callback the loop runs is: its kind and site,
+    /// for the detector's reports and the tracing spans. Nothing (not even
+    /// a store) when neither is on.
+    #[inline(always)]
+    pub(crate) fn note_call(&mut self, kind: Kind, site: Option<Site>) {
+        if cfg!(feature = "tracing") || self.detector.is_some() {
+            self.call = Call { kind, site };
+        }
+    }
+
+    /// The span of the callback about to run (`tracing` feature).
+    #[cfg(feature = "tracing")]
+    pub(crate) fn callback_span(&self) -> tracing::Span {
+        let call = self.call;
+        match call.site {
+            Some(site) => tracing::trace_span!(
+                "eventide::callback",
+                kind = call.kind.name(),
+                site = %site
+            ),
+            None => tracing::trace_span!("eventide::callback", kind = call.kind.name()),
+        }
+    }
+}
+
+/// The callback about to run, as far as the loop knows (`Loop::note_call`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Call {
+    pub(crate) kind: Kind,
+    pub(crate) site: Option<Site>,
+}
+
+impl Default for Call {
+    fn default() -> Call {
+        Call {
+            kind: Kind::Callback,
+            site: None,
+        }
+    }
+}
+
+/// A report of the blocked-loop detector: one callback ran longer than
+/// the threshold. Each incident is reported twice: once while the
+/// callback still runs (`finished == false`, `elapsed` so far), once when
+/// it returns or panics (`finished == true`, `elapsed` in all).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BlockedReport {
+    /// What the callback is.
+    pub kind: Kind,
+    /// Where it was registered, when the loop knows it.
+    pub site: Option<Site>,
+    /// How long it has run so far (`finished == false`) or ran in all.
+    /// Measured from the first sample of the watchdog that saw it
+    /// running: up to a tenth of the threshold short.
+    pub elapsed: Duration,
+    /// Whether the callback has returned (or panicked).
+    pub finished: bool,
+    /// The detector's threshold.
+    pub threshold: Duration,
+}
+
+impl fmt::Display for BlockedReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "eventide: the loop was blocked by a {} callback",
+            self.kind
+        )?;
+        match self.site {
+            Some(site) => write!(f, " registered at {site}")?,
+            None => f.write_str(" (registration site unknown)")?,
+        }
+        let ms = self.elapsed.as_secs_f64() * 1e3;
+        if self.finished {
+            write!(f, ": it ran for {ms:.0} ms in all")?;
+        } else {
+            write!(f, ": it has run for {ms:.0} ms so far")?;
+        }
+        write!(f, " (threshold {} ms)", self.threshold.as_secs_f64() * 1e3)
+    }
+}
+
+/// The user's hook for reports ([`LoopBuilder::on_blocked`]).
+type ReportHook = Arc<dyn Fn(&BlockedReport) + Send + Sync>;
+
+/// The detector's settings, kept in the builder.
+#[derive(Clone)]
+pub(crate) struct BlockingConfig {
+    threshold: Duration,
+    hook: Option<ReportHook>,
+}
+
+impl fmt::Debug for BlockingConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlockingConfig")
+            .field("threshold", &self.threshold)
+            .field("hook", &self.hook.is_some())
+            .finish()
+    }
+}
+
+/// The detector's default threshold, 100 ms.
+pub const DEFAULT_BLOCKING_THRESHOLD: Duration = Duration::from_millis(100);
+
+impl LoopBuilder {
+    /// Turns the blocked-loop detector on: a watchdog thread notices one
+    /// callback running longer than `threshold` ([`DEFAULT_BLOCKING_THRESHOLD`]
+    /// is 100 ms) and reports it, once per incident, through `log` (a
+    /// warning) and the hook of [`LoopBuilder::on_blocked`]: its kind, its
+    /// registration site, how long it has run so far, and when it returns,
+    /// how long it ran in all ([`BlockedReport`]).
+    ///
+    /// Off (the default) it costs nothing. On, the loop thread writes
+    /// three words per callback, and the watchdog wakes every tenth of the
+    /// threshold (at least 1 ms). A threshold below 1 ms is 1 ms.
+    pub fn detect_blocking(mut self, threshold: Duration) -> Self {
+        let threshold = threshold.max(Duration::from_millis(1));
+        let hook = self.blocking.take().and_then(|c| c.hook);
+        self.blocking = Some(BlockingConfig { threshold, hook });
+        self
+    }
+
+    /// Calls `hook` with each report of the blocked-loop detector (besides
+    /// logging it), and turns the detector on with the default threshold
+    /// if [`LoopBuilder::detect_blocking`] did not. The report made while
+    /// the callback still runs comes from the watchdog thread; the one made
+    /// when it returns, from the loop thread.
+    pub fn on_blocked(mut self, hook: impl Fn(&BlockedReport) + Send + Sync + 'static) -> Self {
+        let threshold = self
+            .blocking
+            .as_ref()
+            .map_or(DEFAULT_BLOCKING_THRESHOLD, |c| c.threshold);
+        self.blocking = Some(BlockingConfig {
+            threshold,
+            hook: Some(Arc::new(hook)),
+        });
+        self
+    }
+}
+
+/// What the loop thread and the watchdog share.
+struct Watch {
+    /// The running callback's sequence word: a counter (bits 8..64) and
+    /// its kind (bits 0..8); kind 0 between callbacks. Written by the loop
+    /// thread only.
+    word: AtomicU64,
+    /// The running callback's site (null: unknown); written before `word`.
+    site: AtomicPtr<Location<'static>>,
+    /// The word of the callback the watchdog reported as running, until
+    /// one side claims its final report (`swap(0)`).
+    flagged: AtomicU64,
+    /// When the watchdog first saw the flagged callback, in ns since `base`.
+    first_seen: AtomicU64,
+    /// The flagged callback's site (null: unknown).
+    flagged_site: AtomicPtr<Location<'static>>,
+    base: Instant,
+    threshold: Duration,
+    hook: Option<ReportHook>,
+    /// Set to stop the watchdog.
+    stop: Mutex<bool>,
+    wake: Condvar,
+}
+
+/// A site pointer as stored (null: unknown).
+fn site_ptr(site: Option<Site>) -> *mut Location<'static> {
+    site.map_or(ptr::null_mut(), |s| ptr::from_ref(s).cast_mut())
+}
+
+/// A site pointer back.
+fn site_from(ptr: *mut Location<'static>) -> Option<Site> {
+    // SAFETY: every non-null pointer stored is a `&'static Location`
+    // (`site_ptr`), never written through.
+    unsafe { ptr.cast_const().as_ref() }
+}
+
+impl Watch {
+    /// The site of the flagged callback (after `flagged` was read).
+    fn flagged_site(&self) -> Option<Site> {
+        site_from(self.flagged_site.load(Ordering::Relaxed))
+    }
+
+    fn report(&self, report: &BlockedReport) {
+        log::warn!("{report}");
+        if let Some(hook) = &self.hook {
+            hook(report);
+        }
+    }
+}
+
+/// The loop's side of the detector.
+pub(crate) struct Detector {
+    watch: Arc<Watch>,
+    /// The loop thread's counter of sequence words.
+    seq: u64,
+    /// The word of the callback running now (0: none).
+    running: u64,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Detector {
+    /// Starts the watchdog for a loop built with `config`.
+    pub(crate) fn start(config: &BlockingConfig) -> crate::Result<Box<Detector>> {
+        let watch = Arc::new(Watch {
+            word: AtomicU64::new(0),
+            site: AtomicPtr::new(ptr::null_mut()),
+            flagged: AtomicU64::new(0),
+            first_seen: AtomicU64::new(0),
+            flagged_site: AtomicPtr::new(ptr::null_mut()),
+            base: Instant::now(),
+            threshold: config.threshold,
+            hook: config.hook.clone(),
+            stop: Mutex::new(false),
+            wake: Condvar::new(),
+        });
+        let shared = Arc::clone(&watch);
+        let thread = std::thread::Builder::new()
+            .name("eventide-watchdog".into())
+            .spawn(move || watchdog(&shared))
+            .map_err(|e| crate::Error::io("spawn the blocked-loop watchdog", e))?;
+        Ok(Box::new(Detector {
+            watch,
+            seq: 0,
+            running: 0,
+            thread: Some(thread),
+        }))
+    }
+
+    /// A callback starts.
+    #[inline]
+    fn begin(&mut self, call: Call) {
+        self.seq += 1;
+        let word = (self.seq << 8) | u64::from(call.kind as u8);
+        self.watch
+            .site
+            .store(site_ptr(call.site), Ordering::Relaxed);
+        self.watch.word.store(word, Ordering::Release);
+        self.running = word;
+    }
+
+    /// The callback returned or panicked (or, nested, an inner one did:
+    /// the outer one is then seen as over too).
+    #[inline]
+    fn end(&mut self) {
+        let ended = std::mem::replace(&mut self.running, 0);
+        if ended == 0 {
+            return;
+        }
+        self.seq += 1;
+        self.watch.word.store(self.seq << 8, Ordering::Release);
+        if self.watch.flagged.load(Ordering::Relaxed) == ended {
+            self.finished(ended);
+        }
+    }
+
+    /// The end of a callback the watchdog reported: the final report, here
+    /// unless the watchdog claimed it first.
+    #[cold]
+    #[inline(never)]
+    fn finished(&mut self, ended: u64) {
+        let watch = &*self.watch;
+        if watch.flagged.swap(0, Ordering::AcqRel) != ended {
+            return;
+        }
+        let first_seen = watch.first_seen.load(Ordering::Relaxed);
+        let elapsed = watch
+            .base
+            .elapsed()
+            .saturating_sub(Duration::from_nanos(first_seen));
+        watch.report(&BlockedReport {
+            kind: Kind::from_u8(ended as u8),
+            site: watch.flagged_site(),
+            elapsed,
+            finished: true,
+            threshold: watch.threshold,
+        });
+    }
+}
+
+impl Drop for Detector {
+    fn drop(&mut self) {
+        *self.watch.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.watch.wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The watchdog thread: samples the sequence word every tenth of the
+/// threshold; one word seen unchanged (and running) for the threshold is
+/// reported once; its end, if the loop thread did not report it, at the
+/// next sample.
+fn watchdog(watch: &Watch) {
+    let interval = (watch.threshold / 10).max(Duration::from_millis(1));
+    // The word last seen, when it was first seen, its site, and whether
+    // it was reported.
+    let mut tracked = 0u64;
+    let mut first_seen = Instant::now();
+    let mut site: Option<Site> = None;
+    let mut reported = false;
+    let mut stop = watch.stop.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let (guard, _) = watch
+            .wake
+            .wait_timeout(stop, interval)
+            .unwrap_or_else(|e| e.into_inner());
+        stop = guard;
+        if *stop {
+            return;
+        }
+        let now = Instant::now();
+        let word = watch.word.load(Ordering::Acquire);
+        if word != tracked {
+            if reported && watch.flagged.swap(0, Ordering::AcqRel) == tracked {
+                // It ended, and the loop thread did not see the flag.
+                watch.report(&BlockedReport {
+                    kind: Kind::from_u8(tracked as u8),
+                    site,
+                    elapsed: now.saturating_duration_since(first_seen),
+                    finished: true,
+                    threshold: watch.threshold,
+                });
+            }
+            reported = false;
+            first_seen = now;
+            tracked = word;
+            if word & 0xff != 0 {
+                // A seqlock read: the site belongs to `word` if the word
+                // is still the same after it.
+                site = site_from(watch.site.load(Ordering::Relaxed));
+                fence(Ordering::Acquire);
+                if watch.word.load(Ordering::Relaxed) != word {
+                    // Gone already: look again at the next sample.
+                    tracked = 0;
+                }
+            }
+            continue;
+        }
+        if word & 0xff == 0 || reported {
+            continue;
+        }
+        let elapsed = now.saturating_duration_since(first_seen);
+        if elapsed < watch.threshold {
+            continue;
+        }
+        reported = true;
+        let since_base = first_seen.saturating_duration_since(watch.base);
+        watch.first_seen.store(
+            u64::try_from(since_base.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        watch.flagged_site.store(site_ptr(site), Ordering::Relaxed);
+        watch.flagged.store(word, Ordering::Release);
+        watch.report(&BlockedReport {
+            kind: Kind::from_u8(word as u8),
+            site,
+            elapsed,
+            finished: false,
+            threshold: watch.threshold,
+        });
+    }
+}
