@@ -512,6 +512,53 @@ fn site_from(ptr: *mut Location<'static>) -> Option<Site> {
     unsafe { ptr.cast_const().as_ref() }
 }
 
+/// Logs through `log` and, with the `tracing` feature, emits the same as
+/// a `tracing` event: `diag_event!(warn, "...", args)`.
+macro_rules! diag_event {
+    ($level:ident, $($arg:tt)+) => {{
+        log::$level!($($arg)+);
+        #[cfg(feature = "tracing")]
+        tracing::$level!(target: "eventide", $($arg)+);
+    }};
+}
+pub(crate) use diag_event;
+
+/// After a loop is built: a `tracing` event naming its backend, and a
+/// warning when the automatic choice fell back from io_uring.
+pub(crate) fn note_backend(choice: Option<crate::BackendChoice>, backend: crate::BackendKind) {
+    #[cfg(feature = "tracing")]
+    {
+        let choice = choice.or_else(|| crate::BackendChoice::from_env().ok());
+        let forced = choice.is_some_and(|c| c != crate::BackendChoice::Auto);
+        tracing::debug!(target: "eventide", backend = %backend, forced, "loop built");
+        let uring_first = cfg!(all(target_os = "linux", feature = "uring"));
+        if !forced && uring_first && backend != crate::BackendKind::Uring {
+            tracing::warn!(
+                target: "eventide",
+                backend = %backend,
+                "io_uring refused: readiness fallback"
+            );
+        }
+    }
+    let _ = (choice, backend);
+}
+
+/// A callback's panic reached the loop (a handler takes it, or it leaves
+/// `run()`): a `tracing` error event.
+#[inline]
+pub(crate) fn note_panic() {
+    #[cfg(feature = "tracing")]
+    tracing::error!(target: "eventide", "a callback panicked");
+}
+
+/// A callback failed the loop ([`Loop::fail`]): a `tracing` error event.
+#[inline]
+pub(crate) fn note_failure(error: &crate::Error) {
+    #[cfg(feature = "tracing")]
+    tracing::error!(target: "eventide", error = %error, "the loop failed");
+    let _ = error;
+}
+
 impl Watch {
     /// The site of the flagged callback (after `flagged` was read).
     fn flagged_site(&self) -> Option<Site> {
@@ -519,7 +566,7 @@ impl Watch {
     }
 
     fn report(&self, report: &BlockedReport) {
-        log::warn!("{report}");
+        diag_event!(warn, "{report}");
         if let Some(hook) = &self.hook {
             hook(report);
         }

@@ -117,6 +117,7 @@ impl LoopBuilder {
             None => Reactor::new()?,
         };
         log::debug!("eventide loop on the {} backend", reactor.backend());
+        crate::diag::note_backend(self.backend, reactor.backend());
         let drop_timeout = self.pool_drop_timeout.unwrap_or(crate::work::DROP_TIMEOUT);
         let mut lp = Loop::with_reactor(reactor, self.pool_threads, drop_timeout)?;
         if let Some(config) = &self.blocking {
@@ -362,7 +363,9 @@ impl Loop {
     /// phase: the rest of the phase runs first.
     pub fn fail(&mut self, error: impl Into<Error>) {
         if self.failure.is_none() {
-            self.failure = Some(error.into());
+            let error = error.into();
+            crate::diag::note_failure(&error);
+            self.failure = Some(error);
         }
     }
 
@@ -833,6 +836,7 @@ impl Loop {
         if payload.is::<Failed>() {
             panic::resume_unwind(payload)
         }
+        crate::diag::note_panic();
         let Some(mut handler) = self.panic_handler.take() else {
             panic::resume_unwind(payload)
         };
