@@ -361,6 +361,46 @@ impl Loop {
     }
 }
 
+/// Where the loop's I/O handles were registered, by (kind, number): a side
+/// table, so that the sockets' own slots stay as small as they are (a
+/// stream's is 32 bytes, W10). Filled by the registering calls, read by
+/// the listing and (only with the detector or tracing on) by dispatch.
+/// Entries of closed handles are dropped when the table has doubled since
+/// the last sweep.
+#[derive(Default)]
+pub(crate) struct Sites {
+    map: std::collections::HashMap<(Kind, u64), Site>,
+    sweep_at: usize,
+}
+
+impl Loop {
+    /// Records where the handle of `kind` numbered `id` was registered.
+    pub(crate) fn remember_site(&mut self, kind: Kind, id: u64, site: Site) {
+        self.sites.map.insert((kind, id), site);
+        if self.sites.map.len() >= self.sites.sweep_at.max(64) {
+            let live: std::collections::HashSet<(Kind, u64)> =
+                self.handles().iter().map(|h| (h.kind, h.id)).collect();
+            self.sites.map.retain(|key, _| live.contains(key));
+            self.sites.sweep_at = self.sites.map.len() * 2;
+        }
+    }
+
+    /// Where the handle of `kind` numbered `id` was registered, if known.
+    pub(crate) fn site_of(&self, kind: Kind, id: u64) -> Option<Site> {
+        self.sites.map.get(&(kind, id)).copied()
+    }
+
+    /// [`Loop::note_call`] for an I/O handle, its site from the side table
+    /// (looked up only when the detector or tracing is on).
+    #[inline]
+    pub(crate) fn note_call_of(&mut self, kind: Kind, id: u64) {
+        if cfg!(feature = "tracing") || self.detector.is_some() {
+            let site = self.site_of(kind, id);
+            self.call = Call { kind, site };
+        }
+    }
+}
+
 /// The callback about to run, as far as the loop knows (`Loop::note_call`).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Call {

@@ -183,6 +183,8 @@ pub struct Loop {
     pub(crate) detector: Option<Box<crate::diag::Detector>>,
     /// The callback about to run, for the detector and tracing.
     pub(crate) call: crate::diag::Call,
+    /// Where the I/O handles were registered (see `diag::Sites`).
+    pub(crate) sites: crate::diag::Sites,
 }
 
 impl fmt::Debug for Loop {
@@ -258,6 +260,7 @@ impl Loop {
             running: false,
             detector: None,
             call: crate::diag::Call::default(),
+            sites: crate::diag::Sites::default(),
         })
     }
 
@@ -757,6 +760,7 @@ impl Loop {
             let Some(task) = self.closing.get_mut(i).and_then(Option::take) else {
                 continue;
             };
+            self.note_call(crate::diag::Kind::Close, None);
             let outcome = self
                 .catching(task)
                 .and_then(|()| self.drain_ticks_catching());
@@ -922,7 +926,7 @@ impl Loop {
                         self.guarded(call)
                     }
                     crate::task::Micro::Poll(task) => {
-                        self.note_call(crate::diag::Kind::Task, None);
+                        self.note_call_of(crate::diag::Kind::Task, crate::task::raw_id(&task));
                         self.guarded(|lp| crate::task::poll(lp, task))
                     }
                 };
@@ -978,8 +982,6 @@ impl Loop {
         for n in 0..self.channels.iter().filter(|c| c.is_some()).count() {
             listing.add(Kind::Channel, n as u64, true, true, None);
         }
-        for n in 0..self.tasks.len() {
-            listing.add(Kind::Task, n as u64, false, false, None);
-        }
+        self.list_tasks(listing);
     }
 }

@@ -254,6 +254,7 @@ impl Loop {
             match self.shared.queue.steal() {
                 Steal::Success(posted) => {
                     left -= 1;
+                    self.note_call(crate::diag::Kind::Posted, None);
                     let outcome = self
                         .catching(posted)
                         .and_then(|()| self.drain_ticks_catching());

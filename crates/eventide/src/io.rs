@@ -253,14 +253,17 @@ impl Loop {
             match tag {
                 RECEIVED => {
                     let stream = Stream::from_id(self.io.net.key(id));
+                    self.note_call_of(crate::diag::Kind::Stream, stream.raw());
                     self.invoke(|lp: &mut Loop| stream.on_received(lp, completion));
                 }
                 SENT => {
                     let stream = Stream::from_id(self.io.net.key(id));
+                    self.note_call_of(crate::diag::Kind::Stream, stream.raw());
                     self.invoke(|lp: &mut Loop| stream.on_sent(lp, completion));
                 }
                 ACCEPTED => {
                     let listener = Listener::from_id(self.io.net.key(id));
+                    self.note_call_of(crate::diag::Kind::Listener, listener.raw());
                     self.invoke(|lp: &mut Loop| listener.on_accept(lp, completion));
                 }
                 _ => self.run_boxed(id, completion),
@@ -284,6 +287,7 @@ impl Loop {
             return;
         };
         let more = completion.more;
+        self.note_call(crate::diag::Kind::Io, None);
         let outcome = self.catching(|lp: &mut Loop| handler(lp, completion));
         // Whether or not the handler panicked, the slot follows the
         // operation: back in place while more completions come, gone after
@@ -419,7 +423,14 @@ impl Loop {
                 None,
             );
         }
-        for n in 0..self.io.sockets {
+        let mut socket_ops = self.list_streams(listing) + self.list_listeners(listing);
+        socket_ops += self.list_udp(listing);
+        self.list_sources(listing);
+        self.list_signals(listing);
+        self.list_watchers(listing);
+        // Socket operations of no listed socket (one closed while its
+        // operation finishes): one entry each.
+        for n in socket_ops..self.io.sockets {
             listing.add(crate::diag::Kind::Io, n as u64, true, true, None);
         }
     }

@@ -170,6 +170,11 @@ impl<T> Keyed<T> {
         self.key(slot)
     }
 
+    /// The values, with their slots.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (SlotId, &T)> + '_ {
+        self.slab.iter()
+    }
+
     pub(crate) fn get(&self, key: Key) -> Option<&T> {
         if self.is_foreign(key) {
             return None;

@@ -97,7 +97,99 @@ fn unref_immediate_listed_not_alive(lp: &mut Loop) {
     assert!(lp.handles().is_empty());
 }
 
+/// Sockets: a listener, a connecting stream and a UDP socket are listed
+/// with their sites; an unref'd listener is listed but keeps nothing
+/// alive; closed ones vanish once their close has run.
+fn listing_shows_sockets(lp: &mut Loop) {
+    use eventide::net::ListenOptions;
+    let any = "127.0.0.1:0".parse().unwrap();
+    let line = line!() + 1;
+    let listener = lp.tcp_listen(any, ListenOptions::default(), |_, _| {});
+    let listener = listener.expect("listen");
+    let addr = listener.local_addr(lp).expect("its address");
+    let udp = lp.udp_bind(any, Default::default()).expect("bind");
+    let stream = lp.tcp_connect(addr, |_, _| {}).expect("connect");
+
+    let handles = lp.handles();
+    let at = |kind: Kind| {
+        let listed: Vec<_> = handles.iter().filter(|h| h.kind == kind).collect();
+        assert_eq!(listed.len(), 1, "one {kind}: {handles}");
+        *listed[0]
+    };
+    let l = at(Kind::Listener);
+    assert_eq!(l.site.expect("the listener's site").line(), line);
+    assert!(l.referenced && l.keeps_alive, "{handles}");
+    let u = at(Kind::Udp);
+    assert_eq!(u.site.expect("the socket's site").line(), line + 3);
+    let s = at(Kind::Stream);
+    assert_eq!(s.site.expect("the stream's site").line(), line + 4);
+    // The connect in flight keeps the loop alive (an I/O operation).
+    assert!(
+        handles.keeping_alive().any(|h| h.kind == Kind::Io),
+        "{handles}"
+    );
+
+    stream.close(lp);
+    udp.close(lp);
+    listener.unref(lp);
+    let handles = lp.handles();
+    let l = handles
+        .iter()
+        .find(|h| h.kind == Kind::Listener)
+        .expect("an unref'd listener is listed");
+    assert!(!l.referenced && !l.keeps_alive, "{handles}");
+    listener.close(lp);
+    util::run_within(lp, Duration::from_secs(20));
+    let handles = lp.handles();
+    assert!(
+        handles
+            .iter()
+            .all(|h| !matches!(h.kind, Kind::Listener | Kind::Stream | Kind::Udp | Kind::Io)),
+        "{handles}"
+    );
+    assert_eq!(handles.keeping_alive().count(), 0, "{handles}");
+}
+
+/// Whatever is registered, the loop is alive exactly when something in
+/// the listing keeps it alive.
+fn alive_matches_listing(lp: &mut Loop) {
+    let check = |lp: &Loop| {
+        let handles = lp.handles();
+        assert_eq!(lp.alive(), handles.keeping_alive().count() > 0, "{handles}");
+    };
+    check(lp);
+    let t = lp.set_timeout(Duration::from_secs(60), |_| {});
+    check(lp);
+    lp.unref_timer(t);
+    check(lp);
+    let h = lp.start_hook(eventide::Phase::Idle, |_, _| {});
+    check(lp);
+    lp.unref_hook(h);
+    check(lp);
+    lp.next_tick(|_| {});
+    lp.defer(|_| {});
+    check(lp);
+    let handle = lp.handle();
+    lp.run_mode(eventide::RunMode::NoWait).expect("a turn");
+    check(lp);
+    drop(handle);
+    check(lp);
+    lp.close_then(h, |_| {});
+    check(lp);
+    lp.run_mode(eventide::RunMode::NoWait).expect("a turn");
+    check(lp);
+    let sender = lp.channel(|_, _: u32| {});
+    check(lp);
+    drop(sender);
+    lp.run_mode(eventide::RunMode::NoWait).expect("a turn");
+    check(lp);
+    lp.clear_timer(t);
+    check(lp);
+}
+
 on_every_backend!(
+    listing_shows_sockets,
+    alive_matches_listing,
     listing_shows_timer_site_and_ref,
     listing_shows_immediates_hooks_work,
     unref_immediate_listed_not_alive,
