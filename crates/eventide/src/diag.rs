@@ -13,14 +13,14 @@
 //!
 //! # The detector
 //!
-//! With the detector on, the loop thread writes two words per callback
-//! into memory a watchdog thread samples: the callback's site pointer and
-//! a sequence word (a counter and the callback's kind; kind 0 = between
-//! callbacks), and one word when the callback returns. No clock is read
-//! per callback. The watchdog samples every tenth of the threshold; a
-//! sequence word it sees unchanged for the threshold is one callback
-//! running that long: it reports once (so far), and the callback's end
-//! reports again (in all). Off, the loop stores nothing per callback.
+//! With the detector on, the loop thread writes, per callback, into
+//! memory a watchdog thread samples: the callback's site pointer, a
+//! counter, and a sequence word (the counter and the callback's kind)
+//! when it starts; 0 when it returns. No clock is read per callback. The
+//! watchdog samples every tenth of the threshold; a sequence word it sees
+//! unchanged for the threshold is one callback running that long: it
+//! reports once (so far), and again when the word changes (in all). Off,
+//! the loop stores nothing per callback.
 
 use std::fmt;
 use std::panic::Location;
@@ -314,50 +314,58 @@ impl Loop {
         self.detector.as_ref().map(|d| d.watch.threshold)
     }
 
-    /// Before a callback runs: marks it as running for the detector (and,
-    /// with the `tracing` feature, the span is made by the caller).
-    #[inline]
-    pub(crate) fn diag_enter(&mut self) {
-        #[cfg(feature = "tracing")]
-        let call = std::mem::take(&mut self.call);
-        if let Some(detector) = self.detector.as_deref_mut() {
-            #[cfg(not(feature = "tracing"))]
-            let call = std::mem::take(&mut self.call);
-            detector.begin(call);
+    /// Before a callback runs: marks it as running for the detector
+    /// (two relaxed stores and a release store; nothing when it is off).
+    #[inline(always)]
+    pub(crate) fn diag_begin(&self, call: Call) {
+        if let Some(detector) = &self.detector {
+            detector.watch.begin(call);
         }
     }
 
     /// After a callback (returned or panicked): the loop is between
-    /// callbacks again.
-    #[inline]
-    pub(crate) fn diag_leave(&mut self) {
-        if let Some(detector) = self.detector.as_deref_mut() {
-            detector.end();
+    /// callbacks again (one store; nothing when the detector is off).
+    #[inline(always)]
+    pub(crate) fn diag_end(&self) {
+        if let Some(detector) = &self.detector {
+            detector.watch.word.store(0, Ordering::Release);
         }
     }
 
     /// Says what the next callback the loop runs is: its kind and site,
-    /// for the detector's reports and the tracing spans. Nothing (not even
-    /// a store) when neither is on.
+    /// for the detector's reports and the tracing spans, read by the next
+    /// `Loop::guarded` or `Loop::catching`. Nothing (not even a store)
+    /// when neither is on. (The hot paths pass the same to
+    /// `Loop::guarded_as` or `Loop::catching_as` instead.)
     #[inline(always)]
     pub(crate) fn note_call(&mut self, kind: Kind, site: Option<Site>) {
-        if cfg!(feature = "tracing") || self.detector.is_some() {
+        if !self.plain_calls {
             self.call = Call { kind, site };
         }
     }
 
-    /// The span of the callback about to run (`tracing` feature).
-    #[cfg(feature = "tracing")]
-    pub(crate) fn callback_span(&self) -> tracing::Span {
-        let call = self.call;
-        match call.site {
-            Some(site) => tracing::trace_span!(
-                "eventide::callback",
-                kind = call.kind.name(),
-                site = %site
-            ),
-            None => tracing::trace_span!("eventide::callback", kind = call.kind.name()),
+    /// What `note_call` said, taken (the next callback's own), or the
+    /// default when no one is listening.
+    #[inline(always)]
+    pub(crate) fn take_call(&mut self) -> Call {
+        if self.plain_calls {
+            Call::default()
+        } else {
+            std::mem::take(&mut self.call)
         }
+    }
+}
+
+/// The span of a callback (`tracing` feature).
+#[cfg(feature = "tracing")]
+pub(crate) fn callback_span(call: Call) -> tracing::Span {
+    match call.site {
+        Some(site) => tracing::trace_span!(
+            "eventide::callback",
+            kind = call.kind.name(),
+            site = %site
+        ),
+        None => tracing::trace_span!("eventide::callback", kind = call.kind.name()),
     }
 }
 
@@ -394,7 +402,7 @@ impl Loop {
     /// (looked up only when the detector or tracing is on).
     #[inline]
     pub(crate) fn note_call_of(&mut self, kind: Kind, id: u64) {
-        if cfg!(feature = "tracing") || self.detector.is_some() {
+        if !self.plain_calls {
             let site = self.site_of(kind, id);
             self.call = Call { kind, site };
         }
@@ -429,8 +437,9 @@ pub struct BlockedReport {
     /// Where it was registered, when the loop knows it.
     pub site: Option<Site>,
     /// How long it has run so far (`finished == false`) or ran in all.
-    /// Measured from the first sample of the watchdog that saw it
-    /// running: up to a tenth of the threshold short.
+    /// Measured by the watchdog's samples, every tenth of the threshold:
+    /// from the first that saw it running (up to a tenth short) to the
+    /// first that saw it over (up to a tenth long).
     pub elapsed: Duration,
     /// Whether the callback has returned (or panicked).
     pub finished: bool,
@@ -490,8 +499,9 @@ impl LoopBuilder {
     /// how long it ran in all ([`BlockedReport`]).
     ///
     /// Off (the default) it costs nothing. On, the loop thread writes
-    /// three words per callback, and the watchdog wakes every tenth of the
-    /// threshold (at least 1 ms). A threshold below 1 ms is 1 ms.
+    /// four words per callback (no clock read, no read-modify-write), and
+    /// the watchdog wakes every tenth of the threshold (at least 1 ms). A
+    /// threshold below 1 ms is 1 ms.
     pub fn detect_blocking(mut self, threshold: Duration) -> Self {
         let threshold = threshold.max(Duration::from_millis(1));
         let hook = self.blocking.take().and_then(|c| c.hook);
@@ -501,9 +511,8 @@ impl LoopBuilder {
 
     /// Calls `hook` with each report of the blocked-loop detector (besides
     /// logging it), and turns the detector on with the default threshold
-    /// if [`LoopBuilder::detect_blocking`] did not. The report made while
-    /// the callback still runs comes from the watchdog thread; the one made
-    /// when it returns, from the loop thread.
+    /// if [`LoopBuilder::detect_blocking`] did not. It is called on the
+    /// watchdog thread (the loop may be blocked), not on the loop's.
     pub fn on_blocked(mut self, hook: impl Fn(&BlockedReport) + Send + Sync + 'static) -> Self {
         let threshold = self
             .blocking
@@ -518,21 +527,16 @@ impl LoopBuilder {
 }
 
 /// What the loop thread and the watchdog share.
-struct Watch {
+pub(crate) struct Watch {
     /// The running callback's sequence word: a counter (bits 8..64) and
-    /// its kind (bits 0..8); kind 0 between callbacks. Written by the loop
+    /// its kind (bits 0..8); 0 between callbacks. Written by the loop
     /// thread only.
     word: AtomicU64,
     /// The running callback's site (null: unknown); written before `word`.
     site: AtomicPtr<Location<'static>>,
-    /// The word of the callback the watchdog reported as running, until
-    /// one side claims its final report (`swap(0)`).
-    flagged: AtomicU64,
-    /// When the watchdog first saw the flagged callback, in ns since `base`.
-    first_seen: AtomicU64,
-    /// The flagged callback's site (null: unknown).
-    flagged_site: AtomicPtr<Location<'static>>,
-    base: Instant,
+    /// The counter of `word`: the loop thread's alone (an atomic only so
+    /// that it can live here; loaded and stored, never read-modify-written).
+    seq: AtomicU64,
     threshold: Duration,
     hook: Option<ReportHook>,
     /// Set to stop the watchdog.
@@ -600,9 +604,14 @@ pub(crate) fn note_failure(error: &crate::Error) {
 }
 
 impl Watch {
-    /// The site of the flagged callback (after `flagged` was read).
-    fn flagged_site(&self) -> Option<Site> {
-        site_from(self.flagged_site.load(Ordering::Relaxed))
+    /// A callback starts (loop thread).
+    #[inline(always)]
+    fn begin(&self, call: Call) {
+        let seq = self.seq.load(Ordering::Relaxed).wrapping_add(1) & (u64::MAX >> 8);
+        self.seq.store(seq, Ordering::Relaxed);
+        self.site.store(site_ptr(call.site), Ordering::Relaxed);
+        self.word
+            .store((seq << 8) | u64::from(call.kind as u8), Ordering::Release);
     }
 
     fn report(&self, report: &BlockedReport) {
@@ -613,26 +622,20 @@ impl Watch {
     }
 }
 
-/// The loop's side of the detector.
+/// The detector: the state shared with the watchdog, and the watchdog,
+/// stopped and joined on drop.
 pub(crate) struct Detector {
     watch: Arc<Watch>,
-    /// The loop thread's counter of sequence words.
-    seq: u64,
-    /// The word of the callback running now (0: none).
-    running: u64,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Detector {
     /// Starts the watchdog for a loop built with `config`.
-    pub(crate) fn start(config: &BlockingConfig) -> crate::Result<Box<Detector>> {
+    pub(crate) fn start(config: &BlockingConfig) -> crate::Result<Detector> {
         let watch = Arc::new(Watch {
             word: AtomicU64::new(0),
             site: AtomicPtr::new(ptr::null_mut()),
-            flagged: AtomicU64::new(0),
-            first_seen: AtomicU64::new(0),
-            flagged_site: AtomicPtr::new(ptr::null_mut()),
-            base: Instant::now(),
+            seq: AtomicU64::new(0),
             threshold: config.threshold,
             hook: config.hook.clone(),
             stop: Mutex::new(false),
@@ -643,62 +646,10 @@ impl Detector {
             .name("eventide-watchdog".into())
             .spawn(move || watchdog(&shared))
             .map_err(|e| crate::Error::io("spawn the blocked-loop watchdog", e))?;
-        Ok(Box::new(Detector {
+        Ok(Detector {
             watch,
-            seq: 0,
-            running: 0,
             thread: Some(thread),
-        }))
-    }
-
-    /// A callback starts.
-    #[inline]
-    fn begin(&mut self, call: Call) {
-        self.seq += 1;
-        let word = (self.seq << 8) | u64::from(call.kind as u8);
-        self.watch
-            .site
-            .store(site_ptr(call.site), Ordering::Relaxed);
-        self.watch.word.store(word, Ordering::Release);
-        self.running = word;
-    }
-
-    /// The callback returned or panicked (or, nested, an inner one did:
-    /// the outer one is then seen as over too).
-    #[inline]
-    fn end(&mut self) {
-        let ended = std::mem::replace(&mut self.running, 0);
-        if ended == 0 {
-            return;
-        }
-        self.seq += 1;
-        self.watch.word.store(self.seq << 8, Ordering::Release);
-        if self.watch.flagged.load(Ordering::Relaxed) == ended {
-            self.finished(ended);
-        }
-    }
-
-    /// The end of a callback the watchdog reported: the final report, here
-    /// unless the watchdog claimed it first.
-    #[cold]
-    #[inline(never)]
-    fn finished(&mut self, ended: u64) {
-        let watch = &*self.watch;
-        if watch.flagged.swap(0, Ordering::AcqRel) != ended {
-            return;
-        }
-        let first_seen = watch.first_seen.load(Ordering::Relaxed);
-        let elapsed = watch
-            .base
-            .elapsed()
-            .saturating_sub(Duration::from_nanos(first_seen));
-        watch.report(&BlockedReport {
-            kind: Kind::from_u8(ended as u8),
-            site: watch.flagged_site(),
-            elapsed,
-            finished: true,
-            threshold: watch.threshold,
-        });
+        })
     }
 }
 
@@ -713,9 +664,10 @@ impl Drop for Detector {
 }
 
 /// The watchdog thread: samples the sequence word every tenth of the
-/// threshold; one word seen unchanged (and running) for the threshold is
-/// reported once; its end, if the loop thread did not report it, at the
-/// next sample.
+/// threshold. A running word seen unchanged for the threshold is one
+/// callback running that long: reported once; when the word changes
+/// (the callback returned, panicked, or another one started) it is
+/// reported again, in all.
 fn watchdog(watch: &Watch) {
     let interval = (watch.threshold / 10).max(Duration::from_millis(1));
     // The word last seen, when it was first seen, its site, and whether
@@ -731,14 +683,15 @@ fn watchdog(watch: &Watch) {
             .wait_timeout(stop, interval)
             .unwrap_or_else(|e| e.into_inner());
         stop = guard;
-        if *stop {
-            return;
-        }
         let now = Instant::now();
-        let word = watch.word.load(Ordering::Acquire);
+        // The loop is being dropped: no callback runs any more.
+        let word = if *stop {
+            0
+        } else {
+            watch.word.load(Ordering::Acquire)
+        };
         if word != tracked {
-            if reported && watch.flagged.swap(0, Ordering::AcqRel) == tracked {
-                // It ended, and the loop thread did not see the flag.
+            if reported {
                 watch.report(&BlockedReport {
                     kind: Kind::from_u8(tracked as u8),
                     site,
@@ -747,10 +700,13 @@ fn watchdog(watch: &Watch) {
                     threshold: watch.threshold,
                 });
             }
+            if *stop {
+                return;
+            }
             reported = false;
             first_seen = now;
             tracked = word;
-            if word & 0xff != 0 {
+            if word != 0 {
                 // A seqlock read: the site belongs to `word` if the word
                 // is still the same after it.
                 site = site_from(watch.site.load(Ordering::Relaxed));
@@ -762,27 +718,22 @@ fn watchdog(watch: &Watch) {
             }
             continue;
         }
-        if word & 0xff == 0 || reported {
+        if *stop {
+            return;
+        }
+        if word == 0 || reported {
             continue;
         }
         let elapsed = now.saturating_duration_since(first_seen);
-        if elapsed < watch.threshold {
-            continue;
+        if elapsed >= watch.threshold {
+            reported = true;
+            watch.report(&BlockedReport {
+                kind: Kind::from_u8(word as u8),
+                site,
+                elapsed,
+                finished: false,
+                threshold: watch.threshold,
+            });
         }
-        reported = true;
-        let since_base = first_seen.saturating_duration_since(watch.base);
-        watch.first_seen.store(
-            u64::try_from(since_base.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-        watch.flagged_site.store(site_ptr(site), Ordering::Relaxed);
-        watch.flagged.store(word, Ordering::Release);
-        watch.report(&BlockedReport {
-            kind: Kind::from_u8(word as u8),
-            site,
-            elapsed,
-            finished: false,
-            threshold: watch.threshold,
-        });
     }
 }

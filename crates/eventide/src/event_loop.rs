@@ -122,6 +122,7 @@ impl LoopBuilder {
         let mut lp = Loop::with_reactor(reactor, self.pool_threads, drop_timeout)?;
         if let Some(config) = &self.blocking {
             lp.detector = Some(crate::diag::Detector::start(config)?);
+            lp.refresh_plain_calls();
         }
         Ok(lp)
     }
@@ -180,7 +181,10 @@ pub struct Loop {
     stop_requested: bool,
     running: bool,
     /// The blocked-loop detector, when on (see `diag`).
-    pub(crate) detector: Option<Box<crate::diag::Detector>>,
+    pub(crate) detector: Option<crate::diag::Detector>,
+    /// No panic handler, no detector, no tracing: callbacks run the
+    /// plain way (`Loop::guarded`).
+    pub(crate) plain_calls: bool,
     /// The callback about to run, for the detector and tracing.
     pub(crate) call: crate::diag::Call,
     /// Where the I/O handles were registered (see `diag::Sites`).
@@ -259,6 +263,7 @@ impl Loop {
             stop_requested: false,
             running: false,
             detector: None,
+            plain_calls: !cfg!(feature = "tracing"),
             call: crate::diag::Call::default(),
             sites: crate::diag::Sites::default(),
         })
@@ -490,6 +495,7 @@ impl Loop {
         handler: impl FnMut(&mut Loop, Box<dyn Any + Send>) + 'static,
     ) {
         self.panic_handler = Some(Box::new(handler));
+        self.refresh_plain_calls();
     }
 
     /// Runs `callback` on the next turn, in the pending phase, after the
@@ -572,7 +578,7 @@ impl Loop {
         self.running = false;
         // A callback's panic (or a failure) that left the run: the
         // callback is over.
-        self.diag_leave();
+        self.diag_end();
         match result {
             Ok(Ok(alive)) => Ok(alive),
             Ok(Err(error)) => {
@@ -716,8 +722,7 @@ impl Loop {
             let Some((task, site)) = self.pending.pop_front() else {
                 break;
             };
-            self.note_call(crate::diag::Kind::Pending, Some(site));
-            self.invoke(task);
+            self.invoke_as(crate::diag::Kind::Pending, Some(site), task);
         }
     }
 
@@ -733,8 +738,7 @@ impl Loop {
                 if !self.unref_immediates.is_empty() {
                     self.unref_immediates.remove(&id);
                 }
-                self.note_call(crate::diag::Kind::Immediate, Some(site));
-                self.invoke(task);
+                self.invoke_as(crate::diag::Kind::Immediate, Some(site), task);
             }
         }
     }
@@ -784,29 +788,77 @@ impl Loop {
         self.drain_ticks();
     }
 
+    /// [`Loop::invoke`] for a callback of `kind` registered at `site`.
+    #[inline]
+    pub(crate) fn invoke_as(
+        &mut self,
+        kind: crate::diag::Kind,
+        site: Option<crate::diag::Site>,
+        task: impl FnOnce(&mut Loop),
+    ) {
+        self.guarded_as(kind, site, task);
+        self.drain_ticks();
+    }
+
     /// Runs `f` with the loop, for a call site that has nothing to set
     /// right if it panics: the panic goes to the handler (and `None` comes
-    /// back) or, without one, on out of `run()`.
+    /// back) or, without one, on out of `run()`. What it is for the
+    /// detector and tracing: what `note_call` said.
     ///
     /// Afterwards, the work the callback queued is announced to the pool
     /// (one wakeup for all of it, see `Work::end_burst`).
+    #[inline]
     pub(crate) fn guarded<R>(&mut self, f: impl FnOnce(&mut Loop) -> R) -> Option<R> {
-        if self.panic_handler.is_none() {
-            // Nothing to catch the panic for: it may unwind from here. (The
-            // most common path, W3's: no `catch_unwind` frame to set up.)
-            // A panic unwinding from here skips `diag_leave`: `run_mode`
-            // calls it.
-            #[cfg(feature = "tracing")]
-            let span = self.callback_span();
-            #[cfg(feature = "tracing")]
-            let _entered = span.enter();
-            self.diag_enter();
+        if self.plain_calls {
+            // No panic handler, no detector, no tracing: nothing to catch
+            // the panic for, it may unwind from here. (The most common
+            // path, W3's: no `catch_unwind` frame to set up.)
             let value = f(self);
-            self.diag_leave();
             self.work.end_burst();
             return Some(value);
         }
-        match self.catching(f) {
+        let call = self.take_call();
+        self.guarded_watched(call, f)
+    }
+
+    /// [`Loop::guarded`] for a callback of `kind` registered at `site`
+    /// (the hot paths: nothing stored when nobody listens).
+    #[inline]
+    pub(crate) fn guarded_as<R>(
+        &mut self,
+        kind: crate::diag::Kind,
+        site: Option<crate::diag::Site>,
+        f: impl FnOnce(&mut Loop) -> R,
+    ) -> Option<R> {
+        if self.plain_calls {
+            let value = f(self);
+            self.work.end_burst();
+            return Some(value);
+        }
+        self.guarded_watched(crate::diag::Call { kind, site }, f)
+    }
+
+    /// [`Loop::guarded`] with a panic handler, the detector or tracing on.
+    #[inline]
+    fn guarded_watched<R>(
+        &mut self,
+        call: crate::diag::Call,
+        f: impl FnOnce(&mut Loop) -> R,
+    ) -> Option<R> {
+        if self.panic_handler.is_none() {
+            // A panic unwinding from here skips `diag_end`: `run_mode`
+            // calls it.
+            #[cfg(feature = "tracing")]
+            let span = crate::diag::callback_span(call);
+            #[cfg(feature = "tracing")]
+            let _entered = span.enter();
+            self.diag_begin(call);
+            let value = f(self);
+            self.diag_end();
+            self.work.end_burst();
+            return Some(value);
+        }
+        match self.catching_watched(call, f) {
             Ok(value) => Some(value),
             Err(payload) => {
                 self.panicked(payload);
@@ -820,17 +872,52 @@ impl Loop {
     /// batch cut short), then passes the payload to [`Loop::panicked`],
     /// which gives it to the handler or, without one, resumes the unwind.
     /// So the state is the same whether or not a handler is installed, and
-    /// a `run()` after an uncaught panic finds a consistent loop.
+    /// a `run()` after an uncaught panic finds a consistent loop. What it
+    /// is for the detector and tracing: what `note_call` said.
     pub(crate) fn catching<R>(&mut self, f: impl FnOnce(&mut Loop) -> R) -> Result<R, Panic> {
+        let call = self.take_call();
+        self.catching_as(call.kind, call.site, f)
+    }
+
+    /// [`Loop::catching`] for a callback of `kind` registered at `site`.
+    #[inline]
+    pub(crate) fn catching_as<R>(
+        &mut self,
+        kind: crate::diag::Kind,
+        site: Option<crate::diag::Site>,
+        f: impl FnOnce(&mut Loop) -> R,
+    ) -> Result<R, Panic> {
+        if self.plain_calls {
+            let outcome = panic::catch_unwind(AssertUnwindSafe(|| f(self)));
+            self.work.end_burst();
+            return outcome;
+        }
+        self.catching_watched(crate::diag::Call { kind, site }, f)
+    }
+
+    /// [`Loop::catching_as`] with a panic handler, the detector or
+    /// tracing on.
+    fn catching_watched<R>(
+        &mut self,
+        call: crate::diag::Call,
+        f: impl FnOnce(&mut Loop) -> R,
+    ) -> Result<R, Panic> {
         #[cfg(feature = "tracing")]
-        let span = self.callback_span();
+        let span = crate::diag::callback_span(call);
         #[cfg(feature = "tracing")]
         let _entered = span.enter();
-        self.diag_enter();
+        self.diag_begin(call);
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| f(self)));
-        self.diag_leave();
+        self.diag_end();
         self.work.end_burst();
         outcome
+    }
+
+    /// Whether callbacks can run the plain way: no panic handler, no
+    /// blocked-loop detector, no tracing (see `Loop::guarded`).
+    fn refresh_plain_calls(&mut self) {
+        self.plain_calls =
+            self.panic_handler.is_none() && self.detector.is_none() && !cfg!(feature = "tracing");
     }
 
     /// A callback's panic, once its call site is consistent again: the
@@ -908,8 +995,7 @@ impl Loop {
         }
         while self.has_ticks() {
             while let Some((tick, site)) = self.ticks.pop_front() {
-                self.note_call(crate::diag::Kind::NextTick, Some(site));
-                self.guarded(tick);
+                self.guarded_as(crate::diag::Kind::NextTick, Some(site), tick);
                 if self.failure.is_some() {
                     return true;
                 }
@@ -922,8 +1008,7 @@ impl Loop {
                 };
                 match microtask {
                     crate::task::Micro::Call(call) => {
-                        self.note_call(crate::diag::Kind::Microtask, None);
-                        self.guarded(call)
+                        self.guarded_as(crate::diag::Kind::Microtask, None, call)
                     }
                     crate::task::Micro::Poll(task) => {
                         self.note_call_of(crate::diag::Kind::Task, crate::task::raw_id(&task));

@@ -281,9 +281,8 @@ impl Loop {
             let Some(mut callback) = hook.callback.take() else {
                 continue;
             };
-            let site = hook.site;
-            self.note_call(crate::diag::Kind::Hook, Some(site));
-            let returned = self.catching(move |lp: &mut Loop| {
+            let site = Some(hook.site);
+            let returned = self.catching_as(crate::diag::Kind::Hook, site, move |lp: &mut Loop| {
                 callback(lp, id);
                 callback
             });

@@ -381,12 +381,12 @@ impl Loop {
         };
         let site = timer.site;
         let interval = timer.is_interval();
-        self.note_call(kind, Some(site));
         if !interval {
             // The entry stays, idle, while the callback runs, so that the
             // callback can refresh (or clear, unref, ask about) its own
             // timeout; then it goes, unless refreshed.
-            let returned = self.catching(move |lp: &mut Loop| callback.call(lp, id));
+            let returned =
+                self.catching_as(kind, Some(site), move |lp: &mut Loop| callback.call(lp, id));
             match returned {
                 Ok(callback) if !self.has_ticks() => {
                     self.timers_tail = None;
@@ -415,8 +415,8 @@ impl Loop {
         }
         // Node reads the clock into libuv's time here (`getLibuvNow`).
         let started = self.clock_into_now();
-        // (`note_call` above: nothing ran since.)
-        let returned = self.catching(move |lp: &mut Loop| callback.call(lp, id));
+        let returned =
+            self.catching_as(kind, Some(site), move |lp: &mut Loop| callback.call(lp, id));
         match returned {
             // Re-armed before its next-ticks run (as Node re-inserts an
             // interval before the next timer's `runNextTicks`): a tick that
