@@ -311,7 +311,7 @@ impl Loop {
     /// The threshold of the blocked-loop detector, or `None` when it is
     /// off ([`LoopBuilder::detect_blocking`]).
     pub fn blocking_threshold(&self) -> Option<Duration> {
-        self.detector.as_ref().map(|d| d.watch.threshold)
+        self.detector.as_ref().map(|d| d.threshold)
     }
 
     /// Before a callback runs: marks it as running for the detector
@@ -319,7 +319,7 @@ impl Loop {
     #[inline(always)]
     pub(crate) fn diag_begin(&self, call: Call) {
         if let Some(detector) = &self.detector {
-            detector.watch.begin(call);
+            detector.watch.begin(call.kind, call.site);
         }
     }
 
@@ -328,7 +328,7 @@ impl Loop {
     #[inline(always)]
     pub(crate) fn diag_end(&self) {
         if let Some(detector) = &self.detector {
-            detector.watch.word.store(0, Ordering::Release);
+            detector.watch.end();
         }
     }
 
@@ -339,7 +339,7 @@ impl Loop {
     /// `Loop::guarded_as` or `Loop::catching_as` instead.)
     #[inline(always)]
     pub(crate) fn note_call(&mut self, kind: Kind, site: Option<Site>) {
-        if !self.plain_calls {
+        if !matches!(self.call_mode, CallMode::Plain) {
             self.call = Call { kind, site };
         }
     }
@@ -348,7 +348,7 @@ impl Loop {
     /// default when no one is listening.
     #[inline(always)]
     pub(crate) fn take_call(&mut self) -> Call {
-        if self.plain_calls {
+        if matches!(self.call_mode, CallMode::Plain) {
             Call::default()
         } else {
             std::mem::take(&mut self.call)
@@ -402,7 +402,7 @@ impl Loop {
     /// (looked up only when the detector or tracing is on).
     #[inline]
     pub(crate) fn note_call_of(&mut self, kind: Kind, id: u64) {
-        if !self.plain_calls {
+        if !matches!(self.call_mode, CallMode::Plain) {
             let site = self.site_of(kind, id);
             self.call = Call { kind, site };
         }
@@ -526,7 +526,11 @@ impl LoopBuilder {
     }
 }
 
-/// What the loop thread and the watchdog share.
+/// What the loop thread and the watchdog share. Never freed: a loop's
+/// hot path holds it across a callback as a `&'static` (a callback may
+/// even drop its loop), and a dropped detector's is reused by the next
+/// (`SPARE`), so there are never more than loops with detectors alive
+/// at once.
 pub(crate) struct Watch {
     /// The running callback's sequence word: a counter (bits 8..64) and
     /// its kind (bits 0..8); 0 between callbacks. Written by the loop
@@ -534,14 +538,43 @@ pub(crate) struct Watch {
     word: AtomicU64,
     /// The running callback's site (null: unknown); written before `word`.
     site: AtomicPtr<Location<'static>>,
-    /// The counter of `word`: the loop thread's alone (an atomic only so
-    /// that it can live here; loaded and stored, never read-modify-written).
+    /// The counter of `word`, in its bits 8..64: the loop thread's alone
+    /// (an atomic only so that it can live here; loaded and stored, never
+    /// read-modify-written).
     seq: AtomicU64,
-    threshold: Duration,
-    hook: Option<ReportHook>,
     /// Set to stop the watchdog.
     stop: Mutex<bool>,
     wake: Condvar,
+}
+
+/// The watches of dropped detectors, for the next ones.
+static SPARE: Mutex<Vec<&'static Watch>> = Mutex::new(Vec::new());
+
+/// How a loop runs its callbacks (`Loop::guarded_as`): plainly, with the
+/// detector's stores only, or the general way (a panic handler, tracing).
+#[derive(Clone, Copy)]
+pub(crate) enum CallMode {
+    /// No panic handler, no detector, no tracing.
+    Plain,
+    /// The detector, and no panic handler or tracing.
+    Watched(&'static Watch),
+    /// A panic handler or tracing (and maybe the detector).
+    General,
+}
+
+/// What the watchdog needs besides the shared words.
+struct Settings {
+    threshold: Duration,
+    hook: Option<ReportHook>,
+}
+
+impl Settings {
+    fn report(&self, report: &BlockedReport) {
+        diag_event!(warn, "{report}");
+        if let Some(hook) = &self.hook {
+            hook(report);
+        }
+    }
 }
 
 /// A site pointer as stored (null: unknown).
@@ -606,50 +639,63 @@ pub(crate) fn note_failure(error: &crate::Error) {
 impl Watch {
     /// A callback starts (loop thread).
     #[inline(always)]
-    fn begin(&self, call: Call) {
-        let seq = self.seq.load(Ordering::Relaxed).wrapping_add(1) & (u64::MAX >> 8);
+    pub(crate) fn begin(&self, kind: Kind, site: Option<Site>) {
+        // The counter is kept shifted: its low byte is always 0.
+        let seq = self.seq.load(Ordering::Relaxed).wrapping_add(1 << 8);
         self.seq.store(seq, Ordering::Relaxed);
-        self.site.store(site_ptr(call.site), Ordering::Relaxed);
+        self.site.store(site_ptr(site), Ordering::Relaxed);
         self.word
-            .store((seq << 8) | u64::from(call.kind as u8), Ordering::Release);
+            .store(seq | u64::from(kind as u8), Ordering::Release);
     }
 
-    fn report(&self, report: &BlockedReport) {
-        diag_event!(warn, "{report}");
-        if let Some(hook) = &self.hook {
-            hook(report);
-        }
+    /// The callback returned or panicked (loop thread).
+    #[inline(always)]
+    pub(crate) fn end(&self) {
+        self.word.store(0, Ordering::Release);
     }
 }
 
-/// The detector: the state shared with the watchdog, and the watchdog,
+/// The detector: the watch shared with the watchdog, and the watchdog,
 /// stopped and joined on drop.
 pub(crate) struct Detector {
-    watch: Arc<Watch>,
+    pub(crate) watch: &'static Watch,
+    threshold: Duration,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Detector {
     /// Starts the watchdog for a loop built with `config`.
     pub(crate) fn start(config: &BlockingConfig) -> crate::Result<Detector> {
-        let watch = Arc::new(Watch {
-            word: AtomicU64::new(0),
-            site: AtomicPtr::new(ptr::null_mut()),
-            seq: AtomicU64::new(0),
+        let spare = SPARE.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let watch: &'static Watch = spare.unwrap_or_else(|| {
+            Box::leak(Box::new(Watch {
+                word: AtomicU64::new(0),
+                site: AtomicPtr::new(ptr::null_mut()),
+                seq: AtomicU64::new(0),
+                stop: Mutex::new(false),
+                wake: Condvar::new(),
+            }))
+        });
+        watch.word.store(0, Ordering::Relaxed);
+        *watch.stop.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        let settings = Settings {
             threshold: config.threshold,
             hook: config.hook.clone(),
-            stop: Mutex::new(false),
-            wake: Condvar::new(),
-        });
-        let shared = Arc::clone(&watch);
+        };
         let thread = std::thread::Builder::new()
             .name("eventide-watchdog".into())
-            .spawn(move || watchdog(&shared))
-            .map_err(|e| crate::Error::io("spawn the blocked-loop watchdog", e))?;
-        Ok(Detector {
-            watch,
-            thread: Some(thread),
-        })
+            .spawn(move || watchdog(watch, &settings));
+        match thread {
+            Ok(thread) => Ok(Detector {
+                watch,
+                threshold: config.threshold,
+                thread: Some(thread),
+            }),
+            Err(error) => {
+                SPARE.lock().unwrap_or_else(|e| e.into_inner()).push(watch);
+                Err(crate::Error::io("spawn the blocked-loop watchdog", error))
+            }
+        }
     }
 }
 
@@ -660,6 +706,10 @@ impl Drop for Detector {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+        SPARE
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(self.watch);
     }
 }
 
@@ -668,8 +718,9 @@ impl Drop for Detector {
 /// callback running that long: reported once; when the word changes
 /// (the callback returned, panicked, or another one started) it is
 /// reported again, in all.
-fn watchdog(watch: &Watch) {
-    let interval = (watch.threshold / 10).max(Duration::from_millis(1));
+fn watchdog(watch: &Watch, settings: &Settings) {
+    let threshold = settings.threshold;
+    let interval = (threshold / 10).max(Duration::from_millis(1));
     // The word last seen, when it was first seen, its site, and whether
     // it was reported.
     let mut tracked = 0u64;
@@ -692,12 +743,12 @@ fn watchdog(watch: &Watch) {
         };
         if word != tracked {
             if reported {
-                watch.report(&BlockedReport {
+                settings.report(&BlockedReport {
                     kind: Kind::from_u8(tracked as u8),
                     site,
                     elapsed: now.saturating_duration_since(first_seen),
                     finished: true,
-                    threshold: watch.threshold,
+                    threshold,
                 });
             }
             if *stop {
@@ -725,14 +776,14 @@ fn watchdog(watch: &Watch) {
             continue;
         }
         let elapsed = now.saturating_duration_since(first_seen);
-        if elapsed >= watch.threshold {
+        if elapsed >= threshold {
             reported = true;
-            watch.report(&BlockedReport {
+            settings.report(&BlockedReport {
                 kind: Kind::from_u8(word as u8),
                 site,
                 elapsed,
                 finished: false,
-                threshold: watch.threshold,
+                threshold,
             });
         }
     }

@@ -122,7 +122,7 @@ impl LoopBuilder {
         let mut lp = Loop::with_reactor(reactor, self.pool_threads, drop_timeout)?;
         if let Some(config) = &self.blocking {
             lp.detector = Some(crate::diag::Detector::start(config)?);
-            lp.refresh_plain_calls();
+            lp.refresh_call_mode();
         }
         Ok(lp)
     }
@@ -182,9 +182,9 @@ pub struct Loop {
     running: bool,
     /// The blocked-loop detector, when on (see `diag`).
     pub(crate) detector: Option<crate::diag::Detector>,
-    /// No panic handler, no detector, no tracing: callbacks run the
-    /// plain way (`Loop::guarded`).
-    pub(crate) plain_calls: bool,
+    /// How callbacks run: plainly, with the detector's stores only, or
+    /// the general way (`Loop::guarded_as`).
+    pub(crate) call_mode: crate::diag::CallMode,
     /// The callback about to run, for the detector and tracing.
     pub(crate) call: crate::diag::Call,
     /// Where the I/O handles were registered (see `diag::Sites`).
@@ -263,7 +263,11 @@ impl Loop {
             stop_requested: false,
             running: false,
             detector: None,
-            plain_calls: !cfg!(feature = "tracing"),
+            call_mode: if cfg!(feature = "tracing") {
+                crate::diag::CallMode::General
+            } else {
+                crate::diag::CallMode::Plain
+            },
             call: crate::diag::Call::default(),
             sites: crate::diag::Sites::default(),
         })
@@ -495,7 +499,7 @@ impl Loop {
         handler: impl FnMut(&mut Loop, Box<dyn Any + Send>) + 'static,
     ) {
         self.panic_handler = Some(Box::new(handler));
-        self.refresh_plain_calls();
+        self.refresh_call_mode();
     }
 
     /// Runs `callback` on the next turn, in the pending phase, after the
@@ -715,7 +719,15 @@ impl Loop {
         Ok(())
     }
 
+    #[inline]
     fn run_pending(&mut self) {
+        if !self.pending.is_empty() {
+            self.run_pending_queue();
+        }
+    }
+
+    #[inline(never)]
+    fn run_pending_queue(&mut self) {
         // Only what was deferred before this phase began: a callback that
         // defers again waits for the next turn.
         for _ in 0..self.pending.len() {
@@ -789,7 +801,7 @@ impl Loop {
     }
 
     /// [`Loop::invoke`] for a callback of `kind` registered at `site`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn invoke_as(
         &mut self,
         kind: crate::diag::Kind,
@@ -809,7 +821,7 @@ impl Loop {
     /// (one wakeup for all of it, see `Work::end_burst`).
     #[inline]
     pub(crate) fn guarded<R>(&mut self, f: impl FnOnce(&mut Loop) -> R) -> Option<R> {
-        if self.plain_calls {
+        if matches!(self.call_mode, crate::diag::CallMode::Plain) {
             // No panic handler, no detector, no tracing: nothing to catch
             // the panic for, it may unwind from here. (The most common
             // path, W3's: no `catch_unwind` frame to set up.)
@@ -822,20 +834,34 @@ impl Loop {
     }
 
     /// [`Loop::guarded`] for a callback of `kind` registered at `site`
-    /// (the hot paths: nothing stored when nobody listens).
-    #[inline]
+    /// (the hot paths: nothing stored when nobody listens; with the
+    /// detector alone, its stores and nothing else).
+    #[inline(always)]
     pub(crate) fn guarded_as<R>(
         &mut self,
         kind: crate::diag::Kind,
         site: Option<crate::diag::Site>,
         f: impl FnOnce(&mut Loop) -> R,
     ) -> Option<R> {
-        if self.plain_calls {
-            let value = f(self);
-            self.work.end_burst();
-            return Some(value);
+        match self.call_mode {
+            crate::diag::CallMode::Plain => {
+                let value = f(self);
+                self.work.end_burst();
+                Some(value)
+            }
+            crate::diag::CallMode::Watched(watch) => {
+                // A panic unwinding from here skips `end`: `run_mode`
+                // ends the callback.
+                watch.begin(kind, site);
+                let value = f(self);
+                watch.end();
+                self.work.end_burst();
+                Some(value)
+            }
+            crate::diag::CallMode::General => {
+                self.guarded_watched(crate::diag::Call { kind, site }, f)
+            }
         }
-        self.guarded_watched(crate::diag::Call { kind, site }, f)
     }
 
     /// [`Loop::guarded`] with a panic handler, the detector or tracing on.
@@ -887,12 +913,23 @@ impl Loop {
         site: Option<crate::diag::Site>,
         f: impl FnOnce(&mut Loop) -> R,
     ) -> Result<R, Panic> {
-        if self.plain_calls {
-            let outcome = panic::catch_unwind(AssertUnwindSafe(|| f(self)));
-            self.work.end_burst();
-            return outcome;
+        match self.call_mode {
+            crate::diag::CallMode::Plain => {
+                let outcome = panic::catch_unwind(AssertUnwindSafe(|| f(self)));
+                self.work.end_burst();
+                outcome
+            }
+            crate::diag::CallMode::Watched(watch) => {
+                watch.begin(kind, site);
+                let outcome = panic::catch_unwind(AssertUnwindSafe(|| f(self)));
+                watch.end();
+                self.work.end_burst();
+                outcome
+            }
+            crate::diag::CallMode::General => {
+                self.catching_watched(crate::diag::Call { kind, site }, f)
+            }
         }
-        self.catching_watched(crate::diag::Call { kind, site }, f)
     }
 
     /// [`Loop::catching_as`] with a panic handler, the detector or
@@ -913,11 +950,17 @@ impl Loop {
         outcome
     }
 
-    /// Whether callbacks can run the plain way: no panic handler, no
-    /// blocked-loop detector, no tracing (see `Loop::guarded`).
-    fn refresh_plain_calls(&mut self) {
-        self.plain_calls =
-            self.panic_handler.is_none() && self.detector.is_none() && !cfg!(feature = "tracing");
+    /// How callbacks run now (see `Loop::guarded_as`).
+    fn refresh_call_mode(&mut self) {
+        use crate::diag::CallMode;
+        self.call_mode = if self.panic_handler.is_some() || cfg!(feature = "tracing") {
+            CallMode::General
+        } else {
+            match &self.detector {
+                None => CallMode::Plain,
+                Some(detector) => CallMode::Watched(detector.watch),
+            }
+        };
     }
 
     /// A callback's panic, once its call site is consistent again: the
