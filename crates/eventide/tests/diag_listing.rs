@@ -187,7 +187,44 @@ fn alive_matches_listing(lp: &mut Loop) {
     check(lp);
 }
 
+/// A signal listener, an fd watcher and a task are listed with the lines
+/// that made them, and vanish once removed, closed or finished; the
+/// loop's own internal handles do not stand in for them.
+fn listing_shows_signals_sources_tasks(lp: &mut Loop) {
+    use eventide::signal::Signal;
+    let (mine, _theirs) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
+    let line = line!() + 1;
+    let signal = lp.on_signal(Signal::USR2, |_, _| {}).expect("listen");
+    let watcher = lp.watch_fd(&mine).expect("watch");
+    let task = lp.spawn_local(async { 7 });
+
+    let handles = lp.handles();
+    let one = |kind: Kind| {
+        let listed: Vec<_> = handles.iter().filter(|h| h.kind == kind).collect();
+        assert_eq!(listed.len(), 1, "one {kind}: {handles}");
+        *listed[0]
+    };
+    assert_eq!(one(Kind::Signal).site.expect("a site").line(), line);
+    assert_eq!(one(Kind::Source).site.expect("a site").line(), line + 1);
+    let t = one(Kind::Task);
+    assert_eq!(t.site.expect("a site").line(), line + 2);
+    assert!(!t.keeps_alive, "a task keeps nothing alive by itself");
+
+    signal.remove(lp);
+    watcher.close(lp);
+    util::run_within(lp, Duration::from_secs(20));
+    assert!(task.is_finished());
+    let handles = lp.handles();
+    assert!(
+        handles
+            .iter()
+            .all(|h| !matches!(h.kind, Kind::Signal | Kind::Source | Kind::Task)),
+        "{handles}"
+    );
+}
+
 on_every_backend!(
+    listing_shows_signals_sources_tasks,
     listing_shows_sockets,
     alive_matches_listing,
     listing_shows_timer_site_and_ref,
