@@ -377,16 +377,49 @@ pub(crate) fn callback_span(call: Call) -> tracing::Span {
 /// the last sweep.
 #[derive(Default)]
 pub(crate) struct Sites {
-    map: std::collections::HashMap<(Kind, u64), Site>,
+    map: std::collections::HashMap<(Kind, u64), Site, BuildIdHasher>,
     sweep_at: usize,
 }
+
+/// A hasher for the site table's keys, a kind and a slot number the loop
+/// made (no input from outside, nothing to defend against): each word
+/// folded in with a rotate, a xor and a multiply by an odd constant (the
+/// dispatch of an I/O completion looks a site up with the detector on).
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
+        }
+    }
+
+    fn write_u8(&mut self, value: u8) {
+        self.write_u64(u64::from(value));
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = (self.0.rotate_left(5) ^ value).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn write_usize(&mut self, value: usize) {
+        self.write_u64(value as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type BuildIdHasher = std::hash::BuildHasherDefault<IdHasher>;
 
 impl Loop {
     /// Records where the handle of `kind` numbered `id` was registered.
     pub(crate) fn remember_site(&mut self, kind: Kind, id: u64, site: Site) {
         self.sites.map.insert((kind, id), site);
         if self.sites.map.len() >= self.sites.sweep_at.max(64) {
-            let live: std::collections::HashSet<(Kind, u64)> =
+            let live: std::collections::HashSet<(Kind, u64), BuildIdHasher> =
                 self.handles().iter().map(|h| (h.kind, h.id)).collect();
             self.sites.map.retain(|key, _| live.contains(key));
             self.sites.sweep_at = self.sites.map.len() * 2;
@@ -396,6 +429,18 @@ impl Loop {
     /// Where the handle of `kind` numbered `id` was registered, if known.
     pub(crate) fn site_of(&self, kind: Kind, id: u64) -> Option<Site> {
         self.sites.map.get(&(kind, id)).copied()
+    }
+
+    /// Where the handle of `kind` numbered `id` was registered, for a
+    /// callback about to run: looked up only when the detector or tracing
+    /// is on.
+    #[inline(always)]
+    pub(crate) fn call_site_of(&self, kind: Kind, id: u64) -> Option<Site> {
+        if matches!(self.call_mode, CallMode::Plain) {
+            None
+        } else {
+            self.site_of(kind, id)
+        }
     }
 
     /// [`Loop::note_call`] for an I/O handle, its site from the side table

@@ -830,7 +830,7 @@ impl Loop {
             return Some(value);
         }
         let call = self.take_call();
-        self.guarded_watched(call, f)
+        self.guarded_as(call.kind, call.site, f)
     }
 
     /// [`Loop::guarded`] for a callback of `kind` registered at `site`

@@ -253,18 +253,25 @@ impl Loop {
             match tag {
                 RECEIVED => {
                     let stream = Stream::from_id(self.io.net.key(id));
-                    self.note_call_of(crate::diag::Kind::Stream, stream.raw());
-                    self.invoke(|lp: &mut Loop| stream.on_received(lp, completion));
+                    let kind = crate::diag::Kind::Stream;
+                    let site = self.call_site_of(kind, stream.raw());
+                    self.invoke_as(kind, site, |lp: &mut Loop| {
+                        stream.on_received(lp, completion);
+                    });
                 }
                 SENT => {
                     let stream = Stream::from_id(self.io.net.key(id));
-                    self.note_call_of(crate::diag::Kind::Stream, stream.raw());
-                    self.invoke(|lp: &mut Loop| stream.on_sent(lp, completion));
+                    let kind = crate::diag::Kind::Stream;
+                    let site = self.call_site_of(kind, stream.raw());
+                    self.invoke_as(kind, site, |lp: &mut Loop| stream.on_sent(lp, completion));
                 }
                 ACCEPTED => {
                     let listener = Listener::from_id(self.io.net.key(id));
-                    self.note_call_of(crate::diag::Kind::Listener, listener.raw());
-                    self.invoke(|lp: &mut Loop| listener.on_accept(lp, completion));
+                    let kind = crate::diag::Kind::Listener;
+                    let site = self.call_site_of(kind, listener.raw());
+                    self.invoke_as(kind, site, |lp: &mut Loop| {
+                        listener.on_accept(lp, completion);
+                    });
                 }
                 _ => self.run_boxed(id, completion),
             }
@@ -287,8 +294,9 @@ impl Loop {
             return;
         };
         let more = completion.more;
-        self.note_call(crate::diag::Kind::Io, None);
-        let outcome = self.catching(|lp: &mut Loop| handler(lp, completion));
+        let outcome = self.catching_as(crate::diag::Kind::Io, None, |lp: &mut Loop| {
+            handler(lp, completion)
+        });
         // Whether or not the handler panicked, the slot follows the
         // operation: back in place while more completions come, gone after
         // the final one (a slot left behind would keep the loop alive for
