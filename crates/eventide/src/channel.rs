@@ -143,6 +143,7 @@ impl<T, F: FnMut(&mut Loop, T)> Receive for Receiver<T, F> {
         while let Some(value) = values.next() {
             lp.metrics.callbacks.channels += 1;
             let handler = &mut self.handler;
+            lp.note_call(crate::diag::Kind::Channel, None);
             let outcome = lp
                 .catching(|lp: &mut Loop| handler(lp, value))
                 .and_then(|()| lp.drain_ticks_catching());

@@ -81,6 +81,8 @@ pub struct LoopBuilder {
     pool_drop_timeout: Option<Duration>,
     clock: Option<crate::clock::ClockSource>,
     uring: eventide_reactor::UringConfig,
+    /// The blocked-loop detector's settings (see `diag`), if on.
+    pub(crate) blocking: Option<crate::diag::BlockingConfig>,
 }
 
 impl LoopBuilder {
@@ -181,14 +183,21 @@ impl LoopBuilder {
     /// [`Error::Backend`] when the chosen backend is not compiled in or the
     /// system refuses it (a forced `uring` under a seccomp profile, say).
     #[must_use = "the loop runs nothing until `run()` is called on it"]
-    pub fn build(self) -> Result<Loop> {
+    pub fn build(mut self) -> Result<Loop> {
+        let blocking = self.blocking.take();
         let config = self.resolve()?;
         let reactor = Reactor::with_config(config.backend, &config.uring).map_err(config_error)?;
         log::debug!("eventide loop on the {} backend", reactor.backend());
-        Loop::with_reactor(reactor, config)
+        crate::diag::note_backend(Some(config.backend), reactor.backend());
+        let mut lp = Loop::with_reactor(reactor, config)?;
+        if let Some(config) = &blocking {
+            lp.detector = Some(crate::diag::Detector::start(config)?);
+            lp.refresh_call_mode();
+        }
+        Ok(lp)
     }
 
-    /// Every setting, from the code or else the environment, checked.
+    /// Every setting, from the environment or else the code, checked.
     fn resolve(self) -> Result<Resolved> {
         use crate::work::check_threads;
         // The environment overrides the code (docs/configuration.md): an
@@ -317,17 +326,18 @@ pub struct Loop {
     pub(crate) wheel: Wheel<Timer>,
     /// Armed, referenced timers: they keep the loop alive.
     pub(crate) ref_timers: usize,
-    pub(crate) immediates: Slab<Task>,
+    /// The pending immediates, with where each was set.
+    pub(crate) immediates: Slab<(Task, crate::diag::Site)>,
     /// The pending immediates that were unref'd (`Loop::unref_immediate`):
     /// they neither keep the loop alive nor keep the poll phase from
     /// blocking.
     pub(crate) unref_immediates: std::collections::HashSet<SlotId>,
     pub(crate) immediate_order: VecDeque<SlotId>,
-    ticks: VecDeque<Task>,
+    ticks: VecDeque<(Task, crate::diag::Site)>,
     microtasks: VecDeque<crate::task::Micro>,
     /// The tasks of [`Loop::spawn_local`] (see the `task` module).
     pub(crate) tasks: crate::task::Executor,
-    pending: VecDeque<Task>,
+    pending: VecDeque<(Task, crate::diag::Site)>,
     pub(crate) hooks: Hooks,
     pub(crate) closing: VecDeque<Option<Task>>,
     pub(crate) work: Work,
@@ -344,17 +354,30 @@ pub struct Loop {
     running: bool,
     /// The counters and clocks of [`Loop::metrics`].
     pub(crate) metrics: crate::metrics::State,
+    /// The blocked-loop detector, when on (see `diag`).
+    pub(crate) detector: Option<crate::diag::Detector>,
+    /// How callbacks run: plainly, with the detector's stores only, or
+    /// the general way (`Loop::guarded_as`).
+    pub(crate) call_mode: crate::diag::CallMode,
+    /// The callback about to run, for the detector and tracing.
+    pub(crate) call: crate::diag::Call,
+    /// Where the I/O handles were registered (see `diag::Sites`).
+    pub(crate) sites: crate::diag::Sites,
 }
 
 impl fmt::Debug for Loop {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Loop")
-            .field("backend", &format_args!("{}", self.reactor.backend()))
+        let alternate = f.alternate();
+        let mut s = f.debug_struct("Loop");
+        s.field("backend", &format_args!("{}", self.reactor.backend()))
             .field("now", &self.now())
             .field("timers", &self.wheel.len())
             .field("immediates", &self.immediates.len())
-            .field("alive", &self.alive())
-            .finish_non_exhaustive()
+            .field("alive", &self.alive());
+        if alternate {
+            s.field("handles", &self.handles());
+        }
+        s.finish_non_exhaustive()
     }
 }
 
@@ -415,6 +438,14 @@ impl Loop {
             stop_requested: false,
             running: false,
             metrics: Default::default(),
+            detector: None,
+            call_mode: if cfg!(feature = "tracing") {
+                crate::diag::CallMode::General
+            } else {
+                crate::diag::CallMode::Plain
+            },
+            call: crate::diag::Call::default(),
+            sites: crate::diag::Sites::default(),
         })
     }
 
@@ -532,7 +563,9 @@ impl Loop {
     /// phase: the rest of the phase runs first.
     pub fn fail(&mut self, error: impl Into<Error>) {
         if self.failure.is_none() {
-            self.failure = Some(error.into());
+            let error = error.into();
+            crate::diag::note_failure(&error);
+            self.failure = Some(error);
         }
     }
 
@@ -654,21 +687,26 @@ impl Loop {
         handler: impl FnMut(&mut Loop, Box<dyn Any + Send>) + 'static,
     ) {
         self.panic_handler = Some(Box::new(handler));
+        self.refresh_call_mode();
     }
 
     /// Runs `callback` on the next turn, in the pending phase, after the
     /// timers and before idle hooks: libuv's pending callbacks (deferred I/O
     /// results). Used for results that are known at once, so that no
     /// callback runs inside the call that asked for it.
+    #[track_caller]
     pub fn defer(&mut self, callback: impl FnOnce(&mut Loop) + 'static) {
-        self.pending.push_back(Box::new(callback));
+        self.pending
+            .push_back((Box::new(callback), std::panic::Location::caller()));
     }
 
     /// Queues `callback` to run right after the current callback, before
     /// any other callback, timer or I/O (Node's `process.nextTick`). The
     /// queue drains completely, ticks added meanwhile included.
+    #[track_caller]
     pub fn next_tick(&mut self, callback: impl FnOnce(&mut Loop) + 'static) {
-        self.ticks.push_back(Box::new(callback));
+        self.ticks
+            .push_back((Box::new(callback), std::panic::Location::caller()));
     }
 
     /// Queues `callback` as a microtask (Node's `queueMicrotask`, and what a
@@ -730,6 +768,9 @@ impl Loop {
         // before the panic goes on.
         let result = panic::catch_unwind(AssertUnwindSafe(|| self.turns(mode)));
         self.running = false;
+        // A callback's panic (or a failure) that left the run: the
+        // callback is over.
+        self.diag_end();
         match result {
             Ok(Ok(alive)) => Ok(alive),
             Ok(Err(error)) => {
@@ -900,15 +941,23 @@ impl Loop {
         Ok(())
     }
 
+    #[inline]
     fn run_pending(&mut self) {
+        if !self.pending.is_empty() {
+            self.run_pending_queue();
+        }
+    }
+
+    #[inline(never)]
+    fn run_pending_queue(&mut self) {
         // Only what was deferred before this phase began: a callback that
         // defers again waits for the next turn.
         for _ in 0..self.pending.len() {
-            let Some(task) = self.pending.pop_front() else {
+            let Some((task, site)) = self.pending.pop_front() else {
                 break;
             };
             self.metrics.callbacks.pending += 1;
-            self.invoke(task);
+            self.invoke_as(crate::diag::Kind::Pending, Some(site), task);
         }
     }
 
@@ -923,12 +972,12 @@ impl Loop {
             let Some(id) = self.immediate_order.pop_front() else {
                 break;
             };
-            if let Some(task) = self.immediates.remove(id) {
+            if let Some((task, site)) = self.immediates.remove(id) {
                 if !self.unref_immediates.is_empty() {
                     self.unref_immediates.remove(&id);
                 }
                 self.metrics.callbacks.immediates += 1;
-                self.invoke(task);
+                self.invoke_as(crate::diag::Kind::Immediate, Some(site), task);
             }
         }
     }
@@ -955,6 +1004,7 @@ impl Loop {
                 continue;
             };
             self.metrics.callbacks.closes += 1;
+            self.note_call(crate::diag::Kind::Close, None);
             let outcome = self
                 .catching(task)
                 .and_then(|()| self.drain_ticks_catching());
@@ -978,21 +1028,91 @@ impl Loop {
         self.drain_ticks();
     }
 
+    /// [`Loop::invoke`] for a callback of `kind` registered at `site`.
+    #[inline(always)]
+    pub(crate) fn invoke_as(
+        &mut self,
+        kind: crate::diag::Kind,
+        site: Option<crate::diag::Site>,
+        task: impl FnOnce(&mut Loop),
+    ) {
+        self.guarded_as(kind, site, task);
+        self.drain_ticks();
+    }
+
     /// Runs `f` with the loop, for a call site that has nothing to set
     /// right if it panics: the panic goes to the handler (and `None` comes
-    /// back) or, without one, on out of `run()`.
+    /// back) or, without one, on out of `run()`. What it is for the
+    /// detector and tracing: what `note_call` said.
     ///
     /// Afterwards, the work the callback queued is announced to the pool
     /// (one wakeup for all of it, see `Work::end_burst`).
+    #[inline]
     pub(crate) fn guarded<R>(&mut self, f: impl FnOnce(&mut Loop) -> R) -> Option<R> {
-        if self.panic_handler.is_none() {
-            // Nothing to catch the panic for: it may unwind from here. (The
-            // most common path, W3's: no `catch_unwind` frame to set up.)
+        if matches!(self.call_mode, crate::diag::CallMode::Plain) {
+            // No panic handler, no detector, no tracing: nothing to catch
+            // the panic for, it may unwind from here. (The most common
+            // path, W3's: no `catch_unwind` frame to set up.)
             let value = f(self);
             self.work.end_burst();
             return Some(value);
         }
-        match self.catching(f) {
+        let call = self.take_call();
+        self.guarded_as(call.kind, call.site, f)
+    }
+
+    /// [`Loop::guarded`] for a callback of `kind` registered at `site`
+    /// (the hot paths: nothing stored when nobody listens; with the
+    /// detector alone, its stores and nothing else).
+    #[inline(always)]
+    pub(crate) fn guarded_as<R>(
+        &mut self,
+        kind: crate::diag::Kind,
+        site: Option<crate::diag::Site>,
+        f: impl FnOnce(&mut Loop) -> R,
+    ) -> Option<R> {
+        match self.call_mode {
+            crate::diag::CallMode::Plain => {
+                let value = f(self);
+                self.work.end_burst();
+                Some(value)
+            }
+            crate::diag::CallMode::Watched(watch) => {
+                // A panic unwinding from here skips `end`: `run_mode`
+                // ends the callback.
+                watch.begin(kind, site);
+                let value = f(self);
+                watch.end();
+                self.work.end_burst();
+                Some(value)
+            }
+            crate::diag::CallMode::General => {
+                self.guarded_watched(crate::diag::Call { kind, site }, f)
+            }
+        }
+    }
+
+    /// [`Loop::guarded`] with a panic handler, the detector or tracing on.
+    #[inline]
+    fn guarded_watched<R>(
+        &mut self,
+        call: crate::diag::Call,
+        f: impl FnOnce(&mut Loop) -> R,
+    ) -> Option<R> {
+        if self.panic_handler.is_none() {
+            // A panic unwinding from here skips `diag_end`: `run_mode`
+            // calls it.
+            #[cfg(feature = "tracing")]
+            let span = crate::diag::callback_span(call);
+            #[cfg(feature = "tracing")]
+            let _entered = span.enter();
+            self.diag_begin(call);
+            let value = f(self);
+            self.diag_end();
+            self.work.end_burst();
+            return Some(value);
+        }
+        match self.catching_watched(call, f) {
             Ok(value) => Some(value),
             Err(payload) => {
                 self.panicked(payload);
@@ -1006,11 +1126,69 @@ impl Loop {
     /// batch cut short), then passes the payload to [`Loop::panicked`],
     /// which gives it to the handler or, without one, resumes the unwind.
     /// So the state is the same whether or not a handler is installed, and
-    /// a `run()` after an uncaught panic finds a consistent loop.
+    /// a `run()` after an uncaught panic finds a consistent loop. What it
+    /// is for the detector and tracing: what `note_call` said.
     pub(crate) fn catching<R>(&mut self, f: impl FnOnce(&mut Loop) -> R) -> Result<R, Panic> {
+        let call = self.take_call();
+        self.catching_as(call.kind, call.site, f)
+    }
+
+    /// [`Loop::catching`] for a callback of `kind` registered at `site`.
+    #[inline]
+    pub(crate) fn catching_as<R>(
+        &mut self,
+        kind: crate::diag::Kind,
+        site: Option<crate::diag::Site>,
+        f: impl FnOnce(&mut Loop) -> R,
+    ) -> Result<R, Panic> {
+        match self.call_mode {
+            crate::diag::CallMode::Plain => {
+                let outcome = panic::catch_unwind(AssertUnwindSafe(|| f(self)));
+                self.work.end_burst();
+                outcome
+            }
+            crate::diag::CallMode::Watched(watch) => {
+                watch.begin(kind, site);
+                let outcome = panic::catch_unwind(AssertUnwindSafe(|| f(self)));
+                watch.end();
+                self.work.end_burst();
+                outcome
+            }
+            crate::diag::CallMode::General => {
+                self.catching_watched(crate::diag::Call { kind, site }, f)
+            }
+        }
+    }
+
+    /// [`Loop::catching_as`] with a panic handler, the detector or
+    /// tracing on.
+    fn catching_watched<R>(
+        &mut self,
+        call: crate::diag::Call,
+        f: impl FnOnce(&mut Loop) -> R,
+    ) -> Result<R, Panic> {
+        #[cfg(feature = "tracing")]
+        let span = crate::diag::callback_span(call);
+        #[cfg(feature = "tracing")]
+        let _entered = span.enter();
+        self.diag_begin(call);
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| f(self)));
+        self.diag_end();
         self.work.end_burst();
         outcome
+    }
+
+    /// How callbacks run now (see `Loop::guarded_as`).
+    fn refresh_call_mode(&mut self) {
+        use crate::diag::CallMode;
+        self.call_mode = if self.panic_handler.is_some() || cfg!(feature = "tracing") {
+            CallMode::General
+        } else {
+            match &self.detector {
+                None => CallMode::Plain,
+                Some(detector) => CallMode::Watched(detector.watch),
+            }
+        };
     }
 
     /// A callback's panic, once its call site is consistent again: the
@@ -1020,6 +1198,7 @@ impl Loop {
         if payload.is::<Failed>() {
             panic::resume_unwind(payload)
         }
+        crate::diag::note_panic();
         let Some(mut handler) = self.panic_handler.take() else {
             panic::resume_unwind(payload)
         };
@@ -1091,9 +1270,9 @@ impl Loop {
             return true;
         }
         while self.has_ticks() {
-            while let Some(tick) = self.ticks.pop_front() {
+            while let Some((tick, site)) = self.ticks.pop_front() {
                 self.metrics.callbacks.next_ticks += 1;
-                self.guarded(tick);
+                self.guarded_as(crate::diag::Kind::NextTick, Some(site), tick);
                 if self.failure.is_some() {
                     return true;
                 }
@@ -1105,8 +1284,11 @@ impl Loop {
                 };
                 self.metrics.callbacks.microtasks += 1;
                 match microtask {
-                    crate::task::Micro::Call(call) => self.guarded(call),
+                    crate::task::Micro::Call(call) => {
+                        self.guarded_as(crate::diag::Kind::Microtask, None, call)
+                    }
                     crate::task::Micro::Poll(task) => {
+                        self.note_call_of(crate::diag::Kind::Task, crate::task::raw_id(&task));
                         self.guarded(|lp| crate::task::poll(lp, task))
                     }
                 };
@@ -1131,5 +1313,37 @@ impl Loop {
 impl Drop for Loop {
     fn drop(&mut self) {
         self.shared.close();
+    }
+}
+
+impl Loop {
+    /// The loop's own queues, for [`Loop::handles`]: immediates, pending
+    /// and closing callbacks, open loop handles and channels, tasks.
+    pub(crate) fn list_loop(&self, listing: &mut crate::diag::Listing) {
+        use crate::diag::Kind;
+        for (id, (_, site)) in self.immediates.iter() {
+            let referenced = !self.unref_immediates.contains(&id);
+            listing.add(
+                Kind::Immediate,
+                crate::slab::raw(id),
+                referenced,
+                referenced,
+                Some(site),
+            );
+        }
+        for (n, (_, site)) in self.pending.iter().enumerate() {
+            listing.add(Kind::Pending, n as u64, true, true, Some(site));
+        }
+        for n in 0..self.closing.iter().filter(|c| c.is_some()).count() {
+            listing.add(Kind::Close, n as u64, true, true, None);
+        }
+        let (handles, posted) = self.shared.counts();
+        for n in 0..handles + posted {
+            listing.add(Kind::Posted, n as u64, true, true, None);
+        }
+        for n in 0..self.channels.iter().filter(|c| c.is_some()).count() {
+            listing.add(Kind::Channel, n as u64, true, true, None);
+        }
+        self.list_tasks(listing);
     }
 }

@@ -68,6 +68,11 @@ impl Shared {
         self.handles.load(Ordering::Acquire) > 0 || !self.queue.is_empty()
     }
 
+    /// The open handles, and the closures posted and not run yet.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        (self.handles.load(Ordering::Acquire), self.queue.len())
+    }
+
     pub(crate) fn wake_pending(&self) -> bool {
         self.wake_pending.load(Ordering::Acquire) || self.channels_pending.load(Ordering::Acquire)
     }
@@ -253,6 +258,7 @@ impl Loop {
                 Steal::Success(posted) => {
                     left -= 1;
                     self.metrics.callbacks.posted += 1;
+                    self.note_call(crate::diag::Kind::Posted, None);
                     let outcome = self
                         .catching(posted)
                         .and_then(|()| self.drain_ticks_catching());

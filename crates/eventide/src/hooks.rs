@@ -65,6 +65,8 @@ struct Hook {
     /// `None` while it runs.
     callback: Option<HookCallback>,
     referenced: bool,
+    /// Where it was started.
+    site: crate::diag::Site,
 }
 
 /// Every hook, and the running order of each phase's hooks.
@@ -94,8 +96,10 @@ impl Loop {
     /// turn if the check phase is running (Node's `setImmediate`). Pending
     /// immediates keep the loop alive and keep the poll phase from
     /// blocking, unless unref'd ([`Loop::unref_immediate`]).
+    #[track_caller]
     pub fn set_immediate(&mut self, callback: impl FnOnce(&mut Loop) + 'static) -> ImmediateId {
-        let id = self.immediates.insert(Box::new(callback) as Task);
+        let site = std::panic::Location::caller();
+        let id = self.immediates.insert((Box::new(callback) as Task, site));
         self.immediate_order.push_back(id);
         ImmediateId {
             slot: id,
@@ -152,6 +156,7 @@ impl Loop {
     /// Starts a hook: `callback` runs every turn in `phase` until the hook is
     /// stopped or closed. Hooks are referenced: an active one keeps the loop
     /// alive (see [`Loop::unref_hook`]).
+    #[track_caller]
     pub fn start_hook(
         &mut self,
         phase: Phase,
@@ -161,6 +166,7 @@ impl Loop {
             phase,
             callback: Some(Box::new(callback)),
             referenced: true,
+            site: std::panic::Location::caller(),
         };
         let id = HookId {
             slot: self.hooks.hooks.insert(hook),
@@ -282,7 +288,8 @@ impl Loop {
                 continue;
             };
             self.metrics.callbacks.hooks += 1;
-            let returned = self.catching(move |lp: &mut Loop| {
+            let site = Some(hook.site);
+            let returned = self.catching_as(crate::diag::Kind::Hook, site, move |lp: &mut Loop| {
                 callback(lp, id);
                 callback
             });
@@ -306,5 +313,34 @@ impl Loop {
         }
         running.clear();
         self.hooks.running = running;
+    }
+}
+
+impl HookId {
+    /// The hook's number, as [`crate::diag::HandleInfo::id`] lists it.
+    pub fn raw(self) -> u64 {
+        crate::slab::raw(self.slot)
+    }
+}
+
+impl ImmediateId {
+    /// The immediate's number, as [`crate::diag::HandleInfo::id`] lists it.
+    pub fn raw(self) -> u64 {
+        crate::slab::raw(self.slot)
+    }
+}
+
+impl Loop {
+    /// The hooks, for [`Loop::handles`].
+    pub(crate) fn list_hooks(&self, listing: &mut crate::diag::Listing) {
+        for (slot, hook) in self.hooks.hooks.iter() {
+            listing.add(
+                crate::diag::Kind::Hook,
+                crate::slab::raw(slot),
+                hook.referenced,
+                hook.referenced,
+                Some(hook.site),
+            );
+        }
     }
 }

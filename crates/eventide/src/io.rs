@@ -273,15 +273,25 @@ impl Loop {
             match tag {
                 RECEIVED => {
                     let stream = Stream::from_id(self.io.net.key(id));
-                    self.invoke(|lp: &mut Loop| stream.on_received(lp, completion));
+                    let kind = crate::diag::Kind::Stream;
+                    let site = self.call_site_of(kind, stream.raw());
+                    self.invoke_as(kind, site, |lp: &mut Loop| {
+                        stream.on_received(lp, completion);
+                    });
                 }
                 SENT => {
                     let stream = Stream::from_id(self.io.net.key(id));
-                    self.invoke(|lp: &mut Loop| stream.on_sent(lp, completion));
+                    let kind = crate::diag::Kind::Stream;
+                    let site = self.call_site_of(kind, stream.raw());
+                    self.invoke_as(kind, site, |lp: &mut Loop| stream.on_sent(lp, completion));
                 }
                 ACCEPTED => {
                     let listener = Listener::from_id(self.io.net.key(id));
-                    self.invoke(|lp: &mut Loop| listener.on_accept(lp, completion));
+                    let kind = crate::diag::Kind::Listener;
+                    let site = self.call_site_of(kind, listener.raw());
+                    self.invoke_as(kind, site, |lp: &mut Loop| {
+                        listener.on_accept(lp, completion);
+                    });
                 }
                 _ => self.run_boxed(id, completion),
             }
@@ -304,7 +314,9 @@ impl Loop {
             return;
         };
         let more = completion.more;
-        let outcome = self.catching(|lp: &mut Loop| handler(lp, completion));
+        let outcome = self.catching_as(crate::diag::Kind::Io, None, |lp: &mut Loop| {
+            handler(lp, completion)
+        });
         // Whether or not the handler panicked, the slot follows the
         // operation: back in place while more completions come, gone after
         // the final one (a slot left behind would keep the loop alive for
@@ -422,5 +434,32 @@ mod panic_tests {
     #[test]
     fn completions_after_a_panicking_handler_on_poll() {
         completions_after_a_panicking_handler(BackendKind::Poll);
+    }
+}
+
+impl Loop {
+    /// The I/O in flight, for [`Loop::handles`]: each boxed operation (a
+    /// file system request, a watcher's or a source's wait), then the
+    /// socket operations that keep the loop alive, one entry each.
+    pub(crate) fn list_io(&self, listing: &mut crate::diag::Listing) {
+        for (slot, boxed) in self.io.handlers.iter() {
+            listing.add(
+                crate::diag::Kind::Io,
+                crate::slab::raw(slot),
+                boxed.counted,
+                boxed.counted,
+                None,
+            );
+        }
+        let mut socket_ops = self.list_streams(listing) + self.list_listeners(listing);
+        socket_ops += self.list_udp(listing);
+        self.list_sources(listing);
+        self.list_signals(listing);
+        self.list_watchers(listing);
+        // Socket operations of no listed socket (one closed while its
+        // operation finishes): one entry each.
+        for n in socket_ops..self.io.sockets {
+            listing.add(crate::diag::Kind::Io, n as u64, true, true, None);
+        }
     }
 }

@@ -141,6 +141,7 @@ pub mod abort;
 mod channel;
 mod clock;
 pub mod dgram;
+pub mod diag;
 mod error;
 mod event_loop;
 pub mod fs;

@@ -17,6 +17,11 @@ struct Slot<T> {
     value: Option<T>,
 }
 
+/// A slot id as one number (generation in the high half), for listings.
+pub(crate) fn raw(id: SlotId) -> u64 {
+    (u64::from(id.generation) << 32) | u64::from(id.index)
+}
+
 /// Values addressed by [`SlotId`]; freed slots are reused with a new generation.
 #[derive(Debug)]
 pub(crate) struct Slab<T> {
@@ -163,6 +168,11 @@ impl<T> Keyed<T> {
     pub(crate) fn insert(&mut self, value: T) -> Key {
         let slot = self.slab.insert(value);
         self.key(slot)
+    }
+
+    /// The values, with their slots.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (SlotId, &T)> + '_ {
+        self.slab.iter()
     }
 
     pub(crate) fn get(&self, key: Key) -> Option<&T> {

@@ -239,8 +239,16 @@ impl Loop {
     /// Adds `source` to the loop and returns its key, through which it
     /// watches descriptors and submits operations. It does nothing, and
     /// keeps the loop alive for nothing, until it does.
+    #[track_caller]
     pub fn insert_source<S: EventSource>(&mut self, source: S) -> SourceKey {
-        self.insert_entry(Box::new(source), TypeId::of::<S>())
+        let key = self.insert_entry(Box::new(source), TypeId::of::<S>());
+        let id = crate::slab::raw(key.id);
+        self.remember_site(
+            crate::diag::Kind::Source,
+            id,
+            std::panic::Location::caller(),
+        );
+        key
     }
 
     fn insert_entry(&mut self, source: Box<dyn EventSource>, type_id: TypeId) -> SourceKey {
@@ -265,6 +273,7 @@ impl Loop {
     /// [`Error::Io`] (`"poll"`): `EPERM` for a regular file or a
     /// directory, which no backend can watch for readiness; the
     /// duplicate's error (`EMFILE`) if the process is out of descriptors.
+    #[track_caller]
     pub fn watch_fd(&mut self, fd: impl AsFd) -> Result<FdWatcher> {
         let fd = fd.as_fd();
         let dup = duplicate(fd)?;
@@ -605,6 +614,7 @@ fn deliver(lp: &mut Loop, key: SourceKey, event: SourceEvent) {
     let Some(Some(mut source)) = key.entry(lp, |e| e.source.take()) else {
         return;
     };
+    lp.note_call_of(crate::diag::Kind::Source, crate::slab::raw(key.id));
     let outcome = lp.catching(|lp: &mut Loop| source.process(lp, key, event));
     let leftover = match key.entry(lp, |e| e.source.is_none()) {
         Some(true) => {
@@ -637,6 +647,7 @@ impl EventSource for FdWatch {
         else {
             return;
         };
+        lp.note_call_of(crate::diag::Kind::Source, crate::slab::raw(key.id));
         let outcome = lp.catching(|lp: &mut Loop| callback(lp, me, result));
         // Put back unless stopped, closed or restarted with another
         // callback meanwhile; after an error the watcher is stopped.
@@ -768,5 +779,21 @@ impl fmt::Debug for Sources {
         f.debug_struct("Sources")
             .field("len", &self.slab.len())
             .finish()
+    }
+}
+
+impl Loop {
+    /// The sources (and fd watchers), for [`Loop::handles`]: a referenced
+    /// one with operations in flight keeps the loop alive (its operations
+    /// are also listed, as I/O).
+    pub(crate) fn list_sources(&self, listing: &mut crate::diag::Listing) {
+        let table = table(self);
+        let sources = table.borrow();
+        for (slot, entry) in sources.slab.iter() {
+            let id = crate::slab::raw(slot);
+            let kind = crate::diag::Kind::Source;
+            let keeps = entry.referenced && entry.ops.len() > 0;
+            listing.add(kind, id, entry.referenced, keeps, self.site_of(kind, id));
+        }
     }
 }

@@ -50,9 +50,11 @@ pub struct TimerId {
 }
 
 /// A timer, stored as its wheel entry's payload: one table, one lookup,
-/// 24 bytes (the callback, inline when small, and the duration with the
-/// flags in its top bits).
+/// 32 bytes (the callback, inline when small, the duration with the
+/// flags in its top bits, and where it was set).
 pub(crate) struct Timer {
+    /// Where it was set (`Loop::handles`, the blocked-loop detector).
+    site: crate::diag::Site,
     /// Empty while the timer's callback runs.
     callback: TimerCallback,
     /// The duration in ms (bits 0..61), `REFERENCED`, `INTERVAL` and
@@ -70,9 +72,15 @@ const REFRESHED: u64 = 1 << 61;
 const DURATION: u64 = REFRESHED - 1;
 
 impl Timer {
-    fn new(callback: TimerCallback, duration: u64, interval: bool) -> Timer {
+    fn new(
+        callback: TimerCallback,
+        duration: u64,
+        interval: bool,
+        site: crate::diag::Site,
+    ) -> Timer {
         let kind = if interval { INTERVAL } else { 0 };
         Timer {
+            site,
             callback,
             bits: duration.min(DURATION) | REFERENCED | kind,
         }
@@ -133,6 +141,7 @@ impl Loop {
     /// after its delay. Otherwise it is dropped once it has run. (A closure
     /// that must give away what it holds can keep it in an `Option` and
     /// `take()` it.)
+    #[track_caller]
     pub fn set_timeout(
         &mut self,
         delay: Duration,
@@ -142,22 +151,35 @@ impl Loop {
             delay,
             TimerCallback::repeat(move |lp: &mut Loop, _: TimerId| callback(lp)),
             false,
+            std::panic::Location::caller(),
         )
     }
 
     /// Runs `callback` every `period` (Node's `setInterval`); the callback
     /// gets its own id, to clear itself with.
+    #[track_caller]
     pub fn set_interval(
         &mut self,
         period: Duration,
         callback: impl FnMut(&mut Loop, TimerId) + 'static,
     ) -> TimerId {
-        self.start_timer(period, TimerCallback::repeat(callback), true)
+        self.start_timer(
+            period,
+            TimerCallback::repeat(callback),
+            true,
+            std::panic::Location::caller(),
+        )
     }
 
-    fn start_timer(&mut self, delay: Duration, callback: TimerCallback, interval: bool) -> TimerId {
+    fn start_timer(
+        &mut self,
+        delay: Duration,
+        callback: TimerCallback,
+        interval: bool,
+        site: crate::diag::Site,
+    ) -> TimerId {
         let duration = delay_ms(delay);
-        let timer = Timer::new(callback, duration, interval);
+        let timer = Timer::new(callback, duration, interval, site);
         self.ref_timers += 1;
         let deadline = self.clock_into_now().saturating_add(duration);
         self.note_timer_start(deadline);
@@ -353,11 +375,19 @@ impl Loop {
         }
         let duration = timer.duration();
         let callback = timer.callback.take();
-        if !timer.is_interval() {
+        let kind = if timer.is_interval() {
+            crate::diag::Kind::Interval
+        } else {
+            crate::diag::Kind::Timeout
+        };
+        let site = timer.site;
+        let interval = timer.is_interval();
+        if !interval {
             // The entry stays, idle, while the callback runs, so that the
             // callback can refresh (or clear, unref, ask about) its own
             // timeout; then it goes, unless refreshed.
-            let returned = self.catching(move |lp: &mut Loop| callback.call(lp, id));
+            let returned =
+                self.catching_as(kind, Some(site), move |lp: &mut Loop| callback.call(lp, id));
             match returned {
                 Ok(callback) if !self.has_ticks() => {
                     self.timers_tail = None;
@@ -386,7 +416,8 @@ impl Loop {
         }
         // Node reads the clock into libuv's time here (`getLibuvNow`).
         let started = self.clock_into_now();
-        let returned = self.catching(move |lp: &mut Loop| callback.call(lp, id));
+        let returned =
+            self.catching_as(kind, Some(site), move |lp: &mut Loop| callback.call(lp, id));
         match returned {
             // Re-armed before its next-ticks run (as Node re-inserts an
             // interval before the next timer's `runNextTicks`): a tick that
@@ -473,5 +504,38 @@ impl Loop {
         self.wheel
             .reset(id.key, deadline)
             .expect("the interval is live");
+    }
+}
+
+impl TimerId {
+    /// The timer's number, as [`crate::diag::HandleInfo::id`] lists it.
+    pub fn raw(self) -> u64 {
+        self.key.into_raw()
+    }
+}
+
+impl Loop {
+    /// The timers, for [`Loop::handles`].
+    pub(crate) fn list_timers(&self, listing: &mut crate::diag::Listing) {
+        for (key, _, timer) in self.wheel.iter() {
+            // A timeout whose callback is running (not refreshed) is on
+            // its way out: not listed.
+            let active = timer.is_armed() || timer.is_interval() || timer.is_refreshed();
+            if !active {
+                continue;
+            }
+            let kind = if timer.is_interval() {
+                crate::diag::Kind::Interval
+            } else {
+                crate::diag::Kind::Timeout
+            };
+            listing.add(
+                kind,
+                key.into_raw(),
+                timer.referenced(),
+                timer.referenced() && timer.is_armed(),
+                Some(timer.site),
+            );
+        }
     }
 }

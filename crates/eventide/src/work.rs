@@ -223,7 +223,7 @@ impl Job for JobPtr {
 }
 
 /// The loop's ownership of one item: frees it when dropped.
-struct OwnedItem(NonNull<Header>);
+struct OwnedItem(NonNull<Header>, crate::diag::Site);
 
 impl OwnedItem {
     fn header(&self) -> &Header {
@@ -822,6 +822,7 @@ impl Loop {
     /// [`Error::Cancelled`] if [`Loop::cancel_work`] caught it queued, or
     /// [`Error::Panicked`] if it panicked. The request keeps the loop alive
     /// until `after` has run; `after` runs in the poll phase.
+    #[track_caller]
     pub fn queue_work<R: Send + 'static>(
         &mut self,
         work: impl FnOnce() -> R + Send + 'static,
@@ -831,6 +832,7 @@ impl Loop {
     }
 
     /// [`Loop::queue_work`] in a chosen class of work.
+    #[track_caller]
     pub fn queue_work_in<R, W, A>(&mut self, class: WorkClass, work: W, after: A) -> WorkId
     where
         R: Send + 'static,
@@ -852,7 +854,9 @@ impl Loop {
         });
         let header = NonNull::from(Box::leak(item)).cast::<Header>();
         let work = &mut self.work;
-        let slot = work.requests.insert(OwnedItem(header));
+        let slot = work
+            .requests
+            .insert(OwnedItem(header, std::panic::Location::caller()));
         work.live += 1;
         let id = slot_to_id(slot);
         match (&mut work.submitter, class) {
@@ -951,6 +955,7 @@ impl Loop {
                     lane.record(Duration::from_nanos(waited));
                 }
             }
+            self.note_call(crate::diag::Kind::Work, Some(item.1));
             let header = item.into_raw();
             // SAFETY: the pool has handed the item back (or reported that it
             // failed without it), so the loop owns it alone; `complete`
@@ -960,10 +965,31 @@ impl Loop {
         while let Some((slot, after)) = self.work.cancelled.pop_front() {
             if let Some(item) = self.work.requests.get(slot) {
                 item.header().state.store(CANCEL_DONE, Ordering::Release);
+                self.note_call(crate::diag::Kind::Work, Some(item.1));
             }
             self.work.live -= 1;
             self.metrics.callbacks.pool += 1;
             self.invoke(after);
+        }
+    }
+}
+
+impl Loop {
+    /// The work requests whose `after` has not run, for [`Loop::handles`].
+    pub(crate) fn list_work(&self, listing: &mut crate::diag::Listing) {
+        for (slot, item) in self.work.requests.iter() {
+            // A cancelled request whose `after` ran waits only for the
+            // pool to hand it back: it no longer counts.
+            if item.header().state.load(Ordering::Acquire) == CANCEL_DONE {
+                continue;
+            }
+            listing.add(
+                crate::diag::Kind::Work,
+                slot_to_id(slot),
+                true,
+                true,
+                Some(item.1),
+            );
         }
     }
 }

@@ -163,6 +163,18 @@ impl<T> Slab<T> {
             .expect("payload of a vacant entry")
     }
 
+    /// The live entries: key, deadline and payload, in index order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (Key, u64, &T)> {
+        self.entries.iter().enumerate().filter_map(|(index, node)| {
+            let payload = node.payload.as_ref()?;
+            let key = Key {
+                index: index as u32,
+                generation: node.generation,
+            };
+            Some((key, node.deadline, payload))
+        })
+    }
+
     /// Sets the generation of the entry at `index`: tests use it to reach
     /// the wrap-around case without four billion reuses.
     #[cfg(test)]

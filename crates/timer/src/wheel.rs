@@ -225,6 +225,13 @@ impl<T> Wheel<T> {
             .map(|index| self.slab.node(index).deadline)
     }
 
+    /// Every timer the wheel holds (pending, overdue, ready and idle): its
+    /// key, deadline and payload, in no particular order. For listings
+    /// (an event loop's "what is alive"); O(capacity).
+    pub fn iter(&self) -> impl Iterator<Item = (Key, u64, &T)> {
+        self.slab.iter()
+    }
+
     /// The payload of the timer `key` names, or `None` for a stale key.
     pub fn get(&self, key: Key) -> Option<&T> {
         self.slab.resolve(key).map(|index| self.slab.payload(index))

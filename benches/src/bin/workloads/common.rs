@@ -25,11 +25,16 @@ pub(crate) struct Run {
 impl Run {
     /// Builds the loop; a backend the system refuses is a failure (exit 1).
     pub(crate) fn new(workload: String, backend: BackendChoice) -> Run {
-        let lp = match Loop::builder()
-            .backend(backend)
-            .pool_threads(POOL_THREADS)
-            .build()
-        {
+        let mut builder = Loop::builder().backend(backend).pool_threads(POOL_THREADS);
+        // The blocked-loop detector's cost (docs/diagnostics.md): on with
+        // this threshold in ms, the system's name then ends in `+detector`.
+        let detector = std::env::var("WORKLOADS_DETECT_BLOCKING_MS")
+            .ok()
+            .and_then(|ms| ms.parse::<u64>().ok());
+        if let Some(ms) = detector {
+            builder = builder.detect_blocking(std::time::Duration::from_millis(ms));
+        }
+        let lp = match builder.build() {
             Ok(lp) => lp,
             Err(error) => {
                 eprintln!(
@@ -38,7 +43,8 @@ impl Run {
                 std::process::exit(1);
             }
         };
-        let system = format!("eventide-{}", lp.backend());
+        let suffix = if detector.is_some() { "+detector" } else { "" };
+        let system = format!("eventide-{}{suffix}", lp.backend());
         Run {
             workload,
             system,

@@ -212,16 +212,22 @@ impl Loop {
     ///
     /// [`Error::Net`] with syscall `"bind"` when the socket cannot be made,
     /// configured or bound: `bind EADDRINUSE 127.0.0.1:41234`.
+    #[track_caller]
     pub fn udp_bind(&mut self, addr: SocketAddr, options: UdpOptions) -> Result<UdpSocket> {
         let table = table::of(self);
         let socket = udp_socket(addr, &options).map_err(|e| Error::net("bind", Some(addr), e))?;
-        let mut sockets = table.borrow_mut();
-        Ok(UdpSocket::insert(
-            &mut sockets,
+        let udp = UdpSocket::insert(
+            &mut table.borrow_mut(),
             socket,
             addr.is_ipv6(),
             options.max_datagram,
-        ))
+        );
+        self.remember_site(
+            crate::diag::Kind::Udp,
+            udp.raw(),
+            std::panic::Location::caller(),
+        );
+        Ok(udp)
     }
 }
 

@@ -683,6 +683,7 @@ impl UdpSocket {
             .and_then(|udp| udp.on_message.take());
         let mut on_message = on_message?;
         let panicked = catch(|| {
+            lp.note_call_of(crate::diag::Kind::Udp, self.raw());
             lp.guarded(|lp: &mut Loop| on_message(lp, self, data, from));
             lp.drain_ticks();
         });
@@ -707,6 +708,7 @@ impl UdpSocket {
             .and_then(|udp| udp.on_error.take());
         let mut on_error = on_error?;
         let panicked = catch(|| {
+            lp.note_call_of(crate::diag::Kind::Udp, self.raw());
             lp.guarded(|lp: &mut Loop| on_error(lp, self, error));
             lp.drain_ticks();
         });
@@ -1114,5 +1116,28 @@ impl UdpSocket {
         // SAFETY: the socket is open and stays open while `lp` is
         // borrowed: closing it (or handing it back) takes `&mut Loop`.
         Ok(unsafe { BorrowedFd::borrow_raw(fd) })
+    }
+}
+
+impl UdpSocket {
+    /// Its number in [`Loop::handles`].
+    pub(crate) fn raw(self) -> u64 {
+        crate::slab::raw(self.0.slot)
+    }
+}
+
+impl Loop {
+    /// The UDP sockets, for [`Loop::handles`] (their operations are boxed
+    /// ones, listed apart: none of `Io::sockets`).
+    pub(crate) fn list_udp(&self, listing: &mut crate::diag::Listing) -> usize {
+        let table = table::of(self);
+        let sockets = table.borrow();
+        for (slot, udp) in sockets.iter() {
+            let id = crate::slab::raw(slot);
+            let kind = crate::diag::Kind::Udp;
+            let keeps = udp.referenced && (udp.reading || !udp.sends.is_empty());
+            listing.add(kind, id, udp.referenced, keeps, self.site_of(kind, id));
+        }
+        0
     }
 }

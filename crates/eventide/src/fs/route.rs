@@ -591,7 +591,8 @@ fn retry_on_pool(lp: &mut Loop, kind: Kind, req: Req, file: Option<File>, done: 
             if finished.result.is_ok() {
                 count_fallback();
                 if add(&DISABLED, kind) {
-                    log::warn!(
+                    crate::diag::diag_event!(
+                        warn,
                         "eventide::fs: io_uring refused {kind:?} (EINVAL) where the pool \
                          succeeded; {kind:?} runs on the blocking pool from now on"
                     );

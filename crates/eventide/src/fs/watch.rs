@@ -288,6 +288,7 @@ impl Fs<'_> {
     /// `watch`; [`Error::InvalidArgValue`] for a path with a NUL byte;
     /// `ENOSYS: function not implemented, watch 'p'` (of kind
     /// [`io::ErrorKind::Unsupported`]) off Linux.
+    #[track_caller]
     pub fn watch(
         self,
         path: impl AsRef<Path>,
@@ -296,14 +297,18 @@ impl Fs<'_> {
         on_error: impl FnMut(&mut Loop, FsWatcher, Error) + 'static,
     ) -> Result<FsWatcher> {
         let path = path.as_ref();
+        let site = std::panic::Location::caller();
         super::ops::c_path("filename", path)?;
-        start(
+        let watcher = start(
             self.lp,
             path,
             options,
             Box::new(on_change),
             Box::new(on_error),
-        )
+        )?;
+        let id = crate::slab::raw(watcher.slot);
+        self.lp.remember_site(crate::diag::Kind::Watch, id, site);
+        Ok(watcher)
     }
 }
 
@@ -978,6 +983,7 @@ fn tell(lp: &mut Loop, slot: SlotId, outcomes: Vec<Outcome>) -> Option<Payload> 
                     continue; // Running (a nested run from its own callback).
                 };
                 let called = catch(|| {
+                    lp.note_call_of(crate::diag::Kind::Watch, crate::slab::raw(slot));
                     lp.guarded(|lp: &mut Loop| on_change(lp, watcher, kind, &name));
                     lp.drain_ticks();
                 });
@@ -993,6 +999,7 @@ fn tell(lp: &mut Loop, slot: SlotId, outcomes: Vec<Outcome>) -> Option<Payload> 
                     continue;
                 };
                 let called = catch(|| {
+                    lp.note_call_of(crate::diag::Kind::Watch, crate::slab::raw(slot));
                     lp.guarded(|lp: &mut Loop| on_error(lp, watcher, error));
                     lp.drain_ticks();
                 });
@@ -1009,4 +1016,21 @@ fn tell(lp: &mut Loop, slot: SlotId, outcomes: Vec<Outcome>) -> Option<Payload> 
         }
     }
     None
+}
+
+impl Loop {
+    /// The file watchers (`fs().watch`), for [`Loop::handles`].
+    pub(crate) fn list_watchers(&self, listing: &mut crate::diag::Listing) {
+        for (slot, watcher) in self.io.watch.watchers.iter() {
+            let id = crate::slab::raw(slot);
+            let kind = crate::diag::Kind::Watch;
+            listing.add(
+                kind,
+                id,
+                watcher.referenced,
+                watcher.referenced,
+                self.site_of(kind, id),
+            );
+        }
+    }
 }

@@ -511,6 +511,7 @@ fn emit(lp: &mut Loop, slot: SlotId, current: &Stats, previous: &Stats) {
             continue; // Removed by an earlier one (or running).
         };
         let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            lp.note_call(crate::diag::Kind::Watch, None);
             lp.guarded(|lp: &mut Loop| listener(lp, current, previous));
         }));
         if let Some(entry) = lp

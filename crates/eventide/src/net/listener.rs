@@ -88,6 +88,11 @@ impl Listener {
     pub(crate) fn from_id(key: Key) -> Listener {
         Listener(key)
     }
+
+    /// Its number in [`Loop::handles`].
+    pub(crate) fn raw(self) -> u64 {
+        crate::slab::raw(self.0.slot)
+    }
 }
 
 /// Where a listener listens, for its messages.
@@ -134,6 +139,7 @@ impl Loop {
     /// [`Error::Net`] with syscall `"listen"` when the socket cannot be
     /// made, bound or put to listen (`listen EADDRINUSE: address already in
     /// use 127.0.0.1:8080`).
+    #[track_caller]
     pub fn tcp_listen(
         &mut self,
         addr: SocketAddr,
@@ -151,8 +157,10 @@ impl Loop {
         }
         socket.bind(&addr.into()).map_err(error)?;
         socket.listen(options.backlog).map_err(error)?;
-        self.listen_on(socket, place, options, Box::new(on_connection))
-            .map(TcpListener)
+        let site = std::panic::Location::caller();
+        let listener = self.listen_on(socket, place, options, Box::new(on_connection))?;
+        self.remember_site(crate::diag::Kind::Listener, listener.raw(), site);
+        Ok(TcpListener(listener))
     }
 
     /// Listens on a Unix domain stream socket at `path` (Node's
@@ -167,6 +175,7 @@ impl Loop {
     ///
     /// [`Error::NetPath`] with syscall `"listen"` when the socket cannot be
     /// made, bound or put to listen.
+    #[track_caller]
     pub fn unix_listen(
         &mut self,
         path: impl AsRef<Path>,
@@ -185,8 +194,10 @@ impl Loop {
             let _ = std::fs::remove_file(path);
             return Err(error(e));
         }
-        self.listen_on(socket, place, options, Box::new(on_connection))
-            .map(UnixListener)
+        let site = std::panic::Location::caller();
+        let listener = self.listen_on(socket, place, options, Box::new(on_connection))?;
+        self.remember_site(crate::diag::Kind::Listener, listener.raw(), site);
+        Ok(UnixListener(listener))
     }
 
     pub(super) fn listen_on(
@@ -702,3 +713,19 @@ fn transient(error: &std::io::Error) -> bool {
 
 /// What a listener is called in errors.
 const WHAT: &str = "listener";
+
+impl Loop {
+    /// The listeners, for [`Loop::handles`]; returns how many of the
+    /// socket operations counted in `Io::sockets` they account for.
+    pub(crate) fn list_listeners(&self, listing: &mut crate::diag::Listing) -> usize {
+        let mut ops = 0;
+        for (slot, l) in self.io.net.listeners.iter() {
+            let id = crate::slab::raw(slot);
+            let keeps = l.accepting && l.referenced;
+            ops += usize::from(keeps);
+            let kind = crate::diag::Kind::Listener;
+            listing.add(kind, id, l.referenced, keeps, self.site_of(kind, id));
+        }
+        ops
+    }
+}

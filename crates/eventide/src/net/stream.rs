@@ -467,6 +467,11 @@ impl Stream {
         self.0.slot
     }
 
+    /// Its number in [`Loop::handles`].
+    pub(crate) fn raw(self) -> u64 {
+        crate::slab::raw(self.0.slot)
+    }
+
     pub(crate) fn from_id(key: Key) -> Stream {
         Stream(key)
     }
@@ -1718,5 +1723,29 @@ impl Stream {
             unwind.resume();
         })));
         Ok((s.socket, unread, recv.is_some()))
+    }
+}
+
+impl Loop {
+    /// The streams, for [`Loop::handles`]; returns how many of the socket
+    /// operations counted in `Io::sockets` they account for.
+    pub(crate) fn list_streams(&self, listing: &mut crate::diag::Listing) -> usize {
+        let mut ops = 0;
+        for (slot, s) in self.io.net.streams.iter() {
+            let id = crate::slab::raw(slot);
+            let referenced = !s.has(UNREF);
+            let receiving = referenced && s.has(RECV_ARMED);
+            let sending = s.has(SENDING);
+            ops += usize::from(receiving) + usize::from(sending);
+            let kind = crate::diag::Kind::Stream;
+            listing.add(
+                kind,
+                id,
+                referenced,
+                receiving || sending,
+                self.site_of(kind, id),
+            );
+        }
+        ops
     }
 }

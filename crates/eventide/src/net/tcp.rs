@@ -27,13 +27,17 @@ impl Loop {
     ///
     /// [`Error::Net`] when the socket cannot be made or the connect not
     /// submitted (too many open files, say).
+    #[track_caller]
     pub fn tcp_connect(
         &mut self,
         addr: SocketAddr,
         on_connect: impl FnOnce(&mut Loop, Result<TcpStream>) + 'static,
     ) -> Result<TcpStream> {
         let on_connect: OnConnect = Box::new(move |lp, r| on_connect(lp, r.map(TcpStream)));
-        self.tcp_connect_boxed(addr, on_connect).map(TcpStream)
+        let site = std::panic::Location::caller();
+        let stream = self.tcp_connect_boxed(addr, on_connect)?;
+        self.remember_site(crate::diag::Kind::Stream, stream.raw(), site);
+        Ok(TcpStream(stream))
     }
 
     fn tcp_connect_boxed(&mut self, addr: SocketAddr, on_connect: OnConnect) -> Result<Stream> {

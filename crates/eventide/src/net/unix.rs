@@ -31,6 +31,7 @@ impl Loop {
     ///
     /// [`Error::NetPath`] when the socket cannot be made (too many open
     /// files, say) or the path is too long for a socket address.
+    #[track_caller]
     pub fn unix_connect(
         &mut self,
         path: impl AsRef<Path>,
@@ -48,6 +49,11 @@ impl Loop {
         });
         let state = StreamState::connecting(socket, peer, on_connect);
         let id = Stream::insert(self, state);
+        self.remember_site(
+            crate::diag::Kind::Stream,
+            id.raw(),
+            std::panic::Location::caller(),
+        );
         match started {
             // Known at once: reported from the pending phase.
             Ok(()) => self.defer(move |lp| id.connected(lp, Ok(()))),

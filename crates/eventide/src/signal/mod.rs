@@ -281,12 +281,17 @@ impl Loop {
     /// `SIGSTOP`, `SIGSEGV`, `SIGBUS`, `SIGFPE`, `SIGILL` and numbers that
     /// are no signal here; the system's error if the handler or the
     /// wake-up descriptor cannot be set up (`EMFILE`, say).
+    #[track_caller]
     pub fn on_signal(
         &mut self,
         signal: Signal,
         listener: impl FnMut(&mut Loop, SignalListener) + 'static,
     ) -> Result<SignalListener> {
-        self.add_signal_listener(signal, Box::new(listener), false)
+        let site = std::panic::Location::caller();
+        let added = self.add_signal_listener(signal, Box::new(listener), false)?;
+        let id = crate::slab::raw(added.slot);
+        self.remember_site(crate::diag::Kind::Signal, id, site);
+        Ok(added)
     }
 
     /// [`Loop::on_signal`] for eventide's own use (the process module's
@@ -449,6 +454,7 @@ fn run_queue(lp: &mut Loop) {
             loop_id: lp.id,
             signal,
         };
+        lp.note_call_of(crate::diag::Kind::Signal, crate::slab::raw(me.slot));
         let outcome = lp.catching(|lp: &mut Loop| callback(lp, me));
         let removed = {
             let mut listeners = table.borrow_mut();
@@ -599,6 +605,26 @@ impl SignalListener {
 /// program's listeners. Here, not in `tests/signal_*.rs`, because it is
 /// crate-private; `SIGCHLD`'s default action is to ignore, so the other
 /// unit tests of this binary are not disturbed by it.
+impl Loop {
+    /// The signal listeners, for [`Loop::handles`] (the loop's own, which
+    /// never keep it alive, included).
+    pub(crate) fn list_signals(&self, listing: &mut crate::diag::Listing) {
+        let table = table_of(self);
+        let listeners = table.borrow();
+        for (slot, entry) in listeners.entries.iter() {
+            let id = crate::slab::raw(slot);
+            let kind = crate::diag::Kind::Signal;
+            listing.add(
+                kind,
+                id,
+                entry.referenced,
+                entry.referenced,
+                self.site_of(kind, id),
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::cell::RefCell;

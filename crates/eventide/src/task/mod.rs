@@ -684,6 +684,7 @@ impl Loop {
     /// again from the microtask queue (see the [`task`](crate::task)
     /// module). The task runs while the loop runs; a pending task does
     /// not keep the loop alive by itself.
+    #[track_caller]
     pub fn spawn_local<F>(&mut self, future: F) -> JoinHandle<F::Output>
     where
         F: Future + 'static,
@@ -697,6 +698,8 @@ impl Loop {
             listened: true,
         }));
         let slot = self.tasks.tasks.insert(None);
+        let site = std::panic::Location::caller();
+        self.remember_site(crate::diag::Kind::Task, crate::slab::raw(slot), site);
         let header = Arc::new(Header {
             slot,
             exec: Arc::clone(&self.tasks.exec),
@@ -768,6 +771,23 @@ impl Loop {
     fn drop_task_now(&mut self, header: &Arc<Header>) {
         if let Some(Some(task)) = self.tasks.tasks.remove(header.slot) {
             drop_task(self, task);
+        }
+    }
+}
+
+/// A task's number in [`Loop::handles`].
+pub(crate) fn raw_id(header: &Header) -> u64 {
+    crate::slab::raw(header.slot)
+}
+
+impl Loop {
+    /// The tasks not yet finished, for [`Loop::handles`]: listed, never
+    /// keeping the loop alive by themselves (what they wait for does).
+    pub(crate) fn list_tasks(&self, listing: &mut crate::diag::Listing) {
+        for (slot, _) in self.tasks.tasks.iter() {
+            let id = crate::slab::raw(slot);
+            let kind = crate::diag::Kind::Task;
+            listing.add(kind, id, true, false, self.site_of(kind, id));
         }
     }
 }
