@@ -399,6 +399,11 @@ fn cross_thread_wake_storm(lp: &mut Loop) {
                 if !sent {
                     sent = true;
                     waker_tx.send(cx.waker().clone()).expect("thread alive");
+                    // Pending whatever the count: the thread may finish
+                    // every wake before this poll returns (it then woke a
+                    // task being polled), and those wakes must still lead
+                    // to a second poll.
+                    return Poll::Pending;
                 }
                 if c.load(Ordering::Acquire) == WAKES {
                     Poll::Ready(())
