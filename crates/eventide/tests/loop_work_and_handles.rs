@@ -408,9 +408,12 @@ fn cancelling_twice_is_harmless_and_the_callback_runs_once(lp: &mut Loop) {
     lp.cancel_work(queued).expect("queued work cancels");
     lp.cancel_work(queued)
         .expect("a second cancel before the callback is a no-op");
-    // The cancelled callback runs without waiting for the pool's thread.
+    // The cancelled callback runs without waiting for the pool's thread
+    // (held until this timer releases it; 200 ms, not 1: a loop that
+    // starts running over 1 ms late, on a loaded machine, runs a 1 ms
+    // timer in the timers phase before the poll phase's cancellations).
     let c = calls.clone();
-    lp.set_timeout(ms(1), move |_| {
+    lp.set_timeout(ms(200), move |_| {
         assert_eq!(c.borrow().len(), 1, "the cancel's callback ran first");
         release_tx.send(()).unwrap();
     });
