@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use eventide::net::{ListenOptions, TcpListener, TcpStream};
+use eventide::net::{ListenOptions, Stream, TcpListener, TcpStream};
 use eventide::{Loop, TimerId};
 
 use crate::common::{Run, cpu_now, fixed, secs};
@@ -63,13 +63,33 @@ impl Pingpong {
 
     /// Sends the next message: the round counter, then the pattern.
     fn send_next(&self, lp: &mut Loop, client: TcpStream) {
-        let message = {
-            let mut sent = self.sent.borrow_mut();
-            sent[..8].copy_from_slice(&self.rounds.get().to_le_bytes());
-            sent.to_vec()
-        };
-        client.write(lp, message, |_, _| {});
+        let mut sent = self.sent.borrow_mut();
+        sent[..8].copy_from_slice(&self.rounds.get().to_le_bytes());
+        if let Err(error) = write_all(lp, client.stream(), &sent[..]) {
+            drop(sent);
+            self.fail(lp, Some(client), format!("client write: {error}"));
+        }
     }
+}
+
+/// Writes `data` as the libuv anchor's `write_all` does: what the kernel
+/// takes now (`try_write`, libuv's `uv_try_write`), and a queued write of
+/// a copy of the rest, whose failure closes the stream (its reader then
+/// reports the error).
+fn write_all(lp: &mut Loop, stream: Stream, data: &[u8]) -> eventide::Result<()> {
+    let sent = match stream.try_write(lp, data) {
+        Ok(sent) => sent,
+        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => 0,
+        Err(error) => return Err(error),
+    };
+    if sent < data.len() {
+        stream.write(lp, data[sent..].to_vec(), move |lp, written| {
+            if written.is_err() {
+                stream.close(lp);
+            }
+        });
+    }
+    Ok(())
 }
 
 /// The server's side of W4: count and echo every byte; close at the end.
@@ -99,12 +119,9 @@ fn on_server_connection(
             state
                 .server_bytes
                 .set(state.server_bytes.get() + data.len() as u64);
-            let write_state = Rc::clone(state);
-            stream.write(lp, data.to_vec(), move |lp, written| {
-                if let Err(error) = written {
-                    write_state.fail(lp, None, format!("server write: {error}"));
-                }
-            });
+            if let Err(error) = write_all(lp, stream.stream(), data) {
+                state.fail(lp, Some(stream), format!("server write: {error}"));
+            }
         },
         move |lp, stream, end| {
             stream.close(lp);

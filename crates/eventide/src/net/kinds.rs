@@ -69,6 +69,12 @@ macro_rules! stream_kind {
                 self.0.write(lp, buf, on_written)
             }
 
+            /// [`Stream::try_write`]: writes what the kernel takes now,
+            /// queues nothing.
+            pub fn try_write(self, lp: &mut Loop, data: &[u8]) -> Result<usize> {
+                self.0.try_write(lp, data)
+            }
+
             /// [`Stream::write_queue_size`].
             pub fn write_queue_size(self, lp: &Loop) -> usize {
                 self.0.write_queue_size(lp)

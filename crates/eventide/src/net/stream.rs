@@ -598,6 +598,93 @@ impl Stream {
         !reached
     }
 
+    /// Writes what the kernel takes of `data` now, in this call, and queues
+    /// nothing (libuv's `uv_try_write`; Node's `socket.write` tries the same
+    /// before it queues): `Ok(n)`, the bytes written, which may be fewer
+    /// than `data.len()` (the rest is the caller's, to [`Stream::write`] or
+    /// to drop). There is no callback: nothing of it runs later.
+    ///
+    /// An empty `data` is `Ok(0)` without a system call. Errors, none of
+    /// which changes the stream:
+    /// - `write EAGAIN` ([`Error::kind`] `WouldBlock`) when nothing can go
+    ///   now: the kernel's buffer is full; writes queued by
+    ///   [`Stream::write`] are still going out (bytes written here would
+    ///   overtake them); the stream is still connecting; or it is a pipe or
+    ///   terminal whose descriptor is in blocking mode (a write could block
+    ///   the loop).
+    /// - `write EPIPE` after [`Stream::end`] or [`Stream::shutdown`].
+    /// - [`Error::Stale`] for a closed stream.
+    /// - What the kernel said (`write ECONNRESET`, `write EPIPE`): the
+    ///   stream stays open, and its reader sees the reset. Close it, or
+    ///   write, whose failure destroys it as Node's does.
+    ///
+    /// ```
+    /// # use eventide::Loop;
+    /// # use eventide::net::TcpStream;
+    /// // Echo `data` back: what the kernel does not take now is queued.
+    /// fn echo(lp: &mut Loop, stream: TcpStream, data: &[u8]) {
+    ///     let sent = stream.try_write(lp, data).unwrap_or(0);
+    ///     if sent < data.len() {
+    ///         stream.write(lp, data[sent..].to_vec(), |_, _| {});
+    ///     }
+    /// }
+    /// ```
+    pub fn try_write(self, lp: &mut Loop, data: &[u8]) -> Result<usize> {
+        let Some(s) = lp.io.net.streams.get(self.0) else {
+            return Err(lp.io.net.streams.miss(self.0, WHAT));
+        };
+        let again = || Error::net("write", None, io::Error::from_raw_os_error(libc::EAGAIN));
+        if s.has(ENDED) {
+            let epipe = io::Error::from_raw_os_error(libc::EPIPE);
+            return Err(Error::net("write", None, epipe));
+        }
+        let queue = s.more.as_ref().is_some_and(|m| !m.writes.is_empty());
+        if queue || s.has(SENDING) || s.has(CONNECTING) {
+            return Err(again());
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let fd = s.socket.as_raw_fd();
+        let not_socket = s.has(NOT_SOCKET);
+        if not_socket && !nonblocking(fd) {
+            return Err(again());
+        }
+        let written = loop {
+            // SAFETY: `data` is a live slice for the whole call, and the
+            // kernel only reads its `data.len()` bytes; `fd` is the
+            // stream's own open descriptor (the slot holds it).
+            let n = unsafe {
+                if not_socket {
+                    libc::write(fd, data.as_ptr().cast(), data.len())
+                } else {
+                    libc::send(
+                        fd,
+                        data.as_ptr().cast(),
+                        data.len(),
+                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                    )
+                }
+            };
+            if n >= 0 {
+                break n as usize;
+            }
+            let error = io::Error::last_os_error();
+            if error.kind() != io::ErrorKind::Interrupted {
+                return Err(if error.kind() == io::ErrorKind::WouldBlock {
+                    again()
+                } else {
+                    Error::net("write", None, error)
+                });
+            }
+        };
+        if written == 0 {
+            return Err(again());
+        }
+        self.touch(lp);
+        Ok(written)
+    }
+
     /// Bytes queued by [`Stream::write`] and not yet sent (libuv's
     /// `write_queue_size`, Node's `writableLength`); 0 for a closed stream.
     pub fn write_queue_size(self, lp: &Loop) -> usize {
@@ -1567,6 +1654,15 @@ fn was_reset(_: &Socket) -> bool {
 /// connection less, and if it is closed and that was its last, its close
 /// callback is queued as a next-tick now, as Node's `Socket._destroy`
 /// calls `server._emitCloseIfDrained` (before the stream's own callbacks).
+/// Whether `fd`'s open file is in nonblocking mode (a pipe or terminal
+/// may be shared with a process that wants it blocking; see `pipe.rs`).
+fn nonblocking(fd: std::os::fd::RawFd) -> bool {
+    // SAFETY: F_GETFL reads the flags of `fd`, the stream's own open
+    // descriptor; no memory is passed.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    flags >= 0 && flags & libc::O_NONBLOCK != 0
+}
+
 fn left_server(lp: &mut Loop, s: &StreamState) {
     if let Some(server) = s.server()
         && let Some(on_close) = lp.io.net.servers.left(server)
