@@ -918,11 +918,11 @@ impl Loop {
                     timeout = Some(Duration::ZERO);
                 }
             }
-            let start = std::time::Instant::now();
+            let start = crate::clock::mono_ns();
             let waited = self.reactor.wait(timeout);
             self.metrics.waited(
                 start,
-                std::time::Instant::now(),
+                crate::clock::mono_ns(),
                 timeout != Some(Duration::ZERO),
             );
             if blocking {

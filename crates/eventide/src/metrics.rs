@@ -224,7 +224,12 @@ impl fmt::Debug for DelayHistogram {
 impl DelayHistogram {
     /// Adds one sample.
     pub fn record(&mut self, delay: Duration) {
-        let ns = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
+        self.record_ns(u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX));
+    }
+
+    /// [`DelayHistogram::record`] of a sample in nanoseconds.
+    #[inline]
+    fn record_ns(&mut self, ns: u64) {
         self.buckets[bucket_of(ns)] += 1;
         self.count += 1;
         self.min = self.min.min(ns);
@@ -557,9 +562,11 @@ pub(crate) struct State {
     pub(crate) callbacks: Callbacks,
     /// When the loop first ran (Node's `loopStart`).
     started: Option<Instant>,
-    idle: Duration,
-    /// The end of the last wait, or the start of this `run`.
-    last_wait_end: Option<Instant>,
+    /// Nanoseconds blocked in the poll phase's wait.
+    idle_ns: u64,
+    /// The end of the last wait, or the start of this `run`, in
+    /// [`crate::clock::mono_ns`] (0: the loop never ran).
+    last_wait_end: u64,
     delay: DelayHistogram,
     pub(crate) lanes: [LaneWait; 2],
     /// Whether the next run times its phases.
@@ -572,9 +579,8 @@ pub(crate) struct State {
 impl State {
     /// At the start of `run`: the first delay sample starts here.
     pub(crate) fn run_started(&mut self) {
-        let now = Instant::now();
-        self.started.get_or_insert(now);
-        self.last_wait_end = Some(now);
+        self.started.get_or_insert_with(Instant::now);
+        self.last_wait_end = crate::clock::mono_ns();
     }
 
     /// Whether this run times its phases.
@@ -582,22 +588,31 @@ impl State {
         self.phase_timing
     }
 
-    /// A wait for I/O that took from `start` to `end`: a delay sample (the
-    /// stretch since the last wait ended), and idle time if it could block.
-    pub(crate) fn waited(&mut self, start: Instant, end: Instant, blocking: bool) {
-        if let Some(last) = self.last_wait_end {
-            self.delay.record(start.saturating_duration_since(last));
+    /// A wait for I/O that took from `start` to `end` (both
+    /// [`crate::clock::mono_ns`]: plain integers, the cheapest clock
+    /// readings to take and subtract, as this runs at every turn): a delay
+    /// sample (the stretch since the last wait ended), and idle time if it
+    /// could block.
+    #[inline]
+    pub(crate) fn waited(&mut self, start: u64, end: u64, blocking: bool) {
+        if self.last_wait_end != 0 {
+            self.delay
+                .record_ns(start.saturating_sub(self.last_wait_end));
         }
-        self.last_wait_end = Some(end);
-        let waited = end.saturating_duration_since(start);
+        self.last_wait_end = end;
+        let waited = end.saturating_sub(start);
         if blocking {
-            self.idle += waited;
+            self.idle_ns += waited;
         }
         if self.last_mark.is_some()
             && let Some(phases) = &mut self.phases
         {
-            phases.poll_wait += waited;
+            phases.poll_wait += Duration::from_nanos(waited);
         }
+    }
+
+    fn idle(&self) -> Duration {
+        Duration::from_nanos(self.idle_ns)
     }
 }
 
@@ -675,7 +690,7 @@ impl Loop {
             turns: state.turns,
             events: state.callbacks.events(),
             callbacks: state.callbacks,
-            idle_time: state.idle,
+            idle_time: state.idle(),
             utilization: self.utilization(),
             delay: state.delay.summary(),
             phases: state.phases,
@@ -697,7 +712,7 @@ impl Loop {
             return Utilization::default();
         };
         let elapsed = started.elapsed().as_secs_f64() * 1e3;
-        let idle = state.idle.as_secs_f64() * 1e3;
+        let idle = state.idle().as_secs_f64() * 1e3;
         let active = elapsed - idle;
         Utilization {
             idle,

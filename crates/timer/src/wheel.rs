@@ -287,7 +287,12 @@ impl<T> Wheel<T> {
     /// (each moves at most once per level), plus O(levels) per slot visited.
     pub fn advance_to(&mut self, now: u64) {
         self.take_overdue();
-        let now = now.max(self.elapsed);
+        if now <= self.elapsed {
+            // Every slot starts after `elapsed` (`link` sends what is due
+            // by then to the overdue list): nothing more is due. An event
+            // loop's turns mostly land here, within the same millisecond.
+            return;
+        }
         while let Some((level, slot)) = self.next_slot() {
             let start = slot_start(self.elapsed, level, slot);
             if start > now {

@@ -628,7 +628,16 @@ impl Queues {
 
     /// Puts parked receives back on their queues, as many as there are
     /// buffers for.
+    #[inline]
     fn unpark(&mut self) {
+        if self.parked.is_empty() {
+            return;
+        }
+        self.unpark_some();
+    }
+
+    #[inline(never)]
+    fn unpark_some(&mut self) {
         let n = self.bufs.available().min(self.parked.len());
         for _ in 0..n {
             let Some(key) = self.parked.pop_front() else {
@@ -665,10 +674,17 @@ impl Queues {
             self.run_watches::<S>(fd, detail, out);
         }
         let st = &mut self.fds[fd as usize];
-        if ready & !st.want() != 0 {
+        let want = st.want();
+        if ready & !want != 0 {
             st.flags |= SPURIOUS;
         }
-        self.mark_dirty(fd);
+        // Checked before the next wait only if that could change the
+        // registration (see `update_interest`): it fired for nobody, or
+        // its queues now want more than is registered. The common turn (a
+        // receive completes and stays armed) costs nothing here.
+        if want & !st.registered != 0 || st.flags & SPURIOUS != 0 {
+            self.mark_dirty(fd);
+        }
     }
 
     /// Tells each `poll_multi` watch on `fd` what of its interest the event
