@@ -139,7 +139,23 @@ impl Reader for PipedToSelf {
 }
 
 /// A chunk in the reactor's buffer, piped from `source` to `dest`.
-fn pipe_owned(lp: &mut Loop, dest: Stream, source: Stream, chunk: Vec<u8>) {
+fn pipe_owned(lp: &mut Loop, dest: Stream, source: Stream, mut chunk: Vec<u8>) {
+    // On the readiness backends a send is a system call made right here
+    // anyway (their `submit` tries it at once): made directly, it skips
+    // the operation, its completion and the queue, and the buffer goes
+    // back at once (W5's echo). What the kernel does not take, and any
+    // error, takes the queue's path (whose send reports the error as a
+    // write's does). io_uring batches its sends into the next wait:
+    // there the queue is the fast path.
+    if lp.backend() != crate::BackendKind::Uring
+        && let Ok(sent) = dest.try_write(lp, &chunk)
+    {
+        if sent == chunk.len() {
+            lp.reactor.recycle(chunk);
+            return;
+        }
+        chunk.drain(..sent);
+    }
     // The buffer itself is sent when it is the only one this pipe holds
     // (`dest`'s queue is empty) or mostly full: then a pipe keeps at most
     // one half-empty 16 KiB buffer per stream, never one per small chunk
