@@ -44,6 +44,7 @@
 //! `ABORT_ERR` (Node's `AbortError`).
 
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -57,15 +58,26 @@ use crate::{Error, Loop, Result};
 
 type Listener = Box<dyn FnOnce(&mut Loop)>;
 
+/// What calls off an operation when its signal aborts.
+type Canceller = Box<dyn FnOnce(&mut Loop)>;
+
 /// The completion [`AbortSignal::guard`] hands the operation it starts.
 pub type Done<T> = Box<dyn FnOnce(&mut Loop, Result<T>)>;
 
 #[derive(Default)]
 struct SignalState {
     aborted: Cell<bool>,
-    /// Listeners by id; `None` once run or removed.
-    listeners: RefCell<Vec<Option<Listener>>>,
-    wakers: RefCell<Vec<Waker>>,
+    /// The listeners still waiting, by id: ids only grow, so the map's
+    /// order is the order they were added (Node's), and one that ran or
+    /// was removed leaves nothing behind (a signal that outlives many
+    /// operations holds only those still pending, as Node's does).
+    listeners: RefCell<BTreeMap<u64, Listener>>,
+    /// The next listener's id.
+    next_listener: Cell<u64>,
+    /// The wakers of the [`Abortable`] futures waiting on it, by future.
+    wakers: RefCell<BTreeMap<u64, Waker>>,
+    /// The next [`Abortable`]'s key.
+    next_waiter: Cell<u64>,
 }
 
 /// Node's `AbortController`: makes a signal and aborts it.
@@ -115,7 +127,7 @@ impl fmt::Debug for AbortSignal {
 
 /// A listener added with [`AbortSignal::on_abort`], to remove it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ListenerId(usize);
+pub struct ListenerId(u64);
 
 /// The abort error: `The operation was aborted`, code `ABORT_ERR`.
 pub fn abort_error() -> Error {
@@ -167,50 +179,49 @@ impl AbortSignal {
         lp: &mut Loop,
         listener: impl FnOnce(&mut Loop) + 'static,
     ) -> ListenerId {
-        let mut listeners = self.0.listeners.borrow_mut();
-        let id = ListenerId(listeners.len());
+        let id = self.0.next_listener.get();
+        self.0.next_listener.set(id + 1);
         if self.aborted() {
-            listeners.push(None);
-            drop(listeners);
             lp.next_tick(listener);
         } else {
-            listeners.push(Some(Box::new(listener)));
+            self.0.listeners.borrow_mut().insert(id, Box::new(listener));
         }
-        id
+        ListenerId(id)
     }
 
     /// Removes a listener that has not run; returns whether it was there.
     pub fn remove(&self, id: ListenerId) -> bool {
-        self.0
-            .listeners
-            .borrow_mut()
-            .get_mut(id.0)
-            .and_then(Option::take)
-            .is_some()
+        self.0.listeners.borrow_mut().remove(&id.0).is_some()
+    }
+
+    /// How many listeners wait for the abort (Node's
+    /// `events.getEventListeners(signal, 'abort').length`): one per
+    /// pending operation started with this signal (a callback operation,
+    /// an [`AbortSignal::on_abort`] listener, an [`AbortSignal::run`]
+    /// future that has waited), none once they are done (each takes its
+    /// listener away as it completes, as Node's operations do), and none
+    /// after the abort. A signal that outlives many operations holds
+    /// only the pending ones.
+    pub fn listener_count(&self) -> usize {
+        self.0.listeners.borrow().len() + self.0.wakers.borrow().len()
     }
 
     fn abort(&self, lp: &mut Loop) {
         if self.0.aborted.replace(true) {
             return;
         }
-        for waker in self.0.wakers.take() {
+        for waker in self.0.wakers.take().into_values() {
             waker.wake();
         }
-        // One at a time, the list released: a listener may add or remove
-        // others (added ones run at once through the aborted path).
-        let mut i = 0;
+        // One at a time, in the order they were added, the map released:
+        // a listener may remove others (added ones run from the next-tick
+        // queue, through the aborted path).
         loop {
-            let listener = {
-                let mut listeners = self.0.listeners.borrow_mut();
-                if i >= listeners.len() {
-                    break;
-                }
-                listeners[i].take()
+            let next = self.0.listeners.borrow_mut().pop_first();
+            let Some((_, listener)) = next else {
+                break;
             };
-            if let Some(listener) = listener {
-                listener(lp);
-            }
-            i += 1;
+            listener(lp);
         }
     }
 
@@ -239,19 +250,43 @@ impl AbortSignal {
         start: impl FnOnce(&mut Loop, Done<T>),
         callback: impl FnOnce(&mut Loop, Result<T>) + 'static,
     ) {
+        self.guard_cancel(
+            lp,
+            move |lp, done| {
+                start(lp, done);
+                None
+            },
+            callback,
+        );
+    }
+
+    /// [`AbortSignal::guard`] for an operation that can be called off:
+    /// `start` returns what cancels it, which the abort runs after
+    /// scheduling the abort error, from the one listener the operation
+    /// holds (gone when it completes).
+    fn guard_cancel<T: 'static>(
+        &self,
+        lp: &mut Loop,
+        start: impl FnOnce(&mut Loop, Done<T>) -> Option<Canceller>,
+        callback: impl FnOnce(&mut Loop, Result<T>) + 'static,
+    ) {
         if self.aborted() {
             lp.next_tick(move |lp| callback(lp, Err(abort_error())));
             return;
         }
         let slot: Rc<RefCell<Option<Done<T>>>> = Rc::new(RefCell::new(Some(Box::new(callback))));
-        let on_abort = Rc::clone(&slot);
+        let cancel: Rc<Cell<Option<Canceller>>> = Rc::default();
+        let (on_abort, canceller) = (Rc::clone(&slot), Rc::clone(&cancel));
         let id = self.on_abort(lp, move |lp| {
             if let Some(callback) = on_abort.borrow_mut().take() {
                 lp.next_tick(move |lp| callback(lp, Err(abort_error())));
             }
+            if let Some(cancel) = canceller.take() {
+                cancel(lp);
+            }
         });
         let signal = self.clone();
-        start(
+        let stop = start(
             lp,
             Box::new(move |lp, result| {
                 signal.remove(id);
@@ -260,6 +295,11 @@ impl AbortSignal {
                 }
             }),
         );
+        // Only while the operation is pending: done already (its `done`
+        // ran inside `start`), there is nothing to call off.
+        if self.0.listeners.borrow().contains_key(&id.0) {
+            cancel.set(stop);
+        }
     }
 
     /// [`Loop::set_timeout`] with this signal: the timer is cleared when
@@ -271,25 +311,21 @@ impl AbortSignal {
         delay: Duration,
         callback: impl FnOnce(&mut Loop, Result<()>) + 'static,
     ) {
-        let timer = Rc::new(Cell::new(None));
-        let t = Rc::clone(&timer);
-        self.guard(
+        self.guard_cancel(
             lp,
             move |lp, done| {
                 let mut done = Some(done);
-                t.set(Some(lp.set_timeout(delay, move |lp| {
+                let timer = lp.set_timeout(delay, move |lp| {
                     if let Some(done) = done.take() {
                         done(lp, Ok(()));
                     }
-                })));
+                });
+                Some(Box::new(move |lp: &mut Loop| {
+                    lp.clear_timer(timer);
+                }))
             },
             callback,
         );
-        if let Some(id) = timer.get() {
-            self.on_abort(lp, move |lp| {
-                lp.clear_timer(id);
-            });
-        }
     }
 
     /// [`Loop::queue_work`] with this signal: work still queued when the
@@ -302,18 +338,16 @@ impl AbortSignal {
         work: impl FnOnce() -> R + Send + 'static,
         after: impl FnOnce(&mut Loop, Result<R>) + 'static,
     ) {
-        let queued = Rc::new(Cell::new(None));
-        let q = Rc::clone(&queued);
-        self.guard(
+        self.guard_cancel(
             lp,
-            move |lp, done| q.set(Some(lp.queue_work(work, done))),
+            move |lp, done| {
+                let id = lp.queue_work(work, done);
+                Some(Box::new(move |lp: &mut Loop| {
+                    let _ = lp.cancel_work(id);
+                }))
+            },
             after,
         );
-        if let Some(id) = queued.get() {
-            self.on_abort(lp, move |lp| {
-                let _ = lp.cancel_work(id);
-            });
-        }
     }
 
     /// [`Fs::read`](crate::fs::Fs::read) with this signal: a read still
@@ -403,6 +437,7 @@ impl AbortSignal {
         Abortable {
             signal: self.clone(),
             future: Some(Box::pin(future)),
+            waiting: None,
         }
     }
 }
@@ -412,6 +447,23 @@ impl AbortSignal {
 pub struct Abortable<F> {
     signal: AbortSignal,
     future: Option<Pin<Box<F>>>,
+    /// Its entry among the signal's wakers, while it waits.
+    waiting: Option<u64>,
+}
+
+impl<F> Abortable<F> {
+    /// Takes its waker off the signal (done, or dropped).
+    fn stop_waiting(&mut self) {
+        if let Some(key) = self.waiting.take() {
+            self.signal.0.wakers.borrow_mut().remove(&key);
+        }
+    }
+}
+
+impl<F> Drop for Abortable<F> {
+    fn drop(&mut self) {
+        self.stop_waiting();
+    }
 }
 
 impl<F> fmt::Debug for Abortable<F> {
@@ -428,6 +480,7 @@ impl<F: Future> Future for Abortable<F> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         if self.signal.aborted() {
             self.future = None;
+            self.stop_waiting();
             return Poll::Ready(Err(abort_error()));
         }
         let Some(future) = self.future.as_mut() else {
@@ -435,11 +488,25 @@ impl<F: Future> Future for Abortable<F> {
         };
         if let Poll::Ready(value) = future.as_mut().poll(cx) {
             self.future = None;
+            self.stop_waiting();
             return Poll::Ready(Ok(value));
         }
+        let key = match self.waiting {
+            Some(key) => key,
+            None => {
+                let key = self.signal.0.next_waiter.get();
+                self.signal.0.next_waiter.set(key + 1);
+                self.waiting = Some(key);
+                key
+            }
+        };
         let mut wakers = self.signal.0.wakers.borrow_mut();
-        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            wakers.push(cx.waker().clone());
+        match wakers.get_mut(&key) {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            Some(waker) => waker.clone_from(cx.waker()),
+            None => {
+                wakers.insert(key, cx.waker().clone());
+            }
         }
         Poll::Pending
     }
