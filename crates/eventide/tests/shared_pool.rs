@@ -375,3 +375,47 @@ fn an_invalid_shared_pool_size_is_an_error_naming_it() {
     assert!(a.same_pool(&a.clone()));
     assert!(!a.same_pool(&SharedPool::new(1).unwrap()));
 }
+
+/// A job that holds the pool's last handle (its loop dropped meanwhile)
+/// drops the pool on one of the pool's own threads: the shutdown must not
+/// join that thread from itself (a deadlock the system refuses, a panic
+/// in the worker); every thread ends, and nothing panics.
+#[test]
+fn a_job_that_holds_the_last_handle_shuts_the_pool_down_from_its_own_thread() {
+    let _serial = serial();
+    for kind in backends() {
+        let pool = SharedPool::new(2).unwrap();
+        let mut lp = builder(kind).pool(pool.clone()).build().unwrap();
+        let started = Arc::new(std::sync::Barrier::new(2));
+        let s = Arc::clone(&started);
+        let finished = Arc::new(AtomicBool::new(false));
+        let f = Arc::clone(&finished);
+        let panicked = Arc::new(AtomicBool::new(false));
+        let p = Arc::clone(&panicked);
+        let job_pool = pool.clone();
+        lp.queue_work(
+            move || {
+                s.wait();
+                // The loop and the test's handle go meanwhile.
+                std::thread::sleep(Duration::from_millis(100));
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    drop(job_pool);
+                }));
+                p.store(outcome.is_err(), Ordering::SeqCst);
+                f.store(true, Ordering::SeqCst);
+            },
+            |_, _| {},
+        );
+        started.wait();
+        drop(pool);
+        drop(lp);
+        eventually("the job dropped the pool", || {
+            finished.load(Ordering::SeqCst)
+        });
+        assert!(
+            !panicked.load(Ordering::SeqCst),
+            "dropping the last handle on a pool thread panicked"
+        );
+        pool_threads_become(0);
+    }
+}

@@ -96,6 +96,9 @@
 //! [`Completions`] and end; it returns how many there were, so that the
 //! owner of what those jobs touch knows it must keep it alive (the event
 //! loop leaks such jobs' memory rather than free it under a running job).
+//! A pool dropped on one of its own workers (a job that held its last
+//! handle, through a shared `Arc`) joins every other thread; that one
+//! cannot join itself, so it ends on its own once its job returns.
 //!
 //! # Testing
 //!

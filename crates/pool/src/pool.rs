@@ -318,7 +318,14 @@ impl<J: Job> Core<J> {
             Some(timeout) if !handles.is_empty() => self.running.wait_for_none(timeout),
             _ => 0,
         };
+        let me = std::thread::current().id();
         for handle in handles {
+            if handle.thread().id() == me {
+                // Shut down from one of its own workers (a job held the
+                // pool's last handle): that thread cannot join itself; it
+                // sees the shutdown and ends once its job returns.
+                continue;
+            }
             if still_running > 0 && !handle.is_finished() {
                 // Detached: it ends by itself once its job returns.
                 continue;
