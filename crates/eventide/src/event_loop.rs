@@ -796,6 +796,9 @@ impl Loop {
     /// handler, a `panic = "abort"` build) ends the run here.
     #[inline]
     fn check_failed(&mut self) -> Result<()> {
+        if self.failure.is_none() {
+            return Ok(());
+        }
         match self.failure.take() {
             None => Ok(()),
             Some(error) => Err(error),

@@ -1319,15 +1319,19 @@ impl Stream {
     /// stream's state are put back first, and its reading goes on from
     /// the next pending phase.
     fn deliver(self, lp: &mut Loop, chunk: Vec<u8>) {
-        let Some(mut reader) = lp.io.net.streams.get_mut(self.0).and_then(|s| {
+        let Some((mut reader, idle)) = lp.io.net.streams.get_mut(self.0).and_then(|s| {
             let reader = s.reader.take()?;
             s.set(DELIVERING, true);
-            Some(reader)
+            let idle = s.more.as_ref().and_then(|m| m.idle.as_ref()).map(|i| i.timer);
+            Some((reader, idle))
         }) else {
             lp.reactor.recycle(chunk);
             return;
         };
-        self.touch(lp);
+        // Activity (`touch`, from the lookup just made).
+        if let Some(timer) = idle {
+            lp.refresh_timer(timer);
+        }
         let mut unwind = Unwind::default();
         unwind.run(|| reader.data_owned(lp, self, chunk));
         match lp.io.net.streams.get_mut(self.0) {
