@@ -223,7 +223,78 @@ fn listing_shows_signals_sources_tasks(lp: &mut Loop) {
     );
 }
 
+/// An accepted connection is listed with its listener's site (where the
+/// server was set up: a connection has no call of its own), and so is one
+/// accepted after its listener closed; a listener made from a std one has
+/// the site of the `from_std` call.
+fn accepted_connections_show_their_listeners_site(lp: &mut Loop) {
+    use eventide::net::{ListenOptions, TcpListener, TcpStream};
+    use std::cell::Cell;
+    use std::rc::Rc;
+    let any = "127.0.0.1:0".parse().unwrap();
+    let accepted: Rc<Cell<Option<TcpStream>>> = Rc::default();
+    let a = Rc::clone(&accepted);
+    let line = line!() + 1;
+    let listener = lp.tcp_listen(any, ListenOptions::default(), move |_, s| {
+        a.set(Some(s.expect("accepted")));
+    });
+    let listener = listener.expect("listen");
+    let addr = listener.local_addr(lp).expect("its address");
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("std bind");
+    let std_line = line!() + 1;
+    let adopted = TcpListener::from_std(lp, std_listener, |_, _| {}).expect("adopt");
+    let client = lp.tcp_connect(addr, |_, _| {}).expect("connect");
+    let started = std::time::Instant::now();
+    while accepted.get().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(10), "no accept");
+        lp.run_mode(eventide::RunMode::Once).expect("a turn");
+    }
+    let server_side = accepted.get().unwrap();
+    listener.close(lp);
+    adopted.close(lp);
+    lp.run_mode(eventide::RunMode::NoWait).expect("a turn");
+    let handles = lp.handles();
+    let streams: Vec<_> = handles.iter().filter(|h| h.kind == Kind::Stream).collect();
+    assert_eq!(streams.len(), 2, "{handles}");
+    let sites: Vec<u32> = streams
+        .iter()
+        .map(|h| h.site.expect("every stream has a site").line())
+        .collect();
+    // The client's is its connect's; the accepted one's, the listener's.
+    assert!(
+        sites.contains(&line),
+        "no stream at the listener's line {line}: {handles}"
+    );
+    assert!(
+        sites.contains(&(std_line + 1)),
+        "the client's connect: {handles}"
+    );
+    server_side.close(lp);
+    client.close(lp);
+    util::run_within(lp, Duration::from_secs(20));
+}
+
+/// A listener adopted from std is listed with the `from_std` call's site.
+fn adopted_listeners_show_their_site(lp: &mut Loop) {
+    use eventide::net::TcpListener;
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("std bind");
+    let line = line!() + 1;
+    let adopted = TcpListener::from_std(lp, std_listener, |_, _| {}).expect("adopt");
+    let handles = lp.handles();
+    let l = handles
+        .iter()
+        .find(|h| h.kind == Kind::Listener)
+        .expect("the adopted listener is listed");
+    let site = l.site.expect("an adopted listener has a site");
+    assert!(site.file().ends_with("tests/diag_listing.rs"), "{site}");
+    assert_eq!(site.line(), line);
+    adopted.close(lp);
+    util::run_within(lp, Duration::from_secs(20));
+}
+
 on_every_backend!(
+    accepted_connections_show_their_listeners_site,
+    adopted_listeners_show_their_site,
     listing_shows_signals_sources_tasks,
     listing_shows_sockets,
     alive_matches_listing,

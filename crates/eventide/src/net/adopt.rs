@@ -547,6 +547,7 @@ impl TcpListener {
     /// [`Error::InvalidArgValue`] if it is not a listening TCP socket
     /// (the descriptor is then closed); [`Error::Net`] if its accept
     /// cannot be started.
+    #[track_caller]
     pub fn from_std(
         lp: &mut Loop,
         listener: std::net::TcpListener,
@@ -560,6 +561,7 @@ impl TcpListener {
     /// # Errors
     ///
     /// As [`TcpListener::from_std`].
+    #[track_caller]
     pub fn from_fd(
         lp: &mut Loop,
         fd: OwnedFd,
@@ -631,6 +633,7 @@ impl UnixListener {
     ///
     /// [`Error::InvalidArgValue`] if it is not a listening Unix domain
     /// stream socket (the descriptor is then closed).
+    #[track_caller]
     pub fn from_std(
         lp: &mut Loop,
         listener: std::os::unix::net::UnixListener,
@@ -644,6 +647,7 @@ impl UnixListener {
     /// # Errors
     ///
     /// As [`UnixListener::from_std`].
+    #[track_caller]
     pub fn from_fd(
         lp: &mut Loop,
         fd: OwnedFd,

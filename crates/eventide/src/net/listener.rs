@@ -157,9 +157,7 @@ impl Loop {
         }
         socket.bind(&addr.into()).map_err(error)?;
         socket.listen(options.backlog).map_err(error)?;
-        let site = std::panic::Location::caller();
         let listener = self.listen_on(socket, place, options, Box::new(on_connection))?;
-        self.remember_site(crate::diag::Kind::Listener, listener.raw(), site);
         Ok(TcpListener(listener))
     }
 
@@ -194,12 +192,14 @@ impl Loop {
             let _ = std::fs::remove_file(path);
             return Err(error(e));
         }
-        let site = std::panic::Location::caller();
         let listener = self.listen_on(socket, place, options, Box::new(on_connection))?;
-        self.remember_site(crate::diag::Kind::Listener, listener.raw(), site);
         Ok(UnixListener(listener))
     }
 
+    /// Listens on `socket`; the listener's registration site (for the
+    /// listing, the detector, and the connections it accepts) is the
+    /// caller's (`#[track_caller]` through the public constructors).
+    #[track_caller]
     pub(super) fn listen_on(
         &mut self,
         socket: Socket,
@@ -207,9 +207,10 @@ impl Loop {
         options: ListenOptions,
         on_connection: OnConnection,
     ) -> Result<Listener> {
+        let site = std::panic::Location::caller();
         self.io.net.ensure_reserve();
         let fd = socket.as_raw_fd();
-        let server = self.io.net.servers.open();
+        let server = self.io.net.servers.open(site);
         let listener = ListenerState {
             socket,
             place,
@@ -227,6 +228,7 @@ impl Loop {
             listener.unlink();
             return Err(error);
         }
+        self.remember_site(crate::diag::Kind::Listener, id.raw(), site);
         Ok(id)
     }
 }
@@ -529,6 +531,10 @@ pub(crate) struct Servers {
 }
 
 struct Server {
+    /// Where its listener was made: the site of the connections it
+    /// accepted, in the listing (one pointer per listener, none per
+    /// connection: W10 counts every byte of an idle one).
+    site: crate::diag::Site,
     connections: usize,
     /// The listener is closed: the entry goes when `connections` is 0.
     closed: bool,
@@ -536,9 +542,15 @@ struct Server {
 }
 
 impl Servers {
+    /// Where the listener of entry `index` was made (`None` for no entry).
+    pub(crate) fn site(&self, index: u32) -> Option<crate::diag::Site> {
+        self.slots.get(index as usize)?.as_ref().map(|s| s.site)
+    }
+
     /// A new entry, for a listener.
-    fn open(&mut self) -> u32 {
+    fn open(&mut self, site: crate::diag::Site) -> u32 {
         let server = Server {
+            site,
             connections: 0,
             closed: false,
             on_close: None,

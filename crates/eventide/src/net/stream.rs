@@ -1322,7 +1322,11 @@ impl Stream {
         let Some((mut reader, idle)) = lp.io.net.streams.get_mut(self.0).and_then(|s| {
             let reader = s.reader.take()?;
             s.set(DELIVERING, true);
-            let idle = s.more.as_ref().and_then(|m| m.idle.as_ref()).map(|i| i.timer);
+            let idle = s
+                .more
+                .as_ref()
+                .and_then(|m| m.idle.as_ref())
+                .map(|i| i.timer);
             Some((reader, idle))
         }) else {
             lp.reactor.recycle(chunk);
@@ -1863,13 +1867,11 @@ impl Loop {
             let sending = s.has(SENDING);
             ops += usize::from(receiving) + usize::from(sending);
             let kind = crate::diag::Kind::Stream;
-            listing.add(
-                kind,
-                id,
-                referenced,
-                receiving || sending,
-                self.site_of(kind, id),
-            );
+            // An accepted connection: its listener's site.
+            let site = self
+                .site_of(kind, id)
+                .or_else(|| s.server().and_then(|i| self.io.net.servers.site(i)));
+            listing.add(kind, id, referenced, receiving || sending, site);
         }
         ops
     }
