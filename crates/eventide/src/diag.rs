@@ -439,7 +439,11 @@ impl Loop {
         if matches!(self.call_mode, CallMode::Plain) {
             None
         } else {
-            self.site_of(kind, id)
+            self.site_of(kind, id).or_else(|| match kind {
+                // An accepted connection: its listener's site, as listed.
+                Kind::Stream => self.accepted_site(id),
+                _ => None,
+            })
         }
     }
 

@@ -165,6 +165,42 @@ fn panic_out_of_run_still_reported(backend: BackendKind) {
     assert_incident(&got, Kind::NextTick, line);
 }
 
+/// A callback of an accepted connection (its data callback, blocking) is
+/// reported with its listener's site: a connection has no call of its own.
+fn accepted_connection_reported_at_its_listeners_site(backend: BackendKind) {
+    use eventide::net::ListenOptions;
+    let Some((mut lp, reports)) = detecting_loop(backend) else {
+        return;
+    };
+    let any = "127.0.0.1:0".parse().unwrap();
+    let line = line!() + 1;
+    let listener = lp.tcp_listen(any, ListenOptions::default(), |lp, accepted| {
+        let stream = accepted.expect("accepted");
+        let listener = lp.state_mut::<Option<eventide::net::TcpListener>>();
+        if let Some(listener) = listener.and_then(Option::take) {
+            listener.close(lp);
+        }
+        stream.read_start(
+            lp,
+            |_, _, _| util::spin(300),
+            |lp, stream, _| {
+                stream.close(lp);
+            },
+        );
+    });
+    let listener = listener.expect("listen");
+    let addr = listener.local_addr(&lp).expect("its address");
+    lp.insert_state(Some(listener));
+    lp.tcp_connect(addr, move |lp, connected| {
+        let client = connected.expect("connected");
+        client.write(lp, b"block".to_vec(), |_, r| r.expect("written"));
+        client.end(lp);
+    })
+    .expect("connect");
+    util::run_within(&mut lp, Duration::from_secs(20));
+    assert_incident(&wait_for(&reports, 2), Kind::Stream, line);
+}
+
 macro_rules! every_backend {
     ($($name:ident),* $(,)?) => {
         $(
@@ -187,6 +223,7 @@ macro_rules! every_backend {
 }
 
 every_backend!(
+    accepted_connection_reported_at_its_listeners_site,
     reports_once_per_incident,
     short_callbacks_not_reported,
     panicking_callback_reported_loop_goes_on,

@@ -1858,6 +1858,17 @@ impl Stream {
 impl Loop {
     /// The streams, for [`Loop::handles`]; returns how many of the socket
     /// operations counted in `Io::sockets` they account for.
+    /// The site of the listener that accepted the stream numbered `id`
+    /// (`slab::raw`), if it was accepted.
+    pub(crate) fn accepted_site(&self, id: u64) -> Option<crate::diag::Site> {
+        let slot = SlotId {
+            index: id as u32,
+            generation: (id >> 32) as u32,
+        };
+        let s = self.io.net.streams.get(self.io.net.key(slot))?;
+        s.server().and_then(|i| self.io.net.servers.site(i))
+    }
+
     pub(crate) fn list_streams(&self, listing: &mut crate::diag::Listing) -> usize {
         let mut ops = 0;
         for (slot, s) in self.io.net.streams.iter() {
@@ -1868,9 +1879,7 @@ impl Loop {
             ops += usize::from(receiving) + usize::from(sending);
             let kind = crate::diag::Kind::Stream;
             // An accepted connection: its listener's site.
-            let site = self
-                .site_of(kind, id)
-                .or_else(|| s.server().and_then(|i| self.io.net.servers.site(i)));
+            let site = self.site_of(kind, id).or_else(|| self.accepted_site(id));
             listing.add(kind, id, referenced, receiving || sending, site);
         }
         ops
