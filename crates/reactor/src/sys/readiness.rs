@@ -324,7 +324,7 @@ impl<S: Selector> Readiness<S> {
                             out.push_back(c);
                             return Ok(());
                         }
-                        Step::Again(_) => unreachable!("send is single-shot"),
+                        Step::Again(..) => unreachable!("send is single-shot"),
                     }
                 }
                 self.q.enqueue(token, entry.kind, W);
@@ -719,7 +719,16 @@ impl Queues {
     }
 
     /// Runs the head of one of `fd`'s queues while its calls do not block.
+    ///
+    /// A multishot receive reads again in the same turn while each read
+    /// fills its buffer (at most `BURST` reads), as libuv's `uv__read`
+    /// does: a full buffer says more may be waiting, a short one that the
+    /// descriptor is (very likely) empty, so neither an `EAGAIN` call nor
+    /// an `epoll_wait` per buffer is spent. W12 (1 GiB through `cat`)
+    /// read its 64 KiB buffers one per turn before: about 16,400 waits
+    /// per GiB to libuv's 4,300.
     fn run_queue(&mut self, fd: RawFd, dir: u8, ready: u8, out: &mut VecDeque<Completion>) {
+        let mut burst = 0;
         loop {
             let head = self.fds[fd as usize].head(dir);
             if head == 0 {
@@ -736,9 +745,12 @@ impl Queues {
                     self.unqueue(fd, key);
                     self.parked.push_back(key);
                 }
-                Step::Again(c) => {
+                Step::Again(c, full) => {
                     out.push_back(c);
-                    return;
+                    burst += 1;
+                    if !full || burst == BURST {
+                        return;
+                    }
                 }
                 Step::Done(res, buf) => {
                     let token = entry.token;
@@ -750,14 +762,20 @@ impl Queues {
     }
 }
 
+/// How many reads a multishot receive makes in one turn at most while
+/// each fills its buffer (libuv's `uv__read` makes 32), so that one busy
+/// descriptor does not hold the loop.
+const BURST: usize = 32;
+
 /// What one attempt at an operation's system call gave.
 enum Step {
     /// Not ready after all: keep waiting.
     Block,
     /// The final completion: the entry is finished.
     Done(io::Result<usize>, Option<Vec<u8>>),
-    /// One completion of a multishot operation, which stays armed.
-    Again(Completion),
+    /// One completion of a multishot operation, which stays armed; and
+    /// whether it filled its buffer (another call may find more at once).
+    Again(Completion, bool),
     /// No buffer to receive into (lending budget spent): wait for one.
     Park,
 }
@@ -898,7 +916,7 @@ fn read_into(fd: RawFd, buf: &mut Vec<u8>) -> Option<io::Result<usize>> {
     Some(res)
 }
 
-/// Tries `entry`'s system call once (or a burst, for multishot ones).
+/// Tries `entry`'s system call once.
 fn attempt(entry: &mut Entry, ready: u8, bufs: &mut MultiBufs) -> Step {
     let token = entry.token;
     match &mut entry.kind {
@@ -911,7 +929,7 @@ fn attempt(entry: &mut Entry, ready: u8, bufs: &mut MultiBufs) -> Step {
             Some(Ok(newfd)) => {
                 let mut c = Completion::new(token, Ok(newfd));
                 c.more = true;
-                Step::Again(c)
+                Step::Again(c, false)
             }
             Some(Err(e)) => Step::Done(Err(e), None),
         },
@@ -940,9 +958,10 @@ fn attempt(entry: &mut Entry, ready: u8, bufs: &mut MultiBufs) -> Step {
                 }
                 Some(Ok(n)) => {
                     bufs.lend();
+                    let full = n == buf.capacity();
                     let mut c = Completion::new(token, Ok(n)).with_buf(Some(buf));
                     c.more = true;
-                    Step::Again(c)
+                    Step::Again(c, full)
                 }
                 Some(Err(e)) => {
                     bufs.keep(buf);
