@@ -326,6 +326,96 @@ fn stdin_to_cat_and_back(lp: &mut Loop) {
     assert_eq!(*got.borrow(), data);
 }
 
+/// `SO_SNDBUF` of a socket.
+fn send_buffer(fd: std::os::fd::RawFd) -> usize {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `v` and `len` are valid for writes, `len` holds `v`'s size.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&raw mut v).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(r, 0, "getsockopt: {}", std::io::Error::last_os_error());
+    v as usize
+}
+
+/// The writing end of a piped stdio asks for a 256 KiB send buffer (W12:
+/// fewer sleeps of reader and writer), which Linux doubles and caps at
+/// `net.core.wmem_max`: the loop's end of stdin has it; the child's end of
+/// stdout has it too, so a child writes 256 KiB and goes on (its stderr
+/// says so) before anyone reads its stdout, where the default 208 KiB
+/// would hold it.
+fn piped_stdio_has_a_larger_send_buffer(lp: &mut Loop) {
+    if !cfg!(target_os = "linux") {
+        return; // Linux's doubling and `/proc/sys` are assumed below.
+    }
+    let wmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/wmem_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let want = 2 * wmem_max.min(256 * 1024);
+    let opts = piped("sh")
+        .args(["-c", "head -c 262144 /dev/zero; echo done >&2"])
+        .stdin(Stdio::Pipe);
+    let child = lp.spawn(opts, |_, st| assert!(st.success())).unwrap();
+    let stdin = child.stdin().unwrap();
+    assert_eq!(send_buffer(stdin.stream().raw_fd(lp).unwrap()), want);
+    stdin.end(lp);
+    // Read stdout only once the child said it wrote everything (or, where
+    // it could not, after 10 s, so that the test ends and fails).
+    let said = Rc::new(Cell::new(false));
+    let out = Rc::new(Cell::new(0usize));
+    let stdout = child.stdout().unwrap();
+    let read_stdout = {
+        let out = Rc::clone(&out);
+        move |lp: &mut Loop| {
+            let out = Rc::clone(&out);
+            stdout.read_start(
+                lp,
+                move |_, _, d| out.set(out.get() + d.len()),
+                |_, _, e| e.unwrap(),
+            );
+        }
+    };
+    let started = Rc::new(Cell::new(false));
+    let start = {
+        let started = Rc::clone(&started);
+        move |lp: &mut Loop| {
+            if !started.replace(true) {
+                read_stdout(lp);
+            }
+        }
+    };
+    let start = Rc::new(start);
+    let (s, st, reading) = (Rc::clone(&said), Rc::clone(&start), Rc::clone(&started));
+    child.stderr().unwrap().read_start(
+        lp,
+        move |lp, _, d| {
+            if d.ends_with(b"done\n") {
+                // Said before its stdout was read (not after the timer).
+                s.set(!reading.get());
+                st(lp);
+            }
+        },
+        |_, _, e| e.unwrap(),
+    );
+    let st = Rc::clone(&start);
+    let timer = lp.set_timeout(Duration::from_secs(10), move |lp| st(lp));
+    lp.unref_timer(timer);
+    run_within(lp, LIMIT);
+    assert!(
+        said.get(),
+        "the child wrote 256 KiB before its stdout was read"
+    );
+    assert_eq!(out.get(), 262_144);
+}
+
 /// `unref`: a child's exit does not keep the loop alive; `set_ref(true)`
 /// makes it so again, and the exit is then observed and reaped.
 fn unref_child_lets_the_loop_end(lp: &mut Loop) {
@@ -463,6 +553,7 @@ on_every_backend!(
     loop_descriptors_do_not_leak_into_children,
     exec_file_collects_times_out_and_limits,
     stdin_to_cat_and_back,
+    piped_stdio_has_a_larger_send_buffer,
 );
 
 /// `pipe2(2)`; macOS has none: `pipe(2)`, then the same flags by `fcntl`.

@@ -63,6 +63,11 @@ const SPURIOUS: u8 = 4;
 const MORE_R: u8 = 8;
 /// More than one writer waits: the rest are in `Queues::more`.
 const MORE_W: u8 = 16;
+/// A send on it wrote part of its bytes in this turn: the socket's buffer
+/// is full, so the next send of the turn waits for writability rather
+/// than trying at once (which would be an `EAGAIN`: 2,048 calls per GiB
+/// in W12). Cleared before the next wait (the descriptor is made dirty).
+const FULL: u8 = 32;
 
 /// What differs between the readiness backends: the OS interface that
 /// watches descriptors. Interest is a set of directions (`R`, `W`), always
@@ -313,18 +318,23 @@ impl<S: Selector> Readiness<S> {
                     .q
                     .fds
                     .get(fd as usize)
-                    .is_none_or(|s| s.writer.is_none());
+                    .is_none_or(|s| s.writer.is_none() && s.flags & FULL == 0);
                 let mut entry = Entry { token, kind };
                 if idle {
+                    let len = send_len(&entry.kind);
                     match attempt(&mut entry, W, &mut self.q.bufs) {
                         Step::Block | Step::Park => {}
                         Step::Done(res, buf) => {
+                            if matches!(res, Ok(n) if n < len) {
+                                self.q.fd_state(fd).flags |= FULL;
+                                self.q.mark_dirty(fd);
+                            }
                             let owner = entry.kind.take_owner();
                             let c = Completion::new(token, res).with_buf(buf).with_owner(owner);
                             out.push_back(c);
                             return Ok(());
                         }
-                        Step::Again(_) => unreachable!("send is single-shot"),
+                        Step::Again(..) => unreachable!("send is single-shot"),
                     }
                 }
                 self.q.enqueue(token, entry.kind, W);
@@ -387,7 +397,7 @@ impl<S: Selector> Readiness<S> {
     fn update_interest(&mut self, fd: RawFd, out: &mut VecDeque<Completion>) {
         let sel = &mut self.sel;
         let st = &mut self.q.fds[fd as usize];
-        st.flags &= !DIRTY;
+        st.flags &= !(DIRTY | FULL);
         let want = st.want();
         if want == st.registered || (want & !st.registered == 0 && st.flags & SPURIOUS == 0) {
             return;
@@ -735,7 +745,16 @@ impl Queues {
     }
 
     /// Runs the head of one of `fd`'s queues while its calls do not block.
+    ///
+    /// A multishot receive reads again in the same turn while each read
+    /// fills its buffer (at most `BURST` reads), as libuv's `uv__read`
+    /// does: a full buffer says more may be waiting, a short one that the
+    /// descriptor is (very likely) empty, so neither an `EAGAIN` call nor
+    /// an `epoll_wait` per buffer is spent. W12 (1 GiB through `cat`)
+    /// read its 64 KiB buffers one per turn before: about 16,400 waits
+    /// per GiB to libuv's 4,300.
     fn run_queue(&mut self, fd: RawFd, dir: u8, ready: u8, out: &mut VecDeque<Completion>) {
+        let mut burst = 0;
         loop {
             let head = self.fds[fd as usize].head(dir);
             if head == 0 {
@@ -746,25 +765,42 @@ impl Queues {
                 self.unqueue(fd, key);
                 continue;
             };
+            let len = if dir == W { send_len(&entry.kind) } else { 0 };
             match attempt(entry, ready, &mut self.bufs) {
                 Step::Block => return,
                 Step::Park => {
                     self.unqueue(fd, key);
                     self.parked.push_back(key);
                 }
-                Step::Again(c) => {
+                Step::Again(c, full) => {
                     out.push_back(c);
-                    return;
+                    burst += 1;
+                    if !full || burst == BURST {
+                        return;
+                    }
                 }
                 Step::Done(res, buf) => {
                     let token = entry.token;
+                    let short = matches!(res, Ok(n) if n < len);
                     self.unqueue(fd, key);
                     self.finish(key, token, res, buf, out);
+                    if short {
+                        // The socket is full: the next send waits for it
+                        // (`unqueue` made the descriptor dirty, so this is
+                        // cleared before the next wait).
+                        self.fds[fd as usize].flags |= FULL;
+                        return;
+                    }
                 }
             }
         }
     }
 }
+
+/// How many reads a multishot receive makes in one turn at most while
+/// each fills its buffer (libuv's `uv__read` makes 32), so that one busy
+/// descriptor does not hold the loop.
+const BURST: usize = 32;
 
 /// What one attempt at an operation's system call gave.
 enum Step {
@@ -772,8 +808,9 @@ enum Step {
     Block,
     /// The final completion: the entry is finished.
     Done(io::Result<usize>, Option<Vec<u8>>),
-    /// One completion of a multishot operation, which stays armed.
-    Again(Completion),
+    /// One completion of a multishot operation, which stays armed; and
+    /// whether it filled its buffer (another call may find more at once).
+    Again(Completion, bool),
     /// No buffer to receive into (lending budget spent): wait for one.
     Park,
 }
@@ -802,6 +839,14 @@ fn at_end_of_stream(fd: RawFd) -> bool {
         ))
     };
     matches!(r, Ok(0))
+}
+
+/// How many bytes a send has left to write (0 for other operations).
+fn send_len(kind: &OpKind) -> usize {
+    match kind {
+        OpKind::Send { buf, from, .. } => buf.as_slice().len().saturating_sub(*from),
+        _ => 0,
+    }
 }
 
 /// The descriptor an operation waits on. Path operations never get here
@@ -914,7 +959,7 @@ fn read_into(fd: RawFd, buf: &mut Vec<u8>) -> Option<io::Result<usize>> {
     Some(res)
 }
 
-/// Tries `entry`'s system call once (or a burst, for multishot ones).
+/// Tries `entry`'s system call once.
 fn attempt(entry: &mut Entry, ready: u8, bufs: &mut MultiBufs) -> Step {
     let token = entry.token;
     match &mut entry.kind {
@@ -927,7 +972,7 @@ fn attempt(entry: &mut Entry, ready: u8, bufs: &mut MultiBufs) -> Step {
             Some(Ok(newfd)) => {
                 let mut c = Completion::new(token, Ok(newfd));
                 c.more = true;
-                Step::Again(c)
+                Step::Again(c, false)
             }
             Some(Err(e)) => Step::Done(Err(e), None),
         },
@@ -956,9 +1001,10 @@ fn attempt(entry: &mut Entry, ready: u8, bufs: &mut MultiBufs) -> Step {
                 }
                 Some(Ok(n)) => {
                     bufs.lend();
+                    let full = n == buf.capacity();
                     let mut c = Completion::new(token, Ok(n)).with_buf(Some(buf));
                     c.more = true;
-                    Step::Again(c)
+                    Step::Again(c, full)
                 }
                 Some(Err(e)) => {
                     bufs.keep(buf);
