@@ -17,7 +17,18 @@ mod util;
 
 use eventide_reactor::{BackendKind, Op, Reactor, Token};
 use std::os::fd::RawFd;
+use std::sync::Mutex;
 use util::*;
+
+/// The cases run one at a time: `a_reused_descriptor_number_sends_at_once`
+/// counts on the lowest free descriptor number being its own.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Runs `case` on `kind`, alone in this binary.
+fn serial(kind: BackendKind, case: fn(&mut Reactor)) {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    run(kind, case);
+}
 
 /// `read_multi`'s buffer size (the reactor's `READ_BUF_SIZE`).
 const BUF: usize = 64 * 1024;
@@ -145,9 +156,41 @@ fn after_a_short_send_the_next_waits_for_writability(r: &mut Reactor) {
     close(b);
 }
 
+/// The flag a short send leaves is the descriptor's, not its number's: a
+/// socket closed through the reactor in the same turn and a new one with
+/// the same number sends at once.
+fn a_reused_descriptor_number_sends_at_once(r: &mut Reactor) {
+    let (a, b) = socketpair();
+    r.submit(Token(1), Op::send(a, pattern(1, 16 << 20)))
+        .unwrap();
+    let n = *r.completions().next().unwrap().result.as_ref().unwrap();
+    assert!(n < 16 << 20, "a short send: {n}");
+    r.submit(Token(2), Op::close(a)).unwrap();
+    assert!(r.completions().next().unwrap().result.is_ok());
+    let (c, d) = socketpair();
+    assert_eq!(c, a, "the lowest free number is reused");
+    r.submit(Token(3), Op::send(c, pattern(2, 1000))).unwrap();
+    let sent: Vec<_> = r.completions().collect();
+    assert_eq!(sent.len(), 1, "tried at submit");
+    assert_eq!(*sent[0].result.as_ref().unwrap(), 1000);
+    for fd in [b, c, d] {
+        close(fd);
+    }
+}
+
+#[test]
+fn a_reused_descriptor_number_sends_at_once_epoll() {
+    serial(BackendKind::Epoll, a_reused_descriptor_number_sends_at_once);
+}
+
+#[test]
+fn a_reused_descriptor_number_sends_at_once_poll() {
+    serial(BackendKind::Poll, a_reused_descriptor_number_sends_at_once);
+}
+
 #[test]
 fn after_a_short_send_the_next_waits_for_writability_epoll() {
-    run(
+    serial(
         BackendKind::Epoll,
         after_a_short_send_the_next_waits_for_writability,
     );
@@ -155,7 +198,7 @@ fn after_a_short_send_the_next_waits_for_writability_epoll() {
 
 #[test]
 fn after_a_short_send_the_next_waits_for_writability_poll() {
-    run(
+    serial(
         BackendKind::Poll,
         after_a_short_send_the_next_waits_for_writability,
     );
@@ -163,10 +206,10 @@ fn after_a_short_send_the_next_waits_for_writability_poll() {
 
 #[test]
 fn one_wait_takes_every_full_buffer_epoll() {
-    run(BackendKind::Epoll, one_wait_takes_every_full_buffer);
+    serial(BackendKind::Epoll, one_wait_takes_every_full_buffer);
 }
 
 #[test]
 fn one_wait_takes_every_full_buffer_poll() {
-    run(BackendKind::Poll, one_wait_takes_every_full_buffer);
+    serial(BackendKind::Poll, one_wait_takes_every_full_buffer);
 }

@@ -366,7 +366,7 @@ impl<S: Selector> Readiness<S> {
             // `fd` is still open here (it is closed right after).
             self.sel.delete(fd);
         }
-        st.flags &= !(REGISTERED | SPURIOUS);
+        st.flags &= !(REGISTERED | SPURIOUS | FULL);
         st.registered = 0;
     }
 
