@@ -67,7 +67,7 @@ use std::time::{Duration, Instant};
 use crate::handle::Shared;
 use crate::net::Stream;
 use crate::task::{try_with_loop, with_loop};
-use crate::{Error, Loop, Result, TimerId};
+use crate::{BackendKind, Error, Loop, Result, TimerId};
 
 /// What a [`HyperStream`] shares with its stream's callbacks.
 #[derive(Default)]
@@ -129,7 +129,8 @@ fn to_io(error: &Error) -> io::Error {
 ///   reading stops until hyper has taken them (backpressure towards the
 ///   peer). The peer's end is a read of nothing; a reset is an error.
 /// - **Writing** sends what the kernel takes at once
-///   ([`Stream::try_write`], while nothing is queued) and queues the rest
+///   ([`Stream::try_write`], while nothing is queued; not on io_uring,
+///   where a queued send joins the loop's next submission) and queues the rest
 ///   on the stream ([`Stream::write`]), returning at once while the write
 ///   queue is below its high-water mark; at the mark, a write waits for
 ///   the queue's drain. hyper gathers a response (head and body) in its
@@ -293,7 +294,14 @@ impl HyperStream {
             // while queued bytes are still going out, so nothing
             // overtakes them. Its errors change nothing: the queued
             // write below meets them again and reports them as a send's.
-            let sent = stream.try_write(lp, buf).unwrap_or(0);
+            // Not on io_uring: there a queued send rides the submission
+            // the loop makes anyway, with every other connection's (W13:
+            // 6% more CPU per request with a system call per response).
+            let sent = if lp.backend() == BackendKind::Uring {
+                0
+            } else {
+                stream.try_write(lp, buf).unwrap_or(0)
+            };
             if sent == buf.len() {
                 return Poll::Ready(Ok(sent));
             }
