@@ -17,6 +17,10 @@
 #   benches/run-http.sh                     3 rounds, backends uring epoll
 #   ROUNDS=5 DURATION=10s benches/run-http.sh
 #   BACKENDS="uring epoll poll" benches/run-http.sh
+#   BASE_BIN=/tmp/http_server.old benches/run-http.sh
+#                                           adds rows base-<backend>: another
+#                                           build of the example (say, the
+#                                           commit before a change), for A/B
 #
 # Needs: cargo, node, python3, taskset; installs Debian's `wrk` with
 # apt-get if it is missing. Builds the example with cargo build --release
@@ -114,6 +118,9 @@ for round in $(seq 1 "$rounds"); do
   echo "== round $round/$rounds" >&2
   for b in "${backends[@]}"; do
     EVENTIDE_BACKEND="$b" bench "eventide-$b" "$eventide_bin" "127.0.0.1:$port"
+    if [ -n "${BASE_BIN:-}" ]; then
+      EVENTIDE_BACKEND="$b" bench "base-$b" "$BASE_BIN" "127.0.0.1:$port"
+    fi
   done
   bench tokio "$tokio_bin" "127.0.0.1:$port"
   bench node node "$peers/node/w13_http.js" "127.0.0.1:$port"
@@ -136,8 +143,8 @@ def ratio(system, peer):
 print()
 print('| system | reqs per server CPU-s | requests/s | p99 latency (ms) | vs tokio | vs node |')
 print('|---|---|---|---|---|---|')
-for s in sorted(rows, key=lambda s: (not s.startswith('eventide'), s)):
-    mine = s.startswith('eventide')
+for s in sorted(rows, key=lambda s: (not s.startswith(('eventide', 'base')), s)):
+    mine = s.startswith(('eventide', 'base'))
     print(f"| {s} | {med(s, 'value'):.0f} | {med(s, 'rps'):.0f} | {med(s, 'p99_ms'):.2f} "
           f"| {ratio(s, 'tokio') if mine else ''} | {ratio(s, 'node') if mine or s == 'tokio' else ''} |")
 print(f'\n(medians over rounds; ratios are medians of per-round ratios; {sys.argv[1]})')

@@ -294,10 +294,12 @@ fn set_waker(slot: &mut Option<Waker>, cx: &Context<'_>) {
 ///   buffered, reading stops ([`Stream::read_stop`]) until the reader has
 ///   taken them: backpressure towards the peer, as a paused Node socket.
 ///   `Ok(0)` is the peer's end; a reset is an error.
-/// - **Writing** queues the bytes ([`Stream::write`]) and returns at once
-///   while the write queue is under its high-water mark; once the mark is
-///   reached a write waits for the queue's `drain`. `flush` waits until
-///   every queued write is out; `close` flushes and shuts the writing side
+/// - **Writing** sends what the kernel takes at once
+///   ([`Stream::try_write`], while nothing is queued) and queues the rest
+///   ([`Stream::write`]), returning at once while the write queue is
+///   under its high-water mark; once the mark is reached a write waits
+///   for the queue's `drain`. `flush` waits until every queued write is
+///   out; `close` flushes and shuts the writing side
 ///   ([`Stream::shutdown`]).
 /// - **Dropping** it ends the stream gracefully ([`Stream::end`], Node's
 ///   `socket.end()`): queued writes still go out. [`AsyncStream::close`]
@@ -434,10 +436,20 @@ impl AsyncStream {
                 }
                 return Poll::Pending;
             }
+            // Straight to the kernel while nothing is queued (libuv's
+            // `uv_try_write`): no copy, no queued request, nothing for
+            // `flush` to wait for. `try_write` refuses (EAGAIN) while
+            // queued bytes are still going out, so nothing overtakes
+            // them; its other errors change nothing, and the queued
+            // write below meets them again and reports them.
+            let sent = stream.try_write(lp, buf).unwrap_or(0);
+            if sent == buf.len() {
+                return Poll::Ready(Ok(sent));
+            }
             io.writes += 1;
             drop(io);
             let written_io = Rc::clone(&self.io);
-            stream.write(lp, buf.to_vec(), move |_, result| {
+            stream.write(lp, buf[sent..].to_vec(), move |_, result| {
                 let mut io = written_io.borrow_mut();
                 io.writes -= 1;
                 if let Err(error) = result
