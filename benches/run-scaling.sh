@@ -7,7 +7,9 @@
 # current_thread) too; and the floor: the same server on 1 and on 2 threads
 # written straight on raw epoll in C (benches/peers/floor/echo_reuseport.c,
 # one epoll set and one SO_REUSEPORT listener per thread), which says what
-# the second thread costs on this machine with no library at all. Back to
+# the second thread costs on this machine with no library at all (and on 2
+# threads pinned one per CPU: what the scheduler's placement costs; the
+# eventide 2-loop server pinned the same way, --pin, is a row too). Back to
 # back in one run; then a table of medians and of the medians of the
 # same-round ratios.
 #
@@ -91,11 +93,13 @@ if want_system eventide; then
   for b in "${backends[@]}"; do
     runs+=("eventide-$b-1loop|0|$bin echo-server --backend $b")
     runs+=("eventide-$b-2loops|0,1|$bin echo-server --backend $b --loops 2")
+    runs+=("eventide-$b-2loops-pinned|0,1|$bin echo-server --backend $b --loops 2 --pin")
   done
 fi
 if want_system floor; then
   runs+=("floor-epoll-1thread|0|$floor --threads 1")
   runs+=("floor-epoll-2threads|0,1|$floor --threads 2")
+  runs+=("floor-epoll-2threads-pinned|0,1|$floor --threads 2 --pin")
 fi
 if want_system node; then
   runs+=("node-1proc|0|node $anchors/io/node/echo_server.js")
@@ -267,8 +271,8 @@ def ratio(a, b):
 
 systems = []
 for b in backends:
-    systems += [f"eventide-{b}-1loop", f"eventide-{b}-2loops"]
-systems += ["floor-epoll-1thread", "floor-epoll-2threads",
+    systems += [f"eventide-{b}-1loop", f"eventide-{b}-2loops", f"eventide-{b}-2loops-pinned"]
+systems += ["floor-epoll-1thread", "floor-epoll-2threads", "floor-epoll-2threads-pinned",
             "node-1proc", "node-cluster-2", "tokio-current_thread", "tokio-multi_thread-2"]
 print("Medians: messages per server CPU-second (all threads and processes of the server),")
 print("server CPU % (100 = one core) and messages per second:")
@@ -300,24 +304,27 @@ for b in backends:
 print()
 print("Scaling of the floor and the peers (2 threads or workers / 1):")
 print()
-print("| case | floor (raw epoll) 2 / 1 | node cluster 2 / node 1 | tokio multi_thread 2 / current_thread |")
-print("|---|---:|---:|---:|")
+print("| case | floor (raw epoll) 2 / 1 | floor 2 pinned / 1 | node cluster 2 / node 1 | tokio multi_thread 2 / current_thread |")
+print("|---|---:|---:|---:|---:|")
 for c in cases:
     print(f"| {c} | {ratio(vals(c, 'floor-epoll-2threads'), vals(c, 'floor-epoll-1thread'))} | "
+          f"{ratio(vals(c, 'floor-epoll-2threads-pinned'), vals(c, 'floor-epoll-1thread'))} | "
           f"{ratio(vals(c, 'node-cluster-2'), vals(c, 'node-1proc'))} | "
           f"{ratio(vals(c, 'tokio-multi_thread-2'), vals(c, 'tokio-current_thread'))} |")
 print()
 print("eventide beside the floor: 2 loops / 1 loop, the floor's 2 threads / 1 thread,")
 print("and 1 loop and 2 loops / the floor's 1 and 2 threads:")
 print()
-print("| backend | case | eventide 2 / 1 | floor 2 / 1 | 1 loop / floor 1 | 2 loops / floor 2 |")
-print("|---|---|---:|---:|---:|---:|")
+print("| backend | case | eventide 2 / 1 | floor 2 / 1 | eventide 2 pinned / 1 | floor 2 pinned / 1 | 1 loop / floor 1 | 2 loops / floor 2 | 2 pinned / floor 2 pinned |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
 f1 = {c: vals(c, "floor-epoll-1thread") for c in cases}
 f2 = {c: vals(c, "floor-epoll-2threads") for c in cases}
+f2p = {c: vals(c, "floor-epoll-2threads-pinned") for c in cases}
 for b in backends:
     for c in cases:
         one, two = vals(c, f"eventide-{b}-1loop"), vals(c, f"eventide-{b}-2loops")
-        print(f"| {b} | {c} | {ratio(two, one)} | {ratio(f2[c], f1[c])} | "
-              f"{ratio(one, f1[c])} | {ratio(two, f2[c])} |")
+        twop = vals(c, f"eventide-{b}-2loops-pinned")
+        print(f"| {b} | {c} | {ratio(two, one)} | {ratio(f2[c], f1[c])} | {ratio(twop, one)} | "
+              f"{ratio(f2p[c], f1[c])} | {ratio(one, f1[c])} | {ratio(two, f2[c])} | {ratio(twop, f2p[c])} |")
 EOF
 exit $failed

@@ -6,7 +6,14 @@
  * second thread's cost per message is the kernel's and the scheduler's,
  * with no event loop library at all.
  *
- * usage: echo_reuseport [--threads N] PORT LIFETIME_S     (N: 1 to 64, default 1)
+ * usage: echo_reuseport [--threads N] [--pin] PORT LIFETIME_S   (N: 1 to 64, default 1)
+ *
+ * --pin: thread i runs only on the i-th CPU of the process's affinity set
+ * (modulo its size; sched_setaffinity), instead of wherever the scheduler
+ * puts it. Without it, on 2 cores with the load generator on one of them,
+ * the kernel's wake-up placement (the load generator's sync wake-ups pull
+ * the woken thread to its CPU) can stack both threads beside the load
+ * generator.
  *
  * Every thread: one level-triggered epoll set holding its listener, a timerfd
  * (its lifetime) and its connections. The listener is nonblocking; on
@@ -29,6 +36,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -50,7 +58,7 @@ typedef struct {
 } pending_t;
 
 typedef struct {
-    int index, ep, lfd, tfd;
+    int index, ep, lfd, tfd, cpu; /* cpu: -1 = not pinned */
     unsigned long long turns, events, reads, writes;
     char buf[BUF_SIZE];
 } worker_t;
@@ -173,6 +181,12 @@ static void on_writable(worker_t *w, int fd) {
 static void *run(void *arg) {
     worker_t *w = arg;
     struct epoll_event evs[MAX_EVENTS];
+    if (w->cpu >= 0) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(w->cpu, &set);
+        if (sched_setaffinity(0, sizeof set, &set) < 0) die("sched_setaffinity");
+    }
     for (;;) {
         int n = epoll_wait(w->ep, evs, MAX_EVENTS, -1);
         if (n < 0) {
@@ -225,15 +239,30 @@ static void setup(worker_t *w, int index, int port, int reuse_port) {
 }
 
 int main(int argc, char **argv) {
-    int threads = 1, arg = 1;
-    if (argc > 2 && strcmp(argv[1], "--threads") == 0) {
-        threads = atoi(argv[2]);
-        arg = 3;
+    int threads = 1, pin = 0, arg = 1;
+    for (;;) {
+        if (argc - arg > 1 && strcmp(argv[arg], "--threads") == 0) {
+            threads = atoi(argv[arg + 1]);
+            arg += 2;
+        } else if (argc - arg > 0 && strcmp(argv[arg], "--pin") == 0) {
+            pin = 1;
+            arg += 1;
+        } else {
+            break;
+        }
     }
     if (argc - arg != 2 || threads < 1 || threads > MAX_THREADS) {
-        fprintf(stderr, "usage: echo_reuseport [--threads N] PORT LIFETIME_S   (N: 1 to %d)\n",
+        fprintf(stderr,
+                "usage: echo_reuseport [--threads N] [--pin] PORT LIFETIME_S   (N: 1 to %d)\n",
                 MAX_THREADS);
         return 64;
+    }
+    int cpus[CPU_SETSIZE], ncpus = 0;
+    if (pin) {
+        cpu_set_t allowed;
+        if (sched_getaffinity(0, sizeof allowed, &allowed) < 0) die("sched_getaffinity");
+        for (int c = 0; c < CPU_SETSIZE; c++)
+            if (CPU_ISSET(c, &allowed)) cpus[ncpus++] = c;
     }
     int port = atoi(argv[arg]);
     lifetime_s = atoi(argv[arg + 1]);
@@ -256,9 +285,13 @@ int main(int argc, char **argv) {
 
     worker_t *ws = calloc((size_t)threads, sizeof *ws);
     if (!ws) die("calloc");
-    for (int i = 0; i < threads; i++) setup(&ws[i], i, port, threads > 1);
-    fprintf(stderr, "echo_reuseport: listening on 127.0.0.1:%d, %d thread%s%s, for %d s\n", port,
-            threads, threads > 1 ? "s" : "", threads > 1 ? ", SO_REUSEPORT" : "", lifetime_s);
+    for (int i = 0; i < threads; i++) {
+        setup(&ws[i], i, port, threads > 1);
+        ws[i].cpu = pin ? cpus[i % ncpus] : -1;
+    }
+    fprintf(stderr, "echo_reuseport: listening on 127.0.0.1:%d, %d thread%s%s%s, for %d s\n", port,
+            threads, threads > 1 ? "s" : "", threads > 1 ? ", SO_REUSEPORT" : "",
+            pin ? ", pinned" : "", lifetime_s);
 
     pthread_t tids[MAX_THREADS];
     for (int i = 1; i < threads; i++) {
