@@ -275,16 +275,19 @@ for b in backends:
 systems += ["floor-epoll-1thread", "floor-epoll-2threads", "floor-epoll-2threads-pinned",
             "node-1proc", "node-cluster-2", "tokio-current_thread", "tokio-multi_thread-2"]
 print("Medians: messages per server CPU-second (all threads and processes of the server),")
-print("server CPU % (100 = one core) and messages per second:")
+print("server CPU % (100 = one core), messages per second, and the share of both CPUs")
+print("taken by other processes meanwhile (the load generator's others_cpu_pct; a quiet")
+print("machine shows a few %):")
 print()
-print("| system | " + " | ".join(f"{c} msgs/CPU-s | {c} CPU % | {c} msgs/s" for c in cases) + " |")
-print("|---|" + "---:|" * (3 * len(cases)))
+print("| system | " + " | ".join(f"{c} msgs/CPU-s | {c} CPU % | {c} msgs/s | {c} others %" for c in cases) + " |")
+print("|---|" + "---:|" * (4 * len(cases)))
 for s in systems:
     cells = []
     for c in cases:
         cells.append(fmt(med(vals(c, s)), "k"))
         cells.append(fmt(med(cpu_pct(c, s))))
         cells.append(fmt(med(vals(c, s, "value")), "k"))
+        cells.append(fmt(med(vals(c, s, "others_cpu_pct"))))
     print(f"| {s} | " + " | ".join(cells) + " |")
 print()
 print("Ratios of messages per server CPU-second, median of the same-round ratios")
