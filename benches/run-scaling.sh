@@ -7,9 +7,9 @@
 # current_thread) too; and the floor: the same server on 1 and on 2 threads
 # written straight on raw epoll in C (benches/peers/floor/echo_reuseport.c,
 # one epoll set and one SO_REUSEPORT listener per thread), which says what
-# the second thread costs on this machine with no library at all (and on 2
-# threads pinned one per CPU: what the scheduler's placement costs; the
-# eventide 2-loop server pinned the same way, --pin, is a row too). Back to
+# the second thread costs on this machine with no library at all. With
+# PINNED=1, also the floor's 2 threads and eventide's 2 loops pinned one per
+# CPU (--pin): what the scheduler's placement costs or saves. Back to
 # back in one run; then a table of medians and of the medians of the
 # same-round ratios.
 #
@@ -19,6 +19,7 @@
 #   SECS=5 benches/run-scaling.sh             a shorter timed window (default 10)
 #   SYSTEMS="eventide floor" benches/run-scaling.sh   some systems only
 #                                             (of: eventide floor node tokio)
+#   PINNED=1 benches/run-scaling.sh           the pinned rows too
 #
 # The figure: echoed messages per CPU-second of the server, where the
 # server's CPU is user+sys of every thread of every process of it (for Node
@@ -50,6 +51,7 @@ rounds="${ROUNDS:-3}"
 secs="${SECS:-10}"
 read -ra backends <<<"${BACKENDS:-uring epoll}"
 read -ra systems <<<"${SYSTEMS:-eventide floor node tokio}"
+pinned="${PINNED:-}"
 want_system() { [[ " ${systems[*]} " == *" $1 "* ]]; }
 anchors_src="${ANCHORS_SRC:-$repo/../shared/anchors}"
 anchors=/tmp/anchors
@@ -93,13 +95,13 @@ if want_system eventide; then
   for b in "${backends[@]}"; do
     runs+=("eventide-$b-1loop|0|$bin echo-server --backend $b")
     runs+=("eventide-$b-2loops|0,1|$bin echo-server --backend $b --loops 2")
-    runs+=("eventide-$b-2loops-pinned|0,1|$bin echo-server --backend $b --loops 2 --pin")
+    [ -n "$pinned" ] && runs+=("eventide-$b-2loops-pinned|0,1|$bin echo-server --backend $b --loops 2 --pin")
   done
 fi
 if want_system floor; then
   runs+=("floor-epoll-1thread|0|$floor --threads 1")
   runs+=("floor-epoll-2threads|0,1|$floor --threads 2")
-  runs+=("floor-epoll-2threads-pinned|0,1|$floor --threads 2 --pin")
+  [ -n "$pinned" ] && runs+=("floor-epoll-2threads-pinned|0,1|$floor --threads 2 --pin")
 fi
 if want_system node; then
   runs+=("node-1proc|0|node $anchors/io/node/echo_server.js")
@@ -282,6 +284,8 @@ print()
 print("| system | " + " | ".join(f"{c} msgs/CPU-s | {c} CPU % | {c} msgs/s | {c} others %" for c in cases) + " |")
 print("|---|" + "---:|" * (4 * len(cases)))
 for s in systems:
+    if not any(vals(c, s) for c in cases):
+        continue  # not run
     cells = []
     for c in cases:
         cells.append(fmt(med(vals(c, s)), "k"))
