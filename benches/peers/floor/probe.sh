@@ -79,10 +79,10 @@ def parse(s):
         d[tid] = (int(u), int(st), " ".join(name))
     return d
 a, b = parse("""$t0"""), parse("""$t1""")
-print(f"server: {' '.join(sys.argv[0:0])}msgs={msgs:.0f} msgs/s={float(kv['value']):.0f} (loadgen CPU {kv.get('loadgen_cpu_pct')}%, others {kv.get('others_cpu_pct')}%)")
+print(f"server: msgs={msgs:.0f} msgs/s={float(kv['value']):.0f} (loadgen CPU {kv.get('loadgen_cpu_pct')}%, others {kv.get('others_cpu_pct')}%)")
 tu = ts = 0
-print("| thread | user us/msg | sys us/msg | msgs share (CPU) |")
-print("|---|---:|---:|---:|")
+print("| thread | user us/msg | sys us/msg | |")
+print("|---|---:|---:|---|")
 for tid, (u1, s1, name) in b.items():
     u0, s0, _ = a.get(tid, (0, 0, name))
     du, ds = (u1 - u0) / hz, (s1 - s0) / hz
