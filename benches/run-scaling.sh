@@ -4,13 +4,22 @@
 # on the port: SO_REUSEPORT), beside the peers in benches/peers/: Node
 # `cluster` with 2 workers and tokio `multi_thread` with 2 workers; for
 # reference, the single-threaded anchors' servers (node, tokio
-# current_thread) too. Back to back in one run; then a table of medians and
-# of the medians of the same-round ratios.
+# current_thread) too; and the floor: the same server on 1 and on 2 threads
+# written straight on raw epoll in C (benches/peers/floor/echo_reuseport.c,
+# one epoll set and one SO_REUSEPORT listener per thread), which says what
+# the second thread costs on this machine with no library at all. With
+# PINNED=1, also the floor's 2 threads and eventide's 2 loops pinned one per
+# CPU (--pin): what the scheduler's placement costs or saves. Back to
+# back in one run; then a table of medians and of the medians of the
+# same-round ratios.
 #
 #   benches/run-scaling.sh                    3 rounds, backends uring and epoll
 #   ROUNDS=1 benches/run-scaling.sh
 #   BACKENDS="epoll poll" benches/run-scaling.sh
 #   SECS=5 benches/run-scaling.sh             a shorter timed window (default 10)
+#   SYSTEMS="eventide floor" benches/run-scaling.sh   some systems only
+#                                             (of: eventide floor node tokio)
+#   PINNED=1 benches/run-scaling.sh           the pinned rows too
 #
 # The figure: echoed messages per CPU-second of the server, where the
 # server's CPU is user+sys of every thread of every process of it (for Node
@@ -25,11 +34,12 @@
 # servers on CPUs 0 and 1 (the scheduler places their threads), the anchors'
 # load generator on CPU 1, as in W5. Cases as W5: c50s512 and c500s64.
 #
-# Needs: gcc, cargo, node, python3, taskset. The anchors are copied to
+# Needs: gcc (with -pthread), cargo, node, python3, taskset. The anchors are copied to
 # /tmp/anchors when not there yet (ANCHORS_SRC, default ../shared/anchors
 # next to the repository); their load generator and tokio server are built
 # in place. Our binary: cargo build --release (CARGO_TARGET_DIR honoured);
-# benches/peers/tokio with cargo --release in its own target directory.
+# benches/peers/tokio with cargo --release in its own target directory;
+# the floor with gcc -O2 into <target>/floor/.
 # Every RESULT line, tagged round=N, is kept in $OUT (default
 # /tmp/scaling-<date>.txt). Exits 1 if any program failed or printed no
 # RESULT line.
@@ -40,6 +50,9 @@ peers="$repo/benches/peers"
 rounds="${ROUNDS:-3}"
 secs="${SECS:-10}"
 read -ra backends <<<"${BACKENDS:-uring epoll}"
+read -ra systems <<<"${SYSTEMS:-eventide floor node tokio}"
+pinned="${PINNED:-}"
+want_system() { [[ " ${systems[*]} " == *" $1 "* ]]; }
 anchors_src="${ANCHORS_SRC:-$repo/../shared/anchors}"
 anchors=/tmp/anchors
 out="${OUT:-/tmp/scaling-$(date +%Y%m%d-%H%M%S).txt}"
@@ -48,10 +61,18 @@ echo "== building eventide's workloads binary (cargo build --release)" >&2
 (cd "$repo" && cargo build --release --quiet -p eventide-benches --bin workloads) || exit 1
 bin="${CARGO_TARGET_DIR:-$repo/target}/release/workloads"
 [ -x "$bin" ] || { echo "no binary at $bin" >&2; exit 1; }
-echo "== building the tokio peers" >&2
-(cd "$peers/tokio" && env -u CARGO_TARGET_DIR cargo build --release --quiet) || exit 1
 tokio_mt="$peers/tokio/target/release/w14_echo_mt"
-command -v node >/dev/null || { echo "node not found" >&2; exit 1; }
+if want_system tokio; then
+  echo "== building the tokio peers" >&2
+  (cd "$peers/tokio" && env -u CARGO_TARGET_DIR cargo build --release --quiet) || exit 1
+fi
+if want_system node; then
+  command -v node >/dev/null || { echo "node not found" >&2; exit 1; }
+fi
+echo "== building the floor (gcc)" >&2
+floor="${CARGO_TARGET_DIR:-$repo/target}/floor/echo_reuseport"
+mkdir -p "$(dirname "$floor")"
+gcc -O2 -Wall -Wextra -pthread -o "$floor" "$peers/floor/echo_reuseport.c" || exit 1
 
 if [ ! -d "$anchors/io" ]; then
   echo "== copying $anchors_src to $anchors" >&2
@@ -63,19 +84,33 @@ mkdir -p "$anchors/io/build"
 if [ ! -x "$loadgen" ] || [ "$anchors/io/loadgen/loadgen.c" -nt "$loadgen" ]; then
   gcc -O2 -Wall -Wextra -o "$loadgen" "$anchors/io/loadgen/loadgen.c" || exit 1
 fi
-(cd "$anchors/io/tokio" && env -u CARGO_TARGET_DIR cargo build --release --locked --quiet) || exit 1
+if want_system tokio; then
+  (cd "$anchors/io/tokio" && env -u CARGO_TARGET_DIR cargo build --release --locked --quiet) || exit 1
+fi
 tokio_ct="$anchors/io/tokio/target/release/echo_server"
 
 # Runs: NAME|CPUS|COMMAND (PORT and a lifetime in seconds are appended).
 runs=()
-for b in "${backends[@]}"; do
-  runs+=("eventide-$b-1loop|0|$bin echo-server --backend $b")
-  runs+=("eventide-$b-2loops|0,1|$bin echo-server --backend $b --loops 2")
-done
-runs+=("node-1proc|0|node $anchors/io/node/echo_server.js")
-runs+=("node-cluster-2|0,1|node $peers/node/w14_echo_cluster.js")
-runs+=("tokio-current_thread|0|$tokio_ct")
-runs+=("tokio-multi_thread-2|0,1|$tokio_mt")
+if want_system eventide; then
+  for b in "${backends[@]}"; do
+    runs+=("eventide-$b-1loop|0|$bin echo-server --backend $b")
+    runs+=("eventide-$b-2loops|0,1|$bin echo-server --backend $b --loops 2")
+    [ -n "$pinned" ] && runs+=("eventide-$b-2loops-pinned|0,1|$bin echo-server --backend $b --loops 2 --pin")
+  done
+fi
+if want_system floor; then
+  runs+=("floor-epoll-1thread|0|$floor --threads 1")
+  runs+=("floor-epoll-2threads|0,1|$floor --threads 2")
+  [ -n "$pinned" ] && runs+=("floor-epoll-2threads-pinned|0,1|$floor --threads 2 --pin")
+fi
+if want_system node; then
+  runs+=("node-1proc|0|node $anchors/io/node/echo_server.js")
+  runs+=("node-cluster-2|0,1|node $peers/node/w14_echo_cluster.js")
+fi
+if want_system tokio; then
+  runs+=("tokio-current_thread|0|$tokio_ct")
+  runs+=("tokio-multi_thread-2|0,1|$tokio_mt")
+fi
 
 failed=0
 WPID=""
@@ -128,7 +163,7 @@ one() {
   want=1
   want_line=""
   case "$cmd" in
-    *"--loops 2"*) want=2 ;;
+    *"--loops 2"* | *"--threads 2"*) want=2 ;;
     *w14_echo_cluster*) want_line="workers listening" ;;
   esac
   log="$(mktemp "${TMPDIR:-/tmp}/scaling-server.XXXXXX")"
@@ -238,19 +273,25 @@ def ratio(a, b):
 
 systems = []
 for b in backends:
-    systems += [f"eventide-{b}-1loop", f"eventide-{b}-2loops"]
-systems += ["node-1proc", "node-cluster-2", "tokio-current_thread", "tokio-multi_thread-2"]
+    systems += [f"eventide-{b}-1loop", f"eventide-{b}-2loops", f"eventide-{b}-2loops-pinned"]
+systems += ["floor-epoll-1thread", "floor-epoll-2threads", "floor-epoll-2threads-pinned",
+            "node-1proc", "node-cluster-2", "tokio-current_thread", "tokio-multi_thread-2"]
 print("Medians: messages per server CPU-second (all threads and processes of the server),")
-print("server CPU % (100 = one core) and messages per second:")
+print("server CPU % (100 = one core), messages per second, and the share of both CPUs")
+print("taken by other processes meanwhile (the load generator's others_cpu_pct; a quiet")
+print("machine shows a few %):")
 print()
-print("| system | " + " | ".join(f"{c} msgs/CPU-s | {c} CPU % | {c} msgs/s" for c in cases) + " |")
-print("|---|" + "---:|" * (3 * len(cases)))
+print("| system | " + " | ".join(f"{c} msgs/CPU-s | {c} CPU % | {c} msgs/s | {c} others %" for c in cases) + " |")
+print("|---|" + "---:|" * (4 * len(cases)))
 for s in systems:
+    if not any(vals(c, s) for c in cases):
+        continue  # not run
     cells = []
     for c in cases:
         cells.append(fmt(med(vals(c, s)), "k"))
         cells.append(fmt(med(cpu_pct(c, s))))
         cells.append(fmt(med(vals(c, s, "value")), "k"))
+        cells.append(fmt(med(vals(c, s, "others_cpu_pct"))))
     print(f"| {s} | " + " | ".join(cells) + " |")
 print()
 print("Ratios of messages per server CPU-second, median of the same-round ratios")
@@ -268,12 +309,29 @@ for b in backends:
                  ratio(one, vals(c, "node-1proc")), ratio(one, vals(c, "tokio-current_thread"))]
         print(f"| {b} | {c} | " + " | ".join(cells) + " |")
 print()
-print("Scaling of the peers (2 workers / 1):")
+print("Scaling of the floor and the peers (2 threads or workers / 1):")
 print()
-print("| case | node cluster 2 / node 1 | tokio multi_thread 2 / current_thread |")
-print("|---|---:|---:|")
+print("| case | floor (raw epoll) 2 / 1 | floor 2 pinned / 1 | node cluster 2 / node 1 | tokio multi_thread 2 / current_thread |")
+print("|---|---:|---:|---:|---:|")
 for c in cases:
-    print(f"| {c} | {ratio(vals(c, 'node-cluster-2'), vals(c, 'node-1proc'))} | "
+    print(f"| {c} | {ratio(vals(c, 'floor-epoll-2threads'), vals(c, 'floor-epoll-1thread'))} | "
+          f"{ratio(vals(c, 'floor-epoll-2threads-pinned'), vals(c, 'floor-epoll-1thread'))} | "
+          f"{ratio(vals(c, 'node-cluster-2'), vals(c, 'node-1proc'))} | "
           f"{ratio(vals(c, 'tokio-multi_thread-2'), vals(c, 'tokio-current_thread'))} |")
+print()
+print("eventide beside the floor: 2 loops / 1 loop, the floor's 2 threads / 1 thread,")
+print("and 1 loop and 2 loops / the floor's 1 and 2 threads:")
+print()
+print("| backend | case | eventide 2 / 1 | floor 2 / 1 | eventide 2 pinned / 1 | floor 2 pinned / 1 | 1 loop / floor 1 | 2 loops / floor 2 | 2 pinned / floor 2 pinned |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+f1 = {c: vals(c, "floor-epoll-1thread") for c in cases}
+f2 = {c: vals(c, "floor-epoll-2threads") for c in cases}
+f2p = {c: vals(c, "floor-epoll-2threads-pinned") for c in cases}
+for b in backends:
+    for c in cases:
+        one, two = vals(c, f"eventide-{b}-1loop"), vals(c, f"eventide-{b}-2loops")
+        twop = vals(c, f"eventide-{b}-2loops-pinned")
+        print(f"| {b} | {c} | {ratio(two, one)} | {ratio(f2[c], f1[c])} | {ratio(twop, one)} | "
+              f"{ratio(f2p[c], f1[c])} | {ratio(one, f1[c])} | {ratio(two, f2[c])} | {ratio(twop, f2p[c])} |")
 EOF
 exit $failed

@@ -42,7 +42,7 @@ use crate::common::Run;
 
 const USAGE: &str = "\
 usage: workloads <WORKLOAD> [--backend uring|epoll|poll|auto]
-       workloads echo-server [--backend uring|epoll|poll|auto] [--loops N] PORT LIFETIME_S
+       workloads echo-server [--backend uring|epoll|poll|auto] [--loops N [--pin]] PORT LIFETIME_S
 
 workloads (shared/bench/WORKLOADS.md):
   W1   timers-fire         1M one-shot timers, run until all fired (CPU s)
@@ -72,7 +72,8 @@ workloads (shared/bench/WORKLOADS.md):
                            anchors' harness (anchors/io/run, system 'custom');
                            exits by itself after LIFETIME_S seconds; with
                            --loops N (W14), N loops on N threads, each with
-                           its own listener on the port (SO_REUSEPORT)
+                           its own listener on the port (SO_REUSEPORT); --pin:
+                           loop i only on the i-th CPU the process may use
 
 --backend: the reactor backend (default auto: io_uring if allowed, else
 epoll, else poll).
@@ -111,8 +112,13 @@ fn main() -> ExitCode {
     let mut positional: Vec<String> = Vec::new();
     let mut backend = BackendChoice::Auto;
     let mut loops: Option<usize> = None;
+    let mut pin = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
+        if arg == "--pin" {
+            pin = true;
+            continue;
+        }
         if arg == "--loops" || arg.starts_with("--loops=") {
             let value = match arg.strip_prefix("--loops=") {
                 Some(value) => value.to_owned(),
@@ -172,11 +178,11 @@ fn main() -> ExitCode {
             _ => return usage_error(&format!("bad LIFETIME_S '{lifetime}'")),
         };
         let mut run = Run::new("echo-server".to_owned(), backend);
-        net::echo_server(&mut run, port, lifetime, loops.unwrap_or(1));
+        net::echo_server(&mut run, port, lifetime, loops.unwrap_or(1), pin);
         return ExitCode::SUCCESS;
     }
-    if loops.is_some() {
-        return usage_error("--loops is for echo-server only");
+    if loops.is_some() || pin {
+        return usage_error("--loops and --pin are for echo-server only");
     }
     if workload.eq_ignore_ascii_case("W8-raw") {
         return w8_raw(&positional, backend);

@@ -313,9 +313,19 @@ fn raise_nofile() {
 /// over the loops; nothing is shared between them. The loops are all built
 /// before any of them listens, so that the group of listeners is complete
 /// (within microseconds) before the first client can see the port open.
-pub(crate) fn echo_server(run: &mut Run, port: u16, lifetime: Duration, loops: usize) {
+///
+/// With `pin`, loop i runs only on the i-th CPU of the process's affinity
+/// set (modulo its size): one loop per core, instead of wherever the
+/// scheduler's wake-up placement puts each thread.
+pub(crate) fn echo_server(run: &mut Run, port: u16, lifetime: Duration, loops: usize, pin: bool) {
     raise_nofile();
+    let cpus: Arc<[usize]> = if pin {
+        allowed_cpus().into()
+    } else {
+        Arc::new([])
+    };
     if loops <= 1 {
+        pin_loop(&cpus, 0);
         serve_echo(run, port, lifetime, false, None);
         return;
     }
@@ -324,9 +334,11 @@ pub(crate) fn echo_server(run: &mut Run, port: u16, lifetime: Duration, loops: u
     let others: Vec<_> = (1..loops)
         .map(|i| {
             let ready = Arc::clone(&ready);
+            let cpus = Arc::clone(&cpus);
             std::thread::Builder::new()
                 .name(format!("echo-loop-{i}"))
                 .spawn(move || {
+                    pin_loop(&cpus, i);
                     // h-config: one pool shared by every loop (LoopBuilder) would be given here.
                     let mut run = Run::new("echo-server".to_owned(), backend);
                     serve_echo(&mut run, port, lifetime, true, Some(&ready));
@@ -337,12 +349,69 @@ pub(crate) fn echo_server(run: &mut Run, port: u16, lifetime: Duration, loops: u
         Ok(others) => others,
         Err(error) => run.fail(format!("cannot start a loop thread: {error}")),
     };
+    pin_loop(&cpus, 0);
     serve_echo(run, port, lifetime, true, Some(&ready));
     for thread in others {
         if thread.join().is_err() {
             run.fail("a loop thread panicked");
         }
     }
+}
+
+/// Pins the calling thread, loop `i`'s, to the i-th of `cpus` (modulo
+/// their count); nothing if `cpus` is empty. A failure is reported and
+/// leaves the thread where the scheduler puts it.
+fn pin_loop(cpus: &[usize], i: usize) {
+    if let Some(&cpu) = cpus.get(i % cpus.len().max(1))
+        && let Err(error) = pin_thread(cpu)
+    {
+        eprintln!("workloads echo-server: cannot pin loop {i} to CPU {cpu}: {error}");
+    }
+}
+
+/// The CPUs this process may run on, in order (empty if unknown).
+#[cfg(target_os = "linux")]
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: an all-zero cpu_set_t is the empty set, a valid value.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: sched_getaffinity writes at most size_of::<cpu_set_t>() bytes
+    // into `set`, which lives for the whole call.
+    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0
+    {
+        return Vec::new();
+    }
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: CPU_ISSET reads bit `cpu` of the set; `cpu` is below CPU_SETSIZE.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect()
+}
+
+/// The CPUs this process may run on: unknown off Linux.
+#[cfg(not(target_os = "linux"))]
+fn allowed_cpus() -> Vec<usize> {
+    Vec::new()
+}
+
+/// Restricts the calling thread to `cpu`.
+#[cfg(target_os = "linux")]
+fn pin_thread(cpu: usize) -> std::io::Result<()> {
+    // SAFETY: an all-zero cpu_set_t is the empty set, a valid value.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: CPU_SET writes bit `cpu` of the set; callers pass CPUs from
+    // allowed_cpus, all below CPU_SETSIZE.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: sched_setaffinity reads size_of::<cpu_set_t>() bytes of `set`,
+    // which lives for the whole call; pid 0 is the calling thread.
+    if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Off Linux no thread is pinned (allowed_cpus is empty, so this is not called).
+#[cfg(not(target_os = "linux"))]
+fn pin_thread(_cpu: usize) -> std::io::Result<()> {
+    Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
 }
 
 /// One loop of the echo server: listens (with `SO_REUSEPORT` if
