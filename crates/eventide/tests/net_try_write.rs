@@ -1,10 +1,8 @@
-//! `try_write` (libuv's `uv_try_write`) on every backend: on the readiness
-//! backends it writes what the kernel takes now and queues nothing; it
-//! never lets bytes overtake queued writes; it says `EAGAIN`
-//! (`WouldBlock`) when nothing can go (always on io_uring, whose writes
-//! are batched into the ring), and `EPIPE`, `Stale` or the kernel's error
-//! otherwise; with `write` for the rest, the bytes arrive whole and in
-//! order on every backend.
+//! `try_write` (libuv's `uv_try_write`) on every backend: it writes what
+//! the kernel takes now and queues nothing; it never lets bytes overtake
+//! queued writes; it says `EAGAIN` (`WouldBlock`) when nothing can go, and
+//! `EPIPE`, `Stale` or the kernel's error otherwise; with `write` for the
+//! rest, the bytes arrive whole and in order.
 
 mod util;
 
@@ -15,7 +13,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use eventide::net::{ListenOptions, TcpListener, TcpStream};
-use eventide::{BackendKind, Error, Loop};
+use eventide::{Error, Loop};
 use util::{Trace, run_within};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -89,12 +87,10 @@ fn write_all(lp: &mut Loop, stream: TcpStream, data: &[u8]) -> usize {
 }
 
 /// While connecting it is `EAGAIN`; once connected a small message goes
-/// whole in the call, with no callback (on io_uring: `EAGAIN`, and
-/// `write` takes it); an empty one is `Ok(0)`; behind a queued write it
-/// is `EAGAIN` until that write's callback, and the peer gets every byte
-/// in the order of the calls.
+/// whole in the call, with no callback; an empty one is `Ok(0)`; behind a
+/// queued write it is `EAGAIN` until that write's callback, and the peer
+/// gets every byte in the order of the calls.
 fn writes_now_and_never_overtakes_the_queue(lp: &mut Loop) {
-    let uring = lp.backend() == BackendKind::Uring;
     let got = Rc::new(RefCell::new(Vec::new()));
     let ended = Rc::new(Cell::new(false));
     let (g, e) = (Rc::clone(&got), Rc::clone(&ended));
@@ -123,11 +119,7 @@ fn writes_now_and_never_overtakes_the_queue(lp: &mut Loop) {
         .unwrap();
     assert_again(client.try_write(lp, b"early"), "while connecting");
     run_within(lp, LIMIT);
-    if uring {
-        trace.assert(&["try_write took 0", "queued", "written", "try_write took 0"]);
-    } else {
-        trace.assert(&["try_write took 6", "queued", "written", "try_write took 5"]);
-    }
+    trace.assert(&["try_write took 6", "queued", "written", "try_write took 5"]);
     assert!(ended.get(), "the peer saw the end");
     let got = got.borrow();
     let mut want = b"first ".to_vec();
@@ -139,8 +131,7 @@ fn writes_now_and_never_overtakes_the_queue(lp: &mut Loop) {
 
 /// A peer that does not read: `try_write` takes what the kernel's
 /// buffers hold, then says `EAGAIN`, queueing nothing; once the peer
-/// reads, every byte written (and only those) arrives. On io_uring it
-/// takes nothing, and what `write` queued instead arrives.
+/// reads, every byte written (and only those) arrives.
 fn a_full_kernel_buffer_is_eagain_and_loses_nothing(lp: &mut Loop) {
     let peer: Rc<Cell<Option<TcpStream>>> = Rc::default();
     let p = Rc::clone(&peer);
@@ -150,28 +141,23 @@ fn a_full_kernel_buffer_is_eagain_and_loses_nothing(lp: &mut Loop) {
     let (w, f) = (Rc::clone(&written), Rc::clone(&full));
     lp.tcp_connect(addr, move |lp, connected| {
         let client = connected.expect("connected");
-        if lp.backend() == BackendKind::Uring {
-            assert_eq!(write_all(lp, client, &chunk_at(0, 1 << 20)), 0);
-            w.set(1 << 20);
-        } else {
-            let mut calls = 0;
-            loop {
-                calls += 1;
-                assert!(calls < 100_000, "the kernel never filled up");
-                let at = w.get();
-                match client.try_write(lp, &chunk_at(at, 64 << 10)) {
-                    Ok(n) => {
-                        assert!(n > 0 && n <= 64 << 10, "wrote {n}");
-                        w.set(at + n);
-                    }
-                    Err(error) => {
-                        assert_eq!(error.kind(), ErrorKind::WouldBlock, "{error}");
-                        break;
-                    }
+        let mut calls = 0;
+        loop {
+            calls += 1;
+            assert!(calls < 100_000, "the kernel never filled up");
+            let at = w.get();
+            match client.try_write(lp, &chunk_at(at, 64 << 10)) {
+                Ok(n) => {
+                    assert!(n > 0 && n <= 64 << 10, "wrote {n}");
+                    w.set(at + n);
+                }
+                Err(error) => {
+                    assert_eq!(error.kind(), ErrorKind::WouldBlock, "{error}");
+                    break;
                 }
             }
-            assert_eq!(client.write_queue_size(lp), 0, "try_write queued bytes");
         }
+        assert_eq!(client.write_queue_size(lp), 0, "try_write queued bytes");
         f.set(true);
         client.end(lp);
     })
@@ -244,14 +230,6 @@ fn a_pipe_in_blocking_mode_is_eagain(lp: &mut Loop) {
             r.close(lp);
         },
     );
-    if lp.backend() == BackendKind::Uring {
-        assert_again(w.try_write(lp, b"now "), "io_uring");
-        w.write(lp, b"now again".to_vec(), |_, r| r.expect("written"));
-        w.end(lp);
-        run_within(lp, LIMIT);
-        assert_eq!(&got.borrow()[..], b"now again");
-        return;
-    }
     assert_eq!(w.try_write(lp, b"now ").unwrap(), 4);
     let fd = w.raw_fd(lp).unwrap();
     // SAFETY: F_GETFL/F_SETFL on the pipe's own open descriptor.
