@@ -27,7 +27,7 @@
 //! W4 (ping-pong) therefore costs per round trip two `epoll_wait`, two
 //! `recv` and two `send`: what libuv makes (docs/benchmarks.md).
 
-use super::readiness::{PRI, R, RDHUP, Readiness, Selector, W, detail};
+use super::readiness::{EDGE, PRI, R, RDHUP, Readiness, Selector, W, detail};
 use super::{Notify, WakeShared};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -77,7 +77,14 @@ impl EpollSelector {
                 libc::EPOLLOUT as u32
             } else {
                 0
-            }) | watch_events(want),
+            }) | watch_events(want)
+                | (if want & EDGE != 0 {
+                    // With the peer's end reported, so that the core
+                    // knows a drained socket may still read its end.
+                    (libc::EPOLLET | libc::EPOLLRDHUP) as u32
+                } else {
+                    0
+                }),
             u64: fd as u64,
         };
         // SAFETY: `ev` is a valid event for the call; a descriptor that is
@@ -123,6 +130,7 @@ const _: () = assert!(
 impl Selector for EpollSelector {
     const NAME: &'static str = "epoll";
     const RDHUP: bool = true;
+    const EDGE: bool = true;
 
     fn open() -> io::Result<EpollSelector> {
         // SAFETY: epoll_create1 takes no pointers.

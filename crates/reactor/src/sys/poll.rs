@@ -62,6 +62,9 @@ fn detail_of(ev: &Event) -> u32 {
 impl Selector for PollSelector {
     const NAME: &'static str = "polling";
     const RDHUP: bool = false;
+    // The `polling` crate has an edge mode on some systems only, and its
+    // waits cost more than a level-triggered recheck.
+    const EDGE: bool = false;
 
     fn open() -> io::Result<PollSelector> {
         let poller = Arc::new(Poller::new()?);

@@ -39,6 +39,9 @@ pub(crate) const PRI: u8 = 4;
 /// The peer's half-close (`EPOLLRDHUP`): asked for by `poll_multi` watches
 /// only, on selectors that can (`Selector::RDHUP`).
 pub(crate) const RDHUP: u8 = 8;
+/// Registered edge-triggered (`EPOLLET`): only in `FdState::registered`
+/// and in what the core asks a selector with [`Selector::EDGE`] for.
+pub(crate) const EDGE: u8 = 16;
 
 /// What a selector reports of an event besides readable and writable, for
 /// the `poll_multi` watches: epoll's bit values (`epoll.rs` passes its
@@ -68,6 +71,11 @@ const MORE_W: u8 = 16;
 /// than trying at once (which would be an `EAGAIN`: 2,048 calls per GiB
 /// in W12). Cleared before the next wait (the descriptor is made dirty).
 const FULL: u8 = 32;
+/// Edge-triggered, an event said the peer has ended or the socket failed
+/// (`EPOLLRDHUP`, `EPOLLHUP`, `EPOLLERR`): that stays readable with no
+/// edge to come, so a short read no longer means drained; the receive
+/// reads on until it gets its end (0) or error.
+const PEER_DONE: u8 = 64;
 
 /// What differs between the readiness backends: the OS interface that
 /// watches descriptors. Interest is a set of directions (`R`, `W`), always
@@ -82,6 +90,12 @@ pub(crate) trait Selector: Sized + std::fmt::Debug {
     /// Whether `RDHUP` can be asked for and is reported (else the core
     /// peeks for a watch's disconnect).
     const RDHUP: bool;
+
+    /// Whether `EDGE` can be asked for (edge-triggered registration): the
+    /// core then registers a socket whose only waiter is its multishot
+    /// receive so, and keeps the rules that make that lose nothing (see
+    /// `Readiness::flush_interest`).
+    const EDGE: bool;
 
     /// Opens the interface, and the notifier its [`WakeShared`] uses.
     fn open() -> io::Result<Self>;
@@ -366,7 +380,7 @@ impl<S: Selector> Readiness<S> {
             // `fd` is still open here (it is closed right after).
             self.sel.delete(fd);
         }
-        st.flags &= !(REGISTERED | SPURIOUS | FULL);
+        st.flags &= !(REGISTERED | SPURIOUS | FULL | PEER_DONE);
         st.registered = 0;
     }
 
@@ -388,18 +402,50 @@ impl<S: Selector> Readiness<S> {
         })
     }
 
+    /// Brings every changed descriptor's registration up to date. An
+    /// edge-triggered one is told only of what arrives from now on, so
+    /// its receive is tried here, once, whatever may already be there: a
+    /// receive just queued (a new one, or one unparked), or one whose last
+    /// turn stopped at the burst limit with its buffers still coming back
+    /// full. A receive that got less than its buffer (or `EAGAIN`) has
+    /// drained the socket, and the next arrival is an edge; that is the
+    /// rule that makes edge-triggering lose nothing. (Descriptors marked
+    /// dirty meanwhile wait for the next wait: a busy one cannot hold this
+    /// loop.)
     fn flush_interest(&mut self, out: &mut VecDeque<Completion>) {
-        while let Some(fd) = self.q.dirty.pop() {
+        if self.q.dirty.is_empty() {
+            return;
+        }
+        let mut dirty = std::mem::take(&mut self.q.dirty);
+        for &fd in &dirty {
             self.update_interest(fd, out);
+            let st = &self.q.fds[fd as usize];
+            if st.registered & EDGE != 0 && !st.reader.is_none() {
+                self.q.run_queue(fd, R, R, out);
+            }
+        }
+        // Keep the vector's memory (the common case: one descriptor).
+        if self.q.dirty.is_empty() {
+            dirty.clear();
+            self.q.dirty = dirty;
         }
     }
 
     fn update_interest(&mut self, fd: RawFd, out: &mut VecDeque<Completion>) {
+        let edge = S::EDGE && self.q.edge_eligible(fd);
         let sel = &mut self.sel;
         let st = &mut self.q.fds[fd as usize];
         st.flags &= !(DIRTY | FULL);
         let want = st.want();
-        if want == st.registered || (want & !st.registered == 0 && st.flags & SPURIOUS == 0) {
+        let target = if edge { R | EDGE } else { want };
+        // Interest is dropped lazily (a registration wider than the queues
+        // want stays until it fires for nobody), but an edge-triggered one
+        // stays only while the queues are what it was made for: a
+        // receive's alone, or nothing.
+        let edge_still_fits = st.registered & EDGE == 0 || want == 0 || edge;
+        if target == st.registered
+            || (want & !st.registered == 0 && st.flags & SPURIOUS == 0 && edge_still_fits)
+        {
             return;
         }
         st.flags &= !SPURIOUS;
@@ -419,20 +465,20 @@ impl<S: Selector> Readiness<S> {
         // reactor deletes it before an `Op::close`; a descriptor that is
         // not open is an error result (handled below).
         let r = if st.flags & REGISTERED != 0 {
-            match sel.modify(fd, want) {
+            match sel.modify(fd, target) {
                 // Closed and reopened behind our back: register it anew.
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => sel.add(fd, want),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => sel.add(fd, target),
                 r => r,
             }
         } else {
-            match sel.add(fd, want) {
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => sel.modify(fd, want),
+            match sel.add(fd, target) {
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => sel.modify(fd, target),
                 r => r,
             }
         };
         match r {
             Ok(()) => {
-                st.registered = want;
+                st.registered = target;
                 st.flags |= REGISTERED;
             }
             Err(e) => {
@@ -454,6 +500,21 @@ impl<S: Selector> Readiness<S> {
 }
 
 impl Queues {
+    /// Whether `fd` may be registered edge-triggered: a socket whose one
+    /// waiter is its multishot receive (`recv`, not `read`: a terminal's
+    /// short read does not mean it is drained), with no watch on it.
+    fn edge_eligible(&self, fd: RawFd) -> bool {
+        let st = &self.fds[fd as usize];
+        if st.watch != 0 || st.flags & MORE_R != 0 || !st.writer.is_none() || st.reader.is_none() {
+            return false;
+        }
+        let key = Key::from_u64(st.reader.get());
+        matches!(
+            self.ops.get(key).map(|e| &e.kind),
+            Some(OpKind::RecvMulti { read: false, .. })
+        )
+    }
+
     /// Adds a `poll_multi` watch wanting `want` on its descriptor.
     fn watch(&mut self, token: Token, kind: OpKind, want: u8) {
         let fd = fd_of(&kind);
@@ -674,6 +735,11 @@ impl Queues {
             return;
         }
         let ready = (if readable { R } else { 0 }) | (if writable { W } else { 0 });
+        if self.fds[fd as usize].registered & EDGE != 0
+            && detail & (detail::RDHUP | detail::HUP | detail::ERR) != 0
+        {
+            self.fds[fd as usize].flags |= PEER_DONE;
+        }
         if readable {
             self.run_queue(fd, R, ready, out);
         }
@@ -775,7 +841,15 @@ impl Queues {
                 Step::Again(c, full) => {
                     out.push_back(c);
                     burst += 1;
-                    if !full || burst == BURST {
+                    if !full && self.fds[fd as usize].flags & PEER_DONE == 0 {
+                        return;
+                    }
+                    if burst == BURST {
+                        // Edge-triggered, there may be more with no edge
+                        // to come: tried again before the next wait.
+                        if self.fds[fd as usize].registered & EDGE != 0 {
+                            self.mark_dirty(fd);
+                        }
                         return;
                     }
                 }
