@@ -3,8 +3,12 @@
 //! `queueMicrotask`, the clears, `refresh`, `ref`/`unref`/`hasRef` and
 //! spins, nested a few levels, generated as data (`diff_support`), run by
 //! `node` (printed as JavaScript) and by eventide (interpreted), and their
-//! traces compared. A program whose Node traces differ between its five
-//! runs is racy and set aside; so is one whose eventide traces vary. A
+//! traces compared. Both sides spin the same real time (`performance.now`
+//! and `Instant`). A program whose Node traces differ between its five
+//! runs is racy and set aside; so is one whose eventide traces vary, and
+//! one whose Node trace changes when its spins stop at the wall clock's
+//! millisecond boundaries instead (two timers falling due in the same
+//! millisecond, which Node orders by its lists' ids: timing). A
 //! difference prints the seed, the program as JavaScript (shrunk to a
 //! small one that still differs) and both traces.
 //!
@@ -17,7 +21,8 @@ mod diff_support;
 mod util;
 
 use diff_support::{
-    Act, Features, generate, node_available, run_eventide, run_node, size, smaller, to_js,
+    Act, Features, SpinClock, generate, node_available, run_eventide, run_node, size, smaller,
+    to_js, to_js_with,
 };
 use eventide::{BackendKind, Loop};
 
@@ -102,11 +107,29 @@ fn steady_eventide(backend: BackendKind, acts: &[Act]) -> Option<Option<Vec<Stri
     agreed(runs.into_iter().flatten().collect()).map(Some)
 }
 
-/// Whether one more round finds the same steady difference: Node's five
-/// runs give `want` again, and eventide's five runs and its slow run agree
-/// on another trace.
+/// Node's trace of `acts` if its runs agree, and agree again with the
+/// spins stopping at the wall clock's millisecond boundaries
+/// ([`SpinClock::Coarse`]): a program whose trace moves with where a spin
+/// ends inside a millisecond has two timers falling due in the same one,
+/// and Node orders those by its lists' ids, which is timing, not a rule.
+fn steady_node(seed: u64, acts: &[Act]) -> Option<Vec<String>> {
+    let mut both = run_node(
+        &[
+            (seed, to_js(acts)),
+            (seed + 1, to_js_with(acts, SpinClock::Coarse)),
+        ],
+        RUNS,
+    );
+    let coarse = agreed(both.pop()?)?;
+    let exact = agreed(both.pop()?)?;
+    (exact == coarse).then_some(exact)
+}
+
+/// Whether one more round finds the same steady difference: Node's runs
+/// (both spin clocks) give `want` again, and eventide's five runs and its
+/// slow run agree on another trace.
 fn steady_difference(backend: BackendKind, seed: u64, acts: &[Act], want: &[String]) -> bool {
-    let again = agreed(run_node(&[(seed, to_js(acts))], RUNS).remove(0));
+    let again = steady_node(seed, acts);
     let slow = trace_at_speed(backend, acts, true);
     match (again, steady_eventide(backend, acts)) {
         (Some(n), Some(Some(e))) => n == want && e != n && slow.as_ref() == Some(&e),
@@ -121,10 +144,14 @@ fn shrink(backend: BackendKind, mut acts: Vec<Act>) -> (Vec<Act>, Vec<String>, V
     let mut ours = Vec::new();
     loop {
         let candidates = smaller(&acts);
+        // Each candidate twice: exact spins (id 2i) and coarse (2i + 1).
         let js: Vec<(u64, String)> = candidates
             .iter()
             .enumerate()
-            .map(|(i, c)| (i as u64, to_js(c)))
+            .flat_map(|(i, c)| {
+                let i = 2 * i as u64;
+                [(i, to_js(c)), (i + 1, to_js_with(c, SpinClock::Coarse))]
+            })
             .collect();
         let traces = if js.is_empty() {
             Vec::new()
@@ -132,8 +159,13 @@ fn shrink(backend: BackendKind, mut acts: Vec<Act>) -> (Vec<Act>, Vec<String>, V
             run_node(&js, RUNS)
         };
         let mut found = None;
-        for (c, t) in candidates.into_iter().zip(traces) {
-            let Some(n) = agreed(t) else { continue };
+        for (c, t) in candidates.into_iter().zip(traces.chunks(2)) {
+            let (Some(n), Some(coarse)) = (agreed(t[0].clone()), agreed(t[1].clone())) else {
+                continue;
+            };
+            if n != coarse {
+                continue;
+            }
             if let Some(Some(e)) = steady_eventide(backend, &c)
                 && e != n
                 && trace_at_speed(backend, &c, true).as_ref() == Some(&e)
@@ -152,7 +184,7 @@ fn shrink(backend: BackendKind, mut acts: Vec<Act>) -> (Vec<Act>, Vec<String>, V
         }
     }
     if node.is_empty() {
-        let n = agreed(run_node(&[(0, to_js(&acts))], RUNS).remove(0)).unwrap_or_default();
+        let n = steady_node(0, &acts).unwrap_or_default();
         let e = steady_eventide(backend, &acts)
             .flatten()
             .unwrap_or_default();

@@ -265,15 +265,39 @@ impl Gen {
 
 // ---------------------------------------------------------------- JavaScript
 
+/// How the JavaScript `spin(ms)` reads the time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpinClock {
+    /// `performance.now()`: spins `ms` milliseconds, as eventide's side
+    /// does (`Instant`), so both sides run the same program.
+    Exact,
+    /// `Date.now()`: stops at the wall clock's next millisecond boundary
+    /// past `ms`, so it spins anywhere in `(ms - 1, ms]`. A program whose
+    /// Node trace changes with it depends on where the spins end inside a
+    /// millisecond (two timers falling due in the same one), not on a rule.
+    Coarse,
+}
+
 /// The program as the body of a worker script (CommonJS, as a main
-/// script: next-ticks before microtasks after the top level).
+/// script: next-ticks before microtasks after the top level), its spins
+/// exact.
 pub fn to_js(acts: &[Act]) -> String {
+    to_js_with(acts, SpinClock::Exact)
+}
+
+/// As [`to_js`], with the spins reading `clock`.
+pub fn to_js_with(acts: &[Act], clock: SpinClock) -> String {
     let mut s = String::new();
-    s.push_str(
-        "const t = []; const v = {}; const once = {};\n\
-         function spin(ms) { const end = Date.now() + ms; while (Date.now() < end) {} }\n\
-         process.on('exit', () => require('worker_threads').parentPort.postMessage(t));\n",
-    );
+    s.push_str("const t = []; const v = {}; const once = {};\n");
+    s.push_str(match clock {
+        SpinClock::Exact => {
+            "function spin(ms) { const end = performance.now() + ms; while (performance.now() < end) {} }\n"
+        }
+        SpinClock::Coarse => {
+            "function spin(ms) { const end = Date.now() + ms; while (Date.now() < end) {} }\n"
+        }
+    });
+    s.push_str("process.on('exit', () => require('worker_threads').parentPort.postMessage(t));\n");
     js_acts(&mut s, acts, 0);
     s
 }
