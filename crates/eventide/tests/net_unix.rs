@@ -273,7 +273,74 @@ fn a_unix_stream_knows_its_peers_credentials_and_paths(lp: &mut Loop) {
     ));
 }
 
+/// A client writes 640 KiB and ends before the server accepts (its
+/// socket buffer takes it all): the server reads every byte, then the
+/// end. io_uring's multishot receive delivered the bytes but never the
+/// end on AF_UNIX when this much waited (the reactor now receives Unix
+/// sockets in single-shot rounds there; `readiness_edge` in the reactor's
+/// tests has the system-call-level cases).
+fn a_burst_and_the_end_written_before_the_accept_all_arrive(lp: &mut Loop) {
+    const TOTAL: usize = 640 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let path = socket_path(&dir);
+    let received = Rc::new(RefCell::new(Vec::new()));
+    let ended = Rc::new(Cell::new(false));
+    let (r, e) = (Rc::clone(&received), Rc::clone(&ended));
+    let server = Rc::new(Cell::new(None::<UnixListener>));
+    let s = Rc::clone(&server);
+    let listener = lp
+        .unix_listen(&path, ListenOptions::default(), move |lp, accepted| {
+            let stream = accepted.expect("accepted");
+            let (r, e, s) = (Rc::clone(&r), Rc::clone(&e), Rc::clone(&s));
+            stream.read_start(
+                lp,
+                move |_, _, data| r.borrow_mut().extend_from_slice(data),
+                move |lp, stream, end| {
+                    end.expect("a clean end");
+                    e.set(true);
+                    stream.close(lp);
+                    if let Some(l) = s.take() {
+                        l.close(lp);
+                    }
+                },
+            );
+        })
+        .expect("listen");
+    server.set(Some(listener));
+    // All of it, and the end, before the loop runs (the connection waits
+    // in the backlog; the socket buffer is made big enough to hold it).
+    let mut client = std::os::unix::net::UnixStream::connect(&path).expect("connect");
+    let size: libc::c_int = 4 << 20;
+    // SAFETY: the option value is a live c_int of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&client),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&raw const size).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_SNDBUF: {}", std::io::Error::last_os_error());
+    client.set_nonblocking(true).unwrap();
+    let data: Vec<u8> = (0..TOTAL).map(byte).collect();
+    let mut at = 0;
+    while at < TOTAL {
+        match std::io::Write::write(&mut client, &data[at..]) {
+            Ok(n) => at += n,
+            Err(e) => panic!("the socket buffer took {at} of {TOTAL} bytes: {e}"),
+        }
+    }
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    run_within(lp, LIMIT);
+    assert!(ended.get(), "the end arrived");
+    assert_eq!(received.borrow().len(), TOTAL);
+    assert!(*received.borrow() == data, "the bytes arrived changed");
+    drop(client);
+}
+
 on_every_backend!(
+    a_burst_and_the_end_written_before_the_accept_all_arrive,
     a_unix_stream_echoes_and_half_closes_like_tcp,
     a_unix_stream_knows_its_peers_credentials_and_paths,
     eight_mebibytes_cross_a_unix_socket_under_backpressure,

@@ -45,17 +45,6 @@ fn big_pipe() -> (RawFd, RawFd) {
     (fds[0], fds[1])
 }
 
-/// Writes all of `data` to the nonblocking `fd` (it has room).
-fn write_all(fd: RawFd, data: &[u8]) {
-    let mut at = 0;
-    while at < data.len() {
-        // SAFETY: the pointer and length describe the rest of `data`.
-        let n = unsafe { libc::write(fd, data[at..].as_ptr().cast(), data.len() - at) };
-        assert!(n > 0, "write: {}", std::io::Error::last_os_error());
-        at += n as usize;
-    }
-}
-
 /// Five full buffers and a short one are written before the read is
 /// submitted: the first wait that reports the read delivers all six, in
 /// order (one wait per buffer before the bursts).

@@ -48,6 +48,14 @@
 //! `ENOBUFS` completions). Once registered, the ring stays registered until
 //! drop, also when an `EINVAL` turns multishot recv off.
 //!
+//! Not on Unix domain sockets: there the kernel's multishot recv was seen
+//! (6.18) to deliver every byte but never the end of stream once more than
+//! its 32 retries' worth of buffers waited (the request is requeued and the
+//! peer's shutdown does not wake it again); liburing's issue 1549 reports
+//! the end lost on AF_UNIX even after one small send. A `recv_multi` on an
+//! AF_UNIX socket (one `getsockopt(SO_DOMAIN)` at submission) runs as
+//! `read_multi`'s single-shot rounds, which see the end.
+//!
 //! # Readiness watches (`poll_multi`)
 //!
 //! `Op::poll_multi` is a single-shot `POLL_ADD` re-armed after each
@@ -682,6 +690,20 @@ impl Uring {
             }
         }
         let mut kind = op.kind;
+        if let OpKind::RecvMulti {
+            fd,
+            read: read @ false,
+            ..
+        } = &mut kind
+            && self.info.multishot_recv
+            && self.pbuf.is_some()
+            && is_unix_socket(*fd)
+        {
+            // The kernel's multishot recv loses the end of stream on
+            // AF_UNIX (see the module's docs): single-shot `read(2)`
+            // rounds instead, which deliver it.
+            *read = true;
+        }
         match &mut kind {
             OpKind::Statx { stat, .. } => *stat = Some(FileStat::zeroed()),
             OpKind::ReadFile(rf) => rf.slot = self.take_direct_slot(),
@@ -1626,6 +1648,25 @@ impl Uring {
         c.path = path;
         Some(c)
     }
+}
+
+/// Whether `fd` is a Unix domain socket (`SO_DOMAIN` is `AF_UNIX`); false
+/// for anything else, and when the question fails.
+fn is_unix_socket(fd: RawFd) -> bool {
+    let mut domain: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `domain` and `len` are live locals of the sizes the call is
+    // told; a bad descriptor is an error result, not undefined behaviour.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_DOMAIN,
+            (&raw mut domain).cast(),
+            &raw mut len,
+        )
+    };
+    rc == 0 && domain == libc::AF_UNIX
 }
 
 /// A CQE result as an `io::Result`: `-errno` is the error.

@@ -216,6 +216,17 @@ pub fn tcp_pair(r: &mut Reactor) -> (RawFd, RawFd) {
     (c, s)
 }
 
+/// Writes all of `data` to the nonblocking `fd` (it has room), or panics.
+pub fn write_all(fd: RawFd, data: &[u8]) {
+    let mut at = 0;
+    while at < data.len() {
+        // SAFETY: the pointer and length describe the rest of `data`.
+        let n = unsafe { libc::write(fd, data[at..].as_ptr().cast(), data.len() - at) };
+        assert!(n > 0, "write: {}", std::io::Error::last_os_error());
+        at += n as usize;
+    }
+}
+
 pub fn close(fd: RawFd) {
     // SAFETY: test-owned descriptor.
     unsafe { libc::close(fd) };
