@@ -215,13 +215,26 @@ impl AbortSignal {
         }
         // One at a time, in the order they were added, the map released:
         // a listener may remove others (added ones run from the next-tick
-        // queue, through the aborted path).
+        // queue, through the aborted path). A listener that panics does
+        // not keep the others from running (Node reports a throwing
+        // listener as an uncaught exception and goes on to the next):
+        // each panic is handed on once all have run, to the panic handler
+        // or, without one, out of this call (the first; later ones are
+        // dropped with it).
+        let mut panics = Vec::new();
         loop {
             let next = self.0.listeners.borrow_mut().pop_first();
             let Some((_, listener)) = next else {
                 break;
             };
-            listener(lp);
+            if let Err(payload) =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| listener(lp)))
+            {
+                panics.push(payload);
+            }
+        }
+        for payload in panics {
+            lp.panicked(payload);
         }
     }
 

@@ -156,7 +156,83 @@ fn run_futures_leave_no_waker(lp: &mut Loop) {
     assert_eq!(signal.listener_count(), 0);
 }
 
+/// A listener that panics does not keep the later ones from running (node
+/// v20: with `l1` throwing, `l1 l2` print, then `after abort`, then the
+/// uncaught exception): with a panic handler the handler gets the panic
+/// once all have run, and a guarded operation on the same signal still
+/// gets its abort error.
+fn a_panicking_listener_leaves_the_others_to_run(lp: &mut Loop) {
+    let trace = Trace::default();
+    let caught = Rc::new(RefCell::new(Vec::<String>::new()));
+    let c = Rc::clone(&caught);
+    lp.set_panic_handler(move |_, payload| {
+        c.borrow_mut()
+            .push(payload.downcast_ref::<&str>().unwrap_or(&"?").to_string());
+    });
+    let ac = AbortController::new();
+    let signal = ac.signal();
+    let t = trace.clone();
+    signal.on_abort(lp, move |_| {
+        t.log("l1");
+        panic!("l1 fails");
+    });
+    let t = trace.clone();
+    signal.on_abort(lp, move |_| t.log("l2"));
+    let t = trace.clone();
+    signal.guard(
+        lp,
+        |lp, done| {
+            lp.queue_work(|| std::thread::sleep(Duration::from_millis(50)), done);
+        },
+        move |_, result: eventide::Result<()>| {
+            t.log(format!("work: {}", result.unwrap_err()));
+        },
+    );
+    let t = trace.clone();
+    let seen = Rc::clone(&caught);
+    lp.set_timeout(Duration::from_millis(1), move |lp| {
+        ac.abort(lp);
+        t.log(format!("after abort, caught {}", seen.borrow().len()));
+    });
+    run_within(lp, LIMIT);
+    assert_eq!(
+        trace.tokens(),
+        [
+            "l1",
+            "l2",
+            "after abort, caught 1",
+            "work: The operation was aborted"
+        ]
+    );
+    assert_eq!(*caught.borrow(), ["l1 fails"]);
+    assert_eq!(signal.listener_count(), 0);
+}
+
+/// Without a panic handler the panic leaves `run()`, after every listener
+/// has run; the signal holds none.
+fn without_a_handler_the_panic_leaves_run_after_all_listeners(lp: &mut Loop) {
+    let trace = Trace::default();
+    let ac = AbortController::new();
+    let signal = ac.signal();
+    let t = trace.clone();
+    signal.on_abort(lp, move |_| {
+        t.log("l1");
+        panic!("l1 fails");
+    });
+    let t = trace.clone();
+    signal.on_abort(lp, move |_| t.log("l2"));
+    lp.set_timeout(Duration::from_millis(1), move |lp| ac.abort(lp));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lp.run()));
+    let payload = outcome.expect_err("the listener's panic leaves run()");
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"l1 fails"));
+    assert_eq!(trace.tokens(), ["l1", "l2"]);
+    assert_eq!(signal.listener_count(), 0);
+    run_within(lp, LIMIT);
+}
+
 on_every_backend!(
     completed_operations_leave_no_listener,
     run_futures_leave_no_waker,
+    a_panicking_listener_leaves_the_others_to_run,
+    without_a_handler_the_panic_leaves_run_after_all_listeners,
 );
