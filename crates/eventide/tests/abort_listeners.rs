@@ -156,6 +156,23 @@ fn run_futures_leave_no_waker(lp: &mut Loop) {
     assert_eq!(signal.listener_count(), 0);
 }
 
+/// A signal with two listeners: `l1`, which panics, then `l2`.
+fn failing_then_plain_listener(
+    lp: &mut Loop,
+    trace: &Trace,
+) -> (AbortController, eventide::abort::AbortSignal) {
+    let ac = AbortController::new();
+    let signal = ac.signal();
+    let t = trace.clone();
+    signal.on_abort(lp, move |_| {
+        t.log("l1");
+        panic!("l1 fails");
+    });
+    let t = trace.clone();
+    signal.on_abort(lp, move |_| t.log("l2"));
+    (ac, signal)
+}
+
 /// A listener that panics does not keep the later ones from running (node
 /// v20: with `l1` throwing, `l1 l2` print, then `after abort`, then the
 /// uncaught exception): with a panic handler the handler gets the panic
@@ -169,15 +186,7 @@ fn a_panicking_listener_leaves_the_others_to_run(lp: &mut Loop) {
         c.borrow_mut()
             .push(payload.downcast_ref::<&str>().unwrap_or(&"?").to_string());
     });
-    let ac = AbortController::new();
-    let signal = ac.signal();
-    let t = trace.clone();
-    signal.on_abort(lp, move |_| {
-        t.log("l1");
-        panic!("l1 fails");
-    });
-    let t = trace.clone();
-    signal.on_abort(lp, move |_| t.log("l2"));
+    let (ac, signal) = failing_then_plain_listener(lp, &trace);
     let t = trace.clone();
     signal.guard(
         lp,
@@ -212,15 +221,7 @@ fn a_panicking_listener_leaves_the_others_to_run(lp: &mut Loop) {
 /// has run; the signal holds none.
 fn without_a_handler_the_panic_leaves_run_after_all_listeners(lp: &mut Loop) {
     let trace = Trace::default();
-    let ac = AbortController::new();
-    let signal = ac.signal();
-    let t = trace.clone();
-    signal.on_abort(lp, move |_| {
-        t.log("l1");
-        panic!("l1 fails");
-    });
-    let t = trace.clone();
-    signal.on_abort(lp, move |_| t.log("l2"));
+    let (ac, signal) = failing_then_plain_listener(lp, &trace);
     lp.set_timeout(Duration::from_millis(1), move |lp| ac.abort(lp));
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lp.run()));
     let payload = outcome.expect_err("the listener's panic leaves run()");

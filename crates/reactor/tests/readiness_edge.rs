@@ -31,7 +31,13 @@ const CHUNK: usize = 16 * 1024;
 /// both nonblocking, with 4 MiB socket buffers.
 fn big_tcp_pair(r: &mut Reactor) -> (RawFd, RawFd) {
     let (client, server) = tcp_pair(r);
-    for fd in [client, server] {
+    big_buffers(&[client, server]);
+    (server, client)
+}
+
+/// 4 MiB send and receive buffers on each of `fds`.
+fn big_buffers(fds: &[RawFd]) {
+    for &fd in fds {
         for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
             let size: libc::c_int = 4 << 20;
             // SAFETY: the option value is a live c_int of the size given.
@@ -46,7 +52,6 @@ fn big_tcp_pair(r: &mut Reactor) -> (RawFd, RawFd) {
             }
         }
     }
-    (server, client)
 }
 
 /// A connected Unix domain stream pair (receiving end, sending end), both
@@ -63,21 +68,7 @@ fn big_unix_pair() -> (RawFd, RawFd) {
         )
     };
     assert_eq!(rc, 0, "socketpair: {}", std::io::Error::last_os_error());
-    for fd in fds {
-        for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
-            let size: libc::c_int = 4 << 20;
-            // SAFETY: the option value is a live c_int of the size given.
-            unsafe {
-                libc::setsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    opt,
-                    (&raw const size).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                );
-            }
-        }
-    }
+    big_buffers(&fds);
     (fds[0], fds[1])
 }
 
