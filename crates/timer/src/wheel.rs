@@ -256,7 +256,8 @@ impl<T> Wheel<T> {
     /// reset, the answer stays at its deadline until the wheel reaches that
     /// slot (one early wake-up, no more). While nothing is due it is later
     /// than [`Wheel::elapsed`]; when something is due (or ready) it is at or
-    /// before it. O(levels) bit operations, no list walk.
+    /// before it. Two bit scans, no list walk.
+    #[inline]
     pub fn next_deadline(&self) -> Option<u64> {
         let mut earliest = self.overdue_earliest;
         if self.ready.head != NIL {
@@ -290,12 +291,23 @@ impl<T> Wheel<T> {
     ///
     /// Costs O(1) per expired timer, plus O(1) per timer moved down a level
     /// (each moves at most once per level), plus O(levels) per slot visited.
+    #[inline]
     pub fn advance_to(&mut self, now: u64) {
+        // An event loop's turns mostly land here, within the same
+        // millisecond and nothing overdue: nothing to do, and no call.
+        if now <= self.elapsed && self.overdue.is_empty() {
+            return;
+        }
+        self.advance_slow(now);
+    }
+
+    /// [`Wheel::advance_to`] when time moved or something is overdue.
+    #[inline(never)]
+    fn advance_slow(&mut self, now: u64) {
         self.take_overdue();
         if now <= self.elapsed {
             // Every slot starts after `elapsed` (`link` sends what is due
-            // by then to the overdue list): nothing more is due. An event
-            // loop's turns mostly land here, within the same millisecond.
+            // by then to the overdue list): nothing more is due.
             return;
         }
         while let Some((level, slot)) = self.next_slot() {
@@ -307,6 +319,13 @@ impl<T> Wheel<T> {
             self.expire_slot(level, slot);
         }
         self.elapsed = now;
+    }
+
+    /// Whether a timer is ready: [`Wheel::pop_expired`] and
+    /// [`Wheel::pop_expired_key`] would return one.
+    #[inline]
+    pub fn has_ready(&self) -> bool {
+        self.ready.head != NIL
     }
 
     /// Pops the next ready timer, in (deadline, start order), or `None` when
