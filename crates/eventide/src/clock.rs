@@ -32,7 +32,7 @@
 use std::cell::Cell;
 use std::fmt;
 use std::ops::{Add, AddAssign, Sub};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A point on a loop's clock: whole milliseconds since that loop was made
 /// (what [`crate::Loop::now`] returns; libuv's `uv_now`, Node's
@@ -129,7 +129,11 @@ const NS_PER_MS: u64 = 1_000_000;
 /// A millisecond clock since a fixed epoch (see the module docs).
 #[derive(Debug)]
 pub(crate) struct Clock {
-    epoch: Instant,
+    /// The epoch, in [`mono_ns`]: a real read is `mono_ns() - epoch`, so
+    /// any [`mono_ns`] reading taken for another purpose (the metrics'
+    /// readings around each wait) converts to this clock's time exactly
+    /// ([`Clock::ms_at`]).
+    epoch: u64,
     tsc: Option<Tsc>,
 }
 
@@ -139,7 +143,7 @@ impl Clock {
     pub(crate) fn new(source: ClockSource) -> Clock {
         let tsc = source == ClockSource::Tsc && Tsc::usable();
         let clock = Clock {
-            epoch: Instant::now(),
+            epoch: mono_ns(),
             tsc: tsc.then(Tsc::default),
         };
         // The first real read is the calibration base.
@@ -167,24 +171,38 @@ impl Clock {
         self.read()
     }
 
+    /// The time in ms since the epoch at the moment [`mono_ns`] read
+    /// `mono`: what a real read then gave (no clock read here).
+    #[inline]
+    pub(crate) fn ms_at(&self, mono: u64) -> u64 {
+        mono.saturating_sub(self.epoch) / NS_PER_MS
+    }
+
     /// Reads the real clock (and anchors the TSC to it).
     #[cold]
     fn read(&self) -> u64 {
         let Some(tsc) = &self.tsc else {
-            return elapsed_ns(self.epoch) / NS_PER_MS;
+            return self.ms_at(mono_ns());
         };
         let before = rdtsc();
-        let ns = elapsed_ns(self.epoch);
+        let ns = mono_ns().saturating_sub(self.epoch);
         let after = rdtsc();
         tsc.observe(before, ns, after);
         ns / NS_PER_MS
     }
 }
 
+/// The clock [`mono_ns`] reads: the one `std::time::Instant` reads.
+#[cfg(not(target_vendor = "apple"))]
+const MONO_CLOCK: libc::clockid_t = libc::CLOCK_MONOTONIC;
+/// The clock [`mono_ns`] reads: the one `std::time::Instant` reads.
+#[cfg(target_vendor = "apple")]
+const MONO_CLOCK: libc::clockid_t = libc::CLOCK_UPTIME_RAW;
+
 /// The monotonic clock (`CLOCK_MONOTONIC`, what `Instant` reads on Linux)
-/// in nanoseconds, as one integer: for the metrics' readings at every
-/// turn, cheaper to take and to subtract than `Instant`s. Only
-/// differences between two readings mean anything.
+/// in nanoseconds, as one integer: the loop's clock ([`Clock`]) and the
+/// metrics' readings at every turn, cheaper to take and to subtract than
+/// `Instant`s. Only differences between two readings mean anything.
 #[inline]
 pub(crate) fn mono_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -192,15 +210,11 @@ pub(crate) fn mono_ns() -> u64 {
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime only writes the timespec given, which lives
-    // across the call; CLOCK_MONOTONIC exists on every supported system.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    // across the call; MONO_CLOCK exists on every supported system.
+    unsafe { libc::clock_gettime(MONO_CLOCK, &mut ts) };
     (ts.tv_sec as u64)
         .wrapping_mul(1_000_000_000)
         .wrapping_add(ts.tv_nsec as u64)
-}
-
-fn elapsed_ns(epoch: Instant) -> u64 {
-    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// The TSC's calibration and anchor; all zero until the first good pair.
@@ -356,6 +370,7 @@ fn invariant_tsc() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     /// A TSC of 3 ticks per ns, calibrated over 10 ms from t = 0.
     fn calibrated() -> Tsc {
@@ -419,16 +434,43 @@ mod tests {
         // Whatever the machine: every reading lies between real reads
         // taken just before and just after it.
         let clock = Clock::new(ClockSource::Tsc);
-        let epoch = clock.epoch;
         let start = Instant::now();
         let mut readings = 0u64;
         while start.elapsed().as_millis() < 30 {
-            let before = elapsed_ns(epoch) / NS_PER_MS;
+            let before = clock.ms_at(mono_ns());
             let ms = clock.ms();
-            let after = elapsed_ns(epoch) / NS_PER_MS;
+            let after = clock.ms_at(mono_ns());
             assert!(before <= ms && ms <= after, "{before} <= {ms} <= {after}");
             readings += 1;
         }
         assert!(readings > 100);
+    }
+
+    #[test]
+    fn a_reading_taken_for_the_metrics_converts_to_the_clocks_time() {
+        // `ms_at` of a `mono_ns` reading is what the clock gave just
+        // before and after it: the poll phase takes its timeout from the
+        // reading that starts the metrics' wait, not from a read of its
+        // own. Against `Instant` too, which reads the same clock.
+        for source in [ClockSource::Std, ClockSource::Tsc] {
+            let clock = Clock::new(source);
+            let offset = clock.ms();
+            let epoch = Instant::now();
+            let start = Instant::now();
+            while start.elapsed().as_millis() < 20 {
+                let before = clock.ms();
+                let instant_before = epoch.elapsed().as_millis() as u64;
+                let at = clock.ms_at(mono_ns());
+                let instant_after = epoch.elapsed().as_millis() as u64;
+                let after = clock.ms();
+                assert!(before <= at && at <= after, "{before} <= {at} <= {after}");
+                // The clock's epoch is `offset` ms (and a fraction) before
+                // `epoch`.
+                assert!(
+                    instant_before + offset <= at && at <= instant_after + offset + 2,
+                    "{instant_before} + {offset} <= {at} <= {instant_after} + {offset} + 2"
+                );
+            }
+        }
     }
 }

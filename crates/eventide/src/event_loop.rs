@@ -27,6 +27,17 @@ use crate::{Error, Result};
 /// made 2^32 loops earlier.
 static NEXT_LOOP_ID: AtomicU32 = AtomicU32::new(1);
 
+/// How long the poll phase may wait (see `Loop::poll_wait`).
+#[derive(Clone, Copy)]
+enum PollWait {
+    /// Not at all: something is ready to run.
+    Now,
+    /// Until the loop's time reaches this deadline (ms), or I/O.
+    Until(u64),
+    /// Until I/O or another thread wakes the loop.
+    Forever,
+}
+
 /// A callback that runs once with the loop.
 pub(crate) type Task = Box<dyn FnOnce(&mut Loop)>;
 
@@ -847,12 +858,12 @@ impl Loop {
             self.check_failed()?;
             M::mark(self, PhaseKind::IdlePrepare);
             let block = mode == RunMode::Default || (mode == RunMode::Once && can_sleep);
-            let timeout = if block {
-                self.poll_timeout()
+            let wait = if block {
+                self.poll_wait()
             } else {
-                Some(Duration::ZERO)
+                PollWait::Now
             };
-            self.poll(timeout)?;
+            self.poll(wait)?;
             M::mark(self, PhaseKind::Poll);
             self.run_pending();
             M::mark(self, PhaseKind::Pending);
@@ -880,7 +891,7 @@ impl Loop {
     // Inlined into both compilations of the turn loop (metrics: with and
     // without phase timing), as into the one loop there was before.
     #[inline(always)]
-    fn poll_timeout(&mut self) -> Option<Duration> {
+    fn poll_wait(&mut self) -> PollWait {
         let busy = self.stop_requested
             || self.failure.is_some()
             || !self.alive()
@@ -890,12 +901,12 @@ impl Loop {
             || !self.closing.is_empty()
             || self.work.has_ready();
         if busy {
-            return Some(Duration::ZERO);
+            return PollWait::Now;
         }
-        let deadline = self.wheel.next_deadline()?;
-        // Against the clock, not the cached time: callbacks since the turn
-        // began may have taken a while, and the deadline is absolute.
-        Some(Duration::from_millis(deadline.saturating_sub(self.clock())))
+        match self.wheel.next_deadline() {
+            Some(deadline) => PollWait::Until(deadline),
+            None => PollWait::Forever,
+        }
     }
 
     /// The poll phase: wait for I/O (or a wake-up), then run what arrived:
@@ -903,9 +914,25 @@ impl Loop {
     // Inlined into both compilations of the turn loop (metrics: with and
     // without phase timing), as into the one loop there was before.
     #[inline(always)]
-    fn poll(&mut self, timeout: Option<Duration>) -> Result<()> {
+    fn poll(&mut self, wait: PollWait) -> Result<()> {
         // Callbacks end their bursts; this is for work queued elsewhere.
         self.work.end_burst();
+        // A timer's deadline is absolute: the timeout is taken against the
+        // clock, not the cached time (callbacks since the turn began may
+        // have taken a while), and from the reading that also starts the
+        // metrics' wait, so a turn reads the clock once for both.
+        let mut start = None;
+        let timeout = match wait {
+            PollWait::Now => Some(Duration::ZERO),
+            PollWait::Forever => None,
+            PollWait::Until(deadline) => {
+                let now = crate::clock::mono_ns();
+                start = Some(now);
+                Some(Duration::from_millis(
+                    deadline.saturating_sub(self.clock.ms_at(now)),
+                ))
+            }
+        };
         let nothing_to_wait_for = timeout == Some(Duration::ZERO)
             && self.reactor.in_flight() == 0
             && !self.shared.wake_pending()
@@ -921,7 +948,7 @@ impl Loop {
                     timeout = Some(Duration::ZERO);
                 }
             }
-            let start = crate::clock::mono_ns();
+            let start = start.unwrap_or_else(crate::clock::mono_ns);
             let waited = self.reactor.wait(timeout);
             self.metrics.waited(
                 start,

@@ -592,8 +592,9 @@ impl State {
     /// [`crate::clock::mono_ns`]: plain integers, the cheapest clock
     /// readings to take and subtract, as this runs at every turn): a delay
     /// sample (the stretch since the last wait ended), and idle time if it
-    /// could block.
-    #[inline]
+    /// could block. Inlined into the turn loop: a call at every turn
+    /// costs more than its few adds.
+    #[inline(always)]
     pub(crate) fn waited(&mut self, start: u64, end: u64, blocking: bool) {
         if self.last_wait_end != 0 {
             self.delay

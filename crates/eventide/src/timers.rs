@@ -322,11 +322,23 @@ impl Loop {
     /// next due timer of the same duration (Node's timer list restarts
     /// after an uncaught exception without draining the ticks first), or
     /// run before a timer of another duration, or at the end of the phase.
+    #[inline]
     pub(crate) fn run_timers(&mut self) {
         if self.wheel.is_empty() {
             return;
         }
         self.wheel.advance_to(self.now_ms());
+        // Most turns: nothing due (and no re-armed tail to look at).
+        if !self.wheel.has_ready() && self.timers_tail.is_none() {
+            return;
+        }
+        self.run_due_timers();
+    }
+
+    /// [`Loop::run_timers`] once the wheel was advanced and something is
+    /// ready (or a re-armed tail is to be looked at).
+    #[inline(never)]
+    fn run_due_timers(&mut self) {
         let mut ticks_held_for: Option<u64> = None;
         loop {
             while let Some((key, _)) = self.wheel.pop_expired_key() {

@@ -27,7 +27,7 @@
 //! |---|---|
 //! | [`Wheel::insert`] | O(1), allocation-free once the slab has room |
 //! | [`Wheel::cancel`], [`Wheel::reset`] | O(1) |
-//! | [`Wheel::next_deadline`] | a scan of 11 occupancy words |
+//! | [`Wheel::next_deadline`] | two bit scans (a word of occupied levels, then the level's slots) |
 //! | [`Wheel::advance`] | O(1) per expired timer, plus O(1) each time a timer moves down a level |
 //!
 //! # The design

@@ -111,6 +111,10 @@ fn slot_start(elapsed: u64, level: usize, slot: usize) -> u64 {
 pub struct Wheel<T> {
     slab: Slab<T>,
     levels: Box<[Level; LEVELS]>,
+    /// A bit per level with an occupied slot (bit `L`: `levels[L].occupied
+    /// != 0`): the earliest slot is two bit scans away, not a walk over
+    /// the levels (an event loop asks at every turn).
+    occupied_levels: u16,
     /// Entries inserted with a deadline already reached: ready next advance.
     overdue: List,
     /// Whether `overdue` is in (deadline, start order).
@@ -141,6 +145,7 @@ impl<T> Wheel<T> {
         Wheel {
             slab: Slab::with_capacity(capacity),
             levels: Box::new([Level::EMPTY; LEVELS]),
+            occupied_levels: 0,
             overdue: List::EMPTY,
             overdue_sorted: true,
             overdue_earliest: u64::MAX,
@@ -251,7 +256,8 @@ impl<T> Wheel<T> {
     /// reset, the answer stays at its deadline until the wheel reaches that
     /// slot (one early wake-up, no more). While nothing is due it is later
     /// than [`Wheel::elapsed`]; when something is due (or ready) it is at or
-    /// before it. O(levels) bit operations, no list walk.
+    /// before it. Two bit scans, no list walk.
+    #[inline]
     pub fn next_deadline(&self) -> Option<u64> {
         let mut earliest = self.overdue_earliest;
         if self.ready.head != NIL {
@@ -285,12 +291,23 @@ impl<T> Wheel<T> {
     ///
     /// Costs O(1) per expired timer, plus O(1) per timer moved down a level
     /// (each moves at most once per level), plus O(levels) per slot visited.
+    #[inline]
     pub fn advance_to(&mut self, now: u64) {
+        // An event loop's turns mostly land here, within the same
+        // millisecond and nothing overdue: nothing to do, and no call.
+        if now <= self.elapsed && self.overdue.is_empty() {
+            return;
+        }
+        self.advance_slow(now);
+    }
+
+    /// [`Wheel::advance_to`] when time moved or something is overdue.
+    #[inline(never)]
+    fn advance_slow(&mut self, now: u64) {
         self.take_overdue();
         if now <= self.elapsed {
             // Every slot starts after `elapsed` (`link` sends what is due
-            // by then to the overdue list): nothing more is due. An event
-            // loop's turns mostly land here, within the same millisecond.
+            // by then to the overdue list): nothing more is due.
             return;
         }
         while let Some((level, slot)) = self.next_slot() {
@@ -302,6 +319,13 @@ impl<T> Wheel<T> {
             self.expire_slot(level, slot);
         }
         self.elapsed = now;
+    }
+
+    /// Whether a timer is ready: [`Wheel::pop_expired`] and
+    /// [`Wheel::pop_expired_key`] would return one.
+    #[inline]
+    pub fn has_ready(&self) -> bool {
+        self.ready.head != NIL
     }
 
     /// Pops the next ready timer, in (deadline, start order), or `None` when
@@ -357,6 +381,17 @@ impl<T> Wheel<T> {
         wheel_level.slots[slot].push_back(&mut self.slab, index, place);
         wheel_level.occupied |= 1 << slot;
         wheel_level.earliest[slot] = wheel_level.earliest[slot].min(deadline);
+        self.occupied_levels |= 1 << level;
+    }
+
+    /// Empties `slot` of `level` and returns its list.
+    fn take_slot(&mut self, level: usize, slot: usize) -> List {
+        let wheel_level = &mut self.levels[level];
+        let list = wheel_level.take_slot(slot);
+        if wheel_level.occupied == 0 {
+            self.occupied_levels &= !(1 << level);
+        }
+        list
     }
 
     fn link_overdue(&mut self, index: u32, deadline: u64) {
@@ -373,10 +408,10 @@ impl<T> Wheel<T> {
         match self.slab.node(index).place {
             Place::Wheel { level, slot } => {
                 let (level, slot) = (level as usize, slot as usize);
-                let wheel_level = &mut self.levels[level];
-                wheel_level.slots[slot].unlink(&mut self.slab, index);
-                if wheel_level.slots[slot].is_empty() {
-                    wheel_level.take_slot(slot);
+                let list = &mut self.levels[level].slots[slot];
+                list.unlink(&mut self.slab, index);
+                if list.is_empty() {
+                    self.take_slot(level, slot);
                 }
             }
             Place::Overdue => {
@@ -412,21 +447,22 @@ impl<T> Wheel<T> {
     /// The earliest occupied slot: the lowest occupied slot of the lowest
     /// occupied level. Every slot of a level starts after every deadline on
     /// the levels below it, and after `elapsed`, so no wrap-around is needed.
+    #[inline]
     fn next_slot(&self) -> Option<(usize, usize)> {
-        self.levels
-            .iter()
-            .enumerate()
-            .find_map(|(level, wheel_level)| {
-                (wheel_level.occupied != 0)
-                    .then(|| (level, wheel_level.occupied.trailing_zeros() as usize))
-            })
+        if self.occupied_levels == 0 {
+            return None;
+        }
+        let level = self.occupied_levels.trailing_zeros() as usize;
+        let occupied = self.levels[level].occupied;
+        debug_assert_ne!(occupied, 0, "level {level} marked occupied is empty");
+        Some((level, occupied.trailing_zeros() as usize))
     }
 
     /// Empties a slot the wheel's time has reached: entries due now become
     /// ready, in list order (which is start order among equal deadlines);
     /// the rest move to the lower levels, also in list order.
     fn expire_slot(&mut self, level: usize, slot: usize) {
-        let mut list = self.levels[level].take_slot(slot);
+        let mut list = self.take_slot(level, slot);
         while let Some(index) = list.pop_front(&mut self.slab) {
             if self.slab.node(index).deadline <= self.elapsed {
                 self.ready.push_back(&mut self.slab, index, Place::Ready);
@@ -455,6 +491,54 @@ impl<T> Iterator for Advance<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The earliest slot by a walk over every level, as `next_slot` did
+    /// before the levels' bits.
+    fn next_slot_by_walk<T>(wheel: &Wheel<T>) -> Option<(usize, usize)> {
+        wheel.levels.iter().enumerate().find_map(|(level, l)| {
+            (l.occupied != 0).then(|| (level, l.occupied.trailing_zeros() as usize))
+        })
+    }
+
+    #[test]
+    fn the_levels_bits_follow_inserts_cancels_resets_and_advances() {
+        let mut wheel = Wheel::new();
+        let mut keys = Vec::new();
+        // A fixed pseudo-random walk over deadlines from 1 ms to years.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for round in 0..4000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let now = wheel.elapsed();
+            match x % 8 {
+                0..=3 => {
+                    let span = 1u64 << ((x >> 8) % 40);
+                    keys.push(wheel.insert(now + (x >> 16) % span + 1, round));
+                }
+                4 if !keys.is_empty() => {
+                    let key = keys.swap_remove((x >> 8) as usize % keys.len());
+                    wheel.cancel(key);
+                }
+                5 if !keys.is_empty() => {
+                    let key = keys[(x >> 8) as usize % keys.len()];
+                    let _ = wheel.reset(key, now + (x >> 16) % 100_000);
+                }
+                _ => {
+                    let to = now + (x >> 8) % (1 << ((x >> 4) % 24));
+                    wheel.advance(to).for_each(drop);
+                }
+            }
+            assert_eq!(
+                wheel.next_slot(),
+                next_slot_by_walk(&wheel),
+                "round {round}"
+            );
+            for (level, l) in wheel.levels.iter().enumerate() {
+                assert_eq!(wheel.occupied_levels & (1 << level) != 0, l.occupied != 0);
+            }
+        }
+    }
 
     #[test]
     fn level_for_uses_the_highest_differing_bit() {

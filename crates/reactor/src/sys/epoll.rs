@@ -49,6 +49,10 @@ const READ_EVENTS: u32 = (libc::EPOLLIN | libc::EPOLLPRI | libc::EPOLLHUP | libc
 /// What epoll reports as "a writer can proceed".
 const WRITE_EVENTS: u32 = (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32;
 
+/// The kernel's signal set size, `epoll_pwait`'s last argument (64
+/// signals; what glibc passes).
+const SIGSET_BYTES: libc::size_t = 8;
+
 /// The epoll backend.
 pub(crate) type Epoll = Readiness<EpollSelector>;
 
@@ -193,15 +197,31 @@ impl Selector for EpollSelector {
         timeout: Option<Duration>,
         mut on_event: impl FnMut(RawFd, bool, bool, u32),
     ) -> io::Result<()> {
+        // The system call itself, not glibc's `epoll_wait`: that one is a
+        // cancellation point, which in a process with a second thread (a
+        // second loop, the pool) brackets every wait with two atomic
+        // updates of the thread's cancellation state; nothing here is ever
+        // cancelled. `epoll_pwait` with no signal mask is `epoll_wait` (and
+        // the only one of the two that every architecture has).
         // SAFETY: `events` holds MAX_EVENTS initialised entries the kernel
-        // may overwrite; the epoll descriptor is open.
+        // may overwrite; the epoll descriptor is open; a null signal mask
+        // is allowed (its size is then not read). Every argument is passed
+        // a register wide: `syscall` reads them as `long`s.
         let r = unsafe {
-            syscall!(epoll_wait(
-                self.epfd.as_raw_fd(),
+            libc::syscall(
+                libc::SYS_epoll_pwait,
+                libc::c_long::from(self.epfd.as_raw_fd()),
                 self.events.as_mut_ptr(),
-                MAX_EVENTS as i32,
-                timeout_ms(timeout)
-            ))
+                MAX_EVENTS as libc::c_long,
+                libc::c_long::from(timeout_ms(timeout)),
+                std::ptr::null::<libc::sigset_t>(),
+                SIGSET_BYTES,
+            )
+        };
+        let r = if r == -1 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r)
         };
         let n = match r {
             Ok(n) => n as usize,
