@@ -507,6 +507,10 @@ fn child_second_sigint() {
     if !util::in_child() {
         return;
     }
+    // SIGINT's default action before the first listener (a shell starts a
+    // background job with SIGINT ignored, and the last listener's removal
+    // restores what was there).
+    set_disposition(Signal::INT, libc::SIG_DFL);
     let mut lp = Loop::new().unwrap();
     let listener = lp
         .on_signal(Signal::INT, |lp, me| {
