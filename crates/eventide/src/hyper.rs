@@ -264,26 +264,18 @@ impl HyperStream {
 
     fn write_some(&self, cx: &Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let stream = self.stream;
-        let mut io = self.io.borrow_mut();
-        if let Some(Err(error)) = &io.end {
-            return Poll::Ready(Err(to_io(error)));
-        }
+        let started = {
+            let io = self.io.borrow();
+            if let Some(Err(error)) = &io.end {
+                return Poll::Ready(Err(to_io(error)));
+            }
+            io.started
+        };
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
         let io_rc = &self.io;
         with_loop(|lp| {
-            if stream.need_drain(lp) {
-                set_waker(&mut io.write_waker, cx);
-                if !io.drain_set {
-                    io.drain_set = true;
-                    let drain_io = Rc::clone(io_rc);
-                    stream.on_drain(lp, move |_, _| wake(&mut drain_io.borrow_mut().write_waker));
-                }
-                return Poll::Pending;
-            }
-            let started = io.started;
-            drop(io);
             if !started {
                 // The reader is what hears of a failed send (below).
                 HyperStream::start(stream, io_rc, lp);
@@ -292,11 +284,13 @@ impl HyperStream {
             // `uv_try_write`, as Node's `socket.write` does first): no
             // copy, no queued request. `try_write` refuses (EAGAIN)
             // while queued bytes are still going out, so nothing
-            // overtakes them. Its errors change nothing: the queued
-            // write below meets them again and reports them as a send's.
-            // Not on io_uring: there a queued send rides the submission
-            // the loop makes anyway, with every other connection's (W13:
-            // 6% more CPU per request with a system call per response).
+            // overtakes them (and a queue at its high-water mark is
+            // never passed: nothing is sent then). Its errors change
+            // nothing: the queued write below meets them again and
+            // reports them as a send's. Not on io_uring: there a queued
+            // send rides the submission the loop makes anyway, with
+            // every other connection's (W13: 6% more CPU per request
+            // with a system call per response).
             let sent = if lp.backend() == BackendKind::Uring {
                 0
             } else {
@@ -304,6 +298,17 @@ impl HyperStream {
             };
             if sent == buf.len() {
                 return Poll::Ready(Ok(sent));
+            }
+            if sent == 0 && stream.need_drain(lp) {
+                // At the mark: wait for the drain.
+                let mut io = io_rc.borrow_mut();
+                set_waker(&mut io.write_waker, cx);
+                if !io.drain_set {
+                    io.drain_set = true;
+                    let drain_io = Rc::clone(io_rc);
+                    stream.on_drain(lp, move |_, _| wake(&mut drain_io.borrow_mut().write_waker));
+                }
+                return Poll::Pending;
             }
             // The rest is queued, with no callback of its own (a closure
             // without captures: no allocation): a send that fails
@@ -1010,9 +1015,9 @@ impl Future for LoopSleep {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         if this.state.is_none() {
-            let shared = this.shared.clone();
+            let shared = this.shared.as_ptr();
             let polled = try_with_loop(|lp| {
-                (shared.as_ptr() == Arc::as_ptr(&lp.shared)).then(|| this.poll_local(lp, cx))
+                (shared == Arc::as_ptr(&lp.shared)).then(|| this.poll_local(lp, cx))
             })
             .flatten();
             if let Some(polled) = polled {
