@@ -688,7 +688,7 @@ impl Waits {
 
     /// A slot for a sleep of `lp` until `deadline`, its timer started
     /// (or the slot's pending one taken over).
-    fn take(&mut self, lp: &mut Loop, deadline: Instant, waker: &Waker) -> Local {
+    fn take(&mut self, lp: &mut Loop, deadline: Instant, waker: Waker) -> Local {
         let index = match self.free.pop() {
             Some(index) => index,
             None => {
@@ -711,7 +711,7 @@ impl Waits {
         wait.taken = true;
         wait.fired = false;
         wait.deadline = deadline;
-        wait.waker = Some(waker.clone());
+        wait.waker = Some(waker);
         wait.arm(lp, index);
         Local {
             index,
@@ -791,6 +791,14 @@ impl Wait {
         self.fired = true;
         self.waker.take()
     }
+}
+
+/// What a look at a sleep's slot found.
+enum LocalPoll {
+    Ready,
+    Pending,
+    /// Pending, polled with another waker than the one kept.
+    NewWaker,
 }
 
 /// A sleep of a [`LoopTimer`]: completes once its deadline has passed
@@ -882,11 +890,14 @@ impl LoopSleep {
         }
     }
 
-    /// The fast path's poll, on the sleep's loop (lent as `lp`).
+    /// The fast path's poll, on the sleep's loop (lent as `lp`). Wakers
+    /// are cloned and dropped while the table is not borrowed (a waker's
+    /// code may do anything).
     fn poll_local(&mut self, lp: &mut Loop, cx: &Context<'_>) -> Poll<()> {
         let deadline = self.deadline;
         let Some(local) = self.local else {
-            let local = with_waits(|waits| waits.take(lp, deadline, cx.waker()));
+            let waker = cx.waker().clone();
+            let local = with_waits(|waits| waits.take(lp, deadline, waker));
             // `None`: the thread is tearing down; nothing will wake it.
             self.local = local;
             return Poll::Pending;
@@ -894,25 +905,29 @@ impl LoopSleep {
         let polled = with_waits(|waits| {
             let wait = waits.slot(local)?;
             if wait.fired {
-                return Some((Poll::Ready(()), None));
+                return Some(LocalPoll::Ready);
             }
-            // A new waker: the old one is dropped once the table is no
-            // longer borrowed.
-            let old = match &wait.waker {
-                Some(waker) if waker.will_wake(cx.waker()) => None,
-                _ => wait.waker.replace(cx.waker().clone()),
-            };
             if wait.timer.is_none() {
                 // Reset since: a timer for the new deadline.
                 wait.arm(lp, local.index);
             }
-            Some((Poll::Pending, old))
+            let same = wait.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+            Some(if same {
+                LocalPoll::Pending
+            } else {
+                LocalPoll::NewWaker
+            })
         })
         .flatten();
         match polled {
-            Some((polled, old)) => {
+            Some(LocalPoll::Ready) => Poll::Ready(()),
+            Some(LocalPoll::Pending) => Poll::Pending,
+            Some(LocalPoll::NewWaker) => {
+                // Another waker than the one kept: swapped in.
+                let waker = cx.waker().clone();
+                let old = with_waits(|waits| waits.slot(local).map(|w| w.waker.replace(waker)));
                 drop(old);
-                polled
+                Poll::Pending
             }
             // Not this thread's slot (cannot happen: a loop never leaves
             // its thread): start afresh.

@@ -600,6 +600,21 @@ fn a_sleep_polled_on_the_loop_then_on_another_thread(lp: &mut Loop) {
     assert!(waited >= Duration::from_millis(40), "{waited:?}");
 }
 
+/// A sleep polled by one task and then awaited by another: the second
+/// task's waker replaces the first's, and it is the one woken.
+fn a_sleep_awaited_by_another_task(lp: &mut Loop) {
+    let timer = LoopTimer::new(lp);
+    let waited = block_on_within(lp, async move {
+        let mut sleep = timer.sleep(Duration::from_millis(30));
+        poll_pending(&mut sleep).await;
+        let start = Instant::now();
+        let other = with_loop(|lp| lp.spawn_local(sleep));
+        other.await.expect("the other task ran");
+        start.elapsed()
+    });
+    assert!(waited >= Duration::from_millis(20), "{waited:?}");
+}
+
 /// Two loops on one thread: a sleep of the second does not count on a
 /// timer the first left pending (the first never runs again), however
 /// early that timer would fire.
@@ -629,6 +644,7 @@ on_every_backend!(
     a_sleep_shorter_than_the_pending_timer_gets_its_own,
     reset_on_the_loop,
     a_sleep_polled_on_the_loop_then_on_another_thread,
+    a_sleep_awaited_by_another_task,
     sleeps_of_two_loops_on_one_thread,
     chunked_body,
     slow_client,
