@@ -581,11 +581,12 @@ fn a_sleep_polled_on_the_loop_then_on_another_thread(lp: &mut Loop) {
     let handle = lp.handle();
     let (tx, rx) = mpsc::channel();
     block_on_within(lp, async move {
+        let start = Instant::now();
         let mut sleep = timer.sleep(Duration::from_millis(40));
         let mut dropped = timer.sleep(Duration::from_millis(10));
         poll_pending(&mut sleep).await;
         poll_pending(&mut dropped).await;
-        tx.send((sleep, dropped, Instant::now(), handle)).unwrap();
+        tx.send((sleep, dropped, start, handle)).unwrap();
     });
     let thread = thread::spawn(move || {
         let (sleep, dropped, start, handle) = rx.recv().unwrap();
