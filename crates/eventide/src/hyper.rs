@@ -264,26 +264,18 @@ impl HyperStream {
 
     fn write_some(&self, cx: &Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let stream = self.stream;
-        let mut io = self.io.borrow_mut();
-        if let Some(Err(error)) = &io.end {
-            return Poll::Ready(Err(to_io(error)));
-        }
+        let started = {
+            let io = self.io.borrow();
+            if let Some(Err(error)) = &io.end {
+                return Poll::Ready(Err(to_io(error)));
+            }
+            io.started
+        };
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
         let io_rc = &self.io;
         with_loop(|lp| {
-            if stream.need_drain(lp) {
-                set_waker(&mut io.write_waker, cx);
-                if !io.drain_set {
-                    io.drain_set = true;
-                    let drain_io = Rc::clone(io_rc);
-                    stream.on_drain(lp, move |_, _| wake(&mut drain_io.borrow_mut().write_waker));
-                }
-                return Poll::Pending;
-            }
-            let started = io.started;
-            drop(io);
             if !started {
                 // The reader is what hears of a failed send (below).
                 HyperStream::start(stream, io_rc, lp);
@@ -292,11 +284,13 @@ impl HyperStream {
             // `uv_try_write`, as Node's `socket.write` does first): no
             // copy, no queued request. `try_write` refuses (EAGAIN)
             // while queued bytes are still going out, so nothing
-            // overtakes them. Its errors change nothing: the queued
-            // write below meets them again and reports them as a send's.
-            // Not on io_uring: there a queued send rides the submission
-            // the loop makes anyway, with every other connection's (W13:
-            // 6% more CPU per request with a system call per response).
+            // overtakes them (and a queue at its high-water mark is
+            // never passed: nothing is sent then). Its errors change
+            // nothing: the queued write below meets them again and
+            // reports them as a send's. Not on io_uring: there a queued
+            // send rides the submission the loop makes anyway, with
+            // every other connection's (W13: 6% more CPU per request
+            // with a system call per response).
             let sent = if lp.backend() == BackendKind::Uring {
                 0
             } else {
@@ -304,6 +298,17 @@ impl HyperStream {
             };
             if sent == buf.len() {
                 return Poll::Ready(Ok(sent));
+            }
+            if sent == 0 && stream.need_drain(lp) {
+                // At the mark: wait for the drain.
+                let mut io = io_rc.borrow_mut();
+                set_waker(&mut io.write_waker, cx);
+                if !io.drain_set {
+                    io.drain_set = true;
+                    let drain_io = Rc::clone(io_rc);
+                    stream.on_drain(lp, move |_, _| wake(&mut drain_io.borrow_mut().write_waker));
+                }
+                return Poll::Pending;
             }
             // The rest is queued, with no callback of its own (a closure
             // without captures: no allocation): a send that fails
@@ -440,16 +445,23 @@ where
 ///
 /// hyper wants its timer and its sleeps `Send + Sync`, though its
 /// HTTP/1 connections, polled by a task of the loop, create, reset, poll
-/// and drop them on the loop's thread. A [`LoopSleep`] is therefore a
-/// small state shared under a mutex (uncontended on that path) between
-/// the future and its loop timer's callback: the callback, on the loop
-/// thread, marks it fired and calls the waker the future left. Where the
-/// loop is at hand (a task of this loop is being polled on this thread)
-/// the timer is started, restarted and cleared at once; from anywhere
-/// else (another thread, a plain callback) the same is posted to the
-/// loop through its cross-thread wake-up, and a generation number (and
-/// the current timer's id) makes a late-running post or timer of a
-/// superseded deadline a no-op.
+/// and drop them on the loop's thread. That is the fast path: a sleep
+/// first polled by a task of its loop takes a slot in a table of the
+/// thread's, which keeps its waker and deadline, and with the slot its
+/// loop timer: the one the slot's last sleep left pending if that fires
+/// no later than the deadline (hyper's header-read timeouts, one per
+/// request, then cost no timer started or cleared), a new one otherwise.
+/// The timer's callback holds only the slot's index and a number (stored
+/// in the timer: nothing allocated, no lock); polls, resets and the drop
+/// on the loop thread reach the slot directly. A sleep polled anywhere
+/// else (another thread, a plain callback) shares a small state under a
+/// mutex with its loop timer's callback instead, and its arming, resets
+/// and drop are posted to the loop through its cross-thread wake-up; a
+/// generation number (and the current timer's id) makes a late-running
+/// post or timer of a superseded deadline a no-op. A sleep of the fast
+/// path polled or reset from elsewhere moves to the shared form (its
+/// slot given back by a post to the loop); dropped elsewhere, it gives
+/// its slot back the same way.
 ///
 /// The timers are unreferenced ([`Loop::unref_timer`]): a hyper timeout
 /// guards a connection whose socket keeps the loop alive; the timeout
@@ -494,6 +506,7 @@ impl LoopTimer {
         LoopSleep {
             shared: self.shared.clone(),
             deadline,
+            local: None,
             state: None,
         }
     }
@@ -524,7 +537,8 @@ fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86_400 * 365 * 30)
 }
 
-/// What a [`LoopSleep`] and its loop timer's callback share.
+/// What a [`LoopSleep`] of the shared form (polled off its loop's
+/// thread) and its loop timer's callback share.
 struct SleepState {
     inner: Mutex<SleepInner>,
 }
@@ -603,13 +617,200 @@ fn arm(lp: &mut Loop, state: &Arc<SleepState>, deadline: Instant, generation: u6
     }
 }
 
+/// The sleeps waiting on this thread's loops (the fast path; see
+/// [`LoopTimer`]): a slot per sleep, from its first poll to its drop, and
+/// with each slot the loop timer it last started, which outlives the
+/// sleep. A dropped sleep's timer is not cleared: the next sleep given
+/// the slot (slots are reused last freed, first) takes it over if it
+/// fires no later than that sleep's deadline (hyper's header-read
+/// timeouts, one per request with the same duration, always do), and
+/// when it fires early for its current sleep it starts itself again for
+/// the rest. So a request's timeout costs no timer started or cleared,
+/// only a slot taken and given back; a connection that is waited on
+/// for the whole timeout costs one timer start per timeout.
+struct Waits {
+    slots: Vec<Wait>,
+    /// Free slots, the last freed at the end.
+    free: Vec<u32>,
+    /// This thread, whose table this is.
+    thread: std::thread::ThreadId,
+}
+
+/// One slot of [`Waits`].
+struct Wait {
+    /// Bumped each time a sleep takes the slot: a sleep's id for it.
+    generation: u32,
+    /// A sleep holds the slot.
+    taken: bool,
+    /// The holder's deadline has passed (its timer ran after it).
+    fired: bool,
+    /// The holder's deadline.
+    deadline: Instant,
+    waker: Option<Waker>,
+    /// The slot's pending loop timer, if any: its loop's id, its id, the
+    /// instant it was started for, and its number (its callback holds
+    /// the slot's index and this number: a timer whose number is not
+    /// the slot's current one was superseded, and does nothing).
+    timer: Option<(u32, TimerId)>,
+    timer_at: Instant,
+    timer_count: u32,
+}
+
+thread_local! {
+    static WAITS: RefCell<Waits> = RefCell::new(Waits {
+        slots: Vec::new(),
+        free: Vec::new(),
+        thread: std::thread::current().id(),
+    });
+}
+
+/// Runs `f` on this thread's [`Waits`] (nothing during the thread's TLS
+/// teardown).
+fn with_waits<R>(f: impl FnOnce(&mut Waits) -> R) -> Option<R> {
+    WAITS.try_with(|w| f(&mut w.borrow_mut())).ok()
+}
+
+/// A sleep's slot in the [`Waits`] of its loop's thread.
+#[derive(Clone, Copy, Debug)]
+struct Local {
+    index: u32,
+    generation: u32,
+    thread: std::thread::ThreadId,
+}
+
+impl Waits {
+    /// The slot of `local`, if it is still its holder's.
+    fn slot(&mut self, local: Local) -> Option<&mut Wait> {
+        self.slots
+            .get_mut(local.index as usize)
+            .filter(|w| w.taken && w.generation == local.generation)
+    }
+
+    /// A slot for a sleep of `lp` until `deadline`, its timer started
+    /// (or the slot's pending one taken over).
+    fn take(&mut self, lp: &mut Loop, deadline: Instant, waker: Waker) -> Local {
+        let index = match self.free.pop() {
+            Some(index) => index,
+            None => {
+                let index = u32::try_from(self.slots.len()).expect("fewer than 2^32 sleeps");
+                self.slots.push(Wait {
+                    generation: 0,
+                    taken: false,
+                    fired: false,
+                    deadline,
+                    waker: None,
+                    timer: None,
+                    timer_at: deadline,
+                    timer_count: 0,
+                });
+                index
+            }
+        };
+        let wait = &mut self.slots[index as usize];
+        wait.generation = wait.generation.wrapping_add(1);
+        wait.taken = true;
+        wait.fired = false;
+        wait.deadline = deadline;
+        wait.waker = Some(waker);
+        wait.arm(lp, index);
+        Local {
+            index,
+            generation: wait.generation,
+            thread: self.thread,
+        }
+    }
+
+    /// Gives `local`'s slot back (its timer left pending, for the next
+    /// holder); the waker is handed out, to drop once the table is no
+    /// longer borrowed.
+    fn give_back(&mut self, local: Local) -> Option<Waker> {
+        let wait = self.slot(local)?;
+        wait.taken = false;
+        let waker = wait.waker.take();
+        self.free.push(local.index);
+        waker
+    }
+}
+
+impl Wait {
+    /// Makes sure a timer of `lp` fires no later than the deadline: the
+    /// pending one if it does, else a new one (the pending one cleared).
+    fn arm(&mut self, lp: &mut Loop, index: u32) {
+        match self.timer {
+            Some((loop_id, _)) if loop_id == lp.id && self.timer_at <= self.deadline => return,
+            Some((loop_id, id)) if loop_id == lp.id => {
+                lp.clear_timer(id);
+            }
+            // Another loop's (on this thread), or none: left to fire
+            // into a number that is no longer the slot's.
+            _ => {}
+        }
+        self.start(lp, index);
+    }
+
+    /// Starts a loop timer for the deadline (rounded up to whole
+    /// milliseconds: the loop's timers count those, and a sleep must not
+    /// end before its deadline). Its callback holds the slot's index and
+    /// the timer's number (8 bytes: stored in the timer, nothing
+    /// allocated).
+    fn start(&mut self, lp: &mut Loop, index: u32) {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let ms = left.as_nanos().div_ceil(1_000_000);
+        let delay = Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX));
+        self.timer_count = self.timer_count.wrapping_add(1);
+        let count = self.timer_count;
+        let id = lp.set_timeout(delay, move |lp| {
+            let waker = with_waits(|waits| waits.slots[index as usize].on_timer(lp, index, count));
+            // Woken once the table is no longer borrowed.
+            if let Some(waker) = waker.flatten() {
+                waker.wake();
+            }
+        });
+        lp.unref_timer(id);
+        self.timer = Some((lp.id, id));
+        self.timer_at = self.deadline;
+    }
+
+    /// The slot's timer number `count` ran: the holder's waker to wake
+    /// if its deadline has passed; the timer started again for the rest
+    /// if it has not (a timer taken over, or the loop's clock a little
+    /// behind the monotonic one); nothing for a superseded timer or a
+    /// free slot.
+    fn on_timer(&mut self, lp: &mut Loop, index: u32, count: u32) -> Option<Waker> {
+        if count != self.timer_count || self.timer.is_none_or(|(id, _)| id != lp.id) {
+            return None;
+        }
+        self.timer = None;
+        if !self.taken || self.fired {
+            return None;
+        }
+        if Instant::now() < self.deadline {
+            self.start(lp, index);
+            return None;
+        }
+        self.fired = true;
+        self.waker.take()
+    }
+}
+
+/// What a look at a sleep's slot found.
+enum LocalPoll {
+    Ready,
+    Pending,
+    /// Pending, polled with another waker than the one kept.
+    NewWaker,
+}
+
 /// A sleep of a [`LoopTimer`]: completes once its deadline has passed
 /// (see [`LoopTimer`] for how it reaches the loop). Until its first poll
-/// it is just its deadline: no state is shared, no timer started.
+/// it is just its deadline: nothing shared, no timer started.
 pub struct LoopSleep {
     shared: Weak<Shared>,
     deadline: Instant,
-    /// Made at the first poll that has to wait.
+    /// The fast path: first polled by a task of its loop.
+    local: Option<Local>,
+    /// The shared form: made at the first poll that has to wait away
+    /// from the loop's thread.
     state: Option<Arc<SleepState>>,
 }
 
@@ -617,6 +818,9 @@ impl std::fmt::Debug for LoopSleep {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut d = f.debug_struct("LoopSleep");
         d.field("deadline", &self.deadline);
+        if let Some(local) = &self.local {
+            d.field("slot", &local.index);
+        }
         if let Some(state) = &self.state {
             let inner = state.lock();
             d.field("fired", &inner.fired).field("timer", &inner.timer);
@@ -626,6 +830,20 @@ impl std::fmt::Debug for LoopSleep {
 }
 
 impl LoopSleep {
+    /// Runs `f` with the sleep's loop if that loop is lent to the running
+    /// task on this thread; `None` (and `f` not called) otherwise.
+    fn here<R>(&self, f: impl FnOnce(&mut Loop) -> R) -> Option<R> {
+        try_with_loop(|lp| (self.shared.as_ptr() == Arc::as_ptr(&lp.shared)).then(|| f(lp)))
+            .flatten()
+    }
+
+    /// Posts `f` to the sleep's loop (dropped if the loop is gone).
+    fn post(&self, f: impl FnOnce(&mut Loop) + Send + 'static) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.post(Box::new(f));
+        }
+    }
+
     /// Runs `f` on the sleep's loop: at once where that loop is lent to
     /// the running task, posted to it otherwise (dropped if it is gone).
     fn on_loop(
@@ -635,22 +853,17 @@ impl LoopSleep {
     ) {
         let state = Arc::clone(state);
         let mut f = Some(f);
-        let here = try_with_loop(|lp| {
-            if self.shared.as_ptr() != Arc::as_ptr(&lp.shared) {
-                return false;
-            }
+        let here = self.here(|lp| {
             if let Some(f) = f.take() {
                 f(lp, &state);
             }
-            true
         });
-        if here == Some(true) {
+        if here.is_some() {
             return;
         }
-        let (Some(shared), Some(f)) = (self.shared.upgrade(), f) else {
-            return;
-        };
-        shared.post(Box::new(move |lp: &mut Loop| f(lp, &state)));
+        if let Some(f) = f {
+            self.post(move |lp: &mut Loop| f(lp, &state));
+        }
     }
 
     /// Clears the loop timer `old`, if any.
@@ -662,30 +875,71 @@ impl LoopSleep {
         }
     }
 
-    /// Moves the deadline (hyper's `Timer::reset`): not fired any more;
-    /// the old loop timer, if any, is cleared, and the next poll that
-    /// has to wait starts one for the new deadline.
-    pub fn reset(&mut self, deadline: Instant) {
-        self.deadline = deadline;
-        let Some(state) = &self.state else {
+    /// Leaves the fast path, if on it: the slot is given back, at once on
+    /// its thread, else by a post to the loop (lost with the loop).
+    fn leave_local(&mut self) {
+        let Some(local) = self.local.take() else {
             return;
         };
-        let old = {
-            let mut inner = state.lock();
-            inner.deadline = deadline;
-            inner.generation += 1;
-            inner.armed = false;
-            inner.fired = false;
-            inner.timer.take()
-        };
-        self.clear(state, old);
+        let given =
+            with_waits(|waits| (waits.thread == local.thread).then(|| waits.give_back(local)))
+                .flatten();
+        match given {
+            Some(waker) => drop(waker),
+            None => self.post(move |_| drop(with_waits(|waits| waits.give_back(local)))),
+        }
     }
-}
 
-impl Future for LoopSleep {
-    type Output = ();
+    /// The fast path's poll, on the sleep's loop (lent as `lp`). Wakers
+    /// are cloned and dropped while the table is not borrowed (a waker's
+    /// code may do anything).
+    fn poll_local(&mut self, lp: &mut Loop, cx: &Context<'_>) -> Poll<()> {
+        let deadline = self.deadline;
+        let Some(local) = self.local else {
+            let waker = cx.waker().clone();
+            let local = with_waits(|waits| waits.take(lp, deadline, waker));
+            // `None`: the thread is tearing down; nothing will wake it.
+            self.local = local;
+            return Poll::Pending;
+        };
+        let polled = with_waits(|waits| {
+            let wait = waits.slot(local)?;
+            if wait.fired {
+                return Some(LocalPoll::Ready);
+            }
+            if wait.timer.is_none() {
+                // Reset since: a timer for the new deadline.
+                wait.arm(lp, local.index);
+            }
+            let same = wait.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+            Some(if same {
+                LocalPoll::Pending
+            } else {
+                LocalPoll::NewWaker
+            })
+        })
+        .flatten();
+        match polled {
+            Some(LocalPoll::Ready) => Poll::Ready(()),
+            Some(LocalPoll::Pending) => Poll::Pending,
+            Some(LocalPoll::NewWaker) => {
+                // Another waker than the one kept: swapped in.
+                let waker = cx.waker().clone();
+                let old = with_waits(|waits| waits.slot(local).map(|w| w.waker.replace(waker)));
+                drop(old);
+                Poll::Pending
+            }
+            // Not this thread's slot (cannot happen: a loop never leaves
+            // its thread): start afresh.
+            None => {
+                self.local = None;
+                self.poll_local(lp, cx)
+            }
+        }
+    }
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    /// The shared form's poll (anywhere).
+    fn poll_shared(&mut self, cx: &Context<'_>) -> Poll<()> {
         let state = match &self.state {
             Some(state) => Arc::clone(state),
             None => {
@@ -723,13 +977,82 @@ impl Future for LoopSleep {
         });
         Poll::Pending
     }
+
+    /// Moves the deadline (hyper's `Timer::reset`): not fired any more.
+    /// On the fast path the pending loop timer stays if it fires no later
+    /// than the new deadline (it starts itself again for the rest), and
+    /// is cleared otherwise; in the shared form it is cleared. Either
+    /// way the next poll that has to wait makes sure of a timer.
+    pub fn reset(&mut self, deadline: Instant) {
+        self.deadline = deadline;
+        if let Some(local) = self.local {
+            let reset = self.here(|lp| {
+                with_waits(|waits| {
+                    let wait = waits.slot(local)?;
+                    wait.deadline = deadline;
+                    wait.fired = false;
+                    if let Some((loop_id, id)) = wait.timer
+                        && wait.timer_at > deadline
+                    {
+                        if loop_id == lp.id {
+                            lp.clear_timer(id);
+                        }
+                        wait.timer = None;
+                    }
+                    Some(())
+                })
+                .flatten()
+            });
+            if reset.flatten().is_none() {
+                // Away from the loop's thread: the next poll starts
+                // afresh, wherever it is.
+                self.leave_local();
+            }
+        }
+        let Some(state) = &self.state else {
+            return;
+        };
+        let old = {
+            let mut inner = state.lock();
+            inner.deadline = deadline;
+            inner.generation += 1;
+            inner.armed = false;
+            inner.fired = false;
+            inner.timer.take()
+        };
+        self.clear(state, old);
+    }
 }
 
-/// `Send + Sync` (its state is behind an `Arc<Mutex<_>>`), as hyper asks.
+impl Future for LoopSleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if this.state.is_none() {
+            let shared = this.shared.as_ptr();
+            let polled = try_with_loop(|lp| {
+                (shared == Arc::as_ptr(&lp.shared)).then(|| this.poll_local(lp, cx))
+            })
+            .flatten();
+            if let Some(polled) = polled {
+                return polled;
+            }
+            // Polled away from its loop's thread: the shared form from
+            // now on.
+            this.leave_local();
+        }
+        this.poll_shared(cx)
+    }
+}
+
+/// `Send + Sync` (its state is plain ids, or behind an
+/// `Arc<Mutex<_>>`), as hyper asks.
 impl hyper::rt::Sleep for LoopSleep {}
 
 impl Drop for LoopSleep {
     fn drop(&mut self) {
+        self.leave_local();
         let Some(state) = &self.state else {
             return;
         };

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use eventide::hyper::{HyperStream, LocalExecutor, LoopTimer};
 use eventide::net::ListenOptions;
-use eventide::task::net;
+use eventide::task::{net, with_loop};
 use eventide::{BackendKind, Loop, LoopHandle};
 use http_body_util::{BodyExt, Empty};
 use hyper::rt::{Executor, Timer};
@@ -458,8 +458,195 @@ fn timer_from_another_thread(lp: &mut Loop) {
     assert!(second >= Duration::from_millis(20), "{second:?}");
 }
 
+/// Runs `future` as a task of `lp` to its end; a referenced watchdog
+/// keeps the loop alive meanwhile (the sleeps' timers do not) and fails
+/// the test if it takes over [`STEP`].
+fn block_on_within<T: 'static>(lp: &mut Loop, future: impl Future<Output = T> + 'static) -> T {
+    let watchdog = lp.set_timeout(STEP, |_| {
+        panic!("the task was still pending after its time limit")
+    });
+    let output = lp.block_on(future).expect("the task ran");
+    lp.clear_timer(watchdog);
+    output
+}
+
+/// Polls `sleep` once from the running task; it must be pending.
+async fn poll_pending(sleep: &mut Pin<Box<dyn hyper::rt::Sleep>>) {
+    std::future::poll_fn(|cx| {
+        assert!(sleep.as_mut().poll(cx).is_pending(), "pending at once");
+        Poll::Ready(())
+    })
+    .await;
+}
+
+/// The loop timers [`LoopTimer`] has pending on the running task's loop.
+fn hyper_timers() -> Vec<u64> {
+    with_loop(|lp| {
+        lp.handles()
+            .iter()
+            .filter(|h| h.site.is_some_and(|s| s.file().ends_with("src/hyper.rs")))
+            .map(|h| h.id)
+            .collect()
+    })
+}
+
+/// hyper makes a header-read timeout for every request on a keep-alive
+/// connection, polls it once while the next head is awaited, and drops
+/// it once the head is in. On the loop's thread, each such sleep takes
+/// over the loop timer the one before it left pending (it fires no
+/// later than the new deadline), instead of starting a timer and
+/// clearing it again: fifty sleeps, one loop timer.
+fn successive_sleeps_share_one_loop_timer(lp: &mut Loop) {
+    let timer = LoopTimer::new(lp);
+    let ids = block_on_within(lp, async move {
+        let mut ids = std::collections::HashSet::new();
+        for _ in 0..50 {
+            let mut sleep = timer.sleep(Duration::from_secs(30));
+            poll_pending(&mut sleep).await;
+            let pending = hyper_timers();
+            assert_eq!(pending.len(), 1, "one timer pending: {pending:?}");
+            ids.insert(pending[0]);
+            drop(sleep);
+        }
+        ids
+    });
+    assert_eq!(ids.len(), 1, "one timer for every sleep: {ids:?}");
+}
+
+/// A sleep that takes over a pending timer firing before its own
+/// deadline ends at its deadline, not at the timer's: the timer starts
+/// itself again for the rest.
+fn a_sleep_taking_over_an_earlier_timer_waits_for_its_deadline(lp: &mut Loop) {
+    let timer = LoopTimer::new(lp);
+    let waited = block_on_within(lp, async move {
+        let mut first = timer.sleep(Duration::from_millis(20));
+        poll_pending(&mut first).await;
+        drop(first);
+        let start = Instant::now();
+        timer.sleep(Duration::from_millis(120)).await;
+        start.elapsed()
+    });
+    assert!(
+        waited >= Duration::from_millis(120),
+        "done after {waited:?}"
+    );
+}
+
+/// A sleep whose deadline comes before the pending timer's gets a timer
+/// of its own: it does not wait for the longer one (an hour here; the
+/// watchdog fails the test long before).
+fn a_sleep_shorter_than_the_pending_timer_gets_its_own(lp: &mut Loop) {
+    let timer = LoopTimer::new(lp);
+    let waited = block_on_within(lp, async move {
+        let mut long = timer.sleep(Duration::from_secs(3600));
+        poll_pending(&mut long).await;
+        drop(long);
+        let start = Instant::now();
+        timer.sleep(Duration::from_millis(30)).await;
+        start.elapsed()
+    });
+    assert!(waited >= Duration::from_millis(30), "done after {waited:?}");
+}
+
+/// hyper's `Timer::reset` of a sleep waiting on the loop's thread: moved
+/// earlier, it ends at the new deadline (not the old one); moved later,
+/// at the new one too (not the old timer's, still pending).
+fn reset_on_the_loop(lp: &mut Loop) {
+    let timer = LoopTimer::new(lp);
+    let (earlier, later) = block_on_within(lp, async move {
+        let mut sleep = timer.sleep(Duration::from_secs(3600));
+        poll_pending(&mut sleep).await;
+        let start = Instant::now();
+        timer.reset(&mut sleep, Instant::now() + Duration::from_millis(30));
+        sleep.await;
+        let earlier = start.elapsed();
+        let mut sleep = timer.sleep(Duration::from_millis(10));
+        poll_pending(&mut sleep).await;
+        let start = Instant::now();
+        timer.reset(&mut sleep, Instant::now() + Duration::from_millis(100));
+        sleep.await;
+        (earlier, start.elapsed())
+    });
+    assert!(earlier >= Duration::from_millis(30), "{earlier:?}");
+    assert!(earlier < Duration::from_secs(3600), "{earlier:?}");
+    assert!(later >= Duration::from_millis(100), "{later:?}");
+}
+
+/// A sleep first polled by a task of its loop, then sent to another
+/// thread and polled there to its end: it completes, not before its
+/// deadline; another, dropped on that thread, gives its place back by a
+/// post to the loop.
+fn a_sleep_polled_on_the_loop_then_on_another_thread(lp: &mut Loop) {
+    let timer = LoopTimer::new(lp);
+    let handle = lp.handle();
+    let (tx, rx) = mpsc::channel();
+    block_on_within(lp, async move {
+        let start = Instant::now();
+        let mut sleep = timer.sleep(Duration::from_millis(40));
+        let mut dropped = timer.sleep(Duration::from_millis(10));
+        poll_pending(&mut sleep).await;
+        poll_pending(&mut dropped).await;
+        tx.send((sleep, dropped, start, handle)).unwrap();
+    });
+    let thread = thread::spawn(move || {
+        let (sleep, dropped, start, handle) = rx.recv().unwrap();
+        drop(dropped);
+        block_on_thread(sleep);
+        let waited = start.elapsed();
+        drop(handle);
+        waited
+    });
+    util::run_within(lp, STEP);
+    let waited = thread.join().unwrap();
+    assert!(waited >= Duration::from_millis(40), "{waited:?}");
+}
+
+/// A sleep polled by one task and then awaited by another: the second
+/// task's waker replaces the first's, and it is the one woken.
+fn a_sleep_awaited_by_another_task(lp: &mut Loop) {
+    let timer = LoopTimer::new(lp);
+    let waited = block_on_within(lp, async move {
+        let mut sleep = timer.sleep(Duration::from_millis(30));
+        poll_pending(&mut sleep).await;
+        let start = Instant::now();
+        let other = with_loop(|lp| lp.spawn_local(sleep));
+        other.await.expect("the other task ran");
+        start.elapsed()
+    });
+    assert!(waited >= Duration::from_millis(20), "{waited:?}");
+}
+
+/// Two loops on one thread: a sleep of the second does not count on a
+/// timer the first left pending (the first never runs again), however
+/// early that timer would fire.
+fn sleeps_of_two_loops_on_one_thread(lp: &mut Loop) {
+    let Some(mut other) = util::new_loop(lp.backend()) else {
+        return;
+    };
+    let other_timer = LoopTimer::new(&other);
+    block_on_within(&mut other, async move {
+        let mut sleep = other_timer.sleep(Duration::from_millis(5));
+        poll_pending(&mut sleep).await;
+    });
+    let timer = LoopTimer::new(lp);
+    let waited = block_on_within(lp, async move {
+        let start = Instant::now();
+        timer.sleep(Duration::from_millis(50)).await;
+        start.elapsed()
+    });
+    assert!(waited >= Duration::from_millis(50), "{waited:?}");
+    drop(other);
+}
+
 on_every_backend!(
     keep_alive,
+    successive_sleeps_share_one_loop_timer,
+    a_sleep_taking_over_an_earlier_timer_waits_for_its_deadline,
+    a_sleep_shorter_than_the_pending_timer_gets_its_own,
+    reset_on_the_loop,
+    a_sleep_polled_on_the_loop_then_on_another_thread,
+    a_sleep_awaited_by_another_task,
+    sleeps_of_two_loops_on_one_thread,
     chunked_body,
     slow_client,
     hyper_client,
