@@ -177,8 +177,22 @@ fn main() -> ExitCode {
             Ok(secs) if secs.is_finite() && secs > 0.0 => Duration::from_secs_f64(secs),
             _ => return usage_error(&format!("bad LIFETIME_S '{lifetime}'")),
         };
-        let mut run = Run::new("echo-server".to_owned(), backend);
-        net::echo_server(&mut run, port, lifetime, loops.unwrap_or(1), pin);
+        let loops = loops.unwrap_or(1);
+        // Several loops share one pool (none of them uses it here, but N
+        // loops need not mean 4N threads).
+        let pool = if loops > 1 {
+            match eventide::SharedPool::new(common::POOL_THREADS) {
+                Ok(pool) => Some(pool),
+                Err(error) => {
+                    eprintln!("FAIL workload=echo-server: cannot start the shared pool: {error}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        } else {
+            None
+        };
+        let mut run = Run::with_pool("echo-server".to_owned(), backend, pool.clone());
+        net::echo_server(&mut run, port, lifetime, loops, pin, pool);
         return ExitCode::SUCCESS;
     }
     if loops.is_some() || pin {

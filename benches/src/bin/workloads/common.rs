@@ -25,7 +25,22 @@ pub(crate) struct Run {
 impl Run {
     /// Builds the loop; a backend the system refuses is a failure (exit 1).
     pub(crate) fn new(workload: String, backend: BackendChoice) -> Run {
-        let mut builder = Loop::builder().backend(backend).pool_threads(POOL_THREADS);
+        Run::with_pool(workload, backend, None)
+    }
+
+    /// [`Run::new`] whose loop uses `pool` (shared with other loops: W14's
+    /// loops share one pool of 4 threads, as libuv's loops share one per
+    /// process), or a pool of its own without one.
+    pub(crate) fn with_pool(
+        workload: String,
+        backend: BackendChoice,
+        pool: Option<eventide::SharedPool>,
+    ) -> Run {
+        let mut builder = Loop::builder().backend(backend);
+        builder = match pool {
+            Some(pool) => builder.pool(pool),
+            None => builder.pool_threads(POOL_THREADS),
+        };
         // The blocked-loop detector's cost (docs/diagnostics.md): on with
         // this threshold in ms, the system's name then ends in `+detector`.
         let detector = std::env::var("WORKLOADS_DETECT_BLOCKING_MS")

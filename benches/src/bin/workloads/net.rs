@@ -317,7 +317,14 @@ fn raise_nofile() {
 /// With `pin`, loop i runs only on the i-th CPU of the process's affinity
 /// set (modulo its size): one loop per core, instead of wherever the
 /// scheduler's wake-up placement puts each thread.
-pub(crate) fn echo_server(run: &mut Run, port: u16, lifetime: Duration, loops: usize, pin: bool) {
+pub(crate) fn echo_server(
+    run: &mut Run,
+    port: u16,
+    lifetime: Duration,
+    loops: usize,
+    pin: bool,
+    pool: Option<eventide::SharedPool>,
+) {
     raise_nofile();
     let cpus: Arc<[usize]> = if pin {
         allowed_cpus().into()
@@ -335,12 +342,12 @@ pub(crate) fn echo_server(run: &mut Run, port: u16, lifetime: Duration, loops: u
         .map(|i| {
             let ready = Arc::clone(&ready);
             let cpus = Arc::clone(&cpus);
+            let pool = pool.clone();
             std::thread::Builder::new()
                 .name(format!("echo-loop-{i}"))
                 .spawn(move || {
                     pin_loop(&cpus, i);
-                    // h-config: one pool shared by every loop (LoopBuilder) would be given here.
-                    let mut run = Run::new("echo-server".to_owned(), backend);
+                    let mut run = Run::with_pool("echo-server".to_owned(), backend, pool);
                     serve_echo(&mut run, port, lifetime, true, Some(&ready));
                 })
         })
