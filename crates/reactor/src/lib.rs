@@ -84,6 +84,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod config;
+pub mod direct;
 mod op;
 mod sys;
 pub mod uring_ext;

@@ -676,15 +676,17 @@ impl Stream {
             return Err(again());
         }
         let written = loop {
-            let n = if not_socket {
-                raw_write(fd, data)
+            // The system calls themselves (`eventide_reactor::direct`: no
+            // cancellation-point wrappers).
+            let sent = if not_socket {
+                eventide_reactor::direct::write(fd, data)
             } else {
-                raw_send(fd, data)
+                eventide_reactor::direct::send(fd, data, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
             };
-            if n >= 0 {
-                break n as usize;
-            }
-            let error = io::Error::last_os_error();
+            let error = match sent {
+                Ok(n) => break n,
+                Err(error) => error,
+            };
             if error.kind() != io::ErrorKind::Interrupted {
                 return Err(if error.kind() == io::ErrorKind::WouldBlock {
                     again()
@@ -1873,58 +1875,5 @@ impl Loop {
             listing.add(kind, id, referenced, receiving || sending, site);
         }
         ops
-    }
-}
-
-/// `send(fd, data, MSG_DONTWAIT | MSG_NOSIGNAL)`: the bytes sent, or -1
-/// with `errno` set. On Linux the system call itself: glibc's `send` is a
-/// cancellation point, which in a process with a second thread (another
-/// loop, the pool) brackets the call with two atomic updates, and nothing
-/// here is ever cancelled (the reactor's receives and waits do the same).
-fn raw_send(fd: std::os::fd::RawFd, data: &[u8]) -> isize {
-    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
-    #[cfg(target_os = "linux")]
-    {
-        let null = std::ptr::null::<libc::c_void>();
-        // SAFETY: `data` is a live slice for the whole call and the kernel
-        // only reads its `data.len()` bytes; sendto with no address is
-        // send; a bad `fd` is an error result. Every argument is passed a
-        // register wide (`syscall` reads them as `long`s).
-        unsafe {
-            libc::syscall(
-                libc::SYS_sendto,
-                libc::c_long::from(fd),
-                data.as_ptr(),
-                data.len(),
-                libc::c_long::from(flags),
-                null,
-                0 as libc::c_long,
-            ) as isize
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    // SAFETY: as above, through the C library.
-    unsafe {
-        libc::send(fd, data.as_ptr().cast(), data.len(), flags)
-    }
-}
-
-/// `write(fd, data)` (see [`raw_send`]).
-fn raw_write(fd: std::os::fd::RawFd, data: &[u8]) -> isize {
-    #[cfg(target_os = "linux")]
-    // SAFETY: `data` is a live slice for the whole call and the kernel
-    // only reads its `data.len()` bytes; a bad `fd` is an error result.
-    unsafe {
-        libc::syscall(
-            libc::SYS_write,
-            libc::c_long::from(fd),
-            data.as_ptr(),
-            data.len(),
-        ) as isize
-    }
-    #[cfg(not(target_os = "linux"))]
-    // SAFETY: as above, through the C library.
-    unsafe {
-        libc::write(fd, data.as_ptr().cast(), data.len())
     }
 }

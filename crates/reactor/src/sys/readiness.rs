@@ -1003,89 +1003,10 @@ fn accept_one(fd: RawFd) -> Option<io::Result<usize>> {
     })
 }
 
-/// `recv(fd, buf, len, 0)`, made as the system call itself on Linux.
-///
-/// glibc's `recv` and `read` are cancellation points: once the process has
-/// a second thread (a second loop, the pool), each call brackets the
-/// system call with two atomic updates of the thread's cancellation state
-/// (about 45 instructions more per call, `benches/callgrind-echo.sh`).
-/// Nothing here is ever cancelled (Rust does not use `pthread_cancel`),
-/// so the receive paths skip them; result and `errno` are the same.
-///
-/// # Safety
-///
-/// `buf` is valid for writes of `len` bytes for the call.
-#[cfg(target_os = "linux")]
-unsafe fn raw_recv(fd: RawFd, buf: *mut libc::c_void, len: usize) -> io::Result<isize> {
-    let null = std::ptr::null_mut::<libc::c_void>();
-    // SAFETY: recvfrom with null address pointers is recv; the caller
-    // vouches for `buf` and `len`. (Every argument is passed a register
-    // wide: `syscall` reads them as `long`s.)
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_recvfrom,
-            libc::c_long::from(fd),
-            buf,
-            len,
-            0 as libc::c_long,
-            null,
-            null,
-        )
-    };
-    if r == -1 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r as isize)
-    }
-}
-
-/// `recv(fd, buf, len, 0)` through the C library.
-///
-/// # Safety
-///
-/// `buf` is valid for writes of `len` bytes for the call.
-#[cfg(not(target_os = "linux"))]
-unsafe fn raw_recv(fd: RawFd, buf: *mut libc::c_void, len: usize) -> io::Result<isize> {
-    // SAFETY: the caller vouches for `buf` and `len`.
-    unsafe { syscall!(recv(fd, buf, len, 0)) }
-}
-
-/// `read(fd, buf, len)`, made as the system call itself on Linux (see
-/// [`raw_recv`]).
-///
-/// # Safety
-///
-/// `buf` is valid for writes of `len` bytes for the call.
-#[cfg(target_os = "linux")]
-unsafe fn raw_read(fd: RawFd, buf: *mut libc::c_void, len: usize) -> io::Result<isize> {
-    // SAFETY: the caller vouches for `buf` and `len`.
-    let r = unsafe { libc::syscall(libc::SYS_read, libc::c_long::from(fd), buf, len) };
-    if r == -1 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r as isize)
-    }
-}
-
-/// `read(fd, buf, len)` through the C library.
-///
-/// # Safety
-///
-/// `buf` is valid for writes of `len` bytes for the call.
-#[cfg(not(target_os = "linux"))]
-unsafe fn raw_read(fd: RawFd, buf: *mut libc::c_void, len: usize) -> io::Result<isize> {
-    // SAFETY: the caller vouches for `buf` and `len`.
-    unsafe { syscall!(read(fd, buf, len)) }
-}
-
 /// One nonblocking `recv` into `buf`'s spare capacity.
 fn recv_into(fd: RawFd, buf: &mut Vec<u8>) -> Option<io::Result<usize>> {
-    let res = nonblocking(|| {
-        let spare = buf.spare_capacity_mut();
-        // SAFETY: the pointer and length describe the spare capacity of
-        // `buf`, writable memory owned by this call for its duration.
-        unsafe { raw_recv(fd, spare.as_mut_ptr().cast(), spare.len()) }
-    })?;
+    let res =
+        nonblocking(|| crate::direct::recv(fd, buf.spare_capacity_mut()).map(|n| n as isize))?;
     if let Ok(n) = res {
         // SAFETY: the kernel initialised `n` bytes of the spare capacity.
         unsafe { buf.set_len(buf.len() + n) };
@@ -1095,12 +1016,8 @@ fn recv_into(fd: RawFd, buf: &mut Vec<u8>) -> Option<io::Result<usize>> {
 
 /// One nonblocking `read` into `buf`'s spare capacity (any descriptor).
 fn read_into(fd: RawFd, buf: &mut Vec<u8>) -> Option<io::Result<usize>> {
-    let res = nonblocking(|| {
-        let spare = buf.spare_capacity_mut();
-        // SAFETY: the pointer and length describe the spare capacity of
-        // `buf`, writable memory owned by this call for its duration.
-        unsafe { raw_read(fd, spare.as_mut_ptr().cast(), spare.len()) }
-    })?;
+    let res =
+        nonblocking(|| crate::direct::read(fd, buf.spare_capacity_mut()).map(|n| n as isize))?;
     if let Ok(n) = res {
         // SAFETY: the kernel initialised `n` bytes of the spare capacity.
         unsafe { buf.set_len(buf.len() + n) };
@@ -1170,10 +1087,7 @@ fn attempt(entry: &mut Entry, ready: u8, bufs: &mut MultiBufs) -> Step {
             let fd = *fd;
             let bytes = buf.as_slice();
             let data = &bytes[(*from).min(bytes.len())..];
-            // SAFETY: the pointer and length describe the initialised bytes
-            // of `buf[start..]`, alive for the call.
-            let r =
-                nonblocking(|| unsafe { syscall!(write(fd, data.as_ptr().cast(), data.len())) });
+            let r = nonblocking(|| crate::direct::write(fd, data).map(|n| n as isize));
             match r {
                 None => Step::Block,
                 Some(r) => Step::Done(r, buf.take_vec()),
@@ -1184,16 +1098,7 @@ fn attempt(entry: &mut Entry, ready: u8, bufs: &mut MultiBufs) -> Step {
             let bytes = buf.as_slice();
             let data = &bytes[(*from).min(bytes.len())..];
             let r = nonblocking(|| {
-                // SAFETY: the pointer and length describe the initialised
-                // bytes of `buf[start..]`, alive for the call.
-                unsafe {
-                    syscall!(send(
-                        fd,
-                        data.as_ptr().cast(),
-                        data.len(),
-                        libc::MSG_NOSIGNAL
-                    ))
-                }
+                crate::direct::send(fd, data, libc::MSG_NOSIGNAL).map(|n| n as isize)
             });
             match r {
                 None => Step::Block,
