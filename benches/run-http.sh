@@ -21,6 +21,16 @@
 #                                           adds rows base-<backend>: another
 #                                           build of the example (say, the
 #                                           commit before a change), for A/B
+#   PROFILE=1 benches/run-http.sh           also samples each server with
+#                                           `perf record -e cpu-clock` during
+#                                           wrk's run and splits its CPU per
+#                                           request into kernel and user
+#                                           microseconds (and, of user, the
+#                                           functions of hyper, httparse and
+#                                           http themselves: a lower bound of
+#                                           hyper's share, as code inlined into
+#                                           the runtime's task poll is not
+#                                           counted); needs perf
 #
 # Needs: cargo, node, python3, taskset; installs Debian's `wrk` with
 # apt-get if it is missing. Builds the example with cargo build --release
@@ -84,14 +94,27 @@ bench() {
     failed=1
     return
   fi
-  local before after
+  local before after perf_pid="" split=""
+  if [ "${PROFILE:-0}" = 1 ]; then
+    perf record -q -e cpu-clock -F 999 -p "$pid" -o /tmp/w13-profile.data 2>/dev/null &
+    perf_pid=$!
+  fi
   before="$(cpu_ticks "$pid")"
   local report
   report="$(taskset -c 1 wrk -t1 -c"$conns" -d"$duration" --latency "http://127.0.0.1:$port/")"
   after="$(cpu_ticks "$pid")"
+  if [ -n "$perf_pid" ]; then
+    kill -INT "$perf_pid"
+    wait "$perf_pid" 2>/dev/null
+    # Shares of the samples: kernel, user, and hyper's own functions.
+    split="$(perf report -i /tmp/w13-profile.data --stdio -q --sort sym 2>/dev/null | awk '
+      /\[k\]/ { k += $1 } /\[\.\]/ { u += $1
+        if ($0 ~ /(hyper|httparse|http)::/ && $0 !~ /eventide::/) h += $1 }
+      END { printf "%.4f %.4f %.4f", k / 100, u / 100, h / 100 }')"
+  fi
   kill -TERM "$pid"
   wait "$pid" 2>/dev/null
-  python3 - "$system" "$before" "$after" "$clk" "$round" <<PY | tee -a "$out"
+  python3 - "$system" "$before" "$after" "$clk" "$round" "$split" <<PY | tee -a "$out"
 import re, sys
 system, before, after, clk, rnd = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 report = """$report"""
@@ -108,8 +131,13 @@ if errors or non2xx or reqs == 0:
     print(report, file=sys.stderr)
     sys.exit(f'FAIL: {system}: errors in the run')
 cpu = (after - before) / clk
+split = ''
+if sys.argv[6]:
+    k, u, h = (float(x) for x in sys.argv[6].split())
+    per = cpu / reqs * 1e6 / ((k + u) or 1)  # us of CPU per request, per unit of samples
+    split = f' kernel_us={k * per:.3f} user_us={u * per:.3f} hyper_us={h * per:.3f}'
 print(f'RESULT workload=W13 system={system} metric=reqs_per_server_cpu_s '
-      f'value={reqs / cpu:.0f} rps={rps:.0f} p99_ms={p99:.3f} cpu_s={cpu:.2f} n={reqs} round={rnd}')
+      f'value={reqs / cpu:.0f} rps={rps:.0f} p99_ms={p99:.3f} cpu_s={cpu:.2f} n={reqs} round={rnd}{split}')
 PY
   [ "${PIPESTATUS[0]}" = 0 ] || failed=1
 }
@@ -148,5 +176,13 @@ for s in sorted(rows, key=lambda s: (not s.startswith(('eventide', 'base')), s))
     print(f"| {s} | {med(s, 'value'):.0f} | {med(s, 'rps'):.0f} | {med(s, 'p99_ms'):.2f} "
           f"| {ratio(s, 'tokio') if mine else ''} | {ratio(s, 'node') if mine or s == 'tokio' else ''} |")
 print(f'\n(medians over rounds; ratios are medians of per-round ratios; {sys.argv[1]})')
+if all('kernel_us' in r for rs in rows.values() for r in rs):
+    print()
+    print('| system | CPU us per request | kernel | user | of user: hyper, httparse, http (at least) |')
+    print('|---|---|---|---|---|')
+    for s in sorted(rows, key=lambda s: (not s.startswith(('eventide', 'base')), s)):
+        k, u, h = med(s, 'kernel_us'), med(s, 'user_us'), med(s, 'hyper_us')
+        print(f'| {s} | {1e6 / med(s, "value"):.2f} | {k:.2f} | {u:.2f} | {h:.2f} |')
+    print('\n(perf record -e cpu-clock of each server during the run; medians over rounds)')
 PY
 exit "$failed"
