@@ -9,6 +9,7 @@ use util::*;
 conformance!(
     a_waker_on_another_thread_ends_a_blocked_wait,
     many_wakes_before_a_wait_coalesce_into_one_return,
+    a_wake_racing_the_reset_of_the_last_one_is_never_lost,
     wait_returns_after_its_timeout_within_a_few_ms,
     a_zero_timeout_wait_with_nothing_pending_returns_at_once,
     thousands_of_completions_in_one_turn_are_all_delivered,
@@ -62,6 +63,51 @@ fn many_wakes_before_a_wait_coalesce_into_one_return(r: &mut Reactor) {
         "a stale wake ended the second wait"
     );
     assert_eq!(r.ready(), 0);
+}
+
+/// Ping-pong with another thread, 20,000 rounds: it publishes a round and
+/// wakes; the loop thread takes what is published, else waits. The wakes
+/// land anywhere around the end of a wait and the reset of the flag that
+/// coalesces them (before, during, after it), and a wait with nothing new
+/// published must still be ended by the next wake: a lost one shows as a
+/// wait that runs to its limit.
+fn a_wake_racing_the_reset_of_the_last_one_is_never_lost(r: &mut Reactor) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const ROUNDS: u64 = 20_000;
+    let published = Arc::new(AtomicU64::new(0));
+    let taken = Arc::new(AtomicU64::new(0));
+    let w = r.waker();
+    let t = {
+        let (published, taken) = (Arc::clone(&published), Arc::clone(&taken));
+        std::thread::spawn(move || {
+            for round in 1..=ROUNDS {
+                published.store(round, Ordering::Release);
+                w.wake().unwrap();
+                let give_up = Instant::now() + LIMIT;
+                while taken.load(Ordering::Acquire) < round && Instant::now() < give_up {
+                    std::hint::spin_loop();
+                }
+            }
+        })
+    };
+    let mut seen = 0;
+    while seen < ROUNDS {
+        let now = published.load(Ordering::Acquire);
+        if now > seen {
+            seen = now;
+            taken.store(seen, Ordering::Release);
+            continue;
+        }
+        let start = Instant::now();
+        r.wait(Some(LIMIT)).unwrap();
+        assert!(
+            start.elapsed() < LIMIT,
+            "a wake was lost: round {} published, the wait ran to its limit",
+            published.load(Ordering::Acquire)
+        );
+    }
+    t.join().unwrap();
 }
 
 fn wait_returns_after_its_timeout_within_a_few_ms(r: &mut Reactor) {

@@ -385,6 +385,13 @@ impl WakeShared {
 
     /// Called by the backend when its wait returned: later wakes notify again.
     pub(crate) fn reset(&self) {
+        // Nothing to clear while no wake is pending (most turns): a wake
+        // that sets the flag after this load finds it clear, so it
+        // notifies, and the next wait returns at once. Skipping the store
+        // and the fence then loses no wake, and saves a full fence a turn.
+        if !self.pending.load(Ordering::Acquire) {
+            return;
+        }
         self.pending.store(false, Ordering::Release);
         // A fence so the loop's reads of the waking threads' data come after
         // the flag reset (pairs with the AcqRel swap in `wake`).
