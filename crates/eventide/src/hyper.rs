@@ -310,7 +310,8 @@ where
 /// post or timer of a superseded deadline a no-op. A sleep of the fast
 /// path polled or reset from elsewhere moves to the shared form (its
 /// slot given back by a post to the loop); dropped elsewhere, it gives
-/// its slot back the same way.
+/// its slot back the same way, and the loop's drop frees the slots its
+/// sleeps still hold (a post it will never run).
 ///
 /// The timers are unreferenced ([`Loop::unref_timer`]): a hyper timeout
 /// guards a connection whose socket keeps the loop alive; the timeout
@@ -495,6 +496,8 @@ struct Wait {
     fired: bool,
     /// The holder's deadline.
     deadline: Instant,
+    /// The holder's loop's id.
+    loop_id: u32,
     waker: Option<Waker>,
     /// The slot's pending loop timer, if any: its loop's id, its id, the
     /// instant it was started for, and its number (its callback holds
@@ -517,6 +520,20 @@ thread_local! {
 /// teardown).
 fn with_waits<R>(f: impl FnOnce(&mut Waits) -> R) -> Option<R> {
     WAITS.try_with(|w| f(&mut w.borrow_mut())).ok()
+}
+
+/// Loop `loop_id` is being dropped (on its thread: this one). Its
+/// sleeps' slots in this thread's [`Waits`] are freed, their wakers
+/// dropped: a sleep sent to another thread and dropped there gives its
+/// slot back by a post to the loop, which a loop gone (or dropped before
+/// running the post) never runs. A sleep of the loop still alive on
+/// this thread finds its slot no longer its own, as it would after any
+/// other move away from the fast path; it never completes (its loop is
+/// gone).
+pub(crate) fn loop_dropped(loop_id: u32) {
+    let wakers = with_waits(|waits| waits.forget_loop(loop_id));
+    // Dropped once the table is no longer borrowed.
+    drop(wakers);
 }
 
 /// A sleep's slot in the [`Waits`] of its loop's thread.
@@ -547,6 +564,7 @@ impl Waits {
                     taken: false,
                     fired: false,
                     deadline,
+                    loop_id: lp.id,
                     waker: None,
                     timer: None,
                     timer_at: deadline,
@@ -560,6 +578,7 @@ impl Waits {
         wait.taken = true;
         wait.fired = false;
         wait.deadline = deadline;
+        wait.loop_id = lp.id;
         wait.waker = Some(waker);
         wait.arm(lp, index);
         Local {
@@ -567,6 +586,24 @@ impl Waits {
             generation: wait.generation,
             thread: self.thread,
         }
+    }
+
+    /// Frees the slots of loop `loop_id`'s sleeps and forgets the
+    /// timers it had pending (see [`loop_dropped`]); the wakers are
+    /// handed out, to drop once the table is no longer borrowed.
+    fn forget_loop(&mut self, loop_id: u32) -> Vec<Waker> {
+        let mut wakers = Vec::new();
+        for (index, wait) in (0u32..).zip(self.slots.iter_mut()) {
+            if wait.timer.is_some_and(|(id, _)| id == loop_id) {
+                wait.timer = None;
+            }
+            if wait.taken && wait.loop_id == loop_id {
+                wait.taken = false;
+                wakers.extend(wait.waker.take());
+                self.free.push(index);
+            }
+        }
+        wakers
     }
 
     /// Gives `local`'s slot back (its timer left pending, for the next
