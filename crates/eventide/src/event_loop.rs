@@ -1343,6 +1343,9 @@ impl Loop {
 impl Drop for Loop {
     fn drop(&mut self) {
         self.shared.close();
+        // The slots its hyper sleeps hold in this thread's table.
+        #[cfg(feature = "hyper")]
+        crate::hyper::loop_dropped(self.id);
     }
 }
 

@@ -59,64 +59,15 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::rc::Rc;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::handle::Shared;
 use crate::net::Stream;
+use crate::task::stream_io::{self, StreamIo, set_waker, to_io};
 use crate::task::{try_with_loop, with_loop};
-use crate::{BackendKind, Error, Loop, Result, TimerId};
-
-/// What a [`HyperStream`] shares with its stream's callbacks.
-#[derive(Default)]
-struct Io {
-    /// Bytes read and not yet taken, from `taken` on.
-    inbox: Vec<u8>,
-    taken: usize,
-    /// The peer ended (`Ok`) or the stream failed.
-    end: Option<Result<()>>,
-    /// Whether reading is on (`read_start` without `read_stop`).
-    reading: bool,
-    /// Whether the reader is installed (the first `read_start`): from
-    /// then on, a failure of the stream (a send's included) reaches its
-    /// end callback, into `end`.
-    started: bool,
-    read_waker: Option<Waker>,
-    /// Waits for a drain or the shutdown.
-    write_waker: Option<Waker>,
-    /// Whether `on_drain` is installed.
-    drain_set: bool,
-    /// The shutdown's result, once done.
-    shut: Option<Result<()>>,
-    shutdown_started: bool,
-    /// [`HyperStream::close`] destroyed the stream: the drop ends nothing.
-    destroyed: bool,
-}
-
-impl Io {
-    fn buffered(&self) -> usize {
-        self.inbox.len() - self.taken
-    }
-}
-
-fn wake(slot: &mut Option<Waker>) {
-    if let Some(waker) = slot.take() {
-        waker.wake();
-    }
-}
-
-fn set_waker(slot: &mut Option<Waker>, cx: &Context<'_>) {
-    match slot {
-        Some(waker) if waker.will_wake(cx.waker()) => {}
-        _ => *slot = Some(cx.waker().clone()),
-    }
-}
-
-fn to_io(error: &Error) -> io::Error {
-    io::Error::new(error.kind(), error.to_string())
-}
+use crate::{BackendKind, Loop, TimerId};
 
 /// hyper's [`Read`](hyper::rt::Read) and [`Write`](hyper::rt::Write) over
 /// a loop [`Stream`] (a `TcpStream` or a `UnixStream`), for hyper's
@@ -153,80 +104,38 @@ fn to_io(error: &Error) -> io::Error {
 ///   ([`Stream::end`]: what is queued still goes out, then the FIN).
 ///   [`HyperStream::close`] destroys it at once instead.
 pub struct HyperStream {
-    stream: Stream,
-    io: Rc<RefCell<Io>>,
+    io: StreamIo,
 }
 
 impl std::fmt::Debug for HyperStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HyperStream")
-            .field("stream", &self.stream)
+            .field("stream", &self.io.stream())
             .finish()
     }
 }
 
 impl HyperStream {
     /// Bytes buffered past which reading pauses (64 KiB).
-    pub const READ_HIGH_WATER: usize = 64 * 1024;
+    pub const READ_HIGH_WATER: usize = stream_io::READ_HIGH_WATER;
 
     /// Wraps `stream`, which must not have another reader
     /// ([`Stream::read_start`] replaces its callbacks).
     pub fn new(stream: impl Into<Stream>) -> HyperStream {
         HyperStream {
-            stream: stream.into(),
-            io: Rc::default(),
+            io: StreamIo::new(stream.into()),
         }
     }
 
     /// The stream, for the callback API.
     pub fn stream(&self) -> Stream {
-        self.stream
+        self.io.stream()
     }
 
     /// Destroys the stream at once (Node's `socket.destroy()`): queued
     /// writes are dropped.
     pub fn close(self) {
-        let stream = self.stream;
-        self.io.borrow_mut().destroyed = true;
-        try_with_loop(|lp| stream.close(lp));
-    }
-
-    /// Starts reading, the callbacks feeding `io`.
-    fn start(stream: Stream, io: &Rc<RefCell<Io>>, lp: &mut Loop) {
-        {
-            let mut io = io.borrow_mut();
-            io.reading = true;
-            io.started = true;
-        }
-        // hyper decides when its side ends (`poll_shutdown`, or the
-        // drop): the peer's end must not end it while a response to what
-        // came before that end is still to be written.
-        stream.set_allow_half_open(lp, true);
-        let data_io = Rc::clone(io);
-        let end_io = Rc::clone(io);
-        stream.read_start(
-            lp,
-            move |lp, s, chunk| {
-                let mut io = data_io.borrow_mut();
-                if io.taken == io.inbox.len() {
-                    io.inbox.clear();
-                    io.taken = 0;
-                }
-                io.inbox.extend_from_slice(chunk);
-                if io.buffered() >= HyperStream::READ_HIGH_WATER && io.reading {
-                    io.reading = false;
-                    s.read_stop(lp);
-                }
-                wake(&mut io.read_waker);
-            },
-            move |_, _, result| {
-                let mut io = end_io.borrow_mut();
-                io.end = Some(result);
-                io.reading = false;
-                wake(&mut io.read_waker);
-                wake(&mut io.write_waker);
-            },
-        );
+        self.io.close();
     }
 
     fn read_into(
@@ -234,38 +143,19 @@ impl HyperStream {
         cx: &Context<'_>,
         buf: &mut hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        let mut io = self.io.borrow_mut();
-        if io.buffered() > 0 {
-            let n = buf.remaining().min(io.buffered());
-            let from = io.taken;
-            buf.put_slice(&io.inbox[from..from + n]);
-            io.taken += n;
-            let resume = !io.reading && io.end.is_none() && io.buffered() == 0;
-            drop(io);
-            if resume {
-                let stream = self.stream;
-                with_loop(|lp| HyperStream::start(stream, &self.io, lp));
-            }
-            return Poll::Ready(Ok(()));
-        }
-        match &io.end {
-            Some(Ok(())) => return Poll::Ready(Ok(())),
-            Some(Err(error)) => return Poll::Ready(Err(to_io(error))),
-            None => {}
-        }
-        set_waker(&mut io.read_waker, cx);
-        if !io.reading {
-            drop(io);
-            let stream = self.stream;
-            with_loop(|lp| HyperStream::start(stream, &self.io, lp));
-        }
-        Poll::Pending
+        self.io
+            .poll_read(cx, |bytes| {
+                let n = buf.remaining().min(bytes.len());
+                buf.put_slice(&bytes[..n]);
+                n
+            })
+            .map_ok(|_| ())
     }
 
     fn write_some(&self, cx: &Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let stream = self.stream;
+        let stream = self.io.stream();
         let started = {
-            let io = self.io.borrow();
+            let io = self.io.state().borrow();
             if let Some(Err(error)) = &io.end {
                 return Poll::Ready(Err(to_io(error)));
             }
@@ -274,11 +164,10 @@ impl HyperStream {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        let io_rc = &self.io;
         with_loop(|lp| {
             if !started {
                 // The reader is what hears of a failed send (below).
-                HyperStream::start(stream, io_rc, lp);
+                self.io.start(lp);
             }
             // Straight to the kernel while nothing is queued (libuv's
             // `uv_try_write`, as Node's `socket.write` does first): no
@@ -301,14 +190,7 @@ impl HyperStream {
             }
             if sent == 0 && stream.need_drain(lp) {
                 // At the mark: wait for the drain.
-                let mut io = io_rc.borrow_mut();
-                set_waker(&mut io.write_waker, cx);
-                if !io.drain_set {
-                    io.drain_set = true;
-                    let drain_io = Rc::clone(io_rc);
-                    stream.on_drain(lp, move |_, _| wake(&mut drain_io.borrow_mut().write_waker));
-                }
-                return Poll::Pending;
+                return self.io.wait_drain(lp, cx);
             }
             // The rest is queued, with no callback of its own (a closure
             // without captures: no allocation): a send that fails
@@ -330,36 +212,14 @@ impl HyperStream {
     }
 
     fn flush_queued(&self) -> Poll<io::Result<()>> {
-        match &self.io.borrow().end {
+        match &self.io.state().borrow().end {
             Some(Err(error)) => Poll::Ready(Err(to_io(error))),
             _ => Poll::Ready(Ok(())),
         }
     }
 
     fn shut(&self, cx: &Context<'_>) -> Poll<io::Result<()>> {
-        let stream = self.stream;
-        let mut io = self.io.borrow_mut();
-        if let Some(result) = io.shut.take() {
-            io.shut = Some(Ok(()));
-            return Poll::Ready(result.map_err(|e| to_io(&e)));
-        }
-        set_waker(&mut io.write_waker, cx);
-        if !io.shutdown_started {
-            io.shutdown_started = true;
-            drop(io);
-            let shut_io = Rc::clone(&self.io);
-            // The shutdown runs once every queued write is out.
-            with_loop(|lp| {
-                stream.shutdown(lp, move |_, result| {
-                    let mut io = shut_io.borrow_mut();
-                    // Already shut (an `end`): the writing side is done.
-                    let already = matches!(&result, Err(e) if e.errno() == Some(libc::EALREADY));
-                    io.shut = Some(if already { Ok(()) } else { result });
-                    wake(&mut io.write_waker);
-                });
-            });
-        }
-        Poll::Pending
+        self.io.poll_shutdown(cx)
     }
 }
 
@@ -393,23 +253,12 @@ impl hyper::rt::Write for HyperStream {
 
 impl Drop for HyperStream {
     fn drop(&mut self) {
-        let (destroyed, shut) = {
-            let io = self.io.borrow();
-            (io.destroyed, matches!(io.shut, Some(Ok(()))))
-        };
-        if destroyed {
-            return;
-        }
-        let stream = self.stream;
-        if shut {
-            // hyper closed the connection in order (every write out, the
-            // FIN sent): nothing is left to do with it, so the descriptor
-            // goes now, as a dropped socket's does, instead of lingering
-            // until the peer ends (up to the end timeout).
-            try_with_loop(|lp| stream.close(lp));
-        } else {
-            try_with_loop(|lp| stream.end(lp));
-        }
+        // Once hyper closed the connection in order (every write out,
+        // the FIN sent), nothing is left to do with it, so the
+        // descriptor goes now, as a dropped socket's does, instead of
+        // lingering until the peer ends (up to the end timeout); before
+        // that, the stream is ended.
+        self.io.release(true);
     }
 }
 
@@ -461,7 +310,8 @@ where
 /// post or timer of a superseded deadline a no-op. A sleep of the fast
 /// path polled or reset from elsewhere moves to the shared form (its
 /// slot given back by a post to the loop); dropped elsewhere, it gives
-/// its slot back the same way.
+/// its slot back the same way, and the loop's drop frees the slots its
+/// sleeps still hold (a post it will never run).
 ///
 /// The timers are unreferenced ([`Loop::unref_timer`]): a hyper timeout
 /// guards a connection whose socket keeps the loop alive; the timeout
@@ -646,6 +496,8 @@ struct Wait {
     fired: bool,
     /// The holder's deadline.
     deadline: Instant,
+    /// The holder's loop's id.
+    loop_id: u32,
     waker: Option<Waker>,
     /// The slot's pending loop timer, if any: its loop's id, its id, the
     /// instant it was started for, and its number (its callback holds
@@ -668,6 +520,20 @@ thread_local! {
 /// teardown).
 fn with_waits<R>(f: impl FnOnce(&mut Waits) -> R) -> Option<R> {
     WAITS.try_with(|w| f(&mut w.borrow_mut())).ok()
+}
+
+/// Loop `loop_id` is being dropped (on its thread: this one). Its
+/// sleeps' slots in this thread's [`Waits`] are freed, their wakers
+/// dropped: a sleep sent to another thread and dropped there gives its
+/// slot back by a post to the loop, which a loop gone (or dropped before
+/// running the post) never runs. A sleep of the loop still alive on
+/// this thread finds its slot no longer its own, as it would after any
+/// other move away from the fast path; it never completes (its loop is
+/// gone).
+pub(crate) fn loop_dropped(loop_id: u32) {
+    let wakers = with_waits(|waits| waits.forget_loop(loop_id));
+    // Dropped once the table is no longer borrowed.
+    drop(wakers);
 }
 
 /// A sleep's slot in the [`Waits`] of its loop's thread.
@@ -698,6 +564,7 @@ impl Waits {
                     taken: false,
                     fired: false,
                     deadline,
+                    loop_id: lp.id,
                     waker: None,
                     timer: None,
                     timer_at: deadline,
@@ -711,6 +578,7 @@ impl Waits {
         wait.taken = true;
         wait.fired = false;
         wait.deadline = deadline;
+        wait.loop_id = lp.id;
         wait.waker = Some(waker);
         wait.arm(lp, index);
         Local {
@@ -718,6 +586,24 @@ impl Waits {
             generation: wait.generation,
             thread: self.thread,
         }
+    }
+
+    /// Frees the slots of loop `loop_id`'s sleeps and forgets the
+    /// timers it had pending (see [`loop_dropped`]); the wakers are
+    /// handed out, to drop once the table is no longer borrowed.
+    fn forget_loop(&mut self, loop_id: u32) -> Vec<Waker> {
+        let mut wakers = Vec::new();
+        for (index, wait) in (0u32..).zip(self.slots.iter_mut()) {
+            if wait.timer.is_some_and(|(id, _)| id == loop_id) {
+                wait.timer = None;
+            }
+            if wait.taken && wait.loop_id == loop_id {
+                wait.taken = false;
+                wakers.extend(wait.waker.take());
+                self.free.push(index);
+            }
+        }
+        wakers
     }
 
     /// Gives `local`'s slot back (its timer left pending, for the next

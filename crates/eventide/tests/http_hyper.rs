@@ -638,8 +638,46 @@ fn sleeps_of_two_loops_on_one_thread(lp: &mut Loop) {
     drop(other);
 }
 
+/// Sleeps first polled by a task of their loop keep their wakers in a
+/// table of the loop's thread; sent to another thread and dropped there,
+/// one while the loop is still there (its post to give the slot back is
+/// never run: the loop is dropped first) and one after the loop is gone
+/// (no loop to post to), they cannot give their slots back. The loop's
+/// drop frees the slots of its sleeps, and with them the wakers they
+/// kept (before: both kept for the thread's lifetime).
+fn sleeps_dropped_elsewhere_around_their_loops_drop(lp: &mut Loop) {
+    let Some(mut other) = util::new_loop(lp.backend()) else {
+        return;
+    };
+    let timer = LoopTimer::new(&other);
+    let counted = Arc::new(Unpark(thread::current()));
+    let waker = Waker::from(Arc::clone(&counted));
+    let sleeps = block_on_within(&mut other, async move {
+        let mut cx = Context::from_waker(&waker);
+        let mut sleeps = [
+            timer.sleep(Duration::from_secs(3600)),
+            timer.sleep(Duration::from_secs(3600)),
+        ];
+        for sleep in &mut sleeps {
+            assert!(sleep.as_mut().poll(&mut cx).is_pending());
+        }
+        sleeps
+    });
+    assert_eq!(Arc::strong_count(&counted), 3, "each slot keeps the waker");
+    let [before, after] = sleeps;
+    thread::spawn(move || drop(before)).join().unwrap();
+    drop(other);
+    thread::spawn(move || drop(after)).join().unwrap();
+    assert_eq!(
+        Arc::strong_count(&counted),
+        1,
+        "the slots still keep the sleeps' wakers"
+    );
+}
+
 on_every_backend!(
     keep_alive,
+    sleeps_dropped_elsewhere_around_their_loops_drop,
     successive_sleeps_share_one_loop_timer,
     a_sleep_taking_over_an_earlier_timer_waits_for_its_deadline,
     a_sleep_shorter_than_the_pending_timer_gets_its_own,

@@ -96,6 +96,7 @@ use crate::{Error, Result};
 pub mod fs;
 pub mod net;
 mod oneshot;
+pub(crate) mod stream_io;
 mod time;
 mod work;
 

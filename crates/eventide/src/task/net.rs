@@ -12,6 +12,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use super::oneshot;
+use super::stream_io::{self, StreamIo, set_waker, to_io, wake};
 use super::{try_with_loop, with_loop};
 use crate::dgram::UdpSocket;
 use crate::net::{
@@ -241,48 +242,13 @@ impl<S> Drop for Incoming<S> {
     }
 }
 
-/// What an [`AsyncStream`] shares with its stream's callbacks.
+/// An [`AsyncStream`]'s bookkeeping of its queued writes, for `flush`.
 #[derive(Default)]
-struct StreamIo {
-    /// Bytes read and not yet taken, from `taken` on.
-    inbox: Vec<u8>,
-    taken: usize,
-    /// The peer ended (`Ok`) or the stream failed.
-    end: Option<Result<()>>,
-    /// Whether reading is on (`read_start` without `read_stop`).
-    reading: bool,
-    read_waker: Option<Waker>,
+struct Queued {
     /// Writes queued and not yet called back.
-    writes: usize,
+    count: usize,
     /// The first write error, reported by the next write or flush.
-    write_error: Option<Error>,
-    write_waker: Option<Waker>,
-    /// Whether `on_drain` is installed.
-    drain_set: bool,
-    /// The shutdown's result, once done.
-    shut: Option<Result<()>>,
-    shutdown_started: bool,
-    /// [`AsyncStream::close`] destroyed the stream: the drop ends nothing.
-    destroyed: bool,
-}
-
-impl StreamIo {
-    fn buffered(&self) -> usize {
-        self.inbox.len() - self.taken
-    }
-}
-
-fn wake(slot: &mut Option<Waker>) {
-    if let Some(waker) = slot.take() {
-        waker.wake();
-    }
-}
-
-fn set_waker(slot: &mut Option<Waker>, cx: &Context<'_>) {
-    match slot {
-        Some(waker) if waker.will_wake(cx.waker()) => {}
-        _ => *slot = Some(cx.waker().clone()),
-    }
+    error: Option<Error>,
 }
 
 /// `futures-io`'s [`AsyncRead`](futures_io::AsyncRead) and
@@ -305,136 +271,63 @@ fn set_waker(slot: &mut Option<Waker>, cx: &Context<'_>) {
 ///   `socket.end()`): queued writes still go out. [`AsyncStream::close`]
 ///   destroys it instead.
 pub struct AsyncStream {
-    stream: Stream,
-    io: Rc<RefCell<StreamIo>>,
+    io: StreamIo<Queued>,
 }
 
 impl std::fmt::Debug for AsyncStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AsyncStream")
-            .field("stream", &self.stream)
+            .field("stream", &self.io.stream())
             .finish()
     }
 }
 
 impl AsyncStream {
     /// Bytes buffered past which reading pauses (64 KiB).
-    pub const READ_HIGH_WATER: usize = 64 * 1024;
+    pub const READ_HIGH_WATER: usize = stream_io::READ_HIGH_WATER;
 
     /// Wraps `stream`; it must not have another reader
     /// ([`Stream::read_start`] replaces the callbacks).
     pub fn new(stream: impl Into<Stream>) -> AsyncStream {
         AsyncStream {
-            stream: stream.into(),
-            io: Rc::default(),
+            io: StreamIo::new(stream.into()),
         }
     }
 
     /// The stream, for the callback API.
     pub fn stream(&self) -> Stream {
-        self.stream
+        self.io.stream()
     }
 
     /// Destroys the stream at once (Node's `socket.destroy()`): queued
     /// writes are dropped.
     pub fn close(self) {
-        let stream = self.stream;
-        self.io.borrow_mut().destroyed = true;
-        try_with_loop(|lp| stream.close(lp));
+        self.io.close();
     }
 
-    /// Starts reading, the callbacks feeding `io`.
-    fn start(stream: Stream, io: &Rc<RefCell<StreamIo>>, lp: &mut Loop) {
-        io.borrow_mut().reading = true;
-        // The writer decides when its side ends (`poll_close`, or the
-        // drop): the peer's end must not end it while bytes read before
-        // that end are still to be answered.
-        stream.set_allow_half_open(lp, true);
-        let data_io = Rc::clone(io);
-        let end_io = Rc::clone(io);
-        stream.read_start(
-            lp,
-            move |lp, s, chunk| {
-                let mut io = data_io.borrow_mut();
-                if io.taken == io.inbox.len() {
-                    io.inbox.clear();
-                    io.taken = 0;
-                }
-                io.inbox.extend_from_slice(chunk);
-                if io.buffered() >= AsyncStream::READ_HIGH_WATER && io.reading {
-                    io.reading = false;
-                    s.read_stop(lp);
-                }
-                wake(&mut io.read_waker);
-            },
-            move |_, _, result| {
-                let mut io = end_io.borrow_mut();
-                io.end = Some(result);
-                io.reading = false;
-                wake(&mut io.read_waker);
-                wake(&mut io.write_waker);
-            },
-        );
-    }
-}
-
-impl AsyncStream {
     fn read_some(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        let mut io = self.io.borrow_mut();
-        if io.buffered() > 0 {
-            let n = buf.len().min(io.buffered());
-            let from = io.taken;
-            buf[..n].copy_from_slice(&io.inbox[from..from + n]);
-            io.taken += n;
-            let resume = !io.reading && io.end.is_none() && io.buffered() == 0;
-            drop(io);
-            if resume {
-                let stream = self.stream;
-                with_loop(|lp| AsyncStream::start(stream, &self.io, lp));
-            }
-            return Poll::Ready(Ok(n));
-        }
-        match &io.end {
-            Some(Ok(())) => return Poll::Ready(Ok(0)),
-            Some(Err(error)) => {
-                return Poll::Ready(Err(io::Error::new(error.kind(), error.to_string())));
-            }
-            None => {}
-        }
-        set_waker(&mut io.read_waker, cx);
-        if !io.reading {
-            drop(io);
-            let stream = self.stream;
-            with_loop(|lp| AsyncStream::start(stream, &self.io, lp));
-        }
-        Poll::Pending
+        self.io.poll_read(cx, |bytes| {
+            let n = buf.len().min(bytes.len());
+            buf[..n].copy_from_slice(&bytes[..n]);
+            n
+        })
     }
-}
 
-fn to_io(error: Error) -> io::Error {
-    io::Error::new(error.kind(), error.to_string())
-}
-
-impl AsyncStream {
     fn write_some(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let stream = self.stream;
-        let mut io = self.io.borrow_mut();
-        if let Some(error) = io.write_error.take() {
-            return Poll::Ready(Err(to_io(error)));
+        let stream = self.io.stream();
+        let state = self.io.state();
+        let mut io = state.borrow_mut();
+        if let Some(error) = io.writes.error.take() {
+            return Poll::Ready(Err(to_io(&error)));
         }
         if let Some(Err(error)) = &io.end {
-            return Poll::Ready(Err(io::Error::new(error.kind(), error.to_string())));
+            return Poll::Ready(Err(to_io(error)));
         }
         // One visit to the loop: the drain check and the write.
         with_loop(|lp| {
             if stream.need_drain(lp) {
-                set_waker(&mut io.write_waker, cx);
-                if !io.drain_set {
-                    io.drain_set = true;
-                    let drain_io = Rc::clone(&self.io);
-                    stream.on_drain(lp, move |_, _| wake(&mut drain_io.borrow_mut().write_waker));
-                }
-                return Poll::Pending;
+                drop(io);
+                return self.io.wait_drain(lp, cx);
             }
             // Straight to the kernel while nothing is queued (libuv's
             // `uv_try_write`): no copy, no queued request, nothing for
@@ -446,18 +339,18 @@ impl AsyncStream {
             if sent == buf.len() {
                 return Poll::Ready(Ok(sent));
             }
-            io.writes += 1;
+            io.writes.count += 1;
             drop(io);
-            let written_io = Rc::clone(&self.io);
+            let written_io = Rc::clone(state);
             stream.write(lp, buf[sent..].to_vec(), move |_, result| {
                 let mut io = written_io.borrow_mut();
-                io.writes -= 1;
+                io.writes.count -= 1;
                 if let Err(error) = result
-                    && io.write_error.is_none()
+                    && io.writes.error.is_none()
                 {
-                    io.write_error = Some(error);
+                    io.writes.error = Some(error);
                 }
-                if io.writes == 0 || io.write_error.is_some() {
+                if io.writes.count == 0 || io.writes.error.is_some() {
                     wake(&mut io.write_waker);
                 }
             });
@@ -466,11 +359,11 @@ impl AsyncStream {
     }
 
     fn flush_all(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut io = self.io.borrow_mut();
-        if let Some(error) = io.write_error.take() {
-            return Poll::Ready(Err(to_io(error)));
+        let mut io = self.io.state().borrow_mut();
+        if let Some(error) = io.writes.error.take() {
+            return Poll::Ready(Err(to_io(&error)));
         }
-        if io.writes == 0 {
+        if io.writes.count == 0 {
             return Poll::Ready(Ok(()));
         }
         set_waker(&mut io.write_waker, cx);
@@ -481,28 +374,7 @@ impl AsyncStream {
         if let Poll::Ready(Err(e)) = self.flush_all(cx) {
             return Poll::Ready(Err(e));
         }
-        let stream = self.stream;
-        let mut io = self.io.borrow_mut();
-        if let Some(result) = io.shut.take() {
-            io.shut = Some(Ok(()));
-            return Poll::Ready(result.map_err(to_io));
-        }
-        set_waker(&mut io.write_waker, cx);
-        if !io.shutdown_started {
-            io.shutdown_started = true;
-            drop(io);
-            let shut_io = Rc::clone(&self.io);
-            with_loop(|lp| {
-                stream.shutdown(lp, move |_, result| {
-                    let mut io = shut_io.borrow_mut();
-                    // Already shut (an `end`): the writing side is done.
-                    let already = matches!(&result, Err(e) if e.errno() == Some(libc::EALREADY));
-                    io.shut = Some(if already { Ok(()) } else { result });
-                    wake(&mut io.write_waker);
-                });
-            });
-        }
-        Poll::Pending
+        self.io.poll_shutdown(cx)
     }
 }
 
@@ -545,11 +417,9 @@ io_traits!(AsyncStream, &AsyncStream);
 
 impl Drop for AsyncStream {
     fn drop(&mut self) {
-        if self.io.borrow().destroyed {
-            return;
-        }
-        let stream = self.stream;
-        try_with_loop(|lp| stream.end(lp));
+        // After `close`, nothing; else `end`, even after a completed
+        // `poll_close`.
+        self.io.release(false);
     }
 }
 
