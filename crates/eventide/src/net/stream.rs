@@ -193,6 +193,10 @@ enum AfterWrite {
     /// A chunk [`Stream::pipe`] wrote on from `source`: its buffer is
     /// offered back to the reactor, and a failure closes `source`.
     Piped(Stream),
+    /// Nothing ([`Stream::write_copy`]): a failure destroys the stream,
+    /// whose reader hears of it; the buffer, the loop's copy, is kept for
+    /// the next copy once its send completed.
+    Quiet,
 }
 
 impl AfterWrite {
@@ -204,6 +208,7 @@ impl AfterWrite {
                     source.close(lp);
                 }
             }
+            AfterWrite::Quiet => {}
         }
     }
 }
@@ -586,16 +591,31 @@ impl Stream {
         self.enqueue(lp, buf.into(), AfterWrite::Call(Box::new(on_written)))
     }
 
+    /// [`Stream::write`] of a copy of `data`, with no callback (the
+    /// adapters' queued writes: a failed send destroys the stream, and its
+    /// reader's `on_end` gets the error). The copy goes into a send buffer
+    /// an earlier `write_copy` of this loop left when its send completed
+    /// (the kernel done with it), so a server answering request after
+    /// request allocates none; the returned `bool` is `write`'s.
+    pub(crate) fn write_copy(self, lp: &mut Loop, data: &[u8]) -> bool {
+        let buf = lp.io.net.copy_for_send(data);
+        self.enqueue(lp, buf.into(), AfterWrite::Quiet)
+    }
+
     /// [`Stream::write`], with what runs after it.
     fn enqueue(self, lp: &mut Loop, buf: WriteBuf, after: AfterWrite) -> bool {
         let Some(s) = lp.io.net.streams.get_mut(self.0) else {
-            let error = lp.io.net.streams.miss(self.0, WHAT);
-            lp.defer(move |lp| after.run(lp, Err(error)));
+            if !matches!(after, AfterWrite::Quiet) {
+                let error = lp.io.net.streams.miss(self.0, WHAT);
+                lp.defer(move |lp| after.run(lp, Err(error)));
+            }
             return false;
         };
         if s.has(ENDED) {
-            let epipe = io::Error::from_raw_os_error(libc::EPIPE);
-            lp.defer(move |lp| after.run(lp, Err(Error::net("write", None, epipe))));
+            if !matches!(after, AfterWrite::Quiet) {
+                let epipe = io::Error::from_raw_os_error(libc::EPIPE);
+                lp.defer(move |lp| after.run(lp, Err(Error::net("write", None, epipe))));
+            }
             return false;
         }
         let high_water = s.high_water();
@@ -1399,6 +1419,7 @@ impl Stream {
             Err(_) if again || cancelled => 0,
             Err(error) => return self.destroy(lp, Error::net("write", None, error)),
         };
+        let need_drain = s.has(NEED_DRAIN);
         let Some(m) = s.more.as_mut() else {
             return;
         };
@@ -1418,6 +1439,24 @@ impl Stream {
         head.sent += n;
         let done = head.sent == head.buf.len();
         m.queued -= n;
+        if done && matches!(head.after, AfterWrite::Quiet) && !need_drain {
+            // The common case of a server's response, without `written`'s
+            // rounds: no callback to run (nor catch), no drain due; the
+            // buffer is kept for the next copy; the next write, or the
+            // shutdown, goes out as `flush` would send it.
+            let head = m.writes.pop_front().expect("the head write");
+            let next = !m.writes.is_empty() || m.shutdown.is_some();
+            let idle = m.idle.as_ref().map(|idle| idle.timer);
+            let mut head_buf = head.buf;
+            lp.io.net.keep_send_buffer(head_buf.take_vec());
+            if let Some(timer) = idle {
+                lp.refresh_timer(timer);
+            }
+            if next {
+                self.flush(lp);
+            }
+            return;
+        }
         self.touch(lp);
         if done {
             self.written(lp);
@@ -1440,9 +1479,11 @@ impl Stream {
         else {
             return;
         };
-        if let AfterWrite::Piped(_) = head.after {
+        match head.after {
             // The reactor's buffer, when the pipe sent it on as it was.
-            lp.reactor.offer(head.buf.take_vec());
+            AfterWrite::Piped(_) => lp.reactor.offer(head.buf.take_vec()),
+            AfterWrite::Quiet => lp.io.net.keep_send_buffer(head.buf.take_vec()),
+            AfterWrite::Call(_) => {}
         }
         let panicked = catch(|| head.after.run(lp, Ok(())));
         self.drain_if_due(lp);
@@ -1875,5 +1916,224 @@ impl Loop {
             listing.add(kind, id, referenced, receiving || sending, site);
         }
         ops
+    }
+}
+
+/// `write_copy` (the adapters' queued writes, with no callback) on every
+/// compiled backend: its fast path after a completed send (no callback,
+/// no drain due) and the boundaries where the general path takes over.
+#[cfg(test)]
+mod write_copy_tests {
+    use std::cell::{Cell, RefCell};
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::rc::Rc;
+    use std::time::Duration;
+
+    use eventide_reactor::{BackendChoice, BackendKind};
+
+    use super::Stream;
+    use crate::event_loop::Loop;
+    use crate::net::ListenOptions;
+
+    /// What the accepting side read, and whether its end came.
+    #[derive(Default)]
+    struct Peer {
+        bytes: Vec<u8>,
+        ended: bool,
+    }
+
+    /// Runs `client` on the connected client stream of a fresh loop of
+    /// each compiled backend; the server reads everything into a `Peer`,
+    /// then `check` looks at the loop and what the peer got. A watchdog
+    /// fails a run that does not end in 10 s. Returns how many backends
+    /// ran.
+    fn on_every_backend(
+        client: impl Fn(&mut Loop, Stream) + Clone + 'static,
+        check: impl Fn(&mut Loop, &Peer, BackendKind),
+    ) -> usize {
+        let mut ran = 0;
+        for &kind in BackendKind::compiled() {
+            let Ok(mut lp) = Loop::builder().backend(BackendChoice::Only(kind)).build() else {
+                eprintln!("skipped on {kind}");
+                continue;
+            };
+            let peer = Rc::new(RefCell::new(Peer::default()));
+            let p = Rc::clone(&peer);
+            let listener = lp
+                .tcp_listen(
+                    "127.0.0.1:0".parse().unwrap(),
+                    ListenOptions::default(),
+                    move |lp, accepted| {
+                        let (data, end) = (Rc::clone(&p), Rc::clone(&p));
+                        accepted.expect("accepted").read_start(
+                            lp,
+                            move |_, _, chunk| data.borrow_mut().bytes.extend_from_slice(chunk),
+                            move |lp, s, _| {
+                                end.borrow_mut().ended = true;
+                                s.close(lp);
+                            },
+                        );
+                    },
+                )
+                .expect("listen");
+            let addr = listener.local_addr(&lp).expect("its address");
+            let client = client.clone();
+            lp.tcp_connect(addr, move |lp, connected| {
+                listener.close(lp);
+                client(lp, Stream::from(connected.expect("connected")));
+            })
+            .expect("connect");
+            let expired = Rc::new(Cell::new(false));
+            let e = Rc::clone(&expired);
+            let watchdog = lp.set_timeout(Duration::from_secs(10), move |lp| {
+                e.set(true);
+                lp.stop();
+            });
+            lp.unref_timer(watchdog);
+            // A panicking callback leaves `run`; the loop then goes on.
+            for _ in 0..3 {
+                if catch_unwind(AssertUnwindSafe(|| lp.run())).is_ok() {
+                    break;
+                }
+            }
+            assert!(!expired.get(), "{kind}: the loop ended by itself");
+            check(&mut lp, &peer.borrow(), kind);
+            ran += 1;
+        }
+        ran
+    }
+
+    /// The bytes of chunk `i` (sizes 1 to 97).
+    fn chunk(i: usize) -> Vec<u8> {
+        vec![i as u8; 1 + (i * 37) % 97]
+    }
+
+    /// Writes queued behind a send in flight go out whole and in order,
+    /// each through the fast path; their buffers are kept, and the next
+    /// copy takes one of them instead of allocating.
+    #[test]
+    fn queued_writes_arrive_in_order_and_their_buffers_are_reused() {
+        on_every_backend(
+            |lp, client| {
+                for i in 0..100 {
+                    assert!(client.write_copy(lp, &chunk(i)), "below the mark");
+                }
+                assert!(client.write_queue_size(lp) > 0, "queued behind the first");
+                client.write(lp, b"|".to_vec(), move |lp, written| {
+                    written.expect("written");
+                    let kept = lp.io.net.spare_sends.len();
+                    assert!(kept > 0, "the sent copies' buffers are kept");
+                    assert!(client.write_copy(lp, b"end"));
+                    assert_eq!(lp.io.net.spare_sends.len(), kept - 1, "one reused");
+                    client.end(lp);
+                });
+            },
+            |lp, peer, kind| {
+                let mut want: Vec<u8> = (0..100).flat_map(chunk).collect();
+                want.extend_from_slice(b"|end");
+                assert!(peer.bytes == want, "{kind}: every byte, in order");
+                assert!(peer.ended, "{kind}: the end after them");
+                assert!(lp.io.net.spare_sends.len() <= super::super::SPARE_SENDS);
+                assert_eq!(lp.ops_in_flight(), 0);
+            },
+        );
+    }
+
+    /// At the high-water mark the general path runs: `drain` once the
+    /// queue empties, after the last write.
+    #[test]
+    fn a_copy_that_reaches_the_mark_gets_its_drain() {
+        let drains = Rc::new(Cell::new(0));
+        let d = Rc::clone(&drains);
+        let ran = on_every_backend(
+            move |lp, client| {
+                client.set_high_water_mark(lp, 64);
+                let d = Rc::clone(&d);
+                client.on_drain(lp, move |lp, s| {
+                    d.set(d.get() + 1);
+                    assert_eq!(s.write_queue_size(lp), 0);
+                    s.end(lp);
+                });
+                assert!(client.write_copy(lp, &[1; 10]));
+                assert!(!client.write_copy(lp, &[2; 100]), "at the mark");
+                assert!(client.need_drain(lp));
+            },
+            |lp, peer, kind| {
+                assert_eq!(peer.bytes.len(), 110, "{kind}");
+                assert!(peer.ended, "{kind}");
+                assert!(!lp.io.net.spare_sends.is_empty(), "{kind}: kept");
+            },
+        );
+        assert_eq!(drains.get(), ran, "one drain per backend");
+    }
+
+    /// A write with a callback between two copies: the callback closes
+    /// the stream; the copy behind it fails quietly (nothing to call), the
+    /// one before it arrived.
+    #[test]
+    fn a_callback_closing_the_stream_between_copies() {
+        on_every_backend(
+            |lp, client| {
+                assert!(client.write_copy(lp, b"first "));
+                client.write(lp, b"second".to_vec(), move |lp, written| {
+                    written.expect("written");
+                    assert!(client.close(lp));
+                });
+                assert!(client.write_copy(lp, b" never"));
+            },
+            |lp, peer, kind| {
+                assert!(peer.bytes == b"first second", "{kind}: {:?}", peer.bytes);
+                assert!(peer.ended, "{kind}");
+                assert_eq!(lp.ops_in_flight(), 0, "{kind}");
+            },
+        );
+    }
+
+    /// A write's callback that panics between two copies: the panic
+    /// leaves `run`, and the queue goes on with the copy behind it.
+    #[test]
+    fn a_callback_panicking_between_copies() {
+        on_every_backend(
+            |lp, client| {
+                assert!(client.write_copy(lp, b"first "));
+                client.write(lp, b"second".to_vec(), |_, written| {
+                    written.expect("written");
+                    panic!("a write's callback panics");
+                });
+                assert!(client.write_copy(lp, b" third"));
+                client.end(lp);
+            },
+            |_, peer, kind| {
+                assert!(
+                    peer.bytes == b"first second third",
+                    "{kind}: {:?}",
+                    peer.bytes
+                );
+                assert!(peer.ended, "{kind}");
+            },
+        );
+    }
+
+    /// A close while a copy's send is in flight (on io_uring: submitted
+    /// with the turn, cancelled by the close): the loop ends with nothing
+    /// in flight, and the buffer, handed back by the cancelled send's
+    /// completion, is freed with it, not kept.
+    #[test]
+    fn a_close_with_a_copy_in_flight() {
+        on_every_backend(
+            |lp, client| {
+                assert!(client.write_copy(lp, &[7; 2000]));
+                assert!(client.write_copy(lp, &[8; 2000]));
+                assert!(client.close(lp));
+                assert!(!client.write_copy(lp, b"after the close"), "stale");
+            },
+            |lp, peer, kind| {
+                assert!(peer.ended, "{kind}");
+                assert!(peer.bytes.len() <= 4000, "{kind}");
+                assert!(peer.bytes.iter().all(|&b| b == 7 || b == 8), "{kind}");
+                assert_eq!(lp.ops_in_flight(), 0, "{kind}");
+                assert!(lp.io.net.spare_sends.is_empty(), "{kind}");
+            },
+        );
     }
 }
