@@ -1399,6 +1399,49 @@ impl Stream {
         }
     }
 
+    /// The completion of a [`Stream::write_copy`]'s send that finishes
+    /// its stream's queue with nothing else to do (W13's every response):
+    /// the whole copy went, nothing is queued behind it, no drain is due,
+    /// no shutdown waits. Then its buffer is kept for the next copy and the
+    /// idle countdown restarts, with no callback dispatched (no user code
+    /// can run), and `true` comes back; otherwise nothing is changed and
+    /// the completion goes to [`Stream::on_sent`].
+    pub(crate) fn sent_quietly(self, lp: &mut Loop, c: &mut Completion) -> bool {
+        let Some(s) = lp.io.net.streams.get_mut(self.0) else {
+            return false;
+        };
+        let Ok(n) = c.result else {
+            return false;
+        };
+        if c.more || c.buf.is_none() || s.has(NOT_SOCKET | NEED_DRAIN) || !s.has(SENDING) {
+            return false;
+        }
+        let Some(m) = s.more.as_mut() else {
+            return false;
+        };
+        // With one write queued, `queued` is what its send had left to go.
+        if m.writes.len() != 1
+            || m.queued != n
+            || m.shutdown.is_some()
+            || !matches!(m.writes[0].after, AfterWrite::Quiet)
+        {
+            return false;
+        }
+        // Its buffer is in the completion; what is left is dropped.
+        m.writes.pop_front();
+        m.queued = 0;
+        let idle = m.idle.as_ref().map(|idle| idle.timer);
+        s.set(SENDING, false);
+        lp.io.sockets -= 1;
+        if let Some(buf) = c.buf.take() {
+            lp.io.net.keep_send_buffer(buf);
+        }
+        if let Some(timer) = idle {
+            lp.refresh_timer(timer);
+        }
+        true
+    }
+
     pub(crate) fn on_sent(self, lp: &mut Loop, c: Completion) {
         if !c.more {
             lp.io.sockets -= 1;
@@ -2035,6 +2078,38 @@ mod write_copy_tests {
                 assert!(peer.ended, "{kind}: the end after them");
                 assert!(lp.io.net.spare_sends.len() <= super::super::SPARE_SENDS);
                 assert_eq!(lp.ops_in_flight(), 0);
+            },
+        );
+    }
+
+    /// A lone copy's completion (the dispatch-free path, `sent_quietly`)
+    /// leaves the stream as the general path would: nothing queued, no
+    /// send in flight (`try_write` goes straight to the kernel again), the
+    /// buffer kept, and the send no longer counted (the loop ends).
+    #[test]
+    fn a_lone_copy_leaves_the_stream_ready_for_the_next_write() {
+        on_every_backend(
+            |lp, client| {
+                assert!(client.write_copy(lp, b"lone"));
+                assert_eq!(client.write_queue_size(lp), 4);
+                let checks = Rc::new(Cell::new(0));
+                lp.set_interval(Duration::from_millis(2), move |lp, interval| {
+                    checks.set(checks.get() + 1);
+                    assert!(checks.get() < 1000, "the send completed in 2 s");
+                    if client.write_queue_size(lp) > 0 {
+                        return;
+                    }
+                    assert!(!client.need_drain(lp));
+                    assert_eq!(lp.io.net.spare_sends.len(), 1, "its buffer kept");
+                    assert_eq!(client.try_write(lp, b" next").expect("not sending"), 5);
+                    assert!(client.end(lp));
+                    lp.clear_timer(interval);
+                });
+            },
+            |lp, peer, kind| {
+                assert!(peer.bytes == b"lone next", "{kind}: {:?}", peer.bytes);
+                assert!(peer.ended, "{kind}");
+                assert_eq!(lp.ops_in_flight(), 0, "{kind}");
             },
         );
     }
