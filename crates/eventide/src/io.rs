@@ -267,7 +267,7 @@ impl Loop {
 
     /// Hands every ready completion to its handler.
     pub(crate) fn run_io_completions(&mut self) {
-        while let Some(mut completion) = self.reactor.next_completion() {
+        while let Some(completion) = self.reactor.next_completion() {
             self.metrics.callbacks.io += 1;
             let (tag, id) = decode(completion.token);
             match tag {
@@ -281,6 +281,7 @@ impl Loop {
                 }
                 SENT => {
                     let stream = Stream::from_id(self.io.net.key(id));
+                    let mut completion = completion;
                     if stream.sent_quietly(self, &mut completion) {
                         // Done, with no callback to dispatch.
                         continue;
