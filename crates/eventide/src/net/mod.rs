@@ -213,6 +213,7 @@ impl Sockets {
     }
 
     /// A copy of `data` in a send buffer, a kept one when there is one.
+    #[cfg_attr(not(feature = "hyper"), allow(dead_code))] // hyper's writes.
     fn copy_for_send(&mut self, data: &[u8]) -> Vec<u8> {
         match self.spare_sends.pop() {
             Some(mut buf) => {

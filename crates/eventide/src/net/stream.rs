@@ -196,6 +196,7 @@ enum AfterWrite {
     /// Nothing ([`Stream::write_copy`]): a failure destroys the stream,
     /// whose reader hears of it; the buffer, the loop's copy, is kept for
     /// the next copy once its send completed.
+    #[cfg_attr(not(feature = "hyper"), allow(dead_code))] // hyper's writes.
     Quiet,
 }
 
@@ -597,6 +598,7 @@ impl Stream {
     /// an earlier `write_copy` of this loop left when its send completed
     /// (the kernel done with it), so a server answering request after
     /// request allocates none; the returned `bool` is `write`'s.
+    #[cfg_attr(not(feature = "hyper"), allow(dead_code))] // hyper's writes.
     pub(crate) fn write_copy(self, lp: &mut Loop, data: &[u8]) -> bool {
         let buf = lp.io.net.copy_for_send(data);
         self.enqueue(lp, buf.into(), AfterWrite::Quiet)
