@@ -194,8 +194,9 @@ enum AfterWrite {
     /// offered back to the reactor, and a failure closes `source`.
     Piped(Stream),
     /// Nothing ([`Stream::write_copy`]): a failure destroys the stream,
-    /// whose reader hears of it; the buffer, the loop's copy, is kept for
-    /// the next copy once its send completed.
+    /// whose reader hears of it. Its send's token is `Direct::SentQuiet`,
+    /// and a completion that ends the queue keeps the buffer, the loop's
+    /// copy, for the next copy (`Stream::sent_quietly`).
     #[cfg_attr(not(feature = "hyper"), allow(dead_code))] // hyper's writes.
     Quiet,
 }
@@ -596,8 +597,9 @@ impl Stream {
     /// adapters' queued writes: a failed send destroys the stream, and its
     /// reader's `on_end` gets the error). The copy goes into a send buffer
     /// an earlier `write_copy` of this loop left when its send completed
-    /// (the kernel done with it), so a server answering request after
-    /// request allocates none; the returned `bool` is `write`'s.
+    /// (the kernel done with it) as the last of its stream's queue, so a
+    /// server answering request after request allocates none; the
+    /// returned `bool` is `write`'s.
     #[cfg_attr(not(feature = "hyper"), allow(dead_code))] // hyper's writes.
     pub(crate) fn write_copy(self, lp: &mut Loop, data: &[u8]) -> bool {
         let buf = lp.io.net.copy_for_send(data);
@@ -1387,6 +1389,7 @@ impl Stream {
         let Some(head) = s.more.as_mut().and_then(|m| m.writes.front_mut()) else {
             return self.start_shutdown(lp);
         };
+        let quiet = matches!(head.after, AfterWrite::Quiet);
         // An empty write is sent too (0 bytes), so that its callback runs
         // from the poll phase like any other.
         let op = match (head.buf.take_for_send(), s.flags & NOT_SOCKET != 0) {
@@ -1396,7 +1399,14 @@ impl Stream {
             (ForSend::Owner(owner), true) => Op::write_owned(fd, owner, head.sent),
         };
         s.set(SENDING, true);
-        if let Err(refused) = lp.submit_direct(op, Direct::Sent(self), true) {
+        // A copy's send may end without a callback's dispatch (see
+        // `sent_quietly`): its token says so.
+        let direct = if quiet {
+            Direct::SentQuiet(self)
+        } else {
+            Direct::Sent(self)
+        };
+        if let Err(refused) = lp.submit_direct(op, direct, true) {
             self.destroy(lp, Error::net("write", None, refused.error));
         }
     }
@@ -1464,7 +1474,6 @@ impl Stream {
             Err(_) if again || cancelled => 0,
             Err(error) => return self.destroy(lp, Error::net("write", None, error)),
         };
-        let need_drain = s.has(NEED_DRAIN);
         let Some(m) = s.more.as_mut() else {
             return;
         };
@@ -1484,24 +1493,6 @@ impl Stream {
         head.sent += n;
         let done = head.sent == head.buf.len();
         m.queued -= n;
-        if done && matches!(head.after, AfterWrite::Quiet) && !need_drain {
-            // The common case of a server's response, without `written`'s
-            // rounds: no callback to run (nor catch), no drain due; the
-            // buffer is kept for the next copy; the next write, or the
-            // shutdown, goes out as `flush` would send it.
-            let head = m.writes.pop_front().expect("the head write");
-            let next = !m.writes.is_empty() || m.shutdown.is_some();
-            let idle = m.idle.as_ref().map(|idle| idle.timer);
-            let mut head_buf = head.buf;
-            lp.io.net.keep_send_buffer(head_buf.take_vec());
-            if let Some(timer) = idle {
-                lp.refresh_timer(timer);
-            }
-            if next {
-                self.flush(lp);
-            }
-            return;
-        }
         self.touch(lp);
         if done {
             self.written(lp);
@@ -1524,11 +1515,9 @@ impl Stream {
         else {
             return;
         };
-        match head.after {
+        if let AfterWrite::Piped(_) = head.after {
             // The reactor's buffer, when the pipe sent it on as it was.
-            AfterWrite::Piped(_) => lp.reactor.offer(head.buf.take_vec()),
-            AfterWrite::Quiet => lp.io.net.keep_send_buffer(head.buf.take_vec()),
-            AfterWrite::Call(_) => {}
+            lp.reactor.offer(head.buf.take_vec());
         }
         let panicked = catch(|| head.after.run(lp, Ok(())));
         self.drain_if_due(lp);
@@ -2053,11 +2042,11 @@ mod write_copy_tests {
         vec![i as u8; 1 + (i * 37) % 97]
     }
 
-    /// Writes queued behind a send in flight go out whole and in order,
-    /// each through the fast path; their buffers are kept, and the next
-    /// copy takes one of them instead of allocating.
+    /// Writes queued behind a send in flight (the general path: more
+    /// queued behind each) go out whole and in order, and a copy written
+    /// from a callback of the queue goes out after it.
     #[test]
-    fn queued_writes_arrive_in_order_and_their_buffers_are_reused() {
+    fn queued_copies_arrive_in_order() {
         on_every_backend(
             |lp, client| {
                 for i in 0..100 {
@@ -2066,10 +2055,7 @@ mod write_copy_tests {
                 assert!(client.write_queue_size(lp) > 0, "queued behind the first");
                 client.write(lp, b"|".to_vec(), move |lp, written| {
                     written.expect("written");
-                    let kept = lp.io.net.spare_sends.len();
-                    assert!(kept > 0, "the sent copies' buffers are kept");
                     assert!(client.write_copy(lp, b"end"));
-                    assert_eq!(lp.io.net.spare_sends.len(), kept - 1, "one reused");
                     client.end(lp);
                 });
             },
@@ -2086,8 +2072,9 @@ mod write_copy_tests {
 
     /// A lone copy's completion (the dispatch-free path, `sent_quietly`)
     /// leaves the stream as the general path would: nothing queued, no
-    /// send in flight (`try_write` goes straight to the kernel again), the
-    /// buffer kept, and the send no longer counted (the loop ends).
+    /// send in flight (`try_write` goes straight to the kernel again), and
+    /// the send no longer counted (the loop ends); its buffer is kept, and
+    /// the next copy takes it instead of allocating.
     #[test]
     fn a_lone_copy_leaves_the_stream_ready_for_the_next_write() {
         on_every_backend(
@@ -2104,12 +2091,14 @@ mod write_copy_tests {
                     assert!(!client.need_drain(lp));
                     assert_eq!(lp.io.net.spare_sends.len(), 1, "its buffer kept");
                     assert_eq!(client.try_write(lp, b" next").expect("not sending"), 5);
+                    assert!(client.write_copy(lp, b"!"));
+                    assert!(lp.io.net.spare_sends.is_empty(), "reused");
                     assert!(client.end(lp));
                     lp.clear_timer(interval);
                 });
             },
             |lp, peer, kind| {
-                assert!(peer.bytes == b"lone next", "{kind}: {:?}", peer.bytes);
+                assert!(peer.bytes == b"lone next!", "{kind}: {:?}", peer.bytes);
                 assert!(peer.ended, "{kind}");
                 assert_eq!(lp.ops_in_flight(), 0, "{kind}");
             },
@@ -2138,7 +2127,7 @@ mod write_copy_tests {
             |lp, peer, kind| {
                 assert_eq!(peer.bytes.len(), 110, "{kind}");
                 assert!(peer.ended, "{kind}");
-                assert!(!lp.io.net.spare_sends.is_empty(), "{kind}: kept");
+                assert_eq!(lp.ops_in_flight(), 0, "{kind}");
             },
         );
         assert_eq!(drains.get(), ran, "one drain per backend");
