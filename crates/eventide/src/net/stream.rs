@@ -603,7 +603,39 @@ impl Stream {
     #[cfg_attr(not(feature = "hyper"), allow(dead_code))] // hyper's writes.
     pub(crate) fn write_copy(self, lp: &mut Loop, data: &[u8]) -> bool {
         let buf = lp.io.net.copy_for_send(data);
-        self.enqueue(lp, buf.into(), AfterWrite::Quiet)
+        let Some(s) = lp.io.net.streams.get_mut(self.0) else {
+            return false;
+        };
+        let idle_queue = s.more.as_ref().is_none_or(|m| m.writes.is_empty());
+        if !idle_queue || s.has(SENDING | CONNECTING | NOT_SOCKET | ENDED) {
+            return self.enqueue(lp, buf.into(), AfterWrite::Quiet);
+        }
+        // Nothing queued, nothing in flight: `enqueue` then `flush`, in
+        // one look at the stream. The queue's entry stands for the send
+        // (its buffer is the reactor's until the completion).
+        let high_water = s.high_water();
+        let fd = s.socket.as_raw_fd();
+        let m = s.more();
+        m.queued += buf.len();
+        let reached = m.queued >= high_water;
+        m.writes.push_back(Write {
+            buf: WriteBuf::from(Vec::new()),
+            sent: 0,
+            after: AfterWrite::Quiet,
+        });
+        let idle = m.idle.as_ref().map(|idle| idle.timer);
+        if reached {
+            s.set(NEED_DRAIN, true);
+        }
+        s.set(SENDING, true);
+        if let Some(timer) = idle {
+            lp.refresh_timer(timer);
+        }
+        let op = Op::send_from(fd, buf, 0);
+        if let Err(refused) = lp.submit_direct(op, Direct::SentQuiet(self), true) {
+            self.destroy(lp, Error::net("write", None, refused.error));
+        }
+        !reached
     }
 
     /// [`Stream::write`], with what runs after it.
@@ -2106,7 +2138,9 @@ mod write_copy_tests {
     }
 
     /// At the high-water mark the general path runs: `drain` once the
-    /// queue empties, after the last write.
+    /// queue empties, after the last write, whether the copy that reached
+    /// the mark went straight to the kernel (nothing queued before it) or
+    /// was queued; a copy after `end` is refused (nothing sent).
     #[test]
     fn a_copy_that_reaches_the_mark_gets_its_drain() {
         let drains = Rc::new(Cell::new(0));
@@ -2119,10 +2153,11 @@ mod write_copy_tests {
                     d.set(d.get() + 1);
                     assert_eq!(s.write_queue_size(lp), 0);
                     s.end(lp);
+                    assert!(!s.write_copy(lp, b"late"), "after end");
                 });
-                assert!(client.write_copy(lp, &[1; 10]));
-                assert!(!client.write_copy(lp, &[2; 100]), "at the mark");
+                assert!(!client.write_copy(lp, &[2; 100]), "at the mark at once");
                 assert!(client.need_drain(lp));
+                assert!(!client.write_copy(lp, &[1; 10]), "queued at the mark");
             },
             |lp, peer, kind| {
                 assert_eq!(peer.bytes.len(), 110, "{kind}");
