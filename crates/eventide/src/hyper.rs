@@ -192,11 +192,10 @@ impl HyperStream {
                 // At the mark: wait for the drain.
                 return self.io.wait_drain(lp, cx);
             }
-            // The rest is queued, with no callback of its own (a closure
-            // without captures: no allocation): a send that fails
-            // destroys the stream, and the reader's end callback gets the
-            // error.
-            if stream.write(lp, buf[sent..].to_vec(), |_, _| {}) || stream.need_drain(lp) {
+            // The rest is queued (a copy, in a reused send buffer), with
+            // no callback of its own: a send that fails destroys the
+            // stream, and the reader's end callback gets the error.
+            if stream.write_copy(lp, &buf[sent..]) || stream.need_drain(lp) {
                 return Poll::Ready(Ok(buf.len()));
             }
             // Refused at once (its callback would get the error).

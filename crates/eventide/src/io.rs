@@ -4,12 +4,13 @@
 //! file system and networking modules build on it. An operation's token
 //! says what runs when it completes:
 //!
-//! | bits 32..64 | bits 30..32 | bits 0..30 | runs |
+//! | bits 32..64 | bits 29..32 | bits 0..29 | runs |
 //! |---|---|---|---|
 //! | generation | 0 | slot | the boxed closure in that slot of `Io::handlers` |
 //! | generation | 1 | stream | that stream's receive (`Stream::on_received`) |
 //! | generation | 2 | stream | that stream's send (`Stream::on_sent`) |
 //! | generation | 3 | listener | that listener's accept (`Listener::on_accept`) |
+//! | generation | 4 | stream | its send of a `write_copy` (`Stream::sent_quietly`, else `on_sent`) |
 //!
 //! so the operations every connection has in flight (its receive, its
 //! send, a listener's accept) cost no slot and no allocation here: the
@@ -42,16 +43,22 @@ pub(crate) enum Direct {
     Received(Stream),
     /// A stream's send.
     Sent(Stream),
+    /// A stream's send of a [`Stream::write_copy`] (no callback): its
+    /// completion may end without a callback's dispatch
+    /// (`Stream::sent_quietly`).
+    SentQuiet(Stream),
     /// A listener's multishot accept.
     Accepted(Listener),
 }
 
-const TAG_SHIFT: u32 = 30;
+const TAG_SHIFT: u32 = 29;
+const TAG_MASK: u64 = 7;
 const INDEX_MASK: u64 = (1 << TAG_SHIFT) - 1;
 const BOXED: u64 = 0;
 const RECEIVED: u64 = 1;
 const SENT: u64 = 2;
 const ACCEPTED: u64 = 3;
+const SENT_QUIET: u64 = 4;
 
 /// A boxed operation's handler, and whether it keeps the loop alive.
 struct Boxed {
@@ -134,7 +141,7 @@ impl Io {
 fn token(tag: u64, id: SlotId) -> Token {
     assert!(
         u64::from(id.index) <= INDEX_MASK,
-        "eventide: more than 2^30 handlers or sockets"
+        "eventide: more than 2^29 handlers or sockets"
     );
     Token((u64::from(id.generation) << 32) | (tag << TAG_SHIFT) | u64::from(id.index))
 }
@@ -144,7 +151,7 @@ fn decode(token: Token) -> (u64, SlotId) {
         index: (token.0 & INDEX_MASK) as u32,
         generation: (token.0 >> 32) as u32,
     };
-    ((token.0 >> TAG_SHIFT) & 3, id)
+    ((token.0 >> TAG_SHIFT) & TAG_MASK, id)
 }
 
 impl Direct {
@@ -153,6 +160,7 @@ impl Direct {
         match self {
             Direct::Received(stream) => token(RECEIVED, stream.id()),
             Direct::Sent(stream) => token(SENT, stream.id()),
+            Direct::SentQuiet(stream) => token(SENT_QUIET, stream.id()),
             Direct::Accepted(listener) => token(ACCEPTED, listener.id()),
         }
     }
@@ -279,6 +287,17 @@ impl Loop {
                         stream.on_received(lp, completion);
                     });
                 }
+                SENT_QUIET => {
+                    let stream = Stream::from_id(self.io.net.key(id));
+                    let mut completion = completion;
+                    if stream.sent_quietly(self, &mut completion) {
+                        // Done, with no callback to dispatch.
+                        continue;
+                    }
+                    let kind = crate::diag::Kind::Stream;
+                    let site = self.call_site_of(kind, stream.raw());
+                    self.invoke_as(kind, site, |lp: &mut Loop| stream.on_sent(lp, completion));
+                }
                 SENT => {
                     let stream = Stream::from_id(self.io.net.key(id));
                     let kind = crate::diag::Kind::Stream;
@@ -350,7 +369,7 @@ mod tests {
             index: INDEX_MASK as u32,
             generation: u32::MAX,
         };
-        for tag in [BOXED, RECEIVED, SENT, ACCEPTED] {
+        for tag in [BOXED, RECEIVED, SENT, ACCEPTED, SENT_QUIET] {
             let (back, back_id) = decode(token(tag, id));
             assert_eq!((back, back_id), (tag, id));
         }

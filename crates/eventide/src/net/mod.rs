@@ -179,7 +179,17 @@ pub(crate) struct Sockets {
     /// The loop's own `SIGWINCH` listener, made with the first resize
     /// callback (it keeps nothing alive).
     winch: Option<crate::signal::SignalListener>,
+    /// Send buffers of [`Stream::write_copy`] given back by their send's
+    /// completion (the kernel is done with them), for the next copy:
+    /// at most `SPARE_SENDS` of at most `SPARE_SEND_CAPACITY` bytes.
+    spare_sends: Vec<Vec<u8>>,
 }
+
+/// How many finished send buffers a loop keeps for reuse (W13's 50
+/// connections send up to 50 responses per turn).
+const SPARE_SENDS: usize = 64;
+/// The largest send buffer kept for reuse: at most 64 of them, 256 KiB.
+const SPARE_SEND_CAPACITY: usize = 4096;
 
 impl Sockets {
     /// Bytes queued in every stream's write queue (for the metrics).
@@ -198,6 +208,30 @@ impl Sockets {
             hand_backs: adopt::HandBacks::default(),
             resize: Vec::new(),
             winch: None,
+            spare_sends: Vec::new(),
+        }
+    }
+
+    /// A copy of `data` in a send buffer, a kept one when there is one.
+    #[cfg_attr(not(feature = "hyper"), allow(dead_code))] // hyper's writes.
+    fn copy_for_send(&mut self, data: &[u8]) -> Vec<u8> {
+        match self.spare_sends.pop() {
+            Some(mut buf) => {
+                buf.extend_from_slice(data);
+                buf
+            }
+            None => data.to_vec(),
+        }
+    }
+
+    /// Keeps a send buffer the kernel is done with (its send completed),
+    /// emptied, for [`Sockets::copy_for_send`]; a large one, or one over
+    /// the count, is freed.
+    fn keep_send_buffer(&mut self, mut buf: Vec<u8>) {
+        let capacity = buf.capacity();
+        if capacity > 0 && capacity <= SPARE_SEND_CAPACITY && self.spare_sends.len() < SPARE_SENDS {
+            buf.clear();
+            self.spare_sends.push(buf);
         }
     }
 

@@ -193,6 +193,12 @@ enum AfterWrite {
     /// A chunk [`Stream::pipe`] wrote on from `source`: its buffer is
     /// offered back to the reactor, and a failure closes `source`.
     Piped(Stream),
+    /// Nothing ([`Stream::write_copy`]): a failure destroys the stream,
+    /// whose reader hears of it. Its send's token is `Direct::SentQuiet`,
+    /// and a completion that ends the queue keeps the buffer, the loop's
+    /// copy, for the next copy (`Stream::sent_quietly`).
+    #[cfg_attr(not(feature = "hyper"), allow(dead_code))] // hyper's writes.
+    Quiet,
 }
 
 impl AfterWrite {
@@ -204,6 +210,7 @@ impl AfterWrite {
                     source.close(lp);
                 }
             }
+            AfterWrite::Quiet => {}
         }
     }
 }
@@ -586,16 +593,65 @@ impl Stream {
         self.enqueue(lp, buf.into(), AfterWrite::Call(Box::new(on_written)))
     }
 
+    /// [`Stream::write`] of a copy of `data`, with no callback (the
+    /// adapters' queued writes: a failed send destroys the stream, and its
+    /// reader's `on_end` gets the error). The copy goes into a send buffer
+    /// an earlier `write_copy` of this loop left when its send completed
+    /// (the kernel done with it) as the last of its stream's queue, so a
+    /// server answering request after request allocates none; the
+    /// returned `bool` is `write`'s.
+    #[cfg_attr(not(feature = "hyper"), allow(dead_code))] // hyper's writes.
+    pub(crate) fn write_copy(self, lp: &mut Loop, data: &[u8]) -> bool {
+        let buf = lp.io.net.copy_for_send(data);
+        let Some(s) = lp.io.net.streams.get_mut(self.0) else {
+            return false;
+        };
+        let idle_queue = s.more.as_ref().is_none_or(|m| m.writes.is_empty());
+        if !idle_queue || s.has(SENDING | CONNECTING | NOT_SOCKET | ENDED) {
+            return self.enqueue(lp, buf.into(), AfterWrite::Quiet);
+        }
+        // Nothing queued, nothing in flight: `enqueue` then `flush`, in
+        // one look at the stream. The queue's entry stands for the send
+        // (its buffer is the reactor's until the completion).
+        let high_water = s.high_water();
+        let fd = s.socket.as_raw_fd();
+        let m = s.more();
+        m.queued += buf.len();
+        let reached = m.queued >= high_water;
+        m.writes.push_back(Write {
+            buf: WriteBuf::from(Vec::new()),
+            sent: 0,
+            after: AfterWrite::Quiet,
+        });
+        let idle = m.idle.as_ref().map(|idle| idle.timer);
+        if reached {
+            s.set(NEED_DRAIN, true);
+        }
+        s.set(SENDING, true);
+        if let Some(timer) = idle {
+            lp.refresh_timer(timer);
+        }
+        let op = Op::send_from(fd, buf, 0);
+        if let Err(refused) = lp.submit_direct(op, Direct::SentQuiet(self), true) {
+            self.destroy(lp, Error::net("write", None, refused.error));
+        }
+        !reached
+    }
+
     /// [`Stream::write`], with what runs after it.
     fn enqueue(self, lp: &mut Loop, buf: WriteBuf, after: AfterWrite) -> bool {
         let Some(s) = lp.io.net.streams.get_mut(self.0) else {
-            let error = lp.io.net.streams.miss(self.0, WHAT);
-            lp.defer(move |lp| after.run(lp, Err(error)));
+            if !matches!(after, AfterWrite::Quiet) {
+                let error = lp.io.net.streams.miss(self.0, WHAT);
+                lp.defer(move |lp| after.run(lp, Err(error)));
+            }
             return false;
         };
         if s.has(ENDED) {
-            let epipe = io::Error::from_raw_os_error(libc::EPIPE);
-            lp.defer(move |lp| after.run(lp, Err(Error::net("write", None, epipe))));
+            if !matches!(after, AfterWrite::Quiet) {
+                let epipe = io::Error::from_raw_os_error(libc::EPIPE);
+                lp.defer(move |lp| after.run(lp, Err(Error::net("write", None, epipe))));
+            }
             return false;
         }
         let high_water = s.high_water();
@@ -1365,6 +1421,7 @@ impl Stream {
         let Some(head) = s.more.as_mut().and_then(|m| m.writes.front_mut()) else {
             return self.start_shutdown(lp);
         };
+        let quiet = matches!(head.after, AfterWrite::Quiet);
         // An empty write is sent too (0 bytes), so that its callback runs
         // from the poll phase like any other.
         let op = match (head.buf.take_for_send(), s.flags & NOT_SOCKET != 0) {
@@ -1374,9 +1431,59 @@ impl Stream {
             (ForSend::Owner(owner), true) => Op::write_owned(fd, owner, head.sent),
         };
         s.set(SENDING, true);
-        if let Err(refused) = lp.submit_direct(op, Direct::Sent(self), true) {
+        // A copy's send may end without a callback's dispatch (see
+        // `sent_quietly`): its token says so.
+        let direct = if quiet {
+            Direct::SentQuiet(self)
+        } else {
+            Direct::Sent(self)
+        };
+        if let Err(refused) = lp.submit_direct(op, direct, true) {
             self.destroy(lp, Error::net("write", None, refused.error));
         }
+    }
+
+    /// The completion of a [`Stream::write_copy`]'s send that finishes
+    /// its stream's queue with nothing else to do (W13's every response):
+    /// the whole copy went, nothing is queued behind it, no drain is due,
+    /// no shutdown waits. Then its buffer is kept for the next copy and the
+    /// idle countdown restarts, with no callback dispatched (no user code
+    /// can run), and `true` comes back; otherwise nothing is changed and
+    /// the completion goes to [`Stream::on_sent`].
+    pub(crate) fn sent_quietly(self, lp: &mut Loop, c: &mut Completion) -> bool {
+        let Some(s) = lp.io.net.streams.get_mut(self.0) else {
+            return false;
+        };
+        let Ok(n) = c.result else {
+            return false;
+        };
+        if c.more || c.buf.is_none() || s.has(NOT_SOCKET | NEED_DRAIN) || !s.has(SENDING) {
+            return false;
+        }
+        let Some(m) = s.more.as_mut() else {
+            return false;
+        };
+        // With one write queued, `queued` is what its send had left to go.
+        if m.writes.len() != 1
+            || m.queued != n
+            || m.shutdown.is_some()
+            || !matches!(m.writes[0].after, AfterWrite::Quiet)
+        {
+            return false;
+        }
+        // Its buffer is in the completion; what is left is dropped.
+        m.writes.pop_front();
+        m.queued = 0;
+        let idle = m.idle.as_ref().map(|idle| idle.timer);
+        s.set(SENDING, false);
+        lp.io.sockets -= 1;
+        if let Some(buf) = c.buf.take() {
+            lp.io.net.keep_send_buffer(buf);
+        }
+        if let Some(timer) = idle {
+            lp.refresh_timer(timer);
+        }
+        true
     }
 
     pub(crate) fn on_sent(self, lp: &mut Loop, c: Completion) {
@@ -1875,5 +1982,259 @@ impl Loop {
             listing.add(kind, id, referenced, receiving || sending, site);
         }
         ops
+    }
+}
+
+/// `write_copy` (the adapters' queued writes, with no callback) on every
+/// compiled backend: its fast path after a completed send (no callback,
+/// no drain due) and the boundaries where the general path takes over.
+#[cfg(test)]
+mod write_copy_tests {
+    use std::cell::{Cell, RefCell};
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::rc::Rc;
+    use std::time::Duration;
+
+    use eventide_reactor::{BackendChoice, BackendKind};
+
+    use super::Stream;
+    use crate::event_loop::Loop;
+    use crate::net::ListenOptions;
+
+    /// What the accepting side read, and whether its end came.
+    #[derive(Default)]
+    struct Peer {
+        bytes: Vec<u8>,
+        ended: bool,
+    }
+
+    /// Runs `client` on the connected client stream of a fresh loop of
+    /// each compiled backend; the server reads everything into a `Peer`,
+    /// then `check` looks at the loop and what the peer got. A watchdog
+    /// fails a run that does not end in 10 s. Returns how many backends
+    /// ran.
+    fn on_every_backend(
+        client: impl Fn(&mut Loop, Stream) + Clone + 'static,
+        check: impl Fn(&mut Loop, &Peer, BackendKind),
+    ) -> usize {
+        let mut ran = 0;
+        for &kind in BackendKind::compiled() {
+            let Ok(mut lp) = Loop::builder().backend(BackendChoice::Only(kind)).build() else {
+                eprintln!("skipped on {kind}");
+                continue;
+            };
+            let peer = Rc::new(RefCell::new(Peer::default()));
+            let p = Rc::clone(&peer);
+            let listener = lp
+                .tcp_listen(
+                    "127.0.0.1:0".parse().unwrap(),
+                    ListenOptions::default(),
+                    move |lp, accepted| {
+                        let (data, end) = (Rc::clone(&p), Rc::clone(&p));
+                        accepted.expect("accepted").read_start(
+                            lp,
+                            move |_, _, chunk| data.borrow_mut().bytes.extend_from_slice(chunk),
+                            move |lp, s, _| {
+                                end.borrow_mut().ended = true;
+                                s.close(lp);
+                            },
+                        );
+                    },
+                )
+                .expect("listen");
+            let addr = listener.local_addr(&lp).expect("its address");
+            let client = client.clone();
+            lp.tcp_connect(addr, move |lp, connected| {
+                listener.close(lp);
+                client(lp, Stream::from(connected.expect("connected")));
+            })
+            .expect("connect");
+            let expired = Rc::new(Cell::new(false));
+            let e = Rc::clone(&expired);
+            let watchdog = lp.set_timeout(Duration::from_secs(10), move |lp| {
+                e.set(true);
+                lp.stop();
+            });
+            lp.unref_timer(watchdog);
+            // A panicking callback leaves `run`; the loop then goes on.
+            for _ in 0..3 {
+                if catch_unwind(AssertUnwindSafe(|| lp.run())).is_ok() {
+                    break;
+                }
+            }
+            assert!(!expired.get(), "{kind}: the loop ended by itself");
+            check(&mut lp, &peer.borrow(), kind);
+            ran += 1;
+        }
+        ran
+    }
+
+    /// The bytes of chunk `i` (sizes 1 to 97).
+    fn chunk(i: usize) -> Vec<u8> {
+        vec![i as u8; 1 + (i * 37) % 97]
+    }
+
+    /// Writes queued behind a send in flight (the general path: more
+    /// queued behind each) go out whole and in order, and a copy written
+    /// from a callback of the queue goes out after it.
+    #[test]
+    fn queued_copies_arrive_in_order() {
+        on_every_backend(
+            |lp, client| {
+                for i in 0..100 {
+                    assert!(client.write_copy(lp, &chunk(i)), "below the mark");
+                }
+                assert!(client.write_queue_size(lp) > 0, "queued behind the first");
+                client.write(lp, b"|".to_vec(), move |lp, written| {
+                    written.expect("written");
+                    assert!(client.write_copy(lp, b"end"));
+                    client.end(lp);
+                });
+            },
+            |lp, peer, kind| {
+                let mut want: Vec<u8> = (0..100).flat_map(chunk).collect();
+                want.extend_from_slice(b"|end");
+                assert!(peer.bytes == want, "{kind}: every byte, in order");
+                assert!(peer.ended, "{kind}: the end after them");
+                assert!(lp.io.net.spare_sends.len() <= super::super::SPARE_SENDS);
+                assert_eq!(lp.ops_in_flight(), 0);
+            },
+        );
+    }
+
+    /// A lone copy's completion (the dispatch-free path, `sent_quietly`)
+    /// leaves the stream as the general path would: nothing queued, no
+    /// send in flight (`try_write` goes straight to the kernel again), and
+    /// the send no longer counted (the loop ends); its buffer is kept, and
+    /// the next copy takes it instead of allocating.
+    #[test]
+    fn a_lone_copy_leaves_the_stream_ready_for_the_next_write() {
+        on_every_backend(
+            |lp, client| {
+                assert!(client.write_copy(lp, b"lone"));
+                assert_eq!(client.write_queue_size(lp), 4);
+                let checks = Rc::new(Cell::new(0));
+                lp.set_interval(Duration::from_millis(2), move |lp, interval| {
+                    checks.set(checks.get() + 1);
+                    assert!(checks.get() < 1000, "the send completed in 2 s");
+                    if client.write_queue_size(lp) > 0 {
+                        return;
+                    }
+                    assert!(!client.need_drain(lp));
+                    assert_eq!(lp.io.net.spare_sends.len(), 1, "its buffer kept");
+                    assert_eq!(client.try_write(lp, b" next").expect("not sending"), 5);
+                    assert!(client.write_copy(lp, b"!"));
+                    assert!(lp.io.net.spare_sends.is_empty(), "reused");
+                    assert!(client.end(lp));
+                    lp.clear_timer(interval);
+                });
+            },
+            |lp, peer, kind| {
+                assert!(peer.bytes == b"lone next!", "{kind}: {:?}", peer.bytes);
+                assert!(peer.ended, "{kind}");
+                assert_eq!(lp.ops_in_flight(), 0, "{kind}");
+            },
+        );
+    }
+
+    /// At the high-water mark the general path runs: `drain` once the
+    /// queue empties, after the last write, whether the copy that reached
+    /// the mark went straight to the kernel (nothing queued before it) or
+    /// was queued; a copy after `end` is refused (nothing sent).
+    #[test]
+    fn a_copy_that_reaches_the_mark_gets_its_drain() {
+        let drains = Rc::new(Cell::new(0));
+        let d = Rc::clone(&drains);
+        let ran = on_every_backend(
+            move |lp, client| {
+                client.set_high_water_mark(lp, 64);
+                let d = Rc::clone(&d);
+                client.on_drain(lp, move |lp, s| {
+                    d.set(d.get() + 1);
+                    assert_eq!(s.write_queue_size(lp), 0);
+                    s.end(lp);
+                    assert!(!s.write_copy(lp, b"late"), "after end");
+                });
+                assert!(!client.write_copy(lp, &[2; 100]), "at the mark at once");
+                assert!(client.need_drain(lp));
+                assert!(!client.write_copy(lp, &[1; 10]), "queued at the mark");
+            },
+            |lp, peer, kind| {
+                assert_eq!(peer.bytes.len(), 110, "{kind}");
+                assert!(peer.ended, "{kind}");
+                assert_eq!(lp.ops_in_flight(), 0, "{kind}");
+            },
+        );
+        assert_eq!(drains.get(), ran, "one drain per backend");
+    }
+
+    /// A write with a callback between two copies: the callback closes
+    /// the stream; the copy behind it fails quietly (nothing to call), the
+    /// one before it arrived.
+    #[test]
+    fn a_callback_closing_the_stream_between_copies() {
+        on_every_backend(
+            |lp, client| {
+                assert!(client.write_copy(lp, b"first "));
+                client.write(lp, b"second".to_vec(), move |lp, written| {
+                    written.expect("written");
+                    assert!(client.close(lp));
+                });
+                assert!(client.write_copy(lp, b" never"));
+            },
+            |lp, peer, kind| {
+                assert!(peer.bytes == b"first second", "{kind}: {:?}", peer.bytes);
+                assert!(peer.ended, "{kind}");
+                assert_eq!(lp.ops_in_flight(), 0, "{kind}");
+            },
+        );
+    }
+
+    /// A write's callback that panics between two copies: the panic
+    /// leaves `run`, and the queue goes on with the copy behind it.
+    #[test]
+    fn a_callback_panicking_between_copies() {
+        on_every_backend(
+            |lp, client| {
+                assert!(client.write_copy(lp, b"first "));
+                client.write(lp, b"second".to_vec(), |_, written| {
+                    written.expect("written");
+                    panic!("a write's callback panics");
+                });
+                assert!(client.write_copy(lp, b" third"));
+                client.end(lp);
+            },
+            |_, peer, kind| {
+                assert!(
+                    peer.bytes == b"first second third",
+                    "{kind}: {:?}",
+                    peer.bytes
+                );
+                assert!(peer.ended, "{kind}");
+            },
+        );
+    }
+
+    /// A close while a copy's send is in flight (on io_uring: submitted
+    /// with the turn, cancelled by the close): the loop ends with nothing
+    /// in flight, and the buffer, handed back by the cancelled send's
+    /// completion, is freed with it, not kept.
+    #[test]
+    fn a_close_with_a_copy_in_flight() {
+        on_every_backend(
+            |lp, client| {
+                assert!(client.write_copy(lp, &[7; 2000]));
+                assert!(client.write_copy(lp, &[8; 2000]));
+                assert!(client.close(lp));
+                assert!(!client.write_copy(lp, b"after the close"), "stale");
+            },
+            |lp, peer, kind| {
+                assert!(peer.ended, "{kind}");
+                assert!(peer.bytes.len() <= 4000, "{kind}");
+                assert!(peer.bytes.iter().all(|&b| b == 7 || b == 8), "{kind}");
+                assert_eq!(lp.ops_in_flight(), 0, "{kind}");
+                assert!(lp.io.net.spare_sends.is_empty(), "{kind}");
+            },
+        );
     }
 }

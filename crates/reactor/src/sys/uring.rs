@@ -87,7 +87,7 @@
 use super::slab::{Key, Slab, Tokened};
 use super::uring_probe::{self as kprobe, Opcodes, Release};
 use super::{MULTI_BUF_SIZE, MultiBufs, Notify, WakeShared, close_fd};
-use crate::op::{OpKind, cancelled};
+use crate::op::{OpKind, SendBytes, cancelled};
 use crate::uring_ext::UringInfo;
 use crate::{Completion, FileOps, FileStat, Interest, Op, ReadFileStep, Token, UringConfig};
 use io_uring::{IoUring, Probe, cqueue, opcode, squeue, types};
@@ -1628,6 +1628,15 @@ impl Uring {
         buf: Option<Vec<u8>>,
     ) -> Option<Completion> {
         let e = self.ops.take(key)?;
+        if let OpKind::Send {
+            buf: SendBytes::Vec(own),
+            ..
+        } = e.kind
+        {
+            // The most common final completion (a stream's send): its
+            // buffer back, nothing else to hand over.
+            return Some(Completion::new(e.token, result).with_buf(Some(buf.unwrap_or(own))));
+        }
         let mut kind = e.kind;
         let stat = match &mut kind {
             OpKind::Statx { stat, .. } if result.is_ok() => stat.take(),
