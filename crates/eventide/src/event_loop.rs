@@ -1380,3 +1380,23 @@ impl Loop {
         self.list_tasks(listing);
     }
 }
+
+#[cfg(test)]
+impl Loop {
+    /// For the crate's unit tests: an unreferenced timer (it keeps nothing
+    /// alive) that stops the loop after `after`; the flag says whether it
+    /// fired, i.e. whether the loop failed to end by itself in time.
+    pub(crate) fn test_watchdog(
+        &mut self,
+        after: std::time::Duration,
+    ) -> std::rc::Rc<std::cell::Cell<bool>> {
+        let expired = std::rc::Rc::new(std::cell::Cell::new(false));
+        let e = std::rc::Rc::clone(&expired);
+        let watchdog = self.set_timeout(after, move |lp| {
+            e.set(true);
+            lp.stop();
+        });
+        self.unref_timer(watchdog);
+        expired
+    }
+}

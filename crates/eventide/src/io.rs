@@ -424,13 +424,7 @@ mod panic_tests {
         }
         // Every poll is ready before the loop first waits.
         std::thread::sleep(Duration::from_millis(10));
-        let expired = Rc::new(Cell::new(false));
-        let e = Rc::clone(&expired);
-        let watchdog = lp.set_timeout(Duration::from_secs(10), move |lp| {
-            e.set(true);
-            lp.stop();
-        });
-        lp.unref_timer(watchdog);
+        let expired = lp.test_watchdog(Duration::from_secs(10));
         let first = catch_unwind(AssertUnwindSafe(|| lp.run()));
         assert!(first.is_err(), "the handler's panic leaves run()");
         lp.run().expect("the loop runs again");

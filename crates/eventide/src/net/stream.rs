@@ -2049,13 +2049,7 @@ mod write_copy_tests {
                 client(lp, Stream::from(connected.expect("connected")));
             })
             .expect("connect");
-            let expired = Rc::new(Cell::new(false));
-            let e = Rc::clone(&expired);
-            let watchdog = lp.set_timeout(Duration::from_secs(10), move |lp| {
-                e.set(true);
-                lp.stop();
-            });
-            lp.unref_timer(watchdog);
+            let expired = lp.test_watchdog(Duration::from_secs(10));
             // A panicking callback leaves `run`; the loop then goes on.
             for _ in 0..3 {
                 if catch_unwind(AssertUnwindSafe(|| lp.run())).is_ok() {
