@@ -8,6 +8,13 @@
 #   tokio               hyper 1.x on tokio current_thread
 #                       (benches/peers/tokio/w13_http, the same hyper)
 #   node                Node's `http` (benches/peers/node/w13_http.js)
+#   floor-epoll         (FLOOR=1) the same responses straight on epoll in
+#                       C, no runtime, no HTTP library
+#                       (benches/peers/floor/w13_http.c): what the kernel's
+#                       TCP and one receive and one send per request allow
+#   floor-uring         (FLOOR=1) the same on io_uring with liburing
+#                       (benches/peers/floor/w13_http_uring.c): multishot
+#                       receive into provided buffers, DEFER_TASKRUN
 #
 # Figure: requests per server CPU-second (user+sys of the server process,
 # from /proc/PID/stat, over wrk's run), higher; also requests/s and wrk's
@@ -17,6 +24,9 @@
 #   benches/run-http.sh                     3 rounds, backends uring epoll
 #   ROUNDS=5 DURATION=10s benches/run-http.sh
 #   BACKENDS="uring epoll poll" benches/run-http.sh
+#   FLOOR=1 benches/run-http.sh             adds the two floors (needs a C
+#                                           compiler; installs Debian's
+#                                           liburing-dev if it is missing)
 #   BASE_BIN=/tmp/http_server.old benches/run-http.sh
 #                                           adds rows base-<backend>: another
 #                                           build of the example (say, the
@@ -65,6 +75,21 @@ echo "== building hyper on tokio (benches/peers/tokio/w13_http)" >&2
 (cd "$peers/tokio/w13_http" && env -u CARGO_TARGET_DIR cargo build --release --quiet) || exit 1
 tokio_bin="$peers/tokio/w13_http/target/release/w13-http-tokio"
 ours="$(grep -A1 '^name = "hyper"$' "$repo/Cargo.lock" | sed -n 's/^version = "\(.*\)"/\1/p')"
+floor_dir=""
+if [ "${FLOOR:-0}" = 1 ]; then
+  if [ ! -e /usr/include/liburing.h ]; then
+    echo "== installing liburing-dev (apt-get)" >&2
+    if [ "$(id -u)" = 0 ]; then
+      apt-get install -y liburing-dev >&2 || { apt-get update >&2 && apt-get install -y liburing-dev >&2; }
+    else
+      sudo apt-get install -y liburing-dev >&2
+    fi
+  fi
+  echo "== building the floors (benches/peers/floor/)" >&2
+  floor_dir="$(mktemp -d)"
+  "${CC:-cc}" -O2 -o "$floor_dir/epoll" "$peers/floor/w13_http.c" || exit 1
+  "${CC:-cc}" -O2 -o "$floor_dir/uring" "$peers/floor/w13_http_uring.c" -luring || exit 1
+fi
 theirs="$(grep -A1 '^name = "hyper"$' "$peers/tokio/w13_http/Cargo.lock" | sed -n 's/^version = "\(.*\)"/\1/p')"
 echo "== hyper: eventide $ours, tokio peer $theirs; $(node --version); $(wrk -v 2>&1 | head -1)" >&2
 [ "$ours" = "$theirs" ] || echo "WARNING: not the same hyper" >&2
@@ -152,7 +177,12 @@ for round in $(seq 1 "$rounds"); do
   done
   bench tokio "$tokio_bin" "127.0.0.1:$port"
   bench node node "$peers/node/w13_http.js" "127.0.0.1:$port"
+  if [ -n "$floor_dir" ]; then
+    bench floor-epoll "$floor_dir/epoll" "127.0.0.1:$port"
+    bench floor-uring "$floor_dir/uring" "127.0.0.1:$port"
+  fi
 done
+[ -z "$floor_dir" ] || rm -rf "$floor_dir"
 
 python3 - "$out" <<'PY'
 import re, statistics, sys
@@ -172,7 +202,7 @@ print()
 print('| system | reqs per server CPU-s | requests/s | p99 latency (ms) | vs tokio | vs node |')
 print('|---|---|---|---|---|---|')
 for s in sorted(rows, key=lambda s: (not s.startswith(('eventide', 'base')), s)):
-    mine = s.startswith(('eventide', 'base'))
+    mine = s.startswith(('eventide', 'base', 'floor'))
     print(f"| {s} | {med(s, 'value'):.0f} | {med(s, 'rps'):.0f} | {med(s, 'p99_ms'):.2f} "
           f"| {ratio(s, 'tokio') if mine else ''} | {ratio(s, 'node') if mine or s == 'tokio' else ''} |")
 print(f'\n(medians over rounds; ratios are medians of per-round ratios; {sys.argv[1]})')
