@@ -18,8 +18,9 @@
 #
 # Figure: requests per server CPU-second (user+sys of the server process,
 # from /proc/PID/stat, over wrk's run), higher; also requests/s and wrk's
-# p99 latency. Prints RESULT lines, then a table of medians over rounds
-# with each eventide backend's ratio to tokio and to Node.
+# p99 latency and the server's busy share of its core. Prints RESULT
+# lines, then a table of medians over rounds with each eventide backend's
+# (and each floor's) ratio to tokio and to Node.
 #
 #   benches/run-http.sh                     3 rounds, backends uring epoll
 #   ROUNDS=5 DURATION=10s benches/run-http.sh
@@ -149,6 +150,8 @@ def dur(text):  # wrk's 1.23ms / 456.78us / 1.02s, in ms
     return v * {'us': 1e-3, 'ms': 1, 's': 1e3, 'm': 6e4}[u]
 reqs = int(re.search(r'(\d+) requests in', report).group(1))
 rps = float(re.search(r'Requests/sec:\s+([\d.]+)', report).group(1))
+m = re.search(r'requests in ([\d.]+)(ms|s|m)', report)
+wall = float(m.group(1)) * {'ms': 1e-3, 's': 1, 'm': 60}[m.group(2)]
 p99 = dur(re.search(r'\s99%\s+(\S+)', report).group(1))
 errors = re.search(r'Socket errors: (.*)', report)
 non2xx = re.search(r'Non-2xx or 3xx responses: (\d+)', report)
@@ -162,7 +165,7 @@ if sys.argv[6]:
     per = cpu / reqs * 1e6 / ((k + u) or 1)  # us of CPU per request, per unit of samples
     split = f' kernel_us={k * per:.3f} user_us={u * per:.3f} hyper_us={h * per:.3f}'
 print(f'RESULT workload=W13 system={system} metric=reqs_per_server_cpu_s '
-      f'value={reqs / cpu:.0f} rps={rps:.0f} p99_ms={p99:.3f} cpu_s={cpu:.2f} n={reqs} round={rnd}{split}')
+      f'value={reqs / cpu:.0f} rps={rps:.0f} p99_ms={p99:.3f} cpu_s={cpu:.2f} wall_s={wall:.2f} n={reqs} round={rnd}{split}')
 PY
   [ "${PIPESTATUS[0]}" = 0 ] || failed=1
 }
@@ -199,13 +202,15 @@ def ratio(system, peer):
     rs = [float(r['value']) / by[r['round']] for r in rows[system] if r['round'] in by]
     return f'{statistics.median(rs):.2f}x' if rs else ''
 print()
-print('| system | reqs per server CPU-s | requests/s | p99 latency (ms) | vs tokio | vs node |')
-print('|---|---|---|---|---|---|')
+print('| system | reqs per server CPU-s | requests/s | p99 latency (ms) | server busy | vs tokio | vs node |')
+print('|---|---|---|---|---|---|---|')
 for s in sorted(rows, key=lambda s: (not s.startswith(('eventide', 'base')), s)):
     mine = s.startswith(('eventide', 'base', 'floor'))
-    print(f"| {s} | {med(s, 'value'):.0f} | {med(s, 'rps'):.0f} | {med(s, 'p99_ms'):.2f} "
+    busy = statistics.median(float(r['cpu_s']) / float(r['wall_s']) for r in rows[s])
+    print(f"| {s} | {med(s, 'value'):.0f} | {med(s, 'rps'):.0f} | {med(s, 'p99_ms'):.2f} | {busy:.0%} "
           f"| {ratio(s, 'tokio') if mine else ''} | {ratio(s, 'node') if mine or s == 'tokio' else ''} |")
-print(f'\n(medians over rounds; ratios are medians of per-round ratios; {sys.argv[1]})')
+print(f'\n(medians over rounds; ratios are medians of per-round ratios; server busy: its CPU time over\n'
+      f"wrk's run, a share of its one core: below 100% it waited for wrk; {sys.argv[1]})")
 if all('kernel_us' in r for rs in rows.values() for r in rs):
     print()
     print('| system | CPU us per request | kernel | user | of user: hyper, httparse, http (at least) |')
