@@ -150,8 +150,7 @@ def dur(text):  # wrk's 1.23ms / 456.78us / 1.02s, in ms
     return v * {'us': 1e-3, 'ms': 1, 's': 1e3, 'm': 6e4}[u]
 reqs = int(re.search(r'(\d+) requests in', report).group(1))
 rps = float(re.search(r'Requests/sec:\s+([\d.]+)', report).group(1))
-m = re.search(r'requests in ([\d.]+)(ms|s|m)', report)
-wall = float(m.group(1)) * {'ms': 1e-3, 's': 1, 'm': 60}[m.group(2)]
+wall = dur(re.search(r'requests in (\S+),', report).group(1)) / 1e3  # wrk's run, in s
 p99 = dur(re.search(r'\s99%\s+(\S+)', report).group(1))
 errors = re.search(r'Socket errors: (.*)', report)
 non2xx = re.search(r'Non-2xx or 3xx responses: (\d+)', report)

@@ -6,9 +6,9 @@
  * kernel takes them), a multishot accept, a multishot receive per
  * connection into a ring of provided buffers, and one send per connection
  * at a time, every submission of a turn going in the one io_uring_enter
- * that also waits. What it costs per request is the kernel's TCP and
- * io_uring's own work: the most requests per CPU-second an io_uring server
- * can reach on this machine.
+ * that also waits. What it costs per request is little more than the
+ * kernel's TCP and io_uring's own work: about the most requests per
+ * CPU-second an io_uring server reaches on this machine.
  *
  *     gcc -O2 -o w13-http-floor-uring benches/peers/floor/w13_http_uring.c -luring
  *     w13-http-floor-uring 127.0.0.1:PORT
@@ -50,6 +50,7 @@ struct conn {
 static struct io_uring ring;
 static struct io_uring_buf_ring *br;
 static char *bufs;
+
 static struct io_uring_sqe *sqe_get(void) {
     struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
     if (!sqe) { /* the submission queue is full: hand it to the kernel */
@@ -88,6 +89,19 @@ static void maybe_free(struct conn *c) {
     }
 }
 
+/* The connection is done for (the peer's end, an error, a request too
+ * large): its receive is cancelled, and it goes once nothing of it is in
+ * the kernel. */
+static void end_conn(struct conn *c) {
+    c->ended = 1;
+    if (c->recv_armed) {
+        struct io_uring_sqe *sqe = sqe_get();
+        io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)c | OP_RECV, 0);
+        io_uring_sqe_set_data64(sqe, 3); /* the cancel's own completion: ignored */
+    }
+    maybe_free(c);
+}
+
 /* New bytes in c->in: answers every complete request (behind the send in
  * flight, if any); -1 ends the connection. */
 static int on_data(struct conn *c) {
@@ -109,28 +123,27 @@ static void on_recv(struct conn *c, int res, unsigned flags) {
         io_uring_buf_ring_add(br, bufs + (size_t)bid * BUF_SIZE, BUF_SIZE, (unsigned short)bid,
                               io_uring_buf_ring_mask(NBUF), 0);
         io_uring_buf_ring_advance(br, 1);
-        if (!c->ended && on_data(c) < 0) c->ended = 1;
-    } else if (res == -ENOBUFS) {
-        /* every provided buffer taken: receive again once some are back */
-    } else {
-        c->ended = 1; /* the peer's end (0) or an error */
-    }
-    if (c->ended) {
-        if (c->recv_armed) {
-            struct io_uring_sqe *sqe = sqe_get();
-            io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)c | OP_RECV, 0);
-            io_uring_sqe_set_data64(sqe, 3); /* the cancel's own completion: ignored */
+        if (c->ended) {
+            maybe_free(c); /* ended while this receive was on its way */
+            return;
         }
-        maybe_free(c);
-    } else if (!c->recv_armed) {
-        arm_recv(c);
+        if (on_data(c) < 0) {
+            end_conn(c);
+            return;
+        }
+    } else if (res != -ENOBUFS) { /* -ENOBUFS: every buffer taken, receive again */
+        end_conn(c); /* the peer's end (0) or an error */
+        return;
     }
+    if (!c->ended && !c->recv_armed) arm_recv(c);
+    else maybe_free(c);
 }
 
 static void on_send(struct conn *c, int res) {
     c->sending = 0;
     if (res < 0) {
-        c->ended = 1;
+        end_conn(c);
+        return;
     } else {
         c->out_off += (size_t)res;
         if (c->out_off < c->out_len) {
